@@ -1,0 +1,374 @@
+//! NeuronCore and chip parameters as plain data, one preset per generation, each number with its
+//! provenance. No behaviour lives here: the ISA verifier, the simulators and (later) the planners
+//! read these values; nothing else in Rainier writes a hardware number down.
+//!
+//! Sources are the keys of `../shared/neuron-arch.md` §12 (e.g. `[N-arch2]` is the NKI
+//! Trainium/Inferentia2 architecture guide). Every value that no public source gives is graded
+//! [`Grade::Assumed`] and listed by [`ChipParams::provenance`], so it can be calibrated later.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// How much a number can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grade {
+    /// Stated in AWS Neuron documentation or driver source.
+    Doc,
+    /// Our arithmetic from documented numbers.
+    Derived,
+    /// A modelling choice with no public source; calibrate when measurements exist.
+    Assumed,
+}
+
+impl fmt::Display for Grade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Grade::Doc => "doc",
+            Grade::Derived => "derived",
+            Grade::Assumed => "assumed",
+        })
+    }
+}
+
+/// A value with the source it comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sourced<T> {
+    pub value: T,
+    /// Source key(s) from `neuron-arch.md` §12, or a sentence saying why it is assumed.
+    pub source: &'static str,
+    pub grade: Grade,
+}
+
+const fn doc<T>(value: T, source: &'static str) -> Sourced<T> {
+    Sourced { value, source, grade: Grade::Doc }
+}
+
+const fn assumed<T>(value: T, source: &'static str) -> Sourced<T> {
+    Sourced { value, source, grade: Grade::Assumed }
+}
+
+/// NeuronCore generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Generation {
+    /// NeuronCore-v2: Trainium1 and Inferentia2.
+    V2,
+    /// NeuronCore-v3: Trainium2.
+    V3,
+    /// NeuronCore-v4: Trainium3.
+    V4,
+}
+
+impl fmt::Display for Generation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Generation::V2 => "NeuronCore-v2",
+            Generation::V3 => "NeuronCore-v3",
+            Generation::V4 => "NeuronCore-v4",
+        })
+    }
+}
+
+/// A Neuron device (chip) kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Chip {
+    Trn1,
+    Inf2,
+    Trn2,
+    Trn3,
+}
+
+impl Chip {
+    /// Every chip, in a fixed order.
+    pub const ALL: [Chip; 4] = [Chip::Trn1, Chip::Inf2, Chip::Trn2, Chip::Trn3];
+
+    /// The command-line name (`trn1`, `inf2`, `trn2`, `trn3`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Chip::Trn1 => "trn1",
+            Chip::Inf2 => "inf2",
+            Chip::Trn2 => "trn2",
+            Chip::Trn3 => "trn3",
+        }
+    }
+
+    /// The full parameter set of this chip.
+    pub fn params(self) -> ChipParams {
+        match self {
+            Chip::Trn1 => ChipParams {
+                chip: self,
+                marketing_name: "Trainium1",
+                cores_per_chip: doc(2, "[A-trn1] 2 x NeuronCore-v2"),
+                hbm_bytes: doc(32 * GIB, "[N-arch2] 32 GiB in 2 stacks"),
+                hbm_bytes_per_s: doc(820.0 * GIB as f64, "[A-trn1] 820 GiB/s"),
+                core: core_v2(),
+            },
+            Chip::Inf2 => ChipParams {
+                chip: self,
+                marketing_name: "Inferentia2",
+                cores_per_chip: doc(2, "[A-inf2] 2 x NeuronCore-v2"),
+                hbm_bytes: doc(32 * GIB, "[N-arch2] 32 GiB in 2 stacks"),
+                hbm_bytes_per_s: doc(820.0 * GIB as f64, "[A-inf2] 820 GiB/s"),
+                core: core_v2(),
+            },
+            Chip::Trn2 => ChipParams {
+                chip: self,
+                marketing_name: "Trainium2",
+                cores_per_chip: doc(8, "[A-trn2] 8 x NeuronCore-v3"),
+                hbm_bytes: doc(96 * GIB, "[A-trn2, DRV] 96 GiB in 4 stacks"),
+                hbm_bytes_per_s: doc(2.9e12, "[A-trn2] 2.9 TB/s (NKI guide says 3 TB/s, §11)"),
+                core: core_v3(),
+            },
+            Chip::Trn3 => ChipParams {
+                chip: self,
+                marketing_name: "Trainium3",
+                cores_per_chip: doc(8, "[A-trn3] 8 x NeuronCore-v4"),
+                hbm_bytes: doc(144 * GIB, "[A-trn3] 144 GiB in 4 stacks"),
+                hbm_bytes_per_s: doc(4.9e12, "[A-trn3] 4.9 TB/s (NKI guide says 4.7 TB/s, §11)"),
+                core: core_v4(),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Chip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown chip name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown chip '{0}' (known: trn1, inf2, trn2, trn3)")]
+pub struct UnknownChip(pub String);
+
+impl FromStr for Chip {
+    type Err = UnknownChip;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Chip::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| UnknownChip(s.to_string()))
+    }
+}
+
+const KIB: u64 = 1024;
+const GIB: u64 = 1024 * 1024 * 1024;
+
+/// Parameters of one Neuron device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChipParams {
+    pub chip: Chip,
+    pub marketing_name: &'static str,
+    pub cores_per_chip: Sourced<u32>,
+    pub hbm_bytes: Sourced<u64>,
+    pub hbm_bytes_per_s: Sourced<f64>,
+    /// Every NeuronCore of a chip is identical.
+    pub core: CoreParams,
+}
+
+/// Parameters of one NeuronCore.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoreParams {
+    pub generation: Generation,
+    /// SBUF/PSUM partitions, the parallel axis of every engine.
+    pub partitions: Sourced<u32>,
+    pub sbuf_bytes_per_partition: Sourced<u32>,
+    pub psum_bytes_per_partition: Sourced<u32>,
+    pub psum_banks: Sourced<u32>,
+    /// Largest stationary free size (M) of `nc_matmul`.
+    pub matmul_stationary_fmax: Sourced<u32>,
+    /// Largest moving free size (N) of `nc_matmul` with an fp32 PSUM destination.
+    pub matmul_moving_fmax_fp32: Sourced<u32>,
+    /// Largest moving free size (N) with a bf16 PSUM destination (0 where bf16 PSUM output is absent).
+    pub matmul_moving_fmax_bf16: Sourced<u32>,
+    /// Largest free size a Vector/Scalar instruction may read from PSUM.
+    pub psum_access_fmax: Sourced<u32>,
+    pub tensor_clock_hz: Sourced<f64>,
+    pub vector_clock_hz: Sourced<f64>,
+    pub scalar_clock_hz: Sourced<f64>,
+    pub gpsimd_clock_hz: Sourced<f64>,
+    pub dma_engines: Sourced<u32>,
+    pub semaphores: Sourced<u32>,
+}
+
+impl CoreParams {
+    /// SBUF bytes of the whole core.
+    pub fn sbuf_bytes(&self) -> u64 {
+        u64::from(self.partitions.value) * u64::from(self.sbuf_bytes_per_partition.value)
+    }
+
+    /// PSUM bytes per partition in one bank.
+    pub fn psum_bank_bytes(&self) -> u32 {
+        self.psum_bytes_per_partition.value / self.psum_banks.value
+    }
+
+    /// Whether the generation has the bit-exact Tensor-engine transpose mode (`is_transpose`).
+    pub fn has_exact_pe_transpose(&self) -> bool {
+        self.generation >= Generation::V3
+    }
+
+    /// Whether ScalarE executes `tensor_copy` (NeuronCore-v2 needs `activation(copy)` instead).
+    pub fn scalar_has_tensor_copy(&self) -> bool {
+        self.generation >= Generation::V3
+    }
+
+    /// Whether `nc_matmul` accepts OCP fp8 e4m3fn inputs and may write bf16 into PSUM.
+    pub fn has_v4_matmul(&self) -> bool {
+        self.generation >= Generation::V4
+    }
+}
+
+fn common_partitions() -> Sourced<u32> {
+    doc(128, "[N-arch2, N-arch3, N-arch4] 128 partitions")
+}
+
+fn common_psum() -> (Sourced<u32>, Sourced<u32>) {
+    (
+        doc(16 * KIB as u32, "[N-arch2] PSUM 128 x 16 KiB"),
+        doc(8, "[N-arch2] 8 banks x 2 KiB per partition"),
+    )
+}
+
+fn core_v2() -> CoreParams {
+    let (psum, banks) = common_psum();
+    CoreParams {
+        generation: Generation::V2,
+        partitions: common_partitions(),
+        sbuf_bytes_per_partition: doc(192 * KIB as u32, "[N-arch2] SBUF 24 MiB = 128 x 192 KiB"),
+        psum_bytes_per_partition: psum,
+        psum_banks: banks,
+        matmul_stationary_fmax: doc(128, "[N-tile] gemm_stationary_fmax = 128"),
+        matmul_moving_fmax_fp32: doc(512, "[N-tile] gemm_moving_fmax = 512 (one PSUM bank)"),
+        matmul_moving_fmax_bf16: doc(0, "[N-isa] bf16 PSUM output only on NeuronCore-v4"),
+        psum_access_fmax: doc(4096, "[N-arch2] Vector free size up to 4K elements from PSUM"),
+        tensor_clock_hz: doc(2.8e9, "[N-arch2] TensorE 2.8 GHz"),
+        vector_clock_hz: doc(1.12e9, "[N-arch2] VectorE 1.12 GHz"),
+        scalar_clock_hz: doc(1.4e9, "[N-arch2] ScalarE 1.4 GHz; [N-perf] 264 cycles = 189 ns"),
+        gpsimd_clock_hz: doc(1.4e9, "[N-arch2] GpSimdE 1.4 GHz"),
+        dma_engines: doc(16, "[N-arch2, N-dma, DRV] 16 DMA engines per NeuronCore"),
+        semaphores: doc(256, "[DRV] SEMAPHORE_COUNT 256 per NeuronCore"),
+    }
+}
+
+fn core_v3() -> CoreParams {
+    let (psum, banks) = common_psum();
+    CoreParams {
+        generation: Generation::V3,
+        partitions: common_partitions(),
+        sbuf_bytes_per_partition: doc(224 * KIB as u32, "[N-arch3] SBUF 28 MiB = 128 x 224 KiB"),
+        psum_bytes_per_partition: psum,
+        psum_banks: banks,
+        matmul_stationary_fmax: doc(128, "[N-tile] gemm_stationary_fmax = 128"),
+        matmul_moving_fmax_fp32: doc(512, "[N-isa] N <= 512 on NeuronCore-v2/v3"),
+        matmul_moving_fmax_bf16: doc(0, "[N-isa] bf16 PSUM output only on NeuronCore-v4"),
+        psum_access_fmax: assumed(4096, "NeuronCore-v2 value [N-arch2] carried to v3"),
+        tensor_clock_hz: doc(2.4e9, "[N-arch3] TensorE 2.4 GHz"),
+        vector_clock_hz: doc(0.96e9, "[N-arch3] VectorE 0.96 GHz"),
+        scalar_clock_hz: doc(1.2e9, "[N-arch3] ScalarE 1.2 GHz"),
+        gpsimd_clock_hz: doc(1.2e9, "[N-arch3] GpSimdE 1.2 GHz"),
+        dma_engines: doc(16, "[N-dma, DRV] 16 DMA engines per NeuronCore"),
+        semaphores: doc(256, "[DRV] SEMAPHORE_COUNT 256 per NeuronCore"),
+    }
+}
+
+fn core_v4() -> CoreParams {
+    let (psum, banks) = common_psum();
+    CoreParams {
+        generation: Generation::V4,
+        partitions: common_partitions(),
+        sbuf_bytes_per_partition: doc(256 * KIB as u32, "[N-arch4] SBUF 32 MiB = 128 x 256 KiB"),
+        psum_bytes_per_partition: psum,
+        psum_banks: banks,
+        matmul_stationary_fmax: doc(128, "[N-tile] gemm_stationary_fmax = 128"),
+        matmul_moving_fmax_fp32: doc(4096, "[N-isa] N <= 4096 with fp32 PSUM output (all 8 banks)"),
+        matmul_moving_fmax_bf16: doc(8192, "[N-isa] N <= 8192 with bf16 PSUM output (all 8 banks)"),
+        psum_access_fmax: assumed(4096, "NeuronCore-v2 value [N-arch2] carried to v4"),
+        tensor_clock_hz: doc(2.4e9, "[N-arch4] TensorE 2.4 GHz"),
+        vector_clock_hz: doc(1.2e9, "[N-arch4] VectorE 1.2 GHz"),
+        scalar_clock_hz: doc(1.2e9, "[N-arch4] ScalarE 1.2 GHz"),
+        gpsimd_clock_hz: doc(1.2e9, "[N-arch4] GpSimdE 1.2 GHz"),
+        dma_engines: doc(16, "[N-arch4] 16 DMA engines per NeuronCore"),
+        semaphores: assumed(256, "driver SEMAPHORE_COUNT 256 [DRV] read for v2/v3, carried to v4"),
+    }
+}
+
+/// One row of a provenance listing: a parameter's name, its value as text, source and grade.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProvenanceRow {
+    pub name: &'static str,
+    pub value: String,
+    pub source: &'static str,
+    pub grade: Grade,
+}
+
+fn row<T: fmt::Display>(name: &'static str, s: &Sourced<T>) -> ProvenanceRow {
+    ProvenanceRow { name, value: s.value.to_string(), source: s.source, grade: s.grade }
+}
+
+impl ChipParams {
+    /// Every parameter with its value, source and grade, in a fixed order.
+    pub fn provenance(&self) -> Vec<ProvenanceRow> {
+        let c = &self.core;
+        vec![
+            row("cores_per_chip", &self.cores_per_chip),
+            row("hbm_bytes", &self.hbm_bytes),
+            row("hbm_bytes_per_s", &self.hbm_bytes_per_s),
+            row("partitions", &c.partitions),
+            row("sbuf_bytes_per_partition", &c.sbuf_bytes_per_partition),
+            row("psum_bytes_per_partition", &c.psum_bytes_per_partition),
+            row("psum_banks", &c.psum_banks),
+            row("matmul_stationary_fmax", &c.matmul_stationary_fmax),
+            row("matmul_moving_fmax_fp32", &c.matmul_moving_fmax_fp32),
+            row("matmul_moving_fmax_bf16", &c.matmul_moving_fmax_bf16),
+            row("psum_access_fmax", &c.psum_access_fmax),
+            row("tensor_clock_hz", &c.tensor_clock_hz),
+            row("vector_clock_hz", &c.vector_clock_hz),
+            row("scalar_clock_hz", &c.scalar_clock_hz),
+            row("gpsimd_clock_hz", &c.gpsimd_clock_hz),
+            row("dma_engines", &c.dma_engines),
+            row("semaphores", &c.semaphores),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chip_names_round_trip() {
+        for chip in Chip::ALL {
+            assert_eq!(chip.name().parse::<Chip>(), Ok(chip));
+        }
+        assert!("trn9".parse::<Chip>().is_err());
+    }
+
+    /// The TensorE peak follows from the array and the clock: 128 x 128 PEs x 2 FLOP x f
+    /// reproduces the documented 92 (v2) and 79 (v3) bf16 TFLOPS within 1% ([N-arch2], [A-nc3]).
+    #[test]
+    fn tensor_peak_matches_documented_tflops() {
+        for (chip, tflops) in [(Chip::Trn1, 92.0), (Chip::Trn2, 79.0), (Chip::Trn3, 79.0)] {
+            let p = chip.params();
+            let peak = 128.0 * 128.0 * 2.0 * p.core.tensor_clock_hz.value / 1e12;
+            assert!((peak / tflops - 1.0).abs() < 0.01, "{chip}: {peak} vs {tflops}");
+        }
+    }
+
+    #[test]
+    fn sbuf_sizes_match_documented_totals() {
+        let mib = |c: Chip| c.params().core.sbuf_bytes() / (1024 * 1024);
+        assert_eq!(mib(Chip::Trn1), 24);
+        assert_eq!(mib(Chip::Trn2), 28);
+        assert_eq!(mib(Chip::Trn3), 32);
+        assert_eq!(Chip::Trn2.params().core.psum_bank_bytes(), 2048);
+    }
+
+    #[test]
+    fn every_parameter_has_a_source() {
+        for chip in Chip::ALL {
+            for r in chip.params().provenance() {
+                assert!(!r.source.is_empty(), "{chip}.{}", r.name);
+            }
+        }
+    }
+}
