@@ -1,1 +1,267 @@
+//! Plain-loop reference implementations of the NeuronCore instructions' math, in f64.
+//!
+//! This crate depends on nothing else of Rainier's and shares no code with the simulator, so a
+//! bug cannot hide in both. Values are f64; formats and operators are named by strings (the
+//! assembly names), so not even an enum is shared. [`round_to`] is an independent
+//! implementation of round-to-nearest-even into every format, written with f64 arithmetic
+//! rather than bit manipulation.
 
+/// Rounds `x` to the nearest value of `format` (ties to even), with the overflow behaviour of
+/// the format: IEEE formats (`f32`, `bf16`, `f16`, `tf32`) overflow to ±inf, fp8 formats
+/// saturate to ±max (OCP saturating mode), integers saturate and map NaN to 0.
+///
+/// # Panics
+/// On an unknown format name (a test-code bug).
+pub fn round_to(format: &str, x: f64) -> f64 {
+    // (explicit mantissa bits, smallest normal exponent, largest finite, saturating)
+    let (man, emin, max, saturating) = match format {
+        "f32" => (23, -126, (2.0 - 2f64.powi(-23)) * 2f64.powi(127), false),
+        "bf16" => (7, -126, (2.0 - 2f64.powi(-7)) * 2f64.powi(127), false),
+        "f16" => (10, -14, 65504.0, false),
+        "tf32" => (10, -126, (2.0 - 2f64.powi(-10)) * 2f64.powi(127), false),
+        "fp8e4m3" => (3, -6, 240.0, true),
+        "fp8e4m3fn" => (3, -6, 448.0, true),
+        "fp8e5m2" => (2, -14, 57344.0, true),
+        "i32" => return round_int(x, -2147483648.0, 2147483647.0),
+        "u8" => return round_int(x, 0.0, 255.0),
+        other => panic!("unknown format {other}"),
+    };
+    if x.is_nan() || x == 0.0 {
+        return x;
+    }
+    if x.is_infinite() {
+        return if saturating { max.copysign(x) } else { x };
+    }
+    let a = x.abs();
+    // Binade by repeated halving/doubling: no bit tricks, so independent of the simulator.
+    let mut e = 0i32;
+    let mut y = a;
+    while y >= 2.0 {
+        y /= 2.0;
+        e += 1;
+    }
+    while y < 1.0 {
+        y *= 2.0;
+        e -= 1;
+    }
+    let quantum = 2f64.powi(e.max(emin) - man);
+    let q = a / quantum;
+    let fl = q.floor();
+    let diff = q - fl;
+    let n = if diff > 0.5 || (diff == 0.5 && fl % 2.0 == 1.0) { fl + 1.0 } else { fl };
+    let r = n * quantum;
+    let r = if r > max {
+        if saturating {
+            max
+        } else {
+            f64::INFINITY
+        }
+    } else {
+        r
+    };
+    r.copysign(x)
+}
+
+fn round_int(x: f64, lo: f64, hi: f64) -> f64 {
+    if x.is_nan() {
+        return 0.0;
+    }
+    let fl = x.floor();
+    let diff = x - fl;
+    let n = if diff > 0.5 || (diff == 0.5 && fl % 2.0 != 0.0) { fl + 1.0 } else { fl };
+    n.clamp(lo, hi)
+}
+
+/// `out[m][n] = Σ_k s[k][m] · v[k][n]` in f64 (exact for narrow inputs up to rounding of f64).
+pub fn matmul(s: &[f64], v: &[f64], k: usize, m: usize, n: usize) -> Vec<f64> {
+    let mut out = vec![0.0; m * n];
+    for mi in 0..m {
+        for ni in 0..n {
+            let mut acc = 0.0;
+            for ki in 0..k {
+                acc += s[ki * m + mi] * v[ki * n + ni];
+            }
+            out[mi * n + ni] = acc;
+        }
+    }
+    out
+}
+
+/// The same sum with the documented rounding points: each product rounded to fp32 (exact for
+/// narrow inputs), accumulated in fp32 for k = 0..K-1 from +0.
+pub fn matmul_fp32_sequential(s: &[f64], v: &[f64], k: usize, m: usize, n: usize) -> Vec<f64> {
+    let mut out = vec![0.0; m * n];
+    for mi in 0..m {
+        for ni in 0..n {
+            let mut acc = 0.0;
+            for ki in 0..k {
+                let p = round_to("f32", s[ki * m + mi] * v[ki * n + ni]);
+                acc = round_to("f32", acc + p);
+            }
+            out[mi * n + ni] = acc;
+        }
+    }
+    out
+}
+
+/// `a op b` for an ALU operator name; comparisons give 1 or 0.
+///
+/// # Panics
+/// On an unknown operator (a test-code bug).
+pub fn binary(op: &str, a: f64, b: f64) -> f64 {
+    let t = |c: bool| if c { 1.0 } else { 0.0 };
+    match op {
+        "add" => a + b,
+        "subtract" => a - b,
+        "multiply" => a * b,
+        "divide" => a / b,
+        "max" => {
+            if a.is_nan() {
+                b
+            } else if b.is_nan() || a > b {
+                a
+            } else {
+                b
+            }
+        }
+        "min" => {
+            if a.is_nan() {
+                b
+            } else if b.is_nan() || a < b {
+                a
+            } else {
+                b
+            }
+        }
+        "eq" => t(a == b),
+        "ne" => t(a != b),
+        "ge" => t(a >= b),
+        "gt" => t(a > b),
+        "le" => t(a <= b),
+        "lt" => t(a < b),
+        other => panic!("unknown operator {other}"),
+    }
+}
+
+/// erf by its Maclaurin series (|x| < 3) or the continued fraction of erfc (|x| >= 3).
+fn erf(x: f64) -> f64 {
+    let a = x.abs();
+    let r = if a < 3.0 {
+        let mut term = a;
+        let mut sum = a;
+        let mut k = 0.0;
+        loop {
+            k += 1.0;
+            term *= -a * a / k;
+            let add = term / (2.0 * k + 1.0);
+            sum += add;
+            if add.abs() < 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // erfc(a) = exp(-a²)/√π · 1/(a + 1/2/(a + 1/(a + 3/2/(a + ...))))
+        let mut f = a;
+        for k in (1..60).rev() {
+            f = a + (k as f64 / 2.0) / f;
+        }
+        1.0 - (-a * a).exp() / (std::f64::consts::PI.sqrt() * f)
+    };
+    r.copysign(x)
+}
+
+/// An activation function by name, in f64.
+///
+/// # Panics
+/// On an unknown function (a test-code bug).
+pub fn activation(func: &str, x: f64) -> f64 {
+    match func {
+        "identity" | "copy" => x,
+        "exp" => x.exp(),
+        "log" => x.ln(),
+        "tanh" => x.tanh(),
+        "sigmoid" => 1.0 / (1.0 + (-x).exp()),
+        "relu" => {
+            if x > 0.0 {
+                x
+            } else {
+                0.0
+            }
+        }
+        "gelu" => 0.5 * x * (1.0 + erf(x / 2f64.sqrt())),
+        "gelu_tanh" => 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh()),
+        "silu" => x / (1.0 + (-x).exp()),
+        "sqrt" => x.sqrt(),
+        "rsqrt" => 1.0 / x.sqrt(),
+        "square" => x * x,
+        "reciprocal" => 1.0 / x,
+        other => panic!("unknown activation {other}"),
+    }
+}
+
+/// `op` over `xs` left to right from the first element (`add`, `max`, `min`).
+pub fn reduce(op: &str, xs: &[f64]) -> f64 {
+    let mut acc = xs[0];
+    for &x in &xs[1..] {
+        acc = match op {
+            "add" => acc + x,
+            "max" => binary("max", acc, x),
+            "min" => binary("min", acc, x),
+            other => panic!("unknown reduce op {other}"),
+        };
+    }
+    acc
+}
+
+/// `out[f][p] = x[p][f]` for `x` of `p` rows and `f` columns.
+pub fn transpose(x: &[f64], p: usize, f: usize) -> Vec<f64> {
+    let mut out = vec![0.0; p * f];
+    for i in 0..p {
+        for j in 0..f {
+            out[j * p + i] = x[i * f + j];
+        }
+    }
+    out
+}
+
+/// The affine expression of `iota`/`affine_select` at partition `p`, free multi-index `idx`.
+pub fn affine(base: i64, channel_multiplier: i64, steps: &[i64], p: i64, idx: &[i64]) -> i64 {
+    let mut v = base + channel_multiplier * p;
+    for i in 0..steps.len() {
+        v += steps[i] * idx[i];
+    }
+    v
+}
+
+/// `cmp(a, 0)` for a comparison name.
+pub fn compare_with_zero(cmp: &str, a: i64) -> bool {
+    binary(cmp, a as f64, 0.0) != 0.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_examples() {
+        assert_eq!(round_to("bf16", 1.0 + 2f64.powi(-8)), 1.0);
+        assert_eq!(round_to("bf16", 1.0 + 3.0 * 2f64.powi(-8)), 1.0 + 2f64.powi(-6));
+        assert_eq!(round_to("fp8e4m3fn", 1000.0), 448.0);
+        assert_eq!(round_to("fp8e4m3", -1000.0), -240.0);
+        assert_eq!(round_to("f16", 70000.0), f64::INFINITY);
+        assert_eq!(round_to("fp8e5m2", 2f64.powi(-17)), 0.0); // tie to even (0)
+        assert_eq!(round_to("fp8e5m2", 3.0 * 2f64.powi(-17)), 2f64.powi(-15));
+        assert_eq!(round_to("i32", 2.5), 2.0);
+        assert_eq!(round_to("u8", 300.0), 255.0);
+    }
+
+    #[test]
+    fn erf_matches_known_values() {
+        // Abramowitz & Stegun table 7.1.
+        for (x, want) in [(0.5, 0.520_499_877_813_047), (1.0, 0.842_700_792_949_715), (2.0, 0.995_322_265_018_953), (3.5, 0.999_999_256_901_628)] {
+            assert!((erf(x) - want).abs() < 1e-14, "erf({x}) = {}", erf(x));
+            assert!((erf(-x) + want).abs() < 1e-14);
+        }
+    }
+}

@@ -1,0 +1,463 @@
+use rainier_arch::CoreParams;
+use rainier_isa::{
+    ActFunc, Affine, DmaOperand, HbmAccess, Memory, Op, Program, ReduceOp, ScalarOperand, Tile,
+};
+use rainier_tensor::DType;
+
+use crate::matmul::matmul_f32;
+
+/// A failure while executing one instruction. The verifier rules these out for verified
+/// programs; they guard callers that execute unverified instructions.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    #[error("{0} is outside its memory")]
+    OutOfBounds(String),
+    #[error("HBM tensor #{0} is not declared")]
+    UnknownTensor(usize),
+    #[error("operand shapes disagree: {0}")]
+    Shape(String),
+}
+
+/// The state of one NeuronCore plus its program's HBM tensors.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    core: CoreParams,
+    sbuf: Vec<u8>,
+    psum: Vec<u8>,
+    /// One buffer per declared tensor of the program, in declaration order.
+    hbm: Vec<Vec<u8>>,
+    hbm_dtypes: Vec<DType>,
+    /// Semaphore values.
+    pub semaphores: Vec<u32>,
+}
+
+/// Where an element lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Region {
+    Sbuf,
+    Psum,
+    Hbm(usize),
+}
+
+/// Byte offsets (within one partition) of a tile's elements, in row-major order of its dims.
+fn free_offsets(t: &Tile) -> Vec<usize> {
+    let esz = t.dtype.size_bytes() as i64;
+    let mut offs = Vec::with_capacity(t.free_len() as usize);
+    let mut idx = vec![0u64; t.dims.len()];
+    let total = t.free_len();
+    for _ in 0..total {
+        let e: i64 = t.dims.iter().zip(&idx).map(|(d, &i)| d.stride * i as i64).sum();
+        offs.push((t.offset_bytes as i64 + e * esz) as usize);
+        for j in (0..idx.len()).rev() {
+            idx[j] += 1;
+            if idx[j] < t.dims[j].size {
+                break;
+            }
+            idx[j] = 0;
+        }
+    }
+    offs
+}
+
+/// The multi-indices of a pattern in row-major order, flattened (`dims.len()` per element).
+fn multi_indices(sizes: &[u64]) -> Vec<u64> {
+    let total: u64 = sizes.iter().product();
+    let mut out = Vec::with_capacity(total as usize * sizes.len());
+    let mut idx = vec![0u64; sizes.len()];
+    for _ in 0..total {
+        out.extend_from_slice(&idx);
+        for j in (0..idx.len()).rev() {
+            idx[j] += 1;
+            if idx[j] < sizes[j] {
+                break;
+            }
+            idx[j] = 0;
+        }
+    }
+    out
+}
+
+fn act(func: ActFunc, x: f32) -> f32 {
+    let x = f64::from(x);
+    let y = match func {
+        ActFunc::Identity => x,
+        ActFunc::Exp => x.exp(),
+        ActFunc::Log => x.ln(),
+        ActFunc::Tanh => x.tanh(),
+        ActFunc::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        ActFunc::Relu => x.max(0.0),
+        ActFunc::Gelu => 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)),
+        ActFunc::GeluTanh => {
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+        }
+        ActFunc::Silu => x / (1.0 + (-x).exp()),
+        ActFunc::Sqrt => x.sqrt(),
+        ActFunc::Rsqrt => 1.0 / x.sqrt(),
+        ActFunc::Square => x * x,
+        ActFunc::Reciprocal => 1.0 / x,
+    };
+    y as f32
+}
+
+impl Machine {
+    /// A core with zeroed SBUF, PSUM and semaphores, and zeroed HBM tensors for `program`.
+    pub fn new(program: &Program, core: &CoreParams) -> Self {
+        let parts = core.partitions.value as usize;
+        Machine {
+            core: core.clone(),
+            sbuf: vec![0; parts * core.sbuf_bytes_per_partition.value as usize],
+            psum: vec![0; parts * core.psum_bytes_per_partition.value as usize],
+            hbm: program
+                .tensors
+                .iter()
+                .map(|t| vec![0; (t.len() as usize) * t.dtype.size_bytes()])
+                .collect(),
+            hbm_dtypes: program.tensors.iter().map(|t| t.dtype).collect(),
+            semaphores: vec![0; core.semaphores.value as usize],
+        }
+    }
+
+    /// The bytes of HBM tensor `index`.
+    pub fn hbm(&self, index: usize) -> &[u8] {
+        &self.hbm[index]
+    }
+
+    /// Mutable bytes of HBM tensor `index`.
+    pub fn hbm_mut(&mut self, index: usize) -> &mut [u8] {
+        &mut self.hbm[index]
+    }
+
+    fn region(&self, r: Region) -> &[u8] {
+        match r {
+            Region::Sbuf => &self.sbuf,
+            Region::Psum => &self.psum,
+            Region::Hbm(i) => &self.hbm[i],
+        }
+    }
+
+    fn region_mut(&mut self, r: Region) -> &mut [u8] {
+        match r {
+            Region::Sbuf => &mut self.sbuf,
+            Region::Psum => &mut self.psum,
+            Region::Hbm(i) => &mut self.hbm[i],
+        }
+    }
+
+    fn partition_bytes(&self, m: Memory) -> usize {
+        match m {
+            Memory::Sbuf => self.core.sbuf_bytes_per_partition.value as usize,
+            Memory::Psum => self.core.psum_bytes_per_partition.value as usize,
+        }
+    }
+
+    /// Absolute byte addresses of a tile's elements, partition-major then row-major free order.
+    fn tile_addresses(&self, t: &Tile) -> Result<(Region, Vec<usize>), ExecError> {
+        let pb = self.partition_bytes(t.memory);
+        let (lo, hi) = t.byte_range();
+        let parts = self.core.partitions.value;
+        if lo < 0 || hi > pb as i128 || t.start_partition + t.partitions > parts || t.dims.is_empty() {
+            return Err(ExecError::OutOfBounds(format!("tile {t}")));
+        }
+        let offs = free_offsets(t);
+        let mut addrs = Vec::with_capacity(offs.len() * t.partitions as usize);
+        for p in t.start_partition..t.start_partition + t.partitions {
+            let base = p as usize * pb;
+            addrs.extend(offs.iter().map(|o| base + o));
+        }
+        let region = if t.memory == Memory::Sbuf { Region::Sbuf } else { Region::Psum };
+        Ok((region, addrs))
+    }
+
+    fn hbm_addresses(&self, h: &HbmAccess) -> Result<(Region, DType, Vec<usize>), ExecError> {
+        let buf = self.hbm.get(h.tensor).ok_or(ExecError::UnknownTensor(h.tensor))?;
+        let dtype = self.hbm_dtypes[h.tensor];
+        let esz = dtype.size_bytes();
+        let sizes: Vec<u64> = h.dims.iter().map(|d| d.size).collect();
+        let total: u64 = sizes.iter().product();
+        let mut addrs = Vec::with_capacity(total as usize);
+        let mut idx = vec![0u64; sizes.len()];
+        for _ in 0..total {
+            let e = h.offset as i64 + h.dims.iter().zip(&idx).map(|(d, &i)| d.stride * i as i64).sum::<i64>();
+            let a = e * esz as i64;
+            if a < 0 || a as usize + esz > buf.len() {
+                return Err(ExecError::OutOfBounds(format!("HBM tensor #{} element {e}", h.tensor)));
+            }
+            addrs.push(a as usize);
+            for j in (0..idx.len()).rev() {
+                idx[j] += 1;
+                if idx[j] < sizes[j] {
+                    break;
+                }
+                idx[j] = 0;
+            }
+        }
+        Ok((Region::Hbm(h.tensor), dtype, addrs))
+    }
+
+    /// Reads a tile as fp32 values, `[partition][free element]` row-major.
+    pub fn read_tile(&self, t: &Tile) -> Result<Vec<f32>, ExecError> {
+        let (r, addrs) = self.tile_addresses(t)?;
+        let mem = self.region(r);
+        Ok(addrs.iter().map(|&a| t.dtype.load(&mem[a..])).collect())
+    }
+
+    /// Writes fp32 values into a tile, rounding to its dtype.
+    pub fn write_tile(&mut self, t: &Tile, values: &[f32]) -> Result<(), ExecError> {
+        let (r, addrs) = self.tile_addresses(t)?;
+        if addrs.len() != values.len() {
+            return Err(ExecError::Shape(format!("{} values for a tile of {} elements", values.len(), addrs.len())));
+        }
+        let mem = self.region_mut(r);
+        let esz = t.dtype.size_bytes();
+        for (&a, &v) in addrs.iter().zip(values) {
+            t.dtype.store(v, &mut mem[a..a + esz]);
+        }
+        Ok(())
+    }
+
+    fn read_raw(&self, r: Region, addrs: &[usize], esz: usize) -> Vec<u8> {
+        let mem = self.region(r);
+        let mut out = Vec::with_capacity(addrs.len() * esz);
+        for &a in addrs {
+            out.extend_from_slice(&mem[a..a + esz]);
+        }
+        out
+    }
+
+    fn write_raw(&mut self, r: Region, addrs: &[usize], esz: usize, bytes: &[u8]) {
+        let mem = self.region_mut(r);
+        for (&a, b) in addrs.iter().zip(bytes.chunks_exact(esz)) {
+            mem[a..a + esz].copy_from_slice(b);
+        }
+    }
+
+    fn scalar_values(&self, s: &ScalarOperand, partitions: usize) -> Result<Vec<f32>, ExecError> {
+        match s {
+            ScalarOperand::Imm(v) => Ok(vec![*v; partitions]),
+            ScalarOperand::Vector(t) => self.read_tile(t),
+        }
+    }
+
+    /// Executes one instruction's semantics (no semaphore effects; see [`crate::run`]).
+    pub fn execute(&mut self, op: &Op) -> Result<(), ExecError> {
+        match op {
+            Op::DmaCopy { dst, src } => self.dma(dst, src),
+            Op::Matmul { dst, stationary, moving, accumulate } => {
+                self.matmul(dst, stationary, moving, *accumulate)
+            }
+            Op::Transpose { dst, src } => self.transpose(dst, src),
+            Op::TensorTensor { dst, in0, in1, op } => {
+                let a = self.read_tile(in0)?;
+                let b = self.read_tile(in1)?;
+                let out: Vec<f32> = a.iter().zip(&b).map(|(&x, &y)| op.apply(x, y)).collect();
+                self.write_tile(dst, &out)
+            }
+            Op::TensorScalar { dst, src, stages } => {
+                let mut x = self.read_tile(src)?;
+                let f = src.free_len() as usize;
+                for st in stages {
+                    let v = self.scalar_values(&st.operand, src.partitions as usize)?;
+                    for (i, e) in x.iter_mut().enumerate() {
+                        let s = v[i / f.max(1)];
+                        *e = if st.reverse { st.op.apply(s, *e) } else { st.op.apply(*e, s) };
+                    }
+                }
+                self.write_tile(dst, &x)
+            }
+            Op::TensorReduce { dst, src, op, axes, negate } => {
+                let x = self.read_tile(src)?;
+                let nd = src.dims.len();
+                let a = (*axes as usize).min(nd);
+                let run: u64 = src.dims[nd - a..].iter().map(|d| d.size).product();
+                let out: Vec<f32> = x
+                    .chunks(run.max(1) as usize)
+                    .map(|c| {
+                        let r = c.iter().skip(1).fold(c[0], |acc, &v| match op {
+                            ReduceOp::Add => acc + v,
+                            ReduceOp::Max => acc.max(v),
+                            ReduceOp::Min => acc.min(v),
+                        });
+                        if *negate { -r } else { r }
+                    })
+                    .collect();
+                self.write_tile(dst, &out)
+            }
+            Op::TensorCopy { dst, src } => {
+                if dst.dtype == src.dtype {
+                    let (rs, a_src) = self.tile_addresses(src)?;
+                    let (rd, a_dst) = self.tile_addresses(dst)?;
+                    if a_src.len() != a_dst.len() {
+                        return Err(ExecError::Shape("tensor_copy sizes differ".into()));
+                    }
+                    let esz = src.dtype.size_bytes();
+                    let bytes = self.read_raw(rs, &a_src, esz);
+                    self.write_raw(rd, &a_dst, esz, &bytes);
+                    Ok(())
+                } else {
+                    let x = self.read_tile(src)?;
+                    self.write_tile(dst, &x)
+                }
+            }
+            Op::Memset { dst, value } => {
+                let n = dst.partitions as usize * dst.free_len() as usize;
+                self.write_tile(dst, &vec![*value; n])
+            }
+            Op::Select { dst, predicate, on_true, on_false } => {
+                let p = self.read_tile(predicate)?;
+                let t = self.read_tile(on_true)?;
+                let f = self.read_tile(on_false)?;
+                let out: Vec<f32> =
+                    p.iter().zip(t.iter().zip(&f)).map(|(&p, (&t, &f))| if p != 0.0 { t } else { f }).collect();
+                self.write_tile(dst, &out)
+            }
+            Op::Activation { dst, src, func, scale, bias, reduce } => {
+                let x = self.read_tile(src)?;
+                let parts = src.partitions as usize;
+                let f = (src.free_len() as usize).max(1);
+                let scale = self.scalar_values(scale, parts)?;
+                let bias = match bias {
+                    Some(b) => self.read_tile(b)?,
+                    None => vec![0.0; parts],
+                };
+                let y: Vec<f32> =
+                    x.iter().enumerate().map(|(i, &v)| act(*func, v * scale[i / f] + bias[i / f])).collect();
+                if let Some(r) = reduce {
+                    let sums: Vec<f32> = y.chunks(f).map(|c| c.iter().fold(0.0f32, |a, &v| a + v)).collect();
+                    self.write_tile(r, &sums)?;
+                }
+                self.write_tile(dst, &y)
+            }
+            Op::Iota { dst, affine } => self.iota(dst, affine),
+            Op::AffineSelect { dst, src, affine, cmp, on_false } => {
+                let x = self.read_tile(src)?;
+                let sizes = src.free_shape();
+                let idx = multi_indices(&sizes);
+                let f = (src.free_len() as usize).max(1);
+                let nd = sizes.len();
+                let out: Vec<f32> = x
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        let (p, j) = (i / f, i % f);
+                        let a = affine.at(p as u64, &idx[j * nd..(j + 1) * nd]);
+                        if cmp_i64(*cmp, a) { v } else { *on_false }
+                    })
+                    .collect();
+                self.write_tile(dst, &out)
+            }
+        }
+    }
+
+    fn iota(&mut self, dst: &Tile, affine: &Affine) -> Result<(), ExecError> {
+        let (r, addrs) = self.tile_addresses(dst)?;
+        let sizes = dst.free_shape();
+        let idx = multi_indices(&sizes);
+        let f = dst.free_len() as usize;
+        let nd = sizes.len();
+        let esz = dst.dtype.size_bytes();
+        let dtype = dst.dtype;
+        let mem = self.region_mut(r);
+        for (i, &a) in addrs.iter().enumerate() {
+            let (p, j) = (i / f, i % f);
+            let v = affine.at(p as u64, &idx[j * nd..(j + 1) * nd]);
+            // int32 arithmetic on the hardware: wrap to 32 bits.
+            dtype.store_i64(i64::from(v as i32), &mut mem[a..a + esz]);
+        }
+        Ok(())
+    }
+
+    fn dma(&mut self, dst: &DmaOperand, src: &DmaOperand) -> Result<(), ExecError> {
+        let (rs, ds, a_src) = self.dma_addresses(src)?;
+        let (rd, dd, a_dst) = self.dma_addresses(dst)?;
+        if a_src.len() != a_dst.len() {
+            return Err(ExecError::Shape(format!("dma_copy moves {} elements into {}", a_src.len(), a_dst.len())));
+        }
+        let (es, ed) = (ds.size_bytes(), dd.size_bytes());
+        let bytes = self.read_raw(rs, &a_src, es);
+        if ds == dd {
+            self.write_raw(rd, &a_dst, ed, &bytes);
+        } else {
+            let mem = self.region_mut(rd);
+            for (&a, b) in a_dst.iter().zip(bytes.chunks_exact(es)) {
+                dd.store(ds.load(b), &mut mem[a..a + ed]);
+            }
+        }
+        Ok(())
+    }
+
+    fn dma_addresses(&self, o: &DmaOperand) -> Result<(Region, DType, Vec<usize>), ExecError> {
+        match o {
+            DmaOperand::Tile(t) => {
+                let (r, a) = self.tile_addresses(t)?;
+                Ok((r, t.dtype, a))
+            }
+            DmaOperand::Hbm(h) => self.hbm_addresses(h),
+        }
+    }
+
+    fn matmul(&mut self, dst: &Tile, stationary: &Tile, moving: &Tile, accumulate: bool) -> Result<(), ExecError> {
+        let k = stationary.partitions as usize;
+        let (m, n) = (stationary.free_len() as usize, moving.free_len() as usize);
+        if moving.partitions as usize != k || dst.partitions as usize != m || dst.free_len() as usize != n {
+            return Err(ExecError::Shape("nc_matmul operand shapes".into()));
+        }
+        let read_input = |t: &Tile| -> Result<Vec<f32>, ExecError> {
+            let mut v = self.read_tile(t)?;
+            if t.dtype == DType::Tf32 {
+                v.iter_mut().for_each(|x| *x = DType::Tf32.round(*x));
+            }
+            Ok(v)
+        };
+        let s = read_input(stationary)?;
+        let v = read_input(moving)?;
+        let exact = stationary.dtype != DType::F32 && moving.dtype != DType::F32;
+        let mut out = vec![0f32; m * n];
+        matmul_f32(&s, &v, k, m, n, exact, &mut out);
+        if accumulate {
+            let old = self.read_tile(dst)?;
+            out.iter_mut().zip(&old).for_each(|(o, &p)| *o = p + *o);
+        }
+        self.write_tile(dst, &out)
+    }
+
+    fn transpose(&mut self, dst: &Tile, src: &Tile) -> Result<(), ExecError> {
+        let (p, f) = (src.partitions as usize, src.free_len() as usize);
+        if dst.partitions as usize != f || dst.free_len() as usize != p {
+            return Err(ExecError::Shape("nc_transpose dst must be [src free, src partitions]".into()));
+        }
+        let x = self.read_tile(src)?;
+        let pe_identity_matmul = dst.memory == Memory::Psum && !self.core.has_exact_pe_transpose();
+        let out = if pe_identity_matmul {
+            // NeuronCore-v2 transposes on the PE array by multiplying with the identity:
+            // out[f, p] = Σ_k src[k, f] · I[k, p], so NaN/Inf poison their whole output row.
+            let mut eye = vec![0f32; p * p];
+            (0..p).for_each(|i| eye[i * p + i] = 1.0);
+            let mut out = vec![0f32; f * p];
+            matmul_f32(&x, &eye, p, f, p, true, &mut out);
+            out
+        } else {
+            let mut out = vec![0f32; f * p];
+            for i in 0..p {
+                for j in 0..f {
+                    out[j * p + i] = x[i * f + j];
+                }
+            }
+            out
+        };
+        self.write_tile(dst, &out)
+    }
+}
+
+fn cmp_i64(cmp: rainier_isa::AluOp, a: i64) -> bool {
+    use rainier_isa::AluOp::*;
+    match cmp {
+        Eq => a == 0,
+        Ne => a != 0,
+        Ge => a >= 0,
+        Gt => a > 0,
+        Le => a <= 0,
+        Lt => a < 0,
+        _ => false,
+    }
+}

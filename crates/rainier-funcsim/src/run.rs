@@ -1,0 +1,141 @@
+use std::collections::BTreeMap;
+
+use rainier_arch::CoreParams;
+use rainier_isa::{verify, Engine, Program, TensorKind, Violations};
+use rainier_tensor::HostTensor;
+
+use crate::{ExecError, Machine};
+
+/// Why a program could not run to completion.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Invalid(#[from] Violations),
+    #[error("input '{0}' is declared by the program but was not given")]
+    MissingInput(String),
+    #[error("'{0}' is not an input tensor of the program (inputs: {1})")]
+    UnknownInput(String, String),
+    #[error("input '{name}': the program declares {expected}, the file holds {found}")]
+    InputMismatch { name: String, expected: String, found: String },
+    #[error("line {line} (instruction #{index} {opcode}): {source}")]
+    Exec { index: usize, line: u32, opcode: &'static str, source: ExecError },
+    #[error("deadlock: {0}")]
+    Deadlock(String),
+}
+
+/// The result of a completed run.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// Every `output` tensor, by name.
+    pub outputs: BTreeMap<String, HostTensor>,
+    pub instructions_executed: u64,
+    /// Instructions executed per engine, indexed by [`Engine::index`].
+    pub per_engine: [u64; 5],
+    /// The machine's final state (SBUF, PSUM, HBM, semaphores).
+    pub machine: Machine,
+}
+
+fn describe(shape: &[usize], dtype: rainier_tensor::DType) -> String {
+    let s: Vec<String> = shape.iter().map(usize::to_string).collect();
+    format!("{dtype}[{}]", s.join(", "))
+}
+
+/// Verifies `program` for `core`, loads `inputs` (every declared input, by name) and runs all
+/// engine streams to completion.
+pub fn run(
+    program: &Program,
+    core: &CoreParams,
+    inputs: &BTreeMap<String, HostTensor>,
+) -> Result<RunOutcome, RunError> {
+    verify(program, core)?;
+    let mut m = Machine::new(program, core);
+    for (name, t) in inputs {
+        let Some((i, decl)) = program.tensor(name).filter(|(_, d)| d.kind == TensorKind::Input) else {
+            let names: Vec<&str> = program
+                .tensors
+                .iter()
+                .filter(|t| t.kind == TensorKind::Input)
+                .map(|t| t.name.as_str())
+                .collect();
+            return Err(RunError::UnknownInput(name.clone(), names.join(", ")));
+        };
+        let shape: Vec<usize> = decl.shape.iter().map(|&d| d as usize).collect();
+        if t.shape != shape || t.dtype != decl.dtype {
+            return Err(RunError::InputMismatch {
+                name: name.clone(),
+                expected: describe(&shape, decl.dtype),
+                found: describe(&t.shape, t.dtype),
+            });
+        }
+        m.hbm_mut(i).copy_from_slice(&t.data);
+    }
+    if let Some(missing) =
+        program.tensors.iter().find(|t| t.kind == TensorKind::Input && !inputs.contains_key(&t.name))
+    {
+        return Err(RunError::MissingInput(missing.name.clone()));
+    }
+
+    let streams = program.streams();
+    let mut heads = [0usize; 5];
+    let mut per_engine = [0u64; 5];
+    let mut executed = 0u64;
+    loop {
+        // Among engines whose next instruction's waits hold, the lowest program index issues.
+        let ready = Engine::ALL
+            .iter()
+            .filter_map(|e| streams[e.index()].get(heads[e.index()]).map(|&i| (i, e.index())))
+            .filter(|&(i, _)| {
+                program.instructions[i].waits.iter().all(|w| m.semaphores[w.semaphore as usize] >= w.value)
+            })
+            .min();
+        let Some((i, e)) = ready else { break };
+        let ins = &program.instructions[i];
+        m.execute(&ins.op).map_err(|source| RunError::Exec {
+            index: i,
+            line: program.line_of(i),
+            opcode: ins.op.name(),
+            source,
+        })?;
+        for &s in &ins.signals {
+            let v = &mut m.semaphores[s as usize];
+            *v = v.saturating_add(1);
+        }
+        heads[e] += 1;
+        per_engine[e] += 1;
+        executed += 1;
+    }
+    let stuck: Vec<String> = Engine::ALL
+        .iter()
+        .filter_map(|e| {
+            let &i = streams[e.index()].get(heads[e.index()])?;
+            let ins = &program.instructions[i];
+            let waits: Vec<String> = ins
+                .waits
+                .iter()
+                .filter(|w| m.semaphores[w.semaphore as usize] < w.value)
+                .map(|w| format!("S[{}]>={} (S[{}] is {})", w.semaphore, w.value, w.semaphore, m.semaphores[w.semaphore as usize]))
+                .collect();
+            Some(format!(
+                "{} engine waits forever at line {} (instruction #{i} {}) on {}",
+                e,
+                program.line_of(i),
+                ins.op.name(),
+                waits.join(" and ")
+            ))
+        })
+        .collect();
+    if !stuck.is_empty() {
+        return Err(RunError::Deadlock(stuck.join("; ")));
+    }
+    let outputs = program
+        .tensors
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.kind == TensorKind::Output)
+        .map(|(i, t)| {
+            let shape = t.shape.iter().map(|&d| d as usize).collect();
+            (t.name.clone(), HostTensor { dtype: t.dtype, shape, data: m.hbm(i).to_vec() })
+        })
+        .collect();
+    Ok(RunOutcome { outputs, instructions_executed: executed, per_engine, machine: m })
+}

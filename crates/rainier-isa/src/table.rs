@@ -1,0 +1,165 @@
+use std::fmt::Write as _;
+
+use crate::{ActFunc, AluOp, Engine, ReduceOp};
+
+/// One row of the instruction table: the single source of truth for mnemonics, engines, syntax
+/// and semantics. `docs/isa.md` is generated from it (a test fails when the file is stale).
+#[derive(Debug, Clone, Copy)]
+pub struct OpcodeInfo {
+    pub name: &'static str,
+    /// Engines that may execute it; the first is the default when `engine=` is not given.
+    pub engines: &'static [Engine],
+    /// Operands, destination first.
+    pub operands: &'static str,
+    /// Accepted `key=value` options.
+    pub options: &'static str,
+    /// Exact semantics.
+    pub semantics: &'static str,
+    /// Operand rules the verifier enforces.
+    pub rules: &'static str,
+}
+
+use Engine::*;
+
+/// The instruction table.
+pub static OPCODES: &[OpcodeInfo] = &[
+    OpcodeInfo {
+        name: "dma_copy",
+        engines: &[Sync, Scalar, Vector, Tensor, GpSimd],
+        operands: "dst, src (each an HBM access or an SBUF tile)",
+        options: "",
+        semantics: "dst[i] = cast(src[i]) over the row-major element order of both patterns; bit copy when the dtypes match, else src -> fp32 -> dst. The issuing engine only triggers the transfer; `S[k]++` fires when the data has landed.",
+        rules: "equal element counts; HBM <-> SBUF or SBUF -> SBUF (no PSUM, no HBM -> HBM); in bounds",
+    },
+    OpcodeInfo {
+        name: "nc_matmul",
+        engines: &[Tensor],
+        operands: "dst (PSUM), stationary [K, M] (SBUF), moving [K, N] (SBUF)",
+        options: "accumulate=true|false (default false)",
+        semantics: "dst[m, n] = (accumulate ? dst[m, n] : 0) + Σ_k stationary[k, m] · moving[k, n]. Inputs are read in their dtype (tf32 operands are rounded to 10 mantissa bits); each product is formed exactly for 8/16-bit and tf32 inputs and rounded to fp32 for fp32 inputs; the column sum is accumulated in fp32, k = 0..K-1 in order (systolic order: assumption), then added to PSUM in fp32.",
+        rules: "K = partitions of both inputs <= 128; M <= 128; N <= 512 (v2/v3), 4096 fp32 / 8192 bf16 dst (v4); dst [M, N] fp32 (bf16 also on v4) in one PSUM bank (v2/v3); fp32/tf32 pair only with fp32/tf32; fp8e4m3fn only on v4 and never with fp8e4m3",
+    },
+    OpcodeInfo {
+        name: "nc_transpose",
+        engines: &[Tensor, Vector],
+        operands: "dst, src",
+        options: "engine=tensor|vector",
+        semantics: "dst[f, p] = src[p, f]. Tensor engine: src SBUF [P <= 128, F <= 128] -> dst PSUM [F, P]; on v2 it is a matmul against the identity in fp32 (not NaN-safe: a NaN or Inf in a column poisons the whole output row), on v3+ bit-exact. Vector engine: <= 32 x 32 within one 32-partition quadrant, bit-exact.",
+        rules: "dst partitions = src free size, dst free size = src partitions; equal dtypes (Tensor path may widen to fp32)",
+    },
+    OpcodeInfo {
+        name: "tensor_tensor",
+        engines: &[Vector, GpSimd],
+        operands: "dst, in0, in1",
+        options: "op=ALU_OP",
+        semantics: "dst = in0 op in1 elementwise, fp32 math, cast to dst",
+        rules: "same partition count and free size; in0 and in1 not both PSUM",
+    },
+    OpcodeInfo {
+        name: "tensor_scalar",
+        engines: &[Vector, Scalar, GpSimd],
+        operands: "dst, src",
+        options: "op0=ALU_OP operand0=IMM|TILE[P,1] [reverse0=true] [op1=ALU_OP operand1=IMM|TILE[P,1] [reverse1=true]]",
+        semantics: "x = src; x = x op0 operand0 (operand0 op0 x when reverse0); then the same with op1; dst = cast(x); fp32 math",
+        rules: "per-partition operands are [P, 1] tiles with the partitions of src",
+    },
+    OpcodeInfo {
+        name: "tensor_reduce",
+        engines: &[Vector],
+        operands: "dst, src",
+        options: "op=add|max|min [axes=N] [negate=true]",
+        semantics: "dst = op over the last N free dims of src (default: all), fp32, left to right in element order (assumption); negated when negate=true",
+        rules: "dst free size = product of the kept dims (1 when all are reduced)",
+    },
+    OpcodeInfo {
+        name: "tensor_copy",
+        engines: &[Vector, Scalar, GpSimd],
+        operands: "dst, src",
+        options: "engine=vector|scalar|gpsimd",
+        semantics: "dst = src; bit-exact when the dtypes are equal, else cast via fp32",
+        rules: "scalar engine only on v3+ (v2: use activation func=copy)",
+    },
+    OpcodeInfo {
+        name: "memset",
+        engines: &[Vector, GpSimd],
+        operands: "dst",
+        options: "value=IMM",
+        semantics: "dst = cast(value)",
+        rules: "",
+    },
+    OpcodeInfo {
+        name: "select",
+        engines: &[Vector],
+        operands: "dst, predicate, on_true, on_false",
+        options: "",
+        semantics: "dst = predicate != 0 ? on_true : on_false elementwise (values pass through fp32)",
+        rules: "all operands the same partition count and free size",
+    },
+    OpcodeInfo {
+        name: "activation",
+        engines: &[Scalar],
+        operands: "dst, src",
+        options: "func=ACT_FUNC [scale=IMM|TILE[P,1]] [bias=TILE[P,1]] [reduce=TILE[P,1]]",
+        semantics: "dst = f(src · scale + bias), fp32 internal math; with reduce, reduce[p] = Σ_f f(...)[p, f] in fp32 before the cast to dst",
+        rules: "bias, scale and reduce tiles are [P, 1] with the partitions of src",
+    },
+    OpcodeInfo {
+        name: "iota",
+        engines: &[GpSimd],
+        operands: "dst",
+        options: "base=INT channel_multiplier=INT steps=[INT, ...]",
+        semantics: "dst[p, i] = base + channel_multiplier · p + Σ_j steps[j] · i_j in int32 math, cast to dst",
+        rules: "one step per free dim of dst",
+    },
+    OpcodeInfo {
+        name: "affine_select",
+        engines: &[GpSimd],
+        operands: "dst, src",
+        options: "cmp=CMP_OP base=INT channel_multiplier=INT steps=[INT, ...] on_false=IMM",
+        semantics: "dst[p, i] = cmp(base + channel_multiplier · p + Σ_j steps[j] · i_j, 0) ? src[p, i] : on_false (e.g. a causal mask)",
+        rules: "one step per free dim; dst and src the same shape",
+    },
+];
+
+/// The table row of `name`.
+pub fn opcode(name: &str) -> Option<&'static OpcodeInfo> {
+    OPCODES.iter().find(|o| o.name == name)
+}
+
+/// Markdown reference generated from the table (committed as `docs/isa.md`).
+pub fn isa_markdown() -> String {
+    let mut s = String::new();
+    s.push_str("# Rainier NeuronCore instruction set\n\n");
+    s.push_str("Generated from `crates/rainier-isa/src/table.rs` by `cargo run -- isa`; do not edit by hand (a test compares).\n");
+    s.push_str("Syntax of operands, options and semaphores: `docs/assembly.md`.\n\n");
+    s.push_str("| instruction | engines (default first) | operands | options |\n|---|---|---|---|\n");
+    for o in OPCODES {
+        let engines: Vec<&str> = o.engines.iter().map(|e| e.name()).collect();
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {} |",
+            o.name,
+            engines.join(", "),
+            o.operands,
+            if o.options.is_empty() { "–" } else { o.options }
+        );
+    }
+    for o in OPCODES {
+        let _ = write!(s, "\n## `{}`\n\n{}\n", o.name, o.semantics);
+        if !o.rules.is_empty() {
+            let _ = writeln!(s, "\nRules: {}.", o.rules);
+        }
+    }
+    let names = |v: Vec<&str>| v.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+    s.push_str("\n## Operators and functions\n\n");
+    let _ = writeln!(s, "- ALU_OP: {}", names(AluOp::ALL.iter().map(|o| o.name()).collect()));
+    let cmps = AluOp::ALL.iter().filter(|o| o.is_comparison()).map(|o| o.name()).collect();
+    let _ = writeln!(s, "- CMP_OP: {}", names(cmps));
+    let _ = writeln!(s, "- reduce op: {}", names(ReduceOp::ALL.iter().map(|o| o.name()).collect()));
+    let _ = writeln!(
+        s,
+        "- ACT_FUNC: {} (`copy` is an alias of `identity`)",
+        names(ActFunc::ALL.iter().map(|f| f.name()).collect())
+    );
+    s
+}

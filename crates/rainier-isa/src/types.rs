@@ -1,0 +1,610 @@
+use std::fmt;
+
+use rainier_tensor::DType;
+
+/// An engine's in-order instruction stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Engine {
+    /// Sequencer only: control and DMA triggers.
+    Sync,
+    Tensor,
+    Vector,
+    Scalar,
+    GpSimd,
+}
+
+impl Engine {
+    pub const ALL: [Engine; 5] =
+        [Engine::Sync, Engine::Tensor, Engine::Vector, Engine::Scalar, Engine::GpSimd];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Sync => "sync",
+            Engine::Tensor => "tensor",
+            Engine::Vector => "vector",
+            Engine::Scalar => "scalar",
+            Engine::GpSimd => "gpsimd",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Engine> {
+        Engine::ALL.into_iter().find(|e| e.name() == s)
+    }
+
+    /// Position in [`Engine::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An on-chip memory of a NeuronCore. Both are 128 partitions of per-partition byte arrays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Memory {
+    /// State buffer (`sb`): 192/224/256 KiB per partition.
+    Sbuf,
+    /// Partial-sum buffer (`ps`): 16 KiB per partition in 8 banks of 2 KiB.
+    Psum,
+}
+
+impl Memory {
+    pub fn name(self) -> &'static str {
+        match self {
+            Memory::Sbuf => "sb",
+            Memory::Psum => "ps",
+        }
+    }
+}
+
+/// One free dimension of an access pattern: `size` elements, `stride` elements apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Dim {
+    /// Elements between consecutive indices (int16 on the hardware; may be 0 or negative).
+    pub stride: i64,
+    /// Number of indices (uint16 on the hardware).
+    pub size: u64,
+}
+
+/// Row-major contiguous dims for `sizes` (innermost stride 1).
+pub fn contiguous_dims(sizes: &[u64]) -> Vec<Dim> {
+    let mut stride = 1i64;
+    let mut dims: Vec<Dim> = sizes
+        .iter()
+        .rev()
+        .map(|&size| {
+            let d = Dim { stride, size };
+            stride = stride.saturating_mul(size as i64);
+            d
+        })
+        .collect();
+    dims.reverse();
+    dims
+}
+
+/// Number of elements of a pattern, saturating.
+pub fn pattern_len(dims: &[Dim]) -> u64 {
+    dims.iter().fold(1u64, |acc, d| acc.saturating_mul(d.size))
+}
+
+/// Lowest and highest element offset a pattern touches (relative to its start).
+pub fn pattern_extent(dims: &[Dim]) -> (i64, i64) {
+    dims.iter().fold((0, 0), |(lo, hi), d| {
+        let span = d.stride.saturating_mul(d.size.saturating_sub(1) as i64);
+        (lo + span.min(0), hi + span.max(0))
+    })
+}
+
+/// A tile: a contiguous partition range of SBUF or PSUM and the same free-dimension access
+/// pattern in each partition (the engines access partitions in lock-step).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tile {
+    pub memory: Memory,
+    pub start_partition: u32,
+    pub partitions: u32,
+    /// Byte offset of element 0 within each partition.
+    pub offset_bytes: u64,
+    pub dtype: DType,
+    /// Free dimensions, outermost first (1 to 4 on the hardware).
+    pub dims: Vec<Dim>,
+}
+
+impl Tile {
+    /// A tile with a contiguous free pattern of `sizes`.
+    pub fn new(
+        memory: Memory,
+        partitions: std::ops::Range<u32>,
+        offset_bytes: u64,
+        dtype: DType,
+        sizes: &[u64],
+    ) -> Self {
+        Tile {
+            memory,
+            start_partition: partitions.start,
+            partitions: partitions.end.saturating_sub(partitions.start),
+            offset_bytes,
+            dtype,
+            dims: contiguous_dims(sizes),
+        }
+    }
+
+    /// Elements per partition.
+    pub fn free_len(&self) -> u64 {
+        pattern_len(&self.dims)
+    }
+
+    /// Sizes of the free dimensions.
+    pub fn free_shape(&self) -> Vec<u64> {
+        self.dims.iter().map(|d| d.size).collect()
+    }
+
+    /// Whether the free pattern is row-major contiguous.
+    pub fn is_contiguous(&self) -> bool {
+        self.dims == contiguous_dims(&self.free_shape())
+    }
+
+    /// Byte range `[start, end)` touched within each partition (may be out of bounds; the
+    /// verifier checks).
+    pub fn byte_range(&self) -> (i128, i128) {
+        let (lo, hi) = pattern_extent(&self.dims);
+        let esz = self.dtype.size_bytes() as i128;
+        let base = i128::from(self.offset_bytes);
+        (base + i128::from(lo) * esz, base + (i128::from(hi) + 1) * esz)
+    }
+}
+
+/// A strided view of a declared HBM tensor, in elements of the tensor's dtype.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HbmAccess {
+    /// Index into [`Program::tensors`].
+    pub tensor: usize,
+    /// Element offset of the first element.
+    pub offset: u64,
+    /// Dimensions, outermost first; the element order of a DMA is row-major over them.
+    pub dims: Vec<Dim>,
+}
+
+/// One side of a `dma_copy`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DmaOperand {
+    Hbm(HbmAccess),
+    Tile(Tile),
+}
+
+impl DmaOperand {
+    /// Total elements moved.
+    pub fn len(&self) -> u64 {
+        match self {
+            DmaOperand::Hbm(h) => pattern_len(&h.dims),
+            DmaOperand::Tile(t) => u64::from(t.partitions).saturating_mul(t.free_len()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The scalar operand of `tensor_scalar` and `activation`'s scale: an fp32 immediate or a
+/// per-partition vector (a `[P, 1]` tile, read as fp32).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScalarOperand {
+    Imm(f32),
+    Vector(Tile),
+}
+
+/// Arithmetic and comparison operators of the Vector/Scalar/GpSimd ALUs (fp32 math).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AluOp {
+    Add,
+    Subtract,
+    Multiply,
+    Divide,
+    Max,
+    Min,
+    /// Comparisons yield 1.0 when true and 0.0 when false.
+    Eq,
+    Ne,
+    Ge,
+    Gt,
+    Le,
+    Lt,
+}
+
+impl AluOp {
+    pub const ALL: [AluOp; 12] = [
+        AluOp::Add,
+        AluOp::Subtract,
+        AluOp::Multiply,
+        AluOp::Divide,
+        AluOp::Max,
+        AluOp::Min,
+        AluOp::Eq,
+        AluOp::Ne,
+        AluOp::Ge,
+        AluOp::Gt,
+        AluOp::Le,
+        AluOp::Lt,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AluOp::Add => "add",
+            AluOp::Subtract => "subtract",
+            AluOp::Multiply => "multiply",
+            AluOp::Divide => "divide",
+            AluOp::Max => "max",
+            AluOp::Min => "min",
+            AluOp::Eq => "eq",
+            AluOp::Ne => "ne",
+            AluOp::Ge => "ge",
+            AluOp::Gt => "gt",
+            AluOp::Le => "le",
+            AluOp::Lt => "lt",
+        }
+    }
+
+    pub fn is_comparison(self) -> bool {
+        matches!(self, AluOp::Eq | AluOp::Ne | AluOp::Ge | AluOp::Gt | AluOp::Le | AluOp::Lt)
+    }
+
+    /// `a op b` in fp32 (IEEE, round to nearest even); comparisons give 1.0 or 0.0.
+    /// `max`/`min` return the non-NaN operand when one is NaN (IEEE maxNum; assumption).
+    #[inline]
+    pub fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            AluOp::Add => a + b,
+            AluOp::Subtract => a - b,
+            AluOp::Multiply => a * b,
+            AluOp::Divide => a / b,
+            AluOp::Max => a.max(b),
+            AluOp::Min => a.min(b),
+            AluOp::Eq => f32::from(u8::from(a == b)),
+            AluOp::Ne => f32::from(u8::from(a != b)),
+            AluOp::Ge => f32::from(u8::from(a >= b)),
+            AluOp::Gt => f32::from(u8::from(a > b)),
+            AluOp::Le => f32::from(u8::from(a <= b)),
+            AluOp::Lt => f32::from(u8::from(a < b)),
+        }
+    }
+}
+
+/// Reduction operators of `tensor_reduce`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    Add,
+    Max,
+    Min,
+}
+
+impl ReduceOp {
+    pub const ALL: [ReduceOp; 3] = [ReduceOp::Add, ReduceOp::Max, ReduceOp::Min];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceOp::Add => "add",
+            ReduceOp::Max => "max",
+            ReduceOp::Min => "min",
+        }
+    }
+}
+
+/// Functions of the Scalar engine's `activation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActFunc {
+    /// `f(x) = x` (also spelled `copy`).
+    Identity,
+    Exp,
+    Log,
+    Tanh,
+    /// `1 / (1 + e^-x)`.
+    Sigmoid,
+    Relu,
+    /// `x · Φ(x) = x/2 · (1 + erf(x/√2))`.
+    Gelu,
+    /// `x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³)))`.
+    GeluTanh,
+    /// `x · sigmoid(x)`.
+    Silu,
+    Sqrt,
+    Rsqrt,
+    Square,
+    Reciprocal,
+}
+
+impl ActFunc {
+    pub const ALL: [ActFunc; 13] = [
+        ActFunc::Identity,
+        ActFunc::Exp,
+        ActFunc::Log,
+        ActFunc::Tanh,
+        ActFunc::Sigmoid,
+        ActFunc::Relu,
+        ActFunc::Gelu,
+        ActFunc::GeluTanh,
+        ActFunc::Silu,
+        ActFunc::Sqrt,
+        ActFunc::Rsqrt,
+        ActFunc::Square,
+        ActFunc::Reciprocal,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ActFunc::Identity => "identity",
+            ActFunc::Exp => "exp",
+            ActFunc::Log => "log",
+            ActFunc::Tanh => "tanh",
+            ActFunc::Sigmoid => "sigmoid",
+            ActFunc::Relu => "relu",
+            ActFunc::Gelu => "gelu",
+            ActFunc::GeluTanh => "gelu_tanh",
+            ActFunc::Silu => "silu",
+            ActFunc::Sqrt => "sqrt",
+            ActFunc::Rsqrt => "rsqrt",
+            ActFunc::Square => "square",
+            ActFunc::Reciprocal => "reciprocal",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<ActFunc> {
+        if s == "copy" {
+            return Some(ActFunc::Identity);
+        }
+        ActFunc::ALL.into_iter().find(|f| f.name() == s)
+    }
+}
+
+/// One stage of `tensor_scalar`: `x = x op operand` (or `operand op x` when `reverse`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScalarStage {
+    pub op: AluOp,
+    pub operand: ScalarOperand,
+    pub reverse: bool,
+}
+
+/// The affine predicate of `iota` and `affine_select`:
+/// `value(p, i₀…iₙ) = base + channel_multiplier · p + Σ steps[j] · i_j`, where `p` counts
+/// partitions from the tile's first and `i_j` indexes free dimension `j`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Affine {
+    pub base: i32,
+    pub channel_multiplier: i32,
+    pub steps: Vec<i32>,
+}
+
+impl Affine {
+    /// The affine value at partition `p` and free multi-index `idx` (int32 math, in i64).
+    #[inline]
+    pub fn at(&self, p: u64, idx: &[u64]) -> i64 {
+        let mut v = i64::from(self.base) + i64::from(self.channel_multiplier) * p as i64;
+        for (s, &i) in self.steps.iter().zip(idx) {
+            v += i64::from(*s) * i as i64;
+        }
+        v
+    }
+}
+
+/// What an instruction does. Operand order is always destination first.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// `dst[i] = cast(src[i])` over the row-major element order of both access patterns.
+    DmaCopy { dst: DmaOperand, src: DmaOperand },
+    /// `dst[m, n] (+)= Σ_k stationary[k, m] · moving[k, n]`, fp32 accumulation.
+    Matmul { dst: Tile, stationary: Tile, moving: Tile, accumulate: bool },
+    /// `dst[f, p] = src[p, f]`.
+    Transpose { dst: Tile, src: Tile },
+    /// `dst = in0 op in1`, elementwise.
+    TensorTensor { dst: Tile, in0: Tile, in1: Tile, op: AluOp },
+    /// `dst = (src op0 operand0) op1 operand1`.
+    TensorScalar { dst: Tile, src: Tile, stages: Vec<ScalarStage> },
+    /// `dst = reduce_op over the last `axes` free dims of src` (negated when `negate`).
+    TensorReduce { dst: Tile, src: Tile, op: ReduceOp, axes: u32, negate: bool },
+    /// `dst = cast(src)`; bit-exact when the dtypes are equal.
+    TensorCopy { dst: Tile, src: Tile },
+    /// `dst = value`.
+    Memset { dst: Tile, value: f32 },
+    /// `dst = predicate != 0 ? on_true : on_false`, elementwise.
+    Select { dst: Tile, predicate: Tile, on_true: Tile, on_false: Tile },
+    /// `dst = f(src · scale + bias)`; `reduce[p] = Σ_f dst_fp32[p, f]` when given.
+    Activation {
+        dst: Tile,
+        src: Tile,
+        func: ActFunc,
+        scale: ScalarOperand,
+        bias: Option<Tile>,
+        reduce: Option<Tile>,
+    },
+    /// `dst[p, i] = affine(p, i)` in int32 math, cast to dst's dtype.
+    Iota { dst: Tile, affine: Affine },
+    /// `dst[p, i] = cmp(affine(p, i), 0) ? src[p, i] : on_false`.
+    AffineSelect { dst: Tile, src: Tile, affine: Affine, cmp: AluOp, on_false: f32 },
+}
+
+/// How an instruction uses a tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    /// Read then written (accumulating matmul).
+    ReadWrite,
+}
+
+impl Op {
+    /// The assembly mnemonic.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::DmaCopy { .. } => "dma_copy",
+            Op::Matmul { .. } => "nc_matmul",
+            Op::Transpose { .. } => "nc_transpose",
+            Op::TensorTensor { .. } => "tensor_tensor",
+            Op::TensorScalar { .. } => "tensor_scalar",
+            Op::TensorReduce { .. } => "tensor_reduce",
+            Op::TensorCopy { .. } => "tensor_copy",
+            Op::Memset { .. } => "memset",
+            Op::Select { .. } => "select",
+            Op::Activation { .. } => "activation",
+            Op::Iota { .. } => "iota",
+            Op::AffineSelect { .. } => "affine_select",
+        }
+    }
+
+    /// Every on-chip tile the instruction touches, with how (DMA's HBM side is not listed).
+    pub fn tiles(&self) -> Vec<(&Tile, Access)> {
+        use Access::*;
+        let mut v = Vec::with_capacity(4);
+        match self {
+            Op::DmaCopy { dst, src } => {
+                if let DmaOperand::Tile(t) = src {
+                    v.push((t, Read));
+                }
+                if let DmaOperand::Tile(t) = dst {
+                    v.push((t, Write));
+                }
+            }
+            Op::Matmul { dst, stationary, moving, accumulate } => {
+                v.push((stationary, Read));
+                v.push((moving, Read));
+                v.push((dst, if *accumulate { ReadWrite } else { Write }));
+            }
+            Op::Transpose { dst, src } | Op::TensorCopy { dst, src } => {
+                v.push((src, Read));
+                v.push((dst, Write));
+            }
+            Op::TensorTensor { dst, in0, in1, .. } => {
+                v.extend([(in0, Read), (in1, Read), (dst, Write)]);
+            }
+            Op::TensorScalar { dst, src, stages } => {
+                v.push((src, Read));
+                for s in stages {
+                    if let ScalarOperand::Vector(t) = &s.operand {
+                        v.push((t, Read));
+                    }
+                }
+                v.push((dst, Write));
+            }
+            Op::TensorReduce { dst, src, .. } | Op::AffineSelect { dst, src, .. } => {
+                v.push((src, Read));
+                v.push((dst, Write));
+            }
+            Op::Memset { dst, .. } | Op::Iota { dst, .. } => v.push((dst, Write)),
+            Op::Select { dst, predicate, on_true, on_false } => {
+                v.extend([(predicate, Read), (on_true, Read), (on_false, Read), (dst, Write)]);
+            }
+            Op::Activation { dst, src, scale, bias, reduce, .. } => {
+                v.push((src, Read));
+                if let ScalarOperand::Vector(t) = scale {
+                    v.push((t, Read));
+                }
+                if let Some(t) = bias {
+                    v.push((t, Read));
+                }
+                v.push((dst, Write));
+                if let Some(t) = reduce {
+                    v.push((t, Write));
+                }
+            }
+        }
+        v
+    }
+}
+
+/// A semaphore wait: the instruction issues only once `S[semaphore] >= value`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SemWait {
+    pub semaphore: u32,
+    pub value: u32,
+}
+
+/// One instruction of an engine's stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instruction {
+    pub engine: Engine,
+    pub op: Op,
+    /// All must hold before the instruction starts.
+    pub waits: Vec<SemWait>,
+    /// Semaphores incremented by one when the instruction completes (for DMA: when the transfer
+    /// has landed).
+    pub signals: Vec<u32>,
+}
+
+/// What a declared HBM tensor is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TensorKind {
+    /// Given by the caller; must be supplied.
+    Input,
+    /// Returned to the caller; starts as zeros.
+    Output,
+    /// Device-only working memory; starts as zeros.
+    Scratch,
+}
+
+impl TensorKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TensorKind::Input => "input",
+            TensorKind::Output => "output",
+            TensorKind::Scratch => "scratch",
+        }
+    }
+}
+
+/// A declared HBM tensor: dense, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorDecl {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    pub kind: TensorKind,
+}
+
+impl TensorDecl {
+    pub fn len(&self) -> u64 {
+        self.shape.iter().fold(1u64, |a, &d| a.saturating_mul(d))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A NeuronCore program.
+#[derive(Debug, Clone, Default)]
+pub struct Program {
+    pub tensors: Vec<TensorDecl>,
+    pub instructions: Vec<Instruction>,
+    /// Source line of each instruction (1-based), when parsed from text; empty otherwise.
+    pub lines: Vec<u32>,
+}
+
+/// Programs are equal when their tensors and instructions are; source lines do not count.
+impl PartialEq for Program {
+    fn eq(&self, other: &Self) -> bool {
+        self.tensors == other.tensors && self.instructions == other.instructions
+    }
+}
+
+impl Program {
+    /// The declared tensor called `name`.
+    pub fn tensor(&self, name: &str) -> Option<(usize, &TensorDecl)> {
+        self.tensors.iter().enumerate().find(|(_, t)| t.name == name)
+    }
+
+    /// Source line of instruction `index`, or `index + 1` for programs built in code.
+    pub fn line_of(&self, index: usize) -> u32 {
+        self.lines.get(index).copied().unwrap_or(index as u32 + 1)
+    }
+
+    /// The instruction indices of each engine's stream, in order (indexed by [`Engine::index`]).
+    pub fn streams(&self) -> [Vec<usize>; 5] {
+        let mut s: [Vec<usize>; 5] = Default::default();
+        for (i, ins) in self.instructions.iter().enumerate() {
+            s[ins.engine.index()].push(i);
+        }
+        s
+    }
+}

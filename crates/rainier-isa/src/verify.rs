@@ -1,0 +1,402 @@
+//! The verifier: every rule the hardware enforces, checked before anything runs. It reports all
+//! violations at once, each with its source line and instruction index.
+
+use std::fmt;
+
+use rainier_arch::{CoreParams, Generation};
+use rainier_tensor::DType;
+
+use crate::table::opcode;
+use crate::{
+    pattern_extent, pattern_len, Access, DmaOperand, Engine, HbmAccess, Memory, Op, Program,
+    ScalarOperand, Tile,
+};
+
+/// One broken rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Instruction index in program order.
+    pub index: usize,
+    /// 1-based source line.
+    pub line: u32,
+    pub opcode: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {} (instruction #{} {}): {}", self.line, self.index, self.opcode, self.message)
+    }
+}
+
+/// Every violation of a program, in program order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Violations(pub Vec<Violation>);
+
+impl fmt::Display for Violations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(f, "{n} rule violation{}", if n == 1 { "" } else { "s" })?;
+        for v in &self.0 {
+            write!(f, "\n  {v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Hardware limits of an engine access pattern ([N-arch2], [N-ap]).
+const MAX_FREE_DIMS: usize = 4;
+const MAX_DIM_SIZE: u64 = u16::MAX as u64;
+const STRIDE_RANGE: std::ops::RangeInclusive<i64> = i16::MIN as i64..=i16::MAX as i64;
+/// HBM side of a DMA: partition-like outer dim plus up to 4 free dims (assumption: descriptors
+/// carry up to 4 dims per side [R-neff]; we allow one more for the partition axis).
+const MAX_HBM_DIMS: usize = 5;
+
+struct Checker<'a> {
+    core: &'a CoreParams,
+    program: &'a Program,
+    index: usize,
+    opcode: &'static str,
+    out: Vec<Violation>,
+}
+
+impl Checker<'_> {
+    fn fail(&mut self, message: impl Into<String>) {
+        self.out.push(Violation {
+            index: self.index,
+            line: self.program.line_of(self.index),
+            opcode: self.opcode,
+            message: message.into(),
+        });
+    }
+
+    fn capacity(&self, m: Memory) -> u64 {
+        match m {
+            Memory::Sbuf => u64::from(self.core.sbuf_bytes_per_partition.value),
+            Memory::Psum => u64::from(self.core.psum_bytes_per_partition.value),
+        }
+    }
+
+    /// Shape, bounds, alignment and dtype rules of one tile accessed by `engine` (`None`: DMA).
+    fn tile(&mut self, what: &str, t: &Tile, engine: Option<Engine>) {
+        let parts = self.core.partitions.value;
+        if t.partitions == 0 {
+            self.fail(format!("{what}: empty partition range"));
+        } else if u64::from(t.start_partition) + u64::from(t.partitions) > u64::from(parts) {
+            self.fail(format!(
+                "{what}: partitions {}:{} exceed the {parts} partitions",
+                t.start_partition,
+                t.start_partition + t.partitions
+            ));
+        } else if engine.is_some() {
+            // Start-partition rule [N-arch2]: >64 partitions start at 0; 33-64 at 0 or 64;
+            // 1-32 at 0, 32, 64 or 96.
+            let ok = match t.partitions {
+                65.. => t.start_partition == 0,
+                33..=64 => t.start_partition % 64 == 0,
+                _ => t.start_partition % 32 == 0,
+            };
+            if !ok {
+                self.fail(format!(
+                    "{what}: an engine access of {} partitions cannot start at partition {} (>64 partitions start at 0; 33-64 at 0 or 64; 1-32 at a multiple of 32)",
+                    t.partitions, t.start_partition
+                ));
+            }
+        }
+        if t.dims.is_empty() || t.dims.len() > MAX_FREE_DIMS {
+            self.fail(format!("{what}: {} free dims (1 to {MAX_FREE_DIMS} allowed)", t.dims.len()));
+        }
+        for (i, d) in t.dims.iter().enumerate() {
+            if d.size == 0 {
+                self.fail(format!("{what}: free dim {i} has size 0"));
+            } else if d.size > MAX_DIM_SIZE {
+                self.fail(format!("{what}: free dim {i} size {} exceeds {MAX_DIM_SIZE}", d.size));
+            }
+            if !STRIDE_RANGE.contains(&d.stride) {
+                self.fail(format!("{what}: free dim {i} stride {} is outside int16", d.stride));
+            }
+        }
+        let esz = t.dtype.size_bytes() as u64;
+        if t.offset_bytes % esz != 0 {
+            self.fail(format!("{what}: byte offset {} is not a multiple of the {}-byte {}", t.offset_bytes, esz, t.dtype));
+        }
+        let (lo, hi) = t.byte_range();
+        let cap = self.capacity(t.memory);
+        if lo < 0 || hi > i128::from(cap) {
+            let mem = if t.memory == Memory::Sbuf { "SBUF" } else { "PSUM" };
+            self.fail(format!("{what}: bytes {lo}..{hi} of each partition fall outside {mem}'s {cap} bytes"));
+        }
+        if t.dtype == DType::Fp8E4m3fn && self.core.generation < Generation::V4 {
+            self.fail(format!("{what}: fp8e4m3fn exists only on NeuronCore-v4"));
+        }
+        if let Some(engine) = engine {
+            if t.memory == Memory::Psum {
+                if engine == Engine::GpSimd {
+                    self.fail(format!("{what}: the GpSimd engine cannot access PSUM"));
+                }
+                let fmax = u64::from(self.core.psum_access_fmax.value);
+                if matches!(engine, Engine::Vector | Engine::Scalar) && t.free_len() > fmax {
+                    self.fail(format!("{what}: {} elements per partition from PSUM exceed {fmax}", t.free_len()));
+                }
+            }
+        }
+    }
+
+    fn same_shape(&mut self, a_name: &str, a: &Tile, b_name: &str, b: &Tile) {
+        if a.partitions != b.partitions || a.free_len() != b.free_len() {
+            self.fail(format!(
+                "{a_name} is [{}, {}] but {b_name} is [{}, {}] (partitions, elements per partition)",
+                a.partitions,
+                a.free_len(),
+                b.partitions,
+                b.free_len()
+            ));
+        }
+    }
+
+    fn per_partition(&mut self, what: &str, v: &Tile, src: &Tile) {
+        if v.partitions != src.partitions || v.free_len() != 1 {
+            self.fail(format!(
+                "{what} must be a [{}, 1] per-partition vector, found [{}, {}]",
+                src.partitions,
+                v.partitions,
+                v.free_len()
+            ));
+        }
+    }
+
+    fn hbm(&mut self, what: &str, h: &HbmAccess) {
+        let Some(decl) = self.program.tensors.get(h.tensor) else {
+            self.fail(format!("{what}: tensor #{} is not declared", h.tensor));
+            return;
+        };
+        if h.dims.is_empty() || h.dims.len() > MAX_HBM_DIMS {
+            self.fail(format!("{what}: {} dims on '{}' (1 to {MAX_HBM_DIMS} allowed)", h.dims.len(), decl.name));
+        }
+        if h.dims.iter().any(|d| d.size == 0) {
+            self.fail(format!("{what}: an access of '{}' has a dim of size 0", decl.name));
+            return;
+        }
+        let (lo, hi) = pattern_extent(&h.dims);
+        let (first, last) = (h.offset as i128 + i128::from(lo), h.offset as i128 + i128::from(hi));
+        if first < 0 || last >= i128::from(decl.len()) {
+            self.fail(format!(
+                "{what}: elements {first}..={last} fall outside '{}' ({} elements)",
+                decl.name,
+                decl.len()
+            ));
+        }
+    }
+
+    fn matmul(&mut self, dst: &Tile, stationary: &Tile, moving: &Tile) {
+        let c = self.core;
+        let (k, m, n) = (stationary.partitions, stationary.free_len(), moving.free_len());
+        if moving.partitions != k {
+            self.fail(format!("stationary has {k} partitions (K) but moving has {}", moving.partitions));
+        }
+        if m > u64::from(c.matmul_stationary_fmax.value) {
+            self.fail(format!("stationary free size M = {m} exceeds {}", c.matmul_stationary_fmax.value));
+        }
+        let fmax = if dst.dtype == DType::Bf16 { c.matmul_moving_fmax_bf16.value } else { c.matmul_moving_fmax_fp32.value };
+        let dst_ok = dst.dtype == DType::F32 || (dst.dtype == DType::Bf16 && c.has_v4_matmul());
+        if !dst_ok {
+            let allowed = if c.has_v4_matmul() { "f32 or bf16" } else { "f32" };
+            self.fail(format!("dst dtype {} is not allowed in PSUM on {} ({allowed})", dst.dtype, c.generation));
+        } else if n > u64::from(fmax) {
+            self.fail(format!("moving free size N = {n} exceeds {fmax} on {}", c.generation));
+        }
+        if u64::from(dst.partitions) != m || dst.free_len() != n {
+            self.fail(format!("dst must be [M, N] = [{m}, {n}], found [{}, {}]", dst.partitions, dst.free_len()));
+        }
+        if dst.memory != Memory::Psum {
+            self.fail("dst must be in PSUM");
+        }
+        if dst.memory == Memory::Psum && !c.has_v4_matmul() {
+            let bank = u64::from(c.psum_bank_bytes());
+            let (lo, hi) = dst.byte_range();
+            if lo >= 0 && hi > lo && (lo as u64) / bank != (hi as u64 - 1) / bank {
+                self.fail(format!("dst bytes {lo}..{hi} cross a {bank}-byte PSUM bank boundary"));
+            }
+        }
+        let allowed = [DType::F32, DType::Tf32, DType::Bf16, DType::F16, DType::Fp8E4m3, DType::Fp8E5m2, DType::Fp8E4m3fn];
+        for (name, t) in [("stationary", stationary), ("moving", moving)] {
+            if !allowed.contains(&t.dtype) {
+                self.fail(format!("{name} dtype {} is not a matmul input type", t.dtype));
+            }
+        }
+        let wide = |d: DType| matches!(d, DType::F32 | DType::Tf32);
+        if wide(stationary.dtype) != wide(moving.dtype) {
+            self.fail(format!(
+                "stationary {} and moving {} cannot pair: fp32/tf32 pairs only with fp32/tf32",
+                stationary.dtype, moving.dtype
+            ));
+        }
+        let (a, b) = (stationary.dtype, moving.dtype);
+        if (a == DType::Fp8E4m3 && b == DType::Fp8E4m3fn) || (a == DType::Fp8E4m3fn && b == DType::Fp8E4m3) {
+            self.fail("legacy fp8e4m3 cannot be mixed with fp8e4m3fn");
+        }
+    }
+
+    fn op(&mut self, engine: Engine, op: &Op) {
+        let eng = Some(engine);
+        // Memory permissions, bounds, shapes of every tile.
+        let is_dma = matches!(op, Op::DmaCopy { .. });
+        for (i, (t, access)) in op.tiles().into_iter().enumerate() {
+            let what = format!("operand {}", i + 1);
+            self.tile(&what, t, if is_dma { None } else { eng });
+            if is_dma && t.memory == Memory::Psum {
+                self.fail(format!("{what}: DMA cannot access PSUM"));
+            }
+            if engine == Engine::Tensor && !is_dma {
+                match (access, t.memory) {
+                    (Access::Read, Memory::Psum) => self.fail(format!("{what}: the Tensor engine reads only SBUF")),
+                    (Access::Write | Access::ReadWrite, Memory::Sbuf) => {
+                        self.fail(format!("{what}: the Tensor engine writes only PSUM"))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let gen = self.core.generation;
+        match op {
+            Op::DmaCopy { dst, src } => {
+                for (name, o) in [("dst", dst), ("src", src)] {
+                    if let DmaOperand::Hbm(h) = o {
+                        self.hbm(name, h);
+                    }
+                }
+                if matches!((dst, src), (DmaOperand::Hbm(_), DmaOperand::Hbm(_))) {
+                    self.fail("HBM -> HBM copies are not supported; stage through SBUF");
+                }
+                if dst.len() != src.len() {
+                    self.fail(format!("dst has {} elements but src has {}", dst.len(), src.len()));
+                }
+            }
+            Op::Matmul { dst, stationary, moving, .. } => self.matmul(dst, stationary, moving),
+            Op::Transpose { dst, src } => {
+                let (p, f) = (u64::from(src.partitions), src.free_len());
+                let limit = if engine == Engine::Vector { 32 } else { 128 };
+                if p > limit || f > limit {
+                    self.fail(format!("{engine} transpose is at most [{limit}, {limit}], found [{p}, {f}]"));
+                }
+                if u64::from(dst.partitions) != f || dst.free_len() != p {
+                    self.fail(format!("dst must be [{f}, {p}], found [{}, {}]", dst.partitions, dst.free_len()));
+                }
+                let widen = engine == Engine::Tensor && dst.dtype == DType::F32;
+                if dst.dtype != src.dtype && !widen {
+                    self.fail(format!("dst dtype {} must equal src dtype {}", dst.dtype, src.dtype));
+                }
+                if engine == Engine::Vector {
+                    let quadrant = |t: &Tile| t.start_partition / 32 == (t.start_partition + t.partitions.max(1) - 1) / 32;
+                    if !quadrant(src) || !quadrant(dst) {
+                        self.fail("a Vector transpose stays within one 32-partition quadrant");
+                    }
+                }
+            }
+            Op::TensorTensor { dst, in0, in1, .. } => {
+                self.same_shape("in0", in0, "dst", dst);
+                self.same_shape("in1", in1, "dst", dst);
+                if in0.memory == Memory::Psum && in1.memory == Memory::Psum {
+                    self.fail("in0 and in1 cannot both be in PSUM");
+                }
+            }
+            Op::TensorScalar { dst, src, stages } => {
+                self.same_shape("src", src, "dst", dst);
+                if stages.is_empty() || stages.len() > 2 {
+                    self.fail(format!("{} stages (1 or 2 allowed)", stages.len()));
+                }
+                for (i, s) in stages.iter().enumerate() {
+                    if let ScalarOperand::Vector(v) = &s.operand {
+                        self.per_partition(&format!("operand{i}"), v, src);
+                    }
+                    let scalar_ok = matches!(s.op, crate::AluOp::Add | crate::AluOp::Multiply);
+                    if engine == Engine::Scalar && gen < Generation::V4 && !scalar_ok {
+                        self.fail(format!("op{i}={} on the Scalar engine (only add and multiply before NeuronCore-v4)", s.op.name()));
+                    }
+                }
+            }
+            Op::TensorReduce { dst, src, axes, .. } => {
+                let nd = src.dims.len() as u32;
+                if *axes == 0 || *axes > nd {
+                    self.fail(format!("axes={axes} but src has {nd} free dims"));
+                } else {
+                    let kept = pattern_len(&src.dims[..(nd - axes) as usize]);
+                    if dst.partitions != src.partitions || dst.free_len() != kept {
+                        self.fail(format!(
+                            "dst must be [{}, {kept}] after reducing {axes} trailing dims, found [{}, {}]",
+                            src.partitions,
+                            dst.partitions,
+                            dst.free_len()
+                        ));
+                    }
+                }
+            }
+            Op::TensorCopy { dst, src } => {
+                self.same_shape("src", src, "dst", dst);
+                if engine == Engine::Scalar && !self.core.scalar_has_tensor_copy() {
+                    self.fail("the Scalar engine has no tensor_copy on NeuronCore-v2; use activation func=copy");
+                }
+            }
+            Op::Memset { .. } => {}
+            Op::Select { dst, predicate, on_true, on_false } => {
+                self.same_shape("predicate", predicate, "dst", dst);
+                self.same_shape("on_true", on_true, "dst", dst);
+                self.same_shape("on_false", on_false, "dst", dst);
+            }
+            Op::Activation { dst, src, scale, bias, reduce, .. } => {
+                self.same_shape("src", src, "dst", dst);
+                if let ScalarOperand::Vector(v) = scale {
+                    self.per_partition("scale", v, src);
+                }
+                if let Some(b) = bias {
+                    self.per_partition("bias", b, src);
+                }
+                if let Some(r) = reduce {
+                    self.per_partition("reduce", r, src);
+                }
+            }
+            Op::Iota { dst, affine } => {
+                if affine.steps.len() != dst.dims.len() {
+                    self.fail(format!("{} steps for {} free dims of dst", affine.steps.len(), dst.dims.len()));
+                }
+            }
+            Op::AffineSelect { dst, src, affine, cmp, .. } => {
+                if affine.steps.len() != dst.dims.len() {
+                    self.fail(format!("{} steps for {} free dims of dst", affine.steps.len(), dst.dims.len()));
+                }
+                if dst.partitions != src.partitions || dst.free_shape() != src.free_shape() {
+                    self.fail("dst and src must have the same shape");
+                }
+                if !cmp.is_comparison() {
+                    self.fail(format!("cmp={} is not a comparison", cmp.name()));
+                }
+            }
+        }
+    }
+}
+
+/// Checks `program` against the rules of `core`. `Ok` means every instruction is legal.
+pub fn verify(program: &Program, core: &CoreParams) -> Result<(), Violations> {
+    let mut c = Checker { core, program, index: 0, opcode: "", out: Vec::new() };
+    for (i, ins) in program.instructions.iter().enumerate() {
+        c.index = i;
+        c.opcode = ins.op.name();
+        if let Some(info) = opcode(ins.op.name()) {
+            if !info.engines.contains(&ins.engine) {
+                c.fail(format!("cannot run on the {} engine", ins.engine));
+            }
+        }
+        let sems = core.semaphores.value;
+        for s in ins.waits.iter().map(|w| w.semaphore).chain(ins.signals.iter().copied()) {
+            if s >= sems {
+                c.fail(format!("semaphore S[{s}] does not exist ({sems} per NeuronCore)"));
+            }
+        }
+        c.op(ins.engine, &ins.op);
+    }
+    if c.out.is_empty() {
+        Ok(())
+    } else {
+        Err(Violations(c.out))
+    }
+}
