@@ -1,0 +1,282 @@
+//! The `rainier` command. The only crate that parses arguments, touches files and prints.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand};
+use rainier_arch::Chip;
+use rainier_isa::{Engine, Program};
+use rainier_tensor::{npy, DType, HostTensor};
+use rand::{Rng, SeedableRng};
+
+mod demo;
+
+const ABOUT: &str = "Rainier: an open, executable model of AWS Trainium and Inferentia.
+
+Today Rainier simulates one NeuronCore (NeuronCore-v2 on trn1/inf2, v3 on trn2, v4 on trn3):
+programs written in a small assembly language (docs/assembly.md) in the NKI instruction
+vocabulary run on the Tensor, Vector, Scalar and GpSimd engines over SBUF, PSUM and HBM, and
+compute the numbers the hardware would (fp32 accumulation, bf16/fp8 rounding, saturation).";
+
+const AFTER_HELP: &str = "Examples:
+  rainier demo                                   run the example programs on random inputs and check them
+  rainier sim examples/asm/matmul.asm --chip trn2 --input a=a.npy --input b=b.npy --output c=c.npy
+  rainier sim examples/asm/softmax.asm --chip trn1 --input x=x.npy --json
+  rainier verify my_kernel.asm --chip trn3       list every rule the program breaks
+  rainier arch --chip trn2                       NeuronCore parameters with their sources
+  rainier isa                                    the instruction reference (docs/isa.md)";
+
+#[derive(Parser, Debug)]
+#[command(name = "rainier", version, about = ABOUT, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the example programs (matmul, softmax) on fresh random inputs on a simulated
+    /// NeuronCore and check the results against a host computation.
+    Demo {
+        /// Chip to simulate: trn1, inf2, trn2, trn3.
+        #[arg(long, default_value = "trn2")]
+        chip: Chip,
+        /// Seed of the random inputs (default: 2026, so runs repeat).
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+    },
+    /// Run an assembly program on a simulated NeuronCore (functional: exact values, no time).
+    Sim {
+        /// The program (.asm); see docs/assembly.md.
+        program: PathBuf,
+        /// Chip to simulate: trn1, inf2, trn2, trn3.
+        #[arg(long)]
+        chip: Chip,
+        /// An input tensor: NAME=FILE.npy (float32, float16, int32 or uint8, C order), whose
+        /// dtype and shape match the program's `hbm NAME: ... input` declaration. Repeat per input.
+        #[arg(long = "input", value_name = "NAME=FILE.npy")]
+        inputs: Vec<String>,
+        /// Write an output tensor: NAME=FILE.npy. Repeat per output. Without it, a summary of
+        /// every output is printed.
+        #[arg(long = "output", value_name = "NAME=FILE.npy")]
+        outputs: Vec<String>,
+        /// Print a JSON report instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a program against a chip's rules without running it; lists every violation.
+    Verify {
+        program: PathBuf,
+        #[arg(long)]
+        chip: Chip,
+    },
+    /// Print a program in canonical form (what the parser understood).
+    Fmt { program: PathBuf },
+    /// Show a chip's NeuronCore parameters, each with its source and grade.
+    Arch {
+        #[arg(long)]
+        chip: Chip,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the instruction-set reference in Markdown (the content of docs/isa.md).
+    Isa,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints to stdout (the one place the CLI does so).
+#[allow(clippy::print_stdout)]
+fn out(text: &str) {
+    println!("{text}");
+}
+
+fn load_program(path: &Path) -> Result<Program> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    rainier_isa::parse(&text).map_err(|e| anyhow!("{}:{}:{}: {}", path.display(), e.line, e.column, e.message))
+}
+
+fn split_binding(arg: &str, flag: &str) -> Result<(String, PathBuf)> {
+    let (name, file) = arg
+        .split_once('=')
+        .filter(|(n, f)| !n.is_empty() && !f.is_empty())
+        .ok_or_else(|| anyhow!("{flag} '{arg}' must be NAME=FILE.npy"))?;
+    Ok((name.to_string(), PathBuf::from(file)))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo { chip, seed } => demo::run(chip, seed),
+        Command::Sim { program, chip, inputs, outputs, json } => sim(&program, chip, &inputs, &outputs, json),
+        Command::Verify { program, chip } => {
+            let p = load_program(&program)?;
+            rainier_isa::verify(&p, &chip.params().core)
+                .map_err(|v| anyhow!("{}: {v}", program.display()))?;
+            out(&format!("{}: ok ({} instructions, {} on {chip})", program.display(), p.instructions.len(), chip.params().core.generation));
+            Ok(())
+        }
+        Command::Fmt { program } => {
+            let p = load_program(&program)?;
+            out(p.to_string().trim_end());
+            Ok(())
+        }
+        Command::Arch { chip, json } => arch(chip, json),
+        Command::Isa => {
+            out(rainier_isa::isa_markdown().trim_end());
+            Ok(())
+        }
+    }
+}
+
+fn sim(path: &Path, chip: Chip, inputs: &[String], outputs: &[String], json: bool) -> Result<()> {
+    let program = load_program(path)?;
+    let mut given = BTreeMap::new();
+    for arg in inputs {
+        let (name, file) = split_binding(arg, "--input")?;
+        let f = std::fs::File::open(&file).with_context(|| format!("--input {name}: cannot open {}", file.display()))?;
+        let t = npy::read(std::io::BufReader::new(f)).with_context(|| format!("--input {name}: {}", file.display()))?;
+        if given.insert(name.clone(), t).is_some() {
+            bail!("--input {name} is given twice");
+        }
+    }
+    let mut wanted = Vec::new();
+    for arg in outputs {
+        let (name, file) = split_binding(arg, "--output")?;
+        wanted.push((name, file));
+    }
+    let outcome = rainier_funcsim::run(&program, &chip.params().core, &given)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    for (name, file) in &wanted {
+        let t = outcome.outputs.get(name).ok_or_else(|| {
+            let names: Vec<&str> = outcome.outputs.keys().map(String::as_str).collect();
+            anyhow!("--output {name}: the program has no output tensor '{name}' (outputs: {})", names.join(", "))
+        })?;
+        write_npy(t, file).with_context(|| format!("--output {name}: {}", file.display()))?;
+    }
+    let engines: serde_json::Map<String, serde_json::Value> = Engine::ALL
+        .iter()
+        .map(|e| (e.name().to_string(), serde_json::json!({ "instructions": outcome.per_engine[e.index()] })))
+        .collect();
+    if json {
+        let outs: serde_json::Map<String, serde_json::Value> =
+            outcome.outputs.iter().map(|(n, t)| (n.clone(), summary_json(t))).collect();
+        let report = serde_json::json!({
+            "chip": chip.name(),
+            "generation": chip.params().core.generation.to_string(),
+            "program": path.display().to_string(),
+            "instructions_executed": outcome.instructions_executed,
+            "engines": engines,
+            "outputs": outs,
+        });
+        out(&serde_json::to_string_pretty(&report)?);
+    } else {
+        let counts: Vec<String> = Engine::ALL
+            .iter()
+            .filter(|e| outcome.per_engine[e.index()] > 0)
+            .map(|e| format!("{} {}", e.name(), outcome.per_engine[e.index()]))
+            .collect();
+        out(&format!(
+            "{} on {chip} ({}): {} instructions executed ({})",
+            path.display(),
+            chip.params().core.generation,
+            outcome.instructions_executed,
+            counts.join(", ")
+        ));
+        for (name, t) in &outcome.outputs {
+            let written = wanted.iter().find(|(n, _)| n == name).map(|(_, f)| format!(" -> {}", f.display()));
+            out(&format!("  {name}: {}{}", summary_text(t), written.unwrap_or_default()));
+        }
+    }
+    Ok(())
+}
+
+/// Writes a tensor as .npy; dtypes NumPy lacks (bf16, tf32, fp8) are written as float32,
+/// which holds their values exactly.
+fn write_npy(t: &HostTensor, file: &Path) -> Result<()> {
+    let widened;
+    let t = if npy::write(t, std::io::sink()).is_err() {
+        widened = HostTensor::from_f32(DType::F32, &t.shape, &t.to_f32());
+        &widened
+    } else {
+        t
+    };
+    let f = std::fs::File::create(file).with_context(|| format!("cannot create {}", file.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    npy::write(t, &mut w)?;
+    std::io::Write::flush(&mut w)?;
+    Ok(())
+}
+
+fn stats(t: &HostTensor) -> (f64, f64, f64) {
+    let v = t.to_f32();
+    let (mut lo, mut hi, mut sum) = (f64::INFINITY, f64::NEG_INFINITY, 0.0);
+    for &x in &v {
+        let x = f64::from(x);
+        lo = lo.min(x);
+        hi = hi.max(x);
+        sum += x;
+    }
+    (lo, hi, sum / v.len().max(1) as f64)
+}
+
+fn shape_text(shape: &[usize]) -> String {
+    let s: Vec<String> = shape.iter().map(usize::to_string).collect();
+    format!("[{}]", s.join(", "))
+}
+
+fn summary_text(t: &HostTensor) -> String {
+    let (lo, hi, mean) = stats(t);
+    format!("{}{} min {lo:.6} max {hi:.6} mean {mean:.6}", t.dtype, shape_text(&t.shape))
+}
+
+fn summary_json(t: &HostTensor) -> serde_json::Value {
+    let (lo, hi, mean) = stats(t);
+    serde_json::json!({ "dtype": t.dtype.name(), "shape": t.shape, "min": lo, "max": hi, "mean": mean })
+}
+
+fn arch(chip: Chip, json: bool) -> Result<()> {
+    let p = chip.params();
+    let rows = p.provenance();
+    if json {
+        let params: serde_json::Map<String, serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                (r.name.to_string(), serde_json::json!({ "value": r.value, "source": r.source, "grade": r.grade.to_string() }))
+            })
+            .collect();
+        let report = serde_json::json!({ "chip": chip.name(), "name": p.marketing_name, "generation": p.core.generation.to_string(), "parameters": params });
+        out(&serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    out(&format!("{} ({}), {} x {}", chip.name(), p.marketing_name, p.cores_per_chip.value, p.core.generation));
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    for r in rows {
+        out(&format!("  {:width$}  {:>14}  [{}] {}", r.name, r.value, r.grade, r.source));
+    }
+    Ok(())
+}
+
+/// Deterministic random tensor for the demo and tests.
+fn random_tensor(rng: &mut rand::rngs::StdRng, shape: &[usize], lo: f32, hi: f32) -> HostTensor {
+    let n = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.gen_range(lo..hi)).collect();
+    HostTensor::from_f32(DType::F32, shape, &v)
+}
+
+fn seeded(seed: u64) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed)
+}

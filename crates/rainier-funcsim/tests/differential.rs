@@ -1,0 +1,388 @@
+//! Every instruction of the functional simulator against the independent f64 reference
+//! (`rainier-reference`), on fresh random inputs each run (proptest picks new seeds).
+//!
+//! Tolerances, per kind of instruction:
+//! - ALU (`tensor_tensor`, `tensor_scalar`), casts (`tensor_copy`, `memset`, `dma_copy`),
+//!   `select`, `iota`, `affine_select`, transposes: bit-exact against the reference computed with
+//!   the documented rounding points (fp32 after each ALU op, then the destination dtype).
+//! - `tensor_reduce`, `nc_matmul`: bit-exact against the reference with the stated fp32
+//!   accumulation order, and within the classical bound n·u₃₂·Σ|terms| + 1 ulp(dst) of exact
+//!   f64 math.
+//! - `activation`: within 1 ulp of the destination dtype (+1e-12 relative) of the f64 function
+//!   at the same fp32 argument; reductions within n·u₃₂·Σ|y| + 1e-6.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use rainier_arch::Chip;
+use rainier_isa::{
+    ActFunc, Affine, AluOp, DmaOperand, HbmAccess, Memory, Op, Program, ReduceOp, ScalarOperand,
+    ScalarStage, TensorDecl, TensorKind,
+};
+use rainier_reference as reference;
+use rainier_tensor::DType;
+
+fn rd(d: DType, x: f64) -> f64 {
+    reference::round_to(d.name(), x)
+}
+
+fn r32(x: f64) -> f64 {
+    reference::round_to("f32", x)
+}
+
+fn dtype() -> impl Strategy<Value = DType> {
+    prop::sample::select(float_dtypes())
+}
+
+fn sizes() -> impl Strategy<Value = Vec<u64>> {
+    prop_oneof![
+        (1u64..=512).prop_map(|n| vec![n]),
+        (1u64..=16, 1u64..=32).prop_map(|(a, b)| vec![a, b]),
+        (1u64..=4, 1u64..=8, 1u64..=8).prop_map(|(a, b, c)| vec![a, b, c]),
+    ]
+}
+
+fn alu_op() -> impl Strategy<Value = AluOp> {
+    prop::sample::select(AluOp::ALL.to_vec())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn tensor_tensor(seed: u64, parts in 1u32..=128, sz in sizes(), d in prop::collection::vec(dtype(), 3),
+                     op in alu_op(), psum_in0: bool, pad in 0u64..3) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let (start, parts) = partition_range(parts, seed as u32);
+        let mem0 = if psum_in0 && sz.iter().product::<u64>() * 4 <= 2048 { Memory::Psum } else { Memory::Sbuf };
+        let in0 = a.tile(mem0, start, parts, d[0], &sz, pad);
+        let in1 = a.tile(Memory::Sbuf, start, parts, d[1], &sz, 0);
+        let dst = a.tile(Memory::Sbuf, start, parts, d[2], &sz, pad);
+        let x = fill(&mut m, &in0, &mut r, -4.0, 4.0);
+        let y = fill(&mut m, &in1, &mut r, -4.0, 4.0);
+        m.execute(&Op::TensorTensor { dst: dst.clone(), in0, in1, op }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &dst);
+        for i in 0..got.len() {
+            let want = rd(d[2], r32(reference::binary(op.name(), x[i], y[i])));
+            prop_assert!(same(got[i], want), "{} {} {}: got {} want {}", x[i], op.name(), y[i], got[i], want);
+        }
+    }
+
+    #[test]
+    fn tensor_scalar(seed: u64, parts in 1u32..=128, sz in sizes(), din in dtype(), dout in dtype(),
+                     ops in prop::collection::vec((alu_op(), any::<bool>(), any::<bool>(), -3.0f32..3.0), 1..=2)) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let (start, parts) = partition_range(parts, seed as u32);
+        let src = a.tile(Memory::Sbuf, start, parts, din, &sz, 0);
+        let dst = a.tile(Memory::Sbuf, start, parts, dout, &sz, 1);
+        let x = fill(&mut m, &src, &mut r, -4.0, 4.0);
+        let mut stages = Vec::new();
+        let mut vals = Vec::new();
+        for &(op, vector, reverse, imm) in &ops {
+            let operand = if vector {
+                let t = a.tile(Memory::Sbuf, start, parts, DType::F32, &[1], 0);
+                vals.push(fill(&mut m, &t, &mut r, -3.0, 3.0));
+                ScalarOperand::Vector(t)
+            } else {
+                vals.push(vec![f64::from(imm); parts as usize]);
+                ScalarOperand::Imm(imm)
+            };
+            stages.push(ScalarStage { op, operand, reverse });
+        }
+        m.execute(&Op::TensorScalar { dst: dst.clone(), src, stages: stages.clone() }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &dst);
+        let f = sz.iter().product::<u64>() as usize;
+        for i in 0..got.len() {
+            let mut v = x[i];
+            for (s, st) in stages.iter().enumerate() {
+                let c = vals[s][i / f];
+                v = r32(if st.reverse { reference::binary(st.op.name(), c, v) } else { reference::binary(st.op.name(), v, c) });
+            }
+            prop_assert!(same(got[i], rd(dout, v)), "element {i}: got {} want {}", got[i], rd(dout, v));
+        }
+    }
+
+    #[test]
+    fn tensor_reduce(seed: u64, parts in 1u32..=128, sz in sizes(), din in dtype(), axes_pick in 0usize..3,
+                     op in prop::sample::select(ReduceOp::ALL.to_vec()), negate: bool) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let (start, parts) = partition_range(parts, seed as u32);
+        let axes = (axes_pick % sz.len()) + 1;
+        let kept: u64 = sz[..sz.len() - axes].iter().product();
+        let src = a.tile(Memory::Sbuf, start, parts, din, &sz, 2);
+        let dst = a.tile(Memory::Sbuf, start, parts, DType::F32, &[kept], 0);
+        let x = fill(&mut m, &src, &mut r, -4.0, 4.0);
+        m.execute(&Op::TensorReduce { dst: dst.clone(), src, op, axes: axes as u32, negate }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &dst);
+        let run = x.len() / got.len();
+        for (j, chunk) in x.chunks(run).enumerate() {
+            let seq = chunk[1..].iter().fold(chunk[0], |acc, &v| r32(reference::binary(if op == ReduceOp::Add { "add" } else { op.name() }, acc, v)));
+            let want = if negate { -seq } else { seq };
+            prop_assert!(same(got[j], want), "got {} want {}", got[j], want);
+            if op == ReduceOp::Add {
+                let exact = reference::reduce("add", chunk);
+                let bound = run as f64 * 2f64.powi(-24) * chunk.iter().map(|v| v.abs()).sum::<f64>() + 1e-30;
+                prop_assert!((got[j].abs() - exact.abs()).abs() <= bound);
+            }
+        }
+    }
+
+    #[test]
+    fn tensor_copy_memset_select(seed: u64, parts in 1u32..=128, sz in sizes(), din in dtype(), dout in dtype(), value in -500.0f32..500.0) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let (start, parts) = partition_range(parts, seed as u32);
+        let src = a.tile(Memory::Sbuf, start, parts, din, &sz, 1);
+        let dst = a.tile(Memory::Sbuf, start, parts, dout, &sz, 0);
+        let x = fill(&mut m, &src, &mut r, -300.0, 300.0);
+        m.execute(&Op::TensorCopy { dst: dst.clone(), src: src.clone() }).unwrap_or_else(|e| panic!("{e}"));
+        for (g, w) in read(&m, &dst).iter().zip(&x) {
+            prop_assert!(same(*g, rd(dout, *w)));
+        }
+        m.execute(&Op::Memset { dst: dst.clone(), value }).unwrap_or_else(|e| panic!("{e}"));
+        prop_assert!(read(&m, &dst).iter().all(|g| same(*g, rd(dout, f64::from(value)))));
+        let pred = a.tile(Memory::Sbuf, start, parts, DType::F32, &sz, 0);
+        let on_false = a.tile(Memory::Sbuf, start, parts, din, &sz, 0);
+        let p = fill(&mut m, &pred, &mut r, -1.0, 1.0).iter().map(|v| if *v > 0.0 { 1.0 } else { 0.0 }).collect::<Vec<_>>();
+        m.write_tile(&pred, &p.iter().map(|&v| v as f32).collect::<Vec<_>>()).unwrap_or_else(|e| panic!("{e}"));
+        let y = fill(&mut m, &on_false, &mut r, -4.0, 4.0);
+        m.execute(&Op::Select { dst: dst.clone(), predicate: pred, on_true: src, on_false }).unwrap_or_else(|e| panic!("{e}"));
+        for (i, g) in read(&m, &dst).iter().enumerate() {
+            let want = if p[i] != 0.0 { x[i] } else { y[i] };
+            prop_assert!(same(*g, rd(dout, want)));
+        }
+    }
+
+    #[test]
+    fn activation(seed: u64, parts in 1u32..=128, sz in sizes(), din in dtype(), dout in dtype(),
+                  func in prop::sample::select(ActFunc::ALL.to_vec()), vec_scale: bool, with_bias: bool, with_reduce: bool) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let (start, parts) = partition_range(parts, seed as u32);
+        let positive = matches!(func, ActFunc::Log | ActFunc::Sqrt | ActFunc::Rsqrt | ActFunc::Reciprocal);
+        let (lo, hi) = if positive { (0.25, 4.0) } else { (-4.0, 4.0) };
+        let src = a.tile(Memory::Sbuf, start, parts, din, &sz, 0);
+        let dst = a.tile(Memory::Sbuf, start, parts, dout, &sz, 0);
+        let x = fill(&mut m, &src, &mut r, lo, hi);
+        let vector = |a: &mut Alloc, m: &mut machine_t::M, r: &mut rand::rngs::StdRng, lo, hi| {
+            let t = a.tile(Memory::Sbuf, start, parts, DType::F32, &[1], 0);
+            let v = fill(m, &t, r, lo, hi);
+            (t, v)
+        };
+        let (scale, sv) = if vec_scale {
+            let (t, v) = vector(&mut a, &mut m, &mut r, 0.5, 2.0);
+            (ScalarOperand::Vector(t), v)
+        } else {
+            (ScalarOperand::Imm(1.25), vec![1.25; parts as usize])
+        };
+        let (bias, bv) = if with_bias {
+            let (t, v) = vector(&mut a, &mut m, &mut r, 0.0, 0.5);
+            (Some(t), v)
+        } else {
+            (None, vec![0.0; parts as usize])
+        };
+        let reduce = with_reduce.then(|| a.tile(Memory::Sbuf, start, parts, DType::F32, &[1], 0));
+        m.execute(&Op::Activation { dst: dst.clone(), src, func, scale, bias, reduce: reduce.clone() }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &dst);
+        let f = sz.iter().product::<u64>() as usize;
+        let mut ys = vec![0.0; x.len()];
+        for i in 0..got.len() {
+            let arg = r32(r32(x[i] * sv[i / f]) + bv[i / f]);
+            let y = reference::activation(func.name(), arg);
+            ys[i] = y;
+            let tol = ulp(dout, y) + 1e-12 * y.abs();
+            prop_assert!((got[i] - y).abs() <= tol || same(got[i], rd(dout, y)), "{}({arg}) = {y}, got {}", func.name(), got[i]);
+        }
+        if let Some(rt) = reduce {
+            for (p, s) in read(&m, &rt).iter().enumerate() {
+                let chunk = &ys[p * f..(p + 1) * f];
+                let exact: f64 = chunk.iter().sum();
+                let bound = f as f64 * 2f64.powi(-23) * chunk.iter().map(|v| v.abs()).sum::<f64>() + 1e-6;
+                prop_assert!((s - exact).abs() <= bound, "reduce {s} vs {exact}");
+            }
+        }
+    }
+}
+
+mod machine_t {
+    pub type M = rainier_funcsim::Machine;
+}
+
+fn matmul_pairs() -> Vec<(DType, DType)> {
+    use DType::*;
+    vec![(Bf16, Bf16), (F16, F16), (Fp8E4m3, Fp8E4m3), (Fp8E5m2, Bf16), (Bf16, Fp8E4m3), (F32, F32), (Tf32, Tf32), (Tf32, F32)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, max_shrink_iters: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn nc_matmul(seed: u64, k in 1u32..=128, mm in 1u64..=64, n in 1u64..=160, pair in prop::sample::select(matmul_pairs()), accumulate: bool) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let (ks, k) = partition_range(k, 0);
+        let stationary = a.tile(Memory::Sbuf, ks, k, pair.0, &[mm], 0);
+        let moving = a.tile(Memory::Sbuf, ks, k, pair.1, &[n], 0);
+        let (ms, _) = partition_range(mm as u32, 0);
+        let dst = a.tile(Memory::Psum, ms, mm as u32, DType::F32, &[n], 0);
+        let s = fill(&mut m, &stationary, &mut r, -2.0, 2.0);
+        let v = fill(&mut m, &moving, &mut r, -2.0, 2.0);
+        let old = fill(&mut m, &dst, &mut r, -1.0, 1.0);
+        m.execute(&Op::Matmul { dst: dst.clone(), stationary, moving, accumulate }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &dst);
+        let (k, mm, n) = (k as usize, mm as usize, n as usize);
+        let seq = reference::matmul_fp32_sequential(&s, &v, k, mm, n);
+        let exact = reference::matmul(&s, &v, k, mm, n);
+        for i in 0..mm * n {
+            let want = if accumulate { r32(old[i] + seq[i]) } else { seq[i] };
+            prop_assert!(same(got[i], want), "[{}, {}]: got {} want {}", i / n, i % n, got[i], want);
+            let (mi, ni) = (i / n, i % n);
+            let abs_sum: f64 = (0..k).map(|kk| (s[kk * mm + mi] * v[kk * n + ni]).abs()).sum();
+            let base = if accumulate { old[i] } else { 0.0 };
+            let bound = (k as f64 + 1.0) * 2f64.powi(-24) * (abs_sum + base.abs()) + 1e-30;
+            prop_assert!((got[i] - (base + exact[i])).abs() <= bound);
+        }
+    }
+
+    #[test]
+    fn iota_and_affine_select(seed: u64, parts in 1u32..=128, sz in sizes(), base in -1000i32..1000, cm in -4i32..5,
+                              steps in prop::collection::vec(-3i32..4, 3), cmp in prop::sample::select(vec![AluOp::Eq, AluOp::Ne, AluOp::Ge, AluOp::Gt, AluOp::Le, AluOp::Lt]),
+                              dout in prop::sample::select(vec![DType::I32, DType::F32, DType::Bf16]), on_false in -100.0f32..100.0) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let (start, parts) = partition_range(parts, seed as u32);
+        let affine = Affine { base, channel_multiplier: cm, steps: steps[..sz.len()].to_vec() };
+        let dst = a.tile(Memory::Sbuf, start, parts, dout, &sz, 1);
+        m.execute(&Op::Iota { dst: dst.clone(), affine: affine.clone() }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &dst);
+        let idx = |j: usize| -> Vec<i64> {
+            let mut rest = j;
+            let mut out = vec![0i64; sz.len()];
+            for d in (0..sz.len()).rev() {
+                out[d] = (rest % sz[d] as usize) as i64;
+                rest /= sz[d] as usize;
+            }
+            out
+        };
+        let f = sz.iter().product::<u64>() as usize;
+        let st: Vec<i64> = affine.steps.iter().map(|&s| i64::from(s)).collect();
+        for (i, g) in got.iter().enumerate() {
+            let v = reference::affine(i64::from(base), i64::from(cm), &st, (i / f) as i64, &idx(i % f));
+            prop_assert!(same(*g, rd(dout, v as f64)), "iota {i}: {g} vs {v}");
+        }
+        let src = a.tile(Memory::Sbuf, start, parts, DType::F32, &sz, 0);
+        let x = fill(&mut m, &src, &mut r, -4.0, 4.0);
+        m.execute(&Op::AffineSelect { dst: dst.clone(), src, affine: affine.clone(), cmp, on_false }).unwrap_or_else(|e| panic!("{e}"));
+        for (i, g) in read(&m, &dst).iter().enumerate() {
+            let v = reference::affine(i64::from(base), i64::from(cm), &st, (i / f) as i64, &idx(i % f));
+            let want = if reference::compare_with_zero(cmp.name(), v) { x[i] } else { f64::from(on_false) };
+            prop_assert!(same(*g, rd(dout, want)));
+        }
+    }
+
+    #[test]
+    fn nc_transpose(seed: u64, p in 1u32..=128, f in 1u64..=128, d in prop::sample::select(vec![DType::Bf16, DType::F32, DType::F16]), vector: bool) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let (p, f) = if vector { (p.min(32), f.min(32)) } else { (p, f) };
+        let (ps, p) = partition_range(p, 0);
+        let src = a.tile(Memory::Sbuf, ps, p, d, &[f], 0);
+        let dst_mem = if vector { Memory::Sbuf } else { Memory::Psum };
+        let dst = a.tile(dst_mem, 0, f as u32, d, &[u64::from(p)], 0);
+        let x = fill(&mut m, &src, &mut r, -4.0, 4.0);
+        m.execute(&Op::Transpose { dst: dst.clone(), src }).unwrap_or_else(|e| panic!("{e}"));
+        prop_assert_eq!(read(&m, &dst), reference::transpose(&x, p as usize, f as usize));
+    }
+
+    #[test]
+    fn dma_copy_with_cast_and_strides(seed: u64, rows in 1u64..=64, cols in 1u64..=96, src_d in prop::sample::select(vec![DType::F32, DType::F16, DType::I32, DType::U8]),
+                                      dst_d in dtype(), col0 in 0u64..8, step in 1i64..3) {
+        // HBM x[rows, cols + 8] -> SBUF (every `step`-th column from col0 .. in the free pattern)
+        // -> HBM y[rows, n] with a cast each way.
+        let width = cols + 8;
+        let n = (width - col0).div_ceil(step as u64).min(cols);
+        let program = Program {
+            tensors: vec![
+                TensorDecl { name: "x".into(), dtype: src_d, shape: vec![rows, width], kind: TensorKind::Input },
+                TensorDecl { name: "y".into(), dtype: DType::F32, shape: vec![rows, n], kind: TensorKind::Output },
+            ],
+            ..Program::default()
+        };
+        let mut m = rainier_funcsim::Machine::new(&program, &core(Chip::Trn2));
+        let mut r = rng(seed);
+        use rand::Rng;
+        let xs: Vec<f32> = (0..rows * width).map(|_| if src_d.is_float() { r.gen_range(-200.0..200.0) } else { r.gen_range(0.0f32..250.0).round() }).collect();
+        let host = rainier_tensor::HostTensor::from_f32(src_d, &[rows as usize, width as usize], &xs);
+        m.hbm_mut(0).copy_from_slice(&host.data);
+        let stored: Vec<f64> = host.to_f32().into_iter().map(f64::from).collect();
+        let mut a = Alloc::new();
+        let tile = a.tile(Memory::Sbuf, 0, rows as u32, dst_d, &[n], 0);
+        let src = HbmAccess { tensor: 0, offset: col0, dims: vec![rainier_isa::Dim { stride: width as i64, size: rows }, rainier_isa::Dim { stride: step, size: n }] };
+        m.execute(&Op::DmaCopy { dst: DmaOperand::Tile(tile.clone()), src: DmaOperand::Hbm(src) }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &tile);
+        for row in 0..rows as usize {
+            for j in 0..n as usize {
+                let want = rd(dst_d, stored[row * width as usize + col0 as usize + j * step as usize]);
+                prop_assert!(same(got[row * n as usize + j], want));
+            }
+        }
+        let out = HbmAccess { tensor: 1, offset: 0, dims: dims_of(&[rows, n]) };
+        m.execute(&Op::DmaCopy { dst: DmaOperand::Hbm(out), src: DmaOperand::Tile(tile) }).unwrap_or_else(|e| panic!("{e}"));
+        let y: Vec<f64> = m.hbm(1).chunks(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect();
+        prop_assert_eq!(y, got);
+    }
+}
+
+/// NeuronCore-v2 transposes through the PE array (a matmul with the identity), so one NaN
+/// poisons its whole output row; v3 has the bit-exact transpose mode [N-arch3].
+#[test]
+fn v2_pe_transpose_propagates_nan_v3_does_not() {
+    for (chip, poisoned) in [(Chip::Trn1, true), (Chip::Trn2, false)] {
+        let mut m = machine(chip);
+        let mut a = Alloc::new();
+        let src = a.tile(Memory::Sbuf, 0, 4, DType::F32, &[4], 0);
+        let dst = a.tile(Memory::Psum, 0, 4, DType::F32, &[4], 0);
+        let mut x: Vec<f32> = (0..16).map(|i| i as f32 + 1.0).collect();
+        x[5] = f32::NAN; // src[1, 1]
+        m.write_tile(&src, &x).unwrap_or_else(|e| panic!("{e}"));
+        m.execute(&Op::Transpose { dst: dst.clone(), src }).unwrap_or_else(|e| panic!("{e}"));
+        let y = m.read_tile(&dst).unwrap_or_else(|e| panic!("{e}"));
+        // Output row 1 holds src column 1.
+        let nans = y[4..8].iter().filter(|v| v.is_nan()).count();
+        assert_eq!(nans, if poisoned { 4 } else { 1 }, "{chip}: {y:?}");
+        assert_eq!(y[0..4], [1.0, 5.0, 9.0, 13.0]);
+    }
+}
+
+/// A full-size tile: 128 x 128 x 512 bf16 against exact f64 math.
+#[test]
+fn full_tile_bf16_matmul_within_bound() {
+    let mut m = machine(Chip::Trn1);
+    let mut r = rng(rand::random());
+    let mut a = Alloc::new();
+    let s_t = a.tile(Memory::Sbuf, 0, 128, DType::Bf16, &[128], 0);
+    let v_t = a.tile(Memory::Sbuf, 0, 128, DType::Bf16, &[512], 0);
+    let d_t = a.tile(Memory::Psum, 0, 128, DType::F32, &[512], 0);
+    let s = fill(&mut m, &s_t, &mut r, -1.0, 1.0);
+    let v = fill(&mut m, &v_t, &mut r, -1.0, 1.0);
+    m.execute(&Op::Matmul { dst: d_t.clone(), stationary: s_t, moving: v_t, accumulate: false }).unwrap_or_else(|e| panic!("{e}"));
+    let got = read(&m, &d_t);
+    let exact = reference::matmul(&s, &v, 128, 128, 512);
+    for i in 0..got.len() {
+        let (mi, ni) = (i / 512, i % 512);
+        let abs_sum: f64 = (0..128).map(|k| (s[k * 128 + mi] * v[k * 512 + ni]).abs()).sum();
+        assert!((got[i] - exact[i]).abs() <= 128.0 * 2f64.powi(-24) * abs_sum);
+    }
+}
