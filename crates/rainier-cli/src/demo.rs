@@ -19,7 +19,8 @@ const MATMUL_TOLERANCE: f64 = 2.0 * 1.0 / 256.0;
 const SOFTMAX_TOLERANCE: f64 = 4e-6;
 
 pub(crate) fn run(chip: Chip, seed: u64) -> Result<()> {
-    let core = chip.params().core;
+    let params = chip.params();
+    let core = &params.core;
     let mut rng = seeded(seed);
     out(&format!("Rainier demo on {chip} ({}), seed {seed}", core.generation));
 
@@ -27,7 +28,7 @@ pub(crate) fn run(chip: Chip, seed: u64) -> Result<()> {
     let a = random_tensor(&mut rng, &[128, 128], -1.0, 1.0);
     let b = random_tensor(&mut rng, &[128, 512], -1.0, 1.0);
     let inputs = BTreeMap::from([("a".to_string(), a.clone()), ("b".to_string(), b.clone())]);
-    let res = rainier_funcsim::run(&program, &core, &inputs)?;
+    let res = rainier_funcsim::run(&program, &params, &inputs)?;
     let c = res.outputs["c"].to_f32();
     let (av, bv) = (a.to_f32(), b.to_f32());
     let mut worst = 0f64;
@@ -52,7 +53,8 @@ pub(crate) fn run(chip: Chip, seed: u64) -> Result<()> {
 
     let program = rainier_isa::parse(SOFTMAX)?;
     let x = random_tensor(&mut rng, &[128, 512], -8.0, 8.0);
-    let res = rainier_funcsim::run(&program, &core, &BTreeMap::from([("x".to_string(), x.clone())]))?;
+    let res =
+        rainier_funcsim::run(&program, &params, &BTreeMap::from([("x".to_string(), x.clone())]))?;
     let y = res.outputs["y"].to_f32();
     let xv = x.to_f32();
     let mut worst = 0f64;

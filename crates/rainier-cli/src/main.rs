@@ -106,8 +106,10 @@ fn out(text: &str) {
 }
 
 fn load_program(path: &Path) -> Result<Program> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    rainier_isa::parse(&text).map_err(|e| anyhow!("{}:{}:{}: {}", path.display(), e.line, e.column, e.message))
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    rainier_isa::parse(&text)
+        .map_err(|e| anyhow!("{}:{}:{}: {}", path.display(), e.line, e.column, e.message))
 }
 
 fn split_binding(arg: &str, flag: &str) -> Result<(String, PathBuf)> {
@@ -121,12 +123,19 @@ fn split_binding(arg: &str, flag: &str) -> Result<(String, PathBuf)> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo { chip, seed } => demo::run(chip, seed),
-        Command::Sim { program, chip, inputs, outputs, json } => sim(&program, chip, &inputs, &outputs, json),
+        Command::Sim { program, chip, inputs, outputs, json } => {
+            sim(&program, chip, &inputs, &outputs, json)
+        }
         Command::Verify { program, chip } => {
             let p = load_program(&program)?;
             rainier_isa::verify(&p, &chip.params().core)
                 .map_err(|v| anyhow!("{}: {v}", program.display()))?;
-            out(&format!("{}: ok ({} instructions, {} on {chip})", program.display(), p.instructions.len(), chip.params().core.generation));
+            out(&format!(
+                "{}: ok ({} instructions, {} on {chip})",
+                program.display(),
+                p.instructions.len(),
+                chip.params().core.generation
+            ));
             Ok(())
         }
         Command::Fmt { program } => {
@@ -147,8 +156,10 @@ fn sim(path: &Path, chip: Chip, inputs: &[String], outputs: &[String], json: boo
     let mut given = BTreeMap::new();
     for arg in inputs {
         let (name, file) = split_binding(arg, "--input")?;
-        let f = std::fs::File::open(&file).with_context(|| format!("--input {name}: cannot open {}", file.display()))?;
-        let t = npy::read(std::io::BufReader::new(f)).with_context(|| format!("--input {name}: {}", file.display()))?;
+        let f = std::fs::File::open(&file)
+            .with_context(|| format!("--input {name}: cannot open {}", file.display()))?;
+        let t = npy::read(std::io::BufReader::new(f))
+            .with_context(|| format!("--input {name}: {}", file.display()))?;
         if given.insert(name.clone(), t).is_some() {
             bail!("--input {name} is given twice");
         }
@@ -158,18 +169,26 @@ fn sim(path: &Path, chip: Chip, inputs: &[String], outputs: &[String], json: boo
         let (name, file) = split_binding(arg, "--output")?;
         wanted.push((name, file));
     }
-    let outcome = rainier_funcsim::run(&program, &chip.params().core, &given)
+    let outcome = rainier_funcsim::run(&program, &chip.params(), &given)
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     for (name, file) in &wanted {
         let t = outcome.outputs.get(name).ok_or_else(|| {
             let names: Vec<&str> = outcome.outputs.keys().map(String::as_str).collect();
-            anyhow!("--output {name}: the program has no output tensor '{name}' (outputs: {})", names.join(", "))
+            anyhow!(
+                "--output {name}: the program has no output tensor '{name}' (outputs: {})",
+                names.join(", ")
+            )
         })?;
         write_npy(t, file).with_context(|| format!("--output {name}: {}", file.display()))?;
     }
     let engines: serde_json::Map<String, serde_json::Value> = Engine::ALL
         .iter()
-        .map(|e| (e.name().to_string(), serde_json::json!({ "instructions": outcome.per_engine[e.index()] })))
+        .map(|e| {
+            (
+                e.name().to_string(),
+                serde_json::json!({ "instructions": outcome.per_engine[e.index()] }),
+            )
+        })
         .collect();
     if json {
         let outs: serde_json::Map<String, serde_json::Value> =
@@ -197,7 +216,8 @@ fn sim(path: &Path, chip: Chip, inputs: &[String], outputs: &[String], json: boo
             counts.join(", ")
         ));
         for (name, t) in &outcome.outputs {
-            let written = wanted.iter().find(|(n, _)| n == name).map(|(_, f)| format!(" -> {}", f.display()));
+            let written =
+                wanted.iter().find(|(n, _)| n == name).map(|(_, f)| format!(" -> {}", f.display()));
             out(&format!("  {name}: {}{}", summary_text(t), written.unwrap_or_default()));
         }
     }
@@ -214,7 +234,8 @@ fn write_npy(t: &HostTensor, file: &Path) -> Result<()> {
     } else {
         t
     };
-    let f = std::fs::File::create(file).with_context(|| format!("cannot create {}", file.display()))?;
+    let f =
+        std::fs::File::create(file).with_context(|| format!("cannot create {}", file.display()))?;
     let mut w = std::io::BufWriter::new(f);
     npy::write(t, &mut w)?;
     std::io::Write::flush(&mut w)?;
@@ -262,7 +283,13 @@ fn arch(chip: Chip, json: bool) -> Result<()> {
         out(&serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    out(&format!("{} ({}), {} x {}", chip.name(), p.marketing_name, p.cores_per_chip.value, p.core.generation));
+    out(&format!(
+        "{} ({}), {} x {}",
+        chip.name(),
+        p.marketing_name,
+        p.cores_per_chip.value,
+        p.core.generation
+    ));
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
     for r in rows {
         out(&format!("  {:width$}  {:>14}  [{}] {}", r.name, r.value, r.grade, r.source));

@@ -156,7 +156,11 @@ impl Machine {
         let pb = self.partition_bytes(t.memory);
         let (lo, hi) = t.byte_range();
         let parts = self.core.partitions.value;
-        if lo < 0 || hi > pb as i128 || t.start_partition + t.partitions > parts || t.dims.is_empty() {
+        if lo < 0
+            || hi > pb as i128
+            || t.start_partition + t.partitions > parts
+            || t.dims.is_empty()
+        {
             return Err(ExecError::OutOfBounds(format!("tile {t}")));
         }
         let offs = free_offsets(t);
@@ -178,10 +182,14 @@ impl Machine {
         let mut addrs = Vec::with_capacity(total as usize);
         let mut idx = vec![0u64; sizes.len()];
         for _ in 0..total {
-            let e = h.offset as i64 + h.dims.iter().zip(&idx).map(|(d, &i)| d.stride * i as i64).sum::<i64>();
+            let e = h.offset as i64
+                + h.dims.iter().zip(&idx).map(|(d, &i)| d.stride * i as i64).sum::<i64>();
             let a = e * esz as i64;
             if a < 0 || a as usize + esz > buf.len() {
-                return Err(ExecError::OutOfBounds(format!("HBM tensor #{} element {e}", h.tensor)));
+                return Err(ExecError::OutOfBounds(format!(
+                    "HBM tensor #{} element {e}",
+                    h.tensor
+                )));
             }
             addrs.push(a as usize);
             for j in (0..idx.len()).rev() {
@@ -195,23 +203,66 @@ impl Machine {
         Ok((Region::Hbm(h.tensor), dtype, addrs))
     }
 
+    /// Checks a tile's bounds and returns its region, bytes per partition, the byte offsets
+    /// (within a partition) of its contiguous runs, and the elements per run.
+    fn tile_runs(&self, t: &Tile) -> Result<(Region, usize, Vec<usize>, usize), ExecError> {
+        let pb = self.partition_bytes(t.memory);
+        let (lo, hi) = t.byte_range();
+        if lo < 0
+            || hi > pb as i128
+            || t.start_partition + t.partitions > self.core.partitions.value
+            || t.dims.is_empty()
+        {
+            return Err(ExecError::OutOfBounds(format!("tile {t}")));
+        }
+        let region = if t.memory == Memory::Sbuf { Region::Sbuf } else { Region::Psum };
+        let inner = t.dims[t.dims.len() - 1];
+        if inner.stride == 1 {
+            let outer = Tile { dims: t.dims[..t.dims.len() - 1].to_vec(), ..t.clone() };
+            let runs = if outer.dims.is_empty() {
+                vec![t.offset_bytes as usize]
+            } else {
+                free_offsets(&outer)
+            };
+            Ok((region, pb, runs, inner.size as usize))
+        } else {
+            Ok((region, pb, free_offsets(t), 1))
+        }
+    }
+
     /// Reads a tile as fp32 values, `[partition][free element]` row-major.
     pub fn read_tile(&self, t: &Tile) -> Result<Vec<f32>, ExecError> {
-        let (r, addrs) = self.tile_addresses(t)?;
+        let (r, pb, runs, len) = self.tile_runs(t)?;
+        let esz = t.dtype.size_bytes();
         let mem = self.region(r);
-        Ok(addrs.iter().map(|&a| t.dtype.load(&mem[a..])).collect())
+        let mut out = Vec::with_capacity(t.partitions as usize * runs.len() * len);
+        for p in t.start_partition as usize..(t.start_partition + t.partitions) as usize {
+            for &off in &runs {
+                let a = p * pb + off;
+                t.dtype.decode_into(&mem[a..a + len * esz], &mut out);
+            }
+        }
+        Ok(out)
     }
 
     /// Writes fp32 values into a tile, rounding to its dtype.
     pub fn write_tile(&mut self, t: &Tile, values: &[f32]) -> Result<(), ExecError> {
-        let (r, addrs) = self.tile_addresses(t)?;
-        if addrs.len() != values.len() {
-            return Err(ExecError::Shape(format!("{} values for a tile of {} elements", values.len(), addrs.len())));
+        let (r, pb, runs, len) = self.tile_runs(t)?;
+        let total = t.partitions as usize * runs.len() * len;
+        if values.len() != total {
+            return Err(ExecError::Shape(format!(
+                "{} values for a tile of {total} elements",
+                values.len()
+            )));
         }
-        let mem = self.region_mut(r);
         let esz = t.dtype.size_bytes();
-        for (&a, &v) in addrs.iter().zip(values) {
-            t.dtype.store(v, &mut mem[a..a + esz]);
+        let dtype = t.dtype;
+        let start = t.start_partition as usize;
+        let mem = self.region_mut(r);
+        for (i, chunk) in values.chunks_exact(len.max(1)).enumerate() {
+            let (p, run) = (start + i / runs.len(), runs[i % runs.len()]);
+            let a = p * pb + run;
+            dtype.encode_into(chunk, &mut mem[a..a + len * esz]);
         }
         Ok(())
     }
@@ -278,7 +329,11 @@ impl Machine {
                             ReduceOp::Max => acc.max(v),
                             ReduceOp::Min => acc.min(v),
                         });
-                        if *negate { -r } else { r }
+                        if *negate {
+                            -r
+                        } else {
+                            r
+                        }
                     })
                     .collect();
                 self.write_tile(dst, &out)
@@ -307,8 +362,11 @@ impl Machine {
                 let p = self.read_tile(predicate)?;
                 let t = self.read_tile(on_true)?;
                 let f = self.read_tile(on_false)?;
-                let out: Vec<f32> =
-                    p.iter().zip(t.iter().zip(&f)).map(|(&p, (&t, &f))| if p != 0.0 { t } else { f }).collect();
+                let out: Vec<f32> = p
+                    .iter()
+                    .zip(t.iter().zip(&f))
+                    .map(|(&p, (&t, &f))| if p != 0.0 { t } else { f })
+                    .collect();
                 self.write_tile(dst, &out)
             }
             Op::Activation { dst, src, func, scale, bias, reduce } => {
@@ -320,10 +378,14 @@ impl Machine {
                     Some(b) => self.read_tile(b)?,
                     None => vec![0.0; parts],
                 };
-                let y: Vec<f32> =
-                    x.iter().enumerate().map(|(i, &v)| act(*func, v * scale[i / f] + bias[i / f])).collect();
+                let y: Vec<f32> = x
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| act(*func, v * scale[i / f] + bias[i / f]))
+                    .collect();
                 if let Some(r) = reduce {
-                    let sums: Vec<f32> = y.chunks(f).map(|c| c.iter().fold(0.0f32, |a, &v| a + v)).collect();
+                    let sums: Vec<f32> =
+                        y.chunks(f).map(|c| c.iter().fold(0.0f32, |a, &v| a + v)).collect();
                     self.write_tile(r, &sums)?;
                 }
                 self.write_tile(dst, &y)
@@ -341,7 +403,11 @@ impl Machine {
                     .map(|(i, &v)| {
                         let (p, j) = (i / f, i % f);
                         let a = affine.at(p as u64, &idx[j * nd..(j + 1) * nd]);
-                        if cmp_i64(*cmp, a) { v } else { *on_false }
+                        if cmp_i64(*cmp, a) {
+                            v
+                        } else {
+                            *on_false
+                        }
                     })
                     .collect();
                 self.write_tile(dst, &out)
@@ -371,7 +437,11 @@ impl Machine {
         let (rs, ds, a_src) = self.dma_addresses(src)?;
         let (rd, dd, a_dst) = self.dma_addresses(dst)?;
         if a_src.len() != a_dst.len() {
-            return Err(ExecError::Shape(format!("dma_copy moves {} elements into {}", a_src.len(), a_dst.len())));
+            return Err(ExecError::Shape(format!(
+                "dma_copy moves {} elements into {}",
+                a_src.len(),
+                a_dst.len()
+            )));
         }
         let (es, ed) = (ds.size_bytes(), dd.size_bytes());
         let bytes = self.read_raw(rs, &a_src, es);
@@ -396,10 +466,19 @@ impl Machine {
         }
     }
 
-    fn matmul(&mut self, dst: &Tile, stationary: &Tile, moving: &Tile, accumulate: bool) -> Result<(), ExecError> {
+    fn matmul(
+        &mut self,
+        dst: &Tile,
+        stationary: &Tile,
+        moving: &Tile,
+        accumulate: bool,
+    ) -> Result<(), ExecError> {
         let k = stationary.partitions as usize;
         let (m, n) = (stationary.free_len() as usize, moving.free_len() as usize);
-        if moving.partitions as usize != k || dst.partitions as usize != m || dst.free_len() as usize != n {
+        if moving.partitions as usize != k
+            || dst.partitions as usize != m
+            || dst.free_len() as usize != n
+        {
             return Err(ExecError::Shape("nc_matmul operand shapes".into()));
         }
         let read_input = |t: &Tile| -> Result<Vec<f32>, ExecError> {
@@ -416,7 +495,7 @@ impl Machine {
         matmul_f32(&s, &v, k, m, n, exact, &mut out);
         if accumulate {
             let old = self.read_tile(dst)?;
-            out.iter_mut().zip(&old).for_each(|(o, &p)| *o = p + *o);
+            out.iter_mut().zip(&old).for_each(|(o, &p)| *o += p);
         }
         self.write_tile(dst, &out)
     }
@@ -424,7 +503,9 @@ impl Machine {
     fn transpose(&mut self, dst: &Tile, src: &Tile) -> Result<(), ExecError> {
         let (p, f) = (src.partitions as usize, src.free_len() as usize);
         if dst.partitions as usize != f || dst.free_len() as usize != p {
-            return Err(ExecError::Shape("nc_transpose dst must be [src free, src partitions]".into()));
+            return Err(ExecError::Shape(
+                "nc_transpose dst must be [src free, src partitions]".into(),
+            ));
         }
         let x = self.read_tile(src)?;
         let pe_identity_matmul = dst.memory == Memory::Psum && !self.core.has_exact_pe_transpose();

@@ -23,23 +23,35 @@ pub fn matmul_f32(
 ) {
     assert!(s.len() >= k_len * m_len && v.len() >= k_len * n_len && out.len() >= m_len * n_len);
     #[cfg(target_arch = "x86_64")]
-    if exact_products && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if exact_products && std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the features the function is compiled for were detected at run time.
+        unsafe { matmul_avx512(s, v, k_len, m_len, n_len, out) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if exact_products
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
         // SAFETY: the features the function is compiled for were detected at run time.
         unsafe { matmul_avx2_fma(s, v, k_len, m_len, n_len, out) };
         return;
     }
     let _ = exact_products;
-    kernel::<false>(s, v, k_len, m_len, n_len, out);
+    kernel::<false, 4, 32>(s, v, k_len, m_len, n_len, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn matmul_avx512(s: &[f32], v: &[f32], k: usize, m: usize, n: usize, out: &mut [f32]) {
+    kernel::<true, 4, 64>(s, v, k, m, n, out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn matmul_avx2_fma(s: &[f32], v: &[f32], k: usize, m: usize, n: usize, out: &mut [f32]) {
-    kernel::<true>(s, v, k, m, n, out);
+    kernel::<true, 4, 32>(s, v, k, m, n, out);
 }
-
-const MR: usize = 4;
-const NR: usize = 32;
 
 #[inline(always)]
 fn madd<const FMA: bool>(a: f32, b: f32, acc: f32) -> f32 {
@@ -51,7 +63,14 @@ fn madd<const FMA: bool>(a: f32, b: f32, acc: f32) -> f32 {
 }
 
 #[inline(always)]
-fn kernel<const FMA: bool>(s: &[f32], v: &[f32], k_len: usize, m_len: usize, n_len: usize, out: &mut [f32]) {
+fn kernel<const FMA: bool, const MR: usize, const NR: usize>(
+    s: &[f32],
+    v: &[f32],
+    k_len: usize,
+    m_len: usize,
+    n_len: usize,
+    out: &mut [f32],
+) {
     let m_main = m_len - m_len % MR;
     let n_main = n_len - n_len % NR;
     for m0 in (0..m_main).step_by(MR) {

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use rainier_arch::CoreParams;
+use rainier_arch::ChipParams;
 use rainier_isa::{verify, Engine, Program, TensorKind, Violations};
 use rainier_tensor::HostTensor;
 
@@ -21,6 +21,8 @@ pub enum RunError {
     Exec { index: usize, line: u32, opcode: &'static str, source: ExecError },
     #[error("deadlock: {0}")]
     Deadlock(String),
+    #[error("the program declares {declared} bytes of HBM tensors, more than {limit_name} ({limit} bytes)")]
+    HbmTooLarge { declared: u64, limit: u64, limit_name: String },
 }
 
 /// The result of a completed run.
@@ -40,17 +42,35 @@ fn describe(shape: &[usize], dtype: rainier_tensor::DType) -> String {
     format!("{dtype}[{}]", s.join(", "))
 }
 
-/// Verifies `program` for `core`, loads `inputs` (every declared input, by name) and runs all
-/// engine streams to completion.
+/// Host memory the functional simulator may spend on HBM tensors (it holds every value).
+pub const HOST_HBM_LIMIT_BYTES: u64 = 8 << 30;
+
+/// Verifies `program` for one NeuronCore of `chip`, loads `inputs` (every declared input, by
+/// name) and runs all engine streams to completion.
 pub fn run(
     program: &Program,
-    core: &CoreParams,
+    chip: &ChipParams,
     inputs: &BTreeMap<String, HostTensor>,
 ) -> Result<RunOutcome, RunError> {
+    let core = &chip.core;
     verify(program, core)?;
+    let declared: u64 = program
+        .tensors
+        .iter()
+        .map(|t| t.len().saturating_mul(t.dtype.size_bytes() as u64))
+        .fold(0, u64::saturating_add);
+    for (limit, limit_name) in [
+        (chip.hbm_bytes.value, format!("the HBM of one {} chip", chip.chip)),
+        (HOST_HBM_LIMIT_BYTES, "the functional simulator's host limit".to_string()),
+    ] {
+        if declared > limit {
+            return Err(RunError::HbmTooLarge { declared, limit, limit_name });
+        }
+    }
     let mut m = Machine::new(program, core);
     for (name, t) in inputs {
-        let Some((i, decl)) = program.tensor(name).filter(|(_, d)| d.kind == TensorKind::Input) else {
+        let Some((i, decl)) = program.tensor(name).filter(|(_, d)| d.kind == TensorKind::Input)
+        else {
             let names: Vec<&str> = program
                 .tensors
                 .iter()
@@ -69,8 +89,10 @@ pub fn run(
         }
         m.hbm_mut(i).copy_from_slice(&t.data);
     }
-    if let Some(missing) =
-        program.tensors.iter().find(|t| t.kind == TensorKind::Input && !inputs.contains_key(&t.name))
+    if let Some(missing) = program
+        .tensors
+        .iter()
+        .find(|t| t.kind == TensorKind::Input && !inputs.contains_key(&t.name))
     {
         return Err(RunError::MissingInput(missing.name.clone()));
     }
@@ -85,7 +107,10 @@ pub fn run(
             .iter()
             .filter_map(|e| streams[e.index()].get(heads[e.index()]).map(|&i| (i, e.index())))
             .filter(|&(i, _)| {
-                program.instructions[i].waits.iter().all(|w| m.semaphores[w.semaphore as usize] >= w.value)
+                program.instructions[i]
+                    .waits
+                    .iter()
+                    .all(|w| m.semaphores[w.semaphore as usize] >= w.value)
             })
             .min();
         let Some((i, e)) = ready else { break };
@@ -113,7 +138,12 @@ pub fn run(
                 .waits
                 .iter()
                 .filter(|w| m.semaphores[w.semaphore as usize] < w.value)
-                .map(|w| format!("S[{}]>={} (S[{}] is {})", w.semaphore, w.value, w.semaphore, m.semaphores[w.semaphore as usize]))
+                .map(|w| {
+                    format!(
+                        "S[{}]>={} (S[{}] is {})",
+                        w.semaphore, w.value, w.semaphore, m.semaphores[w.semaphore as usize]
+                    )
+                })
                 .collect();
             Some(format!(
                 "{} engine waits forever at line {} (instruction #{i} {}) on {}",

@@ -173,7 +173,7 @@ proptest! {
         let src = a.tile(Memory::Sbuf, start, parts, din, &sz, 0);
         let dst = a.tile(Memory::Sbuf, start, parts, dout, &sz, 0);
         let x = fill(&mut m, &src, &mut r, lo, hi);
-        let vector = |a: &mut Alloc, m: &mut machine_t::M, r: &mut rand::rngs::StdRng, lo, hi| {
+        let vector = |a: &mut Alloc, m: &mut rainier_funcsim::Machine, r: &mut rand::rngs::StdRng, lo, hi| {
             let t = a.tile(Memory::Sbuf, start, parts, DType::F32, &[1], 0);
             let v = fill(m, &t, r, lo, hi);
             (t, v)
@@ -213,13 +213,18 @@ proptest! {
     }
 }
 
-mod machine_t {
-    pub type M = rainier_funcsim::Machine;
-}
-
 fn matmul_pairs() -> Vec<(DType, DType)> {
     use DType::*;
-    vec![(Bf16, Bf16), (F16, F16), (Fp8E4m3, Fp8E4m3), (Fp8E5m2, Bf16), (Bf16, Fp8E4m3), (F32, F32), (Tf32, Tf32), (Tf32, F32)]
+    vec![
+        (Bf16, Bf16),
+        (F16, F16),
+        (Fp8E4m3, Fp8E4m3),
+        (Fp8E5m2, Bf16),
+        (Bf16, Fp8E4m3),
+        (F32, F32),
+        (Tf32, Tf32),
+        (Tf32, F32),
+    ]
 }
 
 proptest! {
@@ -377,7 +382,8 @@ fn full_tile_bf16_matmul_within_bound() {
     let d_t = a.tile(Memory::Psum, 0, 128, DType::F32, &[512], 0);
     let s = fill(&mut m, &s_t, &mut r, -1.0, 1.0);
     let v = fill(&mut m, &v_t, &mut r, -1.0, 1.0);
-    m.execute(&Op::Matmul { dst: d_t.clone(), stationary: s_t, moving: v_t, accumulate: false }).unwrap_or_else(|e| panic!("{e}"));
+    m.execute(&Op::Matmul { dst: d_t.clone(), stationary: s_t, moving: v_t, accumulate: false })
+        .unwrap_or_else(|e| panic!("{e}"));
     let got = read(&m, &d_t);
     let exact = reference::matmul(&s, &v, 128, 128, 512);
     for i in 0..got.len() {

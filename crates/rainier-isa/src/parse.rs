@@ -72,7 +72,11 @@ fn lex(line: &str, lineno: u32) -> Result<Vec<(Tok, u32)>, ParseError> {
                 let d = chars[i];
                 let after_exp = matches!(chars[i - 1], 'e' | 'E')
                     && !chars[start..i].iter().any(|&x| x == 'x' || x == 'X');
-                if d.is_ascii_alphanumeric() || d == '.' || d == '_' || ((d == '-' || d == '+') && after_exp) {
+                if d.is_ascii_alphanumeric()
+                    || d == '.'
+                    || d == '_'
+                    || ((d == '-' || d == '+') && after_exp)
+                {
                     i += 1;
                 } else {
                     break;
@@ -81,7 +85,9 @@ fn lex(line: &str, lineno: u32) -> Result<Vec<(Tok, u32)>, ParseError> {
             toks.push((Tok::Num(chars[start..i].iter().collect()), col));
         } else if c.is_alphabetic() || c == '_' {
             let start = i;
-            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '.') {
+            while i < chars.len()
+                && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '.')
+            {
                 i += 1;
             }
             toks.push((Tok::Ident(chars[start..i].iter().collect()), col));
@@ -180,7 +186,9 @@ impl<'a> Cursor<'a> {
         match self.peek() {
             Some(Tok::Num(s)) => {
                 self.pos += 1;
-                parse_int(s).ok_or_else(|| self.err_at(col, format!("{what} must be an integer, found '{s}'")))
+                parse_int(s).ok_or_else(|| {
+                    self.err_at(col, format!("{what} must be an integer, found '{s}'"))
+                })
             }
             _ => self.err(format!("expected {what} (an integer), found {}", self.found())),
         }
@@ -280,11 +288,15 @@ fn is_tile_start(c: &Cursor<'_>) -> bool {
 fn hbm(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<HbmAccess, ParseError> {
     let col = c.col();
     let name = c.ident("an operand")?;
-    let (tensor, decl) = tensors
-        .iter()
-        .enumerate()
-        .find(|(_, t)| t.name == name)
-        .ok_or_else(|| c.err_at(col, format!("unknown HBM tensor '{name}' (declare it with 'hbm {name}: DTYPE[...] input')")))?;
+    let (tensor, decl) =
+        tensors.iter().enumerate().find(|(_, t)| t.name == name).ok_or_else(|| {
+            c.err_at(
+                col,
+                format!(
+                    "unknown HBM tensor '{name}' (declare it with 'hbm {name}: DTYPE[...] input')"
+                ),
+            )
+        })?;
     let full = contiguous_dims(&decl.shape);
     if c.eat_punct("@") {
         let offset = c.int_in("element offset", 0, MAX_SIZE)?;
@@ -300,7 +312,9 @@ fn hbm(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<HbmAccess, ParseErr
     loop {
         let col = c.col();
         let Some(d) = full.get(axis) else {
-            return Err(c.err_at(col, format!("'{name}' has {} dims; too many indices", full.len())));
+            return Err(
+                c.err_at(col, format!("'{name}' has {} dims; too many indices", full.len()))
+            );
         };
         let start = if c.is_punct(":") { 0 } else { c.int_in::<u64>("index", 0, MAX_SIZE)? };
         if c.eat_punct(":") {
@@ -310,11 +324,20 @@ fn hbm(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<HbmAccess, ParseErr
                 c.int_in::<u64>("slice end", 0, MAX_SIZE)?
             };
             if start > end || end > d.size {
-                return Err(c.err_at(col, format!("slice {start}:{end} is outside dim {axis} of '{name}' (size {})", d.size)));
+                return Err(c.err_at(
+                    col,
+                    format!(
+                        "slice {start}:{end} is outside dim {axis} of '{name}' (size {})",
+                        d.size
+                    ),
+                ));
             }
             dims.push(Dim { stride: d.stride, size: end - start });
         } else if start >= d.size {
-            return Err(c.err_at(col, format!("index {start} is outside dim {axis} of '{name}' (size {})", d.size)));
+            return Err(c.err_at(
+                col,
+                format!("index {start} is outside dim {axis} of '{name}' (size {})", d.size),
+            ));
         }
         offset += start * d.stride as u64;
         axis += 1;
@@ -466,11 +489,15 @@ impl Options {
 
     fn affine(&mut self, col: u32) -> Result<Affine, ParseError> {
         let base = self.int("base", i32::MIN.into(), i32::MAX.into())?.unwrap_or(0) as i32;
-        let cm = self.int("channel_multiplier", i32::MIN.into(), i32::MAX.into())?.unwrap_or(0) as i32;
+        let cm =
+            self.int("channel_multiplier", i32::MIN.into(), i32::MAX.into())?.unwrap_or(0) as i32;
         let steps = match self.take("steps") {
             Some((Value::List(v), col)) => v
                 .into_iter()
-                .map(|s| i32::try_from(s).map_err(|_| self.err(col, format!("step {s} is out of int32 range"))))
+                .map(|s| {
+                    i32::try_from(s)
+                        .map_err(|_| self.err(col, format!("step {s} is out of int32 range")))
+                })
                 .collect::<Result<Vec<_>, _>>()?,
             Some((_, col)) => return Err(self.err(col, "steps must be a list [INT, ...]".into())),
             None => return Err(self.err(col, "missing option steps=[INT, ...]".into())),
@@ -483,7 +510,8 @@ impl Options {
             None => Ok(()),
             Some((k, _, col)) => {
                 let accepted = opcode(op).map_or("", |o| o.options);
-                let hint = if accepted.is_empty() { "none".to_string() } else { accepted.to_string() };
+                let hint =
+                    if accepted.is_empty() { "none".to_string() } else { accepted.to_string() };
                 Err(self.err(*col, format!("{op} does not take option '{k}' (accepted: {hint})")))
             }
         }
@@ -515,7 +543,11 @@ fn declaration(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<TensorDecl,
         "input" => TensorKind::Input,
         "output" => TensorKind::Output,
         "scratch" => TensorKind::Scratch,
-        other => return Err(c.err_at(col, format!("expected 'input', 'output' or 'scratch', found '{other}'"))),
+        other => {
+            return Err(
+                c.err_at(col, format!("expected 'input', 'output' or 'scratch', found '{other}'"))
+            )
+        }
     };
     let elems = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
     if elems.is_none_or(|n| n.saturating_mul(dtype.size_bytes() as u64) > 1 << 40) {
@@ -549,18 +581,29 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
     for i in 0..n {
         if i > 0 {
             c.expect_punct(",").map_err(|_| {
-                c.err_at(c.col(), format!("{name} takes {n} operands ({}); found {i}", info.operands))
+                c.err_at(
+                    c.col(),
+                    format!("{name} takes {n} operands ({}); found {i}", info.operands),
+                )
             })?;
         }
         if c.at_end() {
             return c.err(format!("{name} takes {n} operands ({}); found {i}", info.operands));
         }
         if name == "dma_copy" {
-            dma.push(if is_tile_start(c) { DmaOperand::Tile(tile(c)?) } else { DmaOperand::Hbm(hbm(c, tensors)?) });
+            dma.push(if is_tile_start(c) {
+                DmaOperand::Tile(tile(c)?)
+            } else {
+                DmaOperand::Hbm(hbm(c, tensors)?)
+            });
         } else if is_tile_start(c) {
             tiles.push(tile(c)?);
         } else {
-            return c.err(format!("{name} operand {} must be an SBUF or PSUM tile (sb[...] or ps[...]), found {}", i + 1, c.found()));
+            return c.err(format!(
+                "{name} operand {} must be an SBUF or PSUM tile (sb[...] or ps[...]), found {}",
+                i + 1,
+                c.found()
+            ));
         }
     }
     if c.is_punct(",") {
@@ -572,7 +615,9 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
     let mut signals = Vec::new();
     while !c.at_end() {
         let col = c.col();
-        if matches!(c.peek(), Some(Tok::Ident(s)) if s == "S") && matches!(c.peek2(), Some(Tok::Punct("["))) {
+        if matches!(c.peek(), Some(Tok::Ident(s)) if s == "S")
+            && matches!(c.peek2(), Some(Tok::Punct("[")))
+        {
             c.pos += 2;
             let semaphore: u32 = c.int_in("semaphore", 0, i64::from(u32::MAX))?;
             c.expect_punct("]")?;
@@ -582,7 +627,10 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
             } else if c.eat_punct("++") {
                 signals.push(semaphore);
             } else {
-                return c.err(format!("expected '>=' or '++' after S[{semaphore}], found {}", c.found()));
+                return c.err(format!(
+                    "expected '>=' or '++' after S[{semaphore}], found {}",
+                    c.found()
+                ));
             }
             continue;
         }
@@ -597,11 +645,18 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
     let engine = match opts.word("engine")? {
         None => info.engines[0],
         Some((e, col)) => {
-            let engine = Engine::from_name(&e)
-                .ok_or_else(|| opts.err(col, format!("unknown engine '{e}' (known: sync, tensor, vector, scalar, gpsimd)")))?;
+            let engine = Engine::from_name(&e).ok_or_else(|| {
+                opts.err(
+                    col,
+                    format!("unknown engine '{e}' (known: sync, tensor, vector, scalar, gpsimd)"),
+                )
+            })?;
             if !info.engines.contains(&engine) {
                 let ok: Vec<&str> = info.engines.iter().map(|e| e.name()).collect();
-                return Err(opts.err(col, format!("{name} cannot run on the {e} engine (allowed: {})", ok.join(", "))));
+                return Err(opts.err(
+                    col,
+                    format!("{name} cannot run on the {e} engine (allowed: {})", ok.join(", ")),
+                ));
             }
             engine
         }
@@ -616,11 +671,18 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
             };
             Op::DmaCopy { dst, src }
         }
-        "nc_matmul" => Op::Matmul { dst: next(), stationary: next(), moving: next(), accumulate: opts.bool("accumulate")? },
+        "nc_matmul" => Op::Matmul {
+            dst: next(),
+            stationary: next(),
+            moving: next(),
+            accumulate: opts.bool("accumulate")?,
+        },
         "nc_transpose" => Op::Transpose { dst: next(), src: next() },
         "tensor_tensor" => {
             let (dst, in0, in1) = (next(), next(), next());
-            let op = opts.alu("op")?.ok_or_else(|| opts.err(op_col, "missing option op=ALU_OP".into()))?;
+            let op = opts
+                .alu("op")?
+                .ok_or_else(|| opts.err(op_col, "missing option op=ALU_OP".into()))?;
             Op::TensorTensor { dst, in0, in1, op }
         }
         "tensor_scalar" => {
@@ -633,30 +695,43 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
                 match (op, operand) {
                     (Some(op), Some(operand)) => stages.push(ScalarStage { op, operand, reverse }),
                     (None, None) if i == 1 => {}
-                    _ => return Err(opts.err(op_col, format!("tensor_scalar needs both op{i}= and operand{i}="))),
+                    _ => {
+                        return Err(opts.err(
+                            op_col,
+                            format!("tensor_scalar needs both op{i}= and operand{i}="),
+                        ))
+                    }
                 }
             }
             Op::TensorScalar { dst, src, stages }
         }
         "tensor_reduce" => {
             let (dst, src) = (next(), next());
-            let (w, col) = opts.word("op")?.ok_or_else(|| opts.err(op_col, "missing option op=add|max|min".into()))?;
-            let op = ReduceOp::ALL
-                .into_iter()
-                .find(|o| o.name() == w)
-                .ok_or_else(|| opts.err(col, format!("unknown reduce op '{w}' (known: add, max, min)")))?;
+            let (w, col) = opts
+                .word("op")?
+                .ok_or_else(|| opts.err(op_col, "missing option op=add|max|min".into()))?;
+            let op = ReduceOp::ALL.into_iter().find(|o| o.name() == w).ok_or_else(|| {
+                opts.err(col, format!("unknown reduce op '{w}' (known: add, max, min)"))
+            })?;
             let axes = opts.int("axes", 1, 4)?.map_or(src.dims.len() as u32, |a| a as u32);
             Op::TensorReduce { dst, src, op, axes, negate: opts.bool("negate")? }
         }
         "tensor_copy" => Op::TensorCopy { dst: next(), src: next() },
         "memset" => Op::Memset { dst: next(), value: opts.required_f32("value", op_col)? },
-        "select" => Op::Select { dst: next(), predicate: next(), on_true: next(), on_false: next() },
+        "select" => {
+            Op::Select { dst: next(), predicate: next(), on_true: next(), on_false: next() }
+        }
         "activation" => {
             let (dst, src) = (next(), next());
-            let (w, col) = opts.word("func")?.ok_or_else(|| opts.err(op_col, "missing option func=ACT_FUNC".into()))?;
+            let (w, col) = opts
+                .word("func")?
+                .ok_or_else(|| opts.err(op_col, "missing option func=ACT_FUNC".into()))?;
             let func = ActFunc::from_name(&w).ok_or_else(|| {
                 let known: Vec<&str> = ActFunc::ALL.iter().map(|f| f.name()).collect();
-                opts.err(col, format!("unknown activation function '{w}' (known: {})", known.join(", ")))
+                opts.err(
+                    col,
+                    format!("unknown activation function '{w}' (known: {})", known.join(", ")),
+                )
             })?;
             let scale = opts.scalar("scale")?.unwrap_or(ScalarOperand::Imm(1.0));
             let bias = opts.tile("bias")?;
@@ -669,12 +744,26 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
         }
         "affine_select" => {
             let (dst, src) = (next(), next());
-            let cmp = opts.alu("cmp")?.ok_or_else(|| opts.err(op_col, "missing option cmp=CMP_OP".into()))?;
+            let cmp = opts
+                .alu("cmp")?
+                .ok_or_else(|| opts.err(op_col, "missing option cmp=CMP_OP".into()))?;
             if !cmp.is_comparison() {
-                return Err(opts.err(op_col, format!("cmp must be a comparison (eq, ne, ge, gt, le, lt), not '{}'", cmp.name())));
+                return Err(opts.err(
+                    op_col,
+                    format!(
+                        "cmp must be a comparison (eq, ne, ge, gt, le, lt), not '{}'",
+                        cmp.name()
+                    ),
+                ));
             }
             let affine = opts.affine(op_col)?;
-            Op::AffineSelect { dst, src, affine, cmp, on_false: opts.required_f32("on_false", op_col)? }
+            Op::AffineSelect {
+                dst,
+                src,
+                affine,
+                cmp,
+                on_false: opts.required_f32("on_false", op_col)?,
+            }
         }
         _ => unreachable!("every table opcode is handled"),
     };
@@ -704,7 +793,11 @@ pub fn parse(text: &str) -> Result<Program, ParseError> {
         }
     }
     if program.instructions.is_empty() {
-        return Err(ParseError { line: 1, column: 1, message: "the program has no instructions".into() });
+        return Err(ParseError {
+            line: 1,
+            column: 1,
+            message: "the program has no instructions".into(),
+        });
     }
     Ok(program)
 }

@@ -3,8 +3,8 @@
 use std::fmt::{self, Write as _};
 
 use crate::{
-    contiguous_dims, Affine, Dim, DmaOperand, HbmAccess, Instruction, Op, Program,
-    ScalarOperand, TensorDecl, Tile,
+    contiguous_dims, Affine, Dim, DmaOperand, HbmAccess, Instruction, Op, Program, ScalarOperand,
+    TensorDecl, Tile,
 };
 
 fn pattern(dims: &[Dim], sizes_only: bool) -> String {
@@ -21,7 +21,11 @@ fn float(v: f32) -> String {
     if v.is_nan() {
         "nan".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "inf".into() } else { "-inf".into() }
+        if v > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else {
         format!("{v:?}")
     }
@@ -86,7 +90,12 @@ fn scalar(s: &ScalarOperand) -> String {
 
 fn affine(a: &Affine) -> String {
     let steps: Vec<String> = a.steps.iter().map(i32::to_string).collect();
-    format!("base={} channel_multiplier={} steps=[{}]", a.base, a.channel_multiplier, steps.join(", "))
+    format!(
+        "base={} channel_multiplier={} steps=[{}]",
+        a.base,
+        a.channel_multiplier,
+        steps.join(", ")
+    )
 }
 
 impl Program {
@@ -134,7 +143,12 @@ impl Program {
                 vec![dst.to_string()]
             }
             Op::Select { dst, predicate, on_true, on_false } => {
-                vec![dst.to_string(), predicate.to_string(), on_true.to_string(), on_false.to_string()]
+                vec![
+                    dst.to_string(),
+                    predicate.to_string(),
+                    on_true.to_string(),
+                    on_false.to_string(),
+                ]
             }
             Op::Activation { dst, src, func, scale, bias, reduce } => {
                 opts.push(format!("func={}", func.name()));
@@ -154,7 +168,12 @@ impl Program {
                 vec![dst.to_string()]
             }
             Op::AffineSelect { dst, src, affine: a, cmp, on_false } => {
-                opts.push(format!("cmp={} {} on_false={}", cmp.name(), affine(a), float(*on_false)));
+                opts.push(format!(
+                    "cmp={} {} on_false={}",
+                    cmp.name(),
+                    affine(a),
+                    float(*on_false)
+                ));
                 vec![dst.to_string(), src.to_string()]
             }
         };

@@ -132,7 +132,9 @@ pub fn isa_markdown() -> String {
     s.push_str("# Rainier NeuronCore instruction set\n\n");
     s.push_str("Generated from `crates/rainier-isa/src/table.rs` by `cargo run -- isa`; do not edit by hand (a test compares).\n");
     s.push_str("Syntax of operands, options and semaphores: `docs/assembly.md`.\n\n");
-    s.push_str("| instruction | engines (default first) | operands | options |\n|---|---|---|---|\n");
+    s.push_str(
+        "| instruction | engines (default first) | operands | options |\n|---|---|---|---|\n",
+    );
     for o in OPCODES {
         let engines: Vec<&str> = o.engines.iter().map(|e| e.name()).collect();
         let _ = writeln!(

@@ -25,7 +25,11 @@ pub struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {} (instruction #{} {}): {}", self.line, self.index, self.opcode, self.message)
+        write!(
+            f,
+            "line {} (instruction #{} {}): {}",
+            self.line, self.index, self.opcode, self.message
+        )
     }
 }
 
@@ -47,6 +51,9 @@ impl fmt::Display for Violations {
 /// Hardware limits of an engine access pattern ([N-arch2], [N-ap]).
 const MAX_FREE_DIMS: usize = 4;
 const MAX_DIM_SIZE: u64 = u16::MAX as u64;
+/// "free size up to 64K elements from SBUF" [N-arch2]; applied to DMA's SBUF side too
+/// (assumption), which also bounds every instruction's work.
+const MAX_FREE_ELEMENTS: u64 = 1 << 16;
 const STRIDE_RANGE: std::ops::RangeInclusive<i64> = i16::MIN as i64..=i16::MAX as i64;
 /// HBM side of a DMA: partition-like outer dim plus up to 4 free dims (assumption: descriptors
 /// carry up to 4 dims per side [R-neff]; we allow one more for the partition axis).
@@ -116,15 +123,26 @@ impl Checker<'_> {
                 self.fail(format!("{what}: free dim {i} stride {} is outside int16", d.stride));
             }
         }
+        if t.free_len() > MAX_FREE_ELEMENTS {
+            self.fail(format!(
+                "{what}: {} elements per partition exceed {MAX_FREE_ELEMENTS}",
+                t.free_len()
+            ));
+        }
         let esz = t.dtype.size_bytes() as u64;
         if t.offset_bytes % esz != 0 {
-            self.fail(format!("{what}: byte offset {} is not a multiple of the {}-byte {}", t.offset_bytes, esz, t.dtype));
+            self.fail(format!(
+                "{what}: byte offset {} is not a multiple of the {}-byte {}",
+                t.offset_bytes, esz, t.dtype
+            ));
         }
         let (lo, hi) = t.byte_range();
         let cap = self.capacity(t.memory);
         if lo < 0 || hi > i128::from(cap) {
             let mem = if t.memory == Memory::Sbuf { "SBUF" } else { "PSUM" };
-            self.fail(format!("{what}: bytes {lo}..{hi} of each partition fall outside {mem}'s {cap} bytes"));
+            self.fail(format!(
+                "{what}: bytes {lo}..{hi} of each partition fall outside {mem}'s {cap} bytes"
+            ));
         }
         if t.dtype == DType::Fp8E4m3fn && self.core.generation < Generation::V4 {
             self.fail(format!("{what}: fp8e4m3fn exists only on NeuronCore-v4"));
@@ -136,7 +154,10 @@ impl Checker<'_> {
                 }
                 let fmax = u64::from(self.core.psum_access_fmax.value);
                 if matches!(engine, Engine::Vector | Engine::Scalar) && t.free_len() > fmax {
-                    self.fail(format!("{what}: {} elements per partition from PSUM exceed {fmax}", t.free_len()));
+                    self.fail(format!(
+                        "{what}: {} elements per partition from PSUM exceed {fmax}",
+                        t.free_len()
+                    ));
                 }
             }
         }
@@ -171,7 +192,11 @@ impl Checker<'_> {
             return;
         };
         if h.dims.is_empty() || h.dims.len() > MAX_HBM_DIMS {
-            self.fail(format!("{what}: {} dims on '{}' (1 to {MAX_HBM_DIMS} allowed)", h.dims.len(), decl.name));
+            self.fail(format!(
+                "{what}: {} dims on '{}' (1 to {MAX_HBM_DIMS} allowed)",
+                h.dims.len(),
+                decl.name
+            ));
         }
         if h.dims.iter().any(|d| d.size == 0) {
             self.fail(format!("{what}: an access of '{}' has a dim of size 0", decl.name));
@@ -192,21 +217,38 @@ impl Checker<'_> {
         let c = self.core;
         let (k, m, n) = (stationary.partitions, stationary.free_len(), moving.free_len());
         if moving.partitions != k {
-            self.fail(format!("stationary has {k} partitions (K) but moving has {}", moving.partitions));
+            self.fail(format!(
+                "stationary has {k} partitions (K) but moving has {}",
+                moving.partitions
+            ));
         }
         if m > u64::from(c.matmul_stationary_fmax.value) {
-            self.fail(format!("stationary free size M = {m} exceeds {}", c.matmul_stationary_fmax.value));
+            self.fail(format!(
+                "stationary free size M = {m} exceeds {}",
+                c.matmul_stationary_fmax.value
+            ));
         }
-        let fmax = if dst.dtype == DType::Bf16 { c.matmul_moving_fmax_bf16.value } else { c.matmul_moving_fmax_fp32.value };
+        let fmax = if dst.dtype == DType::Bf16 {
+            c.matmul_moving_fmax_bf16.value
+        } else {
+            c.matmul_moving_fmax_fp32.value
+        };
         let dst_ok = dst.dtype == DType::F32 || (dst.dtype == DType::Bf16 && c.has_v4_matmul());
         if !dst_ok {
             let allowed = if c.has_v4_matmul() { "f32 or bf16" } else { "f32" };
-            self.fail(format!("dst dtype {} is not allowed in PSUM on {} ({allowed})", dst.dtype, c.generation));
+            self.fail(format!(
+                "dst dtype {} is not allowed in PSUM on {} ({allowed})",
+                dst.dtype, c.generation
+            ));
         } else if n > u64::from(fmax) {
             self.fail(format!("moving free size N = {n} exceeds {fmax} on {}", c.generation));
         }
         if u64::from(dst.partitions) != m || dst.free_len() != n {
-            self.fail(format!("dst must be [M, N] = [{m}, {n}], found [{}, {}]", dst.partitions, dst.free_len()));
+            self.fail(format!(
+                "dst must be [M, N] = [{m}, {n}], found [{}, {}]",
+                dst.partitions,
+                dst.free_len()
+            ));
         }
         if dst.memory != Memory::Psum {
             self.fail("dst must be in PSUM");
@@ -218,7 +260,15 @@ impl Checker<'_> {
                 self.fail(format!("dst bytes {lo}..{hi} cross a {bank}-byte PSUM bank boundary"));
             }
         }
-        let allowed = [DType::F32, DType::Tf32, DType::Bf16, DType::F16, DType::Fp8E4m3, DType::Fp8E5m2, DType::Fp8E4m3fn];
+        let allowed = [
+            DType::F32,
+            DType::Tf32,
+            DType::Bf16,
+            DType::F16,
+            DType::Fp8E4m3,
+            DType::Fp8E5m2,
+            DType::Fp8E4m3fn,
+        ];
         for (name, t) in [("stationary", stationary), ("moving", moving)] {
             if !allowed.contains(&t.dtype) {
                 self.fail(format!("{name} dtype {} is not a matmul input type", t.dtype));
@@ -232,7 +282,9 @@ impl Checker<'_> {
             ));
         }
         let (a, b) = (stationary.dtype, moving.dtype);
-        if (a == DType::Fp8E4m3 && b == DType::Fp8E4m3fn) || (a == DType::Fp8E4m3fn && b == DType::Fp8E4m3) {
+        if (a == DType::Fp8E4m3 && b == DType::Fp8E4m3fn)
+            || (a == DType::Fp8E4m3fn && b == DType::Fp8E4m3)
+        {
             self.fail("legacy fp8e4m3 cannot be mixed with fp8e4m3fn");
         }
     }
@@ -249,7 +301,9 @@ impl Checker<'_> {
             }
             if engine == Engine::Tensor && !is_dma {
                 match (access, t.memory) {
-                    (Access::Read, Memory::Psum) => self.fail(format!("{what}: the Tensor engine reads only SBUF")),
+                    (Access::Read, Memory::Psum) => {
+                        self.fail(format!("{what}: the Tensor engine reads only SBUF"))
+                    }
                     (Access::Write | Access::ReadWrite, Memory::Sbuf) => {
                         self.fail(format!("{what}: the Tensor engine writes only PSUM"))
                     }
@@ -277,17 +331,28 @@ impl Checker<'_> {
                 let (p, f) = (u64::from(src.partitions), src.free_len());
                 let limit = if engine == Engine::Vector { 32 } else { 128 };
                 if p > limit || f > limit {
-                    self.fail(format!("{engine} transpose is at most [{limit}, {limit}], found [{p}, {f}]"));
+                    self.fail(format!(
+                        "{engine} transpose is at most [{limit}, {limit}], found [{p}, {f}]"
+                    ));
                 }
                 if u64::from(dst.partitions) != f || dst.free_len() != p {
-                    self.fail(format!("dst must be [{f}, {p}], found [{}, {}]", dst.partitions, dst.free_len()));
+                    self.fail(format!(
+                        "dst must be [{f}, {p}], found [{}, {}]",
+                        dst.partitions,
+                        dst.free_len()
+                    ));
                 }
                 let widen = engine == Engine::Tensor && dst.dtype == DType::F32;
                 if dst.dtype != src.dtype && !widen {
-                    self.fail(format!("dst dtype {} must equal src dtype {}", dst.dtype, src.dtype));
+                    self.fail(format!(
+                        "dst dtype {} must equal src dtype {}",
+                        dst.dtype, src.dtype
+                    ));
                 }
                 if engine == Engine::Vector {
-                    let quadrant = |t: &Tile| t.start_partition / 32 == (t.start_partition + t.partitions.max(1) - 1) / 32;
+                    let quadrant = |t: &Tile| {
+                        t.start_partition / 32 == (t.start_partition + t.partitions.max(1) - 1) / 32
+                    };
                     if !quadrant(src) || !quadrant(dst) {
                         self.fail("a Vector transpose stays within one 32-partition quadrant");
                     }
@@ -357,12 +422,20 @@ impl Checker<'_> {
             }
             Op::Iota { dst, affine } => {
                 if affine.steps.len() != dst.dims.len() {
-                    self.fail(format!("{} steps for {} free dims of dst", affine.steps.len(), dst.dims.len()));
+                    self.fail(format!(
+                        "{} steps for {} free dims of dst",
+                        affine.steps.len(),
+                        dst.dims.len()
+                    ));
                 }
             }
             Op::AffineSelect { dst, src, affine, cmp, .. } => {
                 if affine.steps.len() != dst.dims.len() {
-                    self.fail(format!("{} steps for {} free dims of dst", affine.steps.len(), dst.dims.len()));
+                    self.fail(format!(
+                        "{} steps for {} free dims of dst",
+                        affine.steps.len(),
+                        dst.dims.len()
+                    ));
                 }
                 if dst.partitions != src.partitions || dst.free_shape() != src.free_shape() {
                     self.fail("dst and src must have the same shape");

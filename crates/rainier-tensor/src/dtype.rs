@@ -25,9 +25,7 @@ pub enum DType {
 
 /// An unknown data-type name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown dtype '{0}' (known: f32, bf16, f16, tf32, fp8e4m3, fp8e4m3fn, fp8e5m2, i32, u8)"
-)]
+#[error("unknown dtype '{0}' (known: f32, bf16, f16, tf32, fp8e4m3, fp8e4m3fn, fp8e5m2, i32, u8)")]
 pub struct UnknownDType(pub String);
 
 /// Bit layout of an 8-bit float.
@@ -192,7 +190,9 @@ impl DType {
         match self {
             DType::F32 => out[..4].copy_from_slice(&v.to_le_bytes()),
             DType::Tf32 => out[..4].copy_from_slice(&round_mantissa(v, 10).to_le_bytes()),
-            DType::Bf16 => out[..2].copy_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes()),
+            DType::Bf16 => {
+                out[..2].copy_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes())
+            }
             DType::F16 => out[..2].copy_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes()),
             DType::Fp8E4m3 => out[0] = E4M3.encode(v),
             DType::Fp8E4m3fn => out[0] = E4M3FN.encode(v),
@@ -218,6 +218,42 @@ impl DType {
             }
             DType::U8 => out[0] = v.clamp(0, 255) as u8,
             _ => self.store(v as f32, out),
+        }
+    }
+
+    /// Decodes contiguous little-endian elements, appending their fp32 values to `out`
+    /// (the same values as [`DType::load`], one tight loop per dtype).
+    pub fn decode_into(self, bytes: &[u8], out: &mut Vec<f32>) {
+        let n = bytes.len() / self.size_bytes();
+        out.reserve(n);
+        match self {
+            DType::F32 | DType::Tf32 => out.extend(
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
+            // bf16 is the upper half of an fp32: widening is exact and needs no rounding.
+            DType::Bf16 => out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16)),
+            ),
+            _ => out.extend(bytes.chunks_exact(self.size_bytes()).map(|b| self.load(b))),
+        }
+    }
+
+    /// Encodes `values` rounded to this dtype into contiguous little-endian `bytes`
+    /// (the same bytes as [`DType::store`]).
+    pub fn encode_into(self, values: &[f32], bytes: &mut [u8]) {
+        match self {
+            DType::F32 => {
+                for (b, v) in bytes.chunks_exact_mut(4).zip(values) {
+                    b.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            _ => {
+                for (b, &v) in bytes.chunks_exact_mut(self.size_bytes()).zip(values) {
+                    self.store(v, b);
+                }
+            }
         }
     }
 
@@ -384,6 +420,25 @@ mod tests {
             let up = f32::from_bits((v.to_bits() & 0xffff_0000) + 0x1_0000);
             prop_assert!(r == down || r == up || r.is_infinite());
             prop_assert!((r - v).abs() <= (down - v).abs().min((up - v).abs()) || r.is_infinite());
+        }
+    }
+
+    #[test]
+    fn slice_codecs_match_scalar_codecs() {
+        let vals: Vec<f32> = (0..300)
+            .map(|i| (i as f32 - 150.0) * 0.37 + f32::from(i as u8 % 3 == 0) * 1e-3)
+            .collect();
+        for d in DType::ALL {
+            let mut bytes = vec![0u8; vals.len() * d.size_bytes()];
+            d.encode_into(&vals, &mut bytes);
+            let mut one = vec![0u8; d.size_bytes()];
+            let mut decoded = Vec::new();
+            d.decode_into(&bytes, &mut decoded);
+            for (i, &v) in vals.iter().enumerate() {
+                d.store(v, &mut one);
+                assert_eq!(&bytes[i * d.size_bytes()..(i + 1) * d.size_bytes()], &one[..], "{d}");
+                assert_eq!(decoded[i].to_bits(), d.load(&one).to_bits(), "{d}");
+            }
         }
     }
 

@@ -19,7 +19,9 @@ pub enum NpyError {
     Version(u8, u8),
     #[error("malformed .npy header: {0}")]
     Header(String),
-    #[error("unsupported .npy dtype '{0}' (supported: <f4 float32, <f2 float16, <i4 int32, |u1 uint8)")]
+    #[error(
+        "unsupported .npy dtype '{0}' (supported: <f4 float32, <f2 float16, <i4 int32, |u1 uint8)"
+    )]
     UnsupportedDescr(String),
     #[error("Fortran-order .npy arrays are not supported; save with np.ascontiguousarray")]
     FortranOrder,
@@ -180,8 +182,7 @@ mod tests {
     fn reads_numpy_written_bytes() {
         let mut file = Vec::new();
         file.extend_from_slice(b"\x93NUMPY\x01\x00\x76\x00");
-        let mut header =
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }".to_string();
+        let mut header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }".to_string();
         header.push_str(&" ".repeat(118 - header.len() - 1));
         header.push('\n');
         file.extend_from_slice(header.as_bytes());

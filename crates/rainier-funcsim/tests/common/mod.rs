@@ -21,18 +21,27 @@ pub fn rng(seed: u64) -> StdRng {
 }
 
 /// Hands out non-overlapping byte ranges of SBUF or PSUM.
+#[derive(Debug, Default)]
 pub struct Alloc {
     pub next: [u64; 2],
 }
 
 impl Alloc {
     pub fn new() -> Self {
-        Alloc { next: [0, 0] }
+        Self::default()
     }
 
     /// A tile of `sizes` free elements; with `pad`, the outermost dim's stride is padded so the
     /// pattern is not contiguous.
-    pub fn tile(&mut self, mem: Memory, start: u32, parts: u32, dtype: DType, sizes: &[u64], pad: u64) -> Tile {
+    pub fn tile(
+        &mut self,
+        mem: Memory,
+        start: u32,
+        parts: u32,
+        dtype: DType,
+        sizes: &[u64],
+        pad: u64,
+    ) -> Tile {
         let esz = dtype.size_bytes() as u64;
         let slot = usize::from(mem == Memory::Psum);
         let off = self.next[slot].div_ceil(esz.max(4)) * esz.max(4);

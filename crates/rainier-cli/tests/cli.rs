@@ -1,0 +1,299 @@
+//! The `rainier` binary as a user runs it: results on .npy files, and one-line errors with a
+//! non-zero exit (never a panic) on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rainier_tensor::{npy, DType, HostTensor};
+
+fn rainier(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rainier"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start rainier: {e}"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A fresh scratch directory per test.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rainier-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+    d
+}
+
+fn save(dir: &Path, name: &str, t: &HostTensor) -> String {
+    let p = dir.join(name);
+    let mut buf = Vec::new();
+    npy::write(t, &mut buf).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&p, buf).unwrap_or_else(|e| panic!("{e}"));
+    p.display().to_string()
+}
+
+fn random(shape: &[usize], seed: u64) -> HostTensor {
+    // A small LCG: fresh, non-zero values without a dependency.
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect();
+    HostTensor::from_f32(DType::F32, shape, &v)
+}
+
+fn assert_clean_error(o: &Output, want: &str) {
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "exit code; stderr: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(want), "expected {want:?} in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn help_and_version() {
+    let o = rainier(&["--help"]);
+    assert!(o.status.success());
+    let h = text(&o.stdout);
+    assert!(h.contains("NeuronCore") && h.contains("sim") && h.contains("Examples:"), "{h}");
+    let o = rainier(&["sim", "--help"]);
+    assert!(text(&o.stdout).contains("NAME=FILE.npy"));
+    let o = rainier(&["--version"]);
+    assert!(text(&o.stdout).starts_with("rainier "));
+}
+
+#[test]
+fn sim_matmul_on_npy_files_matches_reference() {
+    let d = scratch("matmul");
+    let seed: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(7, |t| t.as_nanos() as u64);
+    let (a, b) = (random(&[128, 128], seed), random(&[128, 512], seed ^ 0x5555));
+    let (pa, pb) = (save(&d, "a.npy", &a), save(&d, "b.npy", &b));
+    let pc = d.join("c.npy").display().to_string();
+    for chip in ["trn1", "inf2", "trn2", "trn3"] {
+        let o = rainier(&[
+            "sim",
+            "examples/asm/matmul.asm",
+            "--chip",
+            chip,
+            "--input",
+            &format!("a={pa}"),
+            "--input",
+            &format!("b={pb}"),
+            "--output",
+            &format!("c={pc}"),
+        ]);
+        assert!(o.status.success(), "seed {seed}: {}", text(&o.stderr));
+        let c = npy::read(std::fs::File::open(&pc).unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.shape, vec![128, 512]);
+        let bf = |t: &HostTensor| -> Vec<f64> {
+            t.to_f32().iter().map(|&v| rainier_reference::round_to("bf16", f64::from(v))).collect()
+        };
+        let want = rainier_reference::matmul(&bf(&a), &bf(&b), 128, 128, 512);
+        let got = c.to_f32();
+        for i in 0..want.len() {
+            // fp32 accumulation of 128 exact products: |error| <= 128 · 2^-24 · Σ|products| <= 2^-17 · 128 · 4.
+            assert!(
+                (f64::from(got[i]) - want[i]).abs() <= 128.0 * 2f64.powi(-24) * 512.0,
+                "seed {seed}, element {i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sim_json_and_determinism() {
+    let d = scratch("json");
+    let px = save(&d, "x.npy", &random(&[128, 512], 3));
+    let run = || {
+        rainier(&[
+            "sim",
+            "examples/asm/softmax.asm",
+            "--chip",
+            "trn2",
+            "--input",
+            &format!("x={px}"),
+            "--json",
+        ])
+    };
+    let (o1, o2) = (run(), run());
+    assert!(o1.status.success(), "{}", text(&o1.stderr));
+    assert_eq!(o1.stdout, o2.stdout, "same input, same bytes");
+    let v: serde_json::Value = serde_json::from_slice(&o1.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["chip"], "trn2");
+    assert_eq!(v["instructions_executed"], 5);
+    assert_eq!(v["engines"]["scalar"]["instructions"], 1);
+    let mean = v["outputs"]["y"]["mean"].as_f64().unwrap_or(0.0);
+    assert!((mean - 1.0 / 512.0).abs() < 1e-6, "softmax rows sum to 1: mean {mean}");
+}
+
+#[test]
+fn demo_runs_and_checks() {
+    let o = rainier(&["demo"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("both results match"));
+}
+
+#[test]
+fn bad_input_gives_one_line_errors() {
+    let d = scratch("errors");
+    let pa = save(&d, "a.npy", &random(&[128, 128], 1));
+    let pb = save(&d, "b.npy", &random(&[128, 512], 2));
+    let wrong = save(&d, "w.npy", &random(&[128, 500], 4));
+    let garbage = d.join("g.npy");
+    std::fs::write(&garbage, b"not numpy").unwrap_or_else(|e| panic!("{e}"));
+    let mm = "examples/asm/matmul.asm";
+    let a_in = format!("a={pa}");
+    let b_in = format!("b={pb}");
+    assert_clean_error(
+        &rainier(&["sim", mm, "--chip", "trn2", "--input", &a_in]),
+        "input 'b' is declared by the program but was not given",
+    );
+    assert_clean_error(
+        &rainier(&[
+            "sim",
+            mm,
+            "--chip",
+            "trn2",
+            "--input",
+            &a_in,
+            "--input",
+            &format!("b={wrong}"),
+        ]),
+        "input 'b': the program declares f32[128, 512], the file holds f32[128, 500]",
+    );
+    assert_clean_error(
+        &rainier(&[
+            "sim",
+            mm,
+            "--chip",
+            "trn2",
+            "--input",
+            &a_in,
+            "--input",
+            &format!("b={}", garbage.display()),
+        ]),
+        "not a .npy file",
+    );
+    assert_clean_error(
+        &rainier(&["sim", mm, "--chip", "trn2", "--input", &a_in, "--input", "b=/nonexistent.npy"]),
+        "cannot open /nonexistent.npy",
+    );
+    assert_clean_error(
+        &rainier(&[
+            "sim",
+            mm,
+            "--chip",
+            "trn2",
+            "--input",
+            &a_in,
+            "--input",
+            &b_in,
+            "--input",
+            &format!("q={pa}"),
+        ]),
+        "'q' is not an input tensor",
+    );
+    assert_clean_error(
+        &rainier(&["sim", mm, "--chip", "trn2", "--input", "a"]),
+        "must be NAME=FILE.npy",
+    );
+    assert_clean_error(
+        &rainier(&[
+            "sim",
+            mm,
+            "--chip",
+            "trn2",
+            "--input",
+            &a_in,
+            "--input",
+            &b_in,
+            "--output",
+            "z=/tmp/z.npy",
+        ]),
+        "no output tensor 'z'",
+    );
+    assert_clean_error(
+        &rainier(&["sim", "/nonexistent.asm", "--chip", "trn2"]),
+        "cannot read /nonexistent.asm",
+    );
+    // An unknown chip is a usage error (clap exits 2) naming the known chips.
+    let o = rainier(&["sim", mm, "--chip", "h100"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("unknown chip 'h100' (known: trn1, inf2, trn2, trn3)"));
+
+    let bad = d.join("bad.asm");
+    std::fs::write(&bad, "hbm a: f32[4] input\nmemset sb[0:1]@0:f32[4] valu=1\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_clean_error(
+        &rainier(&["sim", &bad.display().to_string(), "--chip", "trn1"]),
+        "bad.asm:2:",
+    );
+    let empty = d.join("empty.asm");
+    std::fs::write(&empty, "").unwrap_or_else(|e| panic!("{e}"));
+    assert_clean_error(
+        &rainier(&["sim", &empty.display().to_string(), "--chip", "trn1"]),
+        "no instructions",
+    );
+    let deadlock = d.join("deadlock.asm");
+    std::fs::write(&deadlock, "memset sb[0:128]@0:f32[4] value=1 S[1]>=1\nmemset sb[0:128]@16:f32[4] value=1 engine=gpsimd S[2]>=3 S[1]++\n").unwrap_or_else(|e| panic!("{e}"));
+    assert_clean_error(&rainier(&["sim", &deadlock.display().to_string(), "--chip", "trn2"]), "deadlock: vector engine waits forever at line 1 (instruction #0 memset) on S[1]>=1 (S[1] is 0)");
+    let huge = d.join("huge.asm");
+    std::fs::write(
+        &huge,
+        "hbm a: f32[99999999999, 99999999999] input\nmemset sb[0:1]@0:f32[4] value=1\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_clean_error(
+        &rainier(&["sim", &huge.display().to_string(), "--chip", "trn2"]),
+        "larger than 1 TiB",
+    );
+    std::fs::write(&huge, "hbm a: f32[100000, 100000] scratch\nmemset sb[0:1]@0:f32[4] value=1\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_clean_error(
+        &rainier(&["sim", &huge.display().to_string(), "--chip", "trn1"]),
+        "more than the HBM of one trn1 chip",
+    );
+    let overflow = d.join("overflow.asm");
+    std::fs::write(&overflow, "memset sb[0:128]@0:f32[65535] value=1\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_clean_error(
+        &rainier(&["verify", &overflow.display().to_string(), "--chip", "trn2"]),
+        "fall outside SBUF",
+    );
+}
+
+#[test]
+fn fmt_prints_canonical_text_that_parses_back() {
+    let o = rainier(&["fmt", "examples/asm/softmax.asm"]);
+    assert!(o.status.success());
+    let canon = text(&o.stdout);
+    let again = rainier_isa::parse(&canon).unwrap_or_else(|e| panic!("{e}"));
+    let orig = rainier_isa::parse(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/asm/softmax.asm"
+        ))
+        .unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again, orig);
+}
+
+#[test]
+fn arch_lists_sources() {
+    let o = rainier(&["arch", "--chip", "trn2", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["parameters"]["sbuf_bytes_per_partition"]["value"], "229376");
+    assert!(v["parameters"]["tensor_clock_hz"]["source"]
+        .as_str()
+        .unwrap_or("")
+        .contains("N-arch3"));
+}

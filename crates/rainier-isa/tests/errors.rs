@@ -1,0 +1,130 @@
+//! Parser and verifier diagnostics: each names what is wrong and where.
+
+use rainier_arch::Chip;
+use rainier_isa::{parse, verify};
+
+fn parse_err(text: &str) -> String {
+    match parse(text) {
+        Ok(p) => panic!("parsed:\n{p}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn parse_errors_name_line_column_and_problem() {
+    let decl = "hbm a: f32[128, 128] input\n";
+    for (text, want) in [
+        ("", "no instructions"),
+        ("# only a comment\n", "no instructions"),
+        ("nc_matmull sb[0:1]@0:f32[1]", "line 1, column 1: unknown instruction 'nc_matmull'"),
+        ("memset sb[0:128]@0:f99[4] value=1", "unknown dtype 'f99'"),
+        ("memset sb[0:128]@0:f32[4]", "missing option value="),
+        ("memset sb[0:128]@0:f32[4] value=abc", "value: 'abc' is not a number"),
+        ("memset sb[0:128]@0:f32[4] value=1 colour=red", "does not take option 'colour'"),
+        ("memset sb[0:128]@0:f32[4] value=1 value=2", "given twice"),
+        ("memset sb[4:2]@0:f32[4] value=1", "reversed"),
+        ("tensor_copy sb[0:128]@0:f32[4]", "takes 2 operands"),
+        (
+            "tensor_copy sb[0:128]@0:f32[4], sb[0:128]@0:f32[4], sb[0:1]@0:f32[1]",
+            "takes 2 operands",
+        ),
+        ("dma_copy sb[0:128]@0:f32[4], nope", "unknown HBM tensor 'nope'"),
+        ("iota sb[0:128]@0:i32[4] engine=tensor steps=[1]", "cannot run on the tensor engine"),
+        (
+            "affine_select sb[0:1]@0:f32[4], sb[0:1]@0:f32[4] cmp=add steps=[1] on_false=0",
+            "must be a comparison",
+        ),
+        (
+            "activation sb[0:1]@0:f32[4], sb[0:1]@0:f32[4] func=softplus",
+            "unknown activation function 'softplus'",
+        ),
+        ("memset sb[0:1]@0:f32[4] value=1 S[3]", "expected '>=' or '++'"),
+        ("memset sb[0:1]@0:f32[4] value=1 $", "unexpected character '$'"),
+        ("hbm a: f32[0] input\nmemset sb[0:1]@0:f32[1] value=0", "dimension 0 is out of range"),
+        ("hbm sb: f32[4] input\nmemset sb[0:1]@0:f32[1] value=0", "reserved"),
+    ] {
+        let e = parse_err(text);
+        assert!(e.contains(want), "{text:?}: {e}");
+    }
+    let e = parse_err(&format!("{decl}dma_copy sb[0:128]@0:f32[128], a[0:200, 0:128]"));
+    assert!(e.starts_with("line 2, column 34") && e.contains("outside dim 0 of 'a'"), "{e}");
+}
+
+#[test]
+fn verifier_reports_every_violation_with_its_line() {
+    let text = "\
+hbm a: f32[128, 128] input
+# line 2 is a comment
+dma_copy sb[0:128]@0:f32[128], a S[0]++
+nc_matmul ps[0:128]@0:f32[600], sb[0:128]@0:bf16[128], sb[0:128]@0:f32[600]
+memset sb[16:48]@0:f32[4] value=1
+tensor_copy ps[0:128]@0:f32[4], ps[0:128]@16:f32[4] engine=gpsimd
+memset sb[0:128]@229372:f32[4] value=0 S[300]++
+dma_copy sb[0:128]@0:f32[129], a
+memset sb[0:1]@0:f32[[0, 300], [0, 300]] value=1
+";
+    let p = parse(text).unwrap_or_else(|e| panic!("{e}"));
+    let v = match verify(&p, &Chip::Trn2.params().core) {
+        Err(v) => v,
+        Ok(()) => panic!("verified"),
+    };
+    let msgs: Vec<String> = v.0.iter().map(ToString::to_string).collect();
+    let all = msgs.join("\n");
+    for want in [
+        "line 4 (instruction #1 nc_matmul): moving free size N = 600 exceeds 512",
+        "line 4 (instruction #1 nc_matmul): dst bytes 0..2400 cross a 2048-byte PSUM bank boundary",
+        "stationary bf16 and moving f32 cannot pair",
+        "line 5 (instruction #2 memset): operand 1: an engine access of 32 partitions cannot start at partition 16",
+        "line 6 (instruction #3 tensor_copy): operand 1: the GpSimd engine cannot access PSUM",
+        "line 7 (instruction #4 memset): operand 1: bytes 229372..229388 of each partition fall outside SBUF's 229376 bytes",
+        "semaphore S[300] does not exist (256 per NeuronCore)",
+        "line 8 (instruction #5 dma_copy): dst has 16512 elements but src has 16384",
+        "line 9 (instruction #6 memset): operand 1: 90000 elements per partition exceed 65536",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in\n{all}");
+    }
+    // The same SBUF offset is legal on trn3 (256 KiB partitions).
+    let trn3 =
+        verify(&p, &Chip::Trn3.params().core).err().map(|v| v.to_string()).unwrap_or_default();
+    assert!(!trn3.contains("229376"), "{trn3}");
+    // N = 600 fits NeuronCore-v4's 4096 limit.
+    assert!(!trn3.contains("N = 600"), "{trn3}");
+}
+
+#[test]
+fn generation_rules() {
+    let p = parse("tensor_copy sb[0:128]@0:f32[4], sb[0:128]@16:f32[4] engine=scalar")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let e = verify(&p, &Chip::Trn1.params().core).err().map(|v| v.to_string()).unwrap_or_default();
+    assert!(e.contains("use activation func=copy"), "{e}");
+    assert!(verify(&p, &Chip::Trn2.params().core).is_ok());
+    let p = parse("memset sb[0:128]@0:fp8e4m3fn[4] value=1").unwrap_or_else(|e| panic!("{e}"));
+    assert!(verify(&p, &Chip::Trn2.params().core).is_err());
+    assert!(verify(&p, &Chip::Trn3.params().core).is_ok());
+}
+
+#[test]
+fn the_example_programs_verify_on_every_chip() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/asm");
+    for name in ["matmul.asm", "softmax.asm", "mm_stream.asm"] {
+        let text = std::fs::read_to_string(format!("{dir}/{name}"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let p = parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for chip in Chip::ALL {
+            verify(&p, &chip.params().core).unwrap_or_else(|v| panic!("{name} on {chip}: {v}"));
+        }
+    }
+}
+
+/// docs/isa.md is generated from the instruction table; regenerate with
+/// `cargo run -- isa > docs/isa.md` (or `RAINIER_BLESS=1 cargo test`).
+#[test]
+fn isa_doc_is_fresh() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/isa.md");
+    let want = rainier_isa::isa_markdown();
+    if std::env::var_os("RAINIER_BLESS").is_some() {
+        std::fs::write(path, &want).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let have = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(have == want, "docs/isa.md is stale: run `RAINIER_BLESS=1 cargo test -p rainier-isa`");
+}
