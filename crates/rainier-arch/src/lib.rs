@@ -43,6 +43,10 @@ const fn doc<T>(value: T, source: &'static str) -> Sourced<T> {
     Sourced { value, source, grade: Grade::Doc }
 }
 
+const fn derived<T>(value: T, source: &'static str) -> Sourced<T> {
+    Sourced { value, source, grade: Grade::Derived }
+}
+
 const fn assumed<T>(value: T, source: &'static str) -> Sourced<T> {
     Sourced { value, source, grade: Grade::Assumed }
 }
@@ -189,6 +193,90 @@ pub struct CoreParams {
     pub gpsimd_clock_hz: Sourced<f64>,
     pub dma_engines: Sourced<u32>,
     pub semaphores: Sourced<u32>,
+    /// The timing model's parameters (published for NeuronCore-v2; carried to v3/v4 as named
+    /// assumptions where nothing newer is published).
+    pub timing: TimingParams,
+}
+
+/// Parameters of the NeuronCore timing model, all in one table so they can be calibrated.
+/// Cycle counts are in the clock of the engine that executes the instruction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimingParams {
+    /// `MM_INIT_LATENCY`: the least TensorE cycles of a matmul, `max(min(64, M), N)`.
+    pub matmul_init_cycles: Sourced<u32>,
+    /// Cost multiplier of fp32 matmul inputs (4 passes).
+    pub matmul_fp32_factor: Sourced<u32>,
+    /// LoadStationary runs this many times faster than a matmul of equal free size.
+    pub fast_weight_load_factor: Sourced<u32>,
+    /// `MIN_II`: least issue interval of a Vector/Scalar instruction.
+    pub min_ii_cycles: Sourced<u32>,
+    /// GpSimd start-up cost per instruction.
+    pub gpsimd_startup_cycles: Sourced<u32>,
+    /// Cycles from an instruction's issue slot ending to its result being usable (pipeline
+    /// drain, write-back, semaphore): what a dependent instruction waits beyond the issue
+    /// interval.
+    pub completion_latency_cycles: Sourced<u32>,
+    /// Cycles an engine spends triggering a DMA (descriptors prepared at load time).
+    pub dma_trigger_cycles: Sourced<u32>,
+    /// Innermost strides wider than this many bytes halve an engine's access bandwidth.
+    pub stride_penalty_bytes: Sourced<u32>,
+    /// Practical bytes per ns of one DMA engine.
+    pub dma_engine_bytes_per_ns: Sourced<f64>,
+    /// Latency from a DMA trigger to its data starting to move (descriptor fetch, queueing,
+    /// cross-engine semaphore-to-start).
+    pub dma_fixed_latency_ns: Sourced<f64>,
+    /// DMA engine time per descriptor (one contiguous run of bytes).
+    pub dma_descriptor_ns: Sourced<f64>,
+    /// Partitions served by one DMA engine (128 / 16).
+    pub dma_partitions_per_engine: Sourced<u32>,
+    /// NeuronCores that share one HBM stack; one core's share of HBM bandwidth is
+    /// `hbm_bytes_per_s / cores_per_chip` (all cores busy: assumption).
+    pub cores_per_hbm_stack: Sourced<u32>,
+    /// Vector-engine performance modes of NeuronCore-v3+ (2x/4x for 16-bit SBUF operands).
+    pub vector_perf_modes: Sourced<bool>,
+}
+
+fn timing(generation: Generation) -> TimingParams {
+    let v2 = generation == Generation::V2;
+    let carried = |v2_src: &'static str, v: u32| {
+        if v2 {
+            doc(v, v2_src)
+        } else {
+            assumed(v, "NeuronCore-v2 value carried over: no v3/v4 figure is published (neuron-arch §11)")
+        }
+    };
+    TimingParams {
+        matmul_init_cycles: carried("[N-arch2, N-isa-226] MM_INIT_LATENCY = 64", 64),
+        matmul_fp32_factor: doc(4, "[N-isa-226] fp32 matmul costs 4x; [T-schema] FP32 4.0x"),
+        fast_weight_load_factor: carried("[N-perf] LoadStationary up to 4x faster than a matmul", 4),
+        min_ii_cycles: carried("[N-isa-226] MIN_II ~ 64 cycles", 64),
+        gpsimd_startup_cycles: carried("[N-isa-226] ~150-cycle GpSimd start-up", 150),
+        completion_latency_cycles: if v2 {
+            derived(200, "[N-perf] dependent 1-element ScalarE instructions every 189 ns = 264 cycles at 1.4 GHz, minus MIN_II 64")
+        } else {
+            assumed(200, "NeuronCore-v2 figure (derived from [N-perf]) carried over")
+        },
+        dma_trigger_cycles: assumed(64, "no published figure; one MIN_II on the issuing sequencer"),
+        stride_penalty_bytes: carried("[N-arch2] innermost stride > 16 B halves bandwidth", 16),
+        dma_engine_bytes_per_ns: match generation {
+            Generation::V2 => doc(17.0, "[N-dmabw] Trn1 17 B/ns per DMA engine"),
+            Generation::V3 => doc(23.0, "[N-dmabw, N-dma] Trn2 23 B/ns (32 KiB in 1,416 ns)"),
+            Generation::V4 => doc(33.0, "[N-dmabw] Trn3 33 B/ns"),
+        },
+        dma_fixed_latency_ns: doc(1300.0, "[N-dmabw] ~1.3 us descriptor setup + sync + semaphore-to-start"),
+        dma_descriptor_ns: assumed(20.0, "fitted to [N-dmabw] guidance: <256 B per partition badly overhead-bound, >=2 KiB recommended, >=4 KiB saturates"),
+        dma_partitions_per_engine: doc(8, "[N-dma, N-arch2] each engine serves 8 of 128 partitions"),
+        cores_per_hbm_stack: match generation {
+            Generation::V2 => doc(1, "[N-arch2, DRV] 2 HBM regions, one per NeuronCore"),
+            Generation::V3 => doc(2, "[A-lnc] each Trn2 HBM stack is shared by 2 NeuronCores"),
+            Generation::V4 => assumed(2, "Trn2 arrangement carried over: 8 cores, 4 stacks [A-trn3]"),
+        },
+        vector_perf_modes: if v2 {
+            doc(false, "[N-arch3] performance modes are new in NeuronCore-v3")
+        } else {
+            doc(true, "[N-arch3] 4x tensor_copy/tensor_scalar, 2x tensor_tensor on 16-bit SBUF")
+        },
+    }
 }
 
 impl CoreParams {
@@ -247,6 +335,7 @@ fn core_v2() -> CoreParams {
         gpsimd_clock_hz: doc(1.4e9, "[N-arch2] GpSimdE 1.4 GHz"),
         dma_engines: doc(16, "[N-arch2, N-dma, DRV] 16 DMA engines per NeuronCore"),
         semaphores: doc(256, "[DRV] SEMAPHORE_COUNT 256 per NeuronCore"),
+        timing: timing(Generation::V2),
     }
 }
 
@@ -268,6 +357,7 @@ fn core_v3() -> CoreParams {
         gpsimd_clock_hz: doc(1.2e9, "[N-arch3] GpSimdE 1.2 GHz"),
         dma_engines: doc(16, "[N-dma, DRV] 16 DMA engines per NeuronCore"),
         semaphores: doc(256, "[DRV] SEMAPHORE_COUNT 256 per NeuronCore"),
+        timing: timing(Generation::V3),
     }
 }
 
@@ -289,6 +379,7 @@ fn core_v4() -> CoreParams {
         gpsimd_clock_hz: doc(1.2e9, "[N-arch4] GpSimdE 1.2 GHz"),
         dma_engines: doc(16, "[N-arch4] 16 DMA engines per NeuronCore"),
         semaphores: assumed(256, "driver SEMAPHORE_COUNT 256 [DRV] read for v2/v3, carried to v4"),
+        timing: timing(Generation::V4),
     }
 }
 
@@ -327,6 +418,20 @@ impl ChipParams {
             row("gpsimd_clock_hz", &c.gpsimd_clock_hz),
             row("dma_engines", &c.dma_engines),
             row("semaphores", &c.semaphores),
+            row("timing.matmul_init_cycles", &c.timing.matmul_init_cycles),
+            row("timing.matmul_fp32_factor", &c.timing.matmul_fp32_factor),
+            row("timing.fast_weight_load_factor", &c.timing.fast_weight_load_factor),
+            row("timing.min_ii_cycles", &c.timing.min_ii_cycles),
+            row("timing.gpsimd_startup_cycles", &c.timing.gpsimd_startup_cycles),
+            row("timing.completion_latency_cycles", &c.timing.completion_latency_cycles),
+            row("timing.dma_trigger_cycles", &c.timing.dma_trigger_cycles),
+            row("timing.stride_penalty_bytes", &c.timing.stride_penalty_bytes),
+            row("timing.dma_engine_bytes_per_ns", &c.timing.dma_engine_bytes_per_ns),
+            row("timing.dma_fixed_latency_ns", &c.timing.dma_fixed_latency_ns),
+            row("timing.dma_descriptor_ns", &c.timing.dma_descriptor_ns),
+            row("timing.dma_partitions_per_engine", &c.timing.dma_partitions_per_engine),
+            row("timing.cores_per_hbm_stack", &c.timing.cores_per_hbm_stack),
+            row("timing.vector_perf_modes", &c.timing.vector_perf_modes),
         ]
     }
 }

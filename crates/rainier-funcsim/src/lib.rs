@@ -22,4 +22,4 @@ pub mod matmul;
 mod run;
 
 pub use machine::{ExecError, Machine};
-pub use run::{run, RunError, RunOutcome, HOST_HBM_LIMIT_BYTES};
+pub use run::{outputs, prepare, run, RunError, RunOutcome, HOST_HBM_LIMIT_BYTES};

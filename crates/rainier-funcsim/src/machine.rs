@@ -19,7 +19,7 @@ pub enum ExecError {
 }
 
 /// The state of one NeuronCore plus its program's HBM tensors.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Machine {
     core: CoreParams,
     sbuf: Vec<u8>,

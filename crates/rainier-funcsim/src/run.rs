@@ -45,15 +45,13 @@ fn describe(shape: &[usize], dtype: rainier_tensor::DType) -> String {
 /// Host memory the functional simulator may spend on HBM tensors (it holds every value).
 pub const HOST_HBM_LIMIT_BYTES: u64 = 8 << 30;
 
-/// Verifies `program` for one NeuronCore of `chip`, loads `inputs` (every declared input, by
-/// name) and runs all engine streams to completion.
-pub fn run(
+/// Checks that the program's HBM tensors fit, and returns a machine loaded with `inputs` (every
+/// declared input, by name, with its declared dtype and shape). The program must be verified.
+pub fn prepare(
     program: &Program,
     chip: &ChipParams,
     inputs: &BTreeMap<String, HostTensor>,
-) -> Result<RunOutcome, RunError> {
-    let core = &chip.core;
-    verify(program, core)?;
+) -> Result<Machine, RunError> {
     let declared: u64 = program
         .tensors
         .iter()
@@ -67,7 +65,7 @@ pub fn run(
             return Err(RunError::HbmTooLarge { declared, limit, limit_name });
         }
     }
-    let mut m = Machine::new(program, core);
+    let mut m = Machine::new(program, &chip.core);
     for (name, t) in inputs {
         let Some((i, decl)) = program.tensor(name).filter(|(_, d)| d.kind == TensorKind::Input)
         else {
@@ -96,7 +94,32 @@ pub fn run(
     {
         return Err(RunError::MissingInput(missing.name.clone()));
     }
+    Ok(m)
+}
 
+/// The program's `output` tensors as they stand in `m`, by name.
+pub fn outputs(program: &Program, m: &Machine) -> BTreeMap<String, HostTensor> {
+    program
+        .tensors
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.kind == TensorKind::Output)
+        .map(|(i, t)| {
+            let shape = t.shape.iter().map(|&d| d as usize).collect();
+            (t.name.clone(), HostTensor { dtype: t.dtype, shape, data: m.hbm(i).to_vec() })
+        })
+        .collect()
+}
+
+/// Verifies `program` for one NeuronCore of `chip`, loads `inputs` (every declared input, by
+/// name) and runs all engine streams to completion.
+pub fn run(
+    program: &Program,
+    chip: &ChipParams,
+    inputs: &BTreeMap<String, HostTensor>,
+) -> Result<RunOutcome, RunError> {
+    verify(program, &chip.core)?;
+    let mut m = prepare(program, chip, inputs)?;
     let streams = program.streams();
     let mut heads = [0usize; 5];
     let mut per_engine = [0u64; 5];
@@ -157,15 +180,6 @@ pub fn run(
     if !stuck.is_empty() {
         return Err(RunError::Deadlock(stuck.join("; ")));
     }
-    let outputs = program
-        .tensors
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| t.kind == TensorKind::Output)
-        .map(|(i, t)| {
-            let shape = t.shape.iter().map(|&d| d as usize).collect();
-            (t.name.clone(), HostTensor { dtype: t.dtype, shape, data: m.hbm(i).to_vec() })
-        })
-        .collect();
+    let outputs = outputs(program, &m);
     Ok(RunOutcome { outputs, instructions_executed: executed, per_engine, machine: m })
 }

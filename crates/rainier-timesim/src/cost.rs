@@ -1,0 +1,122 @@
+//! Per-instruction costs from the published formulas ([N-isa-226], [N-arch2], [N-arch3]); every
+//! constant comes from [`TimingParams`]. Costs are issue intervals in the executing engine's
+//! cycles; `N` is the free size (elements per partition) of the instruction's main operand.
+
+use rainier_arch::{CoreParams, TimingParams};
+use rainier_isa::{AluOp, Engine, Memory, Op, ReduceOp, ScalarOperand, Tile};
+use rainier_tensor::DType;
+
+/// Engine cycles an instruction occupies its engine, and for matmuls the stationary load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cost {
+    pub(crate) cycles: u64,
+    /// LoadStationary cycles (matmul only): paid when the stationary tile changes, hidden behind
+    /// the previous matmul when they run back to back (background weight load).
+    pub(crate) load_stationary_cycles: u64,
+}
+
+fn is16(d: DType) -> bool {
+    matches!(d, DType::Bf16 | DType::F16)
+}
+
+/// Whether a tile's innermost stride exceeds the engine access width (halves bandwidth).
+fn wide_stride(t: &Tile, tp: &TimingParams) -> bool {
+    t.dims.last().is_some_and(|d| d.size > 1 && d.stride.unsigned_abs() * t.dtype.size_bytes() as u64 > u64::from(tp.stride_penalty_bytes.value))
+}
+
+/// Cost of `op` on `engine`.
+pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
+    let tp = &core.timing;
+    let min_ii = u64::from(tp.min_ii_cycles.value);
+    let startup = u64::from(tp.gpsimd_startup_cycles.value);
+    let perf_modes = tp.vector_perf_modes.value;
+    let penalty = op.tiles().iter().any(|(t, _)| wide_stride(t, tp));
+    // Streaming term: N elements at one per cycle, twice as long with a wide stride.
+    let stream = |n: u64| if penalty { 2 * n } else { n };
+    let plain = |cycles| Cost { cycles, load_stationary_cycles: 0 };
+    match op {
+        Op::DmaCopy { .. } => plain(u64::from(tp.dma_trigger_cycles.value)),
+        Op::Matmul { stationary, moving, .. } => {
+            let (m, n) = (stationary.free_len(), moving.free_len());
+            let fp32 = stationary.dtype == DType::F32 || moving.dtype == DType::F32;
+            let factor = if fp32 { u64::from(tp.matmul_fp32_factor.value) } else { 1 };
+            let init = u64::from(tp.matmul_init_cycles.value);
+            let fast = u64::from(tp.fast_weight_load_factor.value).max(1);
+            Cost { cycles: m.min(init).max(n) * factor, load_stationary_cycles: m.div_ceil(fast).max(1) * factor }
+        }
+        Op::Transpose { src, .. } => {
+            let (p, f) = (u64::from(src.partitions), src.free_len());
+            if engine == Engine::Tensor {
+                plain(p.max(f.min(64)))
+            } else {
+                plain(min_ii.max(stream(f)))
+            }
+        }
+        Op::TensorTensor { dst, in0, in1, op } => {
+            let n = dst.free_len();
+            if engine == Engine::GpSimd {
+                return plain(startup + stream(2 * n));
+            }
+            let one_psum = in0.memory == Memory::Psum || in1.memory == Memory::Psum;
+            let fast_op = matches!(op, AluOp::Add | AluOp::Subtract | AluOp::Multiply);
+            let all16 = is16(in0.dtype) && is16(in1.dtype) && is16(dst.dtype);
+            let single = one_psum || (all16 && (fast_op || perf_modes));
+            plain(min_ii.max(stream(if single { n } else { 2 * n })))
+        }
+        Op::TensorScalar { dst, src, stages } => {
+            let n = src.free_len();
+            match engine {
+                Engine::GpSimd => plain(startup + stream(n)),
+                Engine::Vector => {
+                    let vector_operand = stages.iter().any(|s| matches!(s.operand, ScalarOperand::Vector(_)));
+                    plain(min_ii.max(stream(n) / vector_mode(src, dst, perf_modes && !vector_operand)))
+                }
+                _ => plain(min_ii.max(stream(n))),
+            }
+        }
+        Op::TensorCopy { dst, src } => {
+            let n = src.free_len();
+            match engine {
+                Engine::GpSimd => plain(startup + stream(n)),
+                Engine::Vector => plain(min_ii.max(stream(n) / vector_mode(src, dst, perf_modes))),
+                _ => plain(min_ii.max(stream(n))),
+            }
+        }
+        Op::TensorReduce { dst, src, op, .. } => {
+            let n = src.free_len();
+            let half = src.dtype == DType::Bf16 && dst.dtype == DType::Bf16 && matches!(op, ReduceOp::Add | ReduceOp::Max);
+            plain(min_ii.max(if half { stream(n) / 2 } else { stream(n) }))
+        }
+        Op::Memset { dst, value } => {
+            let n = dst.free_len();
+            if engine == Engine::GpSimd {
+                return plain(startup + stream(n));
+            }
+            let half = *value == 0.0 && is16(dst.dtype);
+            plain(min_ii.max(if half { stream(n) / 2 } else { stream(n) }))
+        }
+        // Like tensor_copy_predicated with all operands in SBUF: `max(MIN_II, 2N)`.
+        Op::Select { dst, .. } => plain(min_ii.max(stream(2 * dst.free_len()))),
+        Op::Activation { src, reduce, .. } => {
+            let base = min_ii.max(stream(src.free_len()));
+            plain(base + if reduce.is_some() { min_ii } else { 0 })
+        }
+        Op::Iota { dst, .. } => plain(startup + stream(dst.free_len())),
+        Op::AffineSelect { dst, .. } => plain(startup + stream(dst.free_len())),
+    }
+}
+
+/// NeuronCore-v3 Vector performance mode for copies and tensor_scalar [N-arch3]: 4x with both
+/// sides 16-bit in SBUF and contiguous, 2x when not contiguous or one side in PSUM.
+fn vector_mode(src: &Tile, dst: &Tile, enabled: bool) -> u64 {
+    if !enabled || !is16(src.dtype) || !is16(dst.dtype) {
+        return 1;
+    }
+    let both_sbuf = src.memory == Memory::Sbuf && dst.memory == Memory::Sbuf;
+    let contiguous = src.dims.last().is_some_and(|d| d.stride == 1) && dst.dims.last().is_some_and(|d| d.stride == 1);
+    if both_sbuf && contiguous {
+        4
+    } else {
+        2
+    }
+}

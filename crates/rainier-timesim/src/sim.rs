@@ -1,0 +1,483 @@
+use std::collections::BTreeMap;
+
+use rainier_arch::ChipParams;
+use rainier_funcsim::{Machine, RunError};
+use rainier_isa::{verify, Access, DmaOperand, Engine, Memory, Op, Program, Tile};
+use rainier_tensor::HostTensor;
+
+use crate::cost::cost;
+
+/// Why a timing run failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TimeError {
+    /// Invalid program, bad inputs, or an execution failure in the value model.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("deadlock at {time_ns:.3} ns: {detail}")]
+    Deadlock { time_ns: f64, detail: String },
+}
+
+/// A timeline row: an engine queue or a DMA engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Track {
+    Engine(Engine),
+    /// DMA engine (hardware queue) `0..16`.
+    Dma(u32),
+}
+
+/// One instruction's (or DMA piece's) time on a track.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slice {
+    pub track: Track,
+    pub start_ps: u64,
+    pub duration_ps: u64,
+    /// Instruction index in program order.
+    pub instruction: usize,
+    /// Engine cycles (engine tracks) or bytes moved (DMA tracks).
+    pub amount: u64,
+}
+
+/// Time accounting of one engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub instructions: u64,
+    /// Time the engine spent issuing its instructions.
+    pub busy_ps: u64,
+    /// Time its next instruction waited for semaphores after the engine was free.
+    pub semaphore_stall_ps: u64,
+    /// Time its next instruction waited, with semaphores satisfied, for earlier results of its
+    /// own engine or for a PSUM bank held by another engine.
+    pub resource_stall_ps: u64,
+}
+
+/// DMA accounting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DmaStats {
+    pub transfers: u64,
+    pub bytes: u64,
+    /// Time during which at least one DMA engine was moving data.
+    pub busy_ps: u64,
+    /// Busy time per DMA engine.
+    pub per_engine_busy_ps: Vec<u64>,
+}
+
+/// The result of a timing run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// When the last instruction or transfer completed.
+    pub time_ps: u64,
+    pub instructions_executed: u64,
+    /// Indexed by [`Engine::index`].
+    pub engines: [EngineStats; 5],
+    pub dma: DmaStats,
+    /// Every slice, in start order, when requested.
+    pub slices: Vec<Slice>,
+    /// Output tensors (with values only).
+    pub outputs: BTreeMap<String, HostTensor>,
+    /// Final machine state (with values only).
+    pub machine: Option<Machine>,
+}
+
+impl Report {
+    pub fn time_ns(&self) -> f64 {
+        self.time_ps as f64 / 1000.0
+    }
+}
+
+/// A byte box of on-chip memory: partitions `[p0, p1)`, bytes `[b0, b1)` within each.
+#[derive(Debug, Clone, Copy)]
+struct Region {
+    psum: bool,
+    p0: u32,
+    p1: u32,
+    b0: i128,
+    b1: i128,
+}
+
+impl Region {
+    fn of(t: &Tile) -> Self {
+        let (b0, b1) = t.byte_range();
+        Region { psum: t.memory == Memory::Psum, p0: t.start_partition, p1: t.start_partition + t.partitions, b0, b1 }
+    }
+
+    fn overlaps(&self, o: &Region) -> bool {
+        self.psum == o.psum && self.p0 < o.p1 && o.p0 < self.p1 && self.b0 < o.b1 && o.b0 < self.b1
+    }
+}
+
+/// One DMA engine's share of a transfer.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    engine: u32,
+    bytes: u64,
+    descriptors: u64,
+}
+
+/// What the scheduler needs of an instruction, computed once before the run.
+#[derive(Debug)]
+struct Plan {
+    engine: usize,
+    issue_ps: u64,
+    latency_ps: u64,
+    cycles: u64,
+    /// LoadStationary time and the stationary tile's identity (matmul only).
+    load_stationary: Option<(u64, Region, u64)>,
+    reads: Vec<Region>,
+    writes: Vec<Region>,
+    /// Bit mask of PSUM banks touched.
+    banks: u8,
+    pieces: Vec<Piece>,
+    /// Bytes that cross HBM.
+    hbm: bool,
+}
+
+fn ps_from_cycles(cycles: u64, hz: f64) -> u64 {
+    (cycles as f64 * 1e12 / hz).round() as u64
+}
+
+fn engine_hz(chip: &ChipParams, e: Engine) -> f64 {
+    let c = &chip.core;
+    match e {
+        Engine::Tensor => c.tensor_clock_hz.value,
+        Engine::Vector => c.vector_clock_hz.value,
+        Engine::Scalar => c.scalar_clock_hz.value,
+        // The Sync sequencer has no published clock; it triggers DMAs at the GpSimd/Scalar
+        // clock (assumption).
+        Engine::GpSimd | Engine::Sync => c.gpsimd_clock_hz.value,
+    }
+}
+
+/// Contiguous elements at the inner end of a pattern.
+fn contiguous_run(dims: &[rainier_isa::Dim]) -> u64 {
+    let mut run = 1u64;
+    for d in dims.iter().rev() {
+        if d.stride != run as i64 && d.size > 1 {
+            break;
+        }
+        run = run.saturating_mul(d.size);
+    }
+    run.max(1)
+}
+
+fn dma_pieces(chip: &ChipParams, program: &Program, dst: &DmaOperand, src: &DmaOperand) -> (Vec<Piece>, bool) {
+    let tp = &chip.core.timing;
+    let per_engine = tp.dma_partitions_per_engine.value.max(1);
+    let esize = |o: &DmaOperand| match o {
+        DmaOperand::Tile(t) => t.dtype.size_bytes() as u64,
+        DmaOperand::Hbm(h) => program.tensors.get(h.tensor).map_or(4, |t| t.dtype.size_bytes() as u64),
+    };
+    let elem_bytes = esize(dst).max(esize(src));
+    let run = |o: &DmaOperand| match o {
+        DmaOperand::Tile(t) => contiguous_run(&t.dims),
+        DmaOperand::Hbm(h) => contiguous_run(&h.dims),
+    };
+    let run = run(dst).min(run(src));
+    // The SBUF side decides which engines serve the transfer (dst for SBUF -> SBUF).
+    let tile = match (dst, src) {
+        (DmaOperand::Tile(t), _) | (_, DmaOperand::Tile(t)) => Some(t),
+        _ => None,
+    };
+    let hbm = matches!(dst, DmaOperand::Hbm(_)) || matches!(src, DmaOperand::Hbm(_));
+    let Some(t) = tile else { return (Vec::new(), hbm) };
+    let free = t.free_len();
+    let runs_per_partition = free.div_ceil(run.min(free).max(1));
+    let mut pieces: Vec<Piece> = Vec::new();
+    for p in t.start_partition..t.start_partition + t.partitions {
+        let engine = (p / per_engine) % chip.core.dma_engines.value.max(1);
+        match pieces.last_mut() {
+            Some(last) if last.engine == engine => {
+                last.bytes += free * elem_bytes;
+                last.descriptors += runs_per_partition;
+            }
+            _ => pieces.push(Piece { engine, bytes: free * elem_bytes, descriptors: runs_per_partition }),
+        }
+    }
+    (pieces, hbm)
+}
+
+fn plan(chip: &ChipParams, program: &Program) -> Vec<Plan> {
+    let core = &chip.core;
+    let latency_cycles = u64::from(core.timing.completion_latency_cycles.value);
+    let bank_bytes = i128::from(core.psum_bank_bytes().max(1));
+    program
+        .instructions
+        .iter()
+        .map(|ins| {
+            let hz = engine_hz(chip, ins.engine);
+            let c = cost(&ins.op, ins.engine, core);
+            let mut reads = Vec::new();
+            let mut writes = Vec::new();
+            let mut banks = 0u8;
+            for (t, access) in ins.op.tiles() {
+                let r = Region::of(t);
+                if t.memory == Memory::Psum {
+                    let (b0, b1) = t.byte_range();
+                    for b in (b0 / bank_bytes)..=((b1 - 1).max(b0) / bank_bytes) {
+                        banks |= 1u8 << (b.clamp(0, 7) as u8);
+                    }
+                }
+                match access {
+                    Access::Read => reads.push(r),
+                    Access::Write => writes.push(r),
+                    // PSUM accumulation by TensorE is pipelined: not a read dependency.
+                    Access::ReadWrite => writes.push(r),
+                }
+            }
+            let (pieces, hbm) = match &ins.op {
+                Op::DmaCopy { dst, src } => dma_pieces(chip, program, dst, src),
+                _ => (Vec::new(), false),
+            };
+            let load_stationary = match &ins.op {
+                Op::Matmul { stationary, .. } => {
+                    let key = (stationary.dtype as u64) << 56 | stationary.free_len();
+                    Some((ps_from_cycles(c.load_stationary_cycles, hz), Region::of(stationary), key))
+                }
+                _ => None,
+            };
+            Plan {
+                engine: ins.engine.index(),
+                issue_ps: ps_from_cycles(c.cycles, hz),
+                latency_ps: ps_from_cycles(latency_cycles, hz),
+                cycles: c.cycles,
+                load_stationary,
+                reads,
+                writes,
+                banks,
+                pieces,
+                hbm,
+            }
+        })
+        .collect()
+}
+
+/// Completion times of one semaphore's increments, sorted.
+#[derive(Debug, Default, Clone)]
+struct SemHistory(Vec<u64>);
+
+impl SemHistory {
+    fn add(&mut self, t: u64) {
+        let at = self.0.partition_point(|&x| x <= t);
+        self.0.insert(at, t);
+    }
+
+    /// When the semaphore reached `value`, if it has.
+    fn reached(&self, value: u32) -> Option<u64> {
+        if value == 0 {
+            Some(0)
+        } else {
+            self.0.get(value as usize - 1).copied()
+        }
+    }
+}
+
+/// An instruction of an engine still in its pipeline: what it writes and when that lands.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    region: Region,
+    done_ps: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct BankState {
+    owner: usize,
+    busy_until: u64,
+}
+
+/// Runs `program` on one NeuronCore of `chip`. With `inputs` the instructions also compute
+/// values (every declared input must be given); without, only time is modelled. `record` keeps
+/// every slice for a trace.
+pub fn simulate(
+    program: &Program,
+    chip: &ChipParams,
+    inputs: Option<&BTreeMap<String, HostTensor>>,
+    record: bool,
+) -> Result<Report, TimeError> {
+    verify(program, &chip.core).map_err(RunError::from)?;
+    let mut machine = match inputs {
+        Some(inputs) => Some(rainier_funcsim::prepare(program, chip, inputs)?),
+        None => None,
+    };
+    let plans = plan(chip, program);
+    let streams = program.streams();
+    let tp = &chip.core.timing;
+    let dma_engines = chip.core.dma_engines.value as usize;
+    let dma_ps_per_byte = 1000.0 / tp.dma_engine_bytes_per_ns.value;
+    let hbm_ps_per_byte = 1e12 * f64::from(chip.cores_per_chip.value) / chip.hbm_bytes_per_s.value;
+    let descriptor_ps = (tp.dma_descriptor_ns.value * 1000.0).round() as u64;
+    let dma_latency_ps = (tp.dma_fixed_latency_ns.value * 1000.0).round() as u64;
+
+    let mut heads = [0usize; 5];
+    let mut engine_free = [0u64; 5];
+    let mut in_flight: [Vec<InFlight>; 5] = Default::default();
+    let mut sems: Vec<SemHistory> = vec![SemHistory::default(); chip.core.semaphores.value as usize];
+    let mut banks = [BankState::default(); 8];
+    let mut dma_free = vec![0u64; dma_engines];
+    let mut hbm_free = 0u64;
+    let mut stationary: Option<(Region, u64)> = None;
+    let mut last_matmul_end = u64::MAX;
+    let mut last_matmul_issue = 0u64;
+    let mut stats: [EngineStats; 5] = Default::default();
+    let mut dma = DmaStats { per_engine_busy_ps: vec![0; dma_engines], ..DmaStats::default() };
+    let mut dma_intervals: Vec<(u64, u64)> = Vec::new();
+    let mut slices = Vec::new();
+    let mut end = 0u64;
+    let mut executed = 0u64;
+
+    loop {
+        // The engine head that can start earliest goes next (ties: program order). Later
+        // scheduling never moves an earlier start, so committing it is safe.
+        let mut best: Option<(u64, usize, u64, u64)> = None; // (start, index, free_or_sem, sem_ready)
+        for (e, stream) in streams.iter().enumerate() {
+            let Some(&i) = stream.get(heads[e]) else { continue };
+            let ins = &program.instructions[i];
+            let mut sem_ready = 0u64;
+            let mut ok = true;
+            for w in &ins.waits {
+                match sems[w.semaphore as usize].reached(w.value) {
+                    Some(t) => sem_ready = sem_ready.max(t),
+                    None => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if !ok {
+                continue;
+            }
+            let p = &plans[i];
+            let ready = engine_free[e].max(sem_ready);
+            let mut start = ready;
+            for f in &in_flight[e] {
+                if f.done_ps > start && p.reads.iter().any(|r| r.overlaps(&f.region)) {
+                    start = f.done_ps;
+                }
+            }
+            for (b, bank) in banks.iter().enumerate() {
+                if p.banks & (1 << b) != 0 && bank.owner != e && bank.busy_until > start {
+                    start = bank.busy_until;
+                }
+            }
+            if best.is_none_or(|(s, j, _, _)| (start, i) < (s, j)) {
+                best = Some((start, i, engine_free[e], sem_ready));
+            }
+        }
+        let Some((start, i, free, sem_ready)) = best else { break };
+        let p = &plans[i];
+        let e = p.engine;
+        let ins = &program.instructions[i];
+        // Background weight load: hidden behind the previous matmul when back to back.
+        let mut issue = p.issue_ps;
+        if let Some((ls_ps, region, key)) = p.load_stationary {
+            let same = stationary.is_some_and(|(r, k)| k == key && r.p0 == region.p0 && r.p1 == region.p1 && r.b0 == region.b0);
+            if !same {
+                let hidden = if start == last_matmul_end { last_matmul_issue } else { 0 };
+                issue += ls_ps.saturating_sub(hidden);
+                stationary = Some((region, key));
+            }
+        }
+        let done = start + issue + p.latency_ps;
+        let st = &mut stats[e];
+        st.instructions += 1;
+        st.busy_ps += issue;
+        st.semaphore_stall_ps += sem_ready.saturating_sub(free);
+        st.resource_stall_ps += start - free.max(sem_ready);
+        engine_free[e] = start + issue;
+        if p.load_stationary.is_some() {
+            last_matmul_end = start + issue;
+            last_matmul_issue = issue;
+        }
+        in_flight[e].retain(|f| f.done_ps > start);
+        for w in &p.writes {
+            in_flight[e].push(InFlight { region: *w, done_ps: done });
+        }
+        for (b, bank) in banks.iter_mut().enumerate() {
+            if p.banks & (1 << b) != 0 {
+                if bank.owner != e {
+                    bank.owner = e;
+                }
+                bank.busy_until = bank.busy_until.max(done);
+            }
+        }
+        if record {
+            slices.push(Slice { track: Track::Engine(ins.engine), start_ps: start, duration_ps: issue, instruction: i, amount: p.cycles });
+        }
+        let mut complete = done;
+        if !p.pieces.is_empty() {
+            let data_start = start + issue + dma_latency_ps;
+            dma.transfers += 1;
+            for piece in &p.pieces {
+                let q = piece.engine as usize;
+                let s = data_start.max(dma_free[q]);
+                let mut finish = s + (piece.bytes as f64 * dma_ps_per_byte).round() as u64 + piece.descriptors * descriptor_ps;
+                if p.hbm {
+                    let h = s.max(hbm_free);
+                    hbm_free = h + (piece.bytes as f64 * hbm_ps_per_byte).round() as u64;
+                    finish = finish.max(hbm_free);
+                }
+                dma_free[q] = finish;
+                dma.bytes += piece.bytes;
+                dma.per_engine_busy_ps[q] += finish - s;
+                dma_intervals.push((s, finish));
+                complete = complete.max(finish);
+                if record {
+                    slices.push(Slice { track: Track::Dma(piece.engine), start_ps: s, duration_ps: finish - s, instruction: i, amount: piece.bytes });
+                }
+            }
+        }
+        for &s in &ins.signals {
+            sems[s as usize].add(complete);
+        }
+        if let Some(m) = machine.as_mut() {
+            m.execute(&ins.op).map_err(|source| RunError::Exec { index: i, line: program.line_of(i), opcode: ins.op.name(), source })?;
+        }
+        end = end.max(complete);
+        heads[e] += 1;
+        executed += 1;
+    }
+
+    let stuck: Vec<String> = Engine::ALL
+        .iter()
+        .filter_map(|eng| {
+            let e = eng.index();
+            let &i = streams[e].get(heads[e])?;
+            let ins = &program.instructions[i];
+            let waits: Vec<String> = ins
+                .waits
+                .iter()
+                .filter(|w| sems[w.semaphore as usize].reached(w.value).is_none())
+                .map(|w| format!("S[{}]>={} (S[{}] ends at {})", w.semaphore, w.value, w.semaphore, sems[w.semaphore as usize].0.len()))
+                .collect();
+            let cycle = (engine_free[e] as f64 * engine_hz(chip, *eng) / 1e12).round() as u64;
+            Some(format!(
+                "{eng} engine (free since cycle {cycle}) waits forever at line {} (instruction #{i} {}) on {}",
+                program.line_of(i),
+                ins.op.name(),
+                waits.join(" and ")
+            ))
+        })
+        .collect();
+    if !stuck.is_empty() {
+        return Err(TimeError::Deadlock { time_ns: end as f64 / 1000.0, detail: stuck.join("; ") });
+    }
+
+    dma_intervals.sort_unstable();
+    let mut covered_until = 0u64;
+    for (s, f) in dma_intervals {
+        let s = s.max(covered_until);
+        if f > s {
+            dma.busy_ps += f - s;
+            covered_until = f;
+        }
+    }
+    slices.sort_by_key(|s| (s.start_ps, s.track, s.instruction));
+    if let Some(m) = machine.as_mut() {
+        for (v, h) in m.semaphores.iter_mut().zip(&sems) {
+            *v = h.0.len() as u32;
+        }
+    }
+    let outputs = match &machine {
+        Some(m) => rainier_funcsim::outputs(program, m),
+        None => BTreeMap::new(),
+    };
+    Ok(Report { time_ps: end, instructions_executed: executed, engines: stats, dma, slices, outputs, machine })
+}
