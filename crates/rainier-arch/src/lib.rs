@@ -242,7 +242,10 @@ fn timing(generation: Generation) -> TimingParams {
         if v2 {
             doc(v, v2_src)
         } else {
-            assumed(v, "NeuronCore-v2 value carried over: no v3/v4 figure is published (neuron-arch §11)")
+            assumed(
+                v,
+                "NeuronCore-v2 value carried over: no v3/v4 figure is published (neuron-arch §11)",
+            )
         }
     };
     TimingParams {

@@ -177,8 +177,7 @@ impl Program {
                 vec![dst.to_string(), src.to_string()]
             }
         };
-        let default_engine = crate::table::opcode(ins.op.name()).map(|o| o.engines[0]);
-        if default_engine != Some(ins.engine) {
+        if ins.op.info().engines[0] != ins.engine {
             opts.insert(0, format!("engine={}", ins.engine));
         }
         let _ = write!(s, " {}", operands.join(", "));

@@ -453,63 +453,93 @@ impl Op {
         }
     }
 
+    /// The instruction's row of the ISA table ([`crate::OPCODES`]).
+    pub fn info(&self) -> &'static crate::OpcodeInfo {
+        let row = match self {
+            Op::DmaCopy { .. } => 0,
+            Op::Matmul { .. } => 1,
+            Op::Transpose { .. } => 2,
+            Op::TensorTensor { .. } => 3,
+            Op::TensorScalar { .. } => 4,
+            Op::TensorReduce { .. } => 5,
+            Op::TensorCopy { .. } => 6,
+            Op::Memset { .. } => 7,
+            Op::Select { .. } => 8,
+            Op::Activation { .. } => 9,
+            Op::Iota { .. } => 10,
+            Op::AffineSelect { .. } => 11,
+        };
+        &crate::OPCODES[row]
+    }
+
     /// Every on-chip tile the instruction touches, with how (DMA's HBM side is not listed).
     pub fn tiles(&self) -> Vec<(&Tile, Access)> {
-        use Access::*;
         let mut v = Vec::with_capacity(4);
+        self.for_each_tile(|t, a| v.push((t, a)));
+        v
+    }
+
+    /// Calls `f` on every on-chip tile the instruction touches, in operand order (sources
+    /// first, destination last), without allocating.
+    pub fn for_each_tile<'a>(&'a self, mut f: impl FnMut(&'a Tile, Access)) {
+        use Access::*;
         match self {
             Op::DmaCopy { dst, src } => {
                 if let DmaOperand::Tile(t) = src {
-                    v.push((t, Read));
+                    f(t, Read);
                 }
                 if let DmaOperand::Tile(t) = dst {
-                    v.push((t, Write));
+                    f(t, Write);
                 }
             }
             Op::Matmul { dst, stationary, moving, accumulate } => {
-                v.push((stationary, Read));
-                v.push((moving, Read));
-                v.push((dst, if *accumulate { ReadWrite } else { Write }));
+                f(stationary, Read);
+                f(moving, Read);
+                f(dst, if *accumulate { ReadWrite } else { Write });
             }
             Op::Transpose { dst, src } | Op::TensorCopy { dst, src } => {
-                v.push((src, Read));
-                v.push((dst, Write));
+                f(src, Read);
+                f(dst, Write);
             }
             Op::TensorTensor { dst, in0, in1, .. } => {
-                v.extend([(in0, Read), (in1, Read), (dst, Write)]);
+                f(in0, Read);
+                f(in1, Read);
+                f(dst, Write);
             }
             Op::TensorScalar { dst, src, stages } => {
-                v.push((src, Read));
+                f(src, Read);
                 for s in stages {
                     if let ScalarOperand::Vector(t) = &s.operand {
-                        v.push((t, Read));
+                        f(t, Read);
                     }
                 }
-                v.push((dst, Write));
+                f(dst, Write);
             }
             Op::TensorReduce { dst, src, .. } | Op::AffineSelect { dst, src, .. } => {
-                v.push((src, Read));
-                v.push((dst, Write));
+                f(src, Read);
+                f(dst, Write);
             }
-            Op::Memset { dst, .. } | Op::Iota { dst, .. } => v.push((dst, Write)),
+            Op::Memset { dst, .. } | Op::Iota { dst, .. } => f(dst, Write),
             Op::Select { dst, predicate, on_true, on_false } => {
-                v.extend([(predicate, Read), (on_true, Read), (on_false, Read), (dst, Write)]);
+                f(predicate, Read);
+                f(on_true, Read);
+                f(on_false, Read);
+                f(dst, Write);
             }
             Op::Activation { dst, src, scale, bias, reduce, .. } => {
-                v.push((src, Read));
+                f(src, Read);
                 if let ScalarOperand::Vector(t) = scale {
-                    v.push((t, Read));
+                    f(t, Read);
                 }
                 if let Some(t) = bias {
-                    v.push((t, Read));
+                    f(t, Read);
                 }
-                v.push((dst, Write));
+                f(dst, Write);
                 if let Some(t) = reduce {
-                    v.push((t, Write));
+                    f(t, Write);
                 }
             }
         }
-        v
     }
 }
 

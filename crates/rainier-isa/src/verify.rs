@@ -6,7 +6,6 @@ use std::fmt;
 use rainier_arch::{CoreParams, Generation};
 use rainier_tensor::DType;
 
-use crate::table::opcode;
 use crate::{
     pattern_extent, pattern_len, Access, DmaOperand, Engine, HbmAccess, Memory, Op, Program,
     ScalarOperand, Tile,
@@ -85,7 +84,8 @@ impl Checker<'_> {
     }
 
     /// Shape, bounds, alignment and dtype rules of one tile accessed by `engine` (`None`: DMA).
-    fn tile(&mut self, what: &str, t: &Tile, engine: Option<Engine>) {
+    fn tile(&mut self, operand: usize, t: &Tile, engine: Option<Engine>) {
+        let what = format_args!("operand {operand}");
         let parts = self.core.partitions.value;
         if t.partitions == 0 {
             self.fail(format!("{what}: empty partition range"));
@@ -293,9 +293,11 @@ impl Checker<'_> {
         let eng = Some(engine);
         // Memory permissions, bounds, shapes of every tile.
         let is_dma = matches!(op, Op::DmaCopy { .. });
-        for (i, (t, access)) in op.tiles().into_iter().enumerate() {
-            let what = format!("operand {}", i + 1);
-            self.tile(&what, t, if is_dma { None } else { eng });
+        let mut n = 0;
+        op.for_each_tile(|t, access| {
+            n += 1;
+            let what = format_args!("operand {n}");
+            self.tile(n, t, if is_dma { None } else { eng });
             if is_dma && t.memory == Memory::Psum {
                 self.fail(format!("{what}: DMA cannot access PSUM"));
             }
@@ -310,7 +312,7 @@ impl Checker<'_> {
                     _ => {}
                 }
             }
-        }
+        });
         let gen = self.core.generation;
         match op {
             Op::DmaCopy { dst, src } => {
@@ -454,10 +456,8 @@ pub fn verify(program: &Program, core: &CoreParams) -> Result<(), Violations> {
     for (i, ins) in program.instructions.iter().enumerate() {
         c.index = i;
         c.opcode = ins.op.name();
-        if let Some(info) = opcode(ins.op.name()) {
-            if !info.engines.contains(&ins.engine) {
-                c.fail(format!("cannot run on the {} engine", ins.engine));
-            }
+        if !ins.op.info().engines.contains(&ins.engine) {
+            c.fail(format!("cannot run on the {} engine", ins.engine));
         }
         let sems = core.semaphores.value;
         for s in ins.waits.iter().map(|w| w.semaphore).chain(ins.signals.iter().copied()) {

@@ -128,3 +128,29 @@ fn isa_doc_is_fresh() {
     let have = std::fs::read_to_string(path).unwrap_or_default();
     assert!(have == want, "docs/isa.md is stale: run `RAINIER_BLESS=1 cargo test -p rainier-isa`");
 }
+
+/// `Op::info` and the table agree on every mnemonic.
+#[test]
+fn op_info_rows_match_names() {
+    let p = parse(
+        "hbm a: f32[4] input
+dma_copy sb[0:1]@0:f32[4], a
+nc_matmul ps[0:1]@0:f32[4], sb[0:1]@0:bf16[1], sb[0:1]@0:bf16[4]
+nc_transpose ps[0:1]@0:f32[1], sb[0:1]@0:f32[1]
+tensor_tensor sb[0:1]@0:f32[4], sb[0:1]@0:f32[4], sb[0:1]@0:f32[4] op=add
+tensor_scalar sb[0:1]@0:f32[4], sb[0:1]@0:f32[4] op0=add operand0=1
+tensor_reduce sb[0:1]@0:f32[1], sb[0:1]@0:f32[4] op=add
+tensor_copy sb[0:1]@0:f32[4], sb[0:1]@0:f32[4]
+memset sb[0:1]@0:f32[4] value=0
+select sb[0:1]@0:f32[4], sb[0:1]@0:f32[4], sb[0:1]@0:f32[4], sb[0:1]@0:f32[4]
+activation sb[0:1]@0:f32[4], sb[0:1]@0:f32[4] func=exp
+iota sb[0:1]@0:i32[4] steps=[1]
+affine_select sb[0:1]@0:f32[4], sb[0:1]@0:f32[4] cmp=ge steps=[1] on_false=0
+",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.instructions.len(), rainier_isa::OPCODES.len());
+    for ins in &p.instructions {
+        assert_eq!(ins.op.info().name, ins.op.name());
+    }
+}

@@ -21,7 +21,11 @@ fn is16(d: DType) -> bool {
 
 /// Whether a tile's innermost stride exceeds the engine access width (halves bandwidth).
 fn wide_stride(t: &Tile, tp: &TimingParams) -> bool {
-    t.dims.last().is_some_and(|d| d.size > 1 && d.stride.unsigned_abs() * t.dtype.size_bytes() as u64 > u64::from(tp.stride_penalty_bytes.value))
+    t.dims.last().is_some_and(|d| {
+        d.size > 1
+            && d.stride.unsigned_abs() * t.dtype.size_bytes() as u64
+                > u64::from(tp.stride_penalty_bytes.value)
+    })
 }
 
 /// Cost of `op` on `engine`.
@@ -30,7 +34,8 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
     let min_ii = u64::from(tp.min_ii_cycles.value);
     let startup = u64::from(tp.gpsimd_startup_cycles.value);
     let perf_modes = tp.vector_perf_modes.value;
-    let penalty = op.tiles().iter().any(|(t, _)| wide_stride(t, tp));
+    let mut penalty = false;
+    op.for_each_tile(|t, _| penalty |= wide_stride(t, tp));
     // Streaming term: N elements at one per cycle, twice as long with a wide stride.
     let stream = |n: u64| if penalty { 2 * n } else { n };
     let plain = |cycles| Cost { cycles, load_stationary_cycles: 0 };
@@ -42,7 +47,10 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
             let factor = if fp32 { u64::from(tp.matmul_fp32_factor.value) } else { 1 };
             let init = u64::from(tp.matmul_init_cycles.value);
             let fast = u64::from(tp.fast_weight_load_factor.value).max(1);
-            Cost { cycles: m.min(init).max(n) * factor, load_stationary_cycles: m.div_ceil(fast).max(1) * factor }
+            Cost {
+                cycles: m.min(init).max(n) * factor,
+                load_stationary_cycles: m.div_ceil(fast).max(1) * factor,
+            }
         }
         Op::Transpose { src, .. } => {
             let (p, f) = (u64::from(src.partitions), src.free_len());
@@ -68,8 +76,12 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
             match engine {
                 Engine::GpSimd => plain(startup + stream(n)),
                 Engine::Vector => {
-                    let vector_operand = stages.iter().any(|s| matches!(s.operand, ScalarOperand::Vector(_)));
-                    plain(min_ii.max(stream(n) / vector_mode(src, dst, perf_modes && !vector_operand)))
+                    let vector_operand =
+                        stages.iter().any(|s| matches!(s.operand, ScalarOperand::Vector(_)));
+                    plain(
+                        min_ii
+                            .max(stream(n) / vector_mode(src, dst, perf_modes && !vector_operand)),
+                    )
                 }
                 _ => plain(min_ii.max(stream(n))),
             }
@@ -84,7 +96,9 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
         }
         Op::TensorReduce { dst, src, op, .. } => {
             let n = src.free_len();
-            let half = src.dtype == DType::Bf16 && dst.dtype == DType::Bf16 && matches!(op, ReduceOp::Add | ReduceOp::Max);
+            let half = src.dtype == DType::Bf16
+                && dst.dtype == DType::Bf16
+                && matches!(op, ReduceOp::Add | ReduceOp::Max);
             plain(min_ii.max(if half { stream(n) / 2 } else { stream(n) }))
         }
         Op::Memset { dst, value } => {
@@ -113,7 +127,8 @@ fn vector_mode(src: &Tile, dst: &Tile, enabled: bool) -> u64 {
         return 1;
     }
     let both_sbuf = src.memory == Memory::Sbuf && dst.memory == Memory::Sbuf;
-    let contiguous = src.dims.last().is_some_and(|d| d.stride == 1) && dst.dims.last().is_some_and(|d| d.stride == 1);
+    let contiguous = src.dims.last().is_some_and(|d| d.stride == 1)
+        && dst.dims.last().is_some_and(|d| d.stride == 1);
     if both_sbuf && contiguous {
         4
     } else {

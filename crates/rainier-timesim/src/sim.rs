@@ -55,7 +55,8 @@ pub struct EngineStats {
 pub struct DmaStats {
     pub transfers: u64,
     pub bytes: u64,
-    /// Time during which at least one DMA engine was moving data.
+    /// Time during which at least one transfer was moving data (union of each transfer's span
+    /// from its first piece starting to its last piece finishing).
     pub busy_ps: u64,
     /// Busy time per DMA engine.
     pub per_engine_busy_ps: Vec<u64>,
@@ -88,16 +89,26 @@ impl Report {
 #[derive(Debug, Clone, Copy)]
 struct Region {
     psum: bool,
-    p0: u32,
-    p1: u32,
-    b0: i128,
-    b1: i128,
+    /// Partitions `[p0, p1)` (at most 128).
+    p0: u8,
+    p1: u8,
+    /// Byte range within each partition (verified tiles lie within 256 KiB).
+    b0: i32,
+    b1: i32,
 }
 
 impl Region {
     fn of(t: &Tile) -> Self {
         let (b0, b1) = t.byte_range();
-        Region { psum: t.memory == Memory::Psum, p0: t.start_partition, p1: t.start_partition + t.partitions, b0, b1 }
+        let byte = |b: i128| b.clamp(i128::from(i32::MIN), i128::from(i32::MAX)) as i32;
+        let part = |p: u32| p.min(255) as u8;
+        Region {
+            psum: t.memory == Memory::Psum,
+            p0: part(t.start_partition),
+            p1: part(t.start_partition + t.partitions),
+            b0: byte(b0),
+            b1: byte(b1),
+        }
     }
 
     fn overlaps(&self, o: &Region) -> bool {
@@ -105,30 +116,47 @@ impl Region {
     }
 }
 
-/// One DMA engine's share of a transfer.
+/// A transfer as the DMA engines see it: the SBUF partitions it spans (each DMA engine serves
+/// a fixed group of them) and the bytes and descriptors per partition.
 #[derive(Debug, Clone, Copy)]
-struct Piece {
-    engine: u32,
-    bytes: u64,
-    descriptors: u64,
+struct Transfer {
+    p0: u32,
+    p1: u32,
+    bytes_per_partition: u64,
+    descriptors_per_partition: u64,
+    /// Whether one side is HBM (the bytes then also use the core's HBM share).
+    hbm: bool,
 }
 
-/// What the scheduler needs of an instruction, computed once before the run.
-#[derive(Debug)]
+/// Most tiles one instruction touches (`activation`: src, scale, bias, dst, reduce).
+const MAX_TILES: usize = 6;
+
+/// What the scheduler needs of an instruction, computed when it reaches the head of its
+/// engine's queue (so memory stays proportional to what is live, not to the program).
+#[derive(Debug, Clone, Copy)]
 struct Plan {
-    engine: usize,
     issue_ps: u64,
     latency_ps: u64,
     cycles: u64,
     /// LoadStationary time and the stationary tile's identity (matmul only).
     load_stationary: Option<(u64, Region, u64)>,
-    reads: Vec<Region>,
-    writes: Vec<Region>,
+    /// Tiles touched: reads first, then writes.
+    regions: [Region; MAX_TILES],
+    reads: u8,
+    tiles: u8,
     /// Bit mask of PSUM banks touched.
     banks: u8,
-    pieces: Vec<Piece>,
-    /// Bytes that cross HBM.
-    hbm: bool,
+    transfer: Option<Transfer>,
+}
+
+impl Plan {
+    fn reads(&self) -> &[Region] {
+        &self.regions[..usize::from(self.reads)]
+    }
+
+    fn writes(&self) -> &[Region] {
+        &self.regions[usize::from(self.reads)..usize::from(self.tiles)]
+    }
 }
 
 fn ps_from_cycles(cycles: u64, hz: f64) -> u64 {
@@ -159,95 +187,80 @@ fn contiguous_run(dims: &[rainier_isa::Dim]) -> u64 {
     run.max(1)
 }
 
-fn dma_pieces(chip: &ChipParams, program: &Program, dst: &DmaOperand, src: &DmaOperand) -> (Vec<Piece>, bool) {
-    let tp = &chip.core.timing;
-    let per_engine = tp.dma_partitions_per_engine.value.max(1);
+fn transfer(program: &Program, dst: &DmaOperand, src: &DmaOperand) -> Option<Transfer> {
     let esize = |o: &DmaOperand| match o {
         DmaOperand::Tile(t) => t.dtype.size_bytes() as u64,
-        DmaOperand::Hbm(h) => program.tensors.get(h.tensor).map_or(4, |t| t.dtype.size_bytes() as u64),
+        DmaOperand::Hbm(h) => {
+            program.tensors.get(h.tensor).map_or(4, |t| t.dtype.size_bytes() as u64)
+        }
     };
-    let elem_bytes = esize(dst).max(esize(src));
     let run = |o: &DmaOperand| match o {
         DmaOperand::Tile(t) => contiguous_run(&t.dims),
         DmaOperand::Hbm(h) => contiguous_run(&h.dims),
     };
-    let run = run(dst).min(run(src));
     // The SBUF side decides which engines serve the transfer (dst for SBUF -> SBUF).
-    let tile = match (dst, src) {
-        (DmaOperand::Tile(t), _) | (_, DmaOperand::Tile(t)) => Some(t),
-        _ => None,
+    let t = match (dst, src) {
+        (DmaOperand::Tile(t), _) | (_, DmaOperand::Tile(t)) => t,
+        _ => return None,
     };
-    let hbm = matches!(dst, DmaOperand::Hbm(_)) || matches!(src, DmaOperand::Hbm(_));
-    let Some(t) = tile else { return (Vec::new(), hbm) };
     let free = t.free_len();
-    let runs_per_partition = free.div_ceil(run.min(free).max(1));
-    let mut pieces: Vec<Piece> = Vec::new();
-    for p in t.start_partition..t.start_partition + t.partitions {
-        let engine = (p / per_engine) % chip.core.dma_engines.value.max(1);
-        match pieces.last_mut() {
-            Some(last) if last.engine == engine => {
-                last.bytes += free * elem_bytes;
-                last.descriptors += runs_per_partition;
-            }
-            _ => pieces.push(Piece { engine, bytes: free * elem_bytes, descriptors: runs_per_partition }),
-        }
-    }
-    (pieces, hbm)
+    let run = run(dst).min(run(src)).min(free).max(1);
+    Some(Transfer {
+        p0: t.start_partition,
+        p1: t.start_partition + t.partitions,
+        bytes_per_partition: free * esize(dst).max(esize(src)),
+        descriptors_per_partition: free.div_ceil(run),
+        hbm: matches!(dst, DmaOperand::Hbm(_)) || matches!(src, DmaOperand::Hbm(_)),
+    })
 }
 
-fn plan(chip: &ChipParams, program: &Program) -> Vec<Plan> {
+fn plan(chip: &ChipParams, program: &Program, index: usize) -> Plan {
     let core = &chip.core;
-    let latency_cycles = u64::from(core.timing.completion_latency_cycles.value);
+    let ins = &program.instructions[index];
+    let hz = engine_hz(chip, ins.engine);
+    let c = cost(&ins.op, ins.engine, core);
     let bank_bytes = i128::from(core.psum_bank_bytes().max(1));
-    program
-        .instructions
-        .iter()
-        .map(|ins| {
-            let hz = engine_hz(chip, ins.engine);
-            let c = cost(&ins.op, ins.engine, core);
-            let mut reads = Vec::new();
-            let mut writes = Vec::new();
-            let mut banks = 0u8;
-            for (t, access) in ins.op.tiles() {
-                let r = Region::of(t);
-                if t.memory == Memory::Psum {
-                    let (b0, b1) = t.byte_range();
-                    for b in (b0 / bank_bytes)..=((b1 - 1).max(b0) / bank_bytes) {
-                        banks |= 1u8 << (b.clamp(0, 7) as u8);
-                    }
-                }
-                match access {
-                    Access::Read => reads.push(r),
-                    Access::Write => writes.push(r),
-                    // PSUM accumulation by TensorE is pipelined: not a read dependency.
-                    Access::ReadWrite => writes.push(r),
-                }
+    let empty = Region { psum: false, p0: 0, p1: 0, b0: 0, b1: 0 };
+    let mut regions = [empty; MAX_TILES];
+    let (mut tiles, mut reads, mut banks) = (0u8, None, 0u8);
+    ins.op.for_each_tile(|t, access| {
+        if t.memory == Memory::Psum {
+            let (b0, b1) = t.byte_range();
+            for b in (b0 / bank_bytes)..=((b1 - 1).max(b0) / bank_bytes) {
+                banks |= 1u8 << (b.clamp(0, 7) as u8);
             }
-            let (pieces, hbm) = match &ins.op {
-                Op::DmaCopy { dst, src } => dma_pieces(chip, program, dst, src),
-                _ => (Vec::new(), false),
-            };
-            let load_stationary = match &ins.op {
-                Op::Matmul { stationary, .. } => {
-                    let key = (stationary.dtype as u64) << 56 | stationary.free_len();
-                    Some((ps_from_cycles(c.load_stationary_cycles, hz), Region::of(stationary), key))
-                }
-                _ => None,
-            };
-            Plan {
-                engine: ins.engine.index(),
-                issue_ps: ps_from_cycles(c.cycles, hz),
-                latency_ps: ps_from_cycles(latency_cycles, hz),
-                cycles: c.cycles,
-                load_stationary,
-                reads,
-                writes,
-                banks,
-                pieces,
-                hbm,
-            }
-        })
-        .collect()
+        }
+        // Sources come first. PSUM accumulation by TensorE is pipelined: a write, not a read
+        // dependency.
+        if access != Access::Read && reads.is_none() {
+            reads = Some(tiles);
+        }
+        if usize::from(tiles) < MAX_TILES {
+            regions[usize::from(tiles)] = Region::of(t);
+            tiles += 1;
+        }
+    });
+    let load_stationary = match &ins.op {
+        Op::Matmul { stationary, .. } => {
+            let key = (stationary.dtype as u64) << 56 | stationary.free_len();
+            Some((ps_from_cycles(c.load_stationary_cycles, hz), Region::of(stationary), key))
+        }
+        _ => None,
+    };
+    Plan {
+        issue_ps: ps_from_cycles(c.cycles, hz),
+        latency_ps: ps_from_cycles(u64::from(core.timing.completion_latency_cycles.value), hz),
+        cycles: c.cycles,
+        load_stationary,
+        regions,
+        reads: reads.unwrap_or(tiles),
+        tiles,
+        banks,
+        transfer: match &ins.op {
+            Op::DmaCopy { dst, src } => transfer(program, dst, src),
+            _ => None,
+        },
+    }
 }
 
 /// Completion times of one semaphore's increments, sorted.
@@ -256,8 +269,13 @@ struct SemHistory(Vec<u64>);
 
 impl SemHistory {
     fn add(&mut self, t: u64) {
-        let at = self.0.partition_point(|&x| x <= t);
-        self.0.insert(at, t);
+        // Completions mostly arrive in time order: append, else insert in place.
+        if self.0.last().is_none_or(|&l| l <= t) {
+            self.0.push(t);
+        } else {
+            let at = self.0.partition_point(|&x| x <= t);
+            self.0.insert(at, t);
+        }
     }
 
     /// When the semaphore reached `value`, if it has.
@@ -275,6 +293,17 @@ impl SemHistory {
 struct InFlight {
     region: Region,
     done_ps: u64,
+}
+
+/// An engine head that can issue: when, and what held it back.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    start_ps: u64,
+    index: usize,
+    /// When the engine finished its previous instruction.
+    engine_free_ps: u64,
+    /// When its semaphore waits were satisfied.
+    sem_ready_ps: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -297,19 +326,25 @@ pub fn simulate(
         Some(inputs) => Some(rainier_funcsim::prepare(program, chip, inputs)?),
         None => None,
     };
-    let plans = plan(chip, program);
+    // The plan of each engine's head instruction.
+    let mut head_plans: [Option<Plan>; 5] = Default::default();
     let streams = program.streams();
     let tp = &chip.core.timing;
     let dma_engines = chip.core.dma_engines.value as usize;
-    let dma_ps_per_byte = 1000.0 / tp.dma_engine_bytes_per_ns.value;
-    let hbm_ps_per_byte = 1e12 * f64::from(chip.cores_per_chip.value) / chip.hbm_bytes_per_s.value;
-    let descriptor_ps = (tp.dma_descriptor_ns.value * 1000.0).round() as u64;
     let dma_latency_ps = (tp.dma_fixed_latency_ns.value * 1000.0).round() as u64;
+    let per_engine = tp.dma_partitions_per_engine.value.max(1);
+    // Integer rates (bytes per microsecond) keep the per-piece arithmetic exact and cheap.
+    let engine_bytes_per_us = ((tp.dma_engine_bytes_per_ns.value * 1000.0).round() as u64).max(1);
+    let hbm_bytes_per_us =
+        ((chip.hbm_bytes_per_s.value / f64::from(chip.cores_per_chip.value) / 1e6).round() as u64)
+            .max(1);
+    let descriptor_ps = (tp.dma_descriptor_ns.value * 1000.0).round() as u64;
 
     let mut heads = [0usize; 5];
     let mut engine_free = [0u64; 5];
     let mut in_flight: [Vec<InFlight>; 5] = Default::default();
-    let mut sems: Vec<SemHistory> = vec![SemHistory::default(); chip.core.semaphores.value as usize];
+    let mut sems: Vec<SemHistory> =
+        vec![SemHistory::default(); chip.core.semaphores.value as usize];
     let mut banks = [BankState::default(); 8];
     let mut dma_free = vec![0u64; dma_engines];
     let mut hbm_free = 0u64;
@@ -323,52 +358,67 @@ pub fn simulate(
     let mut end = 0u64;
     let mut executed = 0u64;
 
+    // Each engine head's earliest start, cached until something it depends on changes.
+    // `None`: stale; `Some(None)`: blocked on a semaphore.
+    let mut cached: [Option<Option<Candidate>>; 5] = [None; 5];
     loop {
         // The engine head that can start earliest goes next (ties: program order). Later
         // scheduling never moves an earlier start, so committing it is safe.
-        let mut best: Option<(u64, usize, u64, u64)> = None; // (start, index, free_or_sem, sem_ready)
+        let mut best: Option<Candidate> = None;
         for (e, stream) in streams.iter().enumerate() {
-            let Some(&i) = stream.get(heads[e]) else { continue };
-            let ins = &program.instructions[i];
-            let mut sem_ready = 0u64;
-            let mut ok = true;
-            for w in &ins.waits {
-                match sems[w.semaphore as usize].reached(w.value) {
-                    Some(t) => sem_ready = sem_ready.max(t),
-                    None => {
-                        ok = false;
-                        break;
+            if cached[e].is_none() {
+                cached[e] = Some(stream.get(heads[e]).and_then(|&i| {
+                    let p = head_plans[e].get_or_insert_with(|| plan(chip, program, i));
+                    let mut sem_ready = 0u64;
+                    for w in &program.instructions[i].waits {
+                        sem_ready = sem_ready.max(sems[w.semaphore as usize].reached(w.value)?);
                     }
+                    let mut start = engine_free[e].max(sem_ready);
+                    for f in &in_flight[e] {
+                        if f.done_ps > start && p.reads().iter().any(|r| r.overlaps(&f.region)) {
+                            start = f.done_ps;
+                        }
+                    }
+                    if p.banks != 0 {
+                        for (b, bank) in banks.iter().enumerate() {
+                            if p.banks & (1 << b) != 0 && bank.owner != e && bank.busy_until > start
+                            {
+                                start = bank.busy_until;
+                            }
+                        }
+                    }
+                    Some(Candidate {
+                        start_ps: start,
+                        index: i,
+                        engine_free_ps: engine_free[e],
+                        sem_ready_ps: sem_ready,
+                    })
+                }));
+            }
+            if let Some(Some(c)) = cached[e] {
+                if best.is_none_or(|b| (c.start_ps, c.index) < (b.start_ps, b.index)) {
+                    best = Some(c);
                 }
-            }
-            if !ok {
-                continue;
-            }
-            let p = &plans[i];
-            let ready = engine_free[e].max(sem_ready);
-            let mut start = ready;
-            for f in &in_flight[e] {
-                if f.done_ps > start && p.reads.iter().any(|r| r.overlaps(&f.region)) {
-                    start = f.done_ps;
-                }
-            }
-            for (b, bank) in banks.iter().enumerate() {
-                if p.banks & (1 << b) != 0 && bank.owner != e && bank.busy_until > start {
-                    start = bank.busy_until;
-                }
-            }
-            if best.is_none_or(|(s, j, _, _)| (start, i) < (s, j)) {
-                best = Some((start, i, engine_free[e], sem_ready));
             }
         }
-        let Some((start, i, free, sem_ready)) = best else { break };
-        let p = &plans[i];
-        let e = p.engine;
+        let Some(Candidate {
+            start_ps: start,
+            index: i,
+            engine_free_ps: free,
+            sem_ready_ps: sem_ready,
+        }) = best
+        else {
+            break;
+        };
+        let e = program.instructions[i].engine.index();
+        let Some(p) = head_plans[e].take() else { break };
         let ins = &program.instructions[i];
         // Background weight load: hidden behind the previous matmul when back to back.
         let mut issue = p.issue_ps;
         if let Some((ls_ps, region, key)) = p.load_stationary {
-            let same = stationary.is_some_and(|(r, k)| k == key && r.p0 == region.p0 && r.p1 == region.p1 && r.b0 == region.b0);
+            let same = stationary.is_some_and(|(r, k)| {
+                k == key && r.p0 == region.p0 && r.p1 == region.p1 && r.b0 == region.b0
+            });
             if !same {
                 let hidden = if start == last_matmul_end { last_matmul_issue } else { 0 };
                 issue += ls_ps.saturating_sub(hidden);
@@ -387,7 +437,7 @@ pub fn simulate(
             last_matmul_issue = issue;
         }
         in_flight[e].retain(|f| f.done_ps > start);
-        for w in &p.writes {
+        for w in p.writes() {
             in_flight[e].push(InFlight { region: *w, done_ps: done });
         }
         for (b, bank) in banks.iter_mut().enumerate() {
@@ -399,40 +449,78 @@ pub fn simulate(
             }
         }
         if record {
-            slices.push(Slice { track: Track::Engine(ins.engine), start_ps: start, duration_ps: issue, instruction: i, amount: p.cycles });
+            slices.push(Slice {
+                track: Track::Engine(Engine::ALL[e]),
+                start_ps: start,
+                duration_ps: issue,
+                instruction: i,
+                amount: p.cycles,
+            });
         }
         let mut complete = done;
-        if !p.pieces.is_empty() {
+        if let Some(tr) = p.transfer {
             let data_start = start + issue + dma_latency_ps;
             dma.transfers += 1;
-            for piece in &p.pieces {
-                let q = piece.engine as usize;
+            let mut first_start = u64::MAX;
+            let mut part = tr.p0;
+            while part < tr.p1 {
+                // Partitions [part, next) are served by one DMA engine.
+                let next = ((part / per_engine) + 1) * per_engine;
+                let parts = u64::from(next.min(tr.p1) - part);
+                let q = ((part / per_engine) % dma_engines as u32) as usize;
+                let bytes = parts * tr.bytes_per_partition;
                 let s = data_start.max(dma_free[q]);
-                let mut finish = s + (piece.bytes as f64 * dma_ps_per_byte).round() as u64 + piece.descriptors * descriptor_ps;
-                if p.hbm {
-                    let h = s.max(hbm_free);
-                    hbm_free = h + (piece.bytes as f64 * hbm_ps_per_byte).round() as u64;
+                let mut finish = s
+                    + bytes * 1_000_000 / engine_bytes_per_us
+                    + parts * tr.descriptors_per_partition * descriptor_ps;
+                if tr.hbm {
+                    hbm_free = s.max(hbm_free) + bytes * 1_000_000 / hbm_bytes_per_us;
                     finish = finish.max(hbm_free);
                 }
                 dma_free[q] = finish;
-                dma.bytes += piece.bytes;
+                dma.bytes += bytes;
                 dma.per_engine_busy_ps[q] += finish - s;
-                dma_intervals.push((s, finish));
+                first_start = first_start.min(s);
                 complete = complete.max(finish);
                 if record {
-                    slices.push(Slice { track: Track::Dma(piece.engine), start_ps: s, duration_ps: finish - s, instruction: i, amount: piece.bytes });
+                    slices.push(Slice {
+                        track: Track::Dma(q as u32),
+                        start_ps: s,
+                        duration_ps: finish - s,
+                        instruction: i,
+                        amount: bytes,
+                    });
                 }
+                part = next;
             }
+            dma_intervals.push((first_start, complete));
         }
         for &s in &ins.signals {
             sems[s as usize].add(complete);
         }
         if let Some(m) = machine.as_mut() {
-            m.execute(&ins.op).map_err(|source| RunError::Exec { index: i, line: program.line_of(i), opcode: ins.op.name(), source })?;
+            m.execute(&ins.op).map_err(|source| RunError::Exec {
+                index: i,
+                line: program.line_of(i),
+                opcode: ins.op.name(),
+                source,
+            })?;
         }
         end = end.max(complete);
         heads[e] += 1;
         executed += 1;
+        // Invalidate this engine's head and every head that waits on a semaphore this
+        // instruction signals or touches a PSUM bank it used.
+        cached[e] = None;
+        for (o, stream) in streams.iter().enumerate() {
+            let Some(&j) = stream.get(heads[o]) else { continue };
+            let head_banks = head_plans[o].as_ref().map_or(0xff, |h| h.banks);
+            let waits_on_signal =
+                program.instructions[j].waits.iter().any(|w| ins.signals.contains(&w.semaphore));
+            if waits_on_signal || head_banks & p.banks != 0 {
+                cached[o] = None;
+            }
+        }
     }
 
     let stuck: Vec<String> = Engine::ALL
@@ -479,5 +567,13 @@ pub fn simulate(
         Some(m) => rainier_funcsim::outputs(program, m),
         None => BTreeMap::new(),
     };
-    Ok(Report { time_ps: end, instructions_executed: executed, engines: stats, dma, slices, outputs, machine })
+    Ok(Report {
+        time_ps: end,
+        instructions_executed: executed,
+        engines: stats,
+        dma,
+        slices,
+        outputs,
+        machine,
+    })
 }

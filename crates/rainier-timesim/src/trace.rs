@@ -23,7 +23,8 @@ pub fn chrome_trace(program: &Program, chip: &ChipParams, report: &Report) -> Va
         "name": "process_name", "ph": "M", "pid": PID, "tid": 0,
         "args": { "name": format!("NeuronCore 0 ({}, {})", chip.chip, chip.core.generation) },
     })];
-    let mut tracks: Vec<(Track, String)> = Engine::ALL.iter().map(|e| (Track::Engine(*e), format!("{e} engine"))).collect();
+    let mut tracks: Vec<(Track, String)> =
+        Engine::ALL.iter().map(|e| (Track::Engine(*e), format!("{e} engine"))).collect();
     let mut queues: Vec<u32> = report
         .slices
         .iter()

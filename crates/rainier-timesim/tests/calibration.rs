@@ -10,7 +10,8 @@ use rainier_timesim::{chrome_trace, simulate, Report, Track};
 
 fn example(name: &str) -> Program {
     let path = format!("{}/../../examples/asm/{name}", env!("CARGO_MANIFEST_DIR"));
-    parse(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap_or_else(|e| panic!("{e}"))
+    parse(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn timing(p: &Program, chip: Chip) -> Report {
@@ -30,10 +31,16 @@ fn within(got: f64, want: f64, rel: f64) -> bool {
 #[test]
 fn mm_stream_tensor_busy_is_64_matmuls() {
     let p = example("mm_stream.asm");
-    for (chip, per_mm_ns) in [(Chip::Trn1, 182.857), (Chip::Trn2, 213.333), (Chip::Inf2, 182.857), (Chip::Trn3, 213.333)] {
+    for (chip, per_mm_ns) in
+        [(Chip::Trn1, 182.857), (Chip::Trn2, 213.333), (Chip::Inf2, 182.857), (Chip::Trn3, 213.333)]
+    {
         let r = timing(&p, chip);
         let tensor = busy_ns(&r, Engine::Tensor);
-        assert!(within(tensor, 64.0 * per_mm_ns, 0.05), "{chip}: tensor busy {tensor} ns vs {}", 64.0 * per_mm_ns);
+        assert!(
+            within(tensor, 64.0 * per_mm_ns, 0.05),
+            "{chip}: tensor busy {tensor} ns vs {}",
+            64.0 * per_mm_ns
+        );
         assert_eq!(r.engines[Engine::Tensor.index()].instructions, 64);
     }
 }
@@ -50,7 +57,8 @@ fn back_to_back_matmul_interval_and_fp32_factor() {
             text.push_str(&format!("nc_matmul ps[0:128]@0:f32[512], sb[0:128]@0:{dtype}[128], sb[0:128]@{}:{dtype}[512]{acc}\n", 128 * esz));
         }
         let r = timing(&parse(&text).unwrap_or_else(|e| panic!("{e}")), Chip::Trn1);
-        let mm: Vec<_> = r.slices.iter().filter(|s| s.track == Track::Engine(Engine::Tensor)).collect();
+        let mm: Vec<_> =
+            r.slices.iter().filter(|s| s.track == Track::Engine(Engine::Tensor)).collect();
         // Steady state: consecutive starts 512 cycles apart (x4 for fp32).
         let interval_ns = (mm[9].start_ps - mm[1].start_ps) as f64 / 8.0 / 1000.0;
         assert!(within(interval_ns, 182.857 * factor, 0.01), "{dtype}: {interval_ns} ns");
@@ -64,16 +72,22 @@ fn dependent_scalar_chain_on_v2() {
     for i in 0..20 {
         let (a, b) = if i % 2 == 0 { (0, 4) } else { (4, 0) };
         let wait = if i == 0 { " S[0]>=1" } else { "" };
-        text.push_str(&format!("activation sb[0:128]@{b}:f32[1], sb[0:128]@{a}:f32[1] func=exp{wait}\n"));
+        text.push_str(&format!(
+            "activation sb[0:128]@{b}:f32[1], sb[0:128]@{a}:f32[1] func=exp{wait}\n"
+        ));
     }
     let r = timing(&parse(&text).unwrap_or_else(|e| panic!("{e}")), Chip::Trn1);
-    let acts: Vec<_> = r.slices.iter().filter(|s| s.track == Track::Engine(Engine::Scalar)).collect();
+    let acts: Vec<_> =
+        r.slices.iter().filter(|s| s.track == Track::Engine(Engine::Scalar)).collect();
     let interval_ns = (acts[19].start_ps - acts[1].start_ps) as f64 / 18.0 / 1000.0;
     assert!(within(interval_ns, 189.0, 0.05), "{interval_ns} ns");
     // Independent instructions issue at MIN_II (64 cycles), far faster.
-    let text = text.replace("@4:f32[1], sb[0:128]@0:f32[1]", "@8:f32[1], sb[0:128]@12:f32[1]").replace("@0:f32[1], sb[0:128]@4:f32[1]", "@16:f32[1], sb[0:128]@12:f32[1]");
+    let text = text
+        .replace("@4:f32[1], sb[0:128]@0:f32[1]", "@8:f32[1], sb[0:128]@12:f32[1]")
+        .replace("@0:f32[1], sb[0:128]@4:f32[1]", "@16:f32[1], sb[0:128]@12:f32[1]");
     let r = timing(&parse(&text).unwrap_or_else(|e| panic!("{e}")), Chip::Trn1);
-    let acts: Vec<_> = r.slices.iter().filter(|s| s.track == Track::Engine(Engine::Scalar)).collect();
+    let acts: Vec<_> =
+        r.slices.iter().filter(|s| s.track == Track::Engine(Engine::Scalar)).collect();
     let interval_ns = (acts[19].start_ps - acts[1].start_ps) as f64 / 18.0 / 1000.0;
     assert!(within(interval_ns, 64.0 / 1.4, 0.02), "{interval_ns} ns");
 }
@@ -97,12 +111,23 @@ fn one_dma_engine_moves_32_kib_in_1_4_us() {
 fn wide_dma_uses_sixteen_engines_and_respects_hbm_share() {
     let text = "hbm x: bf16[128, 16384] input\ndma_copy sb[0:128]@0:bf16[16384], x S[0]++\n";
     let chip = Chip::Trn2.params();
-    let r = simulate(&parse(text).unwrap_or_else(|e| panic!("{e}")), &chip, None, true).unwrap_or_else(|e| panic!("{e}"));
-    let engines: std::collections::BTreeSet<_> = r.slices.iter().filter_map(|s| match s.track { Track::Dma(q) => Some(q), _ => None }).collect();
+    let r = simulate(&parse(text).unwrap_or_else(|e| panic!("{e}")), &chip, None, true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let engines: std::collections::BTreeSet<_> = r
+        .slices
+        .iter()
+        .filter_map(|s| match s.track {
+            Track::Dma(q) => Some(q),
+            _ => None,
+        })
+        .collect();
     assert_eq!(engines.len(), 16);
     let achieved = r.dma.bytes as f64 / (r.dma.busy_ps as f64 / 1000.0); // B/ns
     let share = chip.hbm_bytes_per_s.value / f64::from(chip.cores_per_chip.value) / 1e9;
-    assert!(achieved <= share * 1.001 && achieved > share * 0.9, "{achieved} B/ns vs share {share}");
+    assert!(
+        achieved <= share * 1.001 && achieved > share * 0.9,
+        "{achieved} B/ns vs share {share}"
+    );
 }
 
 fn random_input(shape: &[usize], seed: u64) -> HostTensor {
@@ -121,18 +146,25 @@ fn random_input(shape: &[usize], seed: u64) -> HostTensor {
 /// Timing mode with values ends in memory bit-identical to the functional simulator.
 #[test]
 fn values_mode_matches_functional_memory() {
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(9, |t| t.as_nanos() as u64);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(9, |t| t.as_nanos() as u64);
     for (name, inputs) in [
         ("matmul.asm", vec![("a", vec![128, 128]), ("b", vec![128, 512])]),
         ("softmax.asm", vec![("x", vec![128, 512])]),
         ("mm_stream.asm", vec![("a", vec![128, 128]), ("b", vec![128, 512])]),
     ] {
         let p = example(name);
-        let given: BTreeMap<String, HostTensor> =
-            inputs.iter().enumerate().map(|(i, (n, s))| (n.to_string(), random_input(s, seed + i as u64))).collect();
+        let given: BTreeMap<String, HostTensor> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, (n, s))| (n.to_string(), random_input(s, seed + i as u64)))
+            .collect();
         for chip in [Chip::Trn1, Chip::Trn2, Chip::Trn3] {
-            let f = rainier_funcsim::run(&p, &chip.params(), &given).unwrap_or_else(|e| panic!("{e}"));
-            let t = simulate(&p, &chip.params(), Some(&given), false).unwrap_or_else(|e| panic!("{e}"));
+            let f =
+                rainier_funcsim::run(&p, &chip.params(), &given).unwrap_or_else(|e| panic!("{e}"));
+            let t =
+                simulate(&p, &chip.params(), Some(&given), false).unwrap_or_else(|e| panic!("{e}"));
             assert!(t.machine.as_ref() == Some(&f.machine), "{name} on {chip} (seed {seed})");
             assert_eq!(t.outputs, f.outputs);
         }
@@ -143,8 +175,10 @@ fn values_mode_matches_functional_memory() {
 fn trace_is_deterministic_and_well_formed() {
     let p = example("softmax.asm");
     let chip = Chip::Trn2.params();
-    let a = serde_json::to_string(&chrome_trace(&p, &chip, &timing(&p, Chip::Trn2))).unwrap_or_default();
-    let b = serde_json::to_string(&chrome_trace(&p, &chip, &timing(&p, Chip::Trn2))).unwrap_or_default();
+    let a = serde_json::to_string(&chrome_trace(&p, &chip, &timing(&p, Chip::Trn2)))
+        .unwrap_or_default();
+    let b = serde_json::to_string(&chrome_trace(&p, &chip, &timing(&p, Chip::Trn2)))
+        .unwrap_or_default();
     assert_eq!(a, b);
     let v: serde_json::Value = serde_json::from_str(&a).unwrap_or_default();
     let events = v["traceEvents"].as_array().cloned().unwrap_or_default();
@@ -152,15 +186,26 @@ fn trace_is_deterministic_and_well_formed() {
     // 5 instructions on engine tracks + DMA pieces (16 engines per 128-partition transfer).
     assert_eq!(slices.iter().filter(|e| e["cat"] != "dma").count(), 5);
     assert_eq!(slices.iter().filter(|e| e["cat"] == "dma").count(), 32);
-    assert!(slices.iter().any(|e| e["name"] == "activation" && e["args"]["text"].as_str().unwrap_or("").contains("func=exp")));
-    let names: Vec<_> = events.iter().filter(|e| e["name"] == "thread_name").map(|e| e["args"]["name"].as_str().unwrap_or("").to_string()).collect();
-    assert!(names.contains(&"tensor engine".to_string()) && names.contains(&"DMA engine 15".to_string()));
+    assert!(slices.iter().any(|e| e["name"] == "activation"
+        && e["args"]["text"].as_str().unwrap_or("").contains("func=exp")));
+    let names: Vec<_> = events
+        .iter()
+        .filter(|e| e["name"] == "thread_name")
+        .map(|e| e["args"]["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        names.contains(&"tensor engine".to_string())
+            && names.contains(&"DMA engine 15".to_string())
+    );
 }
 
 #[test]
 fn deadlock_names_engine_instruction_and_cycle() {
     let p = parse("memset sb[0:128]@0:f32[4] value=1 S[1]++\nmemset sb[0:128]@16:f32[4] value=1 engine=gpsimd S[1]>=2\n").unwrap_or_else(|e| panic!("{e}"));
-    let e = simulate(&p, &Chip::Trn2.params(), None, false).err().map(|e| e.to_string()).unwrap_or_default();
+    let e = simulate(&p, &Chip::Trn2.params(), None, false)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(e.contains("deadlock at") && e.contains("gpsimd engine (free since cycle 0) waits forever at line 2 (instruction #1 memset) on S[1]>=2 (S[1] ends at 1)"), "{e}");
 }
 
@@ -170,6 +215,7 @@ fn independent_engines_overlap() {
     let p = parse("tensor_copy sb[0:128]@0:f32[4096], sb[0:128]@16384:f32[4096]\nactivation sb[0:128]@32768:f32[4096], sb[0:128]@49152:f32[4096] func=exp\n").unwrap_or_else(|e| panic!("{e}"));
     let r = timing(&p, Chip::Trn2);
     let total = r.time_ps as f64;
-    let sum = (r.engines[Engine::Vector.index()].busy_ps + r.engines[Engine::Scalar.index()].busy_ps) as f64;
+    let sum = (r.engines[Engine::Vector.index()].busy_ps
+        + r.engines[Engine::Scalar.index()].busy_ps) as f64;
     assert!(total < 0.8 * sum, "no overlap: {total} vs {sum}");
 }
