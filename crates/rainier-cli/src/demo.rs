@@ -1,4 +1,5 @@
-//! `rainier demo`: the example programs on random inputs, checked against the host.
+//! `rainier demo`: the example programs on random inputs on a simulated NeuronCore (values and
+//! time), checked against the host.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,7 @@ use crate::{out, random_tensor, seeded};
 
 const MATMUL: &str = include_str!("../../../examples/asm/matmul.asm");
 const SOFTMAX: &str = include_str!("../../../examples/asm/softmax.asm");
+const MM_STREAM: &str = include_str!("../../../examples/asm/mm_stream.asm");
 
 /// bf16 inputs (8 significant bits) with fp32 accumulation over K = 128: relative to Σ|a·b|,
 /// the error of a bf16-rounded product sum is at most about 2 · 2^-8.
@@ -28,7 +30,7 @@ pub(crate) fn run(chip: Chip, seed: u64) -> Result<()> {
     let a = random_tensor(&mut rng, &[128, 128], -1.0, 1.0);
     let b = random_tensor(&mut rng, &[128, 512], -1.0, 1.0);
     let inputs = BTreeMap::from([("a".to_string(), a.clone()), ("b".to_string(), b.clone())]);
-    let res = rainier_funcsim::run(&program, &params, &inputs)?;
+    let res = rainier_timesim::simulate(&program, &params, Some(&inputs), false)?;
     let c = res.outputs["c"].to_f32();
     let (av, bv) = (a.to_f32(), b.to_f32());
     let mut worst = 0f64;
@@ -44,8 +46,9 @@ pub(crate) fn run(chip: Chip, seed: u64) -> Result<()> {
         }
     }
     out(&format!(
-        "  matmul.asm   c = aᵀ·b [128x128]ᵀ·[128x512], bf16 inputs, fp32 PSUM: {} instructions, max error {worst:.2e} of Σ|a·b| (bound {MATMUL_TOLERANCE:.1e})",
-        res.instructions_executed
+        "  matmul.asm   c = aᵀ·b [128x128]ᵀ·[128x512], bf16 inputs, fp32 PSUM: {} instructions, {:.2} us simulated, max error {worst:.2e} of Σ|a·b| (bound {MATMUL_TOLERANCE:.1e})",
+        res.instructions_executed,
+        res.time_ns() / 1000.0
     ));
     if worst > MATMUL_TOLERANCE {
         bail!("matmul result is off by {worst:.3e} (more than {MATMUL_TOLERANCE:.1e})");
@@ -53,8 +56,8 @@ pub(crate) fn run(chip: Chip, seed: u64) -> Result<()> {
 
     let program = rainier_isa::parse(SOFTMAX)?;
     let x = random_tensor(&mut rng, &[128, 512], -8.0, 8.0);
-    let res =
-        rainier_funcsim::run(&program, &params, &BTreeMap::from([("x".to_string(), x.clone())]))?;
+    let inputs = BTreeMap::from([("x".to_string(), x.clone())]);
+    let res = rainier_timesim::simulate(&program, &params, Some(&inputs), false)?;
     let y = res.outputs["y"].to_f32();
     let xv = x.to_f32();
     let mut worst = 0f64;
@@ -68,12 +71,24 @@ pub(crate) fn run(chip: Chip, seed: u64) -> Result<()> {
         }
     }
     out(&format!(
-        "  softmax.asm  y = softmax(x) [128x512] fp32: {} instructions, max relative error {worst:.2e} (bound {SOFTMAX_TOLERANCE:.0e})",
-        res.instructions_executed
+        "  softmax.asm  y = softmax(x) [128x512] fp32: {} instructions, {:.2} us simulated, max relative error {worst:.2e} (bound {SOFTMAX_TOLERANCE:.0e})",
+        res.instructions_executed,
+        res.time_ns() / 1000.0
     ));
     if worst > SOFTMAX_TOLERANCE {
         bail!("softmax result is off by {worst:.3e} relative (more than {SOFTMAX_TOLERANCE:.0e})");
     }
+    // The Tensor engine's steady state: 64 back-to-back bf16 128x128x512 matmuls.
+    let program = rainier_isa::parse(MM_STREAM)?;
+    let res = rainier_timesim::simulate(&program, &params, None, false)?;
+    let tensor = &res.engines[rainier_isa::Engine::Tensor.index()];
+    let per_mm_ns = tensor.busy_ps as f64 / 1000.0 / tensor.instructions.max(1) as f64;
+    let flops = 2.0 * 128.0 * 128.0 * 512.0;
+    out(&format!(
+        "  mm_stream.asm 64 bf16 matmuls (timing only): {per_mm_ns:.1} ns each on the Tensor engine = {:.1} TFLOP/s; whole program {:.2} us with DMA",
+        flops / per_mm_ns / 1000.0,
+        res.time_ns() / 1000.0
+    ));
     out("  both results match the host computation");
     Ok(())
 }

@@ -7,23 +7,27 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use rainier_arch::Chip;
-use rainier_isa::{Engine, Program};
+use rainier_isa::Program;
 use rainier_tensor::{npy, DType, HostTensor};
 use rand::{Rng, SeedableRng};
 
 mod demo;
+mod report;
 
 const ABOUT: &str = "Rainier: an open, executable model of AWS Trainium and Inferentia.
 
 Today Rainier simulates one NeuronCore (NeuronCore-v2 on trn1/inf2, v3 on trn2, v4 on trn3):
 programs written in a small assembly language (docs/assembly.md) in the NKI instruction
-vocabulary run on the Tensor, Vector, Scalar and GpSimd engines over SBUF, PSUM and HBM, and
-compute the numbers the hardware would (fp32 accumulation, bf16/fp8 rounding, saturation).";
+vocabulary run on the Tensor, Vector, Scalar and GpSimd engines over SBUF, PSUM and HBM. The
+simulator computes the numbers the hardware would (fp32 accumulation, bf16/fp8 rounding,
+saturation) and how long they take (published cost formulas, DMA queues, semaphores), with
+profiler traces for Perfetto.";
 
 const AFTER_HELP: &str = "Examples:
   rainier demo                                   run the example programs on random inputs and check them
   rainier sim examples/asm/matmul.asm --chip trn2 --input a=a.npy --input b=b.npy --output c=c.npy
   rainier sim examples/asm/softmax.asm --chip trn1 --input x=x.npy --json
+  rainier sim examples/asm/mm_stream.asm --chip trn2 --no-values --trace mm.json   time only, Perfetto trace
   rainier verify my_kernel.asm --chip trn3       list every rule the program breaks
   rainier arch --chip trn2                       NeuronCore parameters with their sources
   rainier isa                                    the instruction reference (docs/isa.md)";
@@ -47,7 +51,8 @@ enum Command {
         #[arg(long, default_value_t = 2026)]
         seed: u64,
     },
-    /// Run an assembly program on a simulated NeuronCore (functional: exact values, no time).
+    /// Run an assembly program on a simulated NeuronCore: the values the hardware computes and
+    /// how long it takes (engine timelines, DMA, semaphore and resource stalls).
     Sim {
         /// The program (.asm); see docs/assembly.md.
         program: PathBuf,
@@ -62,9 +67,17 @@ enum Command {
         /// every output is printed.
         #[arg(long = "output", value_name = "NAME=FILE.npy")]
         outputs: Vec<String>,
-        /// Print a JSON report instead of text.
+        /// Print a JSON report instead of text: time_ns, per-engine busy_ns, instructions,
+        /// utilization and stalls, DMA bytes and busy_ns, the bottleneck, output summaries.
         #[arg(long)]
         json: bool,
+        /// Model time only, without computing values (for large programs; no inputs needed).
+        #[arg(long)]
+        no_values: bool,
+        /// Write a Chrome/Perfetto trace: one track per engine and DMA engine, one slice per
+        /// instruction with its operands, shapes and cycles or bytes.
+        #[arg(long, value_name = "FILE.json")]
+        trace: Option<PathBuf>,
     },
     /// Check a program against a chip's rules without running it; lists every violation.
     Verify {
@@ -123,8 +136,16 @@ fn split_binding(arg: &str, flag: &str) -> Result<(String, PathBuf)> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo { chip, seed } => demo::run(chip, seed),
-        Command::Sim { program, chip, inputs, outputs, json } => {
-            sim(&program, chip, &inputs, &outputs, json)
+        Command::Sim { program, chip, inputs, outputs, json, no_values, trace } => {
+            sim(&SimRequest {
+                path: &program,
+                chip,
+                inputs: &inputs,
+                outputs: &outputs,
+                json,
+                no_values,
+                trace: trace.as_deref(),
+            })
         }
         Command::Verify { program, chip } => {
             let p = load_program(&program)?;
@@ -151,10 +172,25 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn sim(path: &Path, chip: Chip, inputs: &[String], outputs: &[String], json: bool) -> Result<()> {
+/// What `rainier sim` was asked to do.
+struct SimRequest<'a> {
+    path: &'a Path,
+    chip: Chip,
+    inputs: &'a [String],
+    outputs: &'a [String],
+    json: bool,
+    no_values: bool,
+    trace: Option<&'a Path>,
+}
+
+fn sim(req: &SimRequest<'_>) -> Result<()> {
+    let (path, chip) = (req.path, req.chip);
     let program = load_program(path)?;
+    if req.no_values && !(req.inputs.is_empty() && req.outputs.is_empty()) {
+        bail!("--no-values models time only: drop --input/--output, or drop --no-values to compute values");
+    }
     let mut given = BTreeMap::new();
-    for arg in inputs {
+    for arg in req.inputs {
         let (name, file) = split_binding(arg, "--input")?;
         let f = std::fs::File::open(&file)
             .with_context(|| format!("--input {name}: cannot open {}", file.display()))?;
@@ -165,15 +201,16 @@ fn sim(path: &Path, chip: Chip, inputs: &[String], outputs: &[String], json: boo
         }
     }
     let mut wanted = Vec::new();
-    for arg in outputs {
-        let (name, file) = split_binding(arg, "--output")?;
-        wanted.push((name, file));
+    for arg in req.outputs {
+        wanted.push(split_binding(arg, "--output")?);
     }
-    let outcome = rainier_funcsim::run(&program, &chip.params(), &given)
+    let params = chip.params();
+    let values = (!req.no_values).then_some(&given);
+    let report = rainier_timesim::simulate(&program, &params, values, req.trace.is_some())
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     for (name, file) in &wanted {
-        let t = outcome.outputs.get(name).ok_or_else(|| {
-            let names: Vec<&str> = outcome.outputs.keys().map(String::as_str).collect();
+        let t = report.outputs.get(name).ok_or_else(|| {
+            let names: Vec<&str> = report.outputs.keys().map(String::as_str).collect();
             anyhow!(
                 "--output {name}: the program has no output tensor '{name}' (outputs: {})",
                 names.join(", ")
@@ -181,44 +218,30 @@ fn sim(path: &Path, chip: Chip, inputs: &[String], outputs: &[String], json: boo
         })?;
         write_npy(t, file).with_context(|| format!("--output {name}: {}", file.display()))?;
     }
-    let engines: serde_json::Map<String, serde_json::Value> = Engine::ALL
-        .iter()
-        .map(|e| {
-            (
-                e.name().to_string(),
-                serde_json::json!({ "instructions": outcome.per_engine[e.index()] }),
-            )
-        })
-        .collect();
-    if json {
+    if let Some(trace) = req.trace {
+        let json = rainier_timesim::chrome_trace(&program, &params, &report);
+        let text = serde_json::to_string(&json)?;
+        std::fs::write(trace, text)
+            .with_context(|| format!("--trace: cannot write {}", trace.display()))?;
+    }
+    if req.json {
+        let mut v = report::timing_json(&report, &params, path);
         let outs: serde_json::Map<String, serde_json::Value> =
-            outcome.outputs.iter().map(|(n, t)| (n.clone(), summary_json(t))).collect();
-        let report = serde_json::json!({
-            "chip": chip.name(),
-            "generation": chip.params().core.generation.to_string(),
-            "program": path.display().to_string(),
-            "instructions_executed": outcome.instructions_executed,
-            "engines": engines,
-            "outputs": outs,
-        });
-        out(&serde_json::to_string_pretty(&report)?);
+            report.outputs.iter().map(|(n, t)| (n.clone(), summary_json(t))).collect();
+        v["outputs"] = serde_json::Value::Object(outs);
+        out(&serde_json::to_string_pretty(&v)?);
     } else {
-        let counts: Vec<String> = Engine::ALL
-            .iter()
-            .filter(|e| outcome.per_engine[e.index()] > 0)
-            .map(|e| format!("{} {}", e.name(), outcome.per_engine[e.index()]))
-            .collect();
-        out(&format!(
-            "{} on {chip} ({}): {} instructions executed ({})",
-            path.display(),
-            chip.params().core.generation,
-            outcome.instructions_executed,
-            counts.join(", ")
-        ));
-        for (name, t) in &outcome.outputs {
+        out(report::timing_text(&report, &params, path).trim_end());
+        for (name, t) in &report.outputs {
             let written =
                 wanted.iter().find(|(n, _)| n == name).map(|(_, f)| format!(" -> {}", f.display()));
-            out(&format!("  {name}: {}{}", summary_text(t), written.unwrap_or_default()));
+            out(&format!("  output {name}: {}{}", summary_text(t), written.unwrap_or_default()));
+        }
+        if let Some(trace) = req.trace {
+            out(&format!(
+                "  trace: {} (open in https://ui.perfetto.dev or chrome://tracing)",
+                trace.display()
+            ));
         }
     }
     Ok(())
