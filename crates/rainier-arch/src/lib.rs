@@ -165,6 +165,8 @@ pub struct ChipParams {
     pub marketing_name: &'static str,
     pub cores_per_chip: Sourced<u32>,
     pub hbm_bytes: Sourced<u64>,
+    /// Chip HBM bandwidth. The timing model gives one core `hbm_bytes_per_s / cores_per_chip`:
+    /// on Trn2 two cores share each stack [A-lnc], and all cores are assumed equally busy.
     pub hbm_bytes_per_s: Sourced<f64>,
     /// Every NeuronCore of a chip is identical.
     pub core: CoreParams,
@@ -229,9 +231,6 @@ pub struct TimingParams {
     pub dma_descriptor_ns: Sourced<f64>,
     /// Partitions served by one DMA engine (128 / 16).
     pub dma_partitions_per_engine: Sourced<u32>,
-    /// NeuronCores that share one HBM stack; one core's share of HBM bandwidth is
-    /// `hbm_bytes_per_s / cores_per_chip` (all cores busy: assumption).
-    pub cores_per_hbm_stack: Sourced<u32>,
     /// Vector-engine performance modes of NeuronCore-v3+ (2x/4x for 16-bit SBUF operands).
     pub vector_perf_modes: Sourced<bool>,
 }
@@ -269,11 +268,6 @@ fn timing(generation: Generation) -> TimingParams {
         dma_fixed_latency_ns: doc(1300.0, "[N-dmabw] ~1.3 us descriptor setup + sync + semaphore-to-start"),
         dma_descriptor_ns: assumed(20.0, "fitted to [N-dmabw] guidance: <256 B per partition badly overhead-bound, >=2 KiB recommended, >=4 KiB saturates"),
         dma_partitions_per_engine: doc(8, "[N-dma, N-arch2] each engine serves 8 of 128 partitions"),
-        cores_per_hbm_stack: match generation {
-            Generation::V2 => doc(1, "[N-arch2, DRV] 2 HBM regions, one per NeuronCore"),
-            Generation::V3 => doc(2, "[A-lnc] each Trn2 HBM stack is shared by 2 NeuronCores"),
-            Generation::V4 => assumed(2, "Trn2 arrangement carried over: 8 cores, 4 stacks [A-trn3]"),
-        },
         vector_perf_modes: if v2 {
             doc(false, "[N-arch3] performance modes are new in NeuronCore-v3")
         } else {
@@ -433,7 +427,6 @@ impl ChipParams {
             row("timing.dma_fixed_latency_ns", &c.timing.dma_fixed_latency_ns),
             row("timing.dma_descriptor_ns", &c.timing.dma_descriptor_ns),
             row("timing.dma_partitions_per_engine", &c.timing.dma_partitions_per_engine),
-            row("timing.cores_per_hbm_stack", &c.timing.cores_per_hbm_stack),
             row("timing.vector_perf_modes", &c.timing.vector_perf_modes),
         ]
     }

@@ -344,9 +344,14 @@ proptest! {
             }
         }
         let out = HbmAccess { tensor: 1, offset: 0, dims: dims_of(&[rows, n]) };
-        m.execute(&Op::DmaCopy { dst: DmaOperand::Hbm(out), src: DmaOperand::Tile(tile) }).unwrap_or_else(|e| panic!("{e}"));
+        m.execute(&Op::DmaCopy { dst: DmaOperand::Hbm(out), src: DmaOperand::Tile(tile.clone()) }).unwrap_or_else(|e| panic!("{e}"));
         let y: Vec<f64> = m.hbm(1).chunks(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect();
-        prop_assert_eq!(y, got);
+        prop_assert_eq!(&y, &got);
+        // SBUF -> SBUF, reshaping [rows, n] into [rows, n] with a partition offset and a cast.
+        let shifted = a.tile(Memory::Sbuf, 0, rows as u32, DType::F32, &[n], 0);
+        let shifted = rainier_isa::Tile { start_partition: 128 - rows as u32, ..shifted };
+        m.execute(&Op::DmaCopy { dst: DmaOperand::Tile(shifted.clone()), src: DmaOperand::Tile(tile) }).unwrap_or_else(|e| panic!("{e}"));
+        prop_assert_eq!(read(&m, &shifted), got);
     }
 }
 
