@@ -244,7 +244,7 @@ fn bad_input_gives_one_line_errors() {
     );
     let deadlock = d.join("deadlock.asm");
     std::fs::write(&deadlock, "memset sb[0:128]@0:f32[4] value=1 S[1]>=1\nmemset sb[0:128]@16:f32[4] value=1 engine=gpsimd S[2]>=3 S[1]++\n").unwrap_or_else(|e| panic!("{e}"));
-    assert_clean_error(&rainier(&["sim", &deadlock.display().to_string(), "--chip", "trn2"]), "deadlock at 0.000 ns: vector engine (free since cycle 0) waits forever at line 1 (instruction #0 memset) on S[1]>=1 (S[1] ends at 0)");
+    assert_clean_error(&rainier(&["sim", &deadlock.display().to_string(), "--chip", "trn2"]), "deadlock at 0.000 ns: vector engine (free since cycle 0) waits forever at line 1 (instruction #0 memset) on S[1]>=1 (S[1] is 0)");
     let huge = d.join("huge.asm");
     std::fs::write(
         &huge,

@@ -156,25 +156,8 @@ pub fn run(
         .iter()
         .filter_map(|e| {
             let &i = streams[e.index()].get(heads[e.index()])?;
-            let ins = &program.instructions[i];
-            let waits: Vec<String> = ins
-                .waits
-                .iter()
-                .filter(|w| m.semaphores[w.semaphore as usize] < w.value)
-                .map(|w| {
-                    format!(
-                        "S[{}]>={} (S[{}] is {})",
-                        w.semaphore, w.value, w.semaphore, m.semaphores[w.semaphore as usize]
-                    )
-                })
-                .collect();
-            Some(format!(
-                "{} engine waits forever at line {} (instruction #{i} {}) on {}",
-                e,
-                program.line_of(i),
-                ins.op.name(),
-                waits.join(" and ")
-            ))
+            let why = program.describe_stuck(i, |s| m.semaphores[s as usize]);
+            Some(format!("{e} engine {why}"))
         })
         .collect();
     if !stuck.is_empty() {

@@ -629,6 +629,31 @@ impl Program {
         self.lines.get(index).copied().unwrap_or(index as u32 + 1)
     }
 
+    /// Why instruction `index` can never issue: "waits forever at line L (instruction #i op) on
+    /// S[s]>=v (S[s] is n)" for each unmet wait, given each semaphore's final value.
+    pub fn describe_stuck(&self, index: usize, semaphore_value: impl Fn(u32) -> u32) -> String {
+        let Some(ins) = self.instructions.get(index) else { return String::new() };
+        let waits: Vec<String> = ins
+            .waits
+            .iter()
+            .filter(|w| semaphore_value(w.semaphore) < w.value)
+            .map(|w| {
+                format!(
+                    "S[{s}]>={} (S[{s}] is {})",
+                    w.value,
+                    semaphore_value(w.semaphore),
+                    s = w.semaphore
+                )
+            })
+            .collect();
+        format!(
+            "waits forever at line {} (instruction #{index} {}) on {}",
+            self.line_of(index),
+            ins.op.name(),
+            waits.join(" and ")
+        )
+    }
+
     /// The instruction indices of each engine's stream, in order (indexed by [`Engine::index`]).
     pub fn streams(&self) -> [Vec<usize>; 5] {
         let mut s: [Vec<usize>; 5] = Default::default();

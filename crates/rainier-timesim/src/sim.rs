@@ -528,20 +528,9 @@ pub fn simulate(
         .filter_map(|eng| {
             let e = eng.index();
             let &i = streams[e].get(heads[e])?;
-            let ins = &program.instructions[i];
-            let waits: Vec<String> = ins
-                .waits
-                .iter()
-                .filter(|w| sems[w.semaphore as usize].reached(w.value).is_none())
-                .map(|w| format!("S[{}]>={} (S[{}] ends at {})", w.semaphore, w.value, w.semaphore, sems[w.semaphore as usize].0.len()))
-                .collect();
+            let why = program.describe_stuck(i, |s| sems[s as usize].0.len() as u32);
             let cycle = (engine_free[e] as f64 * engine_hz(chip, *eng) / 1e12).round() as u64;
-            Some(format!(
-                "{eng} engine (free since cycle {cycle}) waits forever at line {} (instruction #{i} {}) on {}",
-                program.line_of(i),
-                ins.op.name(),
-                waits.join(" and ")
-            ))
+            Some(format!("{eng} engine (free since cycle {cycle}) {why}"))
         })
         .collect();
     if !stuck.is_empty() {

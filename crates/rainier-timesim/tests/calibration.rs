@@ -206,7 +206,7 @@ fn deadlock_names_engine_instruction_and_cycle() {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(e.contains("deadlock at") && e.contains("gpsimd engine (free since cycle 0) waits forever at line 2 (instruction #1 memset) on S[1]>=2 (S[1] ends at 1)"), "{e}");
+    assert!(e.contains("deadlock at") && e.contains("gpsimd engine (free since cycle 0) waits forever at line 2 (instruction #1 memset) on S[1]>=2 (S[1] is 1)"), "{e}");
 }
 
 /// Engines run concurrently: a Vector op and a Scalar op with no dependency overlap in time.
