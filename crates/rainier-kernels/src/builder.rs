@@ -1,0 +1,395 @@
+use std::collections::BTreeMap;
+
+use rainier_arch::{Chip, ChipParams};
+use rainier_isa::{
+    pattern_extent, verify, Access, DmaOperand, Engine, HbmAccess, Instruction, Memory, Op,
+    Program, SemWait, TensorDecl, TensorKind, Tile, Violations,
+};
+use rainier_tensor::DType;
+
+use crate::alloc::Arena;
+
+/// Alignment of SBUF allocations within a partition (assumption: NKI's `sbuf_min_align` value
+/// is not public; 64 B keeps every dtype and DMA descriptor aligned).
+const SBUF_ALIGN: u64 = 64;
+/// Semaphores reserved for the engines' completion counters (`S[0..5]`, by `Engine::index`).
+const ENGINE_SEMAPHORES: u32 = 5;
+
+/// Why a kernel could not be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KernelError {
+    #[error("kernel does not fit in SBUF: a tile of {requested} bytes per partition is needed but the largest free block is {largest} of {capacity} bytes ({chip})")]
+    OutOfSbuf { requested: u64, largest: u64, capacity: u64, chip: Chip },
+    #[error("kernel does not fit in PSUM: {requested} bytes per partition are needed but the largest free run of banks is {largest} of {capacity} bytes ({chip})")]
+    OutOfPsum { requested: u64, largest: u64, capacity: u64, chip: Chip },
+    #[error("free of a tile that is not allocated: {0}")]
+    BadFree(String),
+    #[error("tensor '{0}' is declared twice")]
+    DuplicateTensor(String),
+    #[error("invalid shape for {what}: {detail}")]
+    Shape { what: String, detail: String },
+    #[error("the emitted program breaks the hardware rules (a kernel bug): {0}")]
+    Invalid(#[from] Violations),
+}
+
+/// The memory an access touches, for dependency tracking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Space {
+    Sbuf,
+    Psum,
+    Hbm(usize),
+}
+
+/// A box of memory: partitions `[p0, p1)` (HBM: 0..1) and bytes `[b0, b1)` (HBM: elements).
+#[derive(Debug, Clone, Copy)]
+struct Region {
+    space: Space,
+    p0: u32,
+    p1: u32,
+    b0: i128,
+    b1: i128,
+}
+
+impl Region {
+    fn of_tile(t: &Tile) -> Self {
+        let (b0, b1) = t.byte_range();
+        let space = if t.memory == Memory::Sbuf { Space::Sbuf } else { Space::Psum };
+        Region { space, p0: t.start_partition, p1: t.start_partition + t.partitions, b0, b1 }
+    }
+
+    fn of_hbm(h: &HbmAccess) -> Self {
+        let (lo, hi) = pattern_extent(&h.dims);
+        let base = i128::from(h.offset);
+        Region {
+            space: Space::Hbm(h.tensor),
+            p0: 0,
+            p1: 1,
+            b0: base + i128::from(lo),
+            b1: base + i128::from(hi) + 1,
+        }
+    }
+
+    fn overlaps(&self, o: &Region) -> bool {
+        self.space == o.space
+            && self.p0 < o.p1
+            && o.p0 < self.p1
+            && self.b0 < o.b1
+            && o.b0 < self.b1
+    }
+
+    fn covers(&self, o: &Region) -> bool {
+        self.space == o.space
+            && self.p0 <= o.p0
+            && o.p1 <= self.p1
+            && self.b0 <= o.b0
+            && o.b1 <= self.b1
+    }
+}
+
+/// How a later instruction learns that an earlier one is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    /// The `n`-th compute instruction of an engine (`S[engine] >= n`).
+    Engine(Engine, u32),
+    /// A DMA that signals pool semaphore `s`.
+    Dma(u32),
+}
+
+/// An access still relevant to later dependencies.
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    region: Region,
+    write: bool,
+    token: Token,
+}
+
+/// Builds one NeuronCore program. See the crate docs for the synchronization scheme.
+#[derive(Debug)]
+pub struct KernelBuilder {
+    chip: ChipParams,
+    tensors: Vec<TensorDecl>,
+    instructions: Vec<Instruction>,
+    sbuf: Arena,
+    psum: Arena,
+    /// Live allocations: (memory, offset, bytes per partition).
+    live: Vec<(Memory, u64, u64)>,
+    records: Vec<Record>,
+    /// Compute instructions issued per engine.
+    engine_counts: [u32; 5],
+    /// DMAs issued per pool semaphore (index = semaphore - ENGINE_SEMAPHORES).
+    dma_issued: Vec<u32>,
+    next_dma: usize,
+}
+
+impl KernelBuilder {
+    /// An empty kernel for one NeuronCore of `chip`.
+    pub fn new(chip: Chip) -> Self {
+        let chip = chip.params();
+        let core = &chip.core;
+        let pool = core.semaphores.value.saturating_sub(ENGINE_SEMAPHORES).max(1) as usize;
+        KernelBuilder {
+            sbuf: Arena::new(u64::from(core.sbuf_bytes_per_partition.value)),
+            psum: Arena::new(u64::from(core.psum_bytes_per_partition.value)),
+            chip,
+            tensors: Vec::new(),
+            instructions: Vec::new(),
+            live: Vec::new(),
+            records: Vec::new(),
+            engine_counts: [0; 5],
+            dma_issued: vec![0; pool],
+            next_dma: 0,
+        }
+    }
+
+    /// The chip's parameters.
+    pub fn chip(&self) -> &ChipParams {
+        &self.chip
+    }
+
+    fn declare(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        shape: &[u64],
+        kind: TensorKind,
+    ) -> Result<usize, KernelError> {
+        if self.tensors.iter().any(|t| t.name == name) {
+            return Err(KernelError::DuplicateTensor(name.to_string()));
+        }
+        if shape.is_empty() || shape.contains(&0) {
+            return Err(KernelError::Shape {
+                what: format!("tensor '{name}'"),
+                detail: format!("{shape:?} has an empty dimension"),
+            });
+        }
+        self.tensors.push(TensorDecl {
+            name: name.to_string(),
+            dtype,
+            shape: shape.to_vec(),
+            kind,
+        });
+        Ok(self.tensors.len() - 1)
+    }
+
+    /// Declares an HBM input tensor; returns its index.
+    pub fn input(&mut self, name: &str, dtype: DType, shape: &[u64]) -> Result<usize, KernelError> {
+        self.declare(name, dtype, shape, TensorKind::Input)
+    }
+
+    /// Declares an HBM output tensor; returns its index.
+    pub fn output(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        shape: &[u64],
+    ) -> Result<usize, KernelError> {
+        self.declare(name, dtype, shape, TensorKind::Output)
+    }
+
+    /// The 2-D block `[rows, cols]` of a rank-2 HBM tensor.
+    pub fn block(
+        &self,
+        tensor: usize,
+        rows: std::ops::Range<u64>,
+        cols: std::ops::Range<u64>,
+    ) -> HbmAccess {
+        let width = self.tensors.get(tensor).and_then(|t| t.shape.get(1)).copied().unwrap_or(1);
+        HbmAccess {
+            tensor,
+            offset: rows.start * width + cols.start,
+            dims: vec![
+                rainier_isa::Dim {
+                    stride: width as i64,
+                    size: rows.end.saturating_sub(rows.start),
+                },
+                rainier_isa::Dim { stride: 1, size: cols.end.saturating_sub(cols.start) },
+            ],
+        }
+    }
+
+    /// An SBUF tile of `partitions` x `sizes` elements of `dtype`, live until [`Self::free`].
+    pub fn sbuf(
+        &mut self,
+        partitions: u32,
+        dtype: DType,
+        sizes: &[u64],
+    ) -> Result<Tile, KernelError> {
+        self.alloc(Memory::Sbuf, partitions, dtype, sizes)
+    }
+
+    /// A PSUM tile (whole banks: an accumulation group), live until [`Self::free`].
+    pub fn psum(
+        &mut self,
+        partitions: u32,
+        dtype: DType,
+        sizes: &[u64],
+    ) -> Result<Tile, KernelError> {
+        self.alloc(Memory::Psum, partitions, dtype, sizes)
+    }
+
+    fn alloc(
+        &mut self,
+        memory: Memory,
+        partitions: u32,
+        dtype: DType,
+        sizes: &[u64],
+    ) -> Result<Tile, KernelError> {
+        let parts = self.chip.core.partitions.value;
+        let elems = sizes.iter().try_fold(1u64, |a, &s| a.checked_mul(s)).unwrap_or(u64::MAX);
+        if partitions == 0 || partitions > parts || elems == 0 {
+            return Err(KernelError::Shape {
+                what: "tile".into(),
+                detail: format!("{partitions} partitions x {sizes:?} (1..={parts} partitions, non-empty free size)"),
+            });
+        }
+        let bytes = elems.saturating_mul(dtype.size_bytes() as u64);
+        let chip = self.chip.chip;
+        let (arena, align) = match memory {
+            Memory::Sbuf => (&mut self.sbuf, SBUF_ALIGN),
+            Memory::Psum => (&mut self.psum, u64::from(self.chip.core.psum_bank_bytes())),
+        };
+        // PSUM is handed out in whole banks.
+        let bytes = if memory == Memory::Psum { bytes.div_ceil(align) * align } else { bytes };
+        let offset = arena.alloc(bytes, align).ok_or_else(|| {
+            let (requested, largest, capacity) = (bytes, arena.largest(), arena.capacity());
+            match memory {
+                Memory::Sbuf => KernelError::OutOfSbuf { requested, largest, capacity, chip },
+                Memory::Psum => KernelError::OutOfPsum { requested, largest, capacity, chip },
+            }
+        })?;
+        self.live.push((memory, offset, bytes));
+        Ok(Tile::new(memory, 0..partitions, offset, dtype, sizes))
+    }
+
+    /// Ends a tile's lifetime; its memory may be handed out again (later writers wait for its
+    /// last readers automatically).
+    pub fn free(&mut self, tile: &Tile) -> Result<(), KernelError> {
+        let at = self
+            .live
+            .iter()
+            .position(|&(m, off, _)| m == tile.memory && off == tile.offset_bytes)
+            .ok_or_else(|| KernelError::BadFree(tile.to_string()))?;
+        let (memory, offset, bytes) = self.live.swap_remove(at);
+        let arena = if memory == Memory::Sbuf { &mut self.sbuf } else { &mut self.psum };
+        arena
+            .release(offset, bytes)
+            .then_some(())
+            .ok_or_else(|| KernelError::BadFree(tile.to_string()))
+    }
+
+    /// SBUF bytes per partition still free.
+    pub fn sbuf_free_bytes(&self) -> u64 {
+        self.sbuf.free_bytes()
+    }
+
+    /// Appends `op` on `engine`, with the semaphore waits its data dependencies need and a
+    /// signal for those who will depend on it.
+    pub fn push(&mut self, engine: Engine, op: Op) {
+        let is_dma = matches!(op, Op::DmaCopy { .. });
+        let mut accesses: Vec<(Region, bool)> = Vec::with_capacity(6);
+        op.for_each_tile(|t, a| accesses.push((Region::of_tile(t), a != Access::Read)));
+        if let Op::DmaCopy { dst, src } = &op {
+            if let DmaOperand::Hbm(h) = src {
+                accesses.push((Region::of_hbm(h), false));
+            }
+            if let DmaOperand::Hbm(h) = dst {
+                accesses.push((Region::of_hbm(h), true));
+            }
+        }
+        let mut waits: BTreeMap<u32, u32> = BTreeMap::new();
+        for r in &self.records {
+            let conflict =
+                accesses.iter().any(|(a, write)| (r.write || *write) && r.region.overlaps(a));
+            if !conflict {
+                continue;
+            }
+            let (sem, value) = match r.token {
+                // In-order engines: earlier compute instructions of this engine are done first.
+                Token::Engine(e, _) if e == engine && !is_dma => continue,
+                Token::Engine(e, n) => (e.index() as u32, n),
+                Token::Dma(s) => (s, self.dma_issued[(s - ENGINE_SEMAPHORES) as usize]),
+            };
+            let w = waits.entry(sem).or_insert(0);
+            *w = (*w).max(value);
+        }
+        let token = if is_dma {
+            let k = self.next_dma;
+            self.next_dma = (self.next_dma + 1) % self.dma_issued.len();
+            self.dma_issued[k] += 1;
+            Token::Dma(k as u32 + ENGINE_SEMAPHORES)
+        } else {
+            self.engine_counts[engine.index()] += 1;
+            Token::Engine(engine, self.engine_counts[engine.index()])
+        };
+        let signal = match token {
+            Token::Engine(e, _) => e.index() as u32,
+            Token::Dma(s) => s,
+        };
+        // A write that covers an older access orders everything after it behind that access
+        // (it waited for it, or follows it on the same in-order engine): forget the older one.
+        for (a, write) in &accesses {
+            if *write {
+                self.records.retain(|r| !a.covers(&r.region));
+            }
+        }
+        for (region, write) in accesses {
+            self.records.push(Record { region, write, token });
+        }
+        self.instructions.push(Instruction {
+            engine,
+            op,
+            waits: waits
+                .into_iter()
+                .map(|(semaphore, value)| SemWait { semaphore, value })
+                .collect(),
+            signals: vec![signal],
+        });
+    }
+
+    /// `dma_copy dst, src`, triggered from the Sync engine.
+    pub fn dma(&mut self, dst: DmaOperand, src: DmaOperand) {
+        self.push(Engine::Sync, Op::DmaCopy { dst, src });
+    }
+
+    /// `dma_copy dst, src`, triggered from `engine`'s queue: a transfer that must wait for
+    /// results (a store) then does not hold up the loads queued behind it on the Sync engine.
+    pub fn dma_from(&mut self, engine: Engine, dst: DmaOperand, src: DmaOperand) {
+        self.push(engine, Op::DmaCopy { dst, src });
+    }
+
+    /// `nc_matmul dst, stationary, moving` on the Tensor engine.
+    pub fn matmul(&mut self, dst: &Tile, stationary: &Tile, moving: &Tile, accumulate: bool) {
+        self.push(
+            Engine::Tensor,
+            Op::Matmul {
+                dst: dst.clone(),
+                stationary: stationary.clone(),
+                moving: moving.clone(),
+                accumulate,
+            },
+        );
+    }
+
+    /// `tensor_copy dst, src` on `engine`.
+    pub fn copy(&mut self, engine: Engine, dst: &Tile, src: &Tile) {
+        self.push(engine, Op::TensorCopy { dst: dst.clone(), src: src.clone() });
+    }
+
+    /// Number of instructions so far.
+    pub fn len(&self) -> usize {
+        self.instructions.len()
+    }
+
+    /// Whether no instruction has been pushed.
+    pub fn is_empty(&self) -> bool {
+        self.instructions.is_empty()
+    }
+
+    /// The finished program, verified against the chip's rules.
+    pub fn finish(self) -> Result<Program, KernelError> {
+        let program =
+            Program { tensors: self.tensors, instructions: self.instructions, lines: Vec::new() };
+        verify(&program, &self.chip.core)?;
+        Ok(program)
+    }
+}
