@@ -12,6 +12,7 @@ use rainier_tensor::{npy, DType, HostTensor};
 use rand::{Rng, SeedableRng};
 
 mod demo;
+mod kernel;
 mod report;
 
 const ABOUT: &str = "Rainier: an open, executable model of AWS Trainium and Inferentia.
@@ -28,6 +29,7 @@ const AFTER_HELP: &str = "Examples:
   rainier sim examples/asm/matmul.asm --chip trn2 --input a=a.npy --input b=b.npy --output c=c.npy
   rainier sim examples/asm/softmax.asm --chip trn1 --input x=x.npy --json
   rainier sim examples/asm/mm_stream.asm --chip trn2 --no-values --trace mm.json   time only, Perfetto trace
+  rainier kernel gemm --m 1024 --n 1024 --k 1024 --dtype bf16 --chip trn2 --check
   rainier verify my_kernel.asm --chip trn3       list every rule the program breaks
   rainier arch --chip trn2                       NeuronCore parameters with their sources
   rainier isa                                    the instruction reference (docs/isa.md)";
@@ -79,6 +81,12 @@ enum Command {
         #[arg(long, value_name = "FILE.json")]
         trace: Option<PathBuf>,
     },
+    /// Build a library kernel, time it on one simulated NeuronCore and optionally check it on
+    /// fresh random inputs against the f64 reference.
+    Kernel {
+        #[command(subcommand)]
+        kernel: KernelCommand,
+    },
     /// Check a program against a chip's rules without running it; lists every violation.
     Verify {
         program: PathBuf,
@@ -96,6 +104,35 @@ enum Command {
     },
     /// Print the instruction-set reference in Markdown (the content of docs/isa.md).
     Isa,
+}
+
+#[derive(Subcommand, Debug)]
+enum KernelCommand {
+    /// c[M, N] = aᵀ·b for a [K, M], b [K, N] (fp32 output), any sizes.
+    Gemm {
+        #[arg(long)]
+        m: u64,
+        #[arg(long)]
+        n: u64,
+        #[arg(long)]
+        k: u64,
+        /// Input element type.
+        #[arg(long, value_enum, default_value = "bf16")]
+        dtype: kernel::KernelDType,
+        /// Chip to simulate: trn1, inf2, trn2, trn3.
+        #[arg(long)]
+        chip: Chip,
+        /// Also run functionally on fresh random inputs and compare with the f64 reference.
+        #[arg(long)]
+        check: bool,
+        /// Print JSON: kernel, chip, dtype, time_ns, flops, hbm_bytes, tflops, peak_fraction,
+        /// engines (and check).
+        #[arg(long)]
+        json: bool,
+        /// Write a Chrome/Perfetto trace.
+        #[arg(long, value_name = "FILE.json")]
+        trace: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -147,6 +184,18 @@ fn run(cli: Cli) -> Result<()> {
                 trace: trace.as_deref(),
             })
         }
+        Command::Kernel {
+            kernel: KernelCommand::Gemm { m, n, k, dtype, chip, check, json, trace },
+        } => kernel::gemm(&kernel::GemmRequest {
+            chip,
+            m,
+            n,
+            k,
+            dtype,
+            check,
+            json,
+            trace: trace.as_deref(),
+        }),
         Command::Verify { program, chip } => {
             let p = load_program(&program)?;
             rainier_isa::verify(&p, &chip.params().core)

@@ -365,3 +365,34 @@ fn no_values_rejects_inputs_and_outputs() {
     ]);
     assert_clean_error(&o, "--no-values models time only");
 }
+
+#[test]
+fn kernel_gemm_json_with_check() {
+    let o = rainier(&[
+        "kernel", "gemm", "--m", "200", "--n", "600", "--k", "300", "--dtype", "bf16", "--chip",
+        "trn2", "--check", "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+    for key in [
+        "kernel",
+        "chip",
+        "dtype",
+        "time_ns",
+        "flops",
+        "hbm_bytes",
+        "tflops",
+        "peak_fraction",
+        "engines",
+    ] {
+        assert!(!v[key].is_null(), "missing {key}");
+    }
+    assert_eq!(v["check"]["passed"], true);
+    assert_eq!(v["flops"].as_f64(), Some(2.0 * 200.0 * 600.0 * 300.0));
+    let frac = v["peak_fraction"].as_f64().unwrap_or(0.0);
+    assert!(frac > 0.0 && frac < 1.0, "{frac}");
+    assert_clean_error(
+        &rainier(&["kernel", "gemm", "--m", "0", "--n", "4", "--k", "4", "--chip", "trn2"]),
+        "must be between 1 and 1048576",
+    );
+}

@@ -99,8 +99,16 @@ enum Token {
 #[derive(Debug, Clone, Copy)]
 struct Record {
     region: Region,
-    write: bool,
     token: Token,
+}
+
+/// The outstanding accesses of one memory space. A read conflicts only with writes; a write
+/// with both, so reads of never-written memory (weights in HBM) cost nothing to track.
+#[derive(Debug)]
+struct SpaceRecords {
+    space: Space,
+    writes: Vec<Record>,
+    reads: Vec<Record>,
 }
 
 /// Builds one NeuronCore program. See the crate docs for the synchronization scheme.
@@ -113,7 +121,7 @@ pub struct KernelBuilder {
     psum: Arena,
     /// Live allocations: (memory, offset, bytes per partition).
     live: Vec<(Memory, u64, u64)>,
-    records: Vec<Record>,
+    records: Vec<SpaceRecords>,
     /// Compute instructions issued per engine.
     engine_counts: [u32; 5],
     /// DMAs issued per pool semaphore (index = semaphore - ENGINE_SEMAPHORES).
@@ -297,20 +305,19 @@ impl KernelBuilder {
             }
         }
         let mut waits: BTreeMap<u32, u32> = BTreeMap::new();
-        for r in &self.records {
-            let conflict =
-                accesses.iter().any(|(a, write)| (r.write || *write) && r.region.overlaps(a));
-            if !conflict {
-                continue;
+        for (a, write) in &accesses {
+            let Some(sr) = self.records.iter().find(|r| r.space == a.space) else { continue };
+            let conflicting = sr.writes.iter().chain(if *write { &sr.reads[..] } else { &[] });
+            for r in conflicting.filter(|r| r.region.overlaps(a)) {
+                let (sem, value) = match r.token {
+                    // In-order engines: earlier compute instructions of this engine are done first.
+                    Token::Engine(e, _) if e == engine && !is_dma => continue,
+                    Token::Engine(e, n) => (e.index() as u32, n),
+                    Token::Dma(s) => (s, self.dma_issued[(s - ENGINE_SEMAPHORES) as usize]),
+                };
+                let w = waits.entry(sem).or_insert(0);
+                *w = (*w).max(value);
             }
-            let (sem, value) = match r.token {
-                // In-order engines: earlier compute instructions of this engine are done first.
-                Token::Engine(e, _) if e == engine && !is_dma => continue,
-                Token::Engine(e, n) => (e.index() as u32, n),
-                Token::Dma(s) => (s, self.dma_issued[(s - ENGINE_SEMAPHORES) as usize]),
-            };
-            let w = waits.entry(sem).or_insert(0);
-            *w = (*w).max(value);
         }
         let token = if is_dma {
             let k = self.next_dma;
@@ -325,15 +332,28 @@ impl KernelBuilder {
             Token::Engine(e, _) => e.index() as u32,
             Token::Dma(s) => s,
         };
-        // A write that covers an older access orders everything after it behind that access
-        // (it waited for it, or follows it on the same in-order engine): forget the older one.
-        for (a, write) in &accesses {
-            if *write {
-                self.records.retain(|r| !a.covers(&r.region));
-            }
-        }
         for (region, write) in accesses {
-            self.records.push(Record { region, write, token });
+            let at = match self.records.iter().position(|r| r.space == region.space) {
+                Some(i) => i,
+                None => {
+                    self.records.push(SpaceRecords {
+                        space: region.space,
+                        writes: Vec::new(),
+                        reads: Vec::new(),
+                    });
+                    self.records.len() - 1
+                }
+            };
+            let sr = &mut self.records[at];
+            if write {
+                // A write that covers an older access orders everything after it behind that
+                // access (it waited for it, or follows it on the same in-order engine).
+                sr.writes.retain(|r| !region.covers(&r.region));
+                sr.reads.retain(|r| !region.covers(&r.region));
+                sr.writes.push(Record { region, token });
+            } else {
+                sr.reads.push(Record { region, token });
+            }
         }
         self.instructions.push(Instruction {
             engine,
