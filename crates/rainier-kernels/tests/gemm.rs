@@ -80,7 +80,21 @@ fn gemm_timing_reaches_a_reasonable_fraction_of_peak() {
         100.0 * fraction,
         100.0 * tensor.busy_ps as f64 / r.time_ps as f64
     );
-    // Regression floor: 49% today (DMA-bound: a strips are re-read per column block); a
-    // serialized pipeline (no multi-buffering) gives ~9%.
-    assert!(fraction > 0.4, "{fraction}");
+    // Regression floor: 68% today (DMA-bound at this size); a serialized pipeline (no
+    // multi-buffering) gives ~9%.
+    assert!(fraction > 0.6, "{fraction}");
+}
+
+/// Issue #4's target: gemm 4096³ bf16 on one trn2 NeuronCore reaches >= 85% of TensorE peak
+/// in the model (98.7% today; the model has no semaphore-propagation or PSUM write-back
+/// latency, so hardware will be lower).
+#[test]
+fn gemm_4096_cubed_reaches_85_percent_of_peak_on_trn2() {
+    let n = 4096u64;
+    let p = gemm(Chip::Trn2, n, n, n, DType::Bf16).unwrap_or_else(|e| panic!("{e}"));
+    let params = Chip::Trn2.params();
+    let r = rainier_timesim::simulate(&p, &params, None, false).unwrap_or_else(|e| panic!("{e}"));
+    let peak = 128.0 * 128.0 * 2.0 * params.core.tensor_clock_hz.value;
+    let fraction = 2.0 * (n * n * n) as f64 / (r.time_ps as f64 * 1e-12) / peak;
+    assert!(fraction >= 0.85, "{fraction}");
 }
