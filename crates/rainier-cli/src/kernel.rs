@@ -47,71 +47,100 @@ impl KernelDType {
 /// Output elements checked against the reference at most (sampled evenly beyond that).
 const CHECK_SAMPLES: usize = 4096;
 
-pub(crate) struct GemmRequest<'a> {
-    pub(crate) chip: Chip,
-    pub(crate) m: u64,
-    pub(crate) n: u64,
-    pub(crate) k: u64,
+/// Options every kernel takes.
+#[derive(Debug, clap::Args)]
+pub(crate) struct KernelOpts {
+    /// Element type of the kernel's tensors (gemm: of its inputs; the output is fp32).
+    #[arg(long, value_enum, default_value = "bf16")]
     pub(crate) dtype: KernelDType,
+    /// Chip to simulate: trn1, inf2, trn2, trn3.
+    #[arg(long)]
+    pub(crate) chip: Chip,
+    /// Also run functionally on fresh random inputs and compare with f64 math.
+    #[arg(long)]
     pub(crate) check: bool,
+    /// Print JSON: kernel, chip, dtype, time_ns, flops, hbm_bytes, tflops, peak_fraction,
+    /// hbm_fraction, engines (and check).
+    #[arg(long)]
     pub(crate) json: bool,
-    pub(crate) trace: Option<&'a Path>,
+    /// Write a Chrome/Perfetto trace.
+    #[arg(long, value_name = "FILE.json")]
+    pub(crate) trace: Option<std::path::PathBuf>,
 }
 
-pub(crate) fn gemm(req: &GemmRequest<'_>) -> Result<()> {
-    let (chip, m, n, k) = (req.chip, req.m, req.n, req.k);
-    if m == 0 || n == 0 || k == 0 || m > 1 << 20 || n > 1 << 20 || k > 1 << 20 {
-        bail!("gemm shape --m {m} --n {n} --k {k}: each must be between 1 and 1048576");
-    }
-    let dtype = req.dtype.dtype();
+/// What a kernel is: its name and shape text, its program and its nominal FLOPs.
+pub(crate) struct Built {
+    pub(crate) kernel: &'static str,
+    pub(crate) shape: serde_json::Value,
+    pub(crate) description: String,
+    pub(crate) program: rainier_isa::Program,
+    pub(crate) flops: f64,
+}
+
+/// A check's largest error (relative, as the kernel defines it) and its bound.
+pub(crate) type CheckResult = (f64, f64);
+
+/// Times `built` (and checks it with `check` when asked), then prints the report.
+pub(crate) fn report_kernel(
+    built: &Built,
+    opts: &KernelOpts,
+    check: impl FnOnce() -> Result<CheckResult>,
+) -> Result<()> {
+    let chip = opts.chip;
     let params = chip.params();
-    let program = rainier_kernels::gemm(chip, m, n, k, dtype)
-        .with_context(|| format!("gemm {m}x{n}x{k} on {chip}"))?;
-    let report = rainier_timesim::simulate(&program, &params, None, req.trace.is_some())?;
-    if let Some(trace) = req.trace {
-        let text =
-            serde_json::to_string(&rainier_timesim::chrome_trace(&program, &params, &report))?;
+    let report = rainier_timesim::simulate(&built.program, &params, None, opts.trace.is_some())?;
+    if let Some(trace) = &opts.trace {
+        let text = serde_json::to_string(&rainier_timesim::chrome_trace(
+            &built.program,
+            &params,
+            &report,
+        ))?;
         std::fs::write(trace, text)
             .with_context(|| format!("--trace: cannot write {}", trace.display()))?;
     }
-    let flops = 2.0 * (m * n * k) as f64;
     let seconds = report.time_ps as f64 * 1e-12;
     let peak = 128.0
         * 128.0
         * 2.0
         * params.core.tensor_clock_hz.value
-        * req.dtype.peak_factor(params.core.generation);
-    let achieved = flops / seconds;
-    let check = if req.check { Some(check_gemm(&program, chip, m, n, k, dtype)?) } else { None };
-    let name = Path::new("gemm");
-    if req.json {
+        * opts.dtype.peak_factor(params.core.generation);
+    let achieved = built.flops / seconds;
+    let hbm_share = params.hbm_bytes_per_s.value / f64::from(params.cores_per_chip.value);
+    let hbm_fraction = report.dma.bytes as f64 / seconds / hbm_share;
+    let check = if opts.check { Some(check()?) } else { None };
+    let name = Path::new(built.kernel);
+    if opts.json {
         let mut v = report::timing_json(&report, &params, name);
-        let doc = json!({
-            "kernel": "gemm",
-            "shape": { "m": m, "n": n, "k": k },
+        let mut doc = json!({
+            "kernel": built.kernel,
+            "shape": built.shape,
             "chip": chip.name(),
-            "dtype": format!("{:?}", req.dtype).to_lowercase(),
+            "dtype": format!("{:?}", opts.dtype).to_lowercase(),
             "time_ns": report.time_ns(),
-            "flops": flops,
+            "flops": built.flops,
             "hbm_bytes": report.dma.bytes,
             "tflops": achieved / 1e12,
             "peak_fraction": achieved / peak,
-            "instructions": program.instructions.len(),
+            "hbm_fraction": hbm_fraction,
+            "instructions": built.program.instructions.len(),
             "engines": v["engines"].take(),
             "bottleneck": v["bottleneck"].take(),
         });
-        let mut doc = doc;
-        if let Some((err, passed)) = check {
-            doc["check"] = json!({ "max_rel_error": err, "passed": passed });
+        if let Some((err, bound)) = check {
+            doc["check"] =
+                json!({ "max_rel_error": err, "tolerance": bound, "passed": err <= bound });
         }
         out(&serde_json::to_string_pretty(&doc)?);
     } else {
         out(&format!(
-            "gemm c[{m}, {n}] = aᵀ·b, a [{k}, {m}], b [{k}, {n}] {dtype} -> f32 on one {chip} NeuronCore: {:.3} us, {:.2} TFLOP/s = {:.1}% of TensorE peak ({} instructions)",
+            "{} on one {chip} NeuronCore: {:.3} us, {:.2} TFLOP/s = {:.1}% of TensorE peak, HBM {:.1} GB/s = {:.1}% of one core's share ({} instructions)",
+            built.description,
             report.time_ns() / 1000.0,
             achieved / 1e12,
             100.0 * achieved / peak,
-            program.instructions.len()
+            report.dma.bytes as f64 / seconds / 1e9,
+            100.0 * hbm_fraction,
+            built.program.instructions.len()
         ));
         out(report::timing_text(&report, &params, name)
             .lines()
@@ -119,57 +148,164 @@ pub(crate) fn gemm(req: &GemmRequest<'_>) -> Result<()> {
             .collect::<Vec<_>>()
             .join("\n")
             .trim_end());
-        if let Some((err, passed)) = check {
-            out(&format!(
-                "  check: max error {err:.2e} of Σ|a·b| on fresh random inputs: {}",
-                if passed { "passed" } else { "FAILED" }
-            ));
+        if let Some((err, bound)) = check {
+            let verdict = if err <= bound { "passed" } else { "FAILED" };
+            out(&format!("  check on fresh random inputs: max relative error {err:.2e} (tolerance {bound:.2e}): {verdict}"));
         }
     }
-    if check.is_some_and(|(_, passed)| !passed) {
-        bail!("gemm check failed");
+    if check.is_some_and(|(err, bound)| err > bound) {
+        bail!("{} check failed", built.kernel);
     }
     Ok(())
 }
 
-/// Runs the program functionally on random inputs; returns the largest error relative to
-/// Σ|a·b| over (a sample of) the outputs, and whether it is within fp32 accumulation's bound.
-fn check_gemm(
+fn random(dtype: DType, shape: &[usize], lo: f32, hi: f32) -> HostTensor {
+    let mut rng = rand::thread_rng();
+    let v: Vec<f32> = (0..shape.iter().product()).map(|_| rng.gen_range(lo..hi)).collect();
+    HostTensor::from_f32(dtype, shape, &v)
+}
+
+fn positive(name: &str, v: u64, max: u64) -> Result<u64> {
+    if v == 0 || v > max {
+        bail!("--{name} {v}: must be between 1 and {max}");
+    }
+    Ok(v)
+}
+
+pub(crate) fn gemm(m: u64, n: u64, k: u64, opts: &KernelOpts) -> Result<()> {
+    let (m, n, k) =
+        (positive("m", m, 1 << 20)?, positive("n", n, 1 << 20)?, positive("k", k, 1 << 20)?);
+    let (chip, dtype) = (opts.chip, opts.dtype.dtype());
+    let program = rainier_kernels::gemm(chip, m, n, k, dtype)
+        .with_context(|| format!("gemm {m}x{n}x{k} on {chip}"))?;
+    let built = Built {
+        kernel: "gemm",
+        shape: json!({ "m": m, "n": n, "k": k }),
+        description: format!("gemm c[{m}, {n}] = aᵀ·b, a [{k}, {m}], b [{k}, {n}] {dtype} -> f32"),
+        program,
+        flops: 2.0 * (m * n * k) as f64,
+    };
+    report_kernel(&built, opts, || {
+        let (a, b) = (
+            random(dtype, &[k as usize, m as usize], -1.0, 1.0),
+            random(dtype, &[k as usize, n as usize], -1.0, 1.0),
+        );
+        let inputs = BTreeMap::from([("a".to_string(), a.clone()), ("b".to_string(), b.clone())]);
+        let res = rainier_funcsim::run(&built.program, &chip.params(), &inputs)?;
+        let c = res.outputs["c"].to_f32();
+        let (av, bv) = (a.to_f32(), b.to_f32());
+        let (mu, nu, ku) = (m as usize, n as usize, k as usize);
+        let total = mu * nu;
+        let mut worst = 0f64;
+        for i in (0..total).step_by((total / CHECK_SAMPLES).max(1)) {
+            let (mi, ni) = (i / nu, i % nu);
+            let col_a: Vec<f64> = (0..ku).map(|kk| f64::from(av[kk * mu + mi])).collect();
+            let col_b: Vec<f64> = (0..ku).map(|kk| f64::from(bv[kk * nu + ni])).collect();
+            let want = rainier_reference::matmul(&col_a, &col_b, ku, 1, 1)[0];
+            let scale: f64 = col_a
+                .iter()
+                .zip(&col_b)
+                .map(|(x, y)| (x * y).abs())
+                .sum::<f64>()
+                .max(f64::MIN_POSITIVE);
+            worst = worst.max((f64::from(c[i]) - want).abs() / scale);
+        }
+        // Error relative to Σ|a·b|: exact products, fp32 accumulation over K (+1 rounding per
+        // product for fp32 inputs).
+        Ok((worst, (k as f64 + 2.0) * 2f64.powi(-24)))
+    })
+}
+
+/// Relative tolerance of the row-wise kernels: an fp32 row sum and a few roundings, plus three
+/// roundings of the 16-bit intermediates and output.
+fn rowwise_tolerance(dtype: DType, cols: u64) -> f64 {
+    let base = (cols as f64 + 24.0) * 2f64.powi(-24);
+    if dtype.size_bytes() == 2 {
+        base + 3.0 * dtype.unit_roundoff() * 2.0
+    } else {
+        base
+    }
+}
+
+fn rowwise_check(
     program: &rainier_isa::Program,
     chip: Chip,
-    m: u64,
-    n: u64,
-    k: u64,
-    dtype: DType,
-) -> Result<(f64, bool)> {
-    let mut rng = rand::thread_rng();
-    let mut random = |rows: u64, cols: u64| {
-        let v: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        HostTensor::from_f32(dtype, &[rows as usize, cols as usize], &v)
-    };
-    let (a, b) = (random(k, m), random(k, n));
-    let inputs = BTreeMap::from([("a".to_string(), a.clone()), ("b".to_string(), b.clone())]);
+    inputs: BTreeMap<String, HostTensor>,
+    rows: usize,
+    cols: usize,
+    want_row: impl Fn(usize) -> Vec<f64>,
+) -> Result<f64> {
     let res = rainier_funcsim::run(program, &chip.params(), &inputs)?;
-    let c = res.outputs["c"].to_f32();
-    let (av, bv) = (a.to_f32(), b.to_f32());
-    let (mu, nu, ku) = (m as usize, n as usize, k as usize);
-    let total = mu * nu;
-    let step = (total / CHECK_SAMPLES).max(1);
+    let y = res.outputs["y"].to_f32();
     let mut worst = 0f64;
-    for i in (0..total).step_by(step) {
-        let (mi, ni) = (i / nu, i % nu);
-        let col_a: Vec<f64> = (0..ku).map(|kk| f64::from(av[kk * mu + mi])).collect();
-        let col_b: Vec<f64> = (0..ku).map(|kk| f64::from(bv[kk * nu + ni])).collect();
-        let want = rainier_reference::matmul(&col_a, &col_b, ku, 1, 1)[0];
-        let scale: f64 = col_a
-            .iter()
-            .zip(&col_b)
-            .map(|(x, y)| (x * y).abs())
-            .sum::<f64>()
-            .max(f64::MIN_POSITIVE);
-        worst = worst.max((f64::from(c[i]) - want).abs() / scale);
+    for r in (0..rows).step_by((rows * cols / (CHECK_SAMPLES * 16)).max(1)) {
+        for (c, want) in want_row(r).into_iter().enumerate() {
+            worst = worst
+                .max((f64::from(y[r * cols + c]) - want).abs() / want.abs().max(f64::MIN_POSITIVE));
+        }
     }
-    // Exact products, fp32 accumulation over K (+1 rounding per product for fp32 inputs).
-    let bound = (k as f64 + 2.0) * 2f64.powi(-24);
-    Ok((worst, worst <= bound))
+    Ok(worst)
+}
+
+pub(crate) fn rmsnorm(rows: u64, cols: u64, opts: &KernelOpts) -> Result<()> {
+    let (rows, cols) = (positive("rows", rows, 1 << 24)?, positive("cols", cols, 1 << 16)?);
+    let (chip, dtype) = (opts.chip, opts.dtype.dtype());
+    let program = rainier_kernels::rmsnorm(chip, rows, cols, dtype)
+        .with_context(|| format!("rmsnorm {rows}x{cols} on {chip}"))?;
+    let built = Built {
+        kernel: "rmsnorm",
+        shape: json!({ "rows": rows, "cols": cols }),
+        description: format!("rmsnorm y = x / rms(x) · w, x [{rows}, {cols}] {dtype}"),
+        program,
+        // x², sum, scale, weight: 4 FLOP per element.
+        flops: 4.0 * (rows * cols) as f64,
+    };
+    report_kernel(&built, opts, || {
+        let (ru, cu) = (rows as usize, cols as usize);
+        let (x, w) = (random(dtype, &[ru, cu], -4.0, 4.0), random(dtype, &[cu], 0.5, 1.5));
+        let (xv, wv) = (x.to_f32(), w.to_f32());
+        let inputs = BTreeMap::from([("x".to_string(), x), ("w".to_string(), w)]);
+        let err = rowwise_check(&built.program, chip, inputs, ru, cu, |r| {
+            let row = &xv[r * cu..(r + 1) * cu];
+            let ms = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / cu as f64;
+            let rstd = 1.0 / (ms + f64::from(rainier_kernels::RMSNORM_EPS)).sqrt();
+            row.iter().zip(&wv).map(|(&v, &w)| f64::from(v) * rstd * f64::from(w)).collect()
+        })?;
+        Ok((err, rowwise_tolerance(dtype, cols)))
+    })
+}
+
+pub(crate) fn softmax(rows: u64, cols: u64, opts: &KernelOpts) -> Result<()> {
+    let (rows, cols) = (positive("rows", rows, 1 << 24)?, positive("cols", cols, 1 << 16)?);
+    let (chip, dtype) = (opts.chip, opts.dtype.dtype());
+    let program = rainier_kernels::softmax(chip, rows, cols, dtype)
+        .with_context(|| format!("softmax {rows}x{cols} on {chip}"))?;
+    let built = Built {
+        kernel: "softmax",
+        shape: json!({ "rows": rows, "cols": cols }),
+        description: format!("softmax along rows, x [{rows}, {cols}] {dtype}"),
+        program,
+        // max, subtract, exp, sum, divide: 5 FLOP per element.
+        flops: 5.0 * (rows * cols) as f64,
+    };
+    report_kernel(&built, opts, || {
+        let (ru, cu) = (rows as usize, cols as usize);
+        let x = random(dtype, &[ru, cu], -4.0, 4.0);
+        let xv = x.to_f32();
+        let err = rowwise_check(
+            &built.program,
+            chip,
+            BTreeMap::from([("x".to_string(), x)]),
+            ru,
+            cu,
+            |r| {
+                let row: Vec<f64> =
+                    xv[r * cu..(r + 1) * cu].iter().map(|&v| f64::from(v)).collect();
+                let mx = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let denom: f64 = row.iter().map(|v| (v - mx).exp()).sum();
+                row.iter().map(|v| (v - mx).exp() / denom).collect()
+            },
+        )?;
+        Ok((err, rowwise_tolerance(dtype, cols)))
+    })
 }

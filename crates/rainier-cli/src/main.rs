@@ -116,22 +116,26 @@ enum KernelCommand {
         n: u64,
         #[arg(long)]
         k: u64,
-        /// Input element type.
-        #[arg(long, value_enum, default_value = "bf16")]
-        dtype: kernel::KernelDType,
-        /// Chip to simulate: trn1, inf2, trn2, trn3.
+        #[command(flatten)]
+        opts: kernel::KernelOpts,
+    },
+    /// y = x / sqrt(mean(x²) + 1e-6) · w along each row of x [rows, cols].
+    Rmsnorm {
         #[arg(long)]
-        chip: Chip,
-        /// Also run functionally on fresh random inputs and compare with the f64 reference.
+        rows: u64,
         #[arg(long)]
-        check: bool,
-        /// Print JSON: kernel, chip, dtype, time_ns, flops, hbm_bytes, tflops, peak_fraction,
-        /// engines (and check).
+        cols: u64,
+        #[command(flatten)]
+        opts: kernel::KernelOpts,
+    },
+    /// y = softmax(x) along each row of x [rows, cols] (row max subtracted).
+    Softmax {
         #[arg(long)]
-        json: bool,
-        /// Write a Chrome/Perfetto trace.
-        #[arg(long, value_name = "FILE.json")]
-        trace: Option<PathBuf>,
+        rows: u64,
+        #[arg(long)]
+        cols: u64,
+        #[command(flatten)]
+        opts: kernel::KernelOpts,
     },
 }
 
@@ -184,18 +188,11 @@ fn run(cli: Cli) -> Result<()> {
                 trace: trace.as_deref(),
             })
         }
-        Command::Kernel {
-            kernel: KernelCommand::Gemm { m, n, k, dtype, chip, check, json, trace },
-        } => kernel::gemm(&kernel::GemmRequest {
-            chip,
-            m,
-            n,
-            k,
-            dtype,
-            check,
-            json,
-            trace: trace.as_deref(),
-        }),
+        Command::Kernel { kernel } => match kernel {
+            KernelCommand::Gemm { m, n, k, opts } => kernel::gemm(m, n, k, &opts),
+            KernelCommand::Rmsnorm { rows, cols, opts } => kernel::rmsnorm(rows, cols, &opts),
+            KernelCommand::Softmax { rows, cols, opts } => kernel::softmax(rows, cols, &opts),
+        },
         Command::Verify { program, chip } => {
             let p = load_program(&program)?;
             rainier_isa::verify(&p, &chip.params().core)

@@ -396,3 +396,23 @@ fn kernel_gemm_json_with_check() {
         "must be between 1 and 1048576",
     );
 }
+
+#[test]
+fn kernel_rmsnorm_and_softmax_check() {
+    for k in ["rmsnorm", "softmax"] {
+        let o = rainier(&[
+            "kernel", k, "--rows", "300", "--cols", "1000", "--dtype", "fp32", "--chip", "trn1",
+            "--check", "--json",
+        ]);
+        assert!(o.status.success(), "{k}: {}", text(&o.stderr));
+        let v: serde_json::Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v["kernel"], k);
+        assert_eq!(v["check"]["passed"], true, "{v}");
+        assert!(v["hbm_fraction"].as_f64().unwrap_or(0.0) > 0.0);
+    }
+    assert_clean_error(
+        &rainier(&["kernel", "softmax", "--rows", "4", "--cols", "100000", "--chip", "trn2"]),
+        "--cols 100000: must be between 1 and 65536",
+    );
+}

@@ -17,6 +17,8 @@
 mod alloc;
 mod builder;
 mod gemm;
+mod rowwise;
 
 pub use builder::{KernelBuilder, KernelError};
 pub use gemm::gemm;
+pub use rowwise::{rmsnorm, softmax, RMSNORM_EPS};

@@ -1,0 +1,222 @@
+//! Row-wise kernels over `x: [rows, cols]`: rows on partitions (blocks of 128), a whole row in
+//! the free dimension (up to what SBUF holds), loads on the Sync queue, stores on the GpSimd
+//! queue, the passes over each row spread over the Scalar engine (functions with fused row
+//! sums), the Vector engine and GpSimd so that none of them outruns the DMA.
+
+use rainier_arch::Chip;
+use rainier_isa::{
+    ActFunc, AluOp, DmaOperand, Engine, HbmAccess, Op, Program, ReduceOp, ScalarOperand,
+    ScalarStage, Tile,
+};
+use rainier_tensor::DType;
+
+use crate::{KernelBuilder, KernelError};
+
+const PT: u64 = 128;
+
+/// `eps` of [`rmsnorm`] (Llama's `rms_norm_eps`).
+pub const RMSNORM_EPS: f32 = 1e-6;
+
+fn check_shape(kernel: &str, rows: u64, cols: u64) -> Result<(), KernelError> {
+    if rows == 0 || cols == 0 || cols > 1 << 16 {
+        return Err(KernelError::Shape {
+            what: kernel.into(),
+            detail: format!("rows={rows}, cols={cols} (rows >= 1, 1 <= cols <= 65536: a row lives in one partition)"),
+        });
+    }
+    Ok(())
+}
+
+fn blocks(len: u64, tile: u64) -> impl Iterator<Item = (u64, u64)> {
+    (0..len.div_ceil(tile)).map(move |i| (i * tile, tile.min(len - i * tile)))
+}
+
+/// A per-partition `[p, 1]` fp32 constant.
+fn constant(kb: &mut KernelBuilder, value: f32) -> Result<Tile, KernelError> {
+    let t = kb.sbuf(PT as u32, DType::F32, &[1])?;
+    kb.push(Engine::Vector, Op::Memset { dst: t.clone(), value });
+    Ok(t)
+}
+
+fn rows_of(t: &Tile, p: u64) -> Tile {
+    Tile { partitions: p as u32, ..t.clone() }
+}
+
+/// Row blocks ahead of the one being computed whose loads are already queued.
+const PREFETCH: usize = 2;
+
+/// Streams `x` through `compute` one block of up to 128 rows at a time and stores each result
+/// in `y`. All DMAs go on the Sync queue, each block's store after the load `PREFETCH` blocks
+/// ahead, so a store waiting for its results never holds up the loads that keep the engines
+/// fed.
+fn pipelined(
+    kb: &mut KernelBuilder,
+    rows: u64,
+    x: usize,
+    cols: u64,
+    dtype: DType,
+    y: usize,
+    mut compute: impl FnMut(&mut KernelBuilder, &Tile, u64) -> Result<Tile, KernelError>,
+) -> Result<(), KernelError> {
+    let all: Vec<(u64, u64)> = blocks(rows, PT).collect();
+    let mut loaded = std::collections::VecDeque::new();
+    let load = |kb: &mut KernelBuilder, (r0, p): (u64, u64)| -> Result<Tile, KernelError> {
+        let t = kb.sbuf(p as u32, dtype, &[cols])?;
+        let src = kb.block(x, r0..r0 + p, 0..cols);
+        kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(src));
+        Ok(t)
+    };
+    for &b in all.iter().take(PREFETCH) {
+        loaded.push_back(load(kb, b)?);
+    }
+    for (i, &(r0, p)) in all.iter().enumerate() {
+        let x_t = loaded.pop_front().ok_or_else(|| KernelError::Shape {
+            what: "pipeline".into(),
+            detail: "no block loaded".into(),
+        })?;
+        let y_t = compute(kb, &x_t, p)?;
+        kb.free(&x_t)?;
+        if let Some(&next) = all.get(i + PREFETCH) {
+            loaded.push_back(load(kb, next)?);
+        }
+        let dst = kb.block(y, r0..r0 + p, 0..cols);
+        kb.dma(DmaOperand::Hbm(dst), DmaOperand::Tile(y_t.clone()));
+        kb.free(&y_t)?;
+    }
+    Ok(())
+}
+
+/// `y[r, :] = x[r, :] / sqrt(mean(x[r, :]²) + eps) · w`, with `x`, `w: [cols]` and `y` in `dtype`.
+pub fn rmsnorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, KernelError> {
+    check_shape("rmsnorm", rows, cols)?;
+    let mut kb = KernelBuilder::new(chip);
+    let x = kb.input("x", dtype, &[rows, cols])?;
+    let w = kb.input("w", dtype, &[cols])?;
+    let y = kb.output("y", dtype, &[rows, cols])?;
+    // w broadcast to every partition (stride-0 partition dim).
+    let w_t = kb.sbuf(PT as u32, dtype, &[cols])?;
+    let broadcast = HbmAccess {
+        tensor: w,
+        offset: 0,
+        dims: vec![
+            rainier_isa::Dim { stride: 0, size: PT },
+            rainier_isa::Dim { stride: 1, size: cols },
+        ],
+    };
+    kb.dma(DmaOperand::Tile(w_t.clone()), DmaOperand::Hbm(broadcast));
+    let eps = constant(&mut kb, RMSNORM_EPS)?;
+    pipelined(&mut kb, rows, x, cols, dtype, y, |kb, x_t, p| {
+        // Σ x² per row (ScalarE square with its fused add-reduction).
+        let sq = kb.sbuf(p as u32, dtype, &[cols])?;
+        let ss = kb.sbuf(p as u32, DType::F32, &[1])?;
+        kb.push(
+            Engine::Scalar,
+            Op::Activation {
+                dst: sq.clone(),
+                src: x_t.clone(),
+                func: ActFunc::Square,
+                scale: ScalarOperand::Imm(1.0),
+                bias: None,
+                reduce: Some(ss.clone()),
+            },
+        );
+        kb.free(&sq)?;
+        // rstd = 1 / sqrt(Σ x² / cols + eps)
+        let rstd = kb.sbuf(p as u32, DType::F32, &[1])?;
+        kb.push(
+            Engine::Scalar,
+            Op::Activation {
+                dst: rstd.clone(),
+                src: ss.clone(),
+                func: ActFunc::Rsqrt,
+                scale: ScalarOperand::Imm(1.0 / cols as f32),
+                bias: Some(rows_of(&eps, p)),
+                reduce: None,
+            },
+        );
+        kb.free(&ss)?;
+        // y = (x · rstd) · w: the scaling on GpSimd, the weight on VectorE.
+        let xs = kb.sbuf(p as u32, dtype, &[cols])?;
+        kb.push(
+            Engine::GpSimd,
+            Op::TensorScalar {
+                dst: xs.clone(),
+                src: x_t.clone(),
+                stages: vec![ScalarStage {
+                    op: AluOp::Multiply,
+                    operand: ScalarOperand::Vector(rstd.clone()),
+                    reverse: false,
+                }],
+            },
+        );
+        kb.free(&rstd)?;
+        let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
+        kb.push(
+            Engine::Vector,
+            Op::TensorTensor {
+                dst: y_t.clone(),
+                in0: xs.clone(),
+                in1: rows_of(&w_t, p),
+                op: AluOp::Multiply,
+            },
+        );
+        kb.free(&xs)?;
+        Ok(y_t)
+    })?;
+    kb.finish()
+}
+
+/// `y[r, :] = softmax(x[r, :])`, numerically stable (row max subtracted), in `dtype`.
+pub fn softmax(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, KernelError> {
+    check_shape("softmax", rows, cols)?;
+    let mut kb = KernelBuilder::new(chip);
+    let x = kb.input("x", dtype, &[rows, cols])?;
+    let y = kb.output("y", dtype, &[rows, cols])?;
+    pipelined(&mut kb, rows, x, cols, dtype, y, |kb, x_t, p| {
+        let negmax = kb.sbuf(p as u32, DType::F32, &[1])?;
+        kb.push(
+            Engine::Vector,
+            Op::TensorReduce {
+                dst: negmax.clone(),
+                src: x_t.clone(),
+                op: ReduceOp::Max,
+                axes: 1,
+                negate: true,
+            },
+        );
+        // e = exp(x - max) with the row sums fused (ScalarE).
+        let e = kb.sbuf(p as u32, dtype, &[cols])?;
+        let sum = kb.sbuf(p as u32, DType::F32, &[1])?;
+        kb.push(
+            Engine::Scalar,
+            Op::Activation {
+                dst: e.clone(),
+                src: x_t.clone(),
+                func: ActFunc::Exp,
+                scale: ScalarOperand::Imm(1.0),
+                bias: Some(negmax.clone()),
+                reduce: Some(sum.clone()),
+            },
+        );
+        kb.free(&negmax)?;
+        // The normalization on GpSimd, so VectorE (max), ScalarE (exp) and GpSimd share the
+        // three passes over the row.
+        let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
+        kb.push(
+            Engine::GpSimd,
+            Op::TensorScalar {
+                dst: y_t.clone(),
+                src: e.clone(),
+                stages: vec![ScalarStage {
+                    op: AluOp::Divide,
+                    operand: ScalarOperand::Vector(sum.clone()),
+                    reverse: false,
+                }],
+            },
+        );
+        kb.free(&e)?;
+        kb.free(&sum)?;
+        Ok(y_t)
+    })?;
+    kb.finish()
+}
