@@ -309,3 +309,111 @@ pub(crate) fn softmax(rows: u64, cols: u64, opts: &KernelOpts) -> Result<()> {
         Ok((err, rowwise_tolerance(dtype, cols)))
     })
 }
+
+/// The element-wise and normalization kernels that share the `--rows --cols` shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rowwise {
+    Layernorm,
+    Gelu,
+    Swiglu,
+    ResidualAdd,
+}
+
+pub(crate) fn rowwise(kind: Rowwise, rows: u64, cols: u64, opts: &KernelOpts) -> Result<()> {
+    let (rows, cols) = (positive("rows", rows, 1 << 24)?, positive("cols", cols, 1 << 16)?);
+    let (chip, dtype) = (opts.chip, opts.dtype.dtype());
+    let (name, build, flops_per_elem, what): (
+        &'static str,
+        fn(Chip, u64, u64, DType) -> Result<rainier_isa::Program, rainier_kernels::KernelError>,
+        f64,
+        &str,
+    ) = match kind {
+        Rowwise::Layernorm => {
+            ("layernorm", rainier_kernels::layernorm, 8.0, "layernorm y = (x - mean) / std · w + b")
+        }
+        Rowwise::Gelu => ("gelu", rainier_kernels::gelu, 8.0, "gelu y = x · Φ(x)"),
+        Rowwise::Swiglu => ("swiglu", rainier_kernels::swiglu, 5.0, "swiglu y = silu(gate) · up"),
+        Rowwise::ResidualAdd => {
+            ("residual-add", rainier_kernels::residual_add, 1.0, "residual add y = x + residual")
+        }
+    };
+    let program = build(chip, rows, cols, dtype)
+        .with_context(|| format!("{name} {rows}x{cols} on {chip}"))?;
+    let built = Built {
+        kernel: name,
+        shape: json!({ "rows": rows, "cols": cols }),
+        description: format!("{what}, [{rows}, {cols}] {dtype}"),
+        program,
+        flops: flops_per_elem * (rows * cols) as f64,
+    };
+    report_kernel(&built, opts, || {
+        let (ru, cu) = (rows as usize, cols as usize);
+        let x = random(dtype, &[ru, cu], -4.0, 4.0);
+        let xv: Vec<f64> = x.to_f32().into_iter().map(f64::from).collect();
+        let other = random(dtype, &[ru, cu], -4.0, 4.0);
+        let ov: Vec<f64> = other.to_f32().into_iter().map(f64::from).collect();
+        let (w, b) = (random(dtype, &[cu], 0.5, 1.5), random(dtype, &[cu], -0.5, 0.5));
+        let (wv, bv): (Vec<f64>, Vec<f64>) = (
+            w.to_f32().into_iter().map(f64::from).collect(),
+            b.to_f32().into_iter().map(f64::from).collect(),
+        );
+        let inputs: BTreeMap<String, HostTensor> = match kind {
+            Rowwise::Layernorm => {
+                BTreeMap::from([("x".into(), x), ("w".into(), w), ("b".into(), b)])
+            }
+            Rowwise::Gelu => BTreeMap::from([("x".into(), x)]),
+            Rowwise::Swiglu => BTreeMap::from([("gate".into(), x), ("up".into(), other)]),
+            Rowwise::ResidualAdd => BTreeMap::from([("x".into(), x), ("residual".into(), other)]),
+        };
+        let res = rainier_funcsim::run(&built.program, &chip.params(), &inputs)?;
+        let y: Vec<f64> = res.outputs["y"].to_f32().into_iter().map(f64::from).collect();
+        // Error relative to the magnitude the roundings scale with (operands of the final sum).
+        let mut worst = 0f64;
+        for r in (0..ru).step_by((ru * cu / (CHECK_SAMPLES * 16)).max(1)) {
+            let row = &xv[r * cu..(r + 1) * cu];
+            let (mean, rstd) = {
+                let mean = row.iter().sum::<f64>() / cu as f64;
+                let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / cu as f64;
+                (mean, 1.0 / (var + f64::from(rainier_kernels::LAYERNORM_EPS)).sqrt())
+            };
+            for c in 0..cu {
+                let (v, o) = (row[c], ov[r * cu + c]);
+                let (want, scale) = match kind {
+                    Rowwise::Layernorm => (
+                        (v - mean) * rstd * wv[c] + bv[c],
+                        (v.abs() + mean.abs()) * rstd * wv[c] + bv[c].abs(),
+                    ),
+                    Rowwise::Gelu => {
+                        let g = 0.5 * v * (1.0 + libm_erf(v / 2f64.sqrt()));
+                        (g, g.abs().max(1e-3 * v.abs()))
+                    }
+                    Rowwise::Swiglu => {
+                        let s = v / (1.0 + (-v).exp()) * o;
+                        (s, s.abs())
+                    }
+                    Rowwise::ResidualAdd => (v + o, v.abs() + o.abs()),
+                };
+                worst = worst.max((y[r * cu + c] - want).abs() / scale.max(f64::MIN_POSITIVE));
+            }
+        }
+        let bound =
+            if dtype.size_bytes() == 2 {
+                8.0 * dtype.unit_roundoff()
+            } else {
+                16.0 * dtype.unit_roundoff()
+            } + if kind == Rowwise::Layernorm { rowwise_tolerance(dtype, cols) } else { 0.0 };
+        Ok((worst, bound))
+    })
+}
+
+/// erf by Simpson's rule on exp(-t²) (accurate to ~1e-12 here; independent of the simulator's).
+fn libm_erf(x: f64) -> f64 {
+    let n = 2000;
+    let h = x / n as f64;
+    let f = |t: f64| (-t * t).exp();
+    let mut s = f(0.0) + f(x);
+    for i in 1..n {
+        s += f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+    }
+    s * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()
+}

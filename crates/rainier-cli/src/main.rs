@@ -137,6 +137,42 @@ enum KernelCommand {
         #[command(flatten)]
         opts: kernel::KernelOpts,
     },
+    /// y = (x - mean) / sqrt(var + 1e-5) · w + b along each row of x [rows, cols].
+    Layernorm {
+        #[arg(long)]
+        rows: u64,
+        #[arg(long)]
+        cols: u64,
+        #[command(flatten)]
+        opts: kernel::KernelOpts,
+    },
+    /// y = gelu(x) (erf form), elementwise over [rows, cols].
+    Gelu {
+        #[arg(long)]
+        rows: u64,
+        #[arg(long)]
+        cols: u64,
+        #[command(flatten)]
+        opts: kernel::KernelOpts,
+    },
+    /// y = silu(gate) · up, elementwise over [rows, cols].
+    Swiglu {
+        #[arg(long)]
+        rows: u64,
+        #[arg(long)]
+        cols: u64,
+        #[command(flatten)]
+        opts: kernel::KernelOpts,
+    },
+    /// y = x + residual, elementwise over [rows, cols].
+    ResidualAdd {
+        #[arg(long)]
+        rows: u64,
+        #[arg(long)]
+        cols: u64,
+        #[command(flatten)]
+        opts: kernel::KernelOpts,
+    },
 }
 
 fn main() -> ExitCode {
@@ -192,6 +228,18 @@ fn run(cli: Cli) -> Result<()> {
             KernelCommand::Gemm { m, n, k, opts } => kernel::gemm(m, n, k, &opts),
             KernelCommand::Rmsnorm { rows, cols, opts } => kernel::rmsnorm(rows, cols, &opts),
             KernelCommand::Softmax { rows, cols, opts } => kernel::softmax(rows, cols, &opts),
+            KernelCommand::Layernorm { rows, cols, opts } => {
+                kernel::rowwise(kernel::Rowwise::Layernorm, rows, cols, &opts)
+            }
+            KernelCommand::Gelu { rows, cols, opts } => {
+                kernel::rowwise(kernel::Rowwise::Gelu, rows, cols, &opts)
+            }
+            KernelCommand::Swiglu { rows, cols, opts } => {
+                kernel::rowwise(kernel::Rowwise::Swiglu, rows, cols, &opts)
+            }
+            KernelCommand::ResidualAdd { rows, cols, opts } => {
+                kernel::rowwise(kernel::Rowwise::ResidualAdd, rows, cols, &opts)
+            }
         },
         Command::Verify { program, chip } => {
             let p = load_program(&program)?;

@@ -416,3 +416,17 @@ fn kernel_rmsnorm_and_softmax_check() {
         "--cols 100000: must be between 1 and 65536",
     );
 }
+
+#[test]
+fn kernel_elementwise_family_checks() {
+    for k in ["layernorm", "gelu", "swiglu", "residual-add"] {
+        let o = rainier(&[
+            "kernel", k, "--rows", "130", "--cols", "300", "--dtype", "bf16", "--chip", "trn3",
+            "--check", "--json",
+        ]);
+        assert!(o.status.success(), "{k}: {}", text(&o.stderr));
+        let v: serde_json::Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v["check"]["passed"], true, "{k}: {v}");
+    }
+}

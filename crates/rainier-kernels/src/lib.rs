@@ -21,4 +21,6 @@ mod rowwise;
 
 pub use builder::{KernelBuilder, KernelError};
 pub use gemm::gemm;
-pub use rowwise::{rmsnorm, softmax, RMSNORM_EPS};
+pub use rowwise::{
+    gelu, layernorm, residual_add, rmsnorm, softmax, swiglu, LAYERNORM_EPS, RMSNORM_EPS,
+};

@@ -52,30 +52,36 @@ const PREFETCH: usize = 2;
 fn pipelined(
     kb: &mut KernelBuilder,
     rows: u64,
-    x: usize,
+    inputs: &[usize],
     cols: u64,
     dtype: DType,
     y: usize,
-    mut compute: impl FnMut(&mut KernelBuilder, &Tile, u64) -> Result<Tile, KernelError>,
+    mut compute: impl FnMut(&mut KernelBuilder, &[Tile], u64) -> Result<Tile, KernelError>,
 ) -> Result<(), KernelError> {
     let all: Vec<(u64, u64)> = blocks(rows, PT).collect();
     let mut loaded = std::collections::VecDeque::new();
-    let load = |kb: &mut KernelBuilder, (r0, p): (u64, u64)| -> Result<Tile, KernelError> {
-        let t = kb.sbuf(p as u32, dtype, &[cols])?;
-        let src = kb.block(x, r0..r0 + p, 0..cols);
-        kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(src));
-        Ok(t)
+    let load = |kb: &mut KernelBuilder, (r0, p): (u64, u64)| -> Result<Vec<Tile>, KernelError> {
+        let mut tiles = Vec::with_capacity(inputs.len());
+        for &x in inputs {
+            let t = kb.sbuf(p as u32, dtype, &[cols])?;
+            let src = kb.block(x, r0..r0 + p, 0..cols);
+            kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(src));
+            tiles.push(t);
+        }
+        Ok(tiles)
     };
     for &b in all.iter().take(PREFETCH) {
         loaded.push_back(load(kb, b)?);
     }
     for (i, &(r0, p)) in all.iter().enumerate() {
-        let x_t = loaded.pop_front().ok_or_else(|| KernelError::Shape {
+        let tiles = loaded.pop_front().ok_or_else(|| KernelError::Shape {
             what: "pipeline".into(),
             detail: "no block loaded".into(),
         })?;
-        let y_t = compute(kb, &x_t, p)?;
-        kb.free(&x_t)?;
+        let y_t = compute(kb, &tiles, p)?;
+        for t in &tiles {
+            kb.free(t)?;
+        }
         if let Some(&next) = all.get(i + PREFETCH) {
             loaded.push_back(load(kb, next)?);
         }
@@ -105,7 +111,8 @@ pub fn rmsnorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program
     };
     kb.dma(DmaOperand::Tile(w_t.clone()), DmaOperand::Hbm(broadcast));
     let eps = constant(&mut kb, RMSNORM_EPS)?;
-    pipelined(&mut kb, rows, x, cols, dtype, y, |kb, x_t, p| {
+    pipelined(&mut kb, rows, &[x], cols, dtype, y, |kb, xs_in, p| {
+        let x_t = &xs_in[0];
         // Σ x² per row (ScalarE square with its fused add-reduction).
         let sq = kb.sbuf(p as u32, dtype, &[cols])?;
         let ss = kb.sbuf(p as u32, DType::F32, &[1])?;
@@ -172,7 +179,8 @@ pub fn softmax(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program
     let mut kb = KernelBuilder::new(chip);
     let x = kb.input("x", dtype, &[rows, cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
-    pipelined(&mut kb, rows, x, cols, dtype, y, |kb, x_t, p| {
+    pipelined(&mut kb, rows, &[x], cols, dtype, y, |kb, xs_in, p| {
+        let x_t = &xs_in[0];
         let negmax = kb.sbuf(p as u32, DType::F32, &[1])?;
         kb.push(
             Engine::Vector,
@@ -216,6 +224,201 @@ pub fn softmax(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program
         );
         kb.free(&e)?;
         kb.free(&sum)?;
+        Ok(y_t)
+    })?;
+    kb.finish()
+}
+
+fn act(kb: &mut KernelBuilder, dst: &Tile, src: &Tile, func: ActFunc) {
+    kb.push(
+        Engine::Scalar,
+        Op::Activation {
+            dst: dst.clone(),
+            src: src.clone(),
+            func,
+            scale: ScalarOperand::Imm(1.0),
+            bias: None,
+            reduce: None,
+        },
+    );
+}
+
+fn binary(kb: &mut KernelBuilder, engine: Engine, dst: &Tile, a: &Tile, b: &Tile, op: AluOp) {
+    kb.push(engine, Op::TensorTensor { dst: dst.clone(), in0: a.clone(), in1: b.clone(), op });
+}
+
+/// `y = gelu(x) = x · Φ(x)` (erf form), elementwise.
+pub fn gelu(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, KernelError> {
+    check_shape("gelu", rows, cols)?;
+    let mut kb = KernelBuilder::new(chip);
+    let x = kb.input("x", dtype, &[rows, cols])?;
+    let y = kb.output("y", dtype, &[rows, cols])?;
+    pipelined(&mut kb, rows, &[x], cols, dtype, y, |kb, t, p| {
+        let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
+        act(kb, &y_t, &t[0], ActFunc::Gelu);
+        Ok(y_t)
+    })?;
+    kb.finish()
+}
+
+/// `y = silu(gate) · up` (the SwiGLU MLP's elementwise part), elementwise.
+pub fn swiglu(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, KernelError> {
+    check_shape("swiglu", rows, cols)?;
+    let mut kb = KernelBuilder::new(chip);
+    let gate = kb.input("gate", dtype, &[rows, cols])?;
+    let up = kb.input("up", dtype, &[rows, cols])?;
+    let y = kb.output("y", dtype, &[rows, cols])?;
+    pipelined(&mut kb, rows, &[gate, up], cols, dtype, y, |kb, t, p| {
+        let s = kb.sbuf(p as u32, dtype, &[cols])?;
+        act(kb, &s, &t[0], ActFunc::Silu);
+        let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
+        binary(kb, Engine::Vector, &y_t, &s, &t[1], AluOp::Multiply);
+        kb.free(&s)?;
+        Ok(y_t)
+    })?;
+    kb.finish()
+}
+
+/// `y = x + residual`, elementwise.
+pub fn residual_add(
+    chip: Chip,
+    rows: u64,
+    cols: u64,
+    dtype: DType,
+) -> Result<Program, KernelError> {
+    check_shape("residual-add", rows, cols)?;
+    let mut kb = KernelBuilder::new(chip);
+    let x = kb.input("x", dtype, &[rows, cols])?;
+    let r = kb.input("residual", dtype, &[rows, cols])?;
+    let y = kb.output("y", dtype, &[rows, cols])?;
+    let mut flip = false;
+    pipelined(&mut kb, rows, &[x, r], cols, dtype, y, |kb, t, p| {
+        let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
+        // Alternate blocks between VectorE and GpSimd.
+        flip = !flip;
+        binary(
+            kb,
+            if flip { Engine::Vector } else { Engine::GpSimd },
+            &y_t,
+            &t[0],
+            &t[1],
+            AluOp::Add,
+        );
+        Ok(y_t)
+    })?;
+    kb.finish()
+}
+
+/// `eps` of [`layernorm`] (PyTorch's default).
+pub const LAYERNORM_EPS: f32 = 1e-5;
+
+/// `y = (x - mean(x)) / sqrt(var(x) + eps) · w + b` along each row; `w`, `b: [cols]`.
+pub fn layernorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, KernelError> {
+    check_shape("layernorm", rows, cols)?;
+    let mut kb = KernelBuilder::new(chip);
+    let x = kb.input("x", dtype, &[rows, cols])?;
+    let w = kb.input("w", dtype, &[cols])?;
+    let bias = kb.input("b", dtype, &[cols])?;
+    let y = kb.output("y", dtype, &[rows, cols])?;
+    let broadcast = |kb: &mut KernelBuilder, tensor: usize| -> Result<Tile, KernelError> {
+        let t = kb.sbuf(PT as u32, dtype, &[cols])?;
+        let src = HbmAccess {
+            tensor,
+            offset: 0,
+            dims: vec![
+                rainier_isa::Dim { stride: 0, size: PT },
+                rainier_isa::Dim { stride: 1, size: cols },
+            ],
+        };
+        kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(src));
+        Ok(t)
+    };
+    let (w_t, b_t) = (broadcast(&mut kb, w)?, broadcast(&mut kb, bias)?);
+    let eps = constant(&mut kb, LAYERNORM_EPS)?;
+    pipelined(&mut kb, rows, &[x], cols, dtype, y, |kb, t, p| {
+        let x_t = &t[0];
+        let junk = kb.sbuf(p as u32, dtype, &[cols])?;
+        // Σ x (ScalarE identity with its add-reduction), then -mean.
+        let sum = kb.sbuf(p as u32, DType::F32, &[1])?;
+        kb.push(
+            Engine::Scalar,
+            Op::Activation {
+                dst: junk.clone(),
+                src: x_t.clone(),
+                func: ActFunc::Identity,
+                scale: ScalarOperand::Imm(1.0),
+                bias: None,
+                reduce: Some(sum.clone()),
+            },
+        );
+        let negmean = kb.sbuf(p as u32, DType::F32, &[1])?;
+        kb.push(
+            Engine::Vector,
+            Op::TensorScalar {
+                dst: negmean.clone(),
+                src: sum.clone(),
+                stages: vec![ScalarStage {
+                    op: AluOp::Multiply,
+                    operand: ScalarOperand::Imm(-1.0 / cols as f32),
+                    reverse: false,
+                }],
+            },
+        );
+        kb.free(&sum)?;
+        // Σ (x - mean)² (ScalarE square of x + (-mean), reduced).
+        let var = kb.sbuf(p as u32, DType::F32, &[1])?;
+        kb.push(
+            Engine::Scalar,
+            Op::Activation {
+                dst: junk.clone(),
+                src: x_t.clone(),
+                func: ActFunc::Square,
+                scale: ScalarOperand::Imm(1.0),
+                bias: Some(negmean.clone()),
+                reduce: Some(var.clone()),
+            },
+        );
+        kb.free(&junk)?;
+        let rstd = kb.sbuf(p as u32, DType::F32, &[1])?;
+        kb.push(
+            Engine::Scalar,
+            Op::Activation {
+                dst: rstd.clone(),
+                src: var.clone(),
+                func: ActFunc::Rsqrt,
+                scale: ScalarOperand::Imm(1.0 / cols as f32),
+                bias: Some(rows_of(&eps, p)),
+                reduce: None,
+            },
+        );
+        kb.free(&var)?;
+        // (x - mean) · rstd on GpSimd, then · w + b on VectorE.
+        let xn = kb.sbuf(p as u32, dtype, &[cols])?;
+        kb.push(
+            Engine::GpSimd,
+            Op::TensorScalar {
+                dst: xn.clone(),
+                src: x_t.clone(),
+                stages: vec![
+                    ScalarStage {
+                        op: AluOp::Add,
+                        operand: ScalarOperand::Vector(negmean.clone()),
+                        reverse: false,
+                    },
+                    ScalarStage {
+                        op: AluOp::Multiply,
+                        operand: ScalarOperand::Vector(rstd.clone()),
+                        reverse: false,
+                    },
+                ],
+            },
+        );
+        kb.free(&negmean)?;
+        kb.free(&rstd)?;
+        let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
+        binary(kb, Engine::Vector, &y_t, &xn, &rows_of(&w_t, p), AluOp::Multiply);
+        binary(kb, Engine::Vector, &y_t, &y_t, &rows_of(&b_t, p), AluOp::Add);
+        kb.free(&xn)?;
         Ok(y_t)
     })?;
     kb.finish()

@@ -105,3 +105,92 @@ fn memory_bound_kernels_reach_60_percent_of_hbm_share_on_trn2() {
         assert!(fraction >= 0.6, "{name}: {fraction}");
     }
 }
+
+/// Elementwise kernels and layernorm. Each output is checked as |got - want| <= tol · scale,
+/// with `scale` the magnitude the rounding errors are relative to (for sums: the sum of the
+/// operands' magnitudes, so cancellation does not make the bound vacuous or wrong).
+mod elementwise {
+    use super::*;
+    use rainier_kernels::{gelu, layernorm, residual_add, swiglu, LAYERNORM_EPS};
+
+    fn erf(x: f64) -> f64 {
+        // Abramowitz-Stegun 7.1.26 is too coarse; integrate exp(-t²) by Simpson's rule instead.
+        let n = 2000;
+        let h = x / n as f64;
+        let f = |t: f64| (-t * t).exp();
+        let mut s = f(0.0) + f(x);
+        for i in 1..n {
+            s += f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+        }
+        s * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    fn tol(dtype: DType) -> f64 {
+        if dtype == DType::Bf16 {
+            4.0 * 2f64.powi(-8)
+        } else {
+            8.0 * 2f64.powi(-24)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 10, max_shrink_iters: 32, ..ProptestConfig::default() })]
+
+        #[test]
+        fn gelu_swiglu_residual(rows in 1usize..200, cols in 1usize..600, seed: u64,
+                                dtype in prop::sample::select(vec![DType::F32, DType::Bf16]),
+                                chip in prop::sample::select(vec![Chip::Trn1, Chip::Trn2, Chip::Trn3])) {
+            let x = random(dtype, &[rows, cols], -4.0, 4.0, seed);
+            let u = random(dtype, &[rows, cols], -4.0, 4.0, seed ^ 3);
+            let (xv, uv) = (x.to_f32(), u.to_f32());
+            let t = tol(dtype);
+            let p = gelu(chip, rows as u64, cols as u64, dtype).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let got = run(&p, chip, BTreeMap::from([("x".to_string(), x.clone())]))?;
+            for i in 0..xv.len() {
+                let v = f64::from(xv[i]);
+                let want = 0.5 * v * (1.0 + erf(v / 2f64.sqrt()));
+                prop_assert!((got[i] - want).abs() <= t * want.abs().max(1e-3 * v.abs()) + 1e-12, "gelu({v}) = {} vs {want}", got[i]);
+            }
+            let p = swiglu(chip, rows as u64, cols as u64, dtype).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let got = run(&p, chip, BTreeMap::from([("gate".to_string(), x.clone()), ("up".to_string(), u.clone())]))?;
+            for i in 0..xv.len() {
+                let (g, up) = (f64::from(xv[i]), f64::from(uv[i]));
+                let want = g / (1.0 + (-g).exp()) * up;
+                prop_assert!((got[i] - want).abs() <= t * want.abs() + 1e-30, "swiglu {} vs {want}", got[i]);
+            }
+            let p = residual_add(chip, rows as u64, cols as u64, dtype).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let got = run(&p, chip, BTreeMap::from([("x".to_string(), x), ("residual".to_string(), u)]))?;
+            for i in 0..xv.len() {
+                let (a, b) = (f64::from(xv[i]), f64::from(uv[i]));
+                prop_assert!((got[i] - (a + b)).abs() <= t * (a.abs() + b.abs()), "add {} vs {}", got[i], a + b);
+            }
+        }
+
+        #[test]
+        fn layernorm_matches_f64(rows in 1usize..200, cols in 2usize..1000, seed: u64,
+                                 dtype in prop::sample::select(vec![DType::F32, DType::Bf16]),
+                                 chip in prop::sample::select(vec![Chip::Trn1, Chip::Trn2, Chip::Trn3])) {
+            let p = layernorm(chip, rows as u64, cols as u64, dtype).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let x = random(dtype, &[rows, cols], -2.0, 6.0, seed);
+            let w = random(dtype, &[cols], 0.5, 1.5, seed ^ 5);
+            let b = random(dtype, &[cols], -0.5, 0.5, seed ^ 9);
+            let (xv, wv, bv) = (x.to_f32(), w.to_f32(), b.to_f32());
+            let got = run(&p, chip, BTreeMap::from([("x".to_string(), x), ("w".to_string(), w), ("b".to_string(), b)]))?;
+            let t = tolerance(dtype, cols) + tol(dtype);
+            for r in 0..rows {
+                let row: Vec<f64> = xv[r * cols..(r + 1) * cols].iter().map(|&v| f64::from(v)).collect();
+                let mean = row.iter().sum::<f64>() / cols as f64;
+                let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / cols as f64;
+                let rstd = 1.0 / (var + f64::from(LAYERNORM_EPS)).sqrt();
+                for c in 0..cols {
+                    let (wc, bc) = (f64::from(wv[c]), f64::from(bv[c]));
+                    let want = (row[c] - mean) * rstd * wc + bc;
+                    // Relative to the magnitudes entering the final sum and the centring.
+                    let scale = (row[c].abs() + mean.abs()) * rstd * wc + bc.abs();
+                    let g = got[r * cols + c];
+                    prop_assert!((g - want).abs() <= t * scale, "y[{r}, {c}] = {g} vs {want}");
+                }
+            }
+        }
+    }
+}
