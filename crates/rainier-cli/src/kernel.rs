@@ -310,6 +310,10 @@ pub(crate) fn softmax(rows: u64, cols: u64, opts: &KernelOpts) -> Result<()> {
     })
 }
 
+/// A kernel constructor of the `--rows --cols` family.
+type BuildFn =
+    fn(Chip, u64, u64, DType) -> Result<rainier_isa::Program, rainier_kernels::KernelError>;
+
 /// The element-wise and normalization kernels that share the `--rows --cols` shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rowwise {
@@ -322,12 +326,7 @@ pub(crate) enum Rowwise {
 pub(crate) fn rowwise(kind: Rowwise, rows: u64, cols: u64, opts: &KernelOpts) -> Result<()> {
     let (rows, cols) = (positive("rows", rows, 1 << 24)?, positive("cols", cols, 1 << 16)?);
     let (chip, dtype) = (opts.chip, opts.dtype.dtype());
-    let (name, build, flops_per_elem, what): (
-        &'static str,
-        fn(Chip, u64, u64, DType) -> Result<rainier_isa::Program, rainier_kernels::KernelError>,
-        f64,
-        &str,
-    ) = match kind {
+    let (name, build, flops_per_elem, what): (&str, BuildFn, f64, &str) = match kind {
         Rowwise::Layernorm => {
             ("layernorm", rainier_kernels::layernorm, 8.0, "layernorm y = (x - mean) / std · w + b")
         }
