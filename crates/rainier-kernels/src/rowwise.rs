@@ -351,17 +351,17 @@ pub fn layernorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Progr
                 reduce: Some(sum.clone()),
             },
         );
+        // -mean on ScalarE too: a hop to another engine here would serialize the blocks.
         let negmean = kb.sbuf(p as u32, DType::F32, &[1])?;
         kb.push(
-            Engine::Vector,
-            Op::TensorScalar {
+            Engine::Scalar,
+            Op::Activation {
                 dst: negmean.clone(),
                 src: sum.clone(),
-                stages: vec![ScalarStage {
-                    op: AluOp::Multiply,
-                    operand: ScalarOperand::Imm(-1.0 / cols as f32),
-                    reverse: false,
-                }],
+                func: ActFunc::Identity,
+                scale: ScalarOperand::Imm(-1.0 / cols as f32),
+                bias: None,
+                reduce: None,
             },
         );
         kb.free(&sum)?;
