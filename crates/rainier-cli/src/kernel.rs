@@ -47,6 +47,17 @@ impl KernelDType {
 /// Output elements checked against the reference at most (sampled evenly beyond that).
 const CHECK_SAMPLES: usize = 4096;
 
+/// The `[rows, cols]` shape of the row-wise kernels (one row per partition).
+#[derive(Debug, clap::Args)]
+pub(crate) struct RowsCols {
+    /// Rows (tokens), spread over the 128 partitions in blocks.
+    #[arg(long)]
+    pub(crate) rows: u64,
+    /// Columns (features), in one partition's free dimension: at most 65536.
+    #[arg(long)]
+    pub(crate) cols: u64,
+}
+
 /// Options every kernel takes.
 #[derive(Debug, clap::Args)]
 pub(crate) struct KernelOpts {
@@ -323,8 +334,9 @@ pub(crate) enum Rowwise {
     ResidualAdd,
 }
 
-pub(crate) fn rowwise(kind: Rowwise, rows: u64, cols: u64, opts: &KernelOpts) -> Result<()> {
-    let (rows, cols) = (positive("rows", rows, 1 << 24)?, positive("cols", cols, 1 << 16)?);
+pub(crate) fn rowwise(kind: Rowwise, shape: &RowsCols, opts: &KernelOpts) -> Result<()> {
+    let (rows, cols) =
+        (positive("rows", shape.rows, 1 << 24)?, positive("cols", shape.cols, 1 << 16)?);
     let (chip, dtype) = (opts.chip, opts.dtype.dtype());
     let (name, build, flops_per_elem, what): (&str, BuildFn, f64, &str) = match kind {
         Rowwise::Layernorm => {

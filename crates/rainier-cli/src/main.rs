@@ -121,55 +121,43 @@ enum KernelCommand {
     },
     /// y = x / sqrt(mean(x²) + 1e-6) · w along each row of x [rows, cols].
     Rmsnorm {
-        #[arg(long)]
-        rows: u64,
-        #[arg(long)]
-        cols: u64,
+        #[command(flatten)]
+        shape: kernel::RowsCols,
         #[command(flatten)]
         opts: kernel::KernelOpts,
     },
     /// y = softmax(x) along each row of x [rows, cols] (row max subtracted).
     Softmax {
-        #[arg(long)]
-        rows: u64,
-        #[arg(long)]
-        cols: u64,
+        #[command(flatten)]
+        shape: kernel::RowsCols,
         #[command(flatten)]
         opts: kernel::KernelOpts,
     },
     /// y = (x - mean) / sqrt(var + 1e-5) · w + b along each row of x [rows, cols].
     Layernorm {
-        #[arg(long)]
-        rows: u64,
-        #[arg(long)]
-        cols: u64,
+        #[command(flatten)]
+        shape: kernel::RowsCols,
         #[command(flatten)]
         opts: kernel::KernelOpts,
     },
     /// y = gelu(x) (erf form), elementwise over [rows, cols].
     Gelu {
-        #[arg(long)]
-        rows: u64,
-        #[arg(long)]
-        cols: u64,
+        #[command(flatten)]
+        shape: kernel::RowsCols,
         #[command(flatten)]
         opts: kernel::KernelOpts,
     },
     /// y = silu(gate) · up, elementwise over [rows, cols].
     Swiglu {
-        #[arg(long)]
-        rows: u64,
-        #[arg(long)]
-        cols: u64,
+        #[command(flatten)]
+        shape: kernel::RowsCols,
         #[command(flatten)]
         opts: kernel::KernelOpts,
     },
     /// y = x + residual, elementwise over [rows, cols].
     ResidualAdd {
-        #[arg(long)]
-        rows: u64,
-        #[arg(long)]
-        cols: u64,
+        #[command(flatten)]
+        shape: kernel::RowsCols,
         #[command(flatten)]
         opts: kernel::KernelOpts,
     },
@@ -226,19 +214,23 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Kernel { kernel } => match kernel {
             KernelCommand::Gemm { m, n, k, opts } => kernel::gemm(m, n, k, &opts),
-            KernelCommand::Rmsnorm { rows, cols, opts } => kernel::rmsnorm(rows, cols, &opts),
-            KernelCommand::Softmax { rows, cols, opts } => kernel::softmax(rows, cols, &opts),
-            KernelCommand::Layernorm { rows, cols, opts } => {
-                kernel::rowwise(kernel::Rowwise::Layernorm, rows, cols, &opts)
+            KernelCommand::Rmsnorm { shape, opts } => {
+                kernel::rmsnorm(shape.rows, shape.cols, &opts)
             }
-            KernelCommand::Gelu { rows, cols, opts } => {
-                kernel::rowwise(kernel::Rowwise::Gelu, rows, cols, &opts)
+            KernelCommand::Softmax { shape, opts } => {
+                kernel::softmax(shape.rows, shape.cols, &opts)
             }
-            KernelCommand::Swiglu { rows, cols, opts } => {
-                kernel::rowwise(kernel::Rowwise::Swiglu, rows, cols, &opts)
+            KernelCommand::Layernorm { shape, opts } => {
+                kernel::rowwise(kernel::Rowwise::Layernorm, &shape, &opts)
             }
-            KernelCommand::ResidualAdd { rows, cols, opts } => {
-                kernel::rowwise(kernel::Rowwise::ResidualAdd, rows, cols, &opts)
+            KernelCommand::Gelu { shape, opts } => {
+                kernel::rowwise(kernel::Rowwise::Gelu, &shape, &opts)
+            }
+            KernelCommand::Swiglu { shape, opts } => {
+                kernel::rowwise(kernel::Rowwise::Swiglu, &shape, &opts)
+            }
+            KernelCommand::ResidualAdd { shape, opts } => {
+                kernel::rowwise(kernel::Rowwise::ResidualAdd, &shape, &opts)
             }
         },
         Command::Verify { program, chip } => {
