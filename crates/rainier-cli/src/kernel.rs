@@ -428,3 +428,52 @@ fn libm_erf(x: f64) -> f64 {
     }
     s * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()
 }
+
+pub(crate) fn adamw(params: u64, opts: &KernelOpts) -> Result<()> {
+    let params = positive("params", params, 1 << 34)?;
+    if opts.dtype != KernelDType::Fp32 && opts.dtype != KernelDType::Bf16 {
+        bail!("adamw keeps fp32 parameters and moments; --dtype must be fp32 (or the default)");
+    }
+    let chip = opts.chip;
+    let hp = rainier_kernels::AdamW::default();
+    let program = rainier_kernels::adamw(chip, params, &hp)
+        .with_context(|| format!("adamw over {params} parameters on {chip}"))?;
+    let built = Built {
+        kernel: "adamw",
+        shape: json!({ "params": params }),
+        description: format!("adamw step over {params} fp32 parameters (lr {}, betas ({}, {}), eps {}, weight decay {})", hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay),
+        program,
+        // 2 (m) + 3 (v) + 3 (update) + 3 (p): 11 FLOP per parameter.
+        flops: 11.0 * params as f64,
+    };
+    report_kernel(&built, opts, || {
+        let n = params as usize;
+        let gen = |lo, hi| random(DType::F32, &[n], lo, hi);
+        let (p, g, m, v) = (gen(-1.0, 1.0), gen(-1.0, 1.0), gen(-0.1, 0.1), gen(0.0, 0.01));
+        let f = |t: &HostTensor| t.to_f32().into_iter().map(f64::from).collect::<Vec<f64>>();
+        let (pv, gv, mv, vv) = (f(&p), f(&g), f(&m), f(&v));
+        let inputs =
+            BTreeMap::from([("p".into(), p), ("g".into(), g), ("m".into(), m), ("v".into(), v)]);
+        let res = rainier_funcsim::run(&built.program, &chip.params(), &inputs)?;
+        let po = f(&res.outputs["p_out"]);
+        let (b1, b2, lr, eps, wd) = (
+            f64::from(hp.beta1),
+            f64::from(hp.beta2),
+            f64::from(hp.lr),
+            f64::from(hp.eps),
+            f64::from(hp.weight_decay),
+        );
+        let (bc1, bc2) = (1.0 - b1.powi(hp.step as i32), 1.0 - b2.powi(hp.step as i32));
+        let mut worst = 0f64;
+        for i in (0..n).step_by((n / (CHECK_SAMPLES * 16)).max(1)) {
+            let m_new = b1 * mv[i] + (1.0 - b1) * gv[i];
+            let v_new = b2 * vv[i] + (1.0 - b2) * gv[i] * gv[i];
+            let upd = lr / bc1 * m_new / ((v_new / bc2).sqrt() + eps);
+            let want = pv[i] * (1.0 - lr * wd) - upd;
+            // Relative to the magnitudes entering the final difference.
+            worst =
+                worst.max((po[i] - want).abs() / (pv[i].abs() + upd.abs()).max(f64::MIN_POSITIVE));
+        }
+        Ok((worst, 16.0 * 2f64.powi(-24)))
+    })
+}

@@ -154,6 +154,14 @@ enum KernelCommand {
         #[command(flatten)]
         opts: kernel::KernelOpts,
     },
+    /// One AdamW step (PyTorch defaults) over fp32 parameters, gradients and moments.
+    Adamw {
+        /// Number of parameters.
+        #[arg(long)]
+        params: u64,
+        #[command(flatten)]
+        opts: kernel::KernelOpts,
+    },
     /// y = x + residual, elementwise over [rows, cols].
     ResidualAdd {
         #[command(flatten)]
@@ -229,6 +237,7 @@ fn run(cli: Cli) -> Result<()> {
             KernelCommand::Swiglu { shape, opts } => {
                 kernel::rowwise(kernel::Rowwise::Swiglu, &shape, &opts)
             }
+            KernelCommand::Adamw { params, opts } => kernel::adamw(params, &opts),
             KernelCommand::ResidualAdd { shape, opts } => {
                 kernel::rowwise(kernel::Rowwise::ResidualAdd, &shape, &opts)
             }

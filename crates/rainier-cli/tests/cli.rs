@@ -430,3 +430,19 @@ fn kernel_elementwise_family_checks() {
         assert_eq!(v["check"]["passed"], true, "{k}: {v}");
     }
 }
+
+#[test]
+fn kernel_adamw_check() {
+    let o = rainier(&[
+        "kernel", "adamw", "--params", "5000", "--dtype", "fp32", "--chip", "trn2", "--check",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["check"]["passed"], true, "{v}");
+    assert_eq!(v["shape"]["params"], 5000);
+    assert_clean_error(
+        &rainier(&["kernel", "adamw", "--params", "0", "--chip", "trn2"]),
+        "--params 0",
+    );
+}

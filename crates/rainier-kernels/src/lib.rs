@@ -17,10 +17,12 @@
 mod alloc;
 mod builder;
 mod gemm;
+mod optim;
 mod rowwise;
 
 pub use builder::{KernelBuilder, KernelError};
 pub use gemm::gemm;
+pub use optim::{adamw, AdamW};
 pub use rowwise::{
     gelu, layernorm, residual_add, rmsnorm, softmax, swiglu, LAYERNORM_EPS, RMSNORM_EPS,
 };

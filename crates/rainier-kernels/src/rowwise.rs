@@ -58,14 +58,42 @@ fn pipelined(
     y: usize,
     mut compute: impl FnMut(&mut KernelBuilder, &[Tile], u64) -> Result<Tile, KernelError>,
 ) -> Result<(), KernelError> {
+    pipelined_multi(kb, rows, inputs, cols, 0, dtype, &[y], |kb, t, p| Ok(vec![compute(kb, t, p)?]))
+}
+
+/// Rows `r0..r0 + p` of `cols` elements each, starting `base` elements into a row-major tensor
+/// of any rank.
+fn rows_at(tensor: usize, base: u64, r0: u64, p: u64, cols: u64) -> HbmAccess {
+    HbmAccess {
+        tensor,
+        offset: base + r0 * cols,
+        dims: vec![
+            rainier_isa::Dim { stride: cols as i64, size: p },
+            rainier_isa::Dim { stride: 1, size: cols },
+        ],
+    }
+}
+
+/// [`pipelined`] with several outputs (`compute` returns one tile per tensor in `outputs`),
+/// over the rows of `cols` elements that start `base` elements into each tensor.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pipelined_multi(
+    kb: &mut KernelBuilder,
+    rows: u64,
+    inputs: &[usize],
+    cols: u64,
+    base: u64,
+    dtype: DType,
+    outputs: &[usize],
+    mut compute: impl FnMut(&mut KernelBuilder, &[Tile], u64) -> Result<Vec<Tile>, KernelError>,
+) -> Result<(), KernelError> {
     let all: Vec<(u64, u64)> = blocks(rows, PT).collect();
     let mut loaded = std::collections::VecDeque::new();
     let load = |kb: &mut KernelBuilder, (r0, p): (u64, u64)| -> Result<Vec<Tile>, KernelError> {
         let mut tiles = Vec::with_capacity(inputs.len());
         for &x in inputs {
             let t = kb.sbuf(p as u32, dtype, &[cols])?;
-            let src = kb.block(x, r0..r0 + p, 0..cols);
-            kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(src));
+            kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(rows_at(x, base, r0, p, cols)));
             tiles.push(t);
         }
         Ok(tiles)
@@ -78,16 +106,17 @@ fn pipelined(
             what: "pipeline".into(),
             detail: "no block loaded".into(),
         })?;
-        let y_t = compute(kb, &tiles, p)?;
+        let results = compute(kb, &tiles, p)?;
         for t in &tiles {
             kb.free(t)?;
         }
         if let Some(&next) = all.get(i + PREFETCH) {
             loaded.push_back(load(kb, next)?);
         }
-        let dst = kb.block(y, r0..r0 + p, 0..cols);
-        kb.dma(DmaOperand::Hbm(dst), DmaOperand::Tile(y_t.clone()));
-        kb.free(&y_t)?;
+        for (&y, y_t) in outputs.iter().zip(&results) {
+            kb.dma(DmaOperand::Hbm(rows_at(y, base, r0, p, cols)), DmaOperand::Tile(y_t.clone()));
+            kb.free(y_t)?;
+        }
     }
     Ok(())
 }

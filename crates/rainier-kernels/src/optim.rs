@@ -1,0 +1,137 @@
+//! `adamw`: one AdamW step (PyTorch's `torch.optim.AdamW`) over fp32 parameters, gradients and
+//! moments in HBM, streamed in blocks of 128 x 2048 with the passes spread over ScalarE,
+//! VectorE and GpSimd.
+//!
+//! ```text
+//! m' = β1·m + (1-β1)·g          v' = β2·v + (1-β2)·g²
+//! p' = p·(1 - lr·λ) - lr/(1-β1^t) · m' / (sqrt(v'/(1-β2^t)) + ε)
+//! ```
+
+use rainier_arch::Chip;
+use rainier_isa::{ActFunc, AluOp, Engine, Op, Program, ScalarOperand, ScalarStage, Tile};
+use rainier_tensor::DType;
+
+use crate::rowwise::pipelined_multi;
+use crate::{KernelBuilder, KernelError};
+
+/// AdamW hyper-parameters; `Default` is PyTorch's (lr 1e-3, betas (0.9, 0.999), eps 1e-8,
+/// weight decay 0.01) at step 1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamW {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// The step number `t` (from 1) used for bias correction.
+    pub step: u32,
+}
+
+impl Default for AdamW {
+    fn default() -> Self {
+        AdamW { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, step: 1 }
+    }
+}
+
+/// Elements per row of a block (each of the seven fp32 tiles of a block is 8 KiB a partition).
+const COLS: u64 = 2048;
+
+fn scale(kb: &mut KernelBuilder, engine: Engine, dst: &Tile, src: &Tile, factor: f32) {
+    let stages = vec![ScalarStage {
+        op: AluOp::Multiply,
+        operand: ScalarOperand::Imm(factor),
+        reverse: false,
+    }];
+    kb.push(engine, Op::TensorScalar { dst: dst.clone(), src: src.clone(), stages });
+}
+
+fn act(kb: &mut KernelBuilder, dst: &Tile, src: &Tile, func: ActFunc, factor: f32) {
+    let op = Op::Activation {
+        dst: dst.clone(),
+        src: src.clone(),
+        func,
+        scale: ScalarOperand::Imm(factor),
+        bias: None,
+        reduce: None,
+    };
+    kb.push(Engine::Scalar, op);
+}
+
+fn binary(kb: &mut KernelBuilder, engine: Engine, dst: &Tile, a: &Tile, b: &Tile, op: AluOp) {
+    kb.push(engine, Op::TensorTensor { dst: dst.clone(), in0: a.clone(), in1: b.clone(), op });
+}
+
+/// One AdamW step over `params` fp32 parameters: inputs `p`, `g`, `m`, `v` (`[params]`),
+/// outputs `p_out`, `m_out`, `v_out`.
+pub fn adamw(chip: Chip, params: u64, hp: &AdamW) -> Result<Program, KernelError> {
+    if params == 0 || hp.step == 0 {
+        return Err(KernelError::Shape {
+            what: "adamw".into(),
+            detail: format!("params={params}, step={} must be positive", hp.step),
+        });
+    }
+    let dtype = DType::F32;
+    let mut kb = KernelBuilder::new(chip);
+    let ins: Vec<usize> = ["p", "g", "m", "v"]
+        .iter()
+        .map(|n| kb.input(n, dtype, &[params]))
+        .collect::<Result<_, _>>()?;
+    let outs: Vec<usize> = ["p_out", "m_out", "v_out"]
+        .iter()
+        .map(|n| kb.output(n, dtype, &[params]))
+        .collect::<Result<_, _>>()?;
+    let t = hp.step as i32;
+    let (bc1, bc2) = (1.0 - f64::from(hp.beta1).powi(t), 1.0 - f64::from(hp.beta2).powi(t));
+    let step = |kb: &mut KernelBuilder,
+                x: &[Tile],
+                p: u64,
+                cols: u64|
+     -> Result<Vec<Tile>, KernelError> {
+        let (pt, gt, mt, vt) = (&x[0], &x[1], &x[2], &x[3]);
+        let tile = |kb: &mut KernelBuilder| kb.sbuf(p as u32, dtype, &[cols]);
+        // m' = β1·m + (1-β1)·g
+        let (bm, gs, m_new) = (tile(kb)?, tile(kb)?, tile(kb)?);
+        act(kb, &bm, mt, ActFunc::Identity, hp.beta1);
+        scale(kb, Engine::GpSimd, &gs, gt, 1.0 - hp.beta1);
+        binary(kb, Engine::Vector, &m_new, &bm, &gs, AluOp::Add);
+        // v' = β2·v + (1-β2)·g²  (ScalarE squares √(1-β2)·g)
+        let (g2, bv, v_new) = (bm, gs, tile(kb)?);
+        act(kb, &g2, gt, ActFunc::Square, (1.0 - hp.beta2).sqrt());
+        scale(kb, Engine::GpSimd, &bv, vt, hp.beta2);
+        binary(kb, Engine::Vector, &v_new, &bv, &g2, AluOp::Add);
+        // update = m' / (sqrt(v' / bc2) + ε)
+        let (den, upd) = (g2, bv);
+        act(kb, &den, &v_new, ActFunc::Sqrt, (1.0 / bc2) as f32);
+        let stages = vec![ScalarStage {
+            op: AluOp::Add,
+            operand: ScalarOperand::Imm(hp.eps),
+            reverse: false,
+        }];
+        kb.push(Engine::GpSimd, Op::TensorScalar { dst: den.clone(), src: den.clone(), stages });
+        binary(kb, Engine::Vector, &upd, &m_new, &den, AluOp::Divide);
+        // p' = p·(1 - lr·λ) - (lr / bc1)·update
+        let p_new = den;
+        scale(kb, Engine::GpSimd, &p_new, pt, 1.0 - hp.lr * hp.weight_decay);
+        let stages = vec![ScalarStage {
+            op: AluOp::Multiply,
+            operand: ScalarOperand::Imm(-(f64::from(hp.lr) / bc1) as f32),
+            reverse: false,
+        }];
+        kb.push(Engine::Vector, Op::TensorScalar { dst: upd.clone(), src: upd.clone(), stages });
+        binary(kb, Engine::Vector, &p_new, &p_new, &upd, AluOp::Add);
+        kb.free(&upd)?;
+        Ok(vec![p_new, m_new, v_new])
+    };
+    let (full, tail) = (params / COLS, params % COLS);
+    if full > 0 {
+        pipelined_multi(&mut kb, full, &ins, COLS, 0, dtype, &outs, |kb, x, p| {
+            step(kb, x, p, COLS)
+        })?;
+    }
+    if tail > 0 {
+        pipelined_multi(&mut kb, 1, &ins, tail, full * COLS, dtype, &outs, |kb, x, p| {
+            step(kb, x, p, tail)
+        })?;
+    }
+    kb.finish()
+}
