@@ -1,6 +1,6 @@
 //! `adamw` against f64 math on fresh random state; tolerances count the fp32 roundings on each
-//! path (m', v': 3 each; p': 9 on the update, 2 on the decayed parameter), relative to the
-//! magnitudes that enter each sum.
+//! path (m', v': 3 each; p': up to 12 on the update, 3 on the decayed parameter), relative to
+//! the magnitudes that enter each sum (for the update: the terms of m', which may cancel).
 
 use std::collections::BTreeMap;
 
@@ -41,7 +41,10 @@ proptest! {
             let p_new = pi * (1.0 - lr * wd) - lr / bc1 * upd;
             prop_assert!((f64::from(mo[i]) - m_new).abs() <= 4.0 * u * (b1 * mi.abs() + (1.0 - b1) * gi.abs()), "m[{i}]");
             prop_assert!((f64::from(vo[i]) - v_new).abs() <= 6.0 * u * (b2 * vi + (1.0 - b2) * gi * gi), "v[{i}]");
-            let bound = 3.0 * u * pi.abs() + 12.0 * u * (lr / bc1 * upd).abs() + 1e-30;
+            // The update's error is relative to the magnitudes of m's terms (they may cancel).
+            let den = (v_new / bc2).sqrt() + eps;
+            let m_mag = b1 * mi.abs() + (1.0 - b1) * gi.abs();
+            let bound = 3.0 * u * pi.abs() + 12.0 * u * lr / bc1 * m_mag / den + 1e-30;
             prop_assert!((f64::from(po[i]) - p_new).abs() <= bound, "p[{i}] = {} vs {p_new}", po[i]);
         }
     }
