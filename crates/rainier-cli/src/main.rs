@@ -22,7 +22,8 @@ programs written in a small assembly language (docs/assembly.md) in the NKI inst
 vocabulary run on the Tensor, Vector, Scalar and GpSimd engines over SBUF, PSUM and HBM. The
 simulator computes the numbers the hardware would (fp32 accumulation, bf16/fp8 rounding,
 saturation) and how long they take (published cost formulas, DMA queues, semaphores), with
-profiler traces for Perfetto.";
+profiler traces for Perfetto. Library kernels (gemm, rmsnorm, layernorm, softmax, gelu, swiglu,
+residual add, adamw) are built on it with a kernel API in the spirit of NKI.";
 
 const AFTER_HELP: &str = "Examples:
   rainier demo                                   run the example programs on random inputs and check them
