@@ -329,6 +329,7 @@ type BuildFn =
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rowwise {
     Layernorm,
+    Rope,
     Gelu,
     Swiglu,
     ResidualAdd,
@@ -343,6 +344,9 @@ pub(crate) fn rowwise(kind: Rowwise, shape: &RowsCols, opts: &KernelOpts) -> Res
             ("layernorm", rainier_kernels::layernorm, 8.0, "layernorm y = (x - mean) / std · w + b")
         }
         Rowwise::Gelu => ("gelu", rainier_kernels::gelu, 8.0, "gelu y = x · Φ(x)"),
+        Rowwise::Rope => {
+            ("rope", rainier_kernels::rope, 3.0, "rope y = x · cos + rotate_half(x) · sin")
+        }
         Rowwise::Swiglu => ("swiglu", rainier_kernels::swiglu, 5.0, "swiglu y = silu(gate) · up"),
         Rowwise::ResidualAdd => {
             ("residual-add", rainier_kernels::residual_add, 1.0, "residual add y = x + residual")
@@ -373,6 +377,11 @@ pub(crate) fn rowwise(kind: Rowwise, shape: &RowsCols, opts: &KernelOpts) -> Res
                 BTreeMap::from([("x".into(), x), ("w".into(), w), ("b".into(), b)])
             }
             Rowwise::Gelu => BTreeMap::from([("x".into(), x)]),
+            Rowwise::Rope => BTreeMap::from([
+                ("x".into(), x),
+                ("cos".into(), rope_table(dtype, ru, cu, f64::cos)),
+                ("sin".into(), rope_table(dtype, ru, cu, f64::sin)),
+            ]),
             Rowwise::Swiglu => BTreeMap::from([("gate".into(), x), ("up".into(), other)]),
             Rowwise::ResidualAdd => BTreeMap::from([("x".into(), x), ("residual".into(), other)]),
         };
@@ -403,6 +412,12 @@ pub(crate) fn rowwise(kind: Rowwise, shape: &RowsCols, opts: &KernelOpts) -> Res
                         (s, s.abs())
                     }
                     Rowwise::ResidualAdd => (v + o, v.abs() + o.abs()),
+                    Rowwise::Rope => {
+                        let (cs, sn) = (rope_angle(r, c, cu).cos(), rope_angle(r, c, cu).sin());
+                        let (cs, sn) = (round(dtype, cs), round(dtype, sn));
+                        let rot = if c < cu / 2 { -row[c + cu / 2] } else { row[c - cu / 2] };
+                        (v * cs + rot * sn, (v * cs).abs() + (rot * sn).abs())
+                    }
                 };
                 worst = worst.max((y[r * cu + c] - want).abs() / scale.max(f64::MIN_POSITIVE));
             }
@@ -415,6 +430,23 @@ pub(crate) fn rowwise(kind: Rowwise, shape: &RowsCols, opts: &KernelOpts) -> Res
             } + if kind == Rowwise::Layernorm { rowwise_tolerance(dtype, cols) } else { 0.0 };
         Ok((worst, bound))
     })
+}
+
+/// The rotary angle of position `r`, column `c` (each frequency twice, as Hugging Face lays
+/// out `cos`/`sin`), base 10000.
+fn rope_angle(r: usize, c: usize, cols: usize) -> f64 {
+    let i = c % (cols / 2);
+    r as f64 * 10000f64.powf(-((2 * i) as f64) / cols as f64)
+}
+
+fn round(dtype: DType, v: f64) -> f64 {
+    f64::from(dtype.round(v as f32))
+}
+
+fn rope_table(dtype: DType, rows: usize, cols: usize, f: fn(f64) -> f64) -> HostTensor {
+    let v: Vec<f32> =
+        (0..rows * cols).map(|i| f(rope_angle(i / cols, i % cols, cols)) as f32).collect();
+    HostTensor::from_f32(dtype, &[rows, cols], &v)
 }
 
 /// erf by Simpson's rule on exp(-t²) (accurate to ~1e-12 here; independent of the simulator's).

@@ -23,7 +23,7 @@ vocabulary run on the Tensor, Vector, Scalar and GpSimd engines over SBUF, PSUM 
 simulator computes the numbers the hardware would (fp32 accumulation, bf16/fp8 rounding,
 saturation) and how long they take (published cost formulas, DMA queues, semaphores), with
 profiler traces for Perfetto. Library kernels (gemm, rmsnorm, layernorm, softmax, gelu, swiglu,
-residual add, adamw) are built on it with a kernel API in the spirit of NKI.";
+residual add, rope, adamw) are built on it with a kernel API in the spirit of NKI.";
 
 const AFTER_HELP: &str = "Examples:
   rainier demo                                   run the example programs on random inputs and check them
@@ -141,6 +141,14 @@ enum KernelCommand {
         #[command(flatten)]
         opts: kernel::KernelOpts,
     },
+    /// Rotary embedding of one head, x [rows (positions), cols (head dim, even)], as Hugging
+    /// Face applies it (cos/sin inputs hold each frequency twice).
+    Rope {
+        #[command(flatten)]
+        shape: kernel::RowsCols,
+        #[command(flatten)]
+        opts: kernel::KernelOpts,
+    },
     /// y = gelu(x) (erf form), elementwise over [rows, cols].
     Gelu {
         #[command(flatten)]
@@ -234,6 +242,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             KernelCommand::Gelu { shape, opts } => {
                 kernel::rowwise(kernel::Rowwise::Gelu, &shape, &opts)
+            }
+            KernelCommand::Rope { shape, opts } => {
+                kernel::rowwise(kernel::Rowwise::Rope, &shape, &opts)
             }
             KernelCommand::Swiglu { shape, opts } => {
                 kernel::rowwise(kernel::Rowwise::Swiglu, &shape, &opts)

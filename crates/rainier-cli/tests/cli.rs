@@ -419,7 +419,7 @@ fn kernel_rmsnorm_and_softmax_check() {
 
 #[test]
 fn kernel_elementwise_family_checks() {
-    for k in ["layernorm", "gelu", "swiglu", "residual-add"] {
+    for k in ["layernorm", "gelu", "swiglu", "residual-add", "rope"] {
         let o = rainier(&[
             "kernel", k, "--rows", "130", "--cols", "300", "--dtype", "bf16", "--chip", "trn3",
             "--check", "--json",

@@ -24,5 +24,5 @@ pub use builder::{KernelBuilder, KernelError};
 pub use gemm::gemm;
 pub use optim::{adamw, AdamW};
 pub use rowwise::{
-    gelu, layernorm, residual_add, rmsnorm, softmax, swiglu, LAYERNORM_EPS, RMSNORM_EPS,
+    gelu, layernorm, residual_add, rmsnorm, rope, softmax, swiglu, LAYERNORM_EPS, RMSNORM_EPS,
 };

@@ -452,3 +452,70 @@ pub fn layernorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Progr
     })?;
     kb.finish()
 }
+
+/// Rotary position embedding as Hugging Face's `apply_rotary_pos_emb` applies it to one head:
+/// `y = x · cos + rotate_half(x) · sin` with `rotate_half([x1, x2]) = [-x2, x1]`, for
+/// `x, cos, sin: [rows, cols]` (`cos`/`sin` hold each frequency twice, as HF expands them).
+pub fn rope(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, KernelError> {
+    check_shape("rope", rows, cols)?;
+    if cols % 2 != 0 {
+        return Err(KernelError::Shape {
+            what: "rope".into(),
+            detail: format!("cols={cols} must be even (head dim)"),
+        });
+    }
+    let mut kb = KernelBuilder::new(chip);
+    let x = kb.input("x", dtype, &[rows, cols])?;
+    let cos = kb.input("cos", dtype, &[rows, cols])?;
+    let sin = kb.input("sin", dtype, &[rows, cols])?;
+    let y = kb.output("y", dtype, &[rows, cols])?;
+    let h = cols / 2;
+    let half = |t: &Tile, second: bool| Tile {
+        offset_bytes: t.offset_bytes + if second { h * dtype.size_bytes() as u64 } else { 0 },
+        dims: rainier_isa::contiguous_dims(&[h]),
+        ..t.clone()
+    };
+    pipelined(&mut kb, rows, &[x, cos, sin], cols, dtype, y, |kb, t, p| {
+        let (x_t, cos_t, sin_t) = (&t[0], &t[1], &t[2]);
+        let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
+        let u = kb.sbuf(p as u32, dtype, &[cols])?;
+        // y = x · cos (VectorE); u = [x2 · sin1, x1 · sin2] (GpSimd)
+        binary(kb, Engine::Vector, &y_t, x_t, cos_t, AluOp::Multiply);
+        binary(
+            kb,
+            Engine::GpSimd,
+            &half(&u, false),
+            &half(x_t, true),
+            &half(sin_t, false),
+            AluOp::Multiply,
+        );
+        binary(
+            kb,
+            Engine::GpSimd,
+            &half(&u, true),
+            &half(x_t, false),
+            &half(sin_t, true),
+            AluOp::Multiply,
+        );
+        // y1 -= x2 · sin1, y2 += x1 · sin2 (VectorE)
+        binary(
+            kb,
+            Engine::Vector,
+            &half(&y_t, false),
+            &half(&y_t, false),
+            &half(&u, false),
+            AluOp::Subtract,
+        );
+        binary(
+            kb,
+            Engine::Vector,
+            &half(&y_t, true),
+            &half(&y_t, true),
+            &half(&u, true),
+            AluOp::Add,
+        );
+        kb.free(&u)?;
+        Ok(y_t)
+    })?;
+    kb.finish()
+}

@@ -194,3 +194,47 @@ mod elementwise {
         }
     }
 }
+
+/// RoPE against f64: each output is a sum of two products, so the bound is relative to the
+/// products' magnitudes.
+mod rotary {
+    use super::*;
+    use rainier_kernels::rope;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 10, max_shrink_iters: 32, ..ProptestConfig::default() })]
+
+        #[test]
+        fn rope_matches_f64(rows in 1usize..300, half in 1usize..100, seed: u64,
+                            dtype in prop::sample::select(vec![DType::F32, DType::Bf16]),
+                            chip in prop::sample::select(vec![Chip::Trn1, Chip::Trn2, Chip::Trn3])) {
+            let cols = 2 * half;
+            let p = rope(chip, rows as u64, cols as u64, dtype).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let x = random(dtype, &[rows, cols], -2.0, 2.0, seed);
+            // HF layout: each frequency's angle twice (first and second half).
+            let mut angles = vec![0f32; rows * cols];
+            for r in 0..rows {
+                for i in 0..half {
+                    let a = r as f32 * 10000f32.powf(-((2 * i) as f32) / cols as f32);
+                    angles[r * cols + i] = a;
+                    angles[r * cols + half + i] = a;
+                }
+            }
+            let cos = HostTensor::from_f32(dtype, &[rows, cols], &angles.iter().map(|a| a.cos()).collect::<Vec<_>>());
+            let sin = HostTensor::from_f32(dtype, &[rows, cols], &angles.iter().map(|a| a.sin()).collect::<Vec<_>>());
+            let (xv, cv, sv) = (x.to_f32(), cos.to_f32(), sin.to_f32());
+            let got = run(&p, chip, BTreeMap::from([("x".to_string(), x), ("cos".to_string(), cos), ("sin".to_string(), sin)]))?;
+            let t = if dtype == DType::Bf16 { 3.0 * 2f64.powi(-8) } else { 3.0 * 2f64.powi(-24) };
+            for r in 0..rows {
+                for c in 0..cols {
+                    let i = r * cols + c;
+                    let (xc, cc, sc) = (f64::from(xv[i]), f64::from(cv[i]), f64::from(sv[i]));
+                    let rot = if c < half { -f64::from(xv[i + half]) } else { f64::from(xv[i - half]) };
+                    let want = xc * cc + rot * sc;
+                    let scale = (xc * cc).abs() + (rot * sc).abs();
+                    prop_assert!((got[i] - want).abs() <= t * scale + 1e-30, "y[{r}, {c}] = {} vs {want}", got[i]);
+                }
+            }
+        }
+    }
+}
