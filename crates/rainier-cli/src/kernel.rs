@@ -509,3 +509,102 @@ pub(crate) fn adamw(params: u64, opts: &KernelOpts) -> Result<()> {
         Ok((worst, 16.0 * 2f64.powi(-24)))
     })
 }
+
+/// The shape flags of `attention`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AttentionArgs {
+    #[arg(long, default_value_t = 1)]
+    pub(crate) batch: u64,
+    #[arg(long)]
+    pub(crate) heads: u64,
+    /// K/V heads (grouped-query attention); defaults to --heads.
+    #[arg(long)]
+    pub(crate) kv_heads: Option<u64>,
+    /// Sequence length (a multiple of 128).
+    #[arg(long)]
+    pub(crate) seq: u64,
+    /// Head dimension (at most 128).
+    #[arg(long)]
+    pub(crate) head_dim: u64,
+    /// Causal mask.
+    #[arg(long)]
+    pub(crate) causal: bool,
+}
+
+pub(crate) fn attention(a: &AttentionArgs, opts: &KernelOpts) -> Result<()> {
+    let shape = rainier_kernels::AttentionShape {
+        batch: positive("batch", a.batch, 1 << 16)?,
+        heads: positive("heads", a.heads, 1 << 12)?,
+        kv_heads: positive("kv-heads", a.kv_heads.unwrap_or(a.heads), 1 << 12)?,
+        seq: positive("seq", a.seq, 1 << 20)?,
+        head_dim: positive("head-dim", a.head_dim, 128)?,
+        causal: a.causal,
+    };
+    let (chip, dtype) = (opts.chip, opts.dtype.dtype());
+    let program = rainier_kernels::attention(chip, &shape, dtype)
+        .with_context(|| format!("attention on {chip}"))?;
+    let built = Built {
+        kernel: "attention",
+        shape: json!({ "batch": shape.batch, "heads": shape.heads, "kv_heads": shape.kv_heads, "seq": shape.seq, "head_dim": shape.head_dim, "causal": shape.causal }),
+        description: format!(
+            "attention forward, {} x {} heads ({} kv), seq {}, head dim {}{}, {dtype}",
+            shape.batch,
+            shape.heads,
+            shape.kv_heads,
+            shape.seq,
+            shape.head_dim,
+            if shape.causal { ", causal" } else { "" }
+        ),
+        program,
+        flops: shape.flops(),
+    };
+    report_kernel(&built, opts, || {
+        let (nh, nkv) =
+            ((shape.batch * shape.heads) as usize, (shape.batch * shape.kv_heads) as usize);
+        let (seq, d) = (shape.seq as usize, shape.head_dim as usize);
+        let (q, k, v) = (
+            random(dtype, &[nh, d, seq], -1.0, 1.0),
+            random(dtype, &[nkv, d, seq], -1.0, 1.0),
+            random(dtype, &[nkv, seq, d], -1.0, 1.0),
+        );
+        let f = |t: &HostTensor| t.to_f32().into_iter().map(f64::from).collect::<Vec<f64>>();
+        let (qv, kv, vv) = (f(&q), f(&k), f(&v));
+        let inputs = BTreeMap::from([("q".into(), q), ("k".into(), k), ("v".into(), v)]);
+        let res = rainier_funcsim::run(&built.program, &chip.params(), &inputs)?;
+        let o = f(&res.outputs["o"]);
+        let group = (shape.heads / shape.kv_heads) as usize;
+        let heads = shape.heads as usize;
+        let vmax = vv.iter().fold(0f64, |m, x| m.max(x.abs())).max(f64::MIN_POSITIVE);
+        let mut worst = 0f64;
+        // A sample of query rows of every head, against plain f64 attention.
+        for h in 0..nh {
+            let hk = (h / heads) * shape.kv_heads as usize + (h % heads) / group;
+            for i in (0..seq).step_by((seq / 16).max(1)) {
+                let keys = if shape.causal { i + 1 } else { seq };
+                let sc: Vec<f64> = (0..keys)
+                    .map(|j| {
+                        (0..d)
+                            .map(|c| qv[(h * d + c) * seq + i] * kv[(hk * d + c) * seq + j])
+                            .sum::<f64>()
+                            / (d as f64).sqrt()
+                    })
+                    .collect();
+                let mx = sc.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let w: Vec<f64> = sc.iter().map(|x| (x - mx).exp()).collect();
+                let total: f64 = w.iter().sum();
+                for c in 0..d {
+                    let want =
+                        (0..keys).map(|j| w[j] * vv[(hk * seq + j) * d + c]).sum::<f64>() / total;
+                    worst = worst.max((o[(h * seq + i) * d + c] - want).abs() / vmax);
+                }
+            }
+        }
+        // Relative to max|v|: bf16 p and output roundings, or fp32 sums.
+        let bound = if dtype.size_bytes() == 2 {
+            12.0 * dtype.unit_roundoff()
+        } else {
+            128.0 * dtype.unit_roundoff()
+        };
+        Ok((worst, bound))
+    })
+}

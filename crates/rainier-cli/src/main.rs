@@ -23,7 +23,7 @@ vocabulary run on the Tensor, Vector, Scalar and GpSimd engines over SBUF, PSUM 
 simulator computes the numbers the hardware would (fp32 accumulation, bf16/fp8 rounding,
 saturation) and how long they take (published cost formulas, DMA queues, semaphores), with
 profiler traces for Perfetto. Library kernels (gemm, rmsnorm, layernorm, softmax, gelu, swiglu,
-residual add, rope, adamw) are built on it with a kernel API in the spirit of NKI.";
+residual add, rope, adamw, attention forward) are built on it with a kernel API in the spirit of NKI.";
 
 const AFTER_HELP: &str = "Examples:
   rainier demo                                   run the example programs on random inputs and check them
@@ -117,6 +117,13 @@ enum KernelCommand {
         n: u64,
         #[arg(long)]
         k: u64,
+        #[command(flatten)]
+        opts: kernel::KernelOpts,
+    },
+    /// Flash attention forward: q, k [heads, head_dim, seq], v [kv_heads, seq, head_dim].
+    Attention {
+        #[command(flatten)]
+        shape: kernel::AttentionArgs,
         #[command(flatten)]
         opts: kernel::KernelOpts,
     },
@@ -250,6 +257,7 @@ fn run(cli: Cli) -> Result<()> {
                 kernel::rowwise(kernel::Rowwise::Swiglu, &shape, &opts)
             }
             KernelCommand::Adamw { params, opts } => kernel::adamw(params, &opts),
+            KernelCommand::Attention { shape, opts } => kernel::attention(&shape, &opts),
             KernelCommand::ResidualAdd { shape, opts } => {
                 kernel::rowwise(kernel::Rowwise::ResidualAdd, &shape, &opts)
             }

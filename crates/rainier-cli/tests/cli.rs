@@ -446,3 +446,45 @@ fn kernel_adamw_check() {
         "--params 0",
     );
 }
+
+#[test]
+fn kernel_attention_check() {
+    let o = rainier(&[
+        "kernel",
+        "attention",
+        "--batch",
+        "2",
+        "--heads",
+        "2",
+        "--kv-heads",
+        "1",
+        "--seq",
+        "256",
+        "--head-dim",
+        "64",
+        "--causal",
+        "--chip",
+        "trn1",
+        "--check",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["check"]["passed"], true, "{v}");
+    assert_eq!(v["shape"]["causal"], true);
+    assert_clean_error(
+        &rainier(&[
+            "kernel",
+            "attention",
+            "--heads",
+            "2",
+            "--seq",
+            "100",
+            "--head-dim",
+            "64",
+            "--chip",
+            "trn2",
+        ]),
+        "multiple of 128",
+    );
+}

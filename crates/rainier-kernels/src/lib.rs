@@ -15,11 +15,13 @@
 //!   for DMAs, whose data lands asynchronously.
 
 mod alloc;
+mod attention;
 mod builder;
 mod gemm;
 mod optim;
 mod rowwise;
 
+pub use attention::{attention, AttentionShape};
 pub use builder::{KernelBuilder, KernelError};
 pub use gemm::gemm;
 pub use optim::{adamw, AdamW};
