@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 mod demo;
 mod kernel;
 mod report;
+mod table;
 
 const ABOUT: &str = "Rainier: an open, executable model of AWS Trainium and Inferentia.
 
@@ -170,6 +171,16 @@ enum KernelCommand {
         #[command(flatten)]
         opts: kernel::KernelOpts,
     },
+    /// Sweep every kernel over transformer-layer shapes on one chip and write the op-cost table
+    /// (DIR/CHIP.csv) and the raw runs (DIR/CHIP.runs.json); --chip all writes every chip's.
+    Table {
+        /// trn1, inf2, trn2, trn3 or all.
+        #[arg(long, default_value = "all")]
+        chip: String,
+        /// Output directory.
+        #[arg(long, default_value = "tables")]
+        out: PathBuf,
+    },
     /// One AdamW step (PyTorch defaults) over fp32 parameters, gradients and moments.
     Adamw {
         /// Number of parameters.
@@ -257,6 +268,11 @@ fn run(cli: Cli) -> Result<()> {
                 kernel::rowwise(kernel::Rowwise::Swiglu, &shape, &opts)
             }
             KernelCommand::Adamw { params, opts } => kernel::adamw(params, &opts),
+            KernelCommand::Table { chip, out } => {
+                let chips: Vec<Chip> =
+                    if chip == "all" { Chip::ALL.to_vec() } else { vec![chip.parse::<Chip>()?] };
+                chips.into_iter().try_for_each(|c| table::write(c, &out))
+            }
             KernelCommand::Attention { shape, opts } => kernel::attention(&shape, &opts),
             KernelCommand::ResidualAdd { shape, opts } => {
                 kernel::rowwise(kernel::Rowwise::ResidualAdd, &shape, &opts)

@@ -488,3 +488,24 @@ fn kernel_attention_check() {
         "multiple of 128",
     );
 }
+
+/// The committed op-cost tables are what the code produces now. Regenerate with
+/// `cargo run --release -- kernel table` after changing a kernel or the timing model.
+#[test]
+fn op_cost_tables_are_fresh() {
+    let d = scratch("tables");
+    let o = rainier(&["kernel", "table", "--out", &d.display().to_string()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let committed = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tables");
+    for chip in ["trn1", "inf2", "trn2", "trn3"] {
+        for ext in ["csv", "runs.json"] {
+            let name = format!("{chip}.{ext}");
+            let fresh = std::fs::read(d.join(&name)).unwrap_or_default();
+            let old = std::fs::read(format!("{committed}/{name}")).unwrap_or_default();
+            assert!(
+                !fresh.is_empty() && fresh == old,
+                "tables/{name} is stale: run `cargo run --release -- kernel table`"
+            );
+        }
+    }
+}
