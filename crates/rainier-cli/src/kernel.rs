@@ -608,3 +608,80 @@ pub(crate) fn attention(a: &AttentionArgs, opts: &KernelOpts) -> Result<()> {
         Ok((worst, bound))
     })
 }
+
+pub(crate) fn cross_entropy(
+    rows: u64,
+    vocab: u64,
+    backward: bool,
+    opts: &KernelOpts,
+) -> Result<()> {
+    let (rows, vocab) =
+        (positive("rows", rows, 1 << 24)?, positive("vocab", vocab, (1 << 24) - 1)?);
+    let (chip, dtype) = (opts.chip, opts.dtype.dtype());
+    let build = if backward {
+        rainier_kernels::cross_entropy_backward
+    } else {
+        rainier_kernels::cross_entropy
+    };
+    let program = build(chip, rows, vocab, dtype)
+        .with_context(|| format!("cross-entropy {rows}x{vocab} on {chip}"))?;
+    let built = Built {
+        kernel: if backward { "cross-entropy-backward" } else { "cross-entropy" },
+        shape: json!({ "rows": rows, "vocab": vocab }),
+        description: format!(
+            "cross-entropy {}, logits [{rows}, {vocab}] {dtype}",
+            if backward { "backward" } else { "forward" }
+        ),
+        program,
+        // forward: max, subtract, exp, sum, target pick; backward: subtract, exp, subtract.
+        flops: if backward { 3.0 } else { 5.0 } * (rows * vocab) as f64,
+    };
+    report_kernel(&built, opts, || {
+        let (ru, vu) = (rows as usize, vocab as usize);
+        let logits = random(dtype, &[ru, vu], -8.0, 8.0);
+        let mut rng = rand::thread_rng();
+        let t: Vec<f32> = (0..ru).map(|_| rng.gen_range(0..vu) as f32).collect();
+        let target = HostTensor::from_f32(DType::I32, &[ru], &t);
+        let xv: Vec<f64> = logits.to_f32().into_iter().map(f64::from).collect();
+        let lse: Vec<f64> = (0..ru)
+            .map(|i| {
+                let row = &xv[i * vu..(i + 1) * vu];
+                let mx = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                mx + row.iter().map(|v| (v - mx).exp()).sum::<f64>().ln()
+            })
+            .collect();
+        let mut inputs =
+            BTreeMap::from([("logits".to_string(), logits), ("target".to_string(), target)]);
+        let tol_abs = (vocab as f64 + 16.0) * 2f64.powi(-24);
+        if backward {
+            let lse32: Vec<f32> = lse.iter().map(|&v| v as f32).collect();
+            inputs.insert("lse".into(), HostTensor::from_f32(DType::F32, &[ru], &lse32));
+            let res = rainier_funcsim::run(&built.program, &chip.params(), &inputs)?;
+            let g = res.outputs["grad"].to_f32();
+            let mut worst = 0f64;
+            for i in (0..ru).step_by((ru * vu / (CHECK_SAMPLES * 16)).max(1)) {
+                for j in 0..vu {
+                    let sm = (xv[i * vu + j] - lse[i]).exp();
+                    let want = sm - if j == t[i] as usize { 1.0 } else { 0.0 };
+                    // Relative to the magnitude of the softmax term (and of the -1 at the target).
+                    let scale = sm + if j == t[i] as usize { 1.0 } else { 0.0 };
+                    worst = worst.max(
+                        (f64::from(g[i * vu + j]) - want).abs() / scale.max(f64::MIN_POSITIVE),
+                    );
+                }
+            }
+            Ok((worst, 2.0 * dtype.unit_roundoff() + 4.0 * tol_abs + 16.0 * 2f64.powi(-24)))
+        } else {
+            let res = rainier_funcsim::run(&built.program, &chip.params(), &inputs)?;
+            let loss = res.outputs["loss"].to_f32();
+            let mut worst = 0f64;
+            for i in 0..ru {
+                let want = lse[i] - xv[i * vu + t[i] as usize];
+                // Relative to |lse| + |target logit|, the magnitudes of the final difference.
+                let scale = lse[i].abs() + xv[i * vu + t[i] as usize].abs();
+                worst = worst.max((f64::from(loss[i]) - want).abs() / scale.max(1.0));
+            }
+            Ok((worst, tol_abs + 8.0 * 2f64.powi(-24)))
+        }
+    })
+}

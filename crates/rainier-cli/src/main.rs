@@ -24,7 +24,7 @@ vocabulary run on the Tensor, Vector, Scalar and GpSimd engines over SBUF, PSUM 
 simulator computes the numbers the hardware would (fp32 accumulation, bf16/fp8 rounding,
 saturation) and how long they take (published cost formulas, DMA queues, semaphores), with
 profiler traces for Perfetto. Library kernels (gemm, rmsnorm, layernorm, softmax, gelu, swiglu,
-residual add, rope, adamw, attention forward) are built on it with a kernel API in the spirit of NKI.";
+residual add, rope, adamw, cross-entropy, attention forward) are built on it with a kernel API in the spirit of NKI.";
 
 const AFTER_HELP: &str = "Examples:
   rainier demo                                   run the example programs on random inputs and check them
@@ -181,6 +181,19 @@ enum KernelCommand {
         #[arg(long, default_value = "tables")]
         out: PathBuf,
     },
+    /// Softmax cross-entropy over a vocabulary: loss and log-sum-exp per row (forward), or the
+    /// gradient softmax - onehot (--backward); logits [rows, vocab], int32 targets [rows].
+    CrossEntropy {
+        #[arg(long)]
+        rows: u64,
+        #[arg(long)]
+        vocab: u64,
+        /// The backward kernel (gradient of each row's loss) instead of the forward one.
+        #[arg(long)]
+        backward: bool,
+        #[command(flatten)]
+        opts: kernel::KernelOpts,
+    },
     /// One AdamW step (PyTorch defaults) over fp32 parameters, gradients and moments.
     Adamw {
         /// Number of parameters.
@@ -268,6 +281,9 @@ fn run(cli: Cli) -> Result<()> {
                 kernel::rowwise(kernel::Rowwise::Swiglu, &shape, &opts)
             }
             KernelCommand::Adamw { params, opts } => kernel::adamw(params, &opts),
+            KernelCommand::CrossEntropy { rows, vocab, backward, opts } => {
+                kernel::cross_entropy(rows, vocab, backward, &opts)
+            }
             KernelCommand::Table { chip, out } => {
                 let chips: Vec<Chip> =
                     if chip == "all" { Chip::ALL.to_vec() } else { vec![chip.parse::<Chip>()?] };

@@ -70,6 +70,23 @@ fn cases() -> Vec<Case> {
             build: Box::new(move |c| rainier_kernels::rope(c, rows, 128, bf16)),
         });
     }
+    for (rows, vocab) in [(512u64, 32000u64), (512, 128256)] {
+        for backward in [false, true] {
+            v.push(Case {
+                kernel: if backward { "cross-entropy-backward" } else { "cross-entropy" },
+                dtype: bf16,
+                shape: vec![("rows", rows), ("vocab", vocab)],
+                flops: if backward { 3.0 } else { 5.0 } * (rows * vocab) as f64,
+                build: Box::new(move |c| {
+                    if backward {
+                        rainier_kernels::cross_entropy_backward(c, rows, vocab, bf16)
+                    } else {
+                        rainier_kernels::cross_entropy(c, rows, vocab, bf16)
+                    }
+                }),
+            });
+        }
+    }
     for params in [1u64 << 20, 1 << 24] {
         v.push(Case {
             kernel: "adamw",

@@ -509,3 +509,29 @@ fn op_cost_tables_are_fresh() {
         }
     }
 }
+
+#[test]
+fn kernel_cross_entropy_check() {
+    for backward in [false, true] {
+        let mut args = vec![
+            "kernel",
+            "cross-entropy",
+            "--rows",
+            "150",
+            "--vocab",
+            "9000",
+            "--chip",
+            "trn2",
+            "--check",
+            "--json",
+        ];
+        if backward {
+            args.push("--backward");
+        }
+        let o = rainier(&args);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let v: serde_json::Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v["check"]["passed"], true, "{v}");
+    }
+}

@@ -18,12 +18,14 @@ mod alloc;
 mod attention;
 mod builder;
 mod gemm;
+mod loss;
 mod optim;
 mod rowwise;
 
 pub use attention::{attention, AttentionShape};
 pub use builder::{KernelBuilder, KernelError};
 pub use gemm::gemm;
+pub use loss::{cross_entropy, cross_entropy_backward};
 pub use optim::{adamw, AdamW};
 pub use rowwise::{
     gelu, layernorm, residual_add, rmsnorm, rope, softmax, swiglu, LAYERNORM_EPS, RMSNORM_EPS,
