@@ -10,6 +10,8 @@
 //! `corr = exp(scale·(m_old - m_new))`, `o = o·corr + p·v`); `p` is transposed on TensorE in
 //! 128 x 128 chunks so that `p·v` contracts over keys on partitions. `o / l` is stored at the end.
 
+use std::collections::VecDeque;
+
 use rainier_arch::Chip;
 use rainier_isa::{
     contiguous_dims, ActFunc, Affine, AluOp, Dim, DmaOperand, Engine, HbmAccess, Op, Program,
@@ -140,61 +142,18 @@ pub fn attention(chip: Chip, shape: &AttentionShape, dtype: DType) -> Result<Pro
     // software pipeline: scores (QKᵀ), then LOOKAHEAD steps later its softmax statistics and
     // exp, then one step later its PV and accumulation; so each engine's in-order queue holds
     // independent work from different steps instead of one step's dependency chain.
-    let mut blocks: Vec<((u64, u64), QBlock)> = Vec::new();
-    let mut scored: std::collections::VecDeque<(Step, Scores)> = std::collections::VecDeque::new();
-    let mut exped: std::collections::VecDeque<(Step, Probs)> = std::collections::VecDeque::new();
-    let state = |blocks: &mut Vec<((u64, u64), QBlock)>, st: &Step| -> Result<usize, KernelError> {
-        blocks
-            .iter()
-            .position(|(key, _)| *key == (st.h, st.q0))
-            .ok_or_else(|| bad("pipeline state".into()))
-    };
-    let accumulate_oldest = |kb: &mut KernelBuilder,
-                             blocks: &mut Vec<((u64, u64), QBlock)>,
-                             (st, pr): (Step, Probs)|
-     -> Result<(), KernelError> {
-        let at = state(blocks, &st)?;
-        accumulate(kb, &ctx, &st, pr, &mut blocks[at].1)?;
-        if st.last {
-            let (_, b) = blocks.remove(at);
-            finish_block(kb, &ctx, &st, b)?;
-        }
-        Ok(())
-    };
+    let mut pipe = Pipeline { blocks: Vec::new(), scored: VecDeque::new(), exped: VecDeque::new() };
     for step in &steps {
         if step.first {
             let b = start_block(&mut kb, &ctx, step)?;
-            blocks.push(((step.h, step.q0), b));
+            pipe.blocks.push(((step.h, step.q0), b));
         }
-        let at = state(&mut blocks, step)?;
-        let q_t = blocks[at].1.q_t.clone();
-        scored.push_back((*step, issue_scores(&mut kb, &ctx, step, &q_t)?));
-        if scored.len() > LOOKAHEAD {
-            if let Some((st, sc)) = scored.pop_front() {
-                let at = state(&mut blocks, &st)?;
-                let pr = softmax_stats(&mut kb, &ctx, &st, sc, &mut blocks[at].1)?;
-                exped.push_back((st, pr));
-            }
-        }
-        if exped.len() > 1 {
-            if let Some(oldest) = exped.pop_front() {
-                accumulate_oldest(&mut kb, &mut blocks, oldest)?;
-            }
-        }
+        let q_t = pipe.block(step)?.q_t.clone();
+        let scores = issue_scores(&mut kb, &ctx, step, &q_t)?;
+        pipe.scored.push_back((*step, scores));
+        pipe.advance(&mut kb, &ctx, LOOKAHEAD, 1)?;
     }
-    while let Some((st, sc)) = scored.pop_front() {
-        let at = state(&mut blocks, &st)?;
-        let pr = softmax_stats(&mut kb, &ctx, &st, sc, &mut blocks[at].1)?;
-        exped.push_back((st, pr));
-        if exped.len() > 1 {
-            if let Some(oldest) = exped.pop_front() {
-                accumulate_oldest(&mut kb, &mut blocks, oldest)?;
-            }
-        }
-    }
-    while let Some(oldest) = exped.pop_front() {
-        accumulate_oldest(&mut kb, &mut blocks, oldest)?;
-    }
+    pipe.advance(&mut kb, &ctx, 0, 0)?;
     kb.finish()
 }
 
@@ -299,6 +258,58 @@ fn issue_scores(
     kb.matmul(&s_ps, q_t, &k_t, false);
     kb.free(&k_t)?;
     Ok(Scores { s_ps, v_t })
+}
+
+/// Steps between phases, and the state of every query block in flight.
+#[derive(Debug)]
+struct Pipeline {
+    blocks: Vec<((u64, u64), QBlock)>,
+    /// Steps whose scores are issued, oldest first.
+    scored: VecDeque<(Step, Scores)>,
+    /// Steps whose probabilities are computed, oldest first.
+    exped: VecDeque<(Step, Probs)>,
+}
+
+impl Pipeline {
+    fn position(&self, st: &Step) -> Result<usize, KernelError> {
+        self.blocks.iter().position(|(key, _)| *key == (st.h, st.q0)).ok_or_else(|| {
+            KernelError::Shape { what: "attention".into(), detail: "pipeline state".into() }
+        })
+    }
+
+    fn block(&self, st: &Step) -> Result<&QBlock, KernelError> {
+        Ok(&self.blocks[self.position(st)?].1)
+    }
+
+    /// Runs phase 2 until at most `scored` steps wait for it, and phase 3 until at most
+    /// `exped` steps wait for it (finishing query blocks whose last step is done).
+    fn advance(
+        &mut self,
+        kb: &mut KernelBuilder,
+        c: &Ctx,
+        scored: usize,
+        exped: usize,
+    ) -> Result<(), KernelError> {
+        while self.scored.len() > scored || self.exped.len() > exped {
+            if self.scored.len() > scored {
+                if let Some((st, sc)) = self.scored.pop_front() {
+                    let at = self.position(&st)?;
+                    let pr = softmax_stats(kb, c, &st, sc, &mut self.blocks[at].1)?;
+                    self.exped.push_back((st, pr));
+                }
+            }
+            while self.exped.len() > exped.max(usize::from(self.scored.len() > scored)) {
+                let Some((st, pr)) = self.exped.pop_front() else { break };
+                let at = self.position(&st)?;
+                accumulate(kb, c, &st, pr, &mut self.blocks[at].1)?;
+                if st.last {
+                    let (_, b) = self.blocks.remove(at);
+                    finish_block(kb, c, &st, b)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A step's probabilities, its correction factor and its V block, between the two phases.
