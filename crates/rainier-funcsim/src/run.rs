@@ -25,6 +25,14 @@ pub enum RunError {
     HbmTooLarge { declared: u64, limit: u64, limit_name: String },
 }
 
+impl RunError {
+    /// `source` raised by instruction `index` of `program`.
+    pub fn exec(program: &Program, index: usize, source: ExecError) -> Self {
+        let opcode = program.instructions.get(index).map_or("?", |i| i.op.name());
+        RunError::Exec { index, line: program.line_of(index), opcode, source }
+    }
+}
+
 /// The result of a completed run.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
@@ -138,12 +146,7 @@ pub fn run(
             .min();
         let Some((i, e)) = ready else { break };
         let ins = &program.instructions[i];
-        m.execute(&ins.op).map_err(|source| RunError::Exec {
-            index: i,
-            line: program.line_of(i),
-            opcode: ins.op.name(),
-            source,
-        })?;
+        m.execute(&ins.op).map_err(|source| RunError::exec(program, i, source))?;
         for &s in &ins.signals {
             let v = &mut m.semaphores[s as usize];
             *v = v.saturating_add(1);

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use rainier_arch::Chip;
 use rainier_isa::{
     contiguous_dims, ActFunc, Affine, AluOp, Dim, DmaOperand, Engine, HbmAccess, Op, Program,
-    ReduceOp, ScalarOperand, ScalarStage, Tile,
+    ReduceOp, ScalarOperand, Tile,
 };
 use rainier_tensor::DType;
 
@@ -53,28 +53,6 @@ impl AttentionShape {
             f
         }
     }
-}
-
-fn scalar(
-    kb: &mut KernelBuilder,
-    engine: Engine,
-    dst: &Tile,
-    src: &Tile,
-    op: AluOp,
-    operand: ScalarOperand,
-) {
-    kb.push(
-        engine,
-        Op::TensorScalar {
-            dst: dst.clone(),
-            src: src.clone(),
-            stages: vec![ScalarStage { op, operand, reverse: false }],
-        },
-    );
-}
-
-fn binary(kb: &mut KernelBuilder, engine: Engine, dst: &Tile, a: &Tile, b: &Tile, op: AluOp) {
-    kb.push(engine, Op::TensorTensor { dst: dst.clone(), in0: a.clone(), in1: b.clone(), op });
 }
 
 fn columns(t: &Tile, first: u64, count: u64) -> Tile {
@@ -367,35 +345,20 @@ fn softmax_stats(
         },
     );
     let m_new = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    binary(kb, Engine::Vector, &m_new, &b.m, &m_blk, AluOp::Max);
+    kb.tensor_tensor(Engine::Vector, &m_new, &b.m, &m_blk, AluOp::Max);
     kb.free(&m_blk)?;
     let neg = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    scalar(kb, Engine::Vector, &neg, &m_new, AluOp::Multiply, ScalarOperand::Imm(-scale));
+    kb.tensor_scalar(
+        Engine::Vector,
+        &neg,
+        &m_new,
+        &[(AluOp::Multiply, ScalarOperand::Imm(-scale))],
+    );
     let p = kb.sbuf(QT as u32, c.dtype, &[st.ksz])?;
     let l_blk = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    kb.push(
-        Engine::Scalar,
-        Op::Activation {
-            dst: p.clone(),
-            src: scores.clone(),
-            func: ActFunc::Exp,
-            scale: ScalarOperand::Imm(scale),
-            bias: Some(neg.clone()),
-            reduce: Some(l_blk.clone()),
-        },
-    );
+    kb.activation(&p, &scores, ActFunc::Exp, ScalarOperand::Imm(scale), Some(&neg), Some(&l_blk));
     let corr = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    kb.push(
-        Engine::Scalar,
-        Op::Activation {
-            dst: corr.clone(),
-            src: b.m.clone(),
-            func: ActFunc::Exp,
-            scale: ScalarOperand::Imm(scale),
-            bias: Some(neg.clone()),
-            reduce: None,
-        },
-    );
+    kb.activation(&corr, &b.m, ActFunc::Exp, ScalarOperand::Imm(scale), Some(&neg), None);
     kb.free(&neg)?;
     kb.free(&s_ps)?;
     if let Some(t) = s_sb {
@@ -403,8 +366,8 @@ fn softmax_stats(
     }
     kb.free(&b.m)?;
     b.m = m_new;
-    binary(kb, Engine::Vector, &b.l, &b.l, &corr, AluOp::Multiply);
-    binary(kb, Engine::Vector, &b.l, &b.l, &l_blk, AluOp::Add);
+    kb.tensor_tensor(Engine::Vector, &b.l, &b.l, &corr, AluOp::Multiply);
+    kb.tensor_tensor(Engine::Vector, &b.l, &b.l, &l_blk, AluOp::Add);
     kb.free(&l_blk)?;
     Ok(Probs { p, corr, v_t })
 }
@@ -429,17 +392,7 @@ fn accumulate(
         );
     }
     let pt = kb.sbuf(CHUNK as u32, c.dtype, &[chunks * QT])?;
-    kb.push(
-        Engine::Scalar,
-        Op::Activation {
-            dst: pt.clone(),
-            src: pt_ps.clone(),
-            func: ActFunc::Identity,
-            scale: ScalarOperand::Imm(1.0),
-            bias: None,
-            reduce: None,
-        },
-    );
+    kb.activation(&pt, &pt_ps, ActFunc::Identity, ScalarOperand::Imm(1.0), None, None);
     kb.free(&pt_ps)?;
     let o_ps = kb.psum(QT as u32, DType::F32, &[d])?;
     for j in 0..chunks {
@@ -448,15 +401,13 @@ fn accumulate(
     kb.free(&pt)?;
     kb.free(&p)?;
     kb.free(&v_t)?;
-    scalar(
-        kb,
+    kb.tensor_scalar(
         Engine::Vector,
         &b.acc,
         &b.acc,
-        AluOp::Multiply,
-        ScalarOperand::Vector(corr.clone()),
+        &[(AluOp::Multiply, ScalarOperand::Vector(corr.clone()))],
     );
-    binary(kb, Engine::Vector, &b.acc, &b.acc, &o_ps, AluOp::Add);
+    kb.tensor_tensor(Engine::Vector, &b.acc, &b.acc, &o_ps, AluOp::Add);
     kb.free(&corr)?;
     kb.free(&o_ps)?;
     Ok(())
@@ -464,7 +415,12 @@ fn accumulate(
 
 fn finish_block(kb: &mut KernelBuilder, c: &Ctx, st: &Step, b: QBlock) -> Result<(), KernelError> {
     let out = kb.sbuf(QT as u32, c.dtype, &[c.d])?;
-    scalar(kb, Engine::Vector, &out, &b.acc, AluOp::Divide, ScalarOperand::Vector(b.l.clone()));
+    kb.tensor_scalar(
+        Engine::Vector,
+        &out,
+        &b.acc,
+        &[(AluOp::Divide, ScalarOperand::Vector(b.l.clone()))],
+    );
     let dst = HbmAccess {
         tensor: c.o,
         offset: (st.h * c.seq + st.q0) * c.d,

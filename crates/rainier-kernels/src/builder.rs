@@ -2,8 +2,9 @@ use std::collections::BTreeMap;
 
 use rainier_arch::{Chip, ChipParams};
 use rainier_isa::{
-    pattern_extent, verify, Access, DmaOperand, Engine, HbmAccess, Instruction, Memory, Op,
-    Program, SemWait, TensorDecl, TensorKind, Tile, Violations,
+    pattern_extent, verify, Access, ActFunc, AluOp, DmaOperand, Engine, HbmAccess, Instruction,
+    Memory, Op, Program, ScalarOperand, ScalarStage, SemWait, TensorDecl, TensorKind, Tile,
+    Violations,
 };
 use rainier_tensor::DType;
 
@@ -388,6 +389,51 @@ impl KernelBuilder {
                 accumulate,
             },
         );
+    }
+
+    /// `tensor_tensor dst, a, b op=op` on `engine`.
+    pub fn tensor_tensor(&mut self, engine: Engine, dst: &Tile, a: &Tile, b: &Tile, op: AluOp) {
+        self.push(
+            engine,
+            Op::TensorTensor { dst: dst.clone(), in0: a.clone(), in1: b.clone(), op },
+        );
+    }
+
+    /// `tensor_scalar dst, src` on `engine` with one or two `(op, operand)` stages applied in
+    /// order (none reversed).
+    pub fn tensor_scalar(
+        &mut self,
+        engine: Engine,
+        dst: &Tile,
+        src: &Tile,
+        stages: &[(AluOp, ScalarOperand)],
+    ) {
+        let stages = stages
+            .iter()
+            .map(|(op, operand)| ScalarStage { op: *op, operand: operand.clone(), reverse: false })
+            .collect();
+        self.push(engine, Op::TensorScalar { dst: dst.clone(), src: src.clone(), stages });
+    }
+
+    /// `activation dst, src func=func scale=scale [bias=..] [reduce=..]` on the Scalar engine.
+    pub fn activation(
+        &mut self,
+        dst: &Tile,
+        src: &Tile,
+        func: ActFunc,
+        scale: ScalarOperand,
+        bias: Option<&Tile>,
+        reduce: Option<&Tile>,
+    ) {
+        let op = Op::Activation {
+            dst: dst.clone(),
+            src: src.clone(),
+            func,
+            scale,
+            bias: bias.cloned(),
+            reduce: reduce.cloned(),
+        };
+        self.push(Engine::Scalar, op);
     }
 
     /// `tensor_copy dst, src` on `engine`.

@@ -14,7 +14,7 @@
 use rainier_arch::Chip;
 use rainier_isa::{
     ActFunc, Affine, AluOp, Dim, DmaOperand, Engine, HbmAccess, Op, Program, ReduceOp,
-    ScalarOperand, ScalarStage, Tile,
+    ScalarOperand, Tile,
 };
 use rainier_tensor::DType;
 
@@ -42,24 +42,6 @@ fn rows_of(tensor: usize, r0: u64, p: u64, width: u64, c0: u64, c: u64) -> HbmAc
     }
 }
 
-fn ts(
-    kb: &mut KernelBuilder,
-    engine: Engine,
-    dst: &Tile,
-    src: &Tile,
-    stages: Vec<(AluOp, ScalarOperand)>,
-) {
-    let stages = stages
-        .into_iter()
-        .map(|(op, operand)| ScalarStage { op, operand, reverse: false })
-        .collect();
-    kb.push(engine, Op::TensorScalar { dst: dst.clone(), src: src.clone(), stages });
-}
-
-fn tt(kb: &mut KernelBuilder, engine: Engine, dst: &Tile, a: &Tile, b: &Tile, op: AluOp) {
-    kb.push(engine, Op::TensorTensor { dst: dst.clone(), in0: a.clone(), in1: b.clone(), op });
-}
-
 fn vecop(t: &Tile) -> ScalarOperand {
     ScalarOperand::Vector(t.clone())
 }
@@ -75,7 +57,7 @@ fn target_mask(
     let mask = kb.sbuf(p as u32, DType::F32, &[c])?;
     let affine = Affine { base: c0 as i32, channel_multiplier: 0, steps: vec![1] };
     kb.push(Engine::GpSimd, Op::Iota { dst: mask.clone(), affine });
-    ts(kb, Engine::GpSimd, &mask, &mask, vec![(AluOp::Eq, vecop(target))]);
+    kb.tensor_scalar(Engine::GpSimd, &mask, &mask, &[(AluOp::Eq, vecop(target))]);
     Ok(mask)
 }
 
@@ -134,45 +116,32 @@ pub fn cross_entropy(
                 },
             );
             let negm_new = kb.sbuf(p as u32, DType::F32, &[1])?;
-            tt(&mut kb, Engine::Vector, &negm_new, &negm, &negmax, AluOp::Min);
+            kb.tensor_tensor(Engine::Vector, &negm_new, &negm, &negmax, AluOp::Min);
             kb.free(&negmax)?;
             // Σ exp(x - m_new) (ScalarE, fused sum; the values themselves are not kept).
             let e = kb.sbuf(p as u32, DType::Bf16, &[c])?;
             let s = kb.sbuf(p as u32, DType::F32, &[1])?;
-            kb.push(
-                Engine::Scalar,
-                Op::Activation {
-                    dst: e.clone(),
-                    src: x.clone(),
-                    func: ActFunc::Exp,
-                    scale: ScalarOperand::Imm(1.0),
-                    bias: Some(negm_new.clone()),
-                    reduce: Some(s.clone()),
-                },
-            );
+            kb.activation(&e, &x, ActFunc::Exp, ScalarOperand::Imm(1.0), Some(&negm_new), Some(&s));
             kb.free(&e)?;
             // l = l · exp(m_old - m_new) + s, with exp(-negm_old + negm_new).
             let corr = kb.sbuf(p as u32, DType::F32, &[1])?;
-            kb.push(
-                Engine::Scalar,
-                Op::Activation {
-                    dst: corr.clone(),
-                    src: negm.clone(),
-                    func: ActFunc::Exp,
-                    scale: ScalarOperand::Imm(-1.0),
-                    bias: Some(negm_new.clone()),
-                    reduce: None,
-                },
+            kb.activation(
+                &corr,
+                &negm,
+                ActFunc::Exp,
+                ScalarOperand::Imm(-1.0),
+                Some(&negm_new),
+                None,
             );
-            tt(&mut kb, Engine::Vector, &l, &l, &corr, AluOp::Multiply);
-            tt(&mut kb, Engine::Vector, &l, &l, &s, AluOp::Add);
+            kb.tensor_tensor(Engine::Vector, &l, &l, &corr, AluOp::Multiply);
+            kb.tensor_tensor(Engine::Vector, &l, &l, &s, AluOp::Add);
             kb.free(&corr)?;
             kb.free(&s)?;
             kb.free(&negm)?;
             negm = negm_new;
             // The target's logit, if it falls in this chunk: Σ x · mask.
             let mask = target_mask(&mut kb, p, c0, c, &tgt)?;
-            tt(&mut kb, Engine::GpSimd, &mask, &mask, &x, AluOp::Multiply);
+            kb.tensor_tensor(Engine::GpSimd, &mask, &mask, &x, AluOp::Multiply);
             let picked = kb.sbuf(p as u32, DType::F32, &[1])?;
             kb.push(
                 Engine::Vector,
@@ -184,27 +153,17 @@ pub fn cross_entropy(
                     negate: false,
                 },
             );
-            tt(&mut kb, Engine::Vector, &tl, &tl, &picked, AluOp::Add);
+            kb.tensor_tensor(Engine::Vector, &tl, &tl, &picked, AluOp::Add);
             kb.free(&picked)?;
             kb.free(&mask)?;
             kb.free(&x)?;
         }
         // lse = log(l) + m = log(l) - negm; loss = lse - target logit.
         let lse = kb.sbuf(p as u32, DType::F32, &[1])?;
-        kb.push(
-            Engine::Scalar,
-            Op::Activation {
-                dst: lse.clone(),
-                src: l.clone(),
-                func: ActFunc::Log,
-                scale: ScalarOperand::Imm(1.0),
-                bias: None,
-                reduce: None,
-            },
-        );
-        tt(&mut kb, Engine::Vector, &lse, &lse, &negm, AluOp::Subtract);
+        kb.activation(&lse, &l, ActFunc::Log, ScalarOperand::Imm(1.0), None, None);
+        kb.tensor_tensor(Engine::Vector, &lse, &lse, &negm, AluOp::Subtract);
         let out = kb.sbuf(p as u32, DType::F32, &[1])?;
-        tt(&mut kb, Engine::Vector, &out, &lse, &tl, AluOp::Subtract);
+        kb.tensor_tensor(Engine::Vector, &out, &lse, &tl, AluOp::Subtract);
         kb.dma(DmaOperand::Hbm(rows_of(loss, r0, p, 1, 0, 1)), DmaOperand::Tile(out.clone()));
         kb.dma(DmaOperand::Hbm(rows_of(lse_out, r0, p, 1, 0, 1)), DmaOperand::Tile(lse.clone()));
         for t in [&out, &lse, &l, &tl, &negm, &tgt] {
@@ -234,7 +193,12 @@ pub fn cross_entropy_backward(
         let lse = kb.sbuf(p as u32, DType::F32, &[1])?;
         kb.dma(DmaOperand::Tile(lse.clone()), DmaOperand::Hbm(rows_of(lse_in, r0, p, 1, 0, 1)));
         let neg = kb.sbuf(p as u32, DType::F32, &[1])?;
-        ts(&mut kb, Engine::Vector, &neg, &lse, vec![(AluOp::Multiply, ScalarOperand::Imm(-1.0))]);
+        kb.tensor_scalar(
+            Engine::Vector,
+            &neg,
+            &lse,
+            &[(AluOp::Multiply, ScalarOperand::Imm(-1.0))],
+        );
         for c0 in (0..vocab).step_by(CHUNK as usize) {
             let c = CHUNK.min(vocab - c0);
             let x = kb.sbuf(p as u32, dtype, &[c])?;
@@ -243,21 +207,11 @@ pub fn cross_entropy_backward(
                 DmaOperand::Hbm(rows_of(logits, r0, p, vocab, c0, c)),
             );
             let sm = kb.sbuf(p as u32, DType::F32, &[c])?;
-            kb.push(
-                Engine::Scalar,
-                Op::Activation {
-                    dst: sm.clone(),
-                    src: x.clone(),
-                    func: ActFunc::Exp,
-                    scale: ScalarOperand::Imm(1.0),
-                    bias: Some(neg.clone()),
-                    reduce: None,
-                },
-            );
+            kb.activation(&sm, &x, ActFunc::Exp, ScalarOperand::Imm(1.0), Some(&neg), None);
             kb.free(&x)?;
             let mask = target_mask(&mut kb, p, c0, c, &tgt)?;
             let g = kb.sbuf(p as u32, dtype, &[c])?;
-            tt(&mut kb, Engine::Vector, &g, &sm, &mask, AluOp::Subtract);
+            kb.tensor_tensor(Engine::Vector, &g, &sm, &mask, AluOp::Subtract);
             kb.free(&mask)?;
             kb.free(&sm)?;
             kb.dma(

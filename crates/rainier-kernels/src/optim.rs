@@ -8,7 +8,7 @@
 //! ```
 
 use rainier_arch::Chip;
-use rainier_isa::{ActFunc, AluOp, Engine, Op, Program, ScalarOperand, ScalarStage, Tile};
+use rainier_isa::{ActFunc, AluOp, Engine, Program, ScalarOperand, Tile};
 use rainier_tensor::DType;
 
 use crate::rowwise::pipelined_multi;
@@ -35,31 +35,6 @@ impl Default for AdamW {
 
 /// Elements per row of a block (each of the seven fp32 tiles of a block is 8 KiB a partition).
 const COLS: u64 = 2048;
-
-fn scale(kb: &mut KernelBuilder, engine: Engine, dst: &Tile, src: &Tile, factor: f32) {
-    let stages = vec![ScalarStage {
-        op: AluOp::Multiply,
-        operand: ScalarOperand::Imm(factor),
-        reverse: false,
-    }];
-    kb.push(engine, Op::TensorScalar { dst: dst.clone(), src: src.clone(), stages });
-}
-
-fn act(kb: &mut KernelBuilder, dst: &Tile, src: &Tile, func: ActFunc, factor: f32) {
-    let op = Op::Activation {
-        dst: dst.clone(),
-        src: src.clone(),
-        func,
-        scale: ScalarOperand::Imm(factor),
-        bias: None,
-        reduce: None,
-    };
-    kb.push(Engine::Scalar, op);
-}
-
-fn binary(kb: &mut KernelBuilder, engine: Engine, dst: &Tile, a: &Tile, b: &Tile, op: AluOp) {
-    kb.push(engine, Op::TensorTensor { dst: dst.clone(), in0: a.clone(), in1: b.clone(), op });
-}
 
 /// One AdamW step over `params` fp32 parameters: inputs `p`, `g`, `m`, `v` (`[params]`),
 /// outputs `p_out`, `m_out`, `v_out`.
@@ -91,34 +66,59 @@ pub fn adamw(chip: Chip, params: u64, hp: &AdamW) -> Result<Program, KernelError
         let tile = |kb: &mut KernelBuilder| kb.sbuf(p as u32, dtype, &[cols]);
         // m' = β1·m + (1-β1)·g
         let (bm, gs, m_new) = (tile(kb)?, tile(kb)?, tile(kb)?);
-        act(kb, &bm, mt, ActFunc::Identity, hp.beta1);
-        scale(kb, Engine::GpSimd, &gs, gt, 1.0 - hp.beta1);
-        binary(kb, Engine::Vector, &m_new, &bm, &gs, AluOp::Add);
+        kb.activation(&bm, mt, ActFunc::Identity, ScalarOperand::Imm(hp.beta1), None, None);
+        kb.tensor_scalar(
+            Engine::GpSimd,
+            &gs,
+            gt,
+            &[(AluOp::Multiply, ScalarOperand::Imm(1.0 - hp.beta1))],
+        );
+        kb.tensor_tensor(Engine::Vector, &m_new, &bm, &gs, AluOp::Add);
         // v' = β2·v + (1-β2)·g²  (ScalarE squares √(1-β2)·g)
         let (g2, bv, v_new) = (bm, gs, tile(kb)?);
-        act(kb, &g2, gt, ActFunc::Square, (1.0 - hp.beta2).sqrt());
-        scale(kb, Engine::GpSimd, &bv, vt, hp.beta2);
-        binary(kb, Engine::Vector, &v_new, &bv, &g2, AluOp::Add);
+        kb.activation(
+            &g2,
+            gt,
+            ActFunc::Square,
+            ScalarOperand::Imm((1.0 - hp.beta2).sqrt()),
+            None,
+            None,
+        );
+        kb.tensor_scalar(
+            Engine::GpSimd,
+            &bv,
+            vt,
+            &[(AluOp::Multiply, ScalarOperand::Imm(hp.beta2))],
+        );
+        kb.tensor_tensor(Engine::Vector, &v_new, &bv, &g2, AluOp::Add);
         // update = m' / (sqrt(v' / bc2) + ε)
         let (den, upd) = (g2, bv);
-        act(kb, &den, &v_new, ActFunc::Sqrt, (1.0 / bc2) as f32);
-        let stages = vec![ScalarStage {
-            op: AluOp::Add,
-            operand: ScalarOperand::Imm(hp.eps),
-            reverse: false,
-        }];
-        kb.push(Engine::GpSimd, Op::TensorScalar { dst: den.clone(), src: den.clone(), stages });
-        binary(kb, Engine::Vector, &upd, &m_new, &den, AluOp::Divide);
+        kb.activation(
+            &den,
+            &v_new,
+            ActFunc::Sqrt,
+            ScalarOperand::Imm((1.0 / bc2) as f32),
+            None,
+            None,
+        );
+        kb.tensor_scalar(Engine::GpSimd, &den, &den, &[(AluOp::Add, ScalarOperand::Imm(hp.eps))]);
+        kb.tensor_tensor(Engine::Vector, &upd, &m_new, &den, AluOp::Divide);
         // p' = p·(1 - lr·λ) - (lr / bc1)·update
         let p_new = den;
-        scale(kb, Engine::GpSimd, &p_new, pt, 1.0 - hp.lr * hp.weight_decay);
-        let stages = vec![ScalarStage {
-            op: AluOp::Multiply,
-            operand: ScalarOperand::Imm(-(f64::from(hp.lr) / bc1) as f32),
-            reverse: false,
-        }];
-        kb.push(Engine::Vector, Op::TensorScalar { dst: upd.clone(), src: upd.clone(), stages });
-        binary(kb, Engine::Vector, &p_new, &p_new, &upd, AluOp::Add);
+        kb.tensor_scalar(
+            Engine::GpSimd,
+            &p_new,
+            pt,
+            &[(AluOp::Multiply, ScalarOperand::Imm(1.0 - hp.lr * hp.weight_decay))],
+        );
+        let step_size = -(f64::from(hp.lr) / bc1) as f32;
+        kb.tensor_scalar(
+            Engine::Vector,
+            &upd,
+            &upd,
+            &[(AluOp::Multiply, ScalarOperand::Imm(step_size))],
+        );
+        kb.tensor_tensor(Engine::Vector, &p_new, &p_new, &upd, AluOp::Add);
         kb.free(&upd)?;
         Ok(vec![p_new, m_new, v_new])
     };

@@ -5,8 +5,7 @@
 
 use rainier_arch::Chip;
 use rainier_isa::{
-    ActFunc, AluOp, DmaOperand, Engine, HbmAccess, Op, Program, ReduceOp, ScalarOperand,
-    ScalarStage, Tile,
+    ActFunc, AluOp, DmaOperand, Engine, HbmAccess, Op, Program, ReduceOp, ScalarOperand, Tile,
 };
 use rainier_tensor::DType;
 
@@ -145,57 +144,30 @@ pub fn rmsnorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program
         // Σ x² per row (ScalarE square with its fused add-reduction).
         let sq = kb.sbuf(p as u32, dtype, &[cols])?;
         let ss = kb.sbuf(p as u32, DType::F32, &[1])?;
-        kb.push(
-            Engine::Scalar,
-            Op::Activation {
-                dst: sq.clone(),
-                src: x_t.clone(),
-                func: ActFunc::Square,
-                scale: ScalarOperand::Imm(1.0),
-                bias: None,
-                reduce: Some(ss.clone()),
-            },
-        );
+        kb.activation(&sq, x_t, ActFunc::Square, ScalarOperand::Imm(1.0), None, Some(&ss));
         kb.free(&sq)?;
         // rstd = 1 / sqrt(Σ x² / cols + eps)
         let rstd = kb.sbuf(p as u32, DType::F32, &[1])?;
-        kb.push(
-            Engine::Scalar,
-            Op::Activation {
-                dst: rstd.clone(),
-                src: ss.clone(),
-                func: ActFunc::Rsqrt,
-                scale: ScalarOperand::Imm(1.0 / cols as f32),
-                bias: Some(rows_of(&eps, p)),
-                reduce: None,
-            },
+        kb.activation(
+            &rstd,
+            &ss,
+            ActFunc::Rsqrt,
+            ScalarOperand::Imm(1.0 / cols as f32),
+            Some(&rows_of(&eps, p)),
+            None,
         );
         kb.free(&ss)?;
         // y = (x · rstd) · w: the scaling on GpSimd, the weight on VectorE.
         let xs = kb.sbuf(p as u32, dtype, &[cols])?;
-        kb.push(
+        kb.tensor_scalar(
             Engine::GpSimd,
-            Op::TensorScalar {
-                dst: xs.clone(),
-                src: x_t.clone(),
-                stages: vec![ScalarStage {
-                    op: AluOp::Multiply,
-                    operand: ScalarOperand::Vector(rstd.clone()),
-                    reverse: false,
-                }],
-            },
+            &xs,
+            x_t,
+            &[(AluOp::Multiply, ScalarOperand::Vector(rstd.clone()))],
         );
         kb.free(&rstd)?;
         let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
-        kb.push(
-            Engine::Vector,
-            Op::TensorTensor {
-                dst: y_t.clone(),
-                in0: xs.clone(),
-                in1: rows_of(&w_t, p),
-                op: AluOp::Multiply,
-            },
-        );
+        kb.tensor_tensor(Engine::Vector, &y_t, &xs, &rows_of(&w_t, p), AluOp::Multiply);
         kb.free(&xs)?;
         Ok(y_t)
     })?;
@@ -224,56 +196,22 @@ pub fn softmax(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program
         // e = exp(x - max) with the row sums fused (ScalarE).
         let e = kb.sbuf(p as u32, dtype, &[cols])?;
         let sum = kb.sbuf(p as u32, DType::F32, &[1])?;
-        kb.push(
-            Engine::Scalar,
-            Op::Activation {
-                dst: e.clone(),
-                src: x_t.clone(),
-                func: ActFunc::Exp,
-                scale: ScalarOperand::Imm(1.0),
-                bias: Some(negmax.clone()),
-                reduce: Some(sum.clone()),
-            },
-        );
+        kb.activation(&e, x_t, ActFunc::Exp, ScalarOperand::Imm(1.0), Some(&negmax), Some(&sum));
         kb.free(&negmax)?;
         // The normalization on GpSimd, so VectorE (max), ScalarE (exp) and GpSimd share the
         // three passes over the row.
         let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
-        kb.push(
+        kb.tensor_scalar(
             Engine::GpSimd,
-            Op::TensorScalar {
-                dst: y_t.clone(),
-                src: e.clone(),
-                stages: vec![ScalarStage {
-                    op: AluOp::Divide,
-                    operand: ScalarOperand::Vector(sum.clone()),
-                    reverse: false,
-                }],
-            },
+            &y_t,
+            &e,
+            &[(AluOp::Divide, ScalarOperand::Vector(sum.clone()))],
         );
         kb.free(&e)?;
         kb.free(&sum)?;
         Ok(y_t)
     })?;
     kb.finish()
-}
-
-fn act(kb: &mut KernelBuilder, dst: &Tile, src: &Tile, func: ActFunc) {
-    kb.push(
-        Engine::Scalar,
-        Op::Activation {
-            dst: dst.clone(),
-            src: src.clone(),
-            func,
-            scale: ScalarOperand::Imm(1.0),
-            bias: None,
-            reduce: None,
-        },
-    );
-}
-
-fn binary(kb: &mut KernelBuilder, engine: Engine, dst: &Tile, a: &Tile, b: &Tile, op: AluOp) {
-    kb.push(engine, Op::TensorTensor { dst: dst.clone(), in0: a.clone(), in1: b.clone(), op });
 }
 
 /// `y = gelu(x) = x · Φ(x)` (erf form), elementwise.
@@ -284,7 +222,7 @@ pub fn gelu(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, K
     let y = kb.output("y", dtype, &[rows, cols])?;
     pipelined(&mut kb, rows, &[x], cols, dtype, y, |kb, t, p| {
         let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
-        act(kb, &y_t, &t[0], ActFunc::Gelu);
+        kb.activation(&y_t, &t[0], ActFunc::Gelu, ScalarOperand::Imm(1.0), None, None);
         Ok(y_t)
     })?;
     kb.finish()
@@ -299,9 +237,9 @@ pub fn swiglu(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program,
     let y = kb.output("y", dtype, &[rows, cols])?;
     pipelined(&mut kb, rows, &[gate, up], cols, dtype, y, |kb, t, p| {
         let s = kb.sbuf(p as u32, dtype, &[cols])?;
-        act(kb, &s, &t[0], ActFunc::Silu);
+        kb.activation(&s, &t[0], ActFunc::Silu, ScalarOperand::Imm(1.0), None, None);
         let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
-        binary(kb, Engine::Vector, &y_t, &s, &t[1], AluOp::Multiply);
+        kb.tensor_tensor(Engine::Vector, &y_t, &s, &t[1], AluOp::Multiply);
         kb.free(&s)?;
         Ok(y_t)
     })?;
@@ -325,8 +263,7 @@ pub fn residual_add(
         let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
         // Alternate blocks between VectorE and GpSimd.
         flip = !flip;
-        binary(
-            kb,
+        kb.tensor_tensor(
             if flip { Engine::Vector } else { Engine::GpSimd },
             &y_t,
             &t[0],
@@ -369,84 +306,55 @@ pub fn layernorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Progr
         let junk = kb.sbuf(p as u32, dtype, &[cols])?;
         // Σ x (ScalarE identity with its add-reduction), then -mean.
         let sum = kb.sbuf(p as u32, DType::F32, &[1])?;
-        kb.push(
-            Engine::Scalar,
-            Op::Activation {
-                dst: junk.clone(),
-                src: x_t.clone(),
-                func: ActFunc::Identity,
-                scale: ScalarOperand::Imm(1.0),
-                bias: None,
-                reduce: Some(sum.clone()),
-            },
-        );
+        kb.activation(&junk, x_t, ActFunc::Identity, ScalarOperand::Imm(1.0), None, Some(&sum));
         // -mean on ScalarE too: a hop to another engine here would serialize the blocks.
         let negmean = kb.sbuf(p as u32, DType::F32, &[1])?;
-        kb.push(
-            Engine::Scalar,
-            Op::Activation {
-                dst: negmean.clone(),
-                src: sum.clone(),
-                func: ActFunc::Identity,
-                scale: ScalarOperand::Imm(-1.0 / cols as f32),
-                bias: None,
-                reduce: None,
-            },
+        kb.activation(
+            &negmean,
+            &sum,
+            ActFunc::Identity,
+            ScalarOperand::Imm(-1.0 / cols as f32),
+            None,
+            None,
         );
         kb.free(&sum)?;
         // Σ (x - mean)² (ScalarE square of x + (-mean), reduced).
         let var = kb.sbuf(p as u32, DType::F32, &[1])?;
-        kb.push(
-            Engine::Scalar,
-            Op::Activation {
-                dst: junk.clone(),
-                src: x_t.clone(),
-                func: ActFunc::Square,
-                scale: ScalarOperand::Imm(1.0),
-                bias: Some(negmean.clone()),
-                reduce: Some(var.clone()),
-            },
+        kb.activation(
+            &junk,
+            x_t,
+            ActFunc::Square,
+            ScalarOperand::Imm(1.0),
+            Some(&negmean),
+            Some(&var),
         );
         kb.free(&junk)?;
         let rstd = kb.sbuf(p as u32, DType::F32, &[1])?;
-        kb.push(
-            Engine::Scalar,
-            Op::Activation {
-                dst: rstd.clone(),
-                src: var.clone(),
-                func: ActFunc::Rsqrt,
-                scale: ScalarOperand::Imm(1.0 / cols as f32),
-                bias: Some(rows_of(&eps, p)),
-                reduce: None,
-            },
+        kb.activation(
+            &rstd,
+            &var,
+            ActFunc::Rsqrt,
+            ScalarOperand::Imm(1.0 / cols as f32),
+            Some(&rows_of(&eps, p)),
+            None,
         );
         kb.free(&var)?;
         // (x - mean) · rstd on GpSimd, then · w + b on VectorE.
         let xn = kb.sbuf(p as u32, dtype, &[cols])?;
-        kb.push(
+        kb.tensor_scalar(
             Engine::GpSimd,
-            Op::TensorScalar {
-                dst: xn.clone(),
-                src: x_t.clone(),
-                stages: vec![
-                    ScalarStage {
-                        op: AluOp::Add,
-                        operand: ScalarOperand::Vector(negmean.clone()),
-                        reverse: false,
-                    },
-                    ScalarStage {
-                        op: AluOp::Multiply,
-                        operand: ScalarOperand::Vector(rstd.clone()),
-                        reverse: false,
-                    },
-                ],
-            },
+            &xn,
+            x_t,
+            &[
+                (AluOp::Add, ScalarOperand::Vector(negmean.clone())),
+                (AluOp::Multiply, ScalarOperand::Vector(rstd.clone())),
+            ],
         );
         kb.free(&negmean)?;
         kb.free(&rstd)?;
         let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
-        binary(kb, Engine::Vector, &y_t, &xn, &rows_of(&w_t, p), AluOp::Multiply);
-        binary(kb, Engine::Vector, &y_t, &y_t, &rows_of(&b_t, p), AluOp::Add);
+        kb.tensor_tensor(Engine::Vector, &y_t, &xn, &rows_of(&w_t, p), AluOp::Multiply);
+        kb.tensor_tensor(Engine::Vector, &y_t, &y_t, &rows_of(&b_t, p), AluOp::Add);
         kb.free(&xn)?;
         Ok(y_t)
     })?;
@@ -480,17 +388,15 @@ pub fn rope(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, K
         let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
         let u = kb.sbuf(p as u32, dtype, &[cols])?;
         // y = x · cos (VectorE); u = [x2 · sin1, x1 · sin2] (GpSimd)
-        binary(kb, Engine::Vector, &y_t, x_t, cos_t, AluOp::Multiply);
-        binary(
-            kb,
+        kb.tensor_tensor(Engine::Vector, &y_t, x_t, cos_t, AluOp::Multiply);
+        kb.tensor_tensor(
             Engine::GpSimd,
             &half(&u, false),
             &half(x_t, true),
             &half(sin_t, false),
             AluOp::Multiply,
         );
-        binary(
-            kb,
+        kb.tensor_tensor(
             Engine::GpSimd,
             &half(&u, true),
             &half(x_t, false),
@@ -498,16 +404,14 @@ pub fn rope(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, K
             AluOp::Multiply,
         );
         // y1 -= x2 · sin1, y2 += x1 · sin2 (VectorE)
-        binary(
-            kb,
+        kb.tensor_tensor(
             Engine::Vector,
             &half(&y_t, false),
             &half(&y_t, false),
             &half(&u, false),
             AluOp::Subtract,
         );
-        binary(
-            kb,
+        kb.tensor_tensor(
             Engine::Vector,
             &half(&y_t, true),
             &half(&y_t, true),

@@ -499,12 +499,7 @@ pub fn simulate(
             sems[s as usize].add(complete);
         }
         if let Some(m) = machine.as_mut() {
-            m.execute(&ins.op).map_err(|source| RunError::Exec {
-                index: i,
-                line: program.line_of(i),
-                opcode: ins.op.name(),
-                source,
-            })?;
+            m.execute(&ins.op).map_err(|source| RunError::exec(program, i, source))?;
         }
         end = end.max(complete);
         heads[e] += 1;
