@@ -76,6 +76,17 @@ pub fn attention(chip: Chip, shape: &AttentionShape, dtype: DType) -> Result<Pro
         )));
     }
     let (nh, nkv) = (batch * heads, batch * kv_heads);
+    // Each (head, query block, key block) step emits about 25 instructions: refuse shapes
+    // whose program could not be held before building the step list.
+    let q_blocks = u128::from(seq / QT);
+    let key_steps = if causal {
+        (0..seq / QT).map(|i| u128::from((i + 1) * QT).div_ceil(u128::from(KT))).sum::<u128>()
+    } else {
+        q_blocks * u128::from(seq.div_ceil(KT))
+    };
+    if u128::from(nh) * key_steps * 25 > crate::MAX_INSTRUCTIONS as u128 {
+        return Err(KernelError::TooLarge { limit: crate::MAX_INSTRUCTIONS });
+    }
     let mut kb = KernelBuilder::new(chip);
     let q = kb.input("q", dtype, &[nh, d, seq])?;
     let k = kb.input("k", dtype, &[nkv, d, seq])?;

@@ -13,6 +13,9 @@ use crate::alloc::Arena;
 /// Alignment of SBUF allocations within a partition (assumption: NKI's `sbuf_min_align` value
 /// is not public; 64 B keeps every dtype and DMA descriptor aligned).
 const SBUF_ALIGN: u64 = 64;
+/// Most instructions a kernel may have (each costs a few hundred bytes of host memory; gemm
+/// 8192³ needs 134k).
+pub const MAX_INSTRUCTIONS: usize = 4_000_000;
 /// Semaphores reserved for the engines' completion counters (`S[0..5]`, by `Engine::index`).
 const ENGINE_SEMAPHORES: u32 = 5;
 
@@ -29,6 +32,8 @@ pub enum KernelError {
     DuplicateTensor(String),
     #[error("invalid shape for {what}: {detail}")]
     Shape { what: String, detail: String },
+    #[error("kernel is too large to build: more than {limit} instructions (shrink the shape)")]
+    TooLarge { limit: usize },
     #[error("the emitted program breaks the hardware rules (a kernel bug): {0}")]
     Invalid(#[from] Violations),
 }
@@ -243,6 +248,10 @@ impl KernelBuilder {
         dtype: DType,
         sizes: &[u64],
     ) -> Result<Tile, KernelError> {
+        // Every kernel allocates tiles as it loops, so this stops an oversized build early.
+        if self.instructions.len() > MAX_INSTRUCTIONS {
+            return Err(KernelError::TooLarge { limit: MAX_INSTRUCTIONS });
+        }
         let parts = self.chip.core.partitions.value;
         let elems = sizes.iter().try_fold(1u64, |a, &s| a.checked_mul(s)).unwrap_or(u64::MAX);
         if partitions == 0 || partitions > parts || elems == 0 {
@@ -453,6 +462,9 @@ impl KernelBuilder {
 
     /// The finished program, verified against the chip's rules.
     pub fn finish(self) -> Result<Program, KernelError> {
+        if self.instructions.len() > MAX_INSTRUCTIONS {
+            return Err(KernelError::TooLarge { limit: MAX_INSTRUCTIONS });
+        }
         let program =
             Program { tensors: self.tensors, instructions: self.instructions, lines: Vec::new() };
         verify(&program, &self.chip.core)?;

@@ -23,7 +23,7 @@ mod optim;
 mod rowwise;
 
 pub use attention::{attention, AttentionShape};
-pub use builder::{KernelBuilder, KernelError};
+pub use builder::{KernelBuilder, KernelError, MAX_INSTRUCTIONS};
 pub use gemm::gemm;
 pub use loss::{cross_entropy, cross_entropy_backward};
 pub use optim::{adamw, AdamW};

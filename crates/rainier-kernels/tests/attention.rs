@@ -77,3 +77,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn oversized_attention_is_refused_before_building() {
+    let shape = AttentionShape {
+        batch: 65536,
+        heads: 64,
+        kv_heads: 64,
+        seq: 1 << 20,
+        head_dim: 128,
+        causal: false,
+    };
+    let e =
+        attention(Chip::Trn2, &shape, DType::Bf16).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("too large to build"), "{e}");
+}
