@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 
 mod demo;
 mod kernel;
+mod plan;
 mod report;
 mod table;
 
@@ -106,6 +107,18 @@ enum Command {
     },
     /// Print the instruction-set reference in Markdown (the content of docs/isa.md).
     Isa,
+    /// Predict one training step of a model on a cluster: step time, tokens/s, MFU, memory per
+    /// device and where the time goes (compute, exposed communication, pipeline bubble,
+    /// optimizer). Without --tp/--pp/--dp, Rainier chooses a plan and says which.
+    Train(plan::TrainArgs),
+    /// List the hardware catalog: chips, nodes, networks, prices and power, with sources.
+    Chips(plan::ChipsArgs),
+    /// Predict every point of the committed validation dataset (published training runs) and
+    /// report predicted vs measured, the error, its median and maximum.
+    Validate {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -316,6 +329,9 @@ fn run(cli: Cli) -> Result<()> {
             out(rainier_isa::isa_markdown().trim_end());
             Ok(())
         }
+        Command::Train(args) => plan::train(&args),
+        Command::Chips(args) => plan::chips(&args),
+        Command::Validate { json } => plan::validate_cmd(json),
     }
 }
 

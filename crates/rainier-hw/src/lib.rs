@@ -1,0 +1,259 @@
+//! The hardware catalog: chips, their nodes and networks, prices and power.
+//!
+//! The catalog is data (`data/catalog.json`, compiled from `shared/hardware-catalog.md`),
+//! embedded in the binary and overridable from a file of the same shape
+//! ([`Catalog::with_overrides`]). Every number is a [`Sourced`] value: the figure, a source
+//! key or sentence, and a [`Grade`] saying how much to trust it. Nothing here computes time;
+//! `rainier-perf` turns these figures into op costs.
+
+use serde::{Deserialize, Serialize};
+
+/// How a figure is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Grade {
+    /// Vendor documentation, datasheet or vendor source code.
+    Doc,
+    /// Third party: press, blogs, community benchmarks.
+    #[serde(rename = "3p")]
+    ThirdParty,
+    /// Our arithmetic on sourced numbers.
+    Derived,
+    /// Measured by this project.
+    Meas,
+    /// No public source: a modelling choice, named so it can be calibrated.
+    Assumed,
+}
+
+impl std::fmt::Display for Grade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Grade::Doc => "doc",
+            Grade::ThirdParty => "3p",
+            Grade::Derived => "derived",
+            Grade::Meas => "meas",
+            Grade::Assumed => "assumed",
+        })
+    }
+}
+
+/// A number with its provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sourced {
+    pub value: f64,
+    pub source: String,
+    pub grade: Grade,
+}
+
+/// Who makes a chip, which decides its op-cost model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Gpu,
+    Tpu,
+    Neuron,
+}
+
+/// The execution style of the usual training stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Framework {
+    /// PyTorch eager: one kernel per op, elementwise ops unfused, flash attention.
+    Eager,
+    /// Fused kernels and overlapped communication (Megatron-Core + Transformer Engine,
+    /// NeuronX Distributed, XLA/MaxText).
+    Fused,
+}
+
+/// Dense peak FLOP/s per chip by math precision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peaks {
+    pub bf16: Sourced,
+    pub fp8: Sourced,
+    pub fp32: Sourced,
+}
+
+/// The node (instance) a chip is usually deployed in, and its networks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub name: String,
+    /// Chips per node or instance.
+    pub chips: u32,
+    /// Chips sharing the scale-up fabric (NVLink, NeuronLink, ICI).
+    pub scale_up_domain_chips: u32,
+    /// Scale-up bandwidth per chip, one direction, bytes/s.
+    pub scale_up_bytes_per_s_per_dir: Sourced,
+    /// Latency of one collective step on the scale-up fabric, seconds.
+    pub scale_up_latency_s: Sourced,
+    /// Scale-out (NIC) line rate per chip, one direction, bits/s.
+    pub scale_out_bits_per_s: Sourced,
+    /// Latency of one collective step on the scale-out network, seconds.
+    pub scale_out_latency_s: Sourced,
+    pub usd_per_chip_hour: Sourced,
+    /// All-in node power per chip (host, NICs, fans), watts, before PUE.
+    pub system_w_per_chip: Sourced,
+}
+
+/// One accelerator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chip {
+    /// Command-line name: `trn2`, `h100`, `tpu-v5p`, ...
+    pub name: String,
+    pub display: String,
+    pub vendor: String,
+    pub family: Family,
+    /// NeuronCores (Neuron), TensorCores (TPU) or 1 (GPU).
+    pub cores_per_chip: u32,
+    pub peak_flops: Peaks,
+    /// Best-shape bf16 GEMM throughput over the dense peak.
+    pub matmul_ceiling: Sourced,
+    pub hbm_bytes: Sourced,
+    pub hbm_bytes_per_s: Sourced,
+    pub power_w: Sourced,
+    pub node: Node,
+    /// The usual training software stack.
+    pub stack: String,
+    pub default_framework: Framework,
+}
+
+/// The whole catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    pub about: String,
+    pub chips: Vec<Chip>,
+}
+
+/// Why a catalog or a chip could not be had.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HwError {
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: chip `{chip}`: {message}")]
+    Invalid { file: String, chip: String, message: String },
+    #[error("unknown chip `{name}` (known: {known})")]
+    UnknownChip { name: String, known: String },
+}
+
+const BUILT_IN: &str = include_str!("../data/catalog.json");
+
+impl Catalog {
+    /// The catalog compiled into the binary.
+    pub fn built_in() -> Catalog {
+        // The embedded file is checked by a test; a failure here is a build defect.
+        Catalog::parse(BUILT_IN, "built-in catalog").expect("the built-in catalog is valid")
+    }
+
+    /// Parses and checks a catalog file; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Catalog, HwError> {
+        let catalog: Catalog = serde_json::from_str(text)
+            .map_err(|e| HwError::Parse { file: file.into(), message: e.to_string() })?;
+        for chip in &catalog.chips {
+            chip.check().map_err(|message| HwError::Invalid {
+                file: file.into(),
+                chip: chip.name.clone(),
+                message,
+            })?;
+        }
+        Ok(catalog)
+    }
+
+    /// This catalog with the chips of `overrides` (a file of the same shape) replacing those of
+    /// the same name and the others added.
+    pub fn with_overrides(mut self, text: &str, file: &str) -> Result<Catalog, HwError> {
+        let overrides = Catalog::parse(text, file)?;
+        for chip in overrides.chips {
+            match self.chips.iter_mut().find(|c| c.name == chip.name) {
+                Some(existing) => *existing = chip,
+                None => self.chips.push(chip),
+            }
+        }
+        Ok(self)
+    }
+
+    pub fn chip(&self, name: &str) -> Result<&Chip, HwError> {
+        let lower = name.to_ascii_lowercase();
+        self.chips.iter().find(|c| c.name == lower).ok_or_else(|| HwError::UnknownChip {
+            name: name.into(),
+            known: self.chips.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+        })
+    }
+}
+
+impl Chip {
+    /// Every sourced figure with a dotted name, for listings.
+    pub fn figures(&self) -> Vec<(&'static str, &Sourced)> {
+        let n = &self.node;
+        vec![
+            ("peak_flops.bf16", &self.peak_flops.bf16),
+            ("peak_flops.fp8", &self.peak_flops.fp8),
+            ("peak_flops.fp32", &self.peak_flops.fp32),
+            ("matmul_ceiling", &self.matmul_ceiling),
+            ("hbm_bytes", &self.hbm_bytes),
+            ("hbm_bytes_per_s", &self.hbm_bytes_per_s),
+            ("power_w", &self.power_w),
+            ("node.scale_up_bytes_per_s_per_dir", &n.scale_up_bytes_per_s_per_dir),
+            ("node.scale_up_latency_s", &n.scale_up_latency_s),
+            ("node.scale_out_bits_per_s", &n.scale_out_bits_per_s),
+            ("node.scale_out_latency_s", &n.scale_out_latency_s),
+            ("node.usd_per_chip_hour", &n.usd_per_chip_hour),
+            ("node.system_w_per_chip", &n.system_w_per_chip),
+        ]
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.name.is_empty() || self.name != self.name.to_ascii_lowercase() {
+            return Err("name must be non-empty lower case".into());
+        }
+        if self.cores_per_chip == 0 || self.node.chips == 0 || self.node.scale_up_domain_chips == 0
+        {
+            return Err(
+                "cores_per_chip, node.chips and node.scale_up_domain_chips must be positive".into(),
+            );
+        }
+        for (field, figure) in self.figures() {
+            let v = figure.value;
+            // Scale-out may be 0 (Inferentia2 has no EFA); everything else must be positive.
+            let may_be_zero = field == "node.scale_out_bits_per_s";
+            if !v.is_finite() || v < 0.0 || (v == 0.0 && !may_be_zero) {
+                return Err(format!("{field} must be a positive number, found {v}"));
+            }
+            if figure.source.trim().is_empty() {
+                return Err(format!("{field} has no source"));
+            }
+        }
+        if self.matmul_ceiling.value > 1.0 {
+            return Err(format!(
+                "matmul_ceiling must be at most 1, found {}",
+                self.matmul_ceiling.value
+            ));
+        }
+        Ok(())
+    }
+
+    /// Dense peak FLOP/s per chip for a math precision.
+    pub fn peak(&self, precision: MathPrecision) -> f64 {
+        match precision {
+            MathPrecision::Bf16 => self.peak_flops.bf16.value,
+            MathPrecision::Fp8 => self.peak_flops.fp8.value,
+            MathPrecision::Fp32 => self.peak_flops.fp32.value,
+        }
+    }
+
+    /// HBM capacity in bytes.
+    pub fn hbm_bytes(&self) -> f64 {
+        self.hbm_bytes.value
+    }
+}
+
+/// The precision of matmul inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MathPrecision {
+    Bf16,
+    Fp8,
+    Fp32,
+}

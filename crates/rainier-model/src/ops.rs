@@ -1,0 +1,304 @@
+//! The operations of a transformer, per layer and per pass, with shapes, FLOPs and bytes.
+
+use crate::{Mlp, Model, Norm};
+
+/// Bytes per activation element: activations are bf16 in every precision modelled.
+pub const ACT_BYTES: u64 = 2;
+
+/// Forward or backward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    Forward,
+    Backward,
+}
+
+/// The kind of a memory-bound op, which decides how well a given stack runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemKind {
+    /// Residual add, copies, gradient accumulation at a branch.
+    Add,
+    Norm(Norm),
+    /// The MLP activation (GELU, or SiLU times the up projection).
+    Activation(Mlp),
+    Rope,
+    /// Embedding lookup (forward) or its scatter-add (backward).
+    Embedding,
+    /// Softmax cross-entropy over the vocabulary (fp32 math on bf16 logits).
+    CrossEntropy,
+    /// MoE token dispatch and combine (permutations).
+    Permute,
+}
+
+/// What an op computes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OpKind {
+    /// `count` independent products `[m, k] · [k, n]` (several for MoE experts).
+    Gemm { m: u64, n: u64, k: u64, count: u64 },
+    /// Flash attention (forward, or its backward with the recomputation flash does) over
+    /// `batch × heads` query heads of `seq` tokens, each attending to `mean_context` keys on
+    /// average (`seq/2` when causal).
+    Attention { batch: u64, heads: u64, seq: u64, head_dim: u64, causal: bool, backward: bool },
+    /// A memory-bound op moving `bytes` (the minimal reads plus writes).
+    Memory { kind: MemKind },
+}
+
+/// One op of one pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Op {
+    pub name: &'static str,
+    pub pass: Pass,
+    pub kind: OpKind,
+    /// Floating-point operations (multiply-add = 2).
+    pub flops: f64,
+    /// Minimal bytes read and written in HBM.
+    pub bytes: f64,
+}
+
+/// The micro-batch and sharding one device computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    /// Sequences per micro-batch.
+    pub sequences: u64,
+    /// Tokens per sequence.
+    pub seq: u64,
+    /// Tensor-parallel degree: heads, MLP width and vocabulary are split this many ways, and
+    /// norms and residual adds run on `1/tp` of the tokens (sequence parallelism).
+    pub tp: u64,
+}
+
+impl Batch {
+    pub fn tokens(&self) -> u64 {
+        self.sequences * self.seq
+    }
+}
+
+/// The ops of one layer (or of the model's ends), forward and backward.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LayerOps {
+    pub forward: Vec<Op>,
+    pub backward: Vec<Op>,
+}
+
+impl LayerOps {
+    fn gemm(&mut self, name: &'static str, m: u64, n: u64, k: u64, count: u64) {
+        let flops = 2.0 * (m * n * k * count) as f64;
+        let bytes = ((m * k + k * n + m * n) * count * ACT_BYTES) as f64;
+        self.forward.push(Op {
+            name,
+            pass: Pass::Forward,
+            kind: OpKind::Gemm { m, n, k, count },
+            flops,
+            bytes,
+        });
+        // dX[m, k] = dY[m, n] · Wᵀ and dW[n, k] = dYᵀ · X[m, k]: two products of the same size.
+        let dgrad = OpKind::Gemm { m, n: k, k: n, count };
+        let wgrad = OpKind::Gemm { m: n, n: k, k: m, count };
+        for kind in [dgrad, wgrad] {
+            self.backward.push(Op { name, pass: Pass::Backward, kind, flops, bytes });
+        }
+    }
+
+    /// A memory-bound op moving `bytes` forward and `backward_factor × bytes` backward.
+    fn memory(&mut self, name: &'static str, kind: MemKind, bytes: u64, backward_factor: f64) {
+        let kind = OpKind::Memory { kind };
+        let bytes = bytes as f64;
+        self.forward.push(Op { name, pass: Pass::Forward, kind, flops: 0.0, bytes });
+        if backward_factor > 0.0 {
+            let bytes = bytes * backward_factor;
+            self.backward.push(Op { name, pass: Pass::Backward, kind, flops: 0.0, bytes });
+        }
+    }
+
+    /// Sum of `f` over both passes.
+    pub fn sum(&self, f: impl Fn(&Op) -> f64) -> f64 {
+        self.forward.iter().chain(&self.backward).map(f).sum()
+    }
+}
+
+impl Model {
+    /// The ops of one transformer layer on one tensor-parallel rank. Backward GEMMs are the
+    /// two products (input and weight gradients); attention backward is flash's five
+    /// matmuls (2.5× the forward FLOPs, the recomputed `QKᵀ` included); a memory-bound op's
+    /// backward moves its inputs, output gradient and input gradients.
+    pub fn layer_ops(&self, b: Batch) -> LayerOps {
+        let tp = b.tp.max(1);
+        let t = b.tokens();
+        let h = self.hidden;
+        // Sequence parallelism: norms and adds see 1/tp of the tokens.
+        let t_sp = t.div_ceil(tp);
+        let heads = self.heads.div_ceil(tp);
+        let kv_heads = self.kv_heads.div_ceil(tp).max(1);
+        let q_width = heads * self.head_dim;
+        let kv_width = kv_heads * self.head_dim;
+        let ffn = self.ffn.div_ceil(tp);
+        let norm = MemKind::Norm(self.norm);
+        let mut ops = LayerOps::default();
+
+        // Norm: read x, write y; backward reads x and dy, writes dx.
+        ops.memory("input_norm", norm, 2 * t_sp * h * ACT_BYTES, 1.5);
+        ops.gemm("qkv_proj", t, q_width + 2 * kv_width, h, 1);
+        if self.positions == crate::Positions::Rope {
+            ops.memory("rope", MemKind::Rope, 2 * t * (q_width + kv_width) * ACT_BYTES, 1.0);
+        }
+        let (fwd, bwd) = self.attention_ops(b.sequences, heads, b.seq);
+        ops.forward.push(fwd);
+        ops.backward.push(bwd);
+        ops.gemm("out_proj", t, h, q_width, 1);
+        ops.memory("residual_add", MemKind::Add, 3 * t_sp * h * ACT_BYTES, 1.0);
+        ops.memory("post_norm", norm, 2 * t_sp * h * ACT_BYTES, 1.5);
+
+        let up_width = match self.mlp {
+            Mlp::SwiGlu => 2 * ffn,
+            Mlp::Gelu => ffn,
+        };
+        // Activation: GELU reads u, writes a (backward: u, da → du); SwiGLU reads g and u,
+        // writes a (backward: g, u, da → dg, du).
+        let (act_bytes, act_backward) = match self.mlp {
+            Mlp::SwiGlu => (3, 5.0 / 3.0),
+            Mlp::Gelu => (2, 1.5),
+        };
+        match self.moe {
+            None => {
+                ops.gemm("mlp_up", t, up_width, h, 1);
+                ops.memory(
+                    "mlp_act",
+                    MemKind::Activation(self.mlp),
+                    act_bytes * t * ffn * ACT_BYTES,
+                    act_backward,
+                );
+                ops.gemm("mlp_down", t, h, ffn, 1);
+            }
+            Some(moe) => {
+                ops.gemm("router", t, moe.experts, h, 1);
+                // Tokens reach experts evenly on average (an assumption: routing imbalance
+                // would make the busiest expert the critical path).
+                let routed = t * moe.top_k;
+                let per_expert = routed.div_ceil(moe.experts);
+                // Dispatch copies each routed token's row in, combine copies it back out.
+                ops.memory("moe_permute", MemKind::Permute, 4 * routed * h * ACT_BYTES, 1.0);
+                ops.gemm("experts_up", per_expert, up_width, h, moe.experts);
+                ops.memory(
+                    "experts_act",
+                    MemKind::Activation(self.mlp),
+                    act_bytes * routed * ffn * ACT_BYTES,
+                    act_backward,
+                );
+                ops.gemm("experts_down", per_expert, h, ffn, moe.experts);
+            }
+        }
+        ops.memory("residual_add", MemKind::Add, 3 * t_sp * h * ACT_BYTES, 1.0);
+        ops
+    }
+
+    /// Flash attention forward and backward for `sequences × heads` heads.
+    fn attention_ops(&self, sequences: u64, heads: u64, seq: u64) -> (Op, Op) {
+        let d = self.head_dim;
+        // QKᵀ and PV: 2 matmuls of 2·d FLOPs per (query, key) pair.
+        let pairs = (sequences * heads * seq) as f64 * self.mean_context(seq);
+        let flops = 4.0 * pairs * d as f64;
+        // Reads q, k, v, writes o (k, v shared by a group's heads: counted per q head, an
+        // upper bound that only matters where attention is memory-bound).
+        let bytes = (4 * sequences * heads * seq * d * ACT_BYTES) as f64;
+        let kind = |backward| OpKind::Attention {
+            batch: sequences,
+            heads,
+            seq,
+            head_dim: d,
+            causal: true,
+            backward,
+        };
+        let fwd = Op { name: "attention", pass: Pass::Forward, kind: kind(false), flops, bytes };
+        let bwd = Op {
+            name: "attention",
+            pass: Pass::Backward,
+            kind: kind(true),
+            flops: 2.5 * flops,
+            bytes: 2.0 * bytes,
+        };
+        (fwd, bwd)
+    }
+
+    /// Ops outside the layers, on the first pipeline stage: the embedding lookup.
+    pub fn embedding_ops(&self, b: Batch) -> LayerOps {
+        let mut ops = LayerOps::default();
+        // Read the token's row, write the activation (backward: scatter-add into the grads).
+        ops.memory("embedding", MemKind::Embedding, 2 * b.tokens() * self.hidden * ACT_BYTES, 1.0);
+        ops
+    }
+
+    /// Ops outside the layers, on the last pipeline stage: final norm, LM head and the
+    /// cross-entropy loss over the (tensor-parallel split) vocabulary.
+    pub fn head_ops(&self, b: Batch) -> LayerOps {
+        let tp = b.tp.max(1);
+        let t = b.tokens();
+        let vocab = self.vocab.div_ceil(tp);
+        let mut ops = LayerOps::default();
+        ops.memory(
+            "final_norm",
+            MemKind::Norm(self.norm),
+            2 * t.div_ceil(tp) * self.hidden * ACT_BYTES,
+            1.5,
+        );
+        ops.gemm("lm_head", t, vocab, self.hidden, 1);
+        // Forward reads the logits; backward reads them again and writes their gradient.
+        ops.memory("cross_entropy", MemKind::CrossEntropy, t * vocab * ACT_BYTES, 2.0);
+        ops
+    }
+}
+
+/// Which activations are kept for the backward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recompute {
+    /// Keep everything the backward pass reads.
+    None,
+    /// Drop the MLP activation output and recompute it (attention's `seq²` part is never
+    /// stored: flash attention already recomputes it).
+    Selective,
+    /// Keep only each layer's input and recompute the whole layer forward in backward.
+    Full,
+}
+
+impl Model {
+    /// Bytes one layer keeps for backward on one tensor-parallel rank (the Korthikanti et al.
+    /// accounting with flash attention, sequence parallelism and no dropout). For a GPT layer
+    /// without recomputation this is `32·s·b·h/tp` bytes: Korthikanti's `34·s·b·h` without
+    /// the two dropout masks, with the `5·a·s²·b` attention term gone.
+    pub fn activation_bytes_per_layer(&self, b: Batch, recompute: Recompute) -> f64 {
+        let tp = b.tp.max(1);
+        let t = b.tokens();
+        let t_sp = t.div_ceil(tp);
+        let h = self.hidden;
+        let heads = self.heads.div_ceil(tp);
+        let q_width = heads * self.head_dim;
+        let kv_width = self.kv_heads.div_ceil(tp).max(1) * self.head_dim;
+        let ffn = self.ffn.div_ceil(tp);
+        let layer_input = t_sp * h * ACT_BYTES;
+        if recompute == Recompute::Full {
+            return layer_input as f64;
+        }
+        // Attention block: layer input, norm output, q/k/v, output and its fp32 logsumexp.
+        let attention = layer_input
+            + t_sp * h * ACT_BYTES
+            + t * (q_width + 2 * kv_width) * ACT_BYTES
+            + t * q_width * ACT_BYTES
+            + b.sequences * heads * b.seq * 4;
+        // MLP block: residual stream (norm input), norm output, activation input, and the
+        // activation output unless recomputed.
+        let up_width = match self.mlp {
+            Mlp::SwiGlu => 2 * ffn,
+            Mlp::Gelu => ffn,
+        };
+        let (mlp_tokens, router) = match self.moe {
+            None => (t, 0),
+            Some(moe) => (t * moe.top_k, t * moe.experts * 4),
+        };
+        let act_out =
+            if recompute == Recompute::Selective { 0 } else { mlp_tokens * ffn * ACT_BYTES };
+        let mlp = 2 * t_sp * h * ACT_BYTES
+            + router
+            + if self.moe.is_some() { mlp_tokens * h * ACT_BYTES } else { 0 }
+            + mlp_tokens * up_width * ACT_BYTES
+            + act_out;
+        (attention + mlp) as f64
+    }
+}

@@ -1,0 +1,338 @@
+//! Op costs per chip and collective costs.
+//!
+//! [`CostModel::new`] prepares, once, everything needed to time the ops of
+//! `rainier-model` on one rank of a chip from `rainier-hw`; [`CostModel::op_seconds`] is then
+//! a few arithmetic operations, so a whole plan evaluates in microseconds.
+//!
+//! Three methods, by chip family:
+//! - **GPUs**: a model calibrated on the H100 microbenchmarks in `data/h100-microbench.json`
+//!   (GEMM efficiency with wave and tile quantization, measured flash-attention efficiency,
+//!   memory-bound kernels at their measured share of HBM bandwidth, a per-kernel overhead,
+//!   and the sustained clock under the 700 W limit), carried to other GPUs by their
+//!   specifications (peak, bandwidth, SM count, best-shape GEMM ceiling).
+//! - **TPUs**: the same method from specifications: the chip's GEMM ceiling with MXU padding,
+//!   fused memory-bound ops at the streaming efficiency measured on the H100.
+//! - **NeuronCores**: the simulator's op-cost tables (`tables/CHIP.csv`, made by
+//!   `rainier kernel table`), interpolated between shapes; ops the tables lack fall back to a
+//!   roofline on TensorE peak and HBM bandwidth. `--neuron-costs roofline` uses the roofline
+//!   for everything.
+//!
+//! Every coefficient that is not a catalog figure is listed in [`ASSUMPTIONS`].
+
+mod collective;
+mod gpu;
+mod neuron;
+
+use rainier_hw::{Chip, Family, Framework, MathPrecision};
+use rainier_model::{MemKind, Op, OpKind};
+
+pub use collective::{Collective, CollectiveKind, Fabric};
+pub use gpu::{gemm_fit_report, GemmFitReport};
+pub use neuron::{NeuronCosts, NeuronTable, TableError};
+
+/// A named modelling assumption: a coefficient with no catalog source.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Assumption {
+    pub name: &'static str,
+    pub value: f64,
+    pub why: &'static str,
+}
+
+/// Every modelling coefficient of this crate that is not a catalog figure, in one place.
+pub const ASSUMPTIONS: &[Assumption] = &[
+    STEP_KERNEL_EFFICIENCY,
+    gpu::GEMM_EFF_BF16,
+    gpu::GEMM_EFF_FP8,
+    gpu::KERNEL_OVERHEAD_S,
+    gpu::GEMM_STREAM_EFF,
+    gpu::SUSTAINED_CLOCK,
+    gpu::FUSED_STREAM_EFF,
+    gpu::EAGER_ROPE_EFF,
+    TPU_KERNEL_OVERHEAD_S,
+    TPU_ATTENTION_RATIO,
+    ROOFLINE_HBM_EFF,
+    neuron::LNC_SPLIT,
+    collective::SCALE_UP_EFF,
+    collective::SCALE_OUT_EFF,
+    collective::BASE_LATENCY_S,
+];
+
+/// Kernels inside a real training step run slower than the same kernels timed alone
+/// (launch gaps, synchronization, allocator, SMs lent to communication, data loading and
+/// logging between steps). Fitted by `rainier-plan`'s `calibrate_step_efficiency` on the
+/// stated calibration subset of the validation dataset (megatron-h100-16b and
+/// megatron-h100-314b) and checked on the other points.
+pub const STEP_KERNEL_EFFICIENCY: Assumption = Assumption {
+    name: "step.kernel_efficiency",
+    value: 0.88,
+    why: "fitted on the calibration subset megatron-h100-16b, megatron-h100-314b (geometric-mean error 0); checked on the 7 other validation points",
+};
+
+/// XLA fuses elementwise chains into few large kernels; its per-kernel cost is small.
+const TPU_KERNEL_OVERHEAD_S: Assumption = Assumption {
+    name: "tpu.kernel_overhead_s",
+    value: 2e-6,
+    why: "no TPU kernel-level measurements; XLA launches fewer, larger fusions than eager GPUs",
+};
+
+/// TPU flash attention reaches this fraction of the chip's GEMM efficiency.
+const TPU_ATTENTION_RATIO: Assumption = Assumption {
+    name: "tpu.attention_over_gemm",
+    value: 0.76,
+    why: "H100 measured causal flash attention (S=4096, D=128) over its GEMM efficiency, carried to TPUs",
+};
+
+/// Roofline HBM efficiency for NeuronCore ops the tables lack.
+const ROOFLINE_HBM_EFF: Assumption = Assumption {
+    name: "neuron.roofline_hbm_eff",
+    value: 0.85,
+    why: "streaming efficiency of the simulated memory-bound kernels at large shapes (tables/*.csv, 0.84-0.97)",
+};
+
+/// Matmul precision for a training precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// bf16 weights, activations and gradients; fp32 master weights and Adam states.
+    Bf16,
+    /// PyTorch autocast: fp32 parameters and gradients, bf16 compute.
+    AmpBf16,
+    /// fp8 GEMMs (delayed scaling), bf16 elsewhere.
+    Fp8,
+}
+
+impl Precision {
+    pub fn math(self) -> MathPrecision {
+        match self {
+            Precision::Bf16 | Precision::AmpBf16 => MathPrecision::Bf16,
+            Precision::Fp8 => MathPrecision::Fp8,
+        }
+    }
+}
+
+/// Times ops on one rank of one chip.
+#[derive(Debug, Clone)]
+pub struct CostModel {
+    family: Family,
+    framework: Framework,
+    math: MathPrecision,
+    /// Dense peak FLOP/s of one rank for the GEMM precision, and for bf16.
+    peak: f64,
+    peak_bf16: f64,
+    /// HBM bytes/s of one rank.
+    hbm: f64,
+    /// Best-shape GEMM efficiency for `math` (before the sustained-clock factor).
+    gemm_eff: f64,
+    /// Streaming multiprocessors (GPU wave quantization) or MXU edge (TPU padding).
+    parallel_units: u64,
+    tile: u64,
+    ceiling: f64,
+    neuron: Option<NeuronTable>,
+    /// NeuronCores per rank (1 or 2 at LNC=2); 1 elsewhere.
+    cores_per_rank: f64,
+    /// Every op's isolated time is divided by this in a step ([`STEP_KERNEL_EFFICIENCY`]).
+    step_efficiency: f64,
+}
+
+/// Why a cost model could not be made.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PerfError {
+    #[error("{0}")]
+    Table(#[from] TableError),
+    #[error("ranks per chip must be positive")]
+    NoRanks,
+}
+
+impl CostModel {
+    /// A cost model for one rank of `chip`, the chip split into `ranks_per_chip` ranks (on
+    /// Trainium, logical NeuronCores; elsewhere 1).
+    pub fn new(
+        chip: &Chip,
+        ranks_per_chip: u32,
+        precision: Precision,
+        framework: Framework,
+        neuron_costs: NeuronCosts,
+    ) -> Result<CostModel, PerfError> {
+        if ranks_per_chip == 0 {
+            return Err(PerfError::NoRanks);
+        }
+        let ranks = f64::from(ranks_per_chip);
+        let math = precision.math();
+        let ceiling = chip.matmul_ceiling.value;
+        let (gemm_eff, parallel_units, tile) = match chip.family {
+            Family::Gpu => {
+                let base = match math {
+                    MathPrecision::Fp8 => gpu::GEMM_EFF_FP8.value,
+                    _ => gpu::GEMM_EFF_BF16.value,
+                };
+                (
+                    base * ceiling / gpu::H100_CEILING,
+                    gpu::streaming_multiprocessors(&chip.name),
+                    128,
+                )
+            }
+            Family::Tpu => (ceiling, 1, tpu_mxu_edge(&chip.name)),
+            Family::Neuron => (ceiling, 1, 128),
+        };
+        let neuron = match (chip.family, neuron_costs) {
+            (Family::Neuron, NeuronCosts::Tables) => Some(NeuronTable::for_chip(&chip.name)?),
+            _ => None,
+        };
+        let cores_per_rank = if chip.family == Family::Neuron {
+            f64::from(chip.cores_per_chip) / ranks
+        } else {
+            1.0
+        };
+        Ok(CostModel {
+            family: chip.family,
+            framework,
+            math,
+            peak: chip.peak(math) / ranks,
+            peak_bf16: chip.peak(MathPrecision::Bf16) / ranks,
+            hbm: chip.hbm_bytes_per_s.value / ranks,
+            gemm_eff,
+            parallel_units,
+            tile,
+            ceiling,
+            neuron,
+            cores_per_rank,
+            step_efficiency: STEP_KERNEL_EFFICIENCY.value,
+        })
+    }
+
+    /// This model with another in-step kernel efficiency (for calibration and what-ifs).
+    pub fn with_step_efficiency(self, step_efficiency: f64) -> CostModel {
+        CostModel { step_efficiency, ..self }
+    }
+
+    /// Seconds one rank spends on `op`.
+    pub fn op_seconds(&self, op: &Op) -> f64 {
+        let t = match self.family {
+            Family::Gpu => self.gpu_seconds(op),
+            Family::Tpu => self.tpu_seconds(op),
+            Family::Neuron => self.neuron_seconds(op),
+        };
+        (t + self.fp8_cast_seconds(op)) / self.step_efficiency
+    }
+
+    /// fp8 GEMMs first quantize their activation (or gradient) operand: read bf16, write
+    /// fp8, 3 bytes per element, one streaming kernel (Transformer Engine's cast; weights are
+    /// cast once per step and not counted).
+    fn fp8_cast_seconds(&self, op: &Op) -> f64 {
+        match op.kind {
+            OpKind::Gemm { m, k, count, .. } if self.math == MathPrecision::Fp8 => {
+                let bytes = 3.0 * (m * k * count) as f64;
+                let overhead =
+                    if self.family == Family::Gpu { gpu::KERNEL_OVERHEAD_S.value } else { 0.0 };
+                bytes / (self.hbm * gpu::FUSED_STREAM_EFF.value) + overhead
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Seconds for an Adam(W) step over `params` parameters moving `bytes_per_param` bytes
+    /// each (memory-bound on every chip; one fused kernel per tensor group).
+    pub fn optimizer_seconds(&self, params: f64, bytes_per_param: f64) -> f64 {
+        let bytes = params * bytes_per_param;
+        let t = match (&self.neuron, self.family) {
+            (Some(table), _) => {
+                table.optimizer_seconds(params, bytes_per_param) / self.cores_per_rank
+            }
+            (None, Family::Gpu) => bytes / (self.hbm * gpu::FUSED_STREAM_EFF.value),
+            (None, _) => bytes / (self.hbm * ROOFLINE_HBM_EFF.value),
+        };
+        t / self.step_efficiency
+    }
+
+    /// Rank peak FLOP/s for the GEMM precision.
+    pub fn peak_flops(&self) -> f64 {
+        self.peak
+    }
+
+    fn roofline(&self, op: &Op) -> f64 {
+        let compute = match op.kind {
+            OpKind::Gemm { .. } => op.flops / (self.peak * self.ceiling),
+            OpKind::Attention { .. } => op.flops / (self.peak_bf16 * self.ceiling),
+            OpKind::Memory { .. } => 0.0,
+        };
+        compute.max(op.bytes / (self.hbm * ROOFLINE_HBM_EFF.value))
+    }
+
+    fn gpu_seconds(&self, op: &Op) -> f64 {
+        let sustained = gpu::SUSTAINED_CLOCK.value;
+        let overhead = gpu::KERNEL_OVERHEAD_S.value;
+        match op.kind {
+            OpKind::Gemm { m, n, count, .. } => {
+                let eff = self.gemm_eff * gpu::wave_efficiency(m, n, count, self.parallel_units);
+                let compute = op.flops / (self.peak * eff * sustained);
+                let stream = op.bytes / (self.hbm * gpu::GEMM_STREAM_EFF.value);
+                compute.max(stream) + overhead
+            }
+            OpKind::Attention { seq, head_dim, backward, .. } => {
+                let eff = gpu::attention_efficiency(seq, head_dim, backward) * self.gemm_eff
+                    / gpu::GEMM_EFF_BF16.value;
+                op.flops / (self.peak_bf16 * eff * sustained) + overhead
+            }
+            OpKind::Memory { kind } => {
+                let (eff, kernels) = gpu::memory_efficiency(kind, self.framework);
+                op.bytes / (self.hbm * eff) + kernels * overhead
+            }
+        }
+    }
+
+    fn tpu_seconds(&self, op: &Op) -> f64 {
+        let overhead = TPU_KERNEL_OVERHEAD_S.value;
+        match op.kind {
+            OpKind::Gemm { m, n, k, .. } => {
+                let pad = |x: u64| x as f64 / (x.div_ceil(self.tile) * self.tile) as f64;
+                let eff = self.gemm_eff * pad(m) * pad(n) * pad(k);
+                let stream = op.bytes / (self.hbm * gpu::GEMM_STREAM_EFF.value);
+                (op.flops / (self.peak * eff)).max(stream) + overhead
+            }
+            OpKind::Attention { .. } => {
+                op.flops / (self.peak_bf16 * self.gemm_eff * TPU_ATTENTION_RATIO.value) + overhead
+            }
+            OpKind::Memory { .. } => op.bytes / (self.hbm * gpu::FUSED_STREAM_EFF.value) + overhead,
+        }
+    }
+
+    fn neuron_seconds(&self, op: &Op) -> f64 {
+        let Some(table) = &self.neuron else { return self.roofline(op) };
+        // Tables are bf16; fp8 GEMMs run at the table's efficiency on the fp8 peak.
+        let fp8_speedup =
+            if self.math == MathPrecision::Fp8 { self.peak / self.peak_bf16 } else { 1.0 };
+        let per_core = match op.kind {
+            OpKind::Gemm { m, n, k, .. } => {
+                table.gemm_seconds(m, n, k, op.flops).map(|t| t / fp8_speedup)
+            }
+            OpKind::Attention { seq, head_dim, backward, .. } => {
+                table.attention_seconds(seq, head_dim, backward, op.flops)
+            }
+            OpKind::Memory { kind } => table.memory_seconds(kind, op.bytes),
+        };
+        match per_core {
+            Some(t) => t / self.cores_per_rank,
+            None => self.roofline(op),
+        }
+    }
+}
+
+/// MXU edge: 128 on v5e/v5p, 256 on v6e and TPU7x.
+fn tpu_mxu_edge(name: &str) -> u64 {
+    match name {
+        "tpu-v6e" | "tpu-v7" => 256,
+        _ => 128,
+    }
+}
+
+/// Memory-bound kinds in a stable order (for listings).
+pub const MEM_KINDS: [MemKind; 9] = [
+    MemKind::Add,
+    MemKind::Norm(rainier_model::Norm::LayerNorm),
+    MemKind::Norm(rainier_model::Norm::RmsNorm),
+    MemKind::Activation(rainier_model::Mlp::Gelu),
+    MemKind::Activation(rainier_model::Mlp::SwiGlu),
+    MemKind::Rope,
+    MemKind::Embedding,
+    MemKind::CrossEntropy,
+    MemKind::Permute,
+];

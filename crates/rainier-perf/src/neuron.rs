@@ -1,0 +1,235 @@
+//! NeuronCore op costs from the simulator's op-cost tables (`tables/CHIP.csv`).
+//!
+//! Each table row is one library kernel timed on one simulated NeuronCore. A rate is read off
+//! each row (FLOP/s for GEMM and attention, HBM bytes/s for memory-bound kernels) and
+//! interpolated between shapes (linear in log size, clamped at the ends). A rank's time is the
+//! per-core time over the cores it spans: at LNC=2 a logical core is two physical cores that
+//! split every op evenly ([`LNC_SPLIT`]), and the per-core HBM share in the tables is the
+//! chip's bandwidth over its cores, so a chip of `c` cores runs `c` per-core tables at once.
+
+use std::sync::OnceLock;
+
+use rainier_model::{MemKind, Mlp, Norm};
+
+use crate::gpu::interpolate;
+use crate::Assumption;
+
+pub(crate) const LNC_SPLIT: Assumption = Assumption {
+    name: "neuron.lnc_split",
+    value: 1.0,
+    why: "a logical NeuronCore of 2 physical cores (LNC=2) runs each op in half the per-core time (perfect split assumed; the compiler shards each op across the pair)",
+};
+
+/// Where NeuronCore op costs come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeuronCosts {
+    /// The simulator's op-cost tables, roofline for ops they lack.
+    Tables,
+    /// TensorE peak × the chip's GEMM ceiling and HBM bandwidth for every op.
+    Roofline,
+}
+
+/// A committed table that does not parse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TableError {
+    #[error("tables/{chip}.csv line {line}: {message}")]
+    Malformed { chip: String, line: usize, message: String },
+    #[error("no op-cost table for chip `{0}` (tables exist for trn1, inf2, trn2, trn3)")]
+    Missing(String),
+}
+
+/// Interpolated per-core rates of one chip's op-cost table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NeuronTable {
+    /// `(log2 n, log2 k, [(log2 m, FLOP/s)])` per measured `(n, k)`.
+    gemm: Vec<(f64, f64, Vec<(f64, f64)>)>,
+    /// `(kernel, [(log2 bytes, bytes/s)])`.
+    memory: Vec<(&'static str, Vec<(f64, f64)>)>,
+    /// `[(log2 seq, FLOP/s)]` of causal attention at head dim 128.
+    attention: Vec<(f64, f64)>,
+    /// Seconds per parameter of the fp32 AdamW kernel at its largest size, and its bytes per
+    /// parameter.
+    adamw: Option<(f64, f64)>,
+}
+
+const MEMORY_KERNELS: [&str; 8] = [
+    "residual-add",
+    "layernorm",
+    "rmsnorm",
+    "gelu",
+    "swiglu",
+    "rope",
+    "cross-entropy",
+    "cross-entropy-backward",
+];
+
+fn table_text(chip: &str) -> Option<&'static str> {
+    Some(match chip {
+        "trn1" => include_str!("../../../tables/trn1.csv"),
+        "inf2" => include_str!("../../../tables/inf2.csv"),
+        "trn2" => include_str!("../../../tables/trn2.csv"),
+        "trn3" => include_str!("../../../tables/trn3.csv"),
+        _ => return None,
+    })
+}
+
+impl NeuronTable {
+    /// The committed table of `chip` (parsed once per process).
+    pub fn for_chip(chip: &str) -> Result<NeuronTable, TableError> {
+        static TABLES: OnceLock<Vec<(&'static str, Result<NeuronTable, TableError>)>> =
+            OnceLock::new();
+        let tables = TABLES.get_or_init(|| {
+            ["trn1", "inf2", "trn2", "trn3"]
+                .into_iter()
+                .map(|name| {
+                    (
+                        name,
+                        table_text(name).map_or_else(
+                            || Err(TableError::Missing(name.into())),
+                            |t| NeuronTable::parse(t, name),
+                        ),
+                    )
+                })
+                .collect()
+        });
+        match tables.iter().find(|(name, _)| *name == chip) {
+            Some((_, table)) => table.clone(),
+            None => Err(TableError::Missing(chip.into())),
+        }
+    }
+
+    /// Parses `kernel,dtype,shape,time_ns,flops,hbm_bytes,...` rows.
+    pub fn parse(text: &str, chip: &str) -> Result<NeuronTable, TableError> {
+        let mut table = NeuronTable {
+            gemm: Vec::new(),
+            memory: Vec::new(),
+            attention: Vec::new(),
+            adamw: None,
+        };
+        for (index, line) in text.lines().enumerate().skip(1) {
+            let bad = |message: String| TableError::Malformed {
+                chip: chip.into(),
+                line: index + 1,
+                message,
+            };
+            let cols: Vec<&str> = line.split(',').collect();
+            if cols.len() < 6 {
+                return Err(bad(format!("expected at least 6 columns, found {}", cols.len())));
+            }
+            let number = |i: usize| -> Result<f64, TableError> {
+                cols[i].parse::<f64>().ok().filter(|v| v.is_finite() && *v > 0.0).ok_or_else(|| {
+                    bad(format!("column {} is not a positive number: `{}`", i + 1, cols[i]))
+                })
+            };
+            let shape = |key: &str| -> Result<f64, TableError> {
+                cols[2]
+                    .split(' ')
+                    .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .ok_or_else(|| bad(format!("shape `{}` has no `{key}`", cols[2])))
+            };
+            let seconds = number(3)? * 1e-9;
+            match cols[0] {
+                "gemm" => {
+                    let (m, n, k) = (shape("m")?.log2(), shape("n")?.log2(), shape("k")?.log2());
+                    let rate = number(4)? / seconds;
+                    match table.gemm.iter_mut().find(|g| g.0 == n && g.1 == k) {
+                        Some(g) => g.2.push((m, rate)),
+                        None => table.gemm.push((n, k, vec![(m, rate)])),
+                    }
+                }
+                "attention" => {
+                    if shape("causal")? == 1.0 && shape("head_dim")? == 128.0 {
+                        table.attention.push((shape("seq")?.log2(), number(4)? / seconds));
+                    }
+                }
+                "adamw" => {
+                    let params = shape("params")?;
+                    // Rows grow in size; the largest (last) one is kept.
+                    table.adamw = Some((seconds / params, number(5)? / params));
+                }
+                kernel => {
+                    if let Some(name) = MEMORY_KERNELS.iter().find(|k| **k == kernel) {
+                        let bytes = number(5)?;
+                        let point = (bytes.log2(), bytes / seconds);
+                        match table.memory.iter_mut().find(|m| m.0 == *name) {
+                            Some(m) => m.1.push(point),
+                            None => table.memory.push((name, vec![point])),
+                        }
+                    }
+                }
+            }
+        }
+        let by_x = |a: &(f64, f64), b: &(f64, f64)| a.0.total_cmp(&b.0);
+        for g in &mut table.gemm {
+            g.2.sort_by(by_x);
+        }
+        for m in &mut table.memory {
+            m.1.sort_by(by_x);
+        }
+        table.attention.sort_by(by_x);
+        Ok(table)
+    }
+
+    /// Per-core seconds of a `[m, k] · [k, n]` GEMM of `flops`: the rate of the nearest
+    /// measured `(n, k)` (log distance), interpolated in `log2 m`.
+    pub fn gemm_seconds(&self, m: u64, n: u64, k: u64, flops: f64) -> Option<f64> {
+        let (ln, lk) = ((n.max(1) as f64).log2(), (k.max(1) as f64).log2());
+        let nearest = self.gemm.iter().min_by(|a, b| {
+            ((a.0 - ln).abs() + (a.1 - lk).abs()).total_cmp(&((b.0 - ln).abs() + (b.1 - lk).abs()))
+        })?;
+        let rate = interpolate(&nearest.2, (m.max(1) as f64).log2());
+        // Small products are slower than the smallest measured one; never faster.
+        let rate = if m < 128 { rate * m as f64 / 128.0 } else { rate };
+        Some(flops / rate)
+    }
+
+    /// Per-core seconds of flash attention of `flops` at this sequence length. The backward
+    /// pass has no simulated kernel yet: it is assumed to run at the forward kernel's rate.
+    pub fn attention_seconds(
+        &self,
+        seq: u64,
+        head_dim: u64,
+        _backward: bool,
+        flops: f64,
+    ) -> Option<f64> {
+        if self.attention.is_empty() || head_dim != 128 {
+            return None;
+        }
+        Some(flops / interpolate(&self.attention, (seq.max(1) as f64).log2()))
+    }
+
+    /// Per-core seconds of a memory-bound op moving `bytes`.
+    pub fn memory_seconds(&self, kind: MemKind, bytes: f64) -> Option<f64> {
+        let rate = |name: &str| {
+            let curve = &self.memory.iter().find(|m| m.0 == name)?.1;
+            Some(interpolate(curve, bytes.max(1.0).log2()))
+        };
+        let rate = match kind {
+            MemKind::Add => rate("residual-add")?,
+            MemKind::Norm(Norm::LayerNorm) => rate("layernorm")?,
+            MemKind::Norm(Norm::RmsNorm) => rate("rmsnorm")?,
+            MemKind::Activation(Mlp::Gelu) => rate("gelu")?,
+            MemKind::Activation(Mlp::SwiGlu) => rate("swiglu")?,
+            MemKind::Rope => rate("rope")?,
+            // One rate for both passes: forward and backward kernels' bytes over their time.
+            MemKind::CrossEntropy => {
+                let (f, b) = (rate("cross-entropy")?, rate("cross-entropy-backward")?);
+                3.0 / (1.0 / f + 2.0 / b)
+            }
+            MemKind::Embedding | MemKind::Permute => return None,
+        };
+        Some(bytes / rate)
+    }
+
+    /// Per-core seconds of AdamW over `params` parameters moving `bytes_per_param` bytes each,
+    /// at the simulated kernel's bandwidth.
+    pub fn optimizer_seconds(&self, params: f64, bytes_per_param: f64) -> f64 {
+        match self.adamw {
+            Some((seconds_per_param, kernel_bytes_per_param)) => {
+                params * seconds_per_param * bytes_per_param / kernel_bytes_per_param
+            }
+            None => f64::INFINITY,
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The training planner.
+//!
+//! [`evaluate`] takes a [`Model`](rainier_model::Model), a [`Chip`](rainier_hw::Chip) and a
+//! [`TrainConfig`] (cluster size, sequence, batch, parallel degrees or none, precision,
+//! recompute, ZeRO stage, framework) and predicts one training step: step time with its
+//! breakdown (compute, communication and how much of it is exposed, pipeline bubble,
+//! optimizer), throughput, MFU and memory per device. Pure functions over `rainier-model`,
+//! `rainier-hw` and `rainier-perf`; nothing here reads files or knows the simulators.
+//! [`validate`] runs the committed validation dataset and reports the error per point.
+
+mod train;
+mod validate;
+
+pub use train::{
+    evaluate, precision_name, ranks_per_chip, recompute_name, Breakdown, Memory, Plan, PlanError,
+    TrainConfig, TrainReport, FRAMEWORK_RESERVE_GIB,
+};
+pub use validate::{
+    calibrate_step_efficiency, megatron_flops_per_token, validate, ValidationPoint,
+    ValidationReport, CALIBRATION_SUBSET, VALIDATION_MEDIAN_LIMIT,
+};

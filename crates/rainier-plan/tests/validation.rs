@@ -1,0 +1,29 @@
+//! The planner against published training measurements (`data/validation.json`).
+
+use rainier_plan::{calibrate_step_efficiency, validate, VALIDATION_MEDIAN_LIMIT};
+
+#[test]
+fn validation_median_error_is_within_the_stated_limit() {
+    let report = validate().expect("dataset evaluates");
+    assert!(report.points.len() >= 9);
+    for p in &report.points {
+        assert!(p.fits, "{}: the evaluated plan does not fit in memory", p.id);
+        assert!(p.predicted.is_finite() && p.predicted > 0.0, "{}", p.id);
+    }
+    assert!(
+        report.median_abs_error <= VALIDATION_MEDIAN_LIMIT,
+        "median |error| {:.3} above the stated {:.2}",
+        report.median_abs_error,
+        VALIDATION_MEDIAN_LIMIT
+    );
+}
+
+#[test]
+fn step_efficiency_is_what_the_calibration_subset_gives() {
+    let fitted = calibrate_step_efficiency().expect("calibration runs");
+    let used = rainier_perf::STEP_KERNEL_EFFICIENCY.value;
+    assert!(
+        (fitted - used).abs() < 0.015,
+        "calibration subset gives {fitted}, the model uses {used}"
+    );
+}
