@@ -535,3 +535,139 @@ fn kernel_cross_entropy_check() {
         assert_eq!(v["check"]["passed"], true, "{v}");
     }
 }
+
+#[test]
+fn train_json_has_the_documented_fields_and_is_deterministic() {
+    let args = [
+        "train",
+        "--model",
+        "llama3-8b",
+        "--chip",
+        "h100",
+        "--chips",
+        "64",
+        "--seq",
+        "8192",
+        "--global-batch",
+        "512",
+        "--json",
+    ];
+    let a = rainier(&args);
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    assert_eq!(a.stdout, rainier(&args).stdout);
+    let v: serde_json::Value = serde_json::from_slice(&a.stdout).expect("json");
+    for key in [
+        "step_time_s",
+        "tokens_per_s",
+        "tokens_per_s_per_chip",
+        "model_tflops_per_chip",
+        "mfu",
+        "fits",
+        "plan",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    for key in ["params", "grads", "optimizer", "activations", "other", "total"] {
+        assert!(v["memory_gib_per_device"][key].as_f64().is_some(), "missing memory {key}");
+    }
+    for key in ["compute", "communication", "exposed_communication", "pipeline_bubble", "optimizer"]
+    {
+        assert!(v["breakdown_s"][key].as_f64().is_some(), "missing breakdown {key}");
+    }
+    assert_eq!(v["plan"]["chosen"], true);
+}
+
+#[test]
+fn train_reads_a_hub_config_and_prints_a_table() {
+    let dir = scratch("train-config");
+    let path = dir.join("config.json");
+    std::fs::write(&path, include_str!("../../rainier-model/tests/fixtures/qwen2-7b.json"))
+        .expect("write");
+    let o = rainier(&[
+        "train",
+        "--model",
+        path.to_str().expect("utf8"),
+        "--chip",
+        "trn2",
+        "--chips",
+        "32",
+        "--seq",
+        "4096",
+        "--global-batch",
+        "256",
+        "--tp",
+        "4",
+        "--pp",
+        "1",
+        "--dp",
+        "32",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("NeuronCore (LNC=2)") && out.contains("MFU") && out.contains("capacity"),
+        "{out}"
+    );
+}
+
+#[test]
+fn train_errors_are_one_line_and_nonzero() {
+    let dir = scratch("train-bad");
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"{"model_type": "llama", "hidden_size": 4096}"#).expect("write");
+    for (args, needle) in [
+        (vec!["--model", "llama9", "--chip", "h100"], "unknown model `llama9`"),
+        (vec!["--model", "llama2-7b", "--chip", "h900"], "unknown chip `h900`"),
+        (
+            vec!["--model", bad.to_str().expect("utf8"), "--chip", "h100"],
+            "field `num_attention_heads` is missing",
+        ),
+        (
+            vec!["--model", "llama2-7b", "--chip", "h100", "--tp", "3", "--pp", "1", "--dp", "1"],
+            "tp × pp × dp",
+        ),
+    ] {
+        let mut full = vec!["train", "--chips", "8", "--seq", "4096", "--global-batch", "64"];
+        full.extend(args);
+        let o = rainier(&full);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(needle) && err.trim().lines().count() == 1, "{err}");
+    }
+    let o = rainier(&[
+        "train",
+        "--model",
+        "llama2-7b",
+        "--chip",
+        "h100",
+        "--chips",
+        "-8",
+        "--seq",
+        "4096",
+        "--global-batch",
+        "8",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn chips_and_validate_commands() {
+    let o = rainier(&["chips"]);
+    assert!(o.status.success());
+    let out = text(&o.stdout);
+    for chip in [
+        "trn1", "trn2", "trn3", "inf2", "h100", "h200", "b200", "tpu-v5e", "tpu-v5p", "tpu-v6e",
+        "tpu-v7",
+    ] {
+        assert!(out.contains(chip), "{chip}");
+    }
+    let o = rainier(&["chips", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(v["chips"][0]["peak_flops"]["bf16"]["source"].is_string());
+    let o = rainier(&["chips", "--chip", "trn2", "--assumptions"]);
+    assert!(text(&o.stdout).contains("step.kernel_efficiency"));
+    let o = rainier(&["validate", "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(v["median_abs_error"].as_f64().expect("median") <= 0.10);
+}

@@ -38,15 +38,18 @@ pub enum TableError {
     Missing(String),
 }
 
+/// `(x, rate)` points sorted by `x` (a log2 size).
+type Curve = Vec<(f64, f64)>;
+
 /// Interpolated per-core rates of one chip's op-cost table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NeuronTable {
     /// `(log2 n, log2 k, [(log2 m, FLOP/s)])` per measured `(n, k)`.
-    gemm: Vec<(f64, f64, Vec<(f64, f64)>)>,
+    gemm: Vec<(f64, f64, Curve)>,
     /// `(kernel, [(log2 bytes, bytes/s)])`.
-    memory: Vec<(&'static str, Vec<(f64, f64)>)>,
+    memory: Vec<(&'static str, Curve)>,
     /// `[(log2 seq, FLOP/s)]` of causal attention at head dim 128.
-    attention: Vec<(f64, f64)>,
+    attention: Curve,
     /// Seconds per parameter of the fp32 AdamW kernel at its largest size, and its bytes per
     /// parameter.
     adamw: Option<(f64, f64)>,

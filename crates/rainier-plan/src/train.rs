@@ -81,7 +81,7 @@ pub enum PlanError {
         per_chip: u32,
         unit: &'static str,
     },
-    #[error("{what} ({value}) does not divide {total} ({of})")]
+    #[error("{what} does not divide {of} ({total})")]
     NotDivisible { what: String, value: u64, total: u64, of: &'static str },
     #[error("--seq {seq} exceeds the model's max_position_embeddings ({max})")]
     SeqTooLong { seq: u64, max: u64 },
@@ -384,7 +384,7 @@ impl Context<'_> {
                 what: format!("tp {tp}"),
                 value: tp,
                 total: model.heads,
-                of: "attention heads",
+                of: "the attention heads",
             });
         }
         if pp > model.layers {
@@ -392,7 +392,7 @@ impl Context<'_> {
                 what: format!("pp {pp}"),
                 value: pp,
                 total: model.layers,
-                of: "layers",
+                of: "the layers",
             });
         }
         let per_step = dp * mb;
@@ -401,7 +401,7 @@ impl Context<'_> {
                 what: format!("dp × micro-batch = {dp} × {mb}"),
                 value: per_step,
                 total: cfg.global_batch,
-                of: "global batch",
+                of: "the global batch",
             });
         }
         let micro_batches = cfg.global_batch / per_step;

@@ -1,0 +1,168 @@
+//! config.json parsing, presets, parameter counts and op accounting.
+
+use rainier_model::{Batch, Mlp, Model, ModelError, Recompute, PRESETS};
+
+fn fixture(name: &str) -> Model {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    Model::from_config_json(&text, &path).expect("fixture parses")
+}
+
+/// Published parameter counts (model cards / papers), billions, and our count's tolerance.
+#[test]
+fn preset_parameter_counts_match_published_sizes() {
+    for (name, billions, active) in [
+        ("llama2-7b", 6.74, None),
+        ("llama2-13b", 13.02, None),
+        ("llama2-70b", 68.98, None),
+        ("llama3-8b", 8.03, None),
+        ("llama3-70b", 70.55, None),
+        ("llama3.1-405b", 405.85, None),
+        ("mixtral-8x7b", 46.70, Some(12.88)),
+        ("gpt3-175b", 174.6, None),
+        ("gpt2-124m", 0.1244, None),
+    ] {
+        let m = Model::preset(name).expect("preset");
+        let total = m.params().total(m.layers) as f64 / 1e9;
+        assert!((total / billions - 1.0).abs() < 0.01, "{name}: {total} B vs {billions} B");
+        if let Some(active) = active {
+            let p = m.params();
+            let a = (p.per_layer_active * m.layers + p.embedding + p.lm_head + p.final_norm) as f64
+                / 1e9;
+            assert!((a / active - 1.0).abs() < 0.01, "{name} active: {a} vs {active}");
+        }
+    }
+}
+
+#[test]
+fn every_preset_parses_and_names_itself() {
+    for (name, _) in PRESETS {
+        let m = Model::preset(name).expect("preset");
+        assert_eq!(m.name, name);
+        assert!(m.heads % m.kv_heads == 0);
+    }
+}
+
+#[test]
+fn hub_configs_of_each_supported_type_parse() {
+    let mistral = fixture("mistral-7b-v0.1.json");
+    assert_eq!((mistral.kv_heads, mistral.sliding_window), (8, Some(4096)));
+    let qwen = fixture("qwen2-7b.json");
+    assert!(qwen.qkv_bias && !qwen.tied_embeddings && qwen.sliding_window.is_none());
+    let small = fixture("qwen2-0.5b.json");
+    assert!(small.tied_embeddings);
+    assert_eq!(small.params().lm_head, 0);
+    let mixtral = Model::preset("mixtral-8x7b").expect("preset");
+    assert_eq!(mixtral.moe.map(|m| (m.experts, m.top_k)), Some((8, 2)));
+    let gpt2 = Model::preset("gpt2-124m").expect("preset");
+    assert_eq!(gpt2.mlp, Mlp::Gelu);
+}
+
+#[test]
+fn errors_name_the_file_and_the_field() {
+    let base = r#"{"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32,
+        "num_attention_heads": 32, "intermediate_size": 11008, "vocab_size": 32000}"#;
+    assert!(Model::from_config_json(base, "ok.json").is_ok());
+    let cases = [
+        (base.replace("\"hidden_size\": 4096,", ""), "hidden_size"),
+        (base.replace("4096", "-4096"), "hidden_size"),
+        (base.replace("4096", "\"4096\""), "hidden_size"),
+        (base.replace("32000", "0"), "vocab_size"),
+        (
+            base.replace(
+                "\"num_attention_heads\": 32",
+                "\"num_attention_heads\": 32, \"num_key_value_heads\": 5",
+            ),
+            "num_key_value_heads",
+        ),
+        (base.replace("\"llama\"", "7"), "model_type"),
+    ];
+    for (text, field) in cases {
+        let e = Model::from_config_json(&text, "cfg/bad.json").expect_err(field);
+        let msg = e.to_string();
+        assert!(msg.starts_with("cfg/bad.json:") && msg.contains(field), "{msg}");
+    }
+    let e = Model::from_config_json(&base.replace("llama", "bert"), "x.json").expect_err("type");
+    assert!(matches!(e, ModelError::UnknownType { .. }));
+    assert!(e.to_string().contains("gpt2, llama, mistral, mixtral, qwen2"), "{e}");
+    assert!(Model::from_config_json("{not json", "x.json")
+        .expect_err("json")
+        .to_string()
+        .starts_with("x.json: not valid JSON"));
+    assert!(Model::preset("llama9").expect_err("preset").to_string().contains("llama3-8b"));
+}
+
+/// Forward and backward GEMM FLOPs of a layer stack are exactly `6 · N · tokens` for the
+/// matmul parameters (biases and norms excluded), at any TP degree that divides the heads.
+#[test]
+fn gemm_flops_are_six_n_per_token() {
+    for name in ["llama3-8b", "gpt2-124m", "mixtral-8x7b", "llama2-70b"] {
+        let m = Model::preset(name).expect("preset");
+        for tp in [1, 2, 4, 8] {
+            if m.heads % tp != 0 || m.kv_heads % tp != 0 {
+                continue;
+            }
+            let b = Batch { sequences: 2, seq: 1024, tp };
+            let gemm = |ops: &rainier_model::LayerOps| {
+                ops.sum(|op| {
+                    if matches!(op.kind, rainier_model::OpKind::Gemm { .. }) {
+                        op.flops
+                    } else {
+                        0.0
+                    }
+                })
+            };
+            let layer = gemm(&m.layer_ops(b)) * tp as f64;
+            let head = gemm(&m.head_ops(b)) * tp as f64;
+            let h = m.hidden;
+            let weights_per_layer = match m.moe {
+                None => {
+                    2 * h * m.attention_width()
+                        + 2 * h * m.kv_width()
+                        + m.mlp_matrices() * h * m.ffn
+                }
+                Some(moe) => {
+                    2 * h * m.attention_width()
+                        + 2 * h * m.kv_width()
+                        + moe.top_k * m.mlp_matrices() * h * m.ffn
+                        + h * moe.experts
+                }
+            };
+            let expected = 6.0 * (weights_per_layer * b.tokens()) as f64;
+            // MoE: tokens per expert are rounded up, a tiny excess.
+            assert!((layer / expected - 1.0).abs() < 1e-3, "{name} tp {tp}: {layer} vs {expected}");
+            let lm = 6.0 * (m.vocab * h * b.tokens()) as f64;
+            assert!((head / lm - 1.0).abs() < 1e-3, "{name} tp {tp} head");
+        }
+    }
+}
+
+/// Korthikanti et al.: a GPT layer keeps 34·s·b·h bytes (two of them dropout masks) plus the
+/// attention `seq²` terms flash attention removes; sequence parallelism divides by tp.
+#[test]
+fn gpt_activation_memory_is_korthikanti_without_dropout() {
+    let m = Model::preset("gpt3-175b").expect("preset");
+    for tp in [1, 8] {
+        let b = Batch { sequences: 1, seq: 2048, tp };
+        let sbh = (b.tokens() * m.hidden) as f64;
+        let lse = (b.sequences * m.heads / tp * b.seq * 4) as f64;
+        let bytes = m.activation_bytes_per_layer(b, Recompute::None);
+        assert!(((bytes - lse) / (32.0 * sbh / tp as f64) - 1.0).abs() < 1e-9, "tp {tp}");
+        let full = m.activation_bytes_per_layer(b, Recompute::Full);
+        assert_eq!(full, 2.0 * sbh / tp as f64);
+        let selective = m.activation_bytes_per_layer(b, Recompute::Selective);
+        assert!(full < selective && selective < bytes);
+    }
+}
+
+#[test]
+fn model_flops_follow_the_stated_convention() {
+    let m = Model::preset("llama2-7b").expect("preset");
+    let n = m.matmul_params_active() as f64;
+    let s = 4096.0;
+    let expected = 6.0 * n + 6.0 * (m.layers * m.hidden) as f64 * s;
+    assert!((m.model_flops_per_token(4096) / expected - 1.0).abs() < 1e-12);
+    // A sliding window caps the attention term.
+    let mistral = fixture("mistral-7b-v0.1.json");
+    assert!(mistral.mean_context(32768) < 4096.0 && mistral.mean_context(2048) == 1024.0);
+}

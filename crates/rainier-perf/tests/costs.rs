@@ -1,0 +1,90 @@
+//! Op-cost models against their calibration data.
+
+use rainier_hw::{Catalog, Framework};
+use rainier_model::{Batch, Model, OpKind};
+use rainier_perf::{
+    gemm_fit_report, Collective, CollectiveKind, CostModel, Fabric, NeuronCosts, NeuronTable,
+    Precision,
+};
+
+/// Fitted on square shapes only; the held-out training-sized shapes (M ≥ 512) must agree.
+#[test]
+fn gpu_gemm_model_predicts_held_out_h100_shapes() {
+    let report = gemm_fit_report();
+    let (cal_median, cal_max) = report.errors(|p| p.6);
+    assert!(cal_median < 0.06 && cal_max < 0.15, "calibration {cal_median} {cal_max}");
+    let (median, max) = report.errors(|p| !p.6 && p.0 >= 512);
+    assert!(median < 0.08 && max < 0.30, "held-out M>=512: median {median}, max {max}");
+    let (median, _) = report.errors(|p| !p.6);
+    assert!(median < 0.12, "all held-out: median {median}");
+}
+
+#[test]
+fn neuron_tables_parse_for_every_generation() {
+    for chip in ["trn1", "inf2", "trn2", "trn3"] {
+        let t = NeuronTable::for_chip(chip).expect(chip);
+        let flops = 2.0 * 4096.0 * 4096.0 * 4096.0;
+        let s = t.gemm_seconds(4096, 4096, 4096, flops).expect("gemm");
+        // One NeuronCore: 79-92 TF peak; the tables reach 75-98 % of it on big GEMMs.
+        let tflops = flops / s / 1e12;
+        assert!((55.0..95.0).contains(&tflops), "{chip}: {tflops}");
+    }
+    assert!(NeuronTable::for_chip("h100").is_err());
+    assert!(NeuronTable::parse("header\ngemm,bf16,m=1 n=2,5", "x").is_err());
+}
+
+#[test]
+fn costs_are_positive_and_scale_with_work_on_every_chip() {
+    let catalog = Catalog::built_in();
+    let model = Model::preset("llama3-8b").expect("preset");
+    for chip in &catalog.chips {
+        for precision in [Precision::Bf16, Precision::Fp8] {
+            let cost = CostModel::new(chip, 1, precision, Framework::Fused, NeuronCosts::Tables)
+                .expect("model");
+            let small = model.layer_ops(Batch { sequences: 1, seq: 2048, tp: 1 });
+            let big = model.layer_ops(Batch { sequences: 4, seq: 2048, tp: 1 });
+            let t = |ops: &rainier_model::LayerOps| ops.sum(|op| cost.op_seconds(op));
+            let (ts, tb) = (t(&small), t(&big));
+            assert!(ts > 0.0 && ts.is_finite(), "{}", chip.name);
+            assert!(tb > 2.5 * ts && tb < 4.5 * ts, "{}: {ts} -> {tb}", chip.name);
+            // No op beats the chip's peak or its HBM bandwidth.
+            for op in small.forward.iter().chain(&small.backward) {
+                let s = cost.op_seconds(op);
+                assert!(
+                    op.flops / s <= chip.peak(precision.math()) * 1.0001,
+                    "{} {}",
+                    chip.name,
+                    op.name
+                );
+                if let OpKind::Memory { .. } = op.kind {
+                    assert!(
+                        op.bytes / s <= chip.hbm_bytes_per_s.value,
+                        "{} {}",
+                        chip.name,
+                        op.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn collectives_grow_with_bytes_and_ranks() {
+    let chip = Catalog::built_in().chip("h100").expect("h100").clone();
+    let up = Fabric::scale_up(&chip, 1);
+    let out = Fabric::scale_out(&chip, 1);
+    let t = |kind, bytes, ranks, f: &Fabric| Collective { kind, bytes, ranks }.seconds(f);
+    assert_eq!(t(CollectiveKind::AllReduce, 1e9, 1, &up), 0.0);
+    let ar = t(CollectiveKind::AllReduce, 1e9, 8, &up);
+    let rs = t(CollectiveKind::ReduceScatter, 1e9, 8, &up);
+    assert!(ar > 1.9 * rs && ar < 2.1 * rs);
+    // 8-GPU NVLink all-reduce of 1 GB: busbw ≈ 0.8 × 450 GB/s ⇒ ≈ 4.9 ms.
+    assert!((ar - 2.0 * 7.0 / 8.0 * 1e9 / 360e9).abs() < 2e-4, "{ar}");
+    assert!(t(CollectiveKind::AllGather, 1e9, 8, &out) > t(CollectiveKind::AllGather, 1e9, 8, &up));
+    assert!(
+        t(CollectiveKind::AllGather, 2e9, 64, &out) > t(CollectiveKind::AllGather, 1e9, 64, &out)
+    );
+    let inf2 = Catalog::built_in().chip("inf2").expect("inf2").clone();
+    assert!(t(CollectiveKind::AllReduce, 1e6, 2, &Fabric::scale_out(&inf2, 2)).is_infinite());
+}

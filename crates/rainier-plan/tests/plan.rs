@@ -1,0 +1,165 @@
+//! The training planner: plans, memory, errors and monotonicity.
+
+use proptest::prelude::*;
+use rainier_hw::Catalog;
+use rainier_model::{Model, Recompute};
+use rainier_plan::{evaluate, PlanError, TrainConfig};
+
+fn cfg(chips: u64, seq: u64, batch: u64) -> TrainConfig {
+    TrainConfig::new(chips, seq, batch)
+}
+
+#[test]
+fn explicit_plan_reports_every_field() {
+    let catalog = Catalog::built_in();
+    let model = Model::preset("llama3-70b").expect("preset");
+    let chip = catalog.chip("h100").expect("h100");
+    let c = TrainConfig {
+        tp: Some(8),
+        pp: Some(4),
+        dp: Some(8),
+        micro_batch: Some(1),
+        ..cfg(256, 8192, 512)
+    };
+    let r = evaluate(&model, chip, &c).expect("plan");
+    assert!(!r.plan.chosen && r.plan.micro_batches == 64);
+    assert!(r.step_time_s > 0.0 && r.mfu > 0.2 && r.mfu < 0.7, "mfu {}", r.mfu);
+    let b = &r.breakdown_s;
+    assert!(b.pipeline_bubble > 0.0 && b.communication >= b.exposed_communication);
+    let sum = b.compute + b.exposed_communication + b.pipeline_bubble + b.optimizer;
+    assert!((sum / r.step_time_s - 1.0).abs() < 1e-9);
+    let m = &r.memory_gib_per_device;
+    let parts = m.params + m.grads + m.optimizer + m.activations + m.other;
+    assert!((parts - m.total).abs() < 1e-9 && r.fits == (m.total <= m.capacity));
+    assert!((r.tokens_per_s_per_chip * 256.0 - r.tokens_per_s).abs() < 1e-6 * r.tokens_per_s);
+}
+
+#[test]
+fn trainium_ranks_are_neuroncores() {
+    let catalog = Catalog::built_in();
+    let model = Model::preset("llama2-7b").expect("preset");
+    let trn2 = catalog.chip("trn2").expect("trn2");
+    // 16 trn2 chips at LNC=2: 64 ranks.
+    let r = evaluate(
+        &model,
+        trn2,
+        &TrainConfig { tp: Some(8), pp: Some(1), dp: Some(8), ..cfg(16, 4096, 64) },
+    )
+    .expect("plan");
+    assert_eq!((r.plan.ranks, r.plan.ranks_per_chip), (64, 4));
+    let r = evaluate(
+        &model,
+        trn2,
+        &TrainConfig { tp: Some(8), pp: Some(1), dp: Some(16), lnc: Some(1), ..cfg(16, 4096, 64) },
+    )
+    .expect("plan");
+    assert_eq!(r.plan.ranks, 128);
+    let e = evaluate(
+        &model,
+        trn2,
+        &TrainConfig { tp: Some(8), pp: Some(1), dp: Some(16), ..cfg(16, 4096, 64) },
+    )
+    .expect_err("degrees");
+    assert!(e.to_string().contains("64 ranks (4 per chip, NeuronCores"), "{e}");
+    let trn1 = catalog.chip("trn1").expect("trn1");
+    let r = evaluate(
+        &model,
+        trn1,
+        &TrainConfig { tp: Some(8), pp: Some(1), dp: Some(4), ..cfg(16, 4096, 64) },
+    )
+    .expect("plan");
+    assert_eq!(r.plan.ranks_per_chip, 2);
+}
+
+#[test]
+fn chosen_plan_fits_and_says_so() {
+    let catalog = Catalog::built_in();
+    let model = Model::preset("llama3-70b").expect("preset");
+    for chip in ["h100", "trn2", "tpu-v5p", "b200"] {
+        let r =
+            evaluate(&model, catalog.chip(chip).expect(chip), &cfg(64, 4096, 256)).expect("plan");
+        assert!(r.plan.chosen && r.fits, "{chip}: {:?}", r.plan);
+        assert_eq!(r.plan.tp * r.plan.pp * r.plan.dp, r.plan.ranks);
+    }
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    let catalog = Catalog::built_in();
+    let model = Model::preset("llama2-7b").expect("preset");
+    let h100 = catalog.chip("h100").expect("h100");
+    let cases: Vec<(TrainConfig, &str)> = vec![
+        (cfg(0, 4096, 8), "--chips must be positive"),
+        (cfg(8, 0, 8), "--seq must be positive"),
+        (cfg(8, 8192, 8), "max_position_embeddings"),
+        (TrainConfig { tp: Some(3), pp: Some(1), dp: Some(8), ..cfg(8, 4096, 8) }, "tp × pp × dp"),
+        (
+            TrainConfig { tp: Some(1), pp: Some(1), dp: Some(8), ..cfg(8, 4096, 12) },
+            "does not divide the global batch (12)",
+        ),
+        (
+            TrainConfig {
+                tp: Some(1),
+                pp: Some(1),
+                dp: Some(8),
+                micro_batch: Some(0),
+                ..cfg(8, 4096, 8)
+            },
+            "--micro-batch must be positive",
+        ),
+        (TrainConfig { zero: 4, ..cfg(8, 4096, 8) }, "--zero"),
+        (cfg(1 << 40, 4096, 8), "absurdly large"),
+    ];
+    for (c, needle) in cases {
+        let e = evaluate(&model, h100, &c).expect_err(needle);
+        assert!(e.to_string().contains(needle), "{e} ∌ {needle}");
+    }
+    let inf2 = catalog.chip("inf2").expect("inf2");
+    let e = evaluate(&model, inf2, &cfg(24, 4096, 48)).expect_err("no EFA");
+    assert!(matches!(e, PlanError::NoScaleOut { .. }), "{e}");
+}
+
+#[test]
+fn deterministic() {
+    let catalog = Catalog::built_in();
+    let model = Model::preset("mixtral-8x7b").expect("preset");
+    let chip = catalog.chip("trn2").expect("trn2");
+    let a = serde_json::to_string(&evaluate(&model, chip, &cfg(32, 4096, 128)).expect("plan"))
+        .expect("json");
+    let b = serde_json::to_string(&evaluate(&model, chip, &cfg(32, 4096, 128)).expect("plan"))
+        .expect("json");
+    assert_eq!(a, b);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Recomputing more costs time and saves memory; a bigger micro-batch needs more
+    /// activation memory; more data-parallel chips never lower cluster throughput.
+    #[test]
+    fn planner_is_monotonic(model_i in 0usize..4, chip_i in 0usize..6, tp_log in 0u32..4, seq_log in 10u32..13, mb_log in 0u32..2) {
+        let catalog = Catalog::built_in();
+        let model = Model::preset(["llama2-7b", "llama3-8b", "gpt3-175b", "mixtral-8x7b"][model_i]).expect("preset");
+        let chip = catalog.chip(["h100", "b200", "trn1", "trn2", "tpu-v5p", "tpu-v6e"][chip_i]).expect("chip");
+        let per_chip = rainier_plan::ranks_per_chip(chip, None).expect("ranks") as u64;
+        let tp = 1u64 << tp_log;
+        let chips = 16u64;
+        let ranks = chips * per_chip;
+        prop_assume!(ranks % tp == 0 && (1u64 << seq_log) <= model.max_positions);
+        let dp = ranks / tp;
+        let mb = 1u64 << mb_log;
+        let base = TrainConfig { tp: Some(tp), pp: Some(1), dp: Some(dp), micro_batch: Some(mb), ..cfg(chips, 1 << seq_log, dp * mb * 4) };
+        let run = |c: &TrainConfig| evaluate(&model, chip, c).expect("plan");
+        let none = run(&TrainConfig { recompute: Recompute::None, ..base.clone() });
+        let sel = run(&TrainConfig { recompute: Recompute::Selective, ..base.clone() });
+        let full = run(&TrainConfig { recompute: Recompute::Full, ..base.clone() });
+        prop_assert!(none.step_time_s <= sel.step_time_s && sel.step_time_s <= full.step_time_s);
+        let act = |r: &rainier_plan::TrainReport| r.memory_gib_per_device.activations;
+        prop_assert!(act(&full) <= act(&sel) && act(&sel) <= act(&none));
+        if mb > 1 {
+            let half = run(&TrainConfig { micro_batch: Some(mb / 2), global_batch: dp * mb * 4, ..base.clone() });
+            prop_assert!(act(&half) < act(&sel));
+        }
+        let double = run(&TrainConfig { dp: Some(2 * dp), chips: 2 * chips, global_batch: 2 * dp * mb * 4, ..base.clone() });
+        prop_assert!(double.tokens_per_s >= sel.tokens_per_s * 0.999);
+    }
+}
