@@ -188,7 +188,10 @@ fn rank_unit(chip: &Chip, per_chip: u32) -> String {
     match chip.family {
         Family::Gpu => "GPU".into(),
         Family::Tpu => "TPU chip".into(),
-        Family::Neuron => format!("NeuronCore (LNC={})", chip.cores_per_chip / per_chip),
+        Family::Neuron if chip.cores_per_chip >= 8 => {
+            format!("NeuronCore (LNC={})", chip.cores_per_chip / per_chip)
+        }
+        Family::Neuron => "NeuronCore".into(),
     }
 }
 
@@ -303,18 +306,22 @@ impl Context<'_> {
         u64::from(self.chip.node.scale_up_domain_chips) * u64::from(self.per_chip)
     }
 
-    /// Tries the plans a practitioner would: TP inside the scale-up domain and dividing the
-    /// heads, PP dividing the layers, DP the rest; micro-batches 1, 2, 4. Keeps the fastest
-    /// that fits, or the smallest if none fits.
+    /// Tries the plans a practitioner would: TP inside one node or instance (8 GPUs, a
+    /// 16-chip Trainium instance, a TPU host) dividing the heads, PP dividing the layers, DP
+    /// the rest; micro-batches 1, 2, 4. Keeps the fastest that fits, or the smallest if none
+    /// fits.
     fn choose(&self) -> Result<TrainReport, PlanError> {
         let mut best: Option<TrainReport> = None;
         let mut last_error = None;
         let powers = |limit: u64| (0..20).map(|i| 1u64 << i).take_while(move |v| *v <= limit);
         let tps: Vec<u64> = match self.cfg.tp {
             Some(tp) => vec![tp],
-            None => powers(self.ranks_per_node().min(self.ranks))
-                .filter(|tp| self.model.heads % tp == 0)
-                .collect(),
+            None => {
+                let node = u64::from(self.chip.node.chips) * u64::from(self.per_chip);
+                powers(node.min(self.ranks_per_node()).min(self.ranks))
+                    .filter(|tp| self.model.heads % tp == 0)
+                    .collect()
+            }
         };
         let pps: Vec<u64> = match self.cfg.pp {
             Some(pp) => vec![pp],
