@@ -303,20 +303,44 @@ impl Model {
                 ));
             }
         }
-        // Beyond ~2^40 parameters every count below still fits u64, but nothing real is that big.
+        // Every size below 2^24 and the model below 2^50 parameters keeps every count this
+        // crate and the planners compute (tokens × widths, parameters × bytes) inside u64.
         const MAX_DIM: u64 = 1 << 24;
-        for (field, value) in [
+        let gpt2 = self.model_type == "gpt2";
+        let name =
+            |gpt2_name: &'static str, hf_name: &'static str| if gpt2 { gpt2_name } else { hf_name };
+        let mut sizes = vec![
             (hidden_field, self.hidden),
-            ("layers", self.layers),
+            (name("n_layer", "num_hidden_layers"), self.layers),
+            (heads_field, self.heads),
+            (kv_field, self.kv_heads),
             ("vocab_size", self.vocab),
-            ("intermediate_size", self.ffn),
-            ("head_dim", self.head_dim),
-        ] {
+            (name("n_inner", "intermediate_size"), self.ffn),
+            (name("n_embd", "head_dim"), self.head_dim),
+            (name("n_positions", "max_position_embeddings"), self.max_positions),
+        ];
+        if let Some(moe) = self.moe {
+            sizes.push(("num_local_experts", moe.experts));
+        }
+        for (field, value) in sizes {
             if value > MAX_DIM {
                 return Err(
                     f.error(field, format!("({value}) is absurdly large (limit {MAX_DIM})"))
                 );
             }
+        }
+        let experts = self.moe.map_or(1.0, |m| m.experts as f64);
+        let (h, layers) = (self.hidden as f64, self.layers as f64);
+        let approx_params = layers
+            * (2.0 * h * (self.attention_width() + self.kv_width()) as f64
+                + experts * 3.0 * h * self.ffn as f64)
+            + 2.0 * self.vocab as f64 * h;
+        const MAX_PARAMS: f64 = (1u64 << 50) as f64;
+        if approx_params > MAX_PARAMS {
+            return Err(f.error(
+                hidden_field,
+                format!("and the other sizes give ~{approx_params:.2e} parameters, absurdly many (limit 2^50)"),
+            ));
         }
         Ok(())
     }

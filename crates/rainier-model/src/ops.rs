@@ -81,7 +81,7 @@ pub struct LayerOps {
 
 impl LayerOps {
     fn gemm(&mut self, name: &'static str, m: u64, n: u64, k: u64, count: u64) {
-        let flops = 2.0 * (m * n * k * count) as f64;
+        let flops = 2.0 * m as f64 * n as f64 * k as f64 * count as f64;
         let bytes = ((m * k + k * n + m * n) * count * ACT_BYTES) as f64;
         self.forward.push(Op {
             name,

@@ -112,26 +112,32 @@ struct AttentionPoint {
     fwd_tflops: f64,
 }
 
-/// Measured causal flash-attention efficiency on the H100: `(head_dim, log2 seq, forward,
-/// backward)`, the backward being `2.5 ×` the forward FLOPs over `fwdbwd − fwd` time.
-fn attention_points() -> &'static [(u64, f64, f64, f64)] {
-    static POINTS: OnceLock<Vec<(u64, f64, f64, f64)>> = OnceLock::new();
-    POINTS.get_or_init(|| {
-        let mut points: Vec<_> = microbench()
-            .attention
-            .iter()
-            .filter(|p| p.causal)
-            .map(|p| {
-                let fwd_flops = p.fwd_tflops * 1e12 * p.fwd_ms * 1e-3;
-                let fwd = p.fwd_tflops * 1e12 / H100_BF16_PEAK;
-                let bwd = 2.5 * fwd_flops / ((p.fwdbwd_ms - p.fwd_ms) * 1e-3) / H100_BF16_PEAK;
-                (p.d, (p.s as f64).log2(), fwd, bwd)
-            })
-            .collect();
-        points.sort_by(|a, b| {
-            (a.0, a.1).partial_cmp(&(b.0, b.1)).unwrap_or(std::cmp::Ordering::Equal)
-        });
-        points
+/// Measured causal flash-attention efficiency curves on the H100, per head dim:
+/// `(head_dim, forward, backward)`, each `[(log2 seq, fraction of bf16 peak)]`; the backward
+/// is `2.5 ×` the forward FLOPs over `fwdbwd − fwd` time.
+type AttentionCurves = Vec<(u64, Vec<(f64, f64)>, Vec<(f64, f64)>)>;
+
+fn attention_curves() -> &'static AttentionCurves {
+    static CURVES: OnceLock<AttentionCurves> = OnceLock::new();
+    CURVES.get_or_init(|| {
+        let mut points: Vec<&AttentionPoint> =
+            microbench().attention.iter().filter(|p| p.causal).collect();
+        points.sort_by_key(|p| (p.d, p.s));
+        let mut curves: AttentionCurves = Vec::new();
+        for p in points {
+            let x = (p.s as f64).log2();
+            let fwd_flops = p.fwd_tflops * 1e12 * p.fwd_ms * 1e-3;
+            let fwd = p.fwd_tflops * 1e12 / H100_BF16_PEAK;
+            let bwd = 2.5 * fwd_flops / ((p.fwdbwd_ms - p.fwd_ms) * 1e-3) / H100_BF16_PEAK;
+            match curves.last_mut() {
+                Some(c) if c.0 == p.d => {
+                    c.1.push((x, fwd));
+                    c.2.push((x, bwd));
+                }
+                _ => curves.push((p.d, vec![(x, fwd)], vec![(x, bwd)])),
+            }
+        }
+        curves
     })
 }
 
@@ -148,14 +154,11 @@ fn microbench() -> &'static Microbench {
 /// length and head dim: the nearest measured head dim, linear in `log2 seq` between measured
 /// lengths, clamped at the ends.
 pub(crate) fn attention_efficiency(seq: u64, head_dim: u64, backward: bool) -> f64 {
-    let points = attention_points();
-    let nearest_d = points.iter().map(|p| p.0).min_by_key(|d| d.abs_diff(head_dim)).unwrap_or(128);
-    let curve: Vec<(f64, f64)> = points
-        .iter()
-        .filter(|p| p.0 == nearest_d)
-        .map(|p| (p.1, if backward { p.3 } else { p.2 }))
-        .collect();
-    interpolate(&curve, (seq.max(1) as f64).log2())
+    let Some((_, fwd, bwd)) = attention_curves().iter().min_by_key(|c| c.0.abs_diff(head_dim))
+    else {
+        return 0.0;
+    };
+    interpolate(if backward { bwd } else { fwd }, (seq.max(1) as f64).log2())
 }
 
 /// Piecewise-linear interpolation over sorted `(x, y)`, clamped outside.

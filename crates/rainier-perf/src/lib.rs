@@ -126,7 +126,7 @@ pub struct CostModel {
     parallel_units: u64,
     tile: u64,
     ceiling: f64,
-    neuron: Option<NeuronTable>,
+    neuron: Option<&'static NeuronTable>,
     /// NeuronCores per rank (1 or 2 at LNC=2); 1 elsewhere.
     cores_per_rank: f64,
     /// Every op's isolated time is divided by this in a step ([`STEP_KERNEL_EFFICIENCY`]).

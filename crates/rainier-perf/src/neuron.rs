@@ -77,26 +77,18 @@ fn table_text(chip: &str) -> Option<&'static str> {
 }
 
 impl NeuronTable {
-    /// The committed table of `chip` (parsed once per process).
-    pub fn for_chip(chip: &str) -> Result<NeuronTable, TableError> {
+    /// The committed table of `chip`, parsed once per process.
+    pub fn for_chip(chip: &str) -> Result<&'static NeuronTable, TableError> {
         static TABLES: OnceLock<Vec<(&'static str, Result<NeuronTable, TableError>)>> =
             OnceLock::new();
         let tables = TABLES.get_or_init(|| {
             ["trn1", "inf2", "trn2", "trn3"]
                 .into_iter()
-                .map(|name| {
-                    (
-                        name,
-                        table_text(name).map_or_else(
-                            || Err(TableError::Missing(name.into())),
-                            |t| NeuronTable::parse(t, name),
-                        ),
-                    )
-                })
+                .filter_map(|name| Some((name, NeuronTable::parse(table_text(name)?, name))))
                 .collect()
         });
         match tables.iter().find(|(name, _)| *name == chip) {
-            Some((_, table)) => table.clone(),
+            Some((_, table)) => table.as_ref().map_err(Clone::clone),
             None => Err(TableError::Missing(chip.into())),
         }
     }

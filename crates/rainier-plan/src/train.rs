@@ -1,7 +1,7 @@
 //! One training step of a model on a cluster under a parallel plan.
 
 use rainier_hw::{Chip, Family, Framework};
-use rainier_model::{Batch, LayerOps, Model, Recompute, ACT_BYTES};
+use rainier_model::{Batch, LayerOps, Model, OpKind, Pass, Recompute, ACT_BYTES};
 use rainier_perf::{
     Collective, CollectiveKind, CostModel, Fabric, NeuronCosts, PerfError, Precision,
 };
@@ -74,7 +74,7 @@ pub enum PlanError {
         tp: u64,
         pp: u64,
         dp: u64,
-        product: u64,
+        product: u128,
         chips: u64,
         chip: String,
         ranks: u64,
@@ -82,7 +82,9 @@ pub enum PlanError {
         unit: &'static str,
     },
     #[error("{what} does not divide {of} ({total})")]
-    NotDivisible { what: String, value: u64, total: u64, of: &'static str },
+    NotDivisible { what: String, total: u64, of: &'static str },
+    #[error("pp {pp} exceeds the model's {layers} layers")]
+    TooManyStages { pp: u64, layers: u64 },
     #[error("--seq {seq} exceeds the model's max_position_embeddings ({max})")]
     SeqTooLong { seq: u64, max: u64 },
     #[error("--zero must be 0, 1, 2 or 3, found {0}")]
@@ -211,12 +213,7 @@ pub fn evaluate(model: &Model, chip: &Chip, cfg: &TrainConfig) -> Result<TrainRe
     let ctx = Context { model, chip, cfg, per_chip, ranks, framework, cost: &cost };
     match (cfg.tp, cfg.pp, cfg.dp) {
         (Some(tp), Some(pp), Some(dp)) => {
-            let product = tp * pp * dp;
-            if product != ranks {
-                return Err(ctx.degrees_error(tp, pp, dp));
-            }
-            let mb = cfg.micro_batch.unwrap_or(1);
-            ctx.evaluate_plan(tp, pp, dp, mb, false)
+            ctx.evaluate_plan(tp, pp, dp, cfg.micro_batch.unwrap_or(1), false)
         }
         _ => ctx.choose(),
     }
@@ -289,7 +286,7 @@ impl Context<'_> {
             tp,
             pp,
             dp,
-            product: tp * pp * dp,
+            product: u128::from(tp) * u128::from(pp) * u128::from(dp),
             chips: self.cfg.chips,
             chip: self.chip.name.clone(),
             ranks: self.ranks,
@@ -333,8 +330,10 @@ impl Context<'_> {
         };
         for &tp in &tps {
             for &pp in &pps {
-                let Some(dp) =
-                    self.ranks.checked_div(tp * pp).filter(|dp| dp * tp * pp == self.ranks)
+                let Some(dp) = tp
+                    .checked_mul(pp)
+                    .and_then(|tp_pp| self.ranks.checked_div(tp_pp))
+                    .filter(|dp| dp * tp * pp == self.ranks)
                 else {
                     continue;
                 };
@@ -383,32 +382,34 @@ impl Context<'_> {
         chosen: bool,
     ) -> Result<TrainReport, PlanError> {
         let (model, cfg, chip) = (self.model, self.cfg, self.chip);
-        if tp * pp * dp != self.ranks {
+        if u128::from(tp) * u128::from(pp) * u128::from(dp) != u128::from(self.ranks) {
             return Err(self.degrees_error(tp, pp, dp));
         }
         if model.heads % tp != 0 {
             return Err(PlanError::NotDivisible {
                 what: format!("tp {tp}"),
-                value: tp,
                 total: model.heads,
                 of: "the attention heads",
             });
         }
         if pp > model.layers {
-            return Err(PlanError::NotDivisible {
-                what: format!("pp {pp}"),
-                value: pp,
-                total: model.layers,
-                of: "the layers",
-            });
+            return Err(PlanError::TooManyStages { pp, layers: model.layers });
         }
-        let per_step = dp * mb;
+        let per_step = dp.saturating_mul(mb);
         if cfg.global_batch % per_step != 0 {
             return Err(PlanError::NotDivisible {
                 what: format!("dp × micro-batch = {dp} × {mb}"),
-                value: per_step,
                 total: cfg.global_batch,
                 of: "the global batch",
+            });
+        }
+        // Keeps tokens × widths × bytes inside u64 (widths are below 2^24).
+        const MAX_TOKENS: u64 = 1 << 32;
+        if mb.saturating_mul(cfg.seq) > MAX_TOKENS {
+            return Err(PlanError::TooLarge {
+                name: "micro-batch × --seq",
+                value: mb.saturating_mul(cfg.seq),
+                limit: MAX_TOKENS,
             });
         }
         let micro_batches = cfg.global_batch / per_step;
@@ -549,20 +550,31 @@ impl Context<'_> {
         // The last stage carries the head; with one stage the embedding too.
         let ends_fwd = time(&head.forward) + if pp == 1 { time(&embedding.forward) } else { 0.0 };
         let ends_bwd = time(&head.backward) + if pp == 1 { time(&embedding.backward) } else { 0.0 };
-        let layer_fwd = time(&layer.forward);
+        // One pass over the layer: forward and backward time, the GEMMs TP communication can
+        // hide behind (the router's tiny product excluded), the activation selective recompute
+        // re-runs.
+        let (mut layer_fwd, mut layer_bwd, mut tp_gemms, mut activation) = (0.0, 0.0, 0.0, 0.0);
+        for op in layer.forward.iter().chain(&layer.backward) {
+            let t = cost.op_seconds(op);
+            match op.pass {
+                Pass::Forward => layer_fwd += t,
+                Pass::Backward => layer_bwd += t,
+            }
+            if matches!(op.kind, OpKind::Gemm { .. }) && op.name != "router" {
+                tp_gemms += t;
+            }
+            if op.pass == Pass::Forward && op.name.ends_with("_act") {
+                activation += t;
+            }
+        }
         let recompute_per_layer = match self.cfg.recompute {
             Recompute::None => 0.0,
-            // The MLP activation forward again.
-            Recompute::Selective => layer
-                .forward
-                .iter()
-                .filter(|op| op.name.ends_with("_act"))
-                .map(|op| cost.op_seconds(op))
-                .sum(),
+            Recompute::Selective => activation,
             Recompute::Full => layer_fwd,
         };
         // Sequence parallelism: per layer, forward all-gathers before the attention and the
-        // MLP and reduce-scatters after them; backward the same again. Not overlapped.
+        // MLP and reduce-scatters after them; backward the same again (and the forward's once
+        // more under full recompute).
         let tp = batch.tp;
         let tp_comm = if tp > 1 {
             let bytes = (batch.tokens() * self.model.hidden * ACT_BYTES) as f64;
@@ -571,9 +583,8 @@ impl Context<'_> {
                 Collective { kind: CollectiveKind::AllGather, bytes, ranks: tp }.seconds(&fabric);
             let rs = Collective { kind: CollectiveKind::ReduceScatter, bytes, ranks: tp }
                 .seconds(&fabric);
-            let per_layer = 2.0 * (2.0 * ag + 2.0 * rs)
-                + if self.cfg.recompute == Recompute::Full { 2.0 * ag + 2.0 * rs } else { 0.0 };
-            per_layer * n
+            let passes = if self.cfg.recompute == Recompute::Full { 3.0 } else { 2.0 };
+            passes * (2.0 * ag + 2.0 * rs) * n
         } else {
             0.0
         };
@@ -581,22 +592,11 @@ impl Context<'_> {
         // (Transformer Engine userbuffers, NxD, XLA collective matmul); eager runs them in turn.
         let tp_exposed = match self.framework {
             Framework::Eager => tp_comm,
-            Framework::Fused => {
-                let gemms = layer
-                    .forward
-                    .iter()
-                    .chain(&layer.backward)
-                    .filter(|op| {
-                        matches!(op.kind, rainier_model::OpKind::Gemm { .. }) && op.name != "router"
-                    })
-                    .map(|op| cost.op_seconds(op))
-                    .sum::<f64>();
-                (tp_comm - n * gemms).max(0.0)
-            }
+            Framework::Fused => (tp_comm - n * tp_gemms).max(0.0),
         };
         StageTimes {
             forward: n * layer_fwd + ends_fwd,
-            backward: n * time(&layer.backward) + ends_bwd,
+            backward: n * layer_bwd + ends_bwd,
             tp_comm,
             tp_exposed,
             recompute: n * recompute_per_layer,
@@ -646,28 +646,22 @@ impl Context<'_> {
         let nodes = dp.div_ceil(per_node);
         let up = Fabric::scale_up(self.chip, self.per_chip);
         let out = Fabric::scale_out(self.chip, self.per_chip);
+        let on =
+            |kind, bytes, ranks, fabric: &Fabric| Collective { kind, bytes, ranks }.seconds(fabric);
         let collective = |kind: CollectiveKind, bytes: f64| -> f64 {
-            let intra = Collective { kind, bytes, ranks: per_node }.seconds(&up);
             if nodes <= 1 {
-                return intra;
+                return on(kind, bytes, per_node, &up);
             }
-            let inter_kind =
-                if kind == CollectiveKind::AllReduce { CollectiveKind::AllReduce } else { kind };
-            let inter =
-                Collective { kind: inter_kind, bytes: bytes / per_node as f64, ranks: nodes }
-                    .seconds(&out);
-            match kind {
-                // RS inside, AR across, AG inside.
+            // Inside the domain (an all-reduce splits into a reduce-scatter before and an
+            // all-gather after), and the 1/g shard of each rank across domains.
+            let inside = match kind {
                 CollectiveKind::AllReduce => {
-                    let rs =
-                        Collective { kind: CollectiveKind::ReduceScatter, bytes, ranks: per_node }
-                            .seconds(&up);
-                    let ag = Collective { kind: CollectiveKind::AllGather, bytes, ranks: per_node }
-                        .seconds(&up);
-                    rs + inter + ag
+                    on(CollectiveKind::ReduceScatter, bytes, per_node, &up)
+                        + on(CollectiveKind::AllGather, bytes, per_node, &up)
                 }
-                _ => intra + inter,
-            }
+                _ => on(kind, bytes, per_node, &up),
+            };
+            inside + on(kind, bytes / per_node as f64, nodes, &out)
         };
         let grads = params * grad_bytes;
         let weights = params * weight_bytes;
