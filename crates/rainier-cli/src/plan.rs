@@ -309,7 +309,7 @@ pub(crate) fn chips(args: &ChipsArgs) -> Result<()> {
     if args.assumptions {
         s += "\nperformance-model assumptions (rainier-perf::ASSUMPTIONS)\n";
         for a in ASSUMPTIONS {
-            s += &format!("  {:<28} {:>12.6}  {}\n", a.name, a.value, a.why);
+            s += &format!("  {:<32} {:>12.6}  {}\n", a.name, a.value, a.why);
         }
     }
     out(s.trim_end());

@@ -55,7 +55,36 @@ pub const ASSUMPTIONS: &[Assumption] = &[
     collective::SCALE_UP_EFF,
     collective::SCALE_OUT_EFF,
     collective::BASE_LATENCY_S,
+    RESERVE_GPU_GIB,
+    RESERVE_NEURON_GIB,
+    RESERVE_TPU_GIB,
 ];
+
+/// Framework memory outside the model's tensors, per device (rank), GiB.
+const RESERVE_GPU_GIB: Assumption = Assumption {
+    name: "memory.reserve_gpu_gib",
+    value: 3.0,
+    why: "CUDA context, NCCL buffers and allocator fragmentation per GPU; no public source gives one number",
+};
+const RESERVE_NEURON_GIB: Assumption = Assumption {
+    name: "memory.reserve_neuron_rank_gib",
+    value: 1.0,
+    why: "Neuron runtime scratch and collective buffers per NeuronCore rank; no public source",
+};
+const RESERVE_TPU_GIB: Assumption = Assumption {
+    name: "memory.reserve_tpu_gib",
+    value: 1.0,
+    why: "XLA runtime reserve per TPU chip; no public source",
+};
+
+/// The framework reserve of a device of this family, GiB (a named assumption).
+pub fn framework_reserve_gib(family: Family) -> f64 {
+    match family {
+        Family::Gpu => RESERVE_GPU_GIB.value,
+        Family::Neuron => RESERVE_NEURON_GIB.value,
+        Family::Tpu => RESERVE_TPU_GIB.value,
+    }
+}
 
 /// Kernels inside a real training step run slower than the same kernels timed alone
 /// (launch gaps, synchronization, allocator, SMs lent to communication, data loading and

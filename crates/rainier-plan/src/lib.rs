@@ -13,7 +13,7 @@ mod validate;
 
 pub use train::{
     evaluate, precision_name, ranks_per_chip, recompute_name, Breakdown, Memory, Plan, PlanError,
-    TrainConfig, TrainReport, FRAMEWORK_RESERVE_GIB,
+    TrainConfig, TrainReport,
 };
 pub use validate::{
     calibrate_step_efficiency, megatron_flops_per_token, validate, ValidationPoint,

@@ -10,12 +10,6 @@ use serde::Serialize;
 /// Bytes in a GiB.
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// Framework memory outside the model's tensors, per device: CUDA context, NCCL buffers and
-/// allocator fragmentation on GPUs; the Neuron runtime's scratch per logical core; XLA's
-/// reserve on TPUs. No public source gives one number: an assumption.
-pub const FRAMEWORK_RESERVE_GIB: [(Family, f64); 3] =
-    [(Family::Gpu, 3.0), (Family::Neuron, 1.0), (Family::Tpu, 1.0)];
-
 /// What the user asks for; `None` means "choose".
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
@@ -475,9 +469,7 @@ impl Context<'_> {
             Precision::Fp8 => params / shard(3),
             Precision::Bf16 => 0.0,
         };
-        let reserve =
-            FRAMEWORK_RESERVE_GIB.iter().find(|(f, _)| *f == chip.family).map_or(1.0, |r| r.1)
-                * GIB;
+        let reserve = rainier_perf::framework_reserve_gib(chip.family) * GIB;
         let other = logits + copies + reserve;
         let total = weights + grads + optimizer_states + activations + other;
         let capacity = chip.hbm_bytes() / f64::from(self.per_chip);
