@@ -238,10 +238,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints to stdout (the one place the CLI does so).
-#[allow(clippy::print_stdout)]
+/// Prints to stdout (the one place the CLI does so). A reader that stops early (`| head`)
+/// ends the program quietly and successfully, as Unix tools do; any other write failure is a
+/// one-line error.
 fn out(text: &str) {
-    println!("{text}");
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{text}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("error: cannot write to standard output: {e}");
+        }
+        std::process::exit(1);
+    }
 }
 
 fn load_program(path: &Path) -> Result<Program> {

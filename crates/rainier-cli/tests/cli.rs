@@ -671,3 +671,34 @@ fn chips_and_validate_commands() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert!(v["median_abs_error"].as_f64().expect("median") <= 0.10);
 }
+
+#[test]
+fn a_reader_that_stops_early_is_not_a_panic() {
+    use std::io::Read;
+    // A catalog of 40 extra chips makes the output larger than any pipe buffer (64 KiB).
+    let built_in = rainier(&["chips", "--json"]);
+    let mut catalog: serde_json::Value = serde_json::from_slice(&built_in.stdout).expect("json");
+    let h100 = catalog["chips"][5].clone();
+    let extra: Vec<serde_json::Value> = (0..40)
+        .map(|i| {
+            let mut c = h100.clone();
+            c["name"] = serde_json::json!(format!("h100-copy{i}"));
+            c
+        })
+        .collect();
+    catalog["chips"] = serde_json::Value::Array(extra);
+    let path = scratch("big-catalog").join("catalog.json");
+    std::fs::write(&path, catalog.to_string()).expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rainier"))
+        .args(["chips", "--json", "--catalog", path.to_str().expect("utf8")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = [0u8; 16];
+    child.stdout.take().expect("stdout").read_exact(&mut first).expect("some output");
+    // The pipe's read end is dropped here: the rest of the output has nowhere to go.
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
