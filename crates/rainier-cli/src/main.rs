@@ -11,6 +11,7 @@ use rainier_isa::Program;
 use rainier_tensor::{npy, DType, HostTensor};
 use rand::{Rng, SeedableRng};
 
+mod compare;
 mod demo;
 mod kernel;
 mod plan;
@@ -113,6 +114,11 @@ enum Command {
     Train(plan::TrainArgs),
     /// List the hardware catalog: chips, nodes, networks, prices and power, with sources.
     Chips(plan::ChipsArgs),
+    /// Plan the same training job on every chip kind in the catalog, each with its own best
+    /// plan (a full search), and print time to train, MFU, $/M tokens, total cost, energy,
+    /// facility power and goodput side by side with the price sources. With no arguments:
+    /// llama3-70b, 15T tokens, 1,024 chips of each kind.
+    Compare(compare::CompareArgs),
     /// Predict every point of the committed validation dataset (published training runs) and
     /// report predicted vs measured, the error, its median and maximum.
     Validate {
@@ -255,6 +261,19 @@ fn out(text: &str) {
     }
 }
 
+/// A progress bar on standard error, drawn only when it is a terminal.
+fn progress_bar(message: &'static str) -> indicatif::ProgressBar {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} {elapsed}")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(message);
+    bar
+}
+
 fn load_program(path: &Path) -> Result<Program> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -342,6 +361,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(args) => plan::train(&args),
         Command::Chips(args) => plan::chips(&args),
+        Command::Compare(args) => compare::run(&args),
         Command::Validate { json } => plan::validate_cmd(json),
     }
 }

@@ -6,10 +6,121 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use rainier_hw::{Catalog, Framework};
 use rainier_model::{Model, Recompute};
-use rainier_perf::{NeuronCosts, Precision, ASSUMPTIONS};
-use rainier_plan::{evaluate, validate, TrainConfig, TrainReport, VALIDATION_MEDIAN_LIMIT};
+use rainier_perf::{Datacenter, NeuronCosts, Precision, ASSUMPTIONS};
+use rainier_plan::{
+    evaluate, search, validate, EconomicsConfig, Placement, PlanSummary, Pricing, SearchOptions,
+    SearchReport, TrainConfig, TrainReport, ECONOMICS_ASSUMPTIONS, VALIDATION_MEDIAN_LIMIT,
+};
 
 use crate::out;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum PlacementArg {
+    /// Data-parallel peers near, pipeline stages far (Megatron's default order).
+    TpCpDpPp,
+    /// Pipeline neighbours near, data-parallel peers far.
+    TpCpPpDp,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum PricingArg {
+    /// On-demand, or the only published rate (capacity blocks where AWS sells no on-demand).
+    OnDemand,
+    /// The best published committed rate (reserved instance, committed use, capacity block).
+    Committed,
+}
+
+/// Money, energy and failures.
+#[derive(Debug, Args)]
+pub(crate) struct EconomicsArgs {
+    /// Which catalog price to use.
+    #[arg(long, value_enum, default_value = "on-demand")]
+    pricing: PricingArg,
+    /// Price per chip-hour, overriding the catalog.
+    #[arg(long, value_name = "USD")]
+    usd_per_chip_hour: Option<f64>,
+    /// Datacenter PUE (default: the provider's, from the catalog: AWS 1.14, Google 1.09).
+    #[arg(long)]
+    pue: Option<f64>,
+    /// Mean time between failures per chip, hours (default 50,700: the Llama 3 report's
+    /// interruption rate on 16,384 H100s).
+    #[arg(long, value_name = "HOURS")]
+    mtbf_chip_hours: Option<f64>,
+    /// Aggregate checkpoint storage bandwidth, GB/s (default: 2 TB/s per 16,384 chips, Llama 3).
+    #[arg(long, value_name = "GB/S")]
+    checkpoint_gb_per_s: Option<f64>,
+    /// Restart overhead after a failure before the restore, seconds (default 600).
+    #[arg(long, value_name = "S")]
+    restart_s: Option<f64>,
+}
+
+impl EconomicsArgs {
+    pub(crate) fn config(&self, tokens: Option<f64>) -> EconomicsConfig {
+        EconomicsConfig {
+            pricing: match self.pricing {
+                PricingArg::OnDemand => Pricing::OnDemand,
+                PricingArg::Committed => Pricing::Committed,
+            },
+            usd_per_chip_hour: self.usd_per_chip_hour,
+            pue: self.pue,
+            tokens,
+            mtbf_chip_hours: self.mtbf_chip_hours,
+            checkpoint_bytes_per_s: self.checkpoint_gb_per_s.map(|g| g * 1e9),
+            restart_s: self.restart_s,
+        }
+    }
+}
+
+/// The datacenter above the scale-out fat tree.
+#[derive(Debug, Args)]
+pub(crate) struct DatacenterArgs {
+    /// Chips under one non-blocking fat tree (a building) [default: 65536].
+    #[arg(long)]
+    building_chips: Option<u64>,
+    /// Oversubscription of the links between buildings [default: 4].
+    #[arg(long)]
+    building_oversubscription: Option<f64>,
+    /// Chips on one site (campus) [default: 1048576].
+    #[arg(long)]
+    site_chips: Option<u64>,
+    /// Oversubscription of the links between sites [default: 16].
+    #[arg(long)]
+    site_oversubscription: Option<f64>,
+}
+
+impl DatacenterArgs {
+    pub(crate) fn config(&self) -> Datacenter {
+        let d = Datacenter::default();
+        Datacenter {
+            building_chips: self.building_chips.unwrap_or(d.building_chips),
+            building_oversubscription: self
+                .building_oversubscription
+                .unwrap_or(d.building_oversubscription),
+            site_chips: self.site_chips.unwrap_or(d.site_chips),
+            site_oversubscription: self.site_oversubscription.unwrap_or(d.site_oversubscription),
+        }
+    }
+}
+
+/// Parses a count such as `15T`, `1.5e12`, `300B`, `8M`, `4096`.
+pub(crate) fn parse_count(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (number, scale) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1e3),
+        Some('M') => (&t[..t.len() - 1], 1e6),
+        Some('B' | 'G') => (&t[..t.len() - 1], 1e9),
+        Some('T') => (&t[..t.len() - 1], 1e12),
+        _ => (t, 1.0),
+    };
+    let v: f64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number (examples: 15T, 1.5e12, 300B)"))?;
+    let v = v * scale;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("`{s}` must be positive"));
+    }
+    Ok(v)
+}
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum PrecisionArg {
@@ -78,14 +189,43 @@ pub(crate) struct TrainArgs {
     /// Data-parallel degree.
     #[arg(long)]
     dp: Option<u64>,
+    /// Context-parallel degree (ring attention; default 1, searched with --search).
+    #[arg(long)]
+    cp: Option<u64>,
+    /// Expert-parallel degree for MoE models (default 1, searched with --search).
+    #[arg(long)]
+    ep: Option<u64>,
+    /// Virtual pipeline stages per rank: interleaved 1F1B (default 1, searched with --search).
+    #[arg(long)]
+    vpp: Option<u64>,
+    /// Order of the parallel dimensions over ranks, innermost first.
+    #[arg(long, value_enum)]
+    placement: Option<PlacementArg>,
     #[arg(long, value_enum, default_value = "bf16")]
     precision: PrecisionArg,
-    #[arg(long, value_enum, default_value = "selective")]
-    recompute: RecomputeArg,
+    /// Activation recompute [default: selective; every policy with --search].
+    #[arg(long, value_enum)]
+    recompute: Option<RecomputeArg>,
     /// ZeRO stage over data parallel: 0, 1 (optimizer states; Megatron's distributed
-    /// optimizer), 2 (+ gradients), 3 (+ parameters; FSDP).
-    #[arg(long, default_value_t = 1)]
-    zero: u8,
+    /// optimizer), 2 (+ gradients), 3 (+ parameters; FSDP) [default: 1; every stage with
+    /// --search].
+    #[arg(long)]
+    zero: Option<u8>,
+    /// Search every valid plan (tp, cp, ep, pp, vpp, dp, micro-batch, recompute, ZeRO,
+    /// placement; what you fix stays fixed) and print the best by throughput and by cost
+    /// and the top plans.
+    #[arg(long)]
+    search: bool,
+    /// Plans in the --search table.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// A token budget to train (e.g. 15T): adds time to train, cost, energy and goodput.
+    #[arg(long, value_parser = parse_count)]
+    tokens: Option<f64>,
+    #[command(flatten)]
+    economics: EconomicsArgs,
+    #[command(flatten)]
+    datacenter: DatacenterArgs,
     /// Execution style (default: the chip's usual stack).
     #[arg(long, value_enum)]
     framework: Option<FrameworkArg>,
@@ -121,7 +261,7 @@ pub(crate) struct ChipsArgs {
     catalog: Option<PathBuf>,
 }
 
-fn load_catalog(path: Option<&Path>) -> Result<Catalog> {
+pub(crate) fn load_catalog(path: Option<&Path>) -> Result<Catalog> {
     let catalog = Catalog::built_in();
     match path {
         None => Ok(catalog),
@@ -133,13 +273,29 @@ fn load_catalog(path: Option<&Path>) -> Result<Catalog> {
     }
 }
 
-fn load_model(name: &str) -> Result<Model> {
+pub(crate) fn load_model(name: &str) -> Result<Model> {
     let path = Path::new(name);
     if name.ends_with(".json") || path.exists() {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {name}"))?;
         Ok(Model::from_config_json(&text, name)?)
     } else {
         Ok(Model::preset(name)?)
+    }
+}
+
+pub(crate) fn precision(p: PrecisionArg) -> Precision {
+    match p {
+        PrecisionArg::Bf16 => Precision::Bf16,
+        PrecisionArg::AmpBf16 => Precision::AmpBf16,
+        PrecisionArg::Fp8 => Precision::Fp8,
+    }
+}
+
+fn recompute(r: RecomputeArg) -> Recompute {
+    match r {
+        RecomputeArg::None => Recompute::None,
+        RecomputeArg::Selective => Recompute::Selective,
+        RecomputeArg::Full => Recompute::Full,
     }
 }
 
@@ -152,17 +308,16 @@ pub(crate) fn train(args: &TrainArgs) -> Result<()> {
         tp: args.tp,
         pp: args.pp,
         dp: args.dp,
-        precision: match args.precision {
-            PrecisionArg::Bf16 => Precision::Bf16,
-            PrecisionArg::AmpBf16 => Precision::AmpBf16,
-            PrecisionArg::Fp8 => Precision::Fp8,
-        },
-        recompute: match args.recompute {
-            RecomputeArg::None => Recompute::None,
-            RecomputeArg::Selective => Recompute::Selective,
-            RecomputeArg::Full => Recompute::Full,
-        },
-        zero: args.zero,
+        cp: args.cp,
+        ep: args.ep,
+        vpp: args.vpp,
+        placement: args.placement.map(|p| match p {
+            PlacementArg::TpCpDpPp => Placement::DpInner,
+            PlacementArg::TpCpPpDp => Placement::PpInner,
+        }),
+        precision: precision(args.precision),
+        recompute: recompute(args.recompute.unwrap_or(RecomputeArg::Selective)),
+        zero: args.zero.unwrap_or(1),
         framework: args.framework.map(|f| match f {
             FrameworkArg::Eager => Framework::Eager,
             FrameworkArg::Fused => Framework::Fused,
@@ -172,8 +327,31 @@ pub(crate) fn train(args: &TrainArgs) -> Result<()> {
             NeuronCostsArg::Tables => NeuronCosts::Tables,
             NeuronCostsArg::Roofline => NeuronCosts::Roofline,
         },
+        datacenter: args.datacenter.config(),
+        economics: args.economics.config(args.tokens),
         ..TrainConfig::new(args.chips, args.seq, args.global_batch)
     };
+    if args.search {
+        let options = SearchOptions {
+            recompute: args.recompute.map(recompute),
+            zero: args.zero,
+            top: args.top.max(1),
+        };
+        let bar = crate::progress_bar("searching plans");
+        let tick = |done: u64, total: u64| {
+            bar.set_length(total);
+            bar.set_position(done);
+        };
+        let report = search(&model, chip, &cfg, &options, Some(&tick));
+        bar.finish_and_clear();
+        let report = report?;
+        if args.json {
+            out(&serde_json::to_string_pretty(&report)?);
+        } else {
+            out(&search_text(&report));
+        }
+        return Ok(());
+    }
     let report = evaluate(&model, chip, &cfg)?;
     if args.json {
         out(&serde_json::to_string_pretty(&report)?);
@@ -181,6 +359,50 @@ pub(crate) fn train(args: &TrainArgs) -> Result<()> {
         out(&train_text(&report));
     }
     Ok(())
+}
+
+fn summary_row(p: &PlanSummary) -> String {
+    format!(
+        "{:>4} {:>3} {:>3} {:>4} {:>3} {:>7} {:>3} {:<9} {:>4} {:<11} {:>9} {:>9.3} {:>11.0} {:>6.1} {:>8.1} {:>9.3}",
+        p.tp,
+        p.cp,
+        p.ep,
+        p.pp,
+        p.vpp,
+        p.dp,
+        p.micro_batch,
+        p.recompute,
+        p.zero,
+        p.placement.name(),
+        p.chips_used,
+        p.step_time_s,
+        p.tokens_per_s,
+        100.0 * p.mfu,
+        p.memory_gib_per_device,
+        p.usd_per_million_tokens
+    )
+}
+
+fn search_text(r: &SearchReport) -> String {
+    let mut s = train_text(&r.best);
+    s += &format!(
+        "\n\nsearch: {} plans evaluated, {} fit in memory; top {} by throughput:\n",
+        r.evaluated,
+        r.fitting,
+        r.plans.len()
+    );
+    s += &format!(
+        "{:>4} {:>3} {:>3} {:>4} {:>3} {:>7} {:>3} {:<9} {:>4} {:<11} {:>9} {:>9} {:>11} {:>6} {:>8} {:>9}\n",
+        "tp", "cp", "ep", "pp", "vpp", "dp", "mb", "recompute", "zero", "placement", "chips", "step s",
+        "tokens/s", "MFU %", "mem GiB", "$/M tok"
+    );
+    for p in &r.plans {
+        s += &summary_row(p);
+        s += "\n";
+    }
+    s += "best by cost:\n";
+    s += &summary_row(&r.best_by_cost);
+    s
 }
 
 fn train_text(r: &TrainReport) -> String {
@@ -192,14 +414,22 @@ fn train_text(r: &TrainReport) -> String {
         r.model, r.chips, r.chip, r.seq, r.global_batch
     );
     s += &format!(
-        "plan{}: tp {} × pp {} × dp {} = {} ranks ({} per chip, a rank is a {}), micro-batch {} × {} per step\n",
+        "plan{}: tp {} × cp {} × pp {} × dp {} = {} ranks ({} per chip, a rank is a {}) on {} chips\n",
         if p.chosen { " (chosen by rainier)" } else { "" },
         p.tp,
+        p.cp,
         p.pp,
         p.dp,
         p.ranks,
         p.ranks_per_chip,
         p.rank_unit,
+        p.chips_used,
+    );
+    s += &format!(
+        "      ep {}, vpp {}, placement {}, micro-batch {} × {} per step\n",
+        p.ep,
+        p.vpp,
+        p.placement.name(),
         p.micro_batch,
         p.micro_batches
     );
@@ -221,6 +451,36 @@ fn train_text(r: &TrainReport) -> String {
         ("optimizer", b.optimizer),
     ] {
         s += &format!("  {name:<20} {v:>10.4}\n");
+    }
+    let c = &b.communication_by_kind;
+    s += "communication (s)        total    exposed\n";
+    for (name, k) in [("TP", c.tp), ("CP", c.cp), ("EP", c.ep), ("PP", c.pp), ("DP", c.dp)] {
+        if k.total > 0.0 {
+            s += &format!("  {name:<20} {:>10.4} {:>10.4}\n", k.total, k.exposed);
+        }
+    }
+    let e = &r.economics;
+    s += &format!(
+        "\ncost and power\n  ${:.3} per chip-hour ({}), ${:.3} per million tokens\n  {:.0} W per chip ({:.0} W with host and network), PUE {:.2}, facility {:.3} MW\n",
+        e.usd_per_chip_hour, e.pricing, e.usd_per_million_tokens, e.chip_w, e.system_w_per_chip, e.pue, e.facility_mw
+    );
+    if let Some(bu) = &e.budget {
+        let g = &bu.goodput;
+        s += &format!(
+            "  {:.3e} tokens: {:.1} days failure-free; {}\n  goodput {:.1} %: job MTBF {:.1} h, checkpoint {:.0} GB in {:.0} s every {:.0} min, recovery {:.0} s\n",
+            bu.tokens,
+            bu.ideal_days,
+            match (bu.time_to_train_days, bu.cost_usd, bu.energy_mwh) {
+                (Some(d), Some(c), Some(m)) => format!("{d:.1} days with failures, ${:.2}M, {m:.0} MWh", c / 1e6),
+                _ => "never finishes: failures come faster than checkpoints and restarts allow".into(),
+            },
+            100.0 * g.fraction,
+            g.job_mtbf_hours,
+            g.checkpoint_gb,
+            g.checkpoint_write_s,
+            g.checkpoint_interval_min,
+            g.recovery_s
+        );
     }
     s += "\nmemory per device (GiB)\n";
     for (name, v) in [
@@ -308,8 +568,8 @@ pub(crate) fn chips(args: &ChipsArgs) -> Result<()> {
     }
     if args.assumptions {
         s += "\nperformance-model assumptions (rainier-perf::ASSUMPTIONS)\n";
-        for a in ASSUMPTIONS {
-            s += &format!("  {:<32} {:>12.6}  {}\n", a.name, a.value, a.why);
+        for a in ASSUMPTIONS.iter().chain(ECONOMICS_ASSUMPTIONS) {
+            s += &format!("  {:<38} {:>12.6}  {}\n", a.name, a.value, a.why);
         }
     }
     out(s.trim_end());

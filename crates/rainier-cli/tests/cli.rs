@@ -624,7 +624,7 @@ fn train_errors_are_one_line_and_nonzero() {
         ),
         (
             vec!["--model", "llama2-7b", "--chip", "h100", "--tp", "3", "--pp", "1", "--dp", "1"],
-            "tp × pp × dp",
+            "tp × cp × pp × dp",
         ),
     ] {
         let mut full = vec!["train", "--chips", "8", "--seq", "4096", "--global-batch", "64"];
@@ -701,4 +701,174 @@ fn a_reader_that_stops_early_is_not_a_panic() {
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("json")
+}
+
+#[test]
+fn train_search_returns_the_best_plan_and_a_ranked_table() {
+    let args = [
+        "train",
+        "--model",
+        "llama3-8b",
+        "--chip",
+        "h100",
+        "--chips",
+        "64",
+        "--seq",
+        "4096",
+        "--global-batch",
+        "256",
+        "--search",
+        "--top",
+        "5",
+        "--tokens",
+        "1T",
+        "--json",
+    ];
+    let o = rainier(&args);
+    let v = json(&o);
+    for field in [
+        "step_time_s",
+        "tokens_per_s",
+        "mfu",
+        "plan",
+        "economics",
+        "best_by_cost",
+        "plans",
+        "evaluated",
+        "fitting",
+    ] {
+        assert!(v.get(field).is_some(), "missing {field}");
+    }
+    let plans = v["plans"].as_array().expect("plans");
+    assert_eq!(plans.len(), 5);
+    let tps: Vec<f64> = plans.iter().map(|p| p["tokens_per_s"].as_f64().expect("f64")).collect();
+    assert!(tps.windows(2).all(|w| w[0] >= w[1]), "{tps:?}");
+    assert_eq!(tps[0], v["tokens_per_s"].as_f64().expect("f64"));
+    assert!(v["evaluated"].as_u64().expect("u64") > 1000);
+    let budget = &v["economics"]["budget"];
+    assert!(budget["time_to_train_days"].as_f64().expect("days") > 0.0);
+    assert!(budget["goodput"]["fraction"].as_f64().expect("goodput") < 1.0);
+    // Deterministic to the byte.
+    assert_eq!(o.stdout, rainier(&args).stdout);
+    // The table names the best plan by cost.
+    let t = rainier(&args[..args.len() - 1]);
+    assert!(text(&t.stdout).contains("best by cost"), "{}", text(&t.stdout));
+}
+
+#[test]
+fn compare_defaults_plan_every_chip_with_sources() {
+    let o = rainier(&["compare", "--json"]);
+    let v = json(&o);
+    assert_eq!(v["model"], "llama3-70b");
+    let rows = v["rows"].as_array().expect("rows");
+    let catalog = rainier_hw::Catalog::built_in();
+    assert_eq!(rows.len(), catalog.chips.len());
+    for row in rows {
+        let chip = row["chip"].as_str().expect("chip");
+        assert!(!row["price_source"].as_str().expect("source").is_empty(), "{chip}");
+        if chip == "inf2" {
+            assert!(row["error"].as_str().expect("error").contains("no scale-out"));
+            continue;
+        }
+        assert!(row["error"].is_null(), "{chip}: {}", row["error"]);
+        for field in [
+            "mfu",
+            "time_to_train_days",
+            "usd_per_million_tokens",
+            "cost_usd",
+            "energy_mwh",
+            "facility_mw",
+        ] {
+            assert!(row[field].as_f64().expect(field) > 0.0, "{chip} {field}");
+        }
+        assert!(row["mfu"].as_f64().expect("mfu") < 1.0);
+    }
+    assert_eq!(o.stdout, rainier(&["compare", "--json"]).stdout);
+    let t = rainier(&["compare"]);
+    assert!(text(&t.stdout).contains("prices (per chip-hour"), "{}", text(&t.stdout));
+}
+
+#[test]
+fn compare_under_a_budget_stays_within_it() {
+    let v = json(&rainier(&[
+        "compare",
+        "--only",
+        "h100,trn2",
+        "--budget-usd",
+        "20M",
+        "--tokens",
+        "2T",
+        "--json",
+    ]));
+    for row in v["rows"].as_array().expect("rows") {
+        let chips = row["chips"].as_u64().expect("chips");
+        assert!(chips.is_power_of_two() || chips % 16 == 0, "{chips}");
+        assert!(row["cost_usd"].as_f64().expect("cost") <= 20e6, "{row}");
+    }
+}
+
+#[test]
+fn compare_and_search_errors_are_one_line() {
+    for (args, needle) in [
+        (vec!["compare", "--only", "h900"], "unknown chip `h900`"),
+        (vec!["compare", "--model", "nope"], "unknown model"),
+        (vec!["compare", "--pue", "0.5"], "--pue"),
+        (
+            vec![
+                "train",
+                "--model",
+                "llama3-8b",
+                "--chip",
+                "h100",
+                "--chips",
+                "8",
+                "--seq",
+                "4096",
+                "--global-batch",
+                "8",
+                "--ep",
+                "2",
+                "--tp",
+                "1",
+                "--pp",
+                "1",
+                "--dp",
+                "8",
+            ],
+            "mixture-of-experts",
+        ),
+        (
+            vec![
+                "train",
+                "--model",
+                "llama3-8b",
+                "--chip",
+                "h100",
+                "--chips",
+                "8",
+                "--seq",
+                "4096",
+                "--global-batch",
+                "8",
+                "--building-oversubscription",
+                "0.5",
+            ],
+            "at least 1",
+        ),
+    ] {
+        let o = rainier(&args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle) && err.trim().lines().count() == 1, "{args:?}: {err}");
+    }
+    let o = rainier(&["compare", "--tokens", "-3"]);
+    assert_eq!(o.status.code(), Some(2));
+    // A budget too small for any cluster is that chip's answer, not a failure of the command.
+    let v = json(&rainier(&["compare", "--budget-usd", "1", "--only", "h100", "--json"]));
+    assert!(v["rows"][0]["error"].as_str().expect("error").contains("costs"), "{v}");
 }

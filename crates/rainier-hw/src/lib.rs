@@ -75,6 +75,46 @@ pub struct Peaks {
     pub fp32: Sourced,
 }
 
+/// How the chips of one network level are wired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Shape {
+    /// Every chip reaches every other at its full bandwidth (NVSwitch, NeuronSwitch, a
+    /// non-blocking fat tree).
+    #[default]
+    Switch,
+    /// A ring of chips (Inferentia2, the Trn2 UltraServer's Z dimension).
+    Ring,
+    /// A torus with these side lengths, innermost first (Trn1/Trn2 4×4, TPU 16×16×24); the
+    /// chip's links are split evenly over the dimensions.
+    Torus(Vec<u32>),
+}
+
+impl Shape {
+    /// Chips in one domain of this shape, where the shape fixes it (a torus).
+    pub fn chips(&self) -> Option<u64> {
+        match self {
+            Shape::Torus(dims) => Some(dims.iter().map(|&d| u64::from(d)).product()),
+            _ => None,
+        }
+    }
+}
+
+/// A second scale-up level joining several nodes (the Trn2 UltraServer's NeuronLink ring of
+/// four instances).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UltraLevel {
+    pub name: String,
+    /// Chips in one domain of this level (a multiple of the scale-up domain).
+    pub chips: u32,
+    /// How the scale-up domains are joined.
+    pub shape: Shape,
+    /// Bandwidth per chip on this level's links, one direction, bytes/s.
+    pub bytes_per_s_per_dir: Sourced,
+    pub latency_s: Sourced,
+}
+
 /// The node (instance) a chip is usually deployed in, and its networks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +124,12 @@ pub struct Node {
     pub chips: u32,
     /// Chips sharing the scale-up fabric (NVLink, NeuronLink, ICI).
     pub scale_up_domain_chips: u32,
+    /// How the scale-up domain is wired (default: switched).
+    #[serde(default)]
+    pub scale_up_shape: Shape,
+    /// Where the wiring (shapes and domain sizes) comes from.
+    #[serde(default)]
+    pub topology_source: String,
     /// Scale-up bandwidth per chip, one direction, bytes/s.
     pub scale_up_bytes_per_s_per_dir: Sourced,
     /// Latency of one collective step on the scale-up fabric, seconds.
@@ -92,7 +138,18 @@ pub struct Node {
     pub scale_out_bits_per_s: Sourced,
     /// Latency of one collective step on the scale-out network, seconds.
     pub scale_out_latency_s: Sourced,
+    /// A level between the scale-up domain and the scale-out network, where there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ultra: Option<UltraLevel>,
+    /// On-demand price, or the only published one (capacity blocks where AWS sells no
+    /// on-demand SKU; the source says which).
     pub usd_per_chip_hour: Sourced,
+    /// The best published committed rate (reserved instance, committed-use discount,
+    /// capacity block), where there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_chip_hour_committed: Option<Sourced>,
+    /// Power usage effectiveness of the provider's datacenters.
+    pub pue: Sourced,
     /// All-in node power per chip (host, NICs, fans), watts, before PUE.
     pub system_w_per_chip: Sourced,
 }
@@ -115,6 +172,9 @@ pub struct Chip {
     pub hbm_bytes_per_s: Sourced,
     pub power_w: Sourced,
     pub node: Node,
+    /// The simulated NeuronCore whose op-cost tables this chip uses (default: its name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<String>,
     /// The usual training software stack.
     pub stack: String,
     pub default_framework: Framework,
@@ -188,7 +248,7 @@ impl Chip {
     /// Every sourced figure with a dotted name, for listings.
     pub fn figures(&self) -> Vec<(&'static str, &Sourced)> {
         let n = &self.node;
-        vec![
+        let mut figures = vec![
             ("peak_flops.bf16", &self.peak_flops.bf16),
             ("peak_flops.fp8", &self.peak_flops.fp8),
             ("peak_flops.fp32", &self.peak_flops.fp32),
@@ -202,7 +262,21 @@ impl Chip {
             ("node.scale_out_latency_s", &n.scale_out_latency_s),
             ("node.usd_per_chip_hour", &n.usd_per_chip_hour),
             ("node.system_w_per_chip", &n.system_w_per_chip),
-        ]
+            ("node.pue", &n.pue),
+        ];
+        if let Some(ultra) = &n.ultra {
+            figures.push(("node.ultra.bytes_per_s_per_dir", &ultra.bytes_per_s_per_dir));
+            figures.push(("node.ultra.latency_s", &ultra.latency_s));
+        }
+        if let Some(committed) = &n.usd_per_chip_hour_committed {
+            figures.push(("node.usd_per_chip_hour_committed", committed));
+        }
+        figures
+    }
+
+    /// The name of the op-cost tables a NeuronCore chip reads.
+    pub fn table_name(&self) -> &str {
+        self.tables.as_deref().unwrap_or(&self.name)
     }
 
     fn check(&self) -> Result<(), String> {
@@ -225,6 +299,32 @@ impl Chip {
             if figure.source.trim().is_empty() {
                 return Err(format!("{field} has no source"));
             }
+        }
+        let domain = u64::from(self.node.scale_up_domain_chips);
+        if let Some(torus) = self.node.scale_up_shape.chips() {
+            if torus != domain {
+                return Err(format!(
+                    "node.scale_up_shape has {torus} chips but node.scale_up_domain_chips is {domain}"
+                ));
+            }
+        }
+        if let Some(ultra) = &self.node.ultra {
+            let chips = u64::from(ultra.chips);
+            if chips <= domain || chips % domain != 0 {
+                return Err(format!(
+                    "node.ultra.chips ({chips}) must be a multiple of node.scale_up_domain_chips ({domain}) above it"
+                ));
+            }
+            if let Some(shape) = ultra.shape.chips() {
+                if shape * domain != chips {
+                    return Err(format!(
+                        "node.ultra.shape joins {shape} domains of {domain} chips, not {chips}"
+                    ));
+                }
+            }
+        }
+        if !(1.0..=3.0).contains(&self.node.pue.value) {
+            return Err(format!("node.pue must be in [1, 3], found {}", self.node.pue.value));
         }
         if self.matmul_ceiling.value > 1.0 {
             return Err(format!(

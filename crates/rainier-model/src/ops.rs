@@ -64,11 +64,23 @@ pub struct Batch {
     /// Tensor-parallel degree: heads, MLP width and vocabulary are split this many ways, and
     /// norms and residual adds run on `1/tp` of the tokens (sequence parallelism).
     pub tp: u64,
+    /// Context-parallel degree: each rank holds `seq/cp` tokens of every sequence and
+    /// attends them to the whole sequence (ring attention, causally load-balanced).
+    pub cp: u64,
+    /// Expert-parallel degree: each rank holds `experts/ep` whole experts and computes the
+    /// tokens routed to them from the `ep` ranks of its group.
+    pub ep: u64,
 }
 
 impl Batch {
+    /// A micro-batch of `sequences × seq` tokens under tensor parallelism `tp` only.
+    pub fn new(sequences: u64, seq: u64, tp: u64) -> Batch {
+        Batch { sequences, seq, tp, cp: 1, ep: 1 }
+    }
+
+    /// Tokens on this rank before tensor parallelism splits widths: `sequences × seq/cp`.
     pub fn tokens(&self) -> u64 {
-        self.sequences * self.seq
+        self.sequences * self.seq.div_ceil(self.cp.max(1))
     }
 }
 
@@ -140,7 +152,7 @@ impl Model {
         if self.positions == crate::Positions::Rope {
             ops.memory("rope", MemKind::Rope, 2 * t * (q_width + kv_width) * ACT_BYTES, 1.0);
         }
-        let (fwd, bwd) = self.attention_ops(b.sequences, heads, b.seq);
+        let (fwd, bwd) = self.attention_ops(b.sequences, heads, b.seq, b.cp.max(1));
         ops.forward.push(fwd);
         ops.backward.push(bwd);
         ops.gemm("out_proj", t, h, q_width, 1);
@@ -172,37 +184,45 @@ impl Model {
                 ops.gemm("router", t, moe.experts, h, 1);
                 // Tokens reach experts evenly on average (an assumption: routing imbalance
                 // would make the busiest expert the critical path).
+                // With expert parallelism a rank holds experts/ep experts and receives the
+                // tokens routed to them from the ep ranks of its group: the same work in
+                // fewer, taller GEMMs.
                 let routed = t * moe.top_k;
-                let per_expert = routed.div_ceil(moe.experts);
+                let ep = b.ep.clamp(1, moe.experts);
+                let local_experts = moe.experts.div_ceil(ep);
+                let per_expert = (routed * ep).div_ceil(moe.experts);
                 // Dispatch copies each routed token's row in, combine copies it back out.
                 ops.memory("moe_permute", MemKind::Permute, 4 * routed * h * ACT_BYTES, 1.0);
-                ops.gemm("experts_up", per_expert, up_width, h, moe.experts);
+                ops.gemm("experts_up", per_expert, up_width, h, local_experts);
                 ops.memory(
                     "experts_act",
                     MemKind::Activation(self.mlp),
                     act_bytes * routed * ffn * ACT_BYTES,
                     act_backward,
                 );
-                ops.gemm("experts_down", per_expert, h, ffn, moe.experts);
+                ops.gemm("experts_down", per_expert, h, ffn, local_experts);
             }
         }
         ops.memory("residual_add", MemKind::Add, 3 * t_sp * h * ACT_BYTES, 1.0);
         ops
     }
 
-    /// Flash attention forward and backward for `sequences × heads` heads.
-    fn attention_ops(&self, sequences: u64, heads: u64, seq: u64) -> (Op, Op) {
+    /// Flash attention forward and backward for `sequences × heads` heads, of which this rank
+    /// holds `seq/cp` query positions attending to the whole (causal) context; under context
+    /// parallelism the work comes in blocks of `seq/cp` keys.
+    fn attention_ops(&self, sequences: u64, heads: u64, seq: u64, cp: u64) -> (Op, Op) {
         let d = self.head_dim;
+        let queries = seq.div_ceil(cp);
         // QKᵀ and PV: 2 matmuls of 2·d FLOPs per (query, key) pair.
-        let pairs = (sequences * heads * seq) as f64 * self.mean_context(seq);
+        let pairs = (sequences * heads * queries) as f64 * self.mean_context(seq);
         let flops = 4.0 * pairs * d as f64;
         // Reads q, k, v, writes o (k, v shared by a group's heads: counted per q head, an
         // upper bound that only matters where attention is memory-bound).
-        let bytes = (4 * sequences * heads * seq * d * ACT_BYTES) as f64;
+        let bytes = (4 * sequences * heads * queries * d * ACT_BYTES) as f64;
         let kind = |backward| OpKind::Attention {
             batch: sequences,
             heads,
-            seq,
+            seq: queries,
             head_dim: d,
             causal: true,
             backward,
@@ -247,7 +267,7 @@ impl Model {
 }
 
 /// Which activations are kept for the backward pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Recompute {
     /// Keep everything the backward pass reads.
     None,
@@ -281,7 +301,7 @@ impl Model {
             + t_sp * h * ACT_BYTES
             + t * (q_width + 2 * kv_width) * ACT_BYTES
             + t * q_width * ACT_BYTES
-            + b.sequences * heads * b.seq * 4;
+            + t * heads * 4;
         // MLP block: residual stream (norm input), norm output, activation input, and the
         // activation output unless recomputed.
         let up_width = match self.mlp {

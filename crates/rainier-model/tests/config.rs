@@ -93,16 +93,19 @@ fn errors_name_the_file_and_the_field() {
 }
 
 /// Forward and backward GEMM FLOPs of a layer stack are exactly `6 · N · tokens` for the
-/// matmul parameters (biases and norms excluded), at any TP degree that divides the heads.
+/// matmul parameters (biases and norms excluded), at any TP degree that divides the heads,
+/// summed over the context-parallel ranks, and unchanged by expert parallelism.
 #[test]
 fn gemm_flops_are_six_n_per_token() {
     for name in ["llama3-8b", "gpt2-124m", "mixtral-8x7b", "llama2-70b"] {
         let m = Model::preset(name).expect("preset");
-        for tp in [1, 2, 4, 8] {
+        for (tp, cp, ep) in
+            [(1, 1, 1), (2, 1, 1), (4, 1, 1), (8, 1, 1), (2, 2, 1), (1, 4, 8), (2, 1, 4)]
+        {
             if m.heads % tp != 0 || m.kv_heads % tp != 0 {
                 continue;
             }
-            let b = Batch { sequences: 2, seq: 1024, tp };
+            let b = Batch { cp, ep, ..Batch::new(2, 1024, tp) };
             let gemm = |ops: &rainier_model::LayerOps| {
                 ops.sum(|op| {
                     if matches!(op.kind, rainier_model::OpKind::Gemm { .. }) {
@@ -112,8 +115,8 @@ fn gemm_flops_are_six_n_per_token() {
                     }
                 })
             };
-            let layer = gemm(&m.layer_ops(b)) * tp as f64;
-            let head = gemm(&m.head_ops(b)) * tp as f64;
+            let layer = gemm(&m.layer_ops(b)) * (tp * cp) as f64;
+            let head = gemm(&m.head_ops(b)) * (tp * cp) as f64;
             let h = m.hidden;
             let weights_per_layer = match m.moe {
                 None => {
@@ -128,10 +131,14 @@ fn gemm_flops_are_six_n_per_token() {
                         + h * moe.experts
                 }
             };
-            let expected = 6.0 * (weights_per_layer * b.tokens()) as f64;
+            let tokens = b.sequences * b.seq;
+            let expected = 6.0 * (weights_per_layer * tokens) as f64;
             // MoE: tokens per expert are rounded up, a tiny excess.
-            assert!((layer / expected - 1.0).abs() < 1e-3, "{name} tp {tp}: {layer} vs {expected}");
-            let lm = 6.0 * (m.vocab * h * b.tokens()) as f64;
+            assert!(
+                (layer / expected - 1.0).abs() < 1e-3,
+                "{name} tp {tp} cp {cp} ep {ep}: {layer} vs {expected}"
+            );
+            let lm = 6.0 * (m.vocab * h * tokens) as f64;
             assert!((head / lm - 1.0).abs() < 1e-3, "{name} tp {tp} head");
         }
     }
@@ -143,7 +150,7 @@ fn gemm_flops_are_six_n_per_token() {
 fn gpt_activation_memory_is_korthikanti_without_dropout() {
     let m = Model::preset("gpt3-175b").expect("preset");
     for tp in [1, 8] {
-        let b = Batch { sequences: 1, seq: 2048, tp };
+        let b = Batch::new(1, 2048, tp);
         let sbh = (b.tokens() * m.hidden) as f64;
         let lse = (b.sequences * m.heads / tp * b.seq * 4) as f64;
         let bytes = m.activation_bytes_per_layer(b, Recompute::None);

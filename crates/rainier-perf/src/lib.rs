@@ -26,7 +26,7 @@ mod neuron;
 use rainier_hw::{Chip, Family, Framework, MathPrecision};
 use rainier_model::{MemKind, Op, OpKind};
 
-pub use collective::{Collective, CollectiveKind, Fabric};
+pub use collective::{CollectiveKind, Datacenter, Group, Level, Topology};
 pub use gpu::{gemm_fit_report, GemmFitReport};
 pub use neuron::{NeuronCosts, NeuronTable, TableError};
 
@@ -55,6 +55,14 @@ pub const ASSUMPTIONS: &[Assumption] = &[
     collective::SCALE_UP_EFF,
     collective::SCALE_OUT_EFF,
     collective::BASE_LATENCY_S,
+    collective::MESH_EFF,
+    collective::HALVING_DOUBLING_EFF,
+    collective::BUILDING_CHIPS,
+    collective::BUILDING_OVERSUBSCRIPTION,
+    collective::BUILDING_LATENCY_S,
+    collective::SITE_CHIPS,
+    collective::SITE_OVERSUBSCRIPTION,
+    collective::SITE_LATENCY_S,
     RESERVE_GPU_GIB,
     RESERVE_NEURON_GIB,
     RESERVE_TPU_GIB,
@@ -203,7 +211,9 @@ impl CostModel {
             Family::Neuron => (ceiling, 1, 128),
         };
         let neuron = match (chip.family, neuron_costs) {
-            (Family::Neuron, NeuronCosts::Tables) => Some(NeuronTable::for_chip(&chip.name)?),
+            (Family::Neuron, NeuronCosts::Tables) => {
+                Some(NeuronTable::for_chip(chip.table_name())?)
+            }
             _ => None,
         };
         let cores_per_rank = if chip.family == Family::Neuron {

@@ -8,14 +8,20 @@
 //! `rainier-hw` and `rainier-perf`; nothing here reads files or knows the simulators.
 //! [`validate`] runs the committed validation dataset and reports the error per point.
 
+mod compare;
+mod economics;
+mod search;
 mod train;
 mod validate;
 
+pub use compare::{compare, CompareConfig, CompareReport, CompareRow};
+pub use economics::{Budget, Economics, EconomicsConfig, Goodput, Pricing, ECONOMICS_ASSUMPTIONS};
+pub use search::{search, PlanSummary, Progress, SearchOptions, SearchReport};
 pub use train::{
-    evaluate, precision_name, ranks_per_chip, recompute_name, Breakdown, Memory, Plan, PlanError,
-    TrainConfig, TrainReport,
+    evaluate, precision_name, ranks_per_chip, recompute_name, Breakdown, Comm, CommByKind, Memory,
+    Placement, Plan, PlanError, TrainConfig, TrainReport,
 };
 pub use validate::{
     calibrate_step_efficiency, megatron_flops_per_token, validate, ValidationPoint,
-    ValidationReport, CALIBRATION_SUBSET, VALIDATION_MEDIAN_LIMIT,
+    ValidationReport, CALIBRATION_SUBSET, VALIDATION_MAX_LIMIT, VALIDATION_MEDIAN_LIMIT,
 };

@@ -1,14 +1,44 @@
 //! One training step of a model on a cluster under a parallel plan.
+//!
+//! Ranks are laid out `tp` innermost, then `cp`, then `dp` and `pp` in the placement's order
+//! (Megatron's `tp-cp-dp-pp` by default; `tp-cp-pp-dp` keeps pipeline stages nearer). Expert
+//! parallelism is carved out of data parallelism (the first `ep` members of each DP group),
+//! as Megatron-Core does. Every parallel group is then `size` ranks `stride` apart and its
+//! collectives are costed on the chip's [`Topology`].
 
 use rainier_hw::{Chip, Family, Framework};
-use rainier_model::{Batch, LayerOps, Model, OpKind, Pass, Recompute, ACT_BYTES};
+use rainier_model::{Batch, Model, OpKind, Pass, Recompute, ACT_BYTES};
 use rainier_perf::{
-    Collective, CollectiveKind, CostModel, Fabric, NeuronCosts, PerfError, Precision,
+    CollectiveKind, CostModel, Datacenter, Group, NeuronCosts, PerfError, Precision, Topology,
 };
 use serde::Serialize;
 
+use crate::economics::{economics, Economics, EconomicsConfig, JobFacts};
+
 /// Bytes in a GiB.
 const GIB: f64 = (1u64 << 30) as f64;
+
+/// How the parallel dimensions are laid over rank order (innermost first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Placement {
+    /// `tp-cp-dp-pp` (Megatron's default): data-parallel peers near, stages far.
+    #[serde(rename = "tp-cp-dp-pp")]
+    DpInner,
+    /// `tp-cp-pp-dp`: pipeline neighbours near, data-parallel peers far.
+    #[serde(rename = "tp-cp-pp-dp")]
+    PpInner,
+}
+
+impl Placement {
+    pub const ALL: [Placement; 2] = [Placement::DpInner, Placement::PpInner];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::DpInner => "tp-cp-dp-pp",
+            Placement::PpInner => "tp-cp-pp-dp",
+        }
+    }
+}
 
 /// What the user asks for; `None` means "choose".
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +51,14 @@ pub struct TrainConfig {
     pub tp: Option<u64>,
     pub pp: Option<u64>,
     pub dp: Option<u64>,
+    /// Context parallelism (ring attention); `None`: 1 unless searching.
+    pub cp: Option<u64>,
+    /// Expert parallelism (MoE); `None`: 1 unless searching.
+    pub ep: Option<u64>,
+    /// Virtual pipeline stages per rank (interleaved 1F1B); `None`: 1 unless searching.
+    pub vpp: Option<u64>,
+    /// `None`: `tp-cp-dp-pp` unless searching.
+    pub placement: Option<Placement>,
     pub precision: Precision,
     pub recompute: Recompute,
     /// ZeRO stage: 0 none, 1 optimizer states, 2 + gradients, 3 + parameters, sharded over DP.
@@ -32,6 +70,8 @@ pub struct TrainConfig {
     pub neuron_costs: NeuronCosts,
     /// In-step kernel efficiency (`None`: the calibrated `step.kernel_efficiency`).
     pub step_efficiency: Option<f64>,
+    pub datacenter: Datacenter,
+    pub economics: EconomicsConfig,
 }
 
 impl TrainConfig {
@@ -45,6 +85,10 @@ impl TrainConfig {
             tp: None,
             pp: None,
             dp: None,
+            cp: None,
+            ep: None,
+            vpp: None,
+            placement: None,
             precision: Precision::Bf16,
             recompute: Recompute::Selective,
             zero: 1,
@@ -52,6 +96,8 @@ impl TrainConfig {
             lnc: None,
             neuron_costs: NeuronCosts::Tables,
             step_efficiency: None,
+            datacenter: Datacenter::default(),
+            economics: EconomicsConfig::default(),
         }
     }
 }
@@ -63,9 +109,10 @@ pub enum PlanError {
     NotPositive { name: &'static str, value: u64 },
     #[error("--{name} {value} is absurdly large (limit {limit})")]
     TooLarge { name: &'static str, value: u64, limit: u64 },
-    #[error("tp × pp × dp = {tp} × {pp} × {dp} = {product}, but {chips} × {chip} has {ranks} ranks ({per_chip} per chip{unit})")]
+    #[error("tp × cp × pp × dp = {tp} × {cp} × {pp} × {dp} = {product}, but {chips} × {chip} has {ranks} ranks ({per_chip} per chip{unit})")]
     Degrees {
         tp: u64,
+        cp: u64,
         pp: u64,
         dp: u64,
         product: u128,
@@ -85,6 +132,8 @@ pub enum PlanError {
     Zero(u8),
     #[error("--lnc must be 1 or 2, found {0}")]
     Lnc(u32),
+    #[error("{0}")]
+    Invalid(String),
     #[error("{chip} has no scale-out network: a job spans at most one {node} ({per_node} chips), asked for {chips}")]
     NoScaleOut { chip: String, node: String, per_node: u32, chips: u64 },
     #[error("no valid plan: {0}")]
@@ -99,13 +148,20 @@ pub enum PlanError {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
     pub tp: u64,
+    pub cp: u64,
+    pub ep: u64,
     pub pp: u64,
+    /// Virtual stages per rank (1: plain 1F1B).
+    pub vpp: u64,
     pub dp: u64,
     pub micro_batch: u64,
     /// Micro-batches per pipeline per step (gradient accumulation steps).
     pub micro_batches: u64,
+    pub placement: Placement,
     pub ranks: u64,
     pub ranks_per_chip: u32,
+    /// Chips the plan uses (the rest of the cluster idles; a search may leave some).
+    pub chips_used: u64,
     /// What a rank is: "GPU", "TPU chip", "NeuronCore (LNC=2)".
     pub rank_unit: String,
     pub precision: String,
@@ -117,7 +173,7 @@ pub struct Plan {
 }
 
 /// Memory per device (rank), GiB.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Memory {
     pub params: f64,
     pub grads: f64,
@@ -130,6 +186,23 @@ pub struct Memory {
     pub capacity: f64,
 }
 
+/// One kind of communication per step: all of it and the part on the critical path, seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct Comm {
+    pub total: f64,
+    pub exposed: f64,
+}
+
+/// Communication per parallel dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct CommByKind {
+    pub tp: Comm,
+    pub cp: Comm,
+    pub ep: Comm,
+    pub pp: Comm,
+    pub dp: Comm,
+}
+
 /// Where the step's time goes, seconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Breakdown {
@@ -140,9 +213,10 @@ pub struct Breakdown {
     pub communication: f64,
     /// The part of `communication` on the critical path.
     pub exposed_communication: f64,
-    /// 1F1B pipeline fill and drain.
+    /// Pipeline fill and drain.
     pub pipeline_bubble: f64,
     pub optimizer: f64,
+    pub communication_by_kind: CommByKind,
 }
 
 /// The prediction for one plan.
@@ -155,6 +229,7 @@ pub struct TrainReport {
     pub global_batch: u64,
     pub step_time_s: f64,
     pub tokens_per_s: f64,
+    /// Per chip used.
     pub tokens_per_s_per_chip: f64,
     pub model_tflops_per_chip: f64,
     pub mfu: f64,
@@ -162,7 +237,8 @@ pub struct TrainReport {
     pub fits: bool,
     pub breakdown_s: Breakdown,
     pub plan: Plan,
-    /// What overlaps with what, and what was assumed.
+    pub economics: Economics,
+    /// What overlaps with what, the collective algorithms, what was assumed.
     pub notes: Vec<String>,
 }
 
@@ -191,25 +267,30 @@ fn rank_unit(chip: &Chip, per_chip: u32) -> String {
     }
 }
 
-/// Evaluates `cfg` (choosing what it leaves open) for `model` on `chip`.
+/// Evaluates `cfg` (choosing what it leaves open among the plans a practitioner would try)
+/// for `model` on `chip`.
 pub fn evaluate(model: &Model, chip: &Chip, cfg: &TrainConfig) -> Result<TrainReport, PlanError> {
-    check_sizes(model, chip, cfg)?;
-    let per_chip = ranks_per_chip(chip, cfg.lnc)?;
-    let ranks = cfg.chips * u64::from(per_chip);
-    let framework = cfg.framework.unwrap_or(chip.default_framework);
-    let mut cost = CostModel::new(chip, per_chip, cfg.precision, framework, cfg.neuron_costs)?;
-    if let Some(eta) = cfg.step_efficiency {
-        if !(eta > 0.0 && eta <= 1.0) {
-            return Err(PlanError::StepEfficiency(eta));
-        }
-        cost = cost.with_step_efficiency(eta);
-    }
-    let ctx = Context { model, chip, cfg, per_chip, ranks, framework, cost: &cost };
+    let planner = Planner::new(model, chip, cfg)?;
     match (cfg.tp, cfg.pp, cfg.dp) {
         (Some(tp), Some(pp), Some(dp)) => {
-            ctx.evaluate_plan(tp, pp, dp, cfg.micro_batch.unwrap_or(1), false)
+            let d = Degrees {
+                tp,
+                cp: cfg.cp.unwrap_or(1),
+                ep: cfg.ep.unwrap_or(1),
+                pp,
+                vpp: cfg.vpp.unwrap_or(1),
+                dp,
+                mb: cfg.micro_batch.unwrap_or(1),
+                recompute: cfg.recompute,
+                zero: cfg.zero,
+                placement: cfg.placement.unwrap_or(Placement::DpInner),
+            };
+            planner.check(&d, false)?;
+            let costs = planner.layer_costs(d.tp, d.cp, d.ep, d.mb);
+            let outcome = planner.outcome(&costs, &d);
+            Ok(planner.report(&d, &outcome, false))
         }
-        _ => ctx.choose(),
+        _ => crate::search::choose(&planner),
     }
 }
 
@@ -225,9 +306,15 @@ fn check_sizes(model: &Model, chip: &Chip, cfg: &TrainConfig) -> Result<(), Plan
             return Err(PlanError::TooLarge { name, value, limit: LIMIT });
         }
     }
-    for (name, value) in
-        [("micro-batch", cfg.micro_batch), ("tp", cfg.tp), ("pp", cfg.pp), ("dp", cfg.dp)]
-    {
+    for (name, value) in [
+        ("micro-batch", cfg.micro_batch),
+        ("tp", cfg.tp),
+        ("pp", cfg.pp),
+        ("dp", cfg.dp),
+        ("cp", cfg.cp),
+        ("ep", cfg.ep),
+        ("vpp", cfg.vpp),
+    ] {
         match value {
             Some(0) => return Err(PlanError::NotPositive { name, value: 0 }),
             Some(v) if v > LIMIT => {
@@ -242,45 +329,194 @@ fn check_sizes(model: &Model, chip: &Chip, cfg: &TrainConfig) -> Result<(), Plan
     if cfg.zero > 3 {
         return Err(PlanError::Zero(cfg.zero));
     }
-    if chip.node.scale_out_bits_per_s.value <= 0.0 && cfg.chips > u64::from(chip.node.chips) {
+    if chip.node.scale_out_bits_per_s.value <= 0.0
+        && cfg.chips > u64::from(chip.node.scale_up_domain_chips)
+    {
         return Err(PlanError::NoScaleOut {
             chip: chip.name.clone(),
             node: chip.node.name.clone(),
-            per_node: chip.node.chips,
+            per_node: chip.node.scale_up_domain_chips,
             chips: cfg.chips,
         });
+    }
+    let dc = &cfg.datacenter;
+    for (name, v) in [
+        ("building-oversubscription", dc.building_oversubscription),
+        ("site-oversubscription", dc.site_oversubscription),
+    ] {
+        if !(v.is_finite() && v >= 1.0) {
+            return Err(PlanError::Invalid(format!("--{name} must be at least 1, found {v}")));
+        }
+    }
+    if dc.building_chips == 0 || dc.site_chips == 0 {
+        return Err(PlanError::Invalid(
+            "--building-chips and --site-chips must be positive".into(),
+        ));
+    }
+    let e = &cfg.economics;
+    for (name, v) in [
+        ("usd-per-chip-hour", e.usd_per_chip_hour),
+        ("tokens", e.tokens),
+        ("mtbf-chip-hours", e.mtbf_chip_hours),
+        ("checkpoint-gbps", e.checkpoint_bytes_per_s),
+    ] {
+        if let Some(v) = v {
+            if !(v.is_finite() && v > 0.0 && v < 1e30) {
+                return Err(PlanError::Invalid(format!(
+                    "--{name} must be a positive number, found {v}"
+                )));
+            }
+        }
+    }
+    if let Some(v) = e.restart_s {
+        if !(v.is_finite() && (0.0..1e12).contains(&v)) {
+            return Err(PlanError::Invalid(format!("--restart-s must be non-negative, found {v}")));
+        }
+    }
+    if let Some(pue) = e.pue {
+        if !(1.0..=3.0).contains(&pue) {
+            return Err(PlanError::Invalid(format!("--pue must be between 1 and 3, found {pue}")));
+        }
     }
     Ok(())
 }
 
-struct Context<'a> {
-    model: &'a Model,
-    chip: &'a Chip,
-    cfg: &'a TrainConfig,
-    per_chip: u32,
-    ranks: u64,
-    framework: Framework,
-    cost: &'a CostModel,
+/// One plan's degrees and policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Degrees {
+    pub tp: u64,
+    pub cp: u64,
+    pub ep: u64,
+    pub pp: u64,
+    pub vpp: u64,
+    pub dp: u64,
+    pub mb: u64,
+    pub recompute: Recompute,
+    pub zero: u8,
+    pub placement: Placement,
 }
 
-/// Per-micro-batch times of one pipeline stage, seconds.
-struct StageTimes {
-    forward: f64,
-    backward: f64,
-    /// Tensor-parallel collectives (forward + backward), and the part not hidden behind
-    /// the layer's GEMMs.
-    tp_comm: f64,
-    tp_exposed: f64,
-    recompute: f64,
+impl Degrees {
+    pub(crate) fn ranks(&self) -> u128 {
+        u128::from(self.tp) * u128::from(self.cp) * u128::from(self.pp) * u128::from(self.dp)
+    }
 }
 
-impl Context<'_> {
-    fn degrees_error(&self, tp: u64, pp: u64, dp: u64) -> PlanError {
+/// What is fixed for a model, chip and cluster: everything a plan's evaluation reads.
+pub(crate) struct Planner<'a> {
+    pub model: &'a Model,
+    pub chip: &'a Chip,
+    pub cfg: &'a TrainConfig,
+    pub per_chip: u32,
+    pub ranks: u64,
+    pub framework: Framework,
+    pub cost: CostModel,
+    pub topology: Topology,
+    /// Parameters of one layer outside the experts, and of its experts.
+    dense_per_layer: f64,
+    expert_per_layer: f64,
+}
+
+/// Times of one layer (and the model's ends) for one micro-batch on one rank, and what the
+/// layer keeps for backward, at fixed `tp`, `cp`, `ep` and micro-batch.
+pub(crate) struct LayerCosts {
+    batch: Batch,
+    layer_fwd: f64,
+    layer_bwd: f64,
+    /// GEMMs TP communication can hide behind (the router's tiny product excluded).
+    tp_gemms: f64,
+    /// The activation selective recompute re-runs.
+    activation: f64,
+    attention_fwd: f64,
+    attention_bwd: f64,
+    head_fwd: f64,
+    head_bwd: f64,
+    embedding_fwd: f64,
+    embedding_bwd: f64,
+    /// Activation bytes per layer for none, selective, full recompute.
+    act_bytes: [f64; 3],
+    /// Sequence-parallel all-gathers and reduce-scatters of one pass of one layer.
+    tp_pass: f64,
+    /// Ring-attention K/V transfers of one layer, forward and backward.
+    cp_fwd: f64,
+    cp_bwd: f64,
+}
+
+/// A plan's numbers, before they become a report.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outcome {
+    pub step: f64,
+    pub compute: f64,
+    pub bubble: f64,
+    pub optimizer: f64,
+    pub comm: CommByKind,
+    pub memory: Memory,
+    pub micro_batches: u64,
+    pub tokens_per_s: f64,
+    pub chips_used: u64,
+}
+
+impl Outcome {
+    pub(crate) fn fits(&self) -> bool {
+        self.memory.total <= self.memory.capacity
+    }
+}
+
+fn recompute_index(r: Recompute) -> usize {
+    match r {
+        Recompute::None => 0,
+        Recompute::Selective => 1,
+        Recompute::Full => 2,
+    }
+}
+
+impl<'a> Planner<'a> {
+    pub(crate) fn new(
+        model: &'a Model,
+        chip: &'a Chip,
+        cfg: &'a TrainConfig,
+    ) -> Result<Planner<'a>, PlanError> {
+        check_sizes(model, chip, cfg)?;
+        let per_chip = ranks_per_chip(chip, cfg.lnc)?;
+        let ranks = cfg.chips * u64::from(per_chip);
+        let framework = cfg.framework.unwrap_or(chip.default_framework);
+        let mut cost = CostModel::new(chip, per_chip, cfg.precision, framework, cfg.neuron_costs)?;
+        if let Some(eta) = cfg.step_efficiency {
+            if !(eta > 0.0 && eta <= 1.0) {
+                return Err(PlanError::StepEfficiency(eta));
+            }
+            cost = cost.with_step_efficiency(eta);
+        }
+        let topology = Topology::new(chip, per_chip, &cfg.datacenter);
+        let p = model.params();
+        let expert_per_layer = match model.moe {
+            Some(moe) if moe.experts > moe.top_k => {
+                (p.per_layer - p.per_layer_active) as f64 / (moe.experts - moe.top_k) as f64
+                    * moe.experts as f64
+            }
+            _ => 0.0,
+        };
+        Ok(Planner {
+            model,
+            chip,
+            cfg,
+            per_chip,
+            ranks,
+            framework,
+            cost,
+            topology,
+            dense_per_layer: p.per_layer as f64 - expert_per_layer,
+            expert_per_layer,
+        })
+    }
+
+    fn degrees_error(&self, d: &Degrees) -> PlanError {
         PlanError::Degrees {
-            tp,
-            pp,
-            dp,
-            product: u128::from(tp) * u128::from(pp) * u128::from(dp),
+            tp: d.tp,
+            cp: d.cp,
+            pp: d.pp,
+            dp: d.dp,
+            product: d.ranks(),
             chips: self.cfg.chips,
             chip: self.chip.name.clone(),
             ranks: self.ranks,
@@ -293,201 +529,365 @@ impl Context<'_> {
         }
     }
 
-    fn ranks_per_node(&self) -> u64 {
-        u64::from(self.chip.node.scale_up_domain_chips) * u64::from(self.per_chip)
-    }
-
-    /// Tries the plans a practitioner would: TP inside one node or instance (8 GPUs, a
-    /// 16-chip Trainium instance, a TPU host) dividing the heads, PP dividing the layers, DP
-    /// the rest; micro-batches 1, 2, 4. Keeps the fastest that fits, or the smallest if none
-    /// fits.
-    fn choose(&self) -> Result<TrainReport, PlanError> {
-        let mut best: Option<TrainReport> = None;
-        let mut last_error = None;
-        let powers = |limit: u64| (0..20).map(|i| 1u64 << i).take_while(move |v| *v <= limit);
-        let tps: Vec<u64> = match self.cfg.tp {
-            Some(tp) => vec![tp],
-            None => {
-                let node = u64::from(self.chip.node.chips) * u64::from(self.per_chip);
-                powers(node.min(self.ranks_per_node()).min(self.ranks))
-                    .filter(|tp| self.model.heads % tp == 0)
-                    .collect()
+    /// Checks the degrees against the model, batch and cluster. `partial` allows plans that
+    /// leave ranks idle (searches over clusters whose size the batch does not divide).
+    pub(crate) fn check(&self, d: &Degrees, partial: bool) -> Result<(), PlanError> {
+        let (model, cfg) = (self.model, self.cfg);
+        let ranks = d.ranks();
+        if ranks > u128::from(self.ranks) || (!partial && ranks != u128::from(self.ranks)) {
+            return Err(self.degrees_error(d));
+        }
+        let not_divisible = |what: String, total: u64, of: &'static str| {
+            Err(PlanError::NotDivisible { what, total, of })
+        };
+        if model.heads % d.tp != 0 {
+            return not_divisible(format!("tp {}", d.tp), model.heads, "the attention heads");
+        }
+        if d.pp > model.layers {
+            return Err(PlanError::TooManyStages { pp: d.pp, layers: model.layers });
+        }
+        if d.cp > 1 && cfg.seq % (2 * d.cp) != 0 {
+            return not_divisible(
+                format!("2 × cp = {}", 2 * d.cp),
+                cfg.seq,
+                "--seq (ring attention balances causal work with 2·cp chunks)",
+            );
+        }
+        if d.ep > 1 {
+            let Some(moe) = model.moe else {
+                return Err(PlanError::Invalid(format!(
+                    "--ep {} needs a mixture-of-experts model; {} is dense",
+                    d.ep, model.name
+                )));
+            };
+            if moe.experts % d.ep != 0 {
+                return not_divisible(format!("ep {}", d.ep), moe.experts, "the experts");
             }
-        };
-        let pps: Vec<u64> = match self.cfg.pp {
-            Some(pp) => vec![pp],
-            None => powers(self.model.layers).filter(|pp| self.model.layers % pp == 0).collect(),
-        };
-        let mbs: Vec<u64> = match self.cfg.micro_batch {
-            Some(mb) => vec![mb],
-            None => vec![1, 2, 4],
-        };
-        for &tp in &tps {
-            for &pp in &pps {
-                let Some(dp) = tp
-                    .checked_mul(pp)
-                    .and_then(|tp_pp| self.ranks.checked_div(tp_pp))
-                    .filter(|dp| dp * tp * pp == self.ranks)
-                else {
-                    continue;
-                };
-                if self.cfg.dp.is_some_and(|d| d != dp) {
-                    continue;
-                }
-                for &mb in &mbs {
-                    match self.evaluate_plan(tp, pp, dp, mb, true) {
-                        Ok(report) => {
-                            let better = match &best {
-                                None => true,
-                                Some(b) => match (report.fits, b.fits) {
-                                    (true, false) => true,
-                                    (false, true) => false,
-                                    (true, true) => report.step_time_s < b.step_time_s,
-                                    (false, false) => {
-                                        report.memory_gib_per_device.total
-                                            < b.memory_gib_per_device.total
-                                    }
-                                },
-                            };
-                            if better {
-                                best = Some(report);
-                            }
-                        }
-                        Err(e) => last_error = Some(e),
-                    }
-                }
+            if d.dp % d.ep != 0 {
+                return not_divisible(
+                    format!("ep {}", d.ep),
+                    d.dp,
+                    "dp (expert parallelism is carved out of data parallelism)",
+                );
             }
         }
-        best.ok_or_else(|| match last_error {
-            Some(e) => PlanError::NoPlan(e.to_string()),
-            None => PlanError::NoPlan(format!(
-                "no tp × pp × dp over {} ranks matches the given degrees and divides the model",
-                self.ranks
-            )),
-        })
-    }
-
-    fn evaluate_plan(
-        &self,
-        tp: u64,
-        pp: u64,
-        dp: u64,
-        mb: u64,
-        chosen: bool,
-    ) -> Result<TrainReport, PlanError> {
-        let (model, cfg, chip) = (self.model, self.cfg, self.chip);
-        if u128::from(tp) * u128::from(pp) * u128::from(dp) != u128::from(self.ranks) {
-            return Err(self.degrees_error(tp, pp, dp));
-        }
-        if model.heads % tp != 0 {
-            return Err(PlanError::NotDivisible {
-                what: format!("tp {tp}"),
-                total: model.heads,
-                of: "the attention heads",
-            });
-        }
-        if pp > model.layers {
-            return Err(PlanError::TooManyStages { pp, layers: model.layers });
-        }
-        let per_step = dp.saturating_mul(mb);
+        let per_step = d.dp.saturating_mul(d.mb);
         if cfg.global_batch % per_step != 0 {
-            return Err(PlanError::NotDivisible {
-                what: format!("dp × micro-batch = {dp} × {mb}"),
-                total: cfg.global_batch,
-                of: "the global batch",
-            });
+            return not_divisible(
+                format!("dp × micro-batch = {} × {}", d.dp, d.mb),
+                cfg.global_batch,
+                "the global batch",
+            );
+        }
+        if d.vpp > 1 {
+            if d.pp == 1 {
+                return Err(PlanError::Invalid("--vpp above 1 needs --pp above 1".into()));
+            }
+            if model.layers % (d.pp * d.vpp) != 0 {
+                return not_divisible(
+                    format!("pp × vpp = {} × {}", d.pp, d.vpp),
+                    model.layers,
+                    "the layers",
+                );
+            }
+            let micro_batches = cfg.global_batch / per_step;
+            if micro_batches % d.pp != 0 {
+                return not_divisible(
+                    format!("pp {}", d.pp),
+                    micro_batches,
+                    "the micro-batches per step (interleaved 1F1B)",
+                );
+            }
         }
         // Keeps tokens × widths × bytes inside u64 (widths are below 2^24).
         const MAX_TOKENS: u64 = 1 << 32;
-        if mb.saturating_mul(cfg.seq) > MAX_TOKENS {
+        if d.mb.saturating_mul(cfg.seq) > MAX_TOKENS {
             return Err(PlanError::TooLarge {
                 name: "micro-batch × --seq",
-                value: mb.saturating_mul(cfg.seq),
+                value: d.mb.saturating_mul(cfg.seq),
                 limit: MAX_TOKENS,
             });
         }
-        let micro_batches = cfg.global_batch / per_step;
-        let batch = Batch { sequences: mb, seq: cfg.seq, tp };
-        let layers_per_stage = model.layers.div_ceil(pp);
+        if d.zero > 3 {
+            return Err(PlanError::Zero(d.zero));
+        }
+        Ok(())
+    }
 
-        // --- Compute per micro-batch on the slowest (last) stage.
+    /// Layer and end costs for one micro-batch at `tp`, `cp`, `ep`: the expensive part of a
+    /// plan (op costs), shared by every plan with these degrees.
+    pub(crate) fn layer_costs(&self, tp: u64, cp: u64, ep: u64, mb: u64) -> LayerCosts {
+        let (model, cost) = (self.model, &self.cost);
+        let batch = Batch { sequences: mb, seq: self.cfg.seq, tp, cp, ep };
         let layer = model.layer_ops(batch);
+        let time =
+            |ops: &[rainier_model::Op]| ops.iter().map(|op| cost.op_seconds(op)).sum::<f64>();
+        let (mut layer_fwd, mut layer_bwd, mut tp_gemms, mut activation) = (0.0, 0.0, 0.0, 0.0);
+        let (mut attention_fwd, mut attention_bwd) = (0.0, 0.0);
+        for op in layer.forward.iter().chain(&layer.backward) {
+            let t = cost.op_seconds(op);
+            match op.pass {
+                Pass::Forward => layer_fwd += t,
+                Pass::Backward => layer_bwd += t,
+            }
+            match op.kind {
+                OpKind::Gemm { .. } if op.name != "router" => tp_gemms += t,
+                OpKind::Attention { backward: false, .. } => attention_fwd += t,
+                OpKind::Attention { backward: true, .. } => attention_bwd += t,
+                _ => {}
+            }
+            if op.pass == Pass::Forward && op.name.ends_with("_act") {
+                activation += t;
+            }
+        }
         let head = model.head_ops(batch);
         let embedding = model.embedding_ops(batch);
-        let stage = self.stage_times(&layer, &head, &embedding, layers_per_stage, pp, batch);
+        let act_bytes = [Recompute::None, Recompute::Selective, Recompute::Full]
+            .map(|r| model.activation_bytes_per_layer(batch, r));
+        // Sequence parallelism: per layer and pass, all-gathers before the attention and the
+        // MLP and reduce-scatters after them.
+        let tp_pass = if tp > 1 {
+            let bytes = (batch.tokens() * model.hidden * ACT_BYTES) as f64;
+            let group = Group { size: tp, stride: 1 };
+            2.0 * (self.topology.seconds(CollectiveKind::AllGather, bytes, group, 1.0)
+                + self.topology.seconds(CollectiveKind::ReduceScatter, bytes, group, 1.0))
+        } else {
+            0.0
+        };
+        // Ring attention: cp − 1 steps each passing this rank's K and V block to the next rank
+        // (forward), and K, V and their gradients (backward).
+        let (cp_fwd, cp_bwd) = if cp > 1 {
+            let kv = (batch.tokens()
+                * 2
+                * model.kv_heads.div_ceil(tp).max(1)
+                * model.head_dim
+                * ACT_BYTES) as f64;
+            let send = self.topology.seconds(
+                CollectiveKind::SendRecv,
+                kv,
+                Group { size: cp, stride: tp },
+                1.0,
+            );
+            ((cp - 1) as f64 * send, 2.0 * (cp - 1) as f64 * send)
+        } else {
+            (0.0, 0.0)
+        };
+        LayerCosts {
+            batch,
+            layer_fwd,
+            layer_bwd,
+            tp_gemms,
+            activation,
+            attention_fwd,
+            attention_bwd,
+            head_fwd: time(&head.forward),
+            head_bwd: time(&head.backward),
+            embedding_fwd: time(&embedding.forward),
+            embedding_bwd: time(&embedding.backward),
+            act_bytes,
+            tp_pass,
+            cp_fwd,
+            cp_bwd,
+        }
+    }
 
-        // --- Pipeline (1F1B): m micro-batches plus (pp − 1) of fill and drain.
-        let per_mb = stage.forward + stage.backward + stage.recompute + stage.tp_exposed;
-        let pp_send = self.pp_send_seconds(tp, pp, batch);
-        let compute = micro_batches as f64 * (stage.forward + stage.backward + stage.recompute);
-        let bubble = (pp - 1) as f64 * per_mb;
-        // Stage-to-stage sends: overlapped with compute by fused stacks (Megatron's
-        // overlap_p2p_comm), on the critical path in eager.
-        let pp_total = if pp > 1 { 2.0 * (micro_batches + pp - 1) as f64 * pp_send } else { 0.0 };
+    /// Stride of the data-parallel and pipeline groups under a placement.
+    fn strides(&self, d: &Degrees) -> (u64, u64) {
+        let inner = d.tp * d.cp;
+        match d.placement {
+            Placement::DpInner => (inner, inner * d.dp),
+            Placement::PpInner => (inner * d.pp, inner),
+        }
+    }
+
+    /// The step under plan `d`, from its layer costs.
+    pub(crate) fn outcome(&self, lc: &LayerCosts, d: &Degrees) -> Outcome {
+        let (model, cfg) = (self.model, self.cfg);
+        let topo = &self.topology;
+        let micro_batches = cfg.global_batch / (d.dp * d.mb);
+        let m = micro_batches as f64;
+        let n = model.layers.div_ceil(d.pp) as f64;
+        let (dp_stride, pp_stride) = self.strides(d);
+        let full = d.recompute == Recompute::Full;
+
+        // --- Compute per micro-batch on the slowest (last) stage; one stage holds the ends.
+        let ends_fwd = lc.head_fwd + if d.pp == 1 { lc.embedding_fwd } else { 0.0 };
+        let ends_bwd = lc.head_bwd + if d.pp == 1 { lc.embedding_bwd } else { 0.0 };
+        let forward = n * lc.layer_fwd + ends_fwd;
+        let backward = n * lc.layer_bwd + ends_bwd;
+        let recompute = n * match d.recompute {
+            Recompute::None => 0.0,
+            Recompute::Selective => lc.activation,
+            Recompute::Full => lc.layer_fwd,
+        };
+
+        // --- Tensor parallel (sequence parallel): forward and backward passes, and the
+        // forward once more under full recompute. Fused stacks overlap it with the GEMMs it
+        // feeds (Transformer Engine userbuffers, NxD, XLA collective matmul).
+        let passes = if full { 3.0 } else { 2.0 };
+        let tp_mb = passes * lc.tp_pass * n;
+        let tp_exposed_mb = match self.framework {
+            Framework::Eager => tp_mb,
+            Framework::Fused => (tp_mb - n * lc.tp_gemms).max(0.0),
+        };
+        // --- Context parallel: ring-attention transfers overlap the attention blocks.
+        let cp_fwd_mb = n * lc.cp_fwd * if full { 2.0 } else { 1.0 };
+        let cp_mb = cp_fwd_mb + n * lc.cp_bwd;
+        let cp_exposed_mb =
+            n * (lc.cp_fwd - lc.attention_fwd).max(0.0) * if full { 2.0 } else { 1.0 }
+                + n * (lc.cp_bwd - lc.attention_bwd).max(0.0);
+        // --- Expert parallel: dispatch and combine all-to-alls around the experts, forward
+        // and backward (forward again under full recompute), on the critical path.
+        let ep_mb = if d.ep > 1 {
+            let moe = model.moe.map_or(1, |m| m.top_k);
+            let bytes = (lc.batch.tokens().div_ceil(d.tp) * moe * model.hidden * ACT_BYTES) as f64;
+            let a2a = topo.seconds(
+                CollectiveKind::AllToAll,
+                bytes,
+                Group { size: d.ep, stride: dp_stride },
+                1.0,
+            );
+            2.0 * passes * a2a * n
+        } else {
+            0.0
+        };
+
+        // --- Pipeline: 1F1B (interleaved: the bubble shrinks by vpp, sends grow by vpp).
+        let per_mb = forward + backward + recompute + tp_exposed_mb + cp_exposed_mb + ep_mb;
+        let compute = m * (forward + backward + recompute);
+        let bubble = (d.pp - 1) as f64 / d.vpp as f64 * per_mb;
+        let pp_total = if d.pp > 1 {
+            let bytes = (lc.batch.tokens() * model.hidden * ACT_BYTES) as f64 / d.tp as f64;
+            let send = topo.seconds(
+                CollectiveKind::SendRecv,
+                bytes,
+                Group { size: d.pp, stride: pp_stride },
+                1.0,
+            );
+            2.0 * d.vpp as f64 * (micro_batches + d.pp - 1) as f64 * send
+        } else {
+            0.0
+        };
+        // Stage sends overlap compute in fused stacks (Megatron's overlap_p2p_comm).
         let pp_exposed = match self.framework {
             Framework::Eager => pp_total,
             Framework::Fused => 0.0,
         };
 
-        // --- Data parallel: gradient reduction (and parameter gathering) per step.
-        let params = self.params_per_rank(tp, pp);
+        // --- Data parallel: gradients (and parameters under ZeRO-3) over the DP × CP ranks
+        // holding the same weights; expert weights over the DP × CP / EP ranks.
+        let (dense, experts) = self.params_per_rank(d);
         let (grad_bytes, weight_bytes, master_bytes) = self.bytes_per_param();
-        let (dp_comm, dp_exposed) =
-            self.dp_seconds(tp, dp, params, grad_bytes, weight_bytes, &stage, micro_batches);
-        let shard = |stage_min: u8| if cfg.zero >= stage_min { dp as f64 } else { 1.0 };
+        // The scale-up links are also busy with TP and CP traffic while DP overlaps compute.
+        // Counted per forward + backward (recompute adds both traffic and time).
+        let busy = ((2.0 * lc.tp_pass + lc.cp_fwd + lc.cp_bwd) * n
+            / (forward + backward).max(1e-12))
+        .min(0.9);
+        let free = 1.0 - busy;
+        let cp_group = Group { size: d.cp, stride: d.tp };
+        let dp_group = Group { size: d.dp, stride: dp_stride };
+        let edp_group = Group { size: d.dp / d.ep, stride: dp_stride * d.ep };
+        let collective = |kind, bytes: f64, dp: Group| {
+            topo.seconds(kind, bytes, cp_group, free)
+                + topo.seconds(kind, bytes / d.cp as f64, dp, free)
+        };
+        let both = |kind, per_param: f64| {
+            collective(kind, dense * per_param, dp_group)
+                + collective(kind, experts * per_param, edp_group)
+        };
+        let replicas = d.dp * d.cp;
+        let dp_comm = if replicas <= 1 {
+            Comm::default()
+        } else {
+            match d.zero {
+                0 => {
+                    // DDP / Megatron: all-reduce in buckets during the last backward.
+                    let t = both(CollectiveKind::AllReduce, grad_bytes);
+                    Comm { total: t, exposed: (t - backward).max(0.0) }
+                }
+                1 | 2 => {
+                    // Distributed optimizer: reduce-scatter during the last backward,
+                    // all-gather of updated weights during the next step's first forward.
+                    let rs = both(CollectiveKind::ReduceScatter, grad_bytes);
+                    let ag = both(CollectiveKind::AllGather, weight_bytes);
+                    Comm {
+                        total: rs + ag,
+                        exposed: (rs - backward).max(0.0) + (ag - forward).max(0.0),
+                    }
+                }
+                _ => {
+                    // ZeRO-3 / FSDP: weights gathered for forward and again for backward,
+                    // gradients reduce-scattered, every micro-batch, prefetched behind compute.
+                    let ag = both(CollectiveKind::AllGather, weight_bytes);
+                    let rs = both(CollectiveKind::ReduceScatter, grad_bytes);
+                    let exposed =
+                        (ag - forward).max(0.0) + (ag + rs - backward - recompute).max(0.0);
+                    Comm { total: m * (2.0 * ag + rs), exposed: m * exposed }
+                }
+            }
+        };
+        let shard = |stage: u8, group: u64| if d.zero >= stage { group.max(1) as f64 } else { 1.0 };
+        let (dense_dp, expert_dp) = (replicas, replicas / d.ep);
 
-        // --- Optimizer: AdamW over this rank's shard, read + write of master, m, v, and the
-        // gradient read and the weight write.
-        let opt_params = params / shard(1);
+        // --- Optimizer: AdamW over this rank's shard.
+        let opt_params = dense / shard(1, dense_dp) + experts / shard(1, expert_dp);
         let optimizer =
             self.cost.optimizer_seconds(opt_params, 2.0 * master_bytes + grad_bytes + weight_bytes);
 
-        let tp_comm_total = micro_batches as f64 * stage.tp_comm;
-        let tp_exposed = micro_batches as f64 * stage.tp_exposed;
-        let step = compute + tp_exposed + bubble + pp_exposed + dp_exposed + optimizer;
-        let tokens = (cfg.global_batch * cfg.seq) as f64;
-        let tokens_per_s = tokens / step;
-        let per_chip = tokens_per_s / cfg.chips as f64;
-        let model_flops = model.model_flops_per_token(cfg.seq);
-        let model_tflops_per_chip = per_chip * model_flops / 1e12;
-        let peak_chip = self.cost.peak_flops() * f64::from(self.per_chip);
+        let comm = CommByKind {
+            tp: Comm { total: m * tp_mb, exposed: m * tp_exposed_mb },
+            cp: Comm { total: m * cp_mb, exposed: m * cp_exposed_mb },
+            ep: Comm { total: m * ep_mb, exposed: m * ep_mb },
+            pp: Comm { total: pp_total, exposed: pp_exposed },
+            dp: dp_comm,
+        };
+        let step = compute
+            + comm.tp.exposed
+            + comm.cp.exposed
+            + comm.ep.exposed
+            + bubble
+            + pp_exposed
+            + dp_comm.exposed
+            + optimizer;
+        let tokens_per_s = (cfg.global_batch * cfg.seq) as f64 / step;
 
         // --- Memory per rank.
-        let weights = params * weight_bytes / shard(3);
-        let grads = params * grad_bytes / shard(2);
-        let optimizer_states = params * self.optimizer_state_bytes() / shard(1);
-        let in_flight = pp.min(micro_batches) as f64;
-        let activations = (model.activation_bytes_per_layer(batch, cfg.recompute)
-            * layers_per_stage as f64
-            + (batch.tokens().div_ceil(tp) * model.hidden * ACT_BYTES) as f64)
+        let by = |per_param: f64, stage: u8| {
+            dense * per_param / shard(stage, dense_dp)
+                + experts * per_param / shard(stage, expert_dp)
+        };
+        let weights = by(weight_bytes, 3);
+        let grads = by(grad_bytes, 2);
+        let optimizer_states = by(self.optimizer_state_bytes(), 1);
+        // 1F1B keeps up to pp micro-batches in flight on the first stage; interleaving adds
+        // (pp − 1)/(pp·vpp) of a stage's worth (Narayanan et al. 2021).
+        let interleave =
+            if d.vpp > 1 { 1.0 + (d.pp - 1) as f64 / (d.pp * d.vpp) as f64 } else { 1.0 };
+        let in_flight = d.pp.min(micro_batches) as f64 * interleave;
+        let tokens = lc.batch.tokens();
+        let activations = (lc.act_bytes[recompute_index(d.recompute)] * n
+            + (tokens.div_ceil(d.tp) * model.hidden * ACT_BYTES) as f64)
             * in_flight;
         // Logits (bf16) and their fp32 softmax/gradient on the last stage.
-        let logits = (batch.tokens() * model.vocab.div_ceil(tp)) as f64 * (2.0 + 4.0);
+        let logits = (tokens * model.vocab.div_ceil(d.tp)) as f64 * (2.0 + 4.0);
         // amp-bf16 casts fp32 weights to bf16 copies each forward; fp8 keeps fp8 copies.
         let copies = match cfg.precision {
-            Precision::AmpBf16 => params * 2.0 / shard(3),
-            Precision::Fp8 => params / shard(3),
+            Precision::AmpBf16 => by(2.0, 3),
+            Precision::Fp8 => by(1.0, 3),
             Precision::Bf16 => 0.0,
         };
-        let reserve = rainier_perf::framework_reserve_gib(chip.family) * GIB;
+        let reserve = rainier_perf::framework_reserve_gib(self.chip.family) * GIB;
         let other = logits + copies + reserve;
         let total = weights + grads + optimizer_states + activations + other;
-        let capacity = chip.hbm_bytes() / f64::from(self.per_chip);
-
-        let communication = tp_comm_total + dp_comm + pp_total;
-        let exposed = tp_exposed + pp_exposed + dp_exposed;
-        Ok(TrainReport {
-            model: model.name.clone(),
-            chip: chip.name.clone(),
-            chips: cfg.chips,
-            seq: cfg.seq,
-            global_batch: cfg.global_batch,
-            step_time_s: step,
-            tokens_per_s,
-            tokens_per_s_per_chip: per_chip,
-            model_tflops_per_chip,
-            mfu: model_tflops_per_chip * 1e12 / peak_chip,
-            memory_gib_per_device: Memory {
+        let capacity = self.chip.hbm_bytes() / f64::from(self.per_chip);
+        let ranks = (d.ranks().min(u128::from(u64::MAX))) as u64;
+        Outcome {
+            step,
+            compute,
+            bubble,
+            optimizer,
+            comm,
+            memory: Memory {
                 params: weights / GIB,
                 grads: grads / GIB,
                 optimizer: optimizer_states / GIB,
@@ -496,208 +896,101 @@ impl Context<'_> {
                 total: total / GIB,
                 capacity: capacity / GIB,
             },
-            fits: total <= capacity,
+            micro_batches,
+            tokens_per_s,
+            chips_used: ranks.div_ceil(u64::from(self.per_chip)),
+        }
+    }
+
+    /// The full report of plan `d`.
+    pub(crate) fn report(&self, d: &Degrees, o: &Outcome, chosen: bool) -> TrainReport {
+        let (model, cfg, chip) = (self.model, self.cfg, self.chip);
+        let per_chip = o.tokens_per_s / o.chips_used as f64;
+        let model_tflops_per_chip = per_chip * model.model_flops_per_token(cfg.seq) / 1e12;
+        let peak_chip = self.cost.peak_flops() * f64::from(self.per_chip);
+        let c = &o.comm;
+        let kinds = [c.tp, c.cp, c.ep, c.pp, c.dp];
+        let state_bytes = model.params().total(model.layers) as f64
+            * (self.bytes_per_param().1 + self.optimizer_state_bytes());
+        let economics = economics(
+            chip,
+            &JobFacts {
+                chips: o.chips_used,
+                tokens_per_s: o.tokens_per_s,
+                busy: o.compute / o.step,
+                state_bytes,
+            },
+            &cfg.economics,
+        );
+        TrainReport {
+            model: model.name.clone(),
+            chip: chip.name.clone(),
+            chips: cfg.chips,
+            seq: cfg.seq,
+            global_batch: cfg.global_batch,
+            step_time_s: o.step,
+            tokens_per_s: o.tokens_per_s,
+            tokens_per_s_per_chip: per_chip,
+            model_tflops_per_chip,
+            mfu: model_tflops_per_chip * 1e12 / peak_chip,
+            memory_gib_per_device: o.memory,
+            fits: o.fits(),
             breakdown_s: Breakdown {
-                compute,
-                communication,
-                exposed_communication: exposed,
-                pipeline_bubble: bubble,
-                optimizer,
+                compute: o.compute,
+                communication: kinds.iter().map(|k| k.total).sum(),
+                exposed_communication: kinds.iter().map(|k| k.exposed).sum(),
+                pipeline_bubble: o.bubble,
+                optimizer: o.optimizer,
+                communication_by_kind: o.comm,
             },
             plan: Plan {
-                tp,
-                pp,
-                dp,
-                micro_batch: mb,
-                micro_batches,
-                ranks: self.ranks,
+                tp: d.tp,
+                cp: d.cp,
+                ep: d.ep,
+                pp: d.pp,
+                vpp: d.vpp,
+                dp: d.dp,
+                micro_batch: d.mb,
+                micro_batches: o.micro_batches,
+                placement: d.placement,
+                ranks: (d.ranks().min(u128::from(u64::MAX))) as u64,
                 ranks_per_chip: self.per_chip,
+                chips_used: o.chips_used,
                 rank_unit: rank_unit(chip, self.per_chip),
                 precision: precision_name(cfg.precision).into(),
-                recompute: recompute_name(cfg.recompute).into(),
-                zero: cfg.zero,
+                recompute: recompute_name(d.recompute).into(),
+                zero: d.zero,
                 framework: match self.framework {
                     Framework::Eager => "eager".into(),
                     Framework::Fused => "fused".into(),
                 },
                 chosen,
             },
-            notes: self.notes(tp, pp, dp),
-        })
-    }
-
-    fn stage_times(
-        &self,
-        layer: &LayerOps,
-        head: &LayerOps,
-        embedding: &LayerOps,
-        layers_per_stage: u64,
-        pp: u64,
-        batch: Batch,
-    ) -> StageTimes {
-        let cost = self.cost;
-        let time =
-            |ops: &[rainier_model::Op]| ops.iter().map(|op| cost.op_seconds(op)).sum::<f64>();
-        let n = layers_per_stage as f64;
-        // The last stage carries the head; with one stage the embedding too.
-        let ends_fwd = time(&head.forward) + if pp == 1 { time(&embedding.forward) } else { 0.0 };
-        let ends_bwd = time(&head.backward) + if pp == 1 { time(&embedding.backward) } else { 0.0 };
-        // One pass over the layer: forward and backward time, the GEMMs TP communication can
-        // hide behind (the router's tiny product excluded), the activation selective recompute
-        // re-runs.
-        let (mut layer_fwd, mut layer_bwd, mut tp_gemms, mut activation) = (0.0, 0.0, 0.0, 0.0);
-        for op in layer.forward.iter().chain(&layer.backward) {
-            let t = cost.op_seconds(op);
-            match op.pass {
-                Pass::Forward => layer_fwd += t,
-                Pass::Backward => layer_bwd += t,
-            }
-            if matches!(op.kind, OpKind::Gemm { .. }) && op.name != "router" {
-                tp_gemms += t;
-            }
-            if op.pass == Pass::Forward && op.name.ends_with("_act") {
-                activation += t;
-            }
-        }
-        let recompute_per_layer = match self.cfg.recompute {
-            Recompute::None => 0.0,
-            Recompute::Selective => activation,
-            Recompute::Full => layer_fwd,
-        };
-        // Sequence parallelism: per layer, forward all-gathers before the attention and the
-        // MLP and reduce-scatters after them; backward the same again (and the forward's once
-        // more under full recompute).
-        let tp = batch.tp;
-        let tp_comm = if tp > 1 {
-            let bytes = (batch.tokens() * self.model.hidden * ACT_BYTES) as f64;
-            let fabric = self.fabric_for_group(tp, 1);
-            let ag =
-                Collective { kind: CollectiveKind::AllGather, bytes, ranks: tp }.seconds(&fabric);
-            let rs = Collective { kind: CollectiveKind::ReduceScatter, bytes, ranks: tp }
-                .seconds(&fabric);
-            let passes = if self.cfg.recompute == Recompute::Full { 3.0 } else { 2.0 };
-            passes * (2.0 * ag + 2.0 * rs) * n
-        } else {
-            0.0
-        };
-        // Fused stacks overlap the sequence-parallel collectives with the GEMMs they feed
-        // (Transformer Engine userbuffers, NxD, XLA collective matmul); eager runs them in turn.
-        let tp_exposed = match self.framework {
-            Framework::Eager => tp_comm,
-            Framework::Fused => (tp_comm - n * tp_gemms).max(0.0),
-        };
-        StageTimes {
-            forward: n * layer_fwd + ends_fwd,
-            backward: n * layer_bwd + ends_bwd,
-            tp_comm,
-            tp_exposed,
-            recompute: n * recompute_per_layer,
+            economics,
+            notes: self.notes(d),
         }
     }
 
-    /// The fabric a group of `size` ranks, `stride` apart in rank order, communicates over:
-    /// scale-up when it fits in one scale-up domain, else the scale-out network.
-    fn fabric_for_group(&self, size: u64, stride: u64) -> Fabric {
-        if size * stride <= self.ranks_per_node() {
-            Fabric::scale_up(self.chip, self.per_chip)
-        } else {
-            Fabric::scale_out(self.chip, self.per_chip)
-        }
-    }
-
-    /// One activation transfer between adjacent stages (rank order is tp, dp, pp: stages are
-    /// `tp × dp` ranks apart).
-    fn pp_send_seconds(&self, tp: u64, pp: u64, batch: Batch) -> f64 {
-        if pp <= 1 {
-            return 0.0;
-        }
-        let dp = self.ranks / (tp * pp);
-        let bytes = (batch.tokens() * self.model.hidden * ACT_BYTES) as f64 / tp as f64;
-        let fabric = self.fabric_for_group(2, tp * dp);
-        Collective { kind: CollectiveKind::SendRecv, bytes, ranks: 2 }.seconds(&fabric)
-    }
-
-    /// Gradient reduction (and, with ZeRO, parameter gathering) per step: total seconds and
-    /// the part not hidden behind compute. Hierarchical: reduce-scatter inside the scale-up
-    /// domain, all-reduce of the `1/g` shard across domains, all-gather inside again.
-    #[allow(clippy::too_many_arguments)]
-    fn dp_seconds(
-        &self,
-        tp: u64,
-        dp: u64,
-        params: f64,
-        grad_bytes: f64,
-        weight_bytes: f64,
-        stage: &StageTimes,
-        micro_batches: u64,
-    ) -> (f64, f64) {
-        if dp <= 1 {
-            return (0.0, 0.0);
-        }
-        let per_node = (self.ranks_per_node() / tp).clamp(1, dp);
-        let nodes = dp.div_ceil(per_node);
-        let up = Fabric::scale_up(self.chip, self.per_chip);
-        let out = Fabric::scale_out(self.chip, self.per_chip);
-        let on =
-            |kind, bytes, ranks, fabric: &Fabric| Collective { kind, bytes, ranks }.seconds(fabric);
-        let collective = |kind: CollectiveKind, bytes: f64| -> f64 {
-            if nodes <= 1 {
-                return on(kind, bytes, per_node, &up);
-            }
-            // Inside the domain (an all-reduce splits into a reduce-scatter before and an
-            // all-gather after), and the 1/g shard of each rank across domains.
-            let inside = match kind {
-                CollectiveKind::AllReduce => {
-                    on(CollectiveKind::ReduceScatter, bytes, per_node, &up)
-                        + on(CollectiveKind::AllGather, bytes, per_node, &up)
-                }
-                _ => on(kind, bytes, per_node, &up),
-            };
-            inside + on(kind, bytes / per_node as f64, nodes, &out)
-        };
-        let grads = params * grad_bytes;
-        let weights = params * weight_bytes;
-        match self.cfg.zero {
-            0 => {
-                // DDP / Megatron: all-reduce in buckets during the last micro-batch's backward.
-                let t = collective(CollectiveKind::AllReduce, grads);
-                (t, (t - stage.backward).max(0.0))
-            }
-            1 | 2 => {
-                // Distributed optimizer: reduce-scatter during the last backward, all-gather
-                // of updated weights during the next step's first forward.
-                let rs = collective(CollectiveKind::ReduceScatter, grads);
-                let ag = collective(CollectiveKind::AllGather, weights);
-                (rs + ag, (rs - stage.backward).max(0.0) + (ag - stage.forward).max(0.0))
-            }
-            _ => {
-                // ZeRO-3 / FSDP: weights gathered for forward and again for backward, gradients
-                // reduce-scattered, every micro-batch, prefetched behind compute.
-                let ag = collective(CollectiveKind::AllGather, weights);
-                let rs = collective(CollectiveKind::ReduceScatter, grads);
-                let m = micro_batches as f64;
-                let exposed = (ag - stage.forward).max(0.0)
-                    + (ag + rs - stage.backward - stage.recompute).max(0.0);
-                (m * (2.0 * ag + rs), m * exposed)
-            }
-        }
-    }
-
-    /// Parameters held by the most loaded rank before ZeRO sharding: its stage's layers over
-    /// TP, plus the embedding on the first stage or the LM head on the last (both with one
-    /// stage; a tied head is a second copy when the stages differ).
-    fn params_per_rank(&self, tp: u64, pp: u64) -> f64 {
+    /// Parameters held by the most loaded rank before ZeRO sharding, outside the experts and
+    /// in them: its stage's layers over TP (experts over TP × EP), plus the embedding on the
+    /// first stage or the LM head on the last (both with one stage; a tied head is a second
+    /// copy when the stages differ).
+    fn params_per_rank(&self, d: &Degrees) -> (f64, f64) {
         let model = self.model;
         let p = model.params();
-        let layers = model.layers.div_ceil(pp) as f64 * p.per_layer as f64;
+        let layers = model.layers.div_ceil(d.pp) as f64;
         let embedding = (p.embedding + p.positions) as f64;
         let head = (model.vocab * model.hidden) as f64 + p.final_norm as f64;
-        let ends = if pp == 1 {
+        let ends = if d.pp == 1 {
             embedding + p.lm_head as f64 + p.final_norm as f64
         } else {
             embedding.max(head)
         };
-        (layers + ends) / tp as f64
+        let tp = d.tp as f64;
+        (
+            (layers * self.dense_per_layer + ends) / tp,
+            layers * self.expert_per_layer / (tp * d.ep as f64),
+        )
     }
 
     /// (gradient, weight, fp32 master-or-state) bytes per parameter.
@@ -717,31 +1010,73 @@ impl Context<'_> {
         }
     }
 
-    fn notes(&self, tp: u64, pp: u64, dp: u64) -> Vec<String> {
+    fn notes(&self, d: &Degrees) -> Vec<String> {
         let mut notes = Vec::new();
         let fused = self.framework == Framework::Fused;
-        if tp > 1 {
-            notes.push(if fused {
-                "TP (sequence parallel) all-gathers and reduce-scatters overlapped with the layer's GEMMs; the excess is exposed".to_string()
-            } else {
-                "TP (sequence parallel) all-gathers and reduce-scatters on the critical path (eager: no overlap)".to_string()
-            });
+        let topo = &self.topology;
+        let (dp_stride, pp_stride) = self.strides(d);
+        let mib = 1024.0 * 1024.0;
+        if d.tp > 1 {
+            let bytes = (self.cfg.seq * d.mb / d.cp * self.model.hidden * ACT_BYTES) as f64;
+            let algo =
+                topo.describe(CollectiveKind::AllGather, bytes, Group { size: d.tp, stride: 1 });
+            notes.push(format!(
+                "TP (sequence parallel) all-gathers/reduce-scatters of {:.1} MiB: {algo}; {}",
+                bytes / mib,
+                if fused {
+                    "overlapped with the layer's GEMMs, the excess exposed"
+                } else {
+                    "on the critical path (eager)"
+                }
+            ));
         }
-        if pp > 1 {
-            notes.push(if fused {
-                "PP: 1F1B, bubble = (pp-1) micro-batch times; stage sends overlapped with compute"
-                    .to_string()
-            } else {
-                "PP: 1F1B, bubble = (pp-1) micro-batch times; stage sends on the critical path"
-                    .to_string()
-            });
+        if d.cp > 1 {
+            notes.push(format!(
+                "CP: ring attention over {} ranks, K/V blocks sent to the next rank while the current block computes",
+                d.cp
+            ));
         }
-        if dp > 1 {
-            notes.push(match self.cfg.zero {
-                0 => "DP: gradient all-reduce overlapped with the last micro-batch's backward".into(),
-                1 | 2 => "DP: gradient reduce-scatter overlapped with the last backward, weight all-gather with the first forward".into(),
-                _ => "DP: ZeRO-3 weight all-gathers and gradient reduce-scatters every micro-batch, prefetched behind its forward and backward".into(),
-            });
+        if d.ep > 1 {
+            let algo = topo.describe(
+                CollectiveKind::AllToAll,
+                1e6,
+                Group { size: d.ep, stride: dp_stride },
+            );
+            notes.push(format!("EP: dispatch and combine all-to-alls over {} ranks ({algo}), on the critical path; routing assumed balanced", d.ep));
+        }
+        if d.pp > 1 {
+            let kind = if d.vpp > 1 {
+                format!("interleaved 1F1B with {} virtual stages", d.vpp)
+            } else {
+                "1F1B".into()
+            };
+            let algo = topo.describe(
+                CollectiveKind::SendRecv,
+                1e6,
+                Group { size: d.pp, stride: pp_stride },
+            );
+            notes.push(format!(
+                "PP: {kind}, bubble = (pp-1)/vpp micro-batch times; stage sends ({algo}) {}",
+                if fused { "overlapped with compute" } else { "on the critical path" }
+            ));
+        }
+        if d.dp * d.cp > 1 {
+            let (dense, _) = self.params_per_rank(d);
+            let bytes = dense * self.bytes_per_param().0;
+            let algo = topo.describe(
+                CollectiveKind::ReduceScatter,
+                bytes / d.cp as f64,
+                Group { size: d.dp, stride: dp_stride },
+            );
+            notes.push(format!(
+                "DP: {:.0} MiB of gradients per rank, reduce-scatter {algo}; {}",
+                bytes / mib,
+                match d.zero {
+                    0 => "all-reduce overlapped with the last micro-batch's backward",
+                    1 | 2 => "reduce-scatter overlapped with the last backward, weight all-gather with the first forward",
+                    _ => "ZeRO-3 weight all-gathers and gradient reduce-scatters every micro-batch, prefetched behind compute",
+                }
+            ));
         }
         if self.chip.family == Family::Neuron {
             notes.push(match self.cfg.neuron_costs {

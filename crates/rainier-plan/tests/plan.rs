@@ -92,7 +92,10 @@ fn bad_arguments_are_clear_errors() {
         (cfg(0, 4096, 8), "--chips must be positive"),
         (cfg(8, 0, 8), "--seq must be positive"),
         (cfg(8, 8192, 8), "max_position_embeddings"),
-        (TrainConfig { tp: Some(3), pp: Some(1), dp: Some(8), ..cfg(8, 4096, 8) }, "tp × pp × dp"),
+        (
+            TrainConfig { tp: Some(3), pp: Some(1), dp: Some(8), ..cfg(8, 4096, 8) },
+            "tp × cp × pp × dp",
+        ),
         (
             TrainConfig { tp: Some(1), pp: Some(1), dp: Some(8), ..cfg(8, 4096, 12) },
             "does not divide the global batch (12)",

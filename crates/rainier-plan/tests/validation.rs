@@ -1,6 +1,8 @@
 //! The planner against published training measurements (`data/validation.json`).
 
-use rainier_plan::{calibrate_step_efficiency, validate, VALIDATION_MEDIAN_LIMIT};
+use rainier_plan::{
+    calibrate_step_efficiency, validate, VALIDATION_MAX_LIMIT, VALIDATION_MEDIAN_LIMIT,
+};
 
 #[test]
 fn validation_median_error_is_within_the_stated_limit() {
@@ -16,6 +18,16 @@ fn validation_median_error_is_within_the_stated_limit() {
         report.median_abs_error,
         VALIDATION_MEDIAN_LIMIT
     );
+    // No per-point correction factors: every point within the stated maximum.
+    for p in &report.points {
+        assert!(
+            p.error.abs() <= VALIDATION_MAX_LIMIT,
+            "{}: error {:+.3} beyond the stated {:.2}",
+            p.id,
+            p.error,
+            VALIDATION_MAX_LIMIT
+        );
+    }
 }
 
 #[test]

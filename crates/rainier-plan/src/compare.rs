@@ -1,0 +1,205 @@
+//! `rainier compare`: the same training job on every chip kind, each with its own best plan.
+
+use rainier_hw::Catalog;
+use rainier_model::Model;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::{search, Goodput, PlanError, PlanSummary, SearchOptions, SearchReport, TrainConfig};
+
+/// The job and the cluster size (or budget) to compare at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompareConfig {
+    /// The job; its `chips` is the cluster size unless a budget is given.
+    pub train: TrainConfig,
+    /// Tokens to train.
+    pub tokens: f64,
+    /// Instead of a fixed size: the largest cluster (powers of two times the node) whose run
+    /// costs at most this many dollars.
+    pub budget_usd: Option<f64>,
+    /// Chip names to compare (`None`: every chip in the catalog).
+    pub chips: Option<Vec<String>>,
+}
+
+/// One chip kind's answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompareRow {
+    pub chip: String,
+    pub display: String,
+    /// Chips in the cluster (the budget's choice under `--budget-usd`).
+    pub chips: u64,
+    /// `null` when the job cannot run on this chip kind; `error` says why.
+    pub plan: Option<PlanSummary>,
+    pub error: Option<String>,
+    pub mfu: Option<f64>,
+    pub tokens_per_s: Option<f64>,
+    pub time_to_train_days: Option<f64>,
+    pub usd_per_million_tokens: Option<f64>,
+    pub cost_usd: Option<f64>,
+    pub energy_mwh: Option<f64>,
+    pub facility_mw: Option<f64>,
+    pub goodput: Option<Goodput>,
+    pub usd_per_chip_hour: f64,
+    /// "on-demand", "committed" or "user".
+    pub pricing: Option<String>,
+    pub price_grade: String,
+    pub price_source: String,
+}
+
+/// Every chip kind side by side.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompareReport {
+    pub model: String,
+    pub tokens: f64,
+    pub seq: u64,
+    pub global_batch: u64,
+    pub precision: String,
+    pub budget_usd: Option<f64>,
+    pub rows: Vec<CompareRow>,
+}
+
+/// Plans the job on every chip kind of `catalog` and reports the best plan of each.
+pub fn compare(
+    model: &Model,
+    catalog: &Catalog,
+    cfg: &CompareConfig,
+) -> Result<CompareReport, PlanError> {
+    if !(cfg.tokens.is_finite() && cfg.tokens > 0.0 && cfg.tokens < 1e30) {
+        return Err(PlanError::Invalid(format!(
+            "--tokens must be a positive number, found {}",
+            cfg.tokens
+        )));
+    }
+    if let Some(b) = cfg.budget_usd {
+        if !(b.is_finite() && b > 0.0 && b < 1e30) {
+            return Err(PlanError::Invalid(format!(
+                "--budget-usd must be a positive number, found {b}"
+            )));
+        }
+    }
+    let chips: Vec<&rainier_hw::Chip> = match &cfg.chips {
+        Some(names) => names
+            .iter()
+            .map(|n| catalog.chip(n).map_err(|e| PlanError::Invalid(e.to_string())))
+            .collect::<Result<_, _>>()?,
+        None => catalog.chips.iter().collect(),
+    };
+    let mut train = cfg.train.clone();
+    train.economics.tokens = Some(cfg.tokens);
+    let options = SearchOptions { top: 1, ..SearchOptions::default() };
+    let rows = chips
+        .par_iter()
+        .map(|chip| {
+            let run = |n: u64| {
+                search(model, chip, &TrainConfig { chips: n, ..train.clone() }, &options, None)
+            };
+            let (n, result) = match cfg.budget_usd {
+                None => (train.chips, run(train.chips)),
+                Some(budget) => within_budget(chip, budget, &run),
+            };
+            row(chip, n, result)
+        })
+        .collect();
+    Ok(CompareReport {
+        model: model.name.clone(),
+        tokens: cfg.tokens,
+        seq: train.seq,
+        global_batch: train.global_batch,
+        precision: crate::precision_name(train.precision).into(),
+        budget_usd: cfg.budget_usd,
+        rows,
+    })
+}
+
+/// The largest cluster of `node × 2^k` chips whose run costs at most `budget` (cost grows
+/// with size as efficiency falls; bisection over k), or the smallest with its cost.
+fn within_budget(
+    chip: &rainier_hw::Chip,
+    budget: f64,
+    run: &dyn Fn(u64) -> Result<SearchReport, PlanError>,
+) -> (u64, Result<SearchReport, PlanError>) {
+    let node = u64::from(chip.node.chips).max(1);
+    let max_k = if chip.node.scale_out_bits_per_s.value > 0.0 { 20 } else { 0 };
+    let cost = |r: &Result<SearchReport, PlanError>| {
+        r.as_ref().ok().and_then(|r| r.best.economics.budget.as_ref()?.cost_usd)
+    };
+    // The smallest cluster that runs at all (small ones may not fit the model).
+    let mut lo = 0u32;
+    let mut first = run(node << lo);
+    while first.is_err() && lo < max_k {
+        lo += 1;
+        first = run(node << lo);
+    }
+    match cost(&first) {
+        _ if first.is_err() => return (node << lo, first),
+        Some(c) if c <= budget => {}
+        over => {
+            return (
+                node << lo,
+                Err(PlanError::Invalid(format!(
+                    "the smallest cluster that runs ({} chips) costs ${:.3e} for the token budget, over ${budget:.3e}",
+                    node << lo,
+                    over.unwrap_or(f64::INFINITY)
+                ))),
+            )
+        }
+    }
+    let mut best = (node << lo, first);
+    let (mut low, mut high) = (lo, max_k);
+    while low < high {
+        let mid = (low + high).div_ceil(2);
+        let r = run(node << mid);
+        match cost(&r) {
+            Some(c) if c <= budget => {
+                best = (node << mid, r);
+                low = mid;
+            }
+            _ => high = mid - 1,
+        }
+    }
+    best
+}
+
+fn row(chip: &rainier_hw::Chip, chips: u64, result: Result<SearchReport, PlanError>) -> CompareRow {
+    let price = &chip.node.usd_per_chip_hour;
+    let mut row = CompareRow {
+        chip: chip.name.clone(),
+        display: chip.display.clone(),
+        chips,
+        plan: None,
+        error: None,
+        mfu: None,
+        tokens_per_s: None,
+        time_to_train_days: None,
+        usd_per_million_tokens: None,
+        cost_usd: None,
+        energy_mwh: None,
+        facility_mw: None,
+        goodput: None,
+        usd_per_chip_hour: price.value,
+        pricing: None,
+        price_grade: price.grade.to_string(),
+        price_source: price.source.clone(),
+    };
+    match result {
+        Ok(r) => {
+            let best = &r.best;
+            let e = &best.economics;
+            let budget = e.budget.as_ref();
+            row.mfu = Some(best.mfu);
+            row.tokens_per_s = Some(best.tokens_per_s);
+            row.usd_per_million_tokens = Some(e.usd_per_million_tokens);
+            row.facility_mw = Some(e.facility_mw);
+            row.time_to_train_days = budget.and_then(|b| b.time_to_train_days);
+            row.cost_usd = budget.and_then(|b| b.cost_usd);
+            row.energy_mwh = budget.and_then(|b| b.energy_mwh);
+            row.goodput = budget.map(|b| b.goodput.clone());
+            row.usd_per_chip_hour = e.usd_per_chip_hour;
+            row.pricing = Some(e.pricing.clone());
+            row.price_source = e.price_source.clone();
+            row.plan = r.plans.into_iter().next();
+        }
+        Err(e) => row.error = Some(e.to_string()),
+    }
+    row
+}

@@ -1,0 +1,213 @@
+//! Money, energy and goodput of a training job.
+//!
+//! Price: the catalog's on-demand (or only published) rate per chip-hour, or its committed
+//! rate, or the user's. Power: each chip draws `TDP × (idle + (1 − idle) × busy)`, `busy`
+//! being the share of the step its engines compute; the host, NICs and fans draw the
+//! catalog's system power minus the chip's TDP at all times; the facility multiplies by the
+//! provider's PUE. Goodput: failures arrive at the cluster's rate (per-chip MTBF ÷ chips);
+//! every checkpoint stops training for its write; a failure costs a restart, a restore and on
+//! average half a checkpoint interval of lost work; the interval is Young/Daly's optimum
+//! `τ = √(2·δ·M)`.
+
+use rainier_hw::Chip;
+use rainier_perf::Assumption;
+use serde::Serialize;
+
+pub(crate) const IDLE_POWER_FRACTION: Assumption = Assumption {
+    name: "power.idle_fraction",
+    value: 0.3,
+    why: "share of TDP a chip draws while it waits on communication (clocks and HBM stay up); measured H100s draw 690–699 W of 700 W in dense training (hardware-catalog §6 [meas CAL]), idle ≈ 10–15 %; stalls inside a step sit between",
+};
+pub(crate) const MTBF_CHIP_HOURS: Assumption = Assumption {
+    name: "goodput.mtbf_chip_hours",
+    value: 50_700.0,
+    why: "Llama 3 (Dubey et al. 2024, §3.3.4): 419 unexpected interruptions in 54 days on 16,384 H100s ⇒ 54·24·16384/419 ≈ 50,700 chip-hours between failures; assumed for every chip (no Trainium or TPU figure is public)",
+};
+pub(crate) const CHECKPOINT_BYTES_PER_S_PER_CHIP: Assumption = Assumption {
+    name: "goodput.checkpoint_bytes_per_s_per_chip",
+    value: 2e12 / 16_384.0,
+    why: "Llama 3 (Dubey et al. 2024, §3.3.1): Tectonic sustains 2 TB/s for the 16,384-GPU cluster ⇒ ~122 MB/s per chip, storage assumed provisioned in proportion to the cluster",
+};
+pub(crate) const RESTART_S: Assumption = Assumption {
+    name: "goodput.restart_s",
+    value: 600.0,
+    why: "rescheduling, process start, collective initialization and warm-up after a failure, before the checkpoint restore; no public figure (10 minutes assumed)",
+};
+
+/// The named assumptions of the economics and goodput model.
+pub const ECONOMICS_ASSUMPTIONS: &[Assumption] =
+    &[IDLE_POWER_FRACTION, MTBF_CHIP_HOURS, CHECKPOINT_BYTES_PER_S_PER_CHIP, RESTART_S];
+
+/// Which price to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pricing {
+    #[default]
+    OnDemand,
+    Committed,
+}
+
+/// What the user sets about money, energy and failures (`None`: the catalog or the named
+/// assumptions).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EconomicsConfig {
+    pub pricing: Pricing,
+    pub usd_per_chip_hour: Option<f64>,
+    pub pue: Option<f64>,
+    /// A token budget to train (e.g. 15e12): adds time, cost, energy and goodput.
+    pub tokens: Option<f64>,
+    pub mtbf_chip_hours: Option<f64>,
+    /// Aggregate checkpoint storage bandwidth, bytes/s (default: per chip × chips).
+    pub checkpoint_bytes_per_s: Option<f64>,
+    pub restart_s: Option<f64>,
+}
+
+/// Cost and power of the job, and what a token budget takes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Economics {
+    pub usd_per_chip_hour: f64,
+    /// "on-demand", "committed" or "user".
+    pub pricing: String,
+    /// Where the price comes from.
+    pub price_source: String,
+    /// Dollars per million trained tokens, before goodput losses.
+    pub usd_per_million_tokens: f64,
+    /// Average chip power at this plan's busy share, watts.
+    pub chip_w: f64,
+    /// Chip plus host, NICs and fans per chip, watts (before PUE).
+    pub system_w_per_chip: f64,
+    pub pue: f64,
+    /// Facility power of the chips used, megawatts (PUE included).
+    pub facility_mw: f64,
+    /// Present when a token budget is given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+}
+
+/// Time, money and energy to train a token budget, with failures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Budget {
+    pub tokens: f64,
+    /// Failure-free time, days.
+    pub ideal_days: f64,
+    /// Time with checkpoints, failures and restarts, days (`null` if the job cannot make
+    /// progress between failures).
+    pub time_to_train_days: Option<f64>,
+    pub cost_usd: Option<f64>,
+    /// Facility energy, MWh.
+    pub energy_mwh: Option<f64>,
+    pub goodput: Goodput,
+}
+
+/// Checkpointing and failures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Goodput {
+    /// Share of wall time that trains (1 without failures or checkpoints).
+    pub fraction: f64,
+    pub mtbf_chip_hours: f64,
+    /// Mean time between failures of the whole job, hours.
+    pub job_mtbf_hours: f64,
+    /// Model and optimizer state written per checkpoint, GB.
+    pub checkpoint_gb: f64,
+    pub checkpoint_write_s: f64,
+    /// Restart plus restore, seconds.
+    pub recovery_s: f64,
+    /// Young/Daly optimal interval between checkpoints, minutes.
+    pub checkpoint_interval_min: f64,
+    pub expected_failures: f64,
+}
+
+/// Inputs from the step model.
+pub(crate) struct JobFacts {
+    pub chips: u64,
+    pub tokens_per_s: f64,
+    /// Share of the step the chips compute.
+    pub busy: f64,
+    /// Bytes a checkpoint writes (weights, master copy, optimizer states).
+    pub state_bytes: f64,
+}
+
+/// Prices, power and (with a budget) time, cost, energy and goodput.
+pub(crate) fn economics(chip: &Chip, job: &JobFacts, cfg: &EconomicsConfig) -> Economics {
+    let node = &chip.node;
+    let (usd, pricing, price_source) = match (cfg.usd_per_chip_hour, cfg.pricing) {
+        (Some(usd), _) => (usd, "user", "--usd-per-chip-hour".to_string()),
+        (None, Pricing::Committed) => match &node.usd_per_chip_hour_committed {
+            Some(c) => (c.value, "committed", format!("[{}] {}", c.grade, c.source)),
+            None => (
+                node.usd_per_chip_hour.value,
+                "on-demand",
+                format!(
+                    "no committed rate published; [{}] {}",
+                    node.usd_per_chip_hour.grade, node.usd_per_chip_hour.source
+                ),
+            ),
+        },
+        (None, Pricing::OnDemand) => (
+            node.usd_per_chip_hour.value,
+            "on-demand",
+            format!("[{}] {}", node.usd_per_chip_hour.grade, node.usd_per_chip_hour.source),
+        ),
+    };
+    let chips = job.chips as f64;
+    let usd_per_s = usd * chips / 3600.0;
+    let idle = IDLE_POWER_FRACTION.value;
+    let tdp = chip.power_w.value;
+    let chip_w = tdp * (idle + (1.0 - idle) * job.busy.clamp(0.0, 1.0));
+    let overhead = (node.system_w_per_chip.value - tdp).max(0.0);
+    let system_w = chip_w + overhead;
+    let pue = cfg.pue.unwrap_or(node.pue.value);
+    let facility_w = chips * system_w * pue;
+    let budget = cfg.tokens.map(|tokens| {
+        let ideal_s = tokens / job.tokens_per_s;
+        let goodput = goodput(job, cfg);
+        let wall_s = (goodput.fraction > 0.0).then(|| ideal_s / goodput.fraction);
+        Budget {
+            tokens,
+            ideal_days: ideal_s / 86_400.0,
+            time_to_train_days: wall_s.map(|s| s / 86_400.0),
+            cost_usd: wall_s.map(|s| s * usd_per_s),
+            // Chips idle through restarts still draw power; counted at the training draw.
+            energy_mwh: wall_s.map(|s| facility_w * s / 3.6e9),
+            goodput: Goodput {
+                expected_failures: wall_s.unwrap_or(0.0) / 3600.0 / goodput.job_mtbf_hours,
+                ..goodput
+            },
+        }
+    });
+    Economics {
+        usd_per_chip_hour: usd,
+        pricing: pricing.into(),
+        price_source,
+        usd_per_million_tokens: usd_per_s / job.tokens_per_s * 1e6,
+        chip_w,
+        system_w_per_chip: system_w,
+        pue,
+        facility_mw: facility_w / 1e6,
+        budget,
+    }
+}
+
+/// Young/Daly: with checkpoint cost δ, recovery R and job MTBF M, checkpoint every
+/// `τ = √(2δM)`; the useful share of wall time is `τ/(τ+δ) · (1 − (R + (τ+δ)/2)/M)`.
+fn goodput(job: &JobFacts, cfg: &EconomicsConfig) -> Goodput {
+    let mtbf = cfg.mtbf_chip_hours.unwrap_or(MTBF_CHIP_HOURS.value);
+    let job_mtbf_s = mtbf * 3600.0 / job.chips as f64;
+    let bandwidth = cfg
+        .checkpoint_bytes_per_s
+        .unwrap_or(CHECKPOINT_BYTES_PER_S_PER_CHIP.value * job.chips as f64);
+    let write = job.state_bytes / bandwidth;
+    let recovery = cfg.restart_s.unwrap_or(RESTART_S.value) + write;
+    let tau = (2.0 * write * job_mtbf_s).sqrt();
+    let fraction = (tau / (tau + write) * (1.0 - (recovery + (tau + write) / 2.0) / job_mtbf_s))
+        .clamp(0.0, 1.0);
+    Goodput {
+        fraction,
+        mtbf_chip_hours: mtbf,
+        job_mtbf_hours: job_mtbf_s / 3600.0,
+        checkpoint_gb: job.state_bytes / 1e9,
+        checkpoint_write_s: write,
+        recovery_s: recovery,
+        checkpoint_interval_min: tau / 60.0,
+        expected_failures: 0.0,
+    }
+}
