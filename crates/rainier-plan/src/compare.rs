@@ -77,6 +77,7 @@ pub fn compare(
             )));
         }
     }
+    crate::train::check_job(model, &cfg.train)?;
     let chips: Vec<&rainier_hw::Chip> = match &cfg.chips {
         Some(names) => names
             .iter()

@@ -295,6 +295,22 @@ pub fn evaluate(model: &Model, chip: &Chip, cfg: &TrainConfig) -> Result<TrainRe
 }
 
 fn check_sizes(model: &Model, chip: &Chip, cfg: &TrainConfig) -> Result<(), PlanError> {
+    check_job(model, cfg)?;
+    if chip.node.scale_out_bits_per_s.value <= 0.0
+        && cfg.chips > u64::from(chip.node.scale_up_domain_chips)
+    {
+        return Err(PlanError::NoScaleOut {
+            chip: chip.name.clone(),
+            node: chip.node.name.clone(),
+            per_node: chip.node.scale_up_domain_chips,
+            chips: cfg.chips,
+        });
+    }
+    Ok(())
+}
+
+/// Checks what does not depend on the chip: sizes, degrees, datacenter and economics.
+pub(crate) fn check_job(model: &Model, cfg: &TrainConfig) -> Result<(), PlanError> {
     const LIMIT: u64 = 1 << 32;
     for (name, value) in
         [("chips", cfg.chips), ("seq", cfg.seq), ("global-batch", cfg.global_batch)]
@@ -328,16 +344,6 @@ fn check_sizes(model: &Model, chip: &Chip, cfg: &TrainConfig) -> Result<(), Plan
     }
     if cfg.zero > 3 {
         return Err(PlanError::Zero(cfg.zero));
-    }
-    if chip.node.scale_out_bits_per_s.value <= 0.0
-        && cfg.chips > u64::from(chip.node.scale_up_domain_chips)
-    {
-        return Err(PlanError::NoScaleOut {
-            chip: chip.name.clone(),
-            node: chip.node.name.clone(),
-            per_node: chip.node.scale_up_domain_chips,
-            chips: cfg.chips,
-        });
     }
     let dc = &cfg.datacenter;
     for (name, v) in [

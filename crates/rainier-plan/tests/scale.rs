@@ -1,0 +1,207 @@
+//! Plan search, the parallel dimensions beyond TP/PP/DP, economics and goodput.
+
+use rainier_hw::Catalog;
+use rainier_model::Model;
+use rainier_plan::{
+    evaluate, search, EconomicsConfig, Placement, Pricing, SearchOptions, TrainConfig, TrainReport,
+};
+
+fn chip(name: &str) -> rainier_hw::Chip {
+    Catalog::built_in().chip(name).expect("chip").clone()
+}
+
+fn model(name: &str) -> Model {
+    Model::preset(name).expect("preset")
+}
+
+fn fixed(chips: u64, seq: u64, batch: u64, tp: u64, pp: u64, dp: u64) -> TrainConfig {
+    TrainConfig {
+        tp: Some(tp),
+        pp: Some(pp),
+        dp: Some(dp),
+        micro_batch: Some(1),
+        ..TrainConfig::new(chips, seq, batch)
+    }
+}
+
+#[test]
+fn search_is_at_least_as_good_as_the_practitioner_choice() {
+    let (m, c) = (model("llama3-70b"), chip("h100"));
+    let cfg = TrainConfig::new(256, 8192, 512);
+    let chosen = evaluate(&m, &c, &cfg).expect("plan");
+    let found = search(&m, &c, &cfg, &SearchOptions::default(), None).expect("search");
+    assert!(found.best.fits && chosen.fits);
+    assert!(found.best.tokens_per_s >= chosen.tokens_per_s * 0.9999);
+    assert!(found.evaluated > 1000 && found.fitting <= found.evaluated);
+    // The best by cost costs no more per token than the best by throughput.
+    assert!(
+        found.best_by_cost.usd_per_million_tokens
+            <= found.best.economics.usd_per_million_tokens * 1.0001
+    );
+}
+
+#[test]
+fn search_does_not_depend_on_the_thread_count() {
+    let (m, c) = (model("mixtral-8x7b"), chip("trn2"));
+    let cfg = TrainConfig::new(128, 4096, 256);
+    let run = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+        pool.install(|| {
+            serde_json::to_string(
+                &search(&m, &c, &cfg, &SearchOptions { top: 20, ..SearchOptions::default() }, None)
+                    .expect("search"),
+            )
+            .expect("json")
+        })
+    };
+    assert_eq!(run(1), run(3));
+}
+
+#[test]
+fn a_half_million_chip_search_answers() {
+    let (m, c) = (model("llama3.1-405b"), chip("trn2"));
+    let cfg = TrainConfig::new(500_000, 8192, 16_384);
+    let found = search(&m, &c, &cfg, &SearchOptions::default(), None).expect("search");
+    let plan = &found.best.plan;
+    assert!(found.best.fits);
+    assert!(plan.chips_used <= 500_000 && plan.chips_used > 400_000, "{}", plan.chips_used);
+    assert_eq!(plan.ranks, plan.tp * plan.cp * plan.pp * plan.dp);
+    assert!(found.best.mfu > 0.1 && found.best.mfu < 0.7);
+}
+
+#[test]
+fn context_parallelism_splits_activations_and_keeps_the_flops() {
+    let (m, c) = (model("llama3-8b"), chip("h100"));
+    let run = |cp| {
+        evaluate(&m, &c, &TrainConfig { cp: Some(cp), ..fixed(64, 8192, 64, 1, 1, 64 / cp) })
+            .expect("plan")
+    };
+    let (one, four) = (run(1), run(4));
+    let act = |r: &TrainReport| r.memory_gib_per_device.activations;
+    assert!(act(&four) < 0.3 * act(&one), "{} vs {}", act(&four), act(&one));
+    assert!(four.breakdown_s.communication_by_kind.cp.total > 0.0);
+    assert_eq!(one.breakdown_s.communication_by_kind.cp.total, 0.0);
+    // Same tokens on the same chips: throughput within the communication overhead.
+    assert!((four.tokens_per_s / one.tokens_per_s - 1.0).abs() < 0.2);
+}
+
+#[test]
+fn expert_parallelism_shards_the_experts_and_pays_all_to_alls() {
+    let (m, c) = (model("mixtral-8x7b"), chip("h100"));
+    let run = |ep| {
+        evaluate(&m, &c, &TrainConfig { ep: Some(ep), zero: 0, ..fixed(64, 4096, 64, 1, 1, 64) })
+            .expect("plan")
+    };
+    let (one, eight) = (run(1), run(8));
+    assert!(eight.memory_gib_per_device.params < 0.3 * one.memory_gib_per_device.params);
+    assert!(eight.breakdown_s.communication_by_kind.ep.exposed > 0.0);
+    assert_eq!(one.breakdown_s.communication_by_kind.ep.total, 0.0);
+}
+
+#[test]
+fn interleaving_shrinks_the_bubble() {
+    let (m, c) = (model("llama3-70b"), chip("h100"));
+    let base = TrainConfig { tp: Some(8), ..fixed(64, 4096, 64, 8, 4, 2) };
+    let plain = evaluate(&m, &c, &base).expect("plan");
+    let inter = evaluate(&m, &c, &TrainConfig { vpp: Some(2), ..base.clone() }).expect("plan");
+    let ratio = inter.breakdown_s.pipeline_bubble / plain.breakdown_s.pipeline_bubble;
+    assert!((ratio - 0.5).abs() < 0.01, "{ratio}");
+    assert!(
+        inter.breakdown_s.communication_by_kind.pp.total
+            > plain.breakdown_s.communication_by_kind.pp.total
+    );
+    assert!(inter.memory_gib_per_device.activations > plain.memory_gib_per_device.activations);
+    let e = evaluate(&m, &c, &TrainConfig { vpp: Some(3), ..base }).expect_err("80 layers");
+    assert!(e.to_string().contains("pp × vpp"), "{e}");
+}
+
+#[test]
+fn placement_decides_which_group_crosses_nodes() {
+    let (m, c) = (model("llama3-8b"), chip("h100"));
+    let base = fixed(64, 4096, 64, 1, 8, 8);
+    let run =
+        |p| evaluate(&m, &c, &TrainConfig { placement: Some(p), ..base.clone() }).expect("plan");
+    let (dp_inner, pp_inner) = (run(Placement::DpInner), run(Placement::PpInner));
+    // DP peers inside an 8-GPU node reduce over NVLink; spread over nodes they use the NIC.
+    let dp = |r: &TrainReport| r.breakdown_s.communication_by_kind.dp.total;
+    assert!(dp(&pp_inner) > 3.0 * dp(&dp_inner), "{} {}", dp(&pp_inner), dp(&dp_inner));
+}
+
+#[test]
+fn prices_power_and_energy_follow_their_definitions() {
+    let (m, c) = (model("llama3-8b"), chip("h100"));
+    let cfg = TrainConfig {
+        economics: EconomicsConfig { tokens: Some(1e12), ..EconomicsConfig::default() },
+        ..fixed(64, 4096, 256, 1, 1, 64)
+    };
+    let r = evaluate(&m, &c, &cfg).expect("plan");
+    let e = &r.economics;
+    assert_eq!(e.usd_per_chip_hour, c.node.usd_per_chip_hour.value);
+    let per_m = 64.0 * e.usd_per_chip_hour / 3600.0 / r.tokens_per_s * 1e6;
+    assert!((e.usd_per_million_tokens / per_m - 1.0).abs() < 1e-12);
+    assert!(e.chip_w <= c.power_w.value && e.chip_w > 0.3 * c.power_w.value);
+    assert!((e.facility_mw - 64.0 * e.system_w_per_chip * e.pue / 1e6).abs() < 1e-9);
+    let b = e.budget.as_ref().expect("budget");
+    let days = b.time_to_train_days.expect("finishes");
+    assert!(days >= b.ideal_days && b.goodput.fraction > 0.9);
+    assert!((b.energy_mwh.expect("mwh") - e.facility_mw * days * 24.0).abs() < 1e-6 * days);
+    assert!(
+        (b.cost_usd.expect("cost") - days * 24.0 * 64.0 * e.usd_per_chip_hour).abs() < 1e-6 * days
+    );
+    // Committed and user prices.
+    let committed = evaluate(
+        &m,
+        &c,
+        &TrainConfig {
+            economics: EconomicsConfig {
+                pricing: Pricing::Committed,
+                ..EconomicsConfig::default()
+            },
+            ..cfg.clone()
+        },
+    )
+    .expect("plan");
+    assert!(committed.economics.usd_per_chip_hour < e.usd_per_chip_hour);
+    let user = evaluate(
+        &m,
+        &c,
+        &TrainConfig {
+            economics: EconomicsConfig {
+                usd_per_chip_hour: Some(1.0),
+                ..EconomicsConfig::default()
+            },
+            ..cfg
+        },
+    )
+    .expect("plan");
+    assert_eq!(user.economics.usd_per_chip_hour, 1.0);
+    assert_eq!(user.economics.pricing, "user");
+}
+
+/// Young/Daly: the interval is √(2·δ·M); a job whose failures outpace its restarts never ends.
+#[test]
+fn goodput_follows_young_daly() {
+    let (m, c) = (model("llama3-70b"), chip("h100"));
+    let with = |mtbf: f64, restart: f64| {
+        let economics = EconomicsConfig {
+            tokens: Some(1e12),
+            mtbf_chip_hours: Some(mtbf),
+            restart_s: Some(restart),
+            ..EconomicsConfig::default()
+        };
+        let r = evaluate(&m, &c, &TrainConfig { economics, ..TrainConfig::new(1024, 8192, 1024) })
+            .expect("plan");
+        r.economics.budget.expect("budget")
+    };
+    let b = with(50_700.0, 600.0);
+    let g = &b.goodput;
+    let tau = (2.0 * g.checkpoint_write_s * g.job_mtbf_hours * 3600.0).sqrt();
+    assert!((g.checkpoint_interval_min * 60.0 / tau - 1.0).abs() < 1e-9);
+    assert!((g.job_mtbf_hours - 50_700.0 / 1024.0).abs() < 1e-9);
+    assert!(g.fraction > 0.5 && g.fraction < 1.0);
+    assert!(with(1e9, 0.0).goodput.fraction > 0.999);
+    assert!(with(5_000.0, 600.0).goodput.fraction < g.fraction);
+    let hopeless = with(100.0, 3600.0);
+    assert_eq!(hopeless.goodput.fraction, 0.0);
+    assert!(hopeless.time_to_train_days.is_none() && hopeless.cost_usd.is_none());
+}
