@@ -26,9 +26,18 @@ vocabulary run on the Tensor, Vector, Scalar and GpSimd engines over SBUF, PSUM 
 simulator computes the numbers the hardware would (fp32 accumulation, bf16/fp8 rounding,
 saturation) and how long they take (published cost formulas, DMA queues, semaphores), with
 profiler traces for Perfetto. Library kernels (gemm, rmsnorm, layernorm, softmax, gelu, swiglu,
-residual add, rope, adamw, cross-entropy, attention forward) are built on it with a kernel API in the spirit of NKI.";
+residual add, rope, adamw, cross-entropy, attention forward) are built on it with a kernel API in the spirit of NKI.
+
+On top, a training planner reads models as Hugging Face config.json, chips from a sourced catalog
+(Trainium, Inferentia2, NVIDIA A100-GB200, TPU v5e-v7) and their cluster topologies, searches
+parallel plans and predicts step time, memory, MFU, cost, energy and goodput (train, compare).";
 
 const AFTER_HELP: &str = "Examples:
+  rainier compare                                llama3-70b, 15T tokens, 1,024 chips of every kind, side by side
+  rainier compare --model llama3.1-405b --chips 16384 --tokens 15T --pricing committed
+  rainier train --model llama3.1-405b --chip trn2 --chips 500000 --seq 8192 --global-batch 16384 --search
+  rainier train --model llama3-70b --chip h100 --chips 1024 --seq 8192 --global-batch 2048 --tp 8 --pp 4 --dp 32
+  rainier chips --chip trn2u                     every figure of a chip with its source
   rainier demo                                   run the example programs on random inputs and check them
   rainier sim examples/asm/matmul.asm --chip trn2 --input a=a.npy --input b=b.npy --output c=c.npy
   rainier sim examples/asm/softmax.asm --chip trn1 --input x=x.npy --json
