@@ -1,15 +1,18 @@
-//! `rainier compare`: one training job on every chip kind, side by side.
+//! `rainier compare`: one training (or serving) job on every chip kind, side by side.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use rainier_plan::{compare, CompareConfig, CompareReport, TrainConfig};
+use rainier_plan::{
+    compare, compare_serve, CompareConfig, CompareReport, ServeCompareReport, TrainConfig,
+};
 
 use crate::out;
 use crate::plan::{
     load_catalog, load_model, parse_count, precision, DatacenterArgs, EconomicsArgs, PrecisionArg,
 };
+use crate::serve::ServeJobArgs;
 
 /// `rainier compare` arguments.
 #[derive(Debug, Args)]
@@ -45,6 +48,12 @@ pub(crate) struct CompareArgs {
     /// A catalog file overriding or extending the built-in one.
     #[arg(long, value_name = "FILE.json")]
     catalog: Option<PathBuf>,
+    /// Compare serving instead of training: the cheapest plan and concurrency per chip kind
+    /// that meets the SLO (default SLO with --serve: TTFT ≤ 2000 ms, TPOT ≤ 50 ms).
+    #[arg(long)]
+    serve: bool,
+    #[command(flatten)]
+    serve_job: ServeJobArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -53,6 +62,27 @@ pub(crate) struct CompareArgs {
 pub(crate) fn run(args: &CompareArgs) -> Result<()> {
     let catalog = load_catalog(args.catalog.as_deref())?;
     let model = load_model(&args.model)?;
+    if args.serve {
+        let base = args.serve_job.config(args.chips);
+        let cfg = rainier_plan::ServeConfig {
+            slo_ttft_ms: base.slo_ttft_ms.or(Some(2000.0)),
+            slo_tpot_ms: base.slo_tpot_ms.or(Some(50.0)),
+            cluster: TrainConfig {
+                datacenter: args.datacenter.config(),
+                economics: args.economics.config(None),
+                ..TrainConfig::new(args.chips, 1, 1)
+            },
+            ..base
+        };
+        let only = (!args.only.is_empty()).then_some(args.only.as_slice());
+        let report = compare_serve(&model, &catalog, &cfg, only)?;
+        if args.json {
+            out(&serde_json::to_string_pretty(&report)?);
+        } else {
+            out(&serve_text(&report));
+        }
+        return Ok(());
+    }
     let cfg = CompareConfig {
         train: TrainConfig {
             precision: precision(args.precision),
@@ -154,5 +184,62 @@ fn text(r: &CompareReport) -> String {
         s += &format!("  {:<9} ${:<7.3} {}\n", row.chip, row.usd_per_chip_hour, row.price_source);
     }
     s += "\ndays and cost include checkpoints, failures and restarts (goodput); MWh and MW are facility figures (PUE included).\nEvery figure: rainier chips --chip NAME; every assumption: rainier chips --assumptions.";
+    s
+}
+
+fn serve_text(r: &ServeCompareReport) -> String {
+    let slo = |v: Option<f64>| v.map_or("none".to_string(), |v| format!("{v} ms"));
+    let mut s = format!(
+        "serving {} · {} prompt + {} output tokens · SLO TTFT {} TPOT {} · {} chips of each kind · each with its cheapest plan meeting the SLO\n\n",
+        r.model,
+        r.input_len,
+        r.output_len,
+        slo(r.slo_ttft_ms),
+        slo(r.slo_tpot_ms),
+        r.chips
+    );
+    s += &format!(
+        "{:<9} {:<14} {:>8} {:>9} {:>8} {:>12} {:>12} {:>10} {:>9}\n",
+        "chip",
+        "plan tp·pp·ep",
+        "in flight",
+        "TTFT ms",
+        "TPOT ms",
+        "tok/s/chip",
+        "$/M out tok",
+        "J/token",
+        "$/chip-h"
+    );
+    let mut failed = Vec::new();
+    for row in &r.rows {
+        let Some(rep) = &row.report else {
+            failed.push(format!("  {}: {}", row.chip, row.error.as_deref().unwrap_or("no plan")));
+            s += &format!("{:<9} — (see below)\n", row.chip);
+            continue;
+        };
+        let p = &rep.plan;
+        s += &format!(
+            "{:<9} {:<14} {:>8} {:>9.1} {:>8.2} {:>12.1} {:>12.3} {:>10.3} {:>9.3}\n",
+            row.chip,
+            format!("{}·{}·{} ×{}", p.tp, p.pp, p.ep, p.replicas),
+            rep.batch,
+            rep.ttft_ms,
+            rep.tpot_ms,
+            rep.output_tokens_per_s_per_chip,
+            rep.cost_usd_per_million_output_tokens,
+            rep.energy_j_per_output_token,
+            row.usd_per_chip_hour
+        );
+    }
+    if !failed.is_empty() {
+        s += "\nno plan\n";
+        s += &failed.join("\n");
+        s += "\n";
+    }
+    s += "\nprices (per chip-hour)\n";
+    for row in &r.rows {
+        s += &format!("  {:<9} ${:<7.3} {}\n", row.chip, row.usd_per_chip_hour, row.price_source);
+    }
+    s += "\nin flight: sequences per replica under continuous batching; J/token: facility energy (PUE included).";
     s
 }

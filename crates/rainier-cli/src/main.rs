@@ -16,6 +16,7 @@ mod demo;
 mod kernel;
 mod plan;
 mod report;
+mod serve;
 mod table;
 
 const ABOUT: &str = "Rainier: an open, executable model of AWS Trainium and Inferentia.
@@ -128,6 +129,11 @@ enum Command {
     /// facility power and goodput side by side with the price sources. With no arguments:
     /// llama3-70b, 15T tokens, 1,024 chips of each kind.
     Compare(compare::CompareArgs),
+    /// Predict inference serving of a model on a cluster: TTFT, TPOT and throughput of a
+    /// static batch, continuous batching at the largest concurrency the KV cache holds and
+    /// the SLO allows, memory per device, $ per million output tokens and joules per token.
+    /// --search finds the cheapest plan and concurrency that meets the SLO.
+    Serve(serve::ServeArgs),
     /// Predict every point of the committed validation dataset (published training runs) and
     /// report predicted vs measured, the error, its median and maximum.
     Validate {
@@ -371,6 +377,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => plan::train(&args),
         Command::Chips(args) => plan::chips(&args),
         Command::Compare(args) => compare::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Validate { json } => plan::validate_cmd(json),
     }
 }

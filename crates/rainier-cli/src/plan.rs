@@ -467,7 +467,7 @@ fn train_text(r: &TrainReport) -> String {
     if let Some(bu) = &e.budget {
         let g = &bu.goodput;
         s += &format!(
-            "  {:.3e} tokens: {:.1} days failure-free; {}\n  goodput {:.1} %: job MTBF {:.1} h, checkpoint {:.0} GB in {:.0} s every {:.0} min, recovery {:.0} s\n",
+            "  {:.3e} tokens: {:.1} days failure-free; {}\n  goodput {:.1} %: job MTBF {:.3} h, checkpoint {:.0} GB in {:.3} s every {:.2} min, recovery {:.0} s\n",
             bu.tokens,
             bu.ideal_days,
             match (bu.time_to_train_days, bu.cost_usd, bu.energy_mwh) {
@@ -568,7 +568,9 @@ pub(crate) fn chips(args: &ChipsArgs) -> Result<()> {
     }
     if args.assumptions {
         s += "\nperformance-model assumptions (rainier-perf::ASSUMPTIONS)\n";
-        for a in ASSUMPTIONS.iter().chain(ECONOMICS_ASSUMPTIONS) {
+        for a in
+            ASSUMPTIONS.iter().chain(ECONOMICS_ASSUMPTIONS).chain(rainier_plan::SERVE_ASSUMPTIONS)
+        {
             s += &format!("  {:<38} {:>12.6}  {}\n", a.name, a.value, a.why);
         }
     }
@@ -582,28 +584,43 @@ pub(crate) fn validate_cmd(json: bool) -> Result<()> {
         out(&serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    let mut s = format!(
-        "{:<26} {:<8} {:<32} {:>10} {:>10} {:>8}\n",
-        "point", "chip", "metric", "measured", "predicted", "error"
-    );
-    for p in &report.points {
+    let mut s = String::new();
+    for (kind, title) in [("training", "training"), ("inference", "inference (serving)")] {
         s += &format!(
-            "{:<26} {:<8} {:<32} {:>10.1} {:>10.1} {:>+7.1}%{}\n",
-            p.id,
-            p.chip,
-            p.metric,
-            p.measured,
-            p.predicted,
-            100.0 * p.error,
-            if p.fits { "" } else { "  (does not fit)" }
+            "{title}\n{:<28} {:<8} {:<32} {:>10} {:>10} {:>8}\n",
+            "point", "chip", "metric", "measured", "predicted", "error"
         );
+        for p in report.points.iter().filter(|p| p.kind == kind) {
+            s += &format!(
+                "{:<28} {:<8} {:<32} {:>10.2} {:>10.2} {:>+7.1}%{}{}\n",
+                p.id,
+                p.chip,
+                p.metric,
+                p.measured,
+                p.predicted,
+                100.0 * p.error,
+                if p.calibration { "  (calibration)" } else { "" },
+                if p.fits { "" } else { "  (does not fit)" }
+            );
+        }
+        s += "\n";
     }
+    let count = |kind: &str| report.points.iter().filter(|p| p.kind == kind).count();
     s += &format!(
-        "\nmedian |error| {:.1} %, max {:.1} % over {} points (test limit on the median: {:.0} %)",
+        "training: median |error| {:.1} %, max {:.1} % over {} points (test limits {:.0} % / {:.0} %)\n",
         100.0 * report.median_abs_error,
         100.0 * report.max_abs_error,
-        report.points.len(),
-        100.0 * VALIDATION_MEDIAN_LIMIT
+        count("training"),
+        100.0 * VALIDATION_MEDIAN_LIMIT,
+        100.0 * rainier_plan::VALIDATION_MAX_LIMIT
+    );
+    s += &format!(
+        "inference: median |error| {:.1} %, max {:.1} % over {} metrics (test limits {:.0} % / {:.0} %)",
+        100.0 * report.inference_median_abs_error,
+        100.0 * report.inference_max_abs_error,
+        count("inference"),
+        100.0 * rainier_plan::INFERENCE_MEDIAN_LIMIT,
+        100.0 * rainier_plan::INFERENCE_MAX_LIMIT
     );
     out(&s);
     Ok(())

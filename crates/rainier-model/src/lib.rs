@@ -16,7 +16,7 @@ mod config;
 mod ops;
 
 pub use config::{Mlp, Model, ModelError, Moe, Norm, Positions, PRESETS, SUPPORTED_MODEL_TYPES};
-pub use ops::{Batch, LayerOps, MemKind, Op, OpKind, Pass, Recompute, ACT_BYTES};
+pub use ops::{Batch, InferenceFormats, LayerOps, MemKind, Op, OpKind, Pass, Recompute, ACT_BYTES};
 
 /// Parameter counts of a [`Model`], in parameters (not bytes).
 #[derive(Debug, Clone, Copy, PartialEq)]

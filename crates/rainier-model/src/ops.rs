@@ -27,6 +27,8 @@ pub enum MemKind {
     CrossEntropy,
     /// MoE token dispatch and combine (permutations).
     Permute,
+    /// Decode attention: one query per sequence reading its whole K/V cache (streaming).
+    KvCache,
 }
 
 /// What an op computes.
@@ -263,6 +265,88 @@ impl Model {
         // Forward reads the logits; backward reads them again and writes their gradient.
         ops.memory("cross_entropy", MemKind::CrossEntropy, t * vocab * ACT_BYTES, 2.0);
         ops
+    }
+}
+
+/// Number formats of inference weights and KV cache, in bytes per element.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InferenceFormats {
+    /// Bytes per matmul weight (2 bf16, 1 fp8 or int8).
+    pub weight_bytes: f64,
+    /// Bytes per KV-cache element (2 bf16, 1 fp8).
+    pub kv_bytes: f64,
+}
+
+impl Model {
+    /// KV-cache bytes per token of context for the whole model (every layer, K and V, all
+    /// KV heads: grouped-query attention stores `kv_heads`, not `heads`).
+    pub fn kv_bytes_per_token(&self, kv_bytes: f64) -> f64 {
+        (self.layers * 2 * self.kv_heads * self.head_dim) as f64 * kv_bytes
+    }
+
+    /// Forward ops of one layer for a prefill of `b` (the whole prompt of every sequence),
+    /// with GEMM bytes at the weights' format (weight-only int8 is dequantized on the fly:
+    /// the GEMM reads 1 byte per weight and computes in bf16).
+    pub fn prefill_layer_ops(&self, b: Batch, formats: InferenceFormats) -> Vec<Op> {
+        let mut ops = self.layer_ops(b).forward;
+        for op in &mut ops {
+            reprice_weights(op, formats.weight_bytes);
+        }
+        ops
+    }
+
+    /// Forward ops of one layer for one decode step: `b.sequences` sequences, one new token
+    /// each, attending to `context` cached tokens (K/V read from HBM, the step's memory-bound
+    /// core), GEMMs with `m = sequences` reading every weight once.
+    pub fn decode_layer_ops(&self, b: Batch, context: f64, formats: InferenceFormats) -> Vec<Op> {
+        let step = Batch { seq: 1, cp: 1, ..b };
+        let kv_heads = self.kv_heads.div_ceil(step.tp.max(1)).max(1);
+        let heads = self.heads.div_ceil(step.tp.max(1));
+        let cache = step.sequences as f64 * context * (2 * kv_heads * self.head_dim) as f64;
+        self.layer_ops(step)
+            .forward
+            .into_iter()
+            .map(|mut op| {
+                if matches!(op.kind, OpKind::Attention { .. }) {
+                    // q·Kᵀ and p·V for one query per head over the context.
+                    op.flops = 4.0 * (step.sequences * heads * self.head_dim) as f64 * context;
+                    op.bytes = cache * formats.kv_bytes
+                        + (2 * step.sequences * heads * self.head_dim * ACT_BYTES) as f64;
+                    op.kind = OpKind::Memory { kind: MemKind::KvCache };
+                }
+                // A small batch touches only the experts its tokens are routed to.
+                if let (OpKind::Gemm { m, n, k, count }, Some(moe)) = (op.kind, self.moe) {
+                    if op.name.starts_with("experts_") {
+                        let touched = count.min(step.sequences * moe.top_k).max(1);
+                        op.kind = OpKind::Gemm { m, n, k, count: touched };
+                        op.flops *= touched as f64 / count as f64;
+                    }
+                }
+                reprice_weights(&mut op, formats.weight_bytes);
+                op
+            })
+            .collect()
+    }
+
+    /// Ops of the model's last stage for `sequences` sequences producing one token each
+    /// (logits for the last position only, as serving engines compute them): final norm and
+    /// LM head.
+    pub fn sampling_ops(&self, sequences: u64, tp: u64, formats: InferenceFormats) -> Vec<Op> {
+        let b = Batch::new(sequences, 1, tp);
+        let mut ops = self.head_ops(b).forward;
+        ops.retain(|op| op.name != "cross_entropy");
+        for op in &mut ops {
+            reprice_weights(op, formats.weight_bytes);
+        }
+        ops
+    }
+}
+
+/// A GEMM's bytes with its weight matrix (`k × n` per product) in `weight_bytes` per element.
+fn reprice_weights(op: &mut Op, weight_bytes: f64) {
+    if let OpKind::Gemm { m, n, k, count } = op.kind {
+        op.bytes =
+            ((m * k + m * n) * count * ACT_BYTES) as f64 + (k * n * count) as f64 * weight_bytes;
     }
 }
 

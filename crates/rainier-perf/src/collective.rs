@@ -225,7 +225,7 @@ impl Topology {
                 };
                 // A group that straddles a domain boundary leaves a partial domain whose few
                 // members carry a larger share of the buffer to the next level.
-                let partial = n % below;
+                let partial = members % below;
                 spans[count] = Span {
                     level: k,
                     factor: members.div_ceil(below),
@@ -293,17 +293,24 @@ impl Topology {
         };
         let total = match kind {
             CollectiveKind::SendRecv => {
-                // Adjacent members differ at the innermost level the group spans; on a torus
-                // or ring one neighbour link carries the message.
-                let span = &spans[0];
-                let level = &self.levels[span.level];
-                let links = match &level.shape {
-                    Shape::Switch => 1.0,
-                    Shape::Ring => 2.0,
-                    Shape::Torus(dims) => 2.0 * dims.len() as f64,
-                };
-                report("send/recv", 2, span.level);
-                level.latency_s + bytes / (bandwidth(span) / links).max(1e-9)
+                // A message to the next member crosses every level the group spans somewhere
+                // along it; the slowest hop sets the pace (ring attention, pipeline stages).
+                // On a torus or ring one neighbour link carries it.
+                spans
+                    .iter()
+                    .map(|span| {
+                        let level = &self.levels[span.level];
+                        let share = if level.scale_up { free } else { 1.0 };
+                        let links = match &level.shape {
+                            Shape::Switch => 1.0,
+                            Shape::Ring => 2.0,
+                            Shape::Torus(dims) => 2.0 * dims.len() as f64,
+                        };
+                        let link = level.bytes_per_s * share / links / self.ranks_per_chip as f64;
+                        report("send/recv", span.factor, span.level);
+                        level.latency_s + bytes / link.max(1e-9)
+                    })
+                    .fold(0.0, f64::max)
             }
             CollectiveKind::AllToAll => {
                 // The traffic leaving each level's domain crosses that level's links; the

@@ -189,7 +189,7 @@ pub(crate) fn memory_efficiency(kind: MemKind, framework: Framework) -> (f64, f6
     let fused = framework == Framework::Fused;
     let stream = FUSED_STREAM_EFF.value;
     match kind {
-        MemKind::Add | MemKind::Embedding | MemKind::Permute => (stream, 1.0),
+        MemKind::Add | MemKind::Embedding | MemKind::Permute | MemKind::KvCache => (stream, 1.0),
         MemKind::Norm(Norm::LayerNorm) => (2223.6 / 3350.0, 1.0),
         MemKind::Norm(Norm::RmsNorm) => (2143.8 / 3350.0, 1.0),
         MemKind::Activation(Mlp::Gelu) => (if fused { stream } else { 2852.3 / 3350.0 }, 1.0),

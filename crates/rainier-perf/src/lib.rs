@@ -364,7 +364,7 @@ fn tpu_mxu_edge(name: &str) -> u64 {
 }
 
 /// Memory-bound kinds in a stable order (for listings).
-pub const MEM_KINDS: [MemKind; 9] = [
+pub const MEM_KINDS: [MemKind; 10] = [
     MemKind::Add,
     MemKind::Norm(rainier_model::Norm::LayerNorm),
     MemKind::Norm(rainier_model::Norm::RmsNorm),
@@ -374,4 +374,5 @@ pub const MEM_KINDS: [MemKind; 9] = [
     MemKind::Embedding,
     MemKind::CrossEntropy,
     MemKind::Permute,
+    MemKind::KvCache,
 ];

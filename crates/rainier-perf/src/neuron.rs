@@ -212,7 +212,7 @@ impl NeuronTable {
                 let (f, b) = (rate("cross-entropy")?, rate("cross-entropy-backward")?);
                 3.0 / (1.0 / f + 2.0 / b)
             }
-            MemKind::Embedding | MemKind::Permute => return None,
+            MemKind::Embedding | MemKind::Permute | MemKind::KvCache => return None,
         };
         Some(bytes / rate)
     }

@@ -5,7 +5,10 @@ use rainier_model::Model;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::{search, Goodput, PlanError, PlanSummary, SearchOptions, SearchReport, TrainConfig};
+use crate::{
+    search, serve_search, Goodput, PlanError, PlanSummary, SearchOptions, SearchReport,
+    ServeConfig, ServeReport, TrainConfig,
+};
 
 /// The job and the cluster size (or budget) to compare at.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,53 +115,50 @@ pub fn compare(
     })
 }
 
-/// The largest cluster of `node × 2^k` chips whose run costs at most `budget` (cost grows
-/// with size as efficiency falls; bisection over k), or the smallest with its cost.
+/// The largest cluster of `node × 2^k` chips (up to about a million) whose run costs at most
+/// `budget`; cost is not monotonic in size (small clusters may need slow, memory-saving plans),
+/// so every size is tried. Without one: the cheapest size, with its cost, as the error.
 fn within_budget(
     chip: &rainier_hw::Chip,
     budget: f64,
     run: &dyn Fn(u64) -> Result<SearchReport, PlanError>,
 ) -> (u64, Result<SearchReport, PlanError>) {
     let node = u64::from(chip.node.chips).max(1);
-    let max_k = if chip.node.scale_out_bits_per_s.value > 0.0 { 20 } else { 0 };
+    let sizes: Vec<u64> = if chip.node.scale_out_bits_per_s.value > 0.0 {
+        (0..21).map(|k| node << k).take_while(|&n| n <= 1 << 20).collect()
+    } else {
+        vec![node]
+    };
     let cost = |r: &Result<SearchReport, PlanError>| {
         r.as_ref().ok().and_then(|r| r.best.economics.budget.as_ref()?.cost_usd)
     };
-    // The smallest cluster that runs at all (small ones may not fit the model).
-    let mut lo = 0u32;
-    let mut first = run(node << lo);
-    while first.is_err() && lo < max_k {
-        lo += 1;
-        first = run(node << lo);
-    }
-    match cost(&first) {
-        _ if first.is_err() => return (node << lo, first),
-        Some(c) if c <= budget => {}
-        over => {
-            return (
-                node << lo,
-                Err(PlanError::Invalid(format!(
-                    "the smallest cluster that runs ({} chips) costs ${:.3e} for the token budget, over ${budget:.3e}",
-                    node << lo,
-                    over.unwrap_or(f64::INFINITY)
-                ))),
-            )
-        }
-    }
-    let mut best = (node << lo, first);
-    let (mut low, mut high) = (lo, max_k);
-    while low < high {
-        let mid = (low + high).div_ceil(2);
-        let r = run(node << mid);
+    let mut fitting: Option<(u64, Result<SearchReport, PlanError>)> = None;
+    let mut cheapest: Option<(u64, f64)> = None;
+    let mut last = None;
+    for &n in &sizes {
+        let r = run(n);
         match cost(&r) {
-            Some(c) if c <= budget => {
-                best = (node << mid, r);
-                low = mid;
+            Some(c) if c <= budget => fitting = Some((n, r)),
+            Some(c) => {
+                if cheapest.is_none_or(|(_, best)| c < best) {
+                    cheapest = Some((n, c));
+                }
             }
-            _ => high = mid - 1,
+            None => last = Some((n, r)),
         }
     }
-    best
+    if let Some(found) = fitting {
+        return found;
+    }
+    match cheapest {
+        Some((n, c)) => (
+            n,
+            Err(PlanError::Invalid(format!(
+                "no cluster fits the budget: the cheapest ({n} chips) costs ${c:.3e} for the token budget, over ${budget:.3e}"
+            ))),
+        ),
+        None => last.unwrap_or_else(|| (node, run(node))),
+    }
 }
 
 fn row(chip: &rainier_hw::Chip, chips: u64, result: Result<SearchReport, PlanError>) -> CompareRow {
@@ -180,7 +180,7 @@ fn row(chip: &rainier_hw::Chip, chips: u64, result: Result<SearchReport, PlanErr
         usd_per_chip_hour: price.value,
         pricing: None,
         price_grade: price.grade.to_string(),
-        price_source: price.source.clone(),
+        price_source: format!("[{}] {}", price.grade, price.source),
     };
     match result {
         Ok(r) => {
@@ -198,9 +198,85 @@ fn row(chip: &rainier_hw::Chip, chips: u64, result: Result<SearchReport, PlanErr
             row.usd_per_chip_hour = e.usd_per_chip_hour;
             row.pricing = Some(e.pricing.clone());
             row.price_source = e.price_source.clone();
+            row.price_grade = match (e.pricing.as_str(), &chip.node.usd_per_chip_hour_committed) {
+                ("user", _) => "user".into(),
+                ("committed", Some(c)) => c.grade.to_string(),
+                _ => price.grade.to_string(),
+            };
             row.plan = r.plans.into_iter().next();
         }
         Err(e) => row.error = Some(e.to_string()),
     }
     row
+}
+
+/// One chip kind's cheapest serving plan at the SLO.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServeCompareRow {
+    pub chip: String,
+    pub display: String,
+    /// `null` when no plan holds the model and meets the SLO; `error` says why.
+    pub report: Option<ServeReport>,
+    pub error: Option<String>,
+    pub usd_per_chip_hour: f64,
+    pub price_source: String,
+}
+
+/// Serving the same model on every chip kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServeCompareReport {
+    pub model: String,
+    pub chips: u64,
+    pub input_len: u64,
+    pub output_len: u64,
+    pub slo_ttft_ms: Option<f64>,
+    pub slo_tpot_ms: Option<f64>,
+    pub rows: Vec<ServeCompareRow>,
+}
+
+/// The cheapest serving plan meeting the SLO (continuous batching) on every chip kind of
+/// `catalog` (or those named).
+pub fn compare_serve(
+    model: &Model,
+    catalog: &Catalog,
+    cfg: &ServeConfig,
+    only: Option<&[String]>,
+) -> Result<ServeCompareReport, PlanError> {
+    // Argument errors are the caller's, not a chip's.
+    crate::serve::check(model, cfg)?;
+    let chips: Vec<&rainier_hw::Chip> = match only {
+        Some(names) => names
+            .iter()
+            .map(|n| catalog.chip(n).map_err(|e| PlanError::Invalid(e.to_string())))
+            .collect::<Result<_, _>>()?,
+        None => catalog.chips.iter().collect(),
+    };
+    let rows = chips
+        .par_iter()
+        .map(|chip| {
+            let result = serve_search(model, chip, cfg);
+            let price = &chip.node.usd_per_chip_hour;
+            let (report, error) = match result {
+                Ok(r) => (Some(r), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            ServeCompareRow {
+                chip: chip.name.clone(),
+                display: chip.display.clone(),
+                usd_per_chip_hour: price.value,
+                price_source: format!("[{}] {}", price.grade, price.source),
+                report,
+                error,
+            }
+        })
+        .collect::<Vec<_>>();
+    Ok(ServeCompareReport {
+        model: model.name.clone(),
+        chips: cfg.chips,
+        input_len: cfg.input_len,
+        output_len: cfg.output_len,
+        slo_ttft_ms: cfg.slo_ttft_ms,
+        slo_tpot_ms: cfg.slo_tpot_ms,
+        rows,
+    })
 }

@@ -11,17 +11,26 @@
 mod compare;
 mod economics;
 mod search;
+mod serve;
 mod train;
 mod validate;
 
-pub use compare::{compare, CompareConfig, CompareReport, CompareRow};
+pub use compare::{
+    compare, compare_serve, CompareConfig, CompareReport, CompareRow, ServeCompareReport,
+    ServeCompareRow,
+};
 pub use economics::{Budget, Economics, EconomicsConfig, Goodput, Pricing, ECONOMICS_ASSUMPTIONS};
 pub use search::{search, PlanSummary, Progress, SearchOptions, SearchReport};
+pub use serve::{
+    serve, serve_search, Continuous, KvFormat, ServeConfig, ServeMemory, ServePlan, ServeReport,
+    StepBreakdown, WeightFormat, SERVE_ASSUMPTIONS,
+};
 pub use train::{
     evaluate, precision_name, ranks_per_chip, recompute_name, Breakdown, Comm, CommByKind, Memory,
     Placement, Plan, PlanError, TrainConfig, TrainReport,
 };
 pub use validate::{
     calibrate_step_efficiency, megatron_flops_per_token, validate, ValidationPoint,
-    ValidationReport, CALIBRATION_SUBSET, VALIDATION_MAX_LIMIT, VALIDATION_MEDIAN_LIMIT,
+    ValidationReport, CALIBRATION_SUBSET, INFERENCE_MAX_LIMIT, INFERENCE_MEDIAN_LIMIT,
+    VALIDATION_MAX_LIMIT, VALIDATION_MEDIAN_LIMIT,
 };

@@ -181,7 +181,7 @@ pub fn search(
             },
             |e| vec![e],
         ),
-        pps: cfg.pp.map_or_else(|| (1..=model.layers.min(256)).collect(), |p| vec![p]),
+        pps: cfg.pp.map_or_else(|| (1..=model.layers).collect(), |p| vec![p]),
         mbs: cfg.micro_batch.map_or_else(|| vec![1, 2, 4, 8], |m| vec![m]),
         recomputes: options.recompute.map_or_else(
             || vec![Recompute::None, Recompute::Selective, Recompute::Full],
@@ -337,7 +337,10 @@ fn run(
             let mut found = Found::default();
             let mut costs = None;
             for &pp in &space.pps {
-                let Some(dp) = choose_dp(planner, space, &batch_divisors, tp * cp * pp, mb, ep)
+                let Some(dp) = tp
+                    .checked_mul(cp)
+                    .and_then(|x| x.checked_mul(pp))
+                    .and_then(|inner| choose_dp(planner, space, &batch_divisors, inner, mb, ep))
                 else {
                     continue;
                 };

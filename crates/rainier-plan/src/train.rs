@@ -256,7 +256,7 @@ pub fn ranks_per_chip(chip: &Chip, lnc: Option<u32>) -> Result<u32, PlanError> {
     Ok((chip.cores_per_chip / if chip.cores_per_chip >= 8 { lnc } else { 1 }).max(1))
 }
 
-fn rank_unit(chip: &Chip, per_chip: u32) -> String {
+pub(crate) fn rank_unit(chip: &Chip, per_chip: u32) -> String {
     match chip.family {
         Family::Gpu => "GPU".into(),
         Family::Tpu => "TPU chip".into(),
@@ -364,7 +364,7 @@ pub(crate) fn check_job(model: &Model, cfg: &TrainConfig) -> Result<(), PlanErro
         ("usd-per-chip-hour", e.usd_per_chip_hour),
         ("tokens", e.tokens),
         ("mtbf-chip-hours", e.mtbf_chip_hours),
-        ("checkpoint-gbps", e.checkpoint_bytes_per_s),
+        ("checkpoint-gb-per-s", e.checkpoint_bytes_per_s.map(|b| b / 1e9)),
     ] {
         if let Some(v) = v {
             if !(v.is_finite() && v > 0.0 && v < 1e30) {
@@ -862,8 +862,15 @@ impl<'a> Planner<'a> {
             dense * per_param / shard(stage, dense_dp)
                 + experts * per_param / shard(stage, expert_dp)
         };
-        let weights = by(weight_bytes, 3);
-        let grads = by(grad_bytes, 2);
+        // ZeRO-3 gathers each layer's full (TP-sharded) weights before using it, with the
+        // next layer prefetched: two layers unsharded; ZeRO-2/3 hold one layer's gradients
+        // unsharded until their reduce-scatter.
+        let layer =
+            self.dense_per_layer / d.tp as f64 + self.expert_per_layer / (d.tp * d.ep) as f64;
+        let gathered = if d.zero >= 3 { 2.0 * layer * weight_bytes } else { 0.0 };
+        let bucket = if d.zero >= 2 { layer * grad_bytes } else { 0.0 };
+        let weights = by(weight_bytes, 3) + gathered;
+        let grads = by(grad_bytes, 2) + bucket;
         let optimizer_states = by(self.optimizer_state_bytes(), 1);
         // 1F1B keeps up to pp micro-batches in flight on the first stage; interleaving adds
         // (pp − 1)/(pp·vpp) of a stage's worth (Narayanan et al. 2021).

@@ -1,7 +1,8 @@
 //! The planner against published training measurements (`data/validation.json`).
 
 use rainier_plan::{
-    calibrate_step_efficiency, validate, VALIDATION_MAX_LIMIT, VALIDATION_MEDIAN_LIMIT,
+    calibrate_step_efficiency, validate, INFERENCE_MAX_LIMIT, INFERENCE_MEDIAN_LIMIT,
+    VALIDATION_MAX_LIMIT, VALIDATION_MEDIAN_LIMIT,
 };
 
 #[test]
@@ -18,8 +19,8 @@ fn validation_median_error_is_within_the_stated_limit() {
         report.median_abs_error,
         VALIDATION_MEDIAN_LIMIT
     );
-    // No per-point correction factors: every point within the stated maximum.
-    for p in &report.points {
+    // No per-point correction factors: every training point within the stated maximum.
+    for p in report.points.iter().filter(|p| p.kind == "training") {
         assert!(
             p.error.abs() <= VALIDATION_MAX_LIMIT,
             "{}: error {:+.3} beyond the stated {:.2}",
@@ -38,4 +39,21 @@ fn step_efficiency_is_what_the_calibration_subset_gives() {
         (fitted - used).abs() < 0.015,
         "calibration subset gives {fitted}, the model uses {used}"
     );
+}
+
+/// Serving: the published latencies and throughput within the (weaker) stated limits, and the
+/// calibration point reproduced.
+#[test]
+fn inference_points_are_within_their_stated_limits() {
+    let report = validate().expect("dataset evaluates");
+    let inference: Vec<_> = report.points.iter().filter(|p| p.kind == "inference").collect();
+    assert!(inference.len() >= 5);
+    for p in &inference {
+        assert!(p.fits, "{} {}", p.id, p.metric);
+        assert!(p.error.abs() <= INFERENCE_MAX_LIMIT, "{} {}: {:+.3}", p.id, p.metric, p.error);
+        if p.calibration {
+            assert!(p.error.abs() < 0.02, "calibration {} {}: {:+.3}", p.id, p.metric, p.error);
+        }
+    }
+    assert!(report.inference_median_abs_error <= INFERENCE_MEDIAN_LIMIT);
 }

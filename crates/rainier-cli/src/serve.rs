@@ -1,0 +1,210 @@
+//! `rainier serve`: inference serving of a model on a cluster.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use rainier_plan::{
+    serve, serve_search, KvFormat, ServeConfig, ServeReport, TrainConfig, WeightFormat,
+};
+
+use crate::out;
+use crate::plan::{load_catalog, load_model, DatacenterArgs, EconomicsArgs};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum WeightsArg {
+    Bf16,
+    /// fp8 weights and GEMMs (fp8 tensor cores where the chip has them).
+    Fp8,
+    /// Weight-only int8, dequantized on the fly (bf16 math).
+    Int8,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum KvArg {
+    Bf16,
+    Fp8,
+}
+
+/// The serving job (shared by `serve` and `compare --serve`).
+#[derive(Debug, Args)]
+pub(crate) struct ServeJobArgs {
+    /// Prompt tokens per request.
+    #[arg(long, default_value_t = 1024)]
+    pub(crate) input_len: u64,
+    /// Generated tokens per request.
+    #[arg(long, default_value_t = 1024)]
+    pub(crate) output_len: u64,
+    /// Weight format.
+    #[arg(long, value_enum, default_value = "bf16")]
+    pub(crate) weights: WeightsArg,
+    /// KV-cache format.
+    #[arg(long, value_enum, default_value = "bf16")]
+    pub(crate) kv: KvArg,
+    /// Time-to-first-token objective, milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub(crate) slo_ttft_ms: Option<f64>,
+    /// Time-per-output-token objective (mean over the output), milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub(crate) slo_tpot_ms: Option<f64>,
+}
+
+impl ServeJobArgs {
+    pub(crate) fn config(&self, chips: u64) -> ServeConfig {
+        ServeConfig {
+            weights: match self.weights {
+                WeightsArg::Bf16 => WeightFormat::Bf16,
+                WeightsArg::Fp8 => WeightFormat::Fp8,
+                WeightsArg::Int8 => WeightFormat::Int8,
+            },
+            kv: match self.kv {
+                KvArg::Bf16 => KvFormat::Bf16,
+                KvArg::Fp8 => KvFormat::Fp8,
+            },
+            slo_ttft_ms: self.slo_ttft_ms,
+            slo_tpot_ms: self.slo_tpot_ms,
+            ..ServeConfig::new(chips, self.input_len, self.output_len)
+        }
+    }
+}
+
+/// `rainier serve` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// A preset or a Hugging Face config.json.
+    #[arg(long)]
+    model: String,
+    /// Chip (see `rainier chips`).
+    #[arg(long)]
+    chip: String,
+    /// Number of chips.
+    #[arg(long)]
+    chips: u64,
+    /// Tensor-parallel degree per replica (ranks: NeuronCores on Trainium/Inferentia).
+    #[arg(long)]
+    tp: Option<u64>,
+    /// Pipeline stages per replica.
+    #[arg(long)]
+    pp: Option<u64>,
+    /// Expert parallelism over replicas (MoE).
+    #[arg(long)]
+    ep: Option<u64>,
+    /// Static batch: sequences served together [default: 1].
+    #[arg(long)]
+    batch: Option<u64>,
+    #[command(flatten)]
+    job: ServeJobArgs,
+    /// Find the cheapest plan and concurrency that meets the SLO (continuous batching).
+    #[arg(long)]
+    search: bool,
+    /// Trainium logical NeuronCore size (1 or 2).
+    #[arg(long)]
+    lnc: Option<u32>,
+    #[command(flatten)]
+    economics: EconomicsArgs,
+    #[command(flatten)]
+    datacenter: DatacenterArgs,
+    /// A catalog file overriding or extending the built-in one.
+    #[arg(long, value_name = "FILE.json")]
+    catalog: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(args: &ServeArgs) -> Result<()> {
+    let catalog = load_catalog(args.catalog.as_deref())?;
+    let chip = catalog.chip(&args.chip)?;
+    let model = load_model(&args.model)?;
+    let cfg = ServeConfig {
+        tp: args.tp,
+        pp: args.pp,
+        ep: args.ep,
+        batch: args.batch,
+        lnc: args.lnc,
+        cluster: TrainConfig {
+            datacenter: args.datacenter.config(),
+            economics: args.economics.config(None),
+            ..TrainConfig::new(args.chips, 1, 1)
+        },
+        ..args.job.config(args.chips)
+    };
+    let report =
+        if args.search { serve_search(&model, chip, &cfg)? } else { serve(&model, chip, &cfg)? };
+    if args.json {
+        out(&serde_json::to_string_pretty(&report)?);
+    } else {
+        out(&text(&report));
+    }
+    Ok(())
+}
+
+fn text(r: &ServeReport) -> String {
+    let p = &r.plan;
+    let m = &r.memory_gib_per_device;
+    let c = &r.continuous;
+    let mut s = format!(
+        "{} on {} × {}, {} prompt + {} output tokens, {} weights, {} KV cache\n",
+        r.model,
+        r.chips,
+        r.chip,
+        r.input_len,
+        r.output_len,
+        serde_json::to_string(&p.weights).unwrap_or_default().trim_matches('"'),
+        serde_json::to_string(&p.kv).unwrap_or_default().trim_matches('"')
+    );
+    s += &format!(
+        "plan{}: tp {} × pp {} per replica, {} replicas, ep {} = {} ranks ({} per chip, a rank is a {}) on {} chips\n\n",
+        if p.chosen { " (chosen by rainier)" } else { "" },
+        p.tp, p.pp, p.replicas, p.ep, p.ranks, p.ranks_per_chip, p.rank_unit, p.chips_used
+    );
+    s += &format!("batch {} sequences\n", r.batch);
+    s += &format!("  TTFT                      {:>10.2} ms\n", r.ttft_ms);
+    s += &format!("  TPOT (mean)               {:>10.2} ms\n", r.tpot_ms);
+    s += &format!(
+        "  output tokens/s           {:>10.0}  ({:.1} per chip)\n",
+        r.output_tokens_per_s, r.output_tokens_per_s_per_chip
+    );
+    s += &format!("  $ per M output tokens     {:>10.3}\n", r.cost_usd_per_million_output_tokens);
+    s += &format!(
+        "  J per output token        {:>10.3}  (facility, PUE included)\n\n",
+        r.energy_j_per_output_token
+    );
+    s += &format!(
+        "continuous batching: {} sequences in flight per replica (KV cache holds {}), prompts prefilled in chunks of {:.0} tokens\n",
+        c.concurrency, c.max_concurrency, c.chunk_tokens
+    );
+    s += &format!(
+        "  TTFT {:.1} ms, TPOT {:.2} ms, {:.0} output tokens/s ({:.1} per chip), ${:.3} per M output tokens{}\n\n",
+        c.ttft_ms,
+        c.tpot_ms,
+        c.output_tokens_per_s,
+        c.output_tokens_per_s_per_chip,
+        c.cost_usd_per_million_output_tokens,
+        if c.meets_slo { "" } else { "  — SLO NOT MET" }
+    );
+    s += "step (ms)              gemm   attention   other ops   communication   overhead     total\n";
+    for (name, b) in [("prefill", &r.prefill), ("decode (mean)", &r.decode)] {
+        s += &format!(
+            "  {name:<16} {:>9.3} {:>11.3} {:>11.3} {:>15.3} {:>10.3} {:>9.3}\n",
+            b.gemm_ms,
+            b.attention_ms,
+            b.other_ops_ms,
+            b.communication_ms,
+            b.overhead_ms,
+            b.total_ms
+        );
+    }
+    s += &format!(
+        "\nmemory per device (GiB): weights {:.2}, KV cache {:.2}, activations {:.2}, other {:.2}, total {:.2} of {:.2}  {}\n",
+        m.weights, m.kv_cache, m.activations, m.other, m.total, m.capacity,
+        if r.fits { "fits" } else { "DOES NOT FIT" }
+    );
+    if !r.notes.is_empty() {
+        s += "\nnotes\n";
+        for n in &r.notes {
+            s += &format!("  - {n}\n");
+        }
+    }
+    s.trim_end().to_string()
+}

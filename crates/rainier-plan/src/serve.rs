@@ -1,0 +1,746 @@
+//! Inference serving: prefill and decode per device, static and continuous batching, SLOs,
+//! and cost per output token.
+//!
+//! A replica is `tp × pp` ranks; the cluster holds `ranks / (tp·pp)` replicas, and expert
+//! parallelism shards the experts over `ep` replicas (carved out of the replicas, as in
+//! training). Per step a replica runs the layers' forward ops on the chip's cost model:
+//!
+//! - **Prefill** of `I` prompt tokens per sequence: the layers' forward GEMMs, flash attention
+//!   and memory-bound ops, logits for the last position only.
+//! - **Decode**: one token per sequence; GEMMs with `m = sequences` read every weight once (at
+//!   the weights' format: int8 weight-only is dequantized on the fly and computes in bf16),
+//!   attention reads the K/V cache of the whole context.
+//! - Per layer two tensor-parallel all-reduces of the step's activations (latency-bound at
+//!   small batch), stage sends under PP, dispatch/combine all-to-alls under EP, and a fixed
+//!   per-step overhead (named assumption).
+//!
+//! Static batching serves `B` sequences together: TTFT is the prefill, TPOT the mean decode
+//! step over the output (context from `I` to `I+O`). Continuous batching keeps `N` sequences in
+//! flight, each step decoding `N` tokens; prompts are prefilled in chunks riding on decode
+//! steps, often enough that admissions match completions (`N·I/O` prompt tokens per step on
+//! average); the `N` with the highest throughput that fits the KV cache and meets the SLO
+//! wins.
+
+use rainier_hw::{Chip, Family, Framework};
+use rainier_model::{Batch, InferenceFormats, Model, Op, OpKind, ACT_BYTES};
+use rainier_perf::{
+    Assumption, CollectiveKind, CostModel, Group, NeuronCosts, Precision, Topology,
+};
+use serde::Serialize;
+
+use crate::economics::{economics, EconomicsConfig, JobFacts};
+use crate::train::ranks_per_chip;
+use crate::{PlanError, TrainConfig};
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+pub(crate) const STEP_OVERHEAD_S: Assumption = Assumption {
+    name: "serve.step_overhead_s",
+    value: 50e-6,
+    why: "host-side scheduling, sampling and launch of one serving step (CUDA graphs / compiled Neuron graphs); no public breakdown, assumed",
+};
+
+pub(crate) const NEURON_LAYER_OVERHEAD_S: Assumption = Assumption {
+    name: "serve.neuron_layer_overhead_s",
+    value: 120e-6,
+    why: "fixed cost per layer of a compiled Neuron inference graph (engine synchronization, collective handshakes, DMA descriptor setup) beyond its ops; fitted on the calibration point trn1-llama3-70b-bs1 TPOT ((26.48 − 16.9 ms) / 80 layers) and checked on inf2-llama3-8b-bs1",
+};
+
+pub(crate) const CHUNK_TOKENS: Assumption = Assumption {
+    name: "serve.chunk_tokens",
+    value: 2048.0,
+    why: "prompt tokens a continuous-batching scheduler adds to one step (vLLM's default max_num_batched_tokens with chunked prefill; TensorRT-LLM's max_num_tokens is 8192)",
+};
+
+/// The named assumptions of the serving model.
+pub const SERVE_ASSUMPTIONS: &[Assumption] =
+    &[STEP_OVERHEAD_S, NEURON_LAYER_OVERHEAD_S, CHUNK_TOKENS];
+
+/// Weight format of the matmuls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightFormat {
+    Bf16,
+    /// fp8 weights and fp8 GEMMs where the chip has them.
+    Fp8,
+    /// Weight-only int8: 1 byte per weight read, dequantized on the fly, bf16 math.
+    Int8,
+}
+
+/// KV-cache format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvFormat {
+    Bf16,
+    Fp8,
+}
+
+/// What the user asks for; `None` means "choose" (with `search`) or the default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeConfig {
+    pub chips: u64,
+    pub tp: Option<u64>,
+    pub pp: Option<u64>,
+    pub ep: Option<u64>,
+    /// Static batch (sequences served together); default 1.
+    pub batch: Option<u64>,
+    pub input_len: u64,
+    pub output_len: u64,
+    pub weights: WeightFormat,
+    pub kv: KvFormat,
+    pub slo_ttft_ms: Option<f64>,
+    pub slo_tpot_ms: Option<f64>,
+    pub lnc: Option<u32>,
+    pub neuron_costs: NeuronCosts,
+    pub framework: Option<Framework>,
+    /// Datacenter and economics (the training config's fields; its sizes are unused).
+    pub cluster: TrainConfig,
+}
+
+impl ServeConfig {
+    pub fn new(chips: u64, input_len: u64, output_len: u64) -> ServeConfig {
+        ServeConfig {
+            chips,
+            tp: None,
+            pp: None,
+            ep: None,
+            batch: None,
+            input_len,
+            output_len,
+            weights: WeightFormat::Bf16,
+            kv: KvFormat::Bf16,
+            slo_ttft_ms: None,
+            slo_tpot_ms: None,
+            lnc: None,
+            neuron_costs: NeuronCosts::Tables,
+            framework: None,
+            cluster: TrainConfig::new(chips, 1, 1),
+        }
+    }
+}
+
+/// Memory per device (rank), GiB.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ServeMemory {
+    pub weights: f64,
+    /// K/V cache of the static batch at its full context.
+    pub kv_cache: f64,
+    /// Prefill workspace and logits.
+    pub activations: f64,
+    /// Framework reserve.
+    pub other: f64,
+    pub total: f64,
+    pub capacity: f64,
+}
+
+/// The plan served.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServePlan {
+    pub tp: u64,
+    pub pp: u64,
+    pub ep: u64,
+    /// Data-parallel replicas of the model.
+    pub replicas: u64,
+    pub ranks: u64,
+    pub ranks_per_chip: u32,
+    pub rank_unit: String,
+    pub chips_used: u64,
+    pub weights: WeightFormat,
+    pub kv: KvFormat,
+    pub framework: String,
+    pub chosen: bool,
+}
+
+/// Continuous batching at the largest concurrency that fits and meets the SLO.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Continuous {
+    /// Sequences in flight per replica.
+    pub concurrency: u64,
+    /// Sequences the KV cache holds per replica.
+    pub max_concurrency: u64,
+    /// Prompt tokens per prefill chunk riding on a decode step.
+    pub chunk_tokens: f64,
+    pub ttft_ms: f64,
+    pub tpot_ms: f64,
+    pub output_tokens_per_s: f64,
+    pub output_tokens_per_s_per_chip: f64,
+    pub meets_slo: bool,
+    pub cost_usd_per_million_output_tokens: f64,
+    pub energy_j_per_output_token: f64,
+}
+
+/// Where a step's time goes, milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StepBreakdown {
+    pub gemm_ms: f64,
+    pub attention_ms: f64,
+    pub other_ops_ms: f64,
+    pub communication_ms: f64,
+    pub overhead_ms: f64,
+    pub total_ms: f64,
+}
+
+/// The prediction for one serving plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServeReport {
+    pub model: String,
+    pub chip: String,
+    pub chips: u64,
+    pub input_len: u64,
+    pub output_len: u64,
+    /// Static batch (with `--search`: the continuous concurrency chosen).
+    pub batch: u64,
+    pub ttft_ms: f64,
+    /// Mean time per output token over the output.
+    pub tpot_ms: f64,
+    pub output_tokens_per_s: f64,
+    pub output_tokens_per_s_per_chip: f64,
+    /// Sequences the cluster's (paged) KV cache holds in continuous batching, at the mean
+    /// context `I + O/2`.
+    pub max_concurrent_sequences: u64,
+    pub memory_gib_per_device: ServeMemory,
+    pub fits: bool,
+    pub cost_usd_per_million_output_tokens: f64,
+    /// Facility energy (PUE included) per output token, joules.
+    pub energy_j_per_output_token: f64,
+    pub prefill: StepBreakdown,
+    /// The mean decode step.
+    pub decode: StepBreakdown,
+    pub continuous: Continuous,
+    pub plan: ServePlan,
+    pub notes: Vec<String>,
+}
+
+/// Serving cost model of one plan.
+struct Server<'a> {
+    model: &'a Model,
+    chip: &'a Chip,
+    cfg: &'a ServeConfig,
+    per_chip: u32,
+    cost: CostModel,
+    /// Decode GEMMs on NeuronCores: roofline on the weights actually read (the simulated
+    /// gemm kernel streams bf16 weights at m ≥ 128 only).
+    decode_cost: Option<CostModel>,
+    topology: Topology,
+    formats: InferenceFormats,
+    tp: u64,
+    pp: u64,
+    ep: u64,
+    replicas: u64,
+    framework: Framework,
+}
+
+impl<'a> Server<'a> {
+    fn new(
+        model: &'a Model,
+        chip: &'a Chip,
+        cfg: &'a ServeConfig,
+        tp: u64,
+        pp: u64,
+        ep: u64,
+    ) -> Result<Server<'a>, PlanError> {
+        let per_chip = ranks_per_chip(chip, cfg.lnc)?;
+        let ranks = cfg.chips * u64::from(per_chip);
+        let replica = tp.saturating_mul(pp);
+        if replica == 0 || ranks % replica != 0 {
+            return Err(PlanError::Invalid(format!(
+                "tp × pp = {tp} × {pp} does not divide the {ranks} ranks of {} × {} ({per_chip} per chip)",
+                cfg.chips, chip.name
+            )));
+        }
+        let replicas = ranks / replica;
+        if tp > model.heads.max(model.kv_heads) * 4 {
+            return Err(PlanError::Invalid(format!(
+                "tp {tp} is far above the model's {} heads",
+                model.heads
+            )));
+        }
+        if pp > model.layers {
+            return Err(PlanError::TooManyStages { pp, layers: model.layers });
+        }
+        if ep > 1 {
+            let Some(moe) = model.moe else {
+                return Err(PlanError::Invalid(format!(
+                    "--ep {ep} needs a mixture-of-experts model; {} is dense",
+                    model.name
+                )));
+            };
+            if moe.experts % ep != 0 || replicas % ep != 0 {
+                return Err(PlanError::Invalid(format!(
+                    "ep {ep} must divide the {} experts and the {replicas} replicas",
+                    moe.experts
+                )));
+            }
+        }
+        let framework = cfg.framework.unwrap_or(Framework::Fused);
+        let precision = match cfg.weights {
+            WeightFormat::Fp8 => Precision::Fp8,
+            WeightFormat::Bf16 | WeightFormat::Int8 => Precision::Bf16,
+        };
+        let cost = CostModel::new(chip, per_chip, precision, framework, cfg.neuron_costs)?;
+        let decode_cost = (chip.family == Family::Neuron)
+            .then(|| CostModel::new(chip, per_chip, precision, framework, NeuronCosts::Roofline))
+            .transpose()?;
+        let weight_bytes = match cfg.weights {
+            WeightFormat::Bf16 => 2.0,
+            WeightFormat::Fp8 | WeightFormat::Int8 => 1.0,
+        };
+        let kv_bytes = match cfg.kv {
+            KvFormat::Bf16 => 2.0,
+            KvFormat::Fp8 => 1.0,
+        };
+        Ok(Server {
+            model,
+            chip,
+            cfg,
+            per_chip,
+            cost,
+            decode_cost,
+            topology: Topology::new(chip, per_chip, &cfg.cluster.datacenter),
+            formats: InferenceFormats { weight_bytes, kv_bytes },
+            tp,
+            pp,
+            ep,
+            replicas,
+            framework,
+        })
+    }
+
+    fn batch(&self, sequences: u64, seq: u64) -> Batch {
+        Batch { sequences, seq, tp: self.tp, cp: 1, ep: self.ep }
+    }
+
+    /// Time of a forward step over every layer (the replica's stages in turn) for `ops` of one
+    /// layer, with `tokens` activations crossing TP all-reduces and stage boundaries, plus the
+    /// last stage's sampling for `sequences`.
+    fn step(&self, layer: &[Op], tokens: u64, sequences: u64, decode: bool) -> StepBreakdown {
+        let model = self.model;
+        let cost =
+            if decode { self.decode_cost.as_ref().unwrap_or(&self.cost) } else { &self.cost };
+        let layers = model.layers as f64;
+        let (mut gemm, mut attention, mut other) = (0.0, 0.0, 0.0);
+        for op in layer.iter().chain(&model.sampling_ops(sequences, self.tp, self.formats)) {
+            let last = op.name == "lm_head" || op.name == "final_norm";
+            let t = cost.op_seconds(op) * if last { 1.0 } else { layers };
+            match op.kind {
+                OpKind::Gemm { .. } => gemm += t,
+                OpKind::Attention { .. }
+                | OpKind::Memory { kind: rainier_model::MemKind::KvCache } => attention += t,
+                OpKind::Memory { .. } => other += t,
+            }
+        }
+        let bytes = (tokens * model.hidden * ACT_BYTES) as f64;
+        let topo = &self.topology;
+        // Two all-reduces per layer (after attention and after the MLP).
+        let all_reduce =
+            topo.seconds(CollectiveKind::AllReduce, bytes, Group { size: self.tp, stride: 1 }, 1.0);
+        let mut comm = 2.0 * layers * all_reduce;
+        if self.pp > 1 {
+            let send = topo.seconds(
+                CollectiveKind::SendRecv,
+                bytes,
+                Group { size: self.pp, stride: self.tp },
+                1.0,
+            );
+            comm += (self.pp - 1) as f64 * send;
+        }
+        if self.ep > 1 {
+            let top_k = model.moe.map_or(1, |m| m.top_k);
+            let a2a = topo.seconds(
+                CollectiveKind::AllToAll,
+                bytes * top_k as f64,
+                Group { size: self.ep, stride: self.tp * self.pp },
+                1.0,
+            );
+            comm += 2.0 * layers * a2a;
+        }
+        let per_layer =
+            if self.chip.family == Family::Neuron { NEURON_LAYER_OVERHEAD_S.value } else { 0.0 };
+        let overhead = STEP_OVERHEAD_S.value + per_layer * layers;
+        let ms = 1e3;
+        StepBreakdown {
+            gemm_ms: gemm * ms,
+            attention_ms: attention * ms,
+            other_ops_ms: other * ms,
+            communication_ms: comm * ms,
+            overhead_ms: overhead * ms,
+            total_ms: (gemm + attention + other + comm + overhead) * ms,
+        }
+    }
+
+    fn prefill(&self, sequences: u64, tokens_per_sequence: u64) -> StepBreakdown {
+        let b = self.batch(sequences, tokens_per_sequence);
+        let layer = self.model.prefill_layer_ops(b, self.formats);
+        self.step(&layer, b.tokens(), sequences, false)
+    }
+
+    fn decode(&self, sequences: u64, context: f64) -> StepBreakdown {
+        let layer = self.model.decode_layer_ops(self.batch(sequences, 1), context, self.formats);
+        self.step(&layer, sequences, sequences, true)
+    }
+
+    /// A decode step of `sequences` that also prefills `chunk` prompt tokens (chunked prefill:
+    /// one forward over both; attention of the chunk at its own cost).
+    fn mixed(&self, sequences: u64, context: f64, chunk: f64) -> f64 {
+        let decode = self.decode(sequences, context);
+        if chunk <= 0.0 {
+            return decode.total_ms;
+        }
+        // The chunk's GEMMs share the weight reads of the decode: price the combined token
+        // count once, and add the chunk's attention over its prompt.
+        let tokens = sequences + chunk.ceil() as u64;
+        let combined = self.decode(tokens, context);
+        let prompt = self.cfg.input_len.max(1);
+        let chunk_seqs = (chunk / prompt as f64).max(1e-9);
+        let prefill_attention = self.prefill(1, prompt).attention_ms * chunk_seqs;
+        combined.total_ms - combined.attention_ms + decode.attention_ms + prefill_attention
+    }
+
+    /// Weights, KV cache per sequence at full context, and reserve, per rank, bytes.
+    fn memory_parts(&self) -> (f64, f64, f64) {
+        let (input, output) = (self.cfg.input_len as f64, self.cfg.output_len as f64);
+        self.memory_parts_at(input + output)
+    }
+
+    /// Weights, KV cache per sequence at `context` tokens, and reserve, per rank, bytes.
+    fn memory_parts_at(&self, ctx: f64) -> (f64, f64, f64) {
+        let model = self.model;
+        let p = model.params();
+        let expert = match model.moe {
+            Some(moe) if moe.experts > moe.top_k => {
+                (p.per_layer - p.per_layer_active) as f64 / (moe.experts - moe.top_k) as f64
+                    * moe.experts as f64
+            }
+            _ => 0.0,
+        };
+        let dense = p.per_layer as f64 - expert;
+        let layers = model.layers.div_ceil(self.pp) as f64;
+        let tp = self.tp as f64;
+        let ends = (p.embedding + p.positions + p.lm_head) as f64;
+        let weights = (layers * (dense / tp + expert / (tp * self.ep as f64)))
+            * self.formats.weight_bytes
+            + ends / tp * ACT_BYTES as f64;
+        let kv_heads = model.kv_heads.div_ceil(self.tp).max(1);
+        let kv = ctx * layers * (2 * kv_heads * model.head_dim) as f64 * self.formats.kv_bytes;
+        let reserve = rainier_perf::framework_reserve_gib(self.chip.family) * GIB;
+        (weights, kv, reserve)
+    }
+
+    fn capacity(&self) -> f64 {
+        self.chip.hbm_bytes() / f64::from(self.per_chip)
+    }
+
+    /// Prefill workspace for `tokens` prompt tokens and logits for `sequences`, bytes per rank.
+    fn workspace(&self, tokens: f64, sequences: u64) -> f64 {
+        let m = self.model;
+        let width = (m.hidden + 2 * m.ffn.div_ceil(self.tp)) as f64;
+        tokens * width * ACT_BYTES as f64 + (sequences * m.vocab.div_ceil(self.tp)) as f64 * 4.0
+    }
+
+    /// Sequences one replica's KV cache holds under continuous batching: a paged cache
+    /// (vLLM, TensorRT-LLM, NxD Inference) holds each sequence's current context, `I + O/2`
+    /// on average when completions are spread evenly.
+    fn max_concurrency(&self, chunk_tokens: f64) -> u64 {
+        let (input, output) = (self.cfg.input_len as f64, self.cfg.output_len as f64);
+        let (weights, kv, reserve) = self.memory_parts_at(input + output / 2.0);
+        let free = self.capacity() - weights - reserve - self.workspace(chunk_tokens, 1);
+        if free <= 0.0 || kv <= 0.0 {
+            return 0;
+        }
+        (free / kv).floor() as u64
+    }
+
+    /// Continuous batching at `n` sequences per replica: (TTFT ms, mean TPOT ms, output
+    /// tokens/s over the cluster, prompt tokens per chunk). Prompts are prefilled in chunks of
+    /// `C = max(N·I/O, min(I, CHUNK_TOKENS))` tokens riding on decode steps; a share
+    /// `N·I/(O·C)` of the steps carries a chunk, so admissions match completions.
+    fn continuous_at(&self, n: u64) -> (f64, f64, f64, f64) {
+        let (input, output) = (self.cfg.input_len as f64, self.cfg.output_len.max(1) as f64);
+        let context = input + output / 2.0;
+        let needed = n as f64 * input / output;
+        let chunk = needed.max(input.min(CHUNK_TOKENS.value));
+        let plain = self.mixed(n, context, 0.0);
+        let with_chunk = self.mixed(n, context, chunk);
+        let share = (needed / chunk).min(1.0);
+        let step_ms = share * with_chunk + (1.0 - share) * plain;
+        let ttft_ms = (input / chunk).ceil().max(1.0) * with_chunk;
+        let tokens_per_s = n as f64 / (step_ms / 1e3) * self.replicas as f64;
+        (ttft_ms, step_ms, tokens_per_s, chunk)
+    }
+
+    fn meets(&self, ttft_ms: f64, tpot_ms: f64) -> bool {
+        self.cfg.slo_ttft_ms.is_none_or(|s| ttft_ms <= s)
+            && self.cfg.slo_tpot_ms.is_none_or(|s| tpot_ms <= s)
+    }
+
+    /// The largest concurrency that fits and meets the SLO (geometric scan, then the best).
+    fn continuous(&self) -> (u64, f64, f64, f64, f64, bool, u64) {
+        let chunk_guess = 8192.0;
+        let max = self.max_concurrency(chunk_guess);
+        let mut best = None;
+        let mut n = 1u64;
+        while n <= max.max(1) {
+            let (ttft, tpot, tps, chunk) = self.continuous_at(n);
+            let ok = self.meets(ttft, tpot) && n <= max;
+            if ok && best.is_none_or(|(_, _, _, t, _, _)| tps > t) {
+                best = Some((n, ttft, tpot, tps, chunk, true));
+            }
+            n = (n + 1).max((n as f64 * 1.08) as u64);
+        }
+        match best {
+            Some((n, ttft, tpot, tps, chunk, ok)) => (n, ttft, tpot, tps, chunk, ok, max),
+            None => {
+                let (ttft, tpot, tps, chunk) = self.continuous_at(1);
+                (1, ttft, tpot, tps, chunk, false, max)
+            }
+        }
+    }
+
+    fn report(&self, batch: u64, chosen: bool, continuous_headline: bool) -> ServeReport {
+        let (model, cfg, chip) = (self.model, self.cfg, self.chip);
+        let (input, output) = (cfg.input_len, cfg.output_len.max(1));
+        let prefill = self.prefill(batch, input);
+        let decode = self.decode(batch, input as f64 + output as f64 / 2.0);
+        let ttft_ms = prefill.total_ms;
+        let tpot_ms = decode.total_ms;
+        // With PP a replica keeps pp static batches in flight, one per stage.
+        let request_s = (ttft_ms + (output - 1) as f64 * tpot_ms) / 1e3;
+        let static_tps = (batch * output * self.pp) as f64 / request_s * self.replicas as f64;
+        let (weights, kv, reserve) = self.memory_parts();
+        let kv_batch = kv * (batch * self.pp) as f64;
+        let activations = self.workspace((batch * input) as f64, batch);
+        let total = weights + kv_batch + activations + reserve;
+        let capacity = self.capacity();
+        let ranks = self.tp * self.pp * self.replicas;
+        let chips_used = ranks.div_ceil(u64::from(self.per_chip));
+        let (n, c_ttft, c_tpot, c_tps, chunk, meets, max) = self.continuous();
+        let money = |tps: f64, busy: f64| {
+            let e = economics(
+                chip,
+                &JobFacts { chips: chips_used, tokens_per_s: tps, busy, state_bytes: 0.0 },
+                &EconomicsConfig { tokens: None, ..cfg.cluster.economics.clone() },
+            );
+            (e.usd_per_million_tokens, e.facility_mw * 1e6 / tps)
+        };
+        // Busy: the share of a step the chips compute (not communication or overhead).
+        let busy = |s: &StepBreakdown| (s.gemm_ms + s.attention_ms + s.other_ops_ms) / s.total_ms;
+        let (static_usd, static_j) = money(static_tps, busy(&decode));
+        let (cont_usd, cont_j) =
+            money(c_tps, busy(&self.decode(n, input as f64 + output as f64 / 2.0)));
+        let continuous = Continuous {
+            concurrency: n,
+            max_concurrency: max,
+            chunk_tokens: chunk,
+            ttft_ms: c_ttft,
+            tpot_ms: c_tpot,
+            output_tokens_per_s: c_tps,
+            output_tokens_per_s_per_chip: c_tps / chips_used as f64,
+            meets_slo: meets,
+            cost_usd_per_million_output_tokens: cont_usd,
+            energy_j_per_output_token: cont_j,
+        };
+        let (batch, ttft_ms, tpot_ms, tps, usd, joules) = if continuous_headline {
+            (n, c_ttft, c_tpot, c_tps, cont_usd, cont_j)
+        } else {
+            (batch, ttft_ms, tpot_ms, static_tps, static_usd, static_j)
+        };
+        ServeReport {
+            model: model.name.clone(),
+            chip: chip.name.clone(),
+            chips: cfg.chips,
+            input_len: input,
+            output_len: cfg.output_len,
+            batch,
+            ttft_ms,
+            tpot_ms,
+            output_tokens_per_s: tps,
+            output_tokens_per_s_per_chip: tps / chips_used as f64,
+            max_concurrent_sequences: max * self.replicas,
+            memory_gib_per_device: ServeMemory {
+                weights: weights / GIB,
+                kv_cache: kv_batch / GIB,
+                activations: activations / GIB,
+                other: reserve / GIB,
+                total: total / GIB,
+                capacity: capacity / GIB,
+            },
+            fits: total <= capacity,
+            cost_usd_per_million_output_tokens: usd,
+            energy_j_per_output_token: joules,
+            prefill,
+            decode,
+            continuous,
+            plan: ServePlan {
+                tp: self.tp,
+                pp: self.pp,
+                ep: self.ep,
+                replicas: self.replicas,
+                ranks,
+                ranks_per_chip: self.per_chip,
+                rank_unit: crate::train::rank_unit(chip, self.per_chip),
+                chips_used,
+                weights: cfg.weights,
+                kv: cfg.kv,
+                framework: match self.framework {
+                    Framework::Eager => "eager".into(),
+                    Framework::Fused => "fused".into(),
+                },
+                chosen,
+            },
+            notes: self.notes(),
+        }
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let mut notes = vec![
+            format!(
+                "TP: 2 all-reduces per layer ({}), latency-bound at small batch",
+                self.topology.describe(CollectiveKind::AllReduce, (self.model.hidden * ACT_BYTES) as f64, Group { size: self.tp, stride: 1 })
+            ),
+            "continuous batching: each step decodes every sequence in flight; prompts are prefilled in chunks riding on decode steps, N·I/O prompt tokens per step on average (admissions match completions, no queueing)".to_string(),
+        ];
+        if self.chip.family == Family::Neuron {
+            notes.push("NeuronCore prefill from the simulator's tables; decode GEMMs and KV reads by roofline on the bytes read (the simulated gemm streams bf16 weights at m ≥ 128 only)".into());
+        }
+        if self.cfg.weights == WeightFormat::Int8 {
+            notes.push(
+                "int8 weight-only: 1 byte per weight read, dequantized on the fly, bf16 math"
+                    .into(),
+            );
+        }
+        notes
+    }
+}
+
+pub(crate) fn check(model: &Model, cfg: &ServeConfig) -> Result<(), PlanError> {
+    const LIMIT: u64 = 1 << 24;
+    for (name, v) in
+        [("chips", cfg.chips), ("input-len", cfg.input_len), ("output-len", cfg.output_len)]
+    {
+        if v == 0 {
+            return Err(PlanError::NotPositive { name, value: v });
+        }
+        if v > LIMIT {
+            return Err(PlanError::TooLarge { name, value: v, limit: LIMIT });
+        }
+    }
+    for (name, v) in [("tp", cfg.tp), ("pp", cfg.pp), ("ep", cfg.ep), ("batch", cfg.batch)] {
+        match v {
+            Some(0) => return Err(PlanError::NotPositive { name, value: 0 }),
+            Some(v) if v > LIMIT => {
+                return Err(PlanError::TooLarge { name, value: v, limit: LIMIT })
+            }
+            _ => {}
+        }
+    }
+    if cfg.input_len + cfg.output_len > model.max_positions {
+        return Err(PlanError::Invalid(format!(
+            "--input-len + --output-len = {} exceeds the model's max_position_embeddings ({})",
+            cfg.input_len + cfg.output_len,
+            model.max_positions
+        )));
+    }
+    for (name, v) in [("slo-ttft-ms", cfg.slo_ttft_ms), ("slo-tpot-ms", cfg.slo_tpot_ms)] {
+        if let Some(v) = v {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(PlanError::Invalid(format!(
+                    "--{name} must be a positive number, found {v}"
+                )));
+            }
+        }
+    }
+    crate::train::check_job(
+        model,
+        &TrainConfig { chips: cfg.chips, seq: 1, global_batch: 1, ..cfg.cluster.clone() },
+    )
+}
+
+/// Predicts serving `model` on `chip` under `cfg`: the static batch's TTFT, TPOT and
+/// throughput, and continuous batching at the SLO. Open degrees: the smallest TP (powers of
+/// two within the scale-up domain) whose replica holds the model with room for the batch's
+/// KV cache, PP 1.
+pub fn serve(model: &Model, chip: &Chip, cfg: &ServeConfig) -> Result<ServeReport, PlanError> {
+    check(model, cfg)?;
+    let per_chip = u64::from(ranks_per_chip(chip, cfg.lnc)?);
+    let ranks = cfg.chips * per_chip;
+    let batch = cfg.batch.unwrap_or(1);
+    let (pp, ep) = (cfg.pp.unwrap_or(1), cfg.ep.unwrap_or(1));
+    if let Some(tp) = cfg.tp {
+        let server = Server::new(model, chip, cfg, tp, pp, ep)?;
+        return Ok(server.report(batch, false, false));
+    }
+    let domain = Topology::new(chip, per_chip as u32, &cfg.cluster.datacenter).scale_up_ranks();
+    let mut last = None;
+    for tp in (0..20).map(|i| 1u64 << i).take_while(|&tp| tp * pp <= ranks && tp <= domain) {
+        let Ok(server) = Server::new(model, chip, cfg, tp, pp, ep) else { continue };
+        let report = server.report(batch, true, false);
+        if report.fits {
+            return Ok(report);
+        }
+        last = Some(report);
+    }
+    last.ok_or_else(|| {
+        PlanError::NoPlan(format!(
+            "no tp (a power of two up to {domain}) divides the {ranks} ranks"
+        ))
+    })
+}
+
+/// The cheapest plan and concurrency that meets the SLO: every TP dividing the ranks within
+/// the scale-up domain, PP 1–8, EP over the experts' divisors; continuous batching at the
+/// largest concurrency that meets the SLO; ranked by cost per output token.
+pub fn serve_search(
+    model: &Model,
+    chip: &Chip,
+    cfg: &ServeConfig,
+) -> Result<ServeReport, PlanError> {
+    check(model, cfg)?;
+    let per_chip = ranks_per_chip(chip, cfg.lnc)?;
+    let ranks = cfg.chips * u64::from(per_chip);
+    let domain = Topology::new(chip, per_chip, &cfg.cluster.datacenter).scale_up_ranks();
+    let tps: Vec<u64> = match cfg.tp {
+        Some(t) => vec![t],
+        None => (1..=domain.min(ranks).min(256)).filter(|t| ranks % t == 0).collect(),
+    };
+    let pps: Vec<u64> = cfg.pp.map_or_else(|| vec![1, 2, 4, 8], |p| vec![p]);
+    let eps: Vec<u64> = match (cfg.ep, model.moe) {
+        (Some(e), _) => vec![e],
+        (None, Some(moe)) => (0..10).map(|i| 1u64 << i).filter(|e| moe.experts % e == 0).collect(),
+        (None, None) => vec![1],
+    };
+    let mut best: Option<ServeReport> = None;
+    let mut last_error = None;
+    for &tp in &tps {
+        for &pp in &pps {
+            for &ep in &eps {
+                let server = match Server::new(model, chip, cfg, tp, pp, ep) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        last_error = Some(e);
+                        continue;
+                    }
+                };
+                if server.max_concurrency(8192.0) == 0 {
+                    continue;
+                }
+                let r = server.report(1, true, true);
+                if !r.continuous.meets_slo {
+                    continue;
+                }
+                let better = best.as_ref().is_none_or(|b| {
+                    r.cost_usd_per_million_output_tokens < b.cost_usd_per_million_output_tokens
+                });
+                if better {
+                    best = Some(r);
+                }
+            }
+        }
+    }
+    best.ok_or_else(|| match last_error {
+        Some(e) => PlanError::NoPlan(e.to_string()),
+        None => PlanError::NoPlan(format!(
+            "no plan of {} on {} × {} holds the model and meets the SLO",
+            model.name, cfg.chips, chip.name
+        )),
+    })
+}
