@@ -872,3 +872,99 @@ fn compare_and_search_errors_are_one_line() {
     let v = json(&rainier(&["compare", "--budget-usd", "1", "--only", "h100", "--json"]));
     assert!(v["rows"][0]["error"].as_str().expect("error").contains("costs"), "{v}");
 }
+
+#[test]
+fn serve_json_has_the_documented_fields() {
+    let args = [
+        "serve",
+        "--model",
+        "llama3-8b",
+        "--chip",
+        "inf2",
+        "--chips",
+        "12",
+        "--tp",
+        "24",
+        "--batch",
+        "1",
+        "--input-len",
+        "128",
+        "--output-len",
+        "512",
+        "--weights",
+        "int8",
+        "--json",
+    ];
+    let o = rainier(&args);
+    let v = json(&o);
+    for field in [
+        "ttft_ms",
+        "tpot_ms",
+        "output_tokens_per_s",
+        "output_tokens_per_s_per_chip",
+        "max_concurrent_sequences",
+        "memory_gib_per_device",
+        "fits",
+        "cost_usd_per_million_output_tokens",
+        "energy_j_per_output_token",
+        "plan",
+        "continuous",
+    ] {
+        assert!(v.get(field).is_some(), "missing {field}");
+    }
+    assert_eq!(v["plan"]["ranks"], 24);
+    assert_eq!(v["plan"]["weights"], "int8");
+    assert!(v["ttft_ms"].as_f64().expect("ttft") > v["tpot_ms"].as_f64().expect("tpot"));
+    assert_eq!(o.stdout, rainier(&args).stdout);
+    let t = rainier(&args[..args.len() - 1]);
+    assert!(text(&t.stdout).contains("continuous batching"), "{}", text(&t.stdout));
+}
+
+#[test]
+fn serve_search_meets_the_slo_and_compare_serve_lists_every_chip() {
+    let v = json(&rainier(&[
+        "serve",
+        "--model",
+        "llama3-70b",
+        "--chip",
+        "h100",
+        "--chips",
+        "16",
+        "--search",
+        "--slo-ttft-ms",
+        "1000",
+        "--slo-tpot-ms",
+        "40",
+        "--json",
+    ]));
+    assert!(v["tpot_ms"].as_f64().expect("tpot") <= 40.0);
+    assert!(v["ttft_ms"].as_f64().expect("ttft") <= 1000.0);
+    assert_eq!(v["continuous"]["meets_slo"], true);
+    let c = json(&rainier(&["compare", "--serve", "--json"]));
+    let rows = c["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), rainier_hw::Catalog::built_in().chips.len());
+    for row in rows {
+        let chip = row["chip"].as_str().expect("chip");
+        assert!(row["error"].is_null(), "{chip}: {}", row["error"]);
+        let tpot = row["report"]["tpot_ms"].as_f64().expect("tpot");
+        assert!(tpot <= 50.0, "{chip}: {tpot}");
+    }
+}
+
+#[test]
+fn serve_errors_are_one_line() {
+    for (args, needle) in [
+        (vec!["--tp", "3"], "does not divide"),
+        (vec!["--input-len", "0"], "--input-len must be positive"),
+        (vec!["--output-len", "9000"], "max_position_embeddings"),
+        (vec!["--ep", "2"], "mixture-of-experts"),
+        (vec!["--slo-tpot-ms", "0.001", "--search"], "meets the SLO"),
+    ] {
+        let mut full = vec!["serve", "--model", "llama3-8b", "--chip", "h100", "--chips", "8"];
+        full.extend(args.iter().copied());
+        let o = rainier(&full);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle) && err.trim().lines().count() == 1, "{args:?}: {err}");
+    }
+}

@@ -70,12 +70,17 @@ pub(crate) fn streaming_multiprocessors(name: &str) -> u64 {
 }
 
 /// Output tiles of a GEMM over the SMs: the fraction of SM-time doing useful work.
-pub(crate) fn wave_efficiency(m: u64, n: u64, count: u64, sms: u64) -> f64 {
+pub(crate) fn wave_efficiency(m: u64, n: u64, k: u64, count: u64, sms: u64) -> f64 {
     let tile_m = m.next_power_of_two().clamp(64, 128);
     let tile_n = 128;
     let tiles_m = m.div_ceil(tile_m).max(1);
     let tiles_n = n.div_ceil(tile_n).max(1);
-    let tiles = tiles_m * tiles_n * count.max(1);
+    let output_tiles = tiles_m * tiles_n * count.max(1);
+    // Skinny products (decode, m ≤ 64) with too few output tiles to fill the SMs run
+    // split-K / GEMV kernels: K is split into slices of at least 256.
+    let split_k =
+        if m <= 64 && output_tiles < sms { (sms / output_tiles).min(k / 256).max(1) } else { 1 };
+    let tiles = output_tiles * split_k;
     let waves = tiles.div_ceil(sms);
     let occupancy = tiles as f64 / (waves * sms) as f64;
     let fill = m as f64 / (tiles_m * tile_m) as f64 * (n as f64 / (tiles_n * tile_n) as f64);
@@ -249,7 +254,7 @@ pub fn gemm_fit_report() -> GemmFitReport {
             };
             let flops = 2.0 * (g.m * g.n * g.k) as f64;
             let bytes = ((g.m * g.k + g.n * g.k) * elem + g.m * g.n * 2) as f64;
-            let u = wave_efficiency(g.m, g.n, 1, 132);
+            let u = wave_efficiency(g.m, g.n, g.k, 1, 132);
             let t = (flops / (peak * eff * u)).max(bytes / (H100_HBM * GEMM_STREAM_EFF.value))
                 + KERNEL_OVERHEAD_S.value;
             let calibration = g.m == g.n && g.n == g.k;

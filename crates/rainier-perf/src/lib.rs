@@ -300,8 +300,8 @@ impl CostModel {
         let sustained = gpu::SUSTAINED_CLOCK.value;
         let overhead = gpu::KERNEL_OVERHEAD_S.value;
         match op.kind {
-            OpKind::Gemm { m, n, count, .. } => {
-                let eff = self.gemm_eff * gpu::wave_efficiency(m, n, count, self.parallel_units);
+            OpKind::Gemm { m, n, k, count } => {
+                let eff = self.gemm_eff * gpu::wave_efficiency(m, n, k, count, self.parallel_units);
                 let compute = op.flops / (self.peak * eff * sustained);
                 let stream = op.bytes / (self.hbm * gpu::GEMM_STREAM_EFF.value);
                 compute.max(stream) + overhead

@@ -5,7 +5,9 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rainier_hw::Catalog;
 use rainier_model::Model;
-use rainier_plan::{evaluate, search, SearchOptions, TrainConfig};
+use rainier_plan::{
+    evaluate, search, serve, serve_search, SearchOptions, ServeConfig, TrainConfig,
+};
 
 fn bench(c: &mut Criterion) {
     let catalog = Catalog::built_in();
@@ -58,5 +60,23 @@ fn bench_search(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, bench_search);
+fn bench_serve(c: &mut Criterion) {
+    let catalog = Catalog::built_in();
+    let h100 = catalog.chip("h100").expect("h100");
+    let model = Model::preset("llama3-70b").expect("preset");
+    let fixed = ServeConfig { tp: Some(8), pp: Some(1), ..ServeConfig::new(1024, 1024, 1024) };
+    c.bench_function("serve llama3-70b on 1024 h100, tp 8 (static + continuous)", |b| {
+        b.iter(|| serve(&model, h100, std::hint::black_box(&fixed)).expect("serve"))
+    });
+    let slo = ServeConfig {
+        slo_ttft_ms: Some(2000.0),
+        slo_tpot_ms: Some(50.0),
+        ..ServeConfig::new(1024, 1024, 1024)
+    };
+    c.bench_function("serve --search llama3-70b on 1024 h100 at an SLO", |b| {
+        b.iter(|| serve_search(&model, h100, std::hint::black_box(&slo)).expect("search"))
+    });
+}
+
+criterion_group!(benches, bench, bench_search, bench_serve);
 criterion_main!(benches);

@@ -416,10 +416,11 @@ impl<'a> Server<'a> {
         let dense = p.per_layer as f64 - expert;
         let layers = model.layers.div_ceil(self.pp) as f64;
         let tp = self.tp as f64;
-        let ends = (p.embedding + p.positions + p.lm_head) as f64;
-        let weights = (layers * (dense / tp + expert / (tp * self.ep as f64)))
+        // The embedding table stays bf16 (a lookup); an untied LM head is a quantized GEMM.
+        let weights = (layers * (dense / tp + expert / (tp * self.ep as f64))
+            + p.lm_head as f64 / tp)
             * self.formats.weight_bytes
-            + ends / tp * ACT_BYTES as f64;
+            + (p.embedding + p.positions) as f64 / tp * ACT_BYTES as f64;
         let kv_heads = model.kv_heads.div_ceil(self.tp).max(1);
         let kv = ctx * layers * (2 * kv_heads * model.head_dim) as f64 * self.formats.kv_bytes;
         let reserve = rainier_perf::framework_reserve_gib(self.chip.family) * GIB;
@@ -671,19 +672,28 @@ pub fn serve(model: &Model, chip: &Chip, cfg: &ServeConfig) -> Result<ServeRepor
     }
     let domain = Topology::new(chip, per_chip as u32, &cfg.cluster.datacenter).scale_up_ranks();
     let mut last = None;
+    let mut error = None;
     for tp in (0..20).map(|i| 1u64 << i).take_while(|&tp| tp * pp <= ranks && tp <= domain) {
-        let Ok(server) = Server::new(model, chip, cfg, tp, pp, ep) else { continue };
+        let server = match Server::new(model, chip, cfg, tp, pp, ep) {
+            Ok(s) => s,
+            Err(e) => {
+                error = Some(e);
+                continue;
+            }
+        };
         let report = server.report(batch, true, false);
         if report.fits {
             return Ok(report);
         }
         last = Some(report);
     }
-    last.ok_or_else(|| {
-        PlanError::NoPlan(format!(
+    match (last, error) {
+        (Some(report), _) => Ok(report),
+        (None, Some(e)) => Err(e),
+        (None, None) => Err(PlanError::NoPlan(format!(
             "no tp (a power of two up to {domain}) divides the {ranks} ranks"
-        ))
-    })
+        ))),
+    }
 }
 
 /// The cheapest plan and concurrency that meets the SLO: every TP dividing the ranks within
@@ -710,6 +720,8 @@ pub fn serve_search(
     };
     let mut best: Option<ServeReport> = None;
     let mut last_error = None;
+    // The lowest TTFT and TPOT any valid plan reaches, for the error when none meets the SLO.
+    let mut closest: Option<(f64, f64)> = None;
     for &tp in &tps {
         for &pp in &pps {
             for &ep in &eps {
@@ -720,10 +732,13 @@ pub fn serve_search(
                         continue;
                     }
                 };
-                if server.max_concurrency(8192.0) == 0 {
+                if server.max_concurrency(CHUNK_TOKENS.value) == 0 {
                     continue;
                 }
                 let r = server.report(1, true, true);
+                let (ttft, tpot, _, _) = server.continuous_at(1);
+                let low = closest.map_or((ttft, tpot), |(a, b)| (a.min(ttft), b.min(tpot)));
+                closest = Some(low);
                 if !r.continuous.meets_slo {
                     continue;
                 }
@@ -736,10 +751,14 @@ pub fn serve_search(
             }
         }
     }
-    best.ok_or_else(|| match last_error {
-        Some(e) => PlanError::NoPlan(e.to_string()),
-        None => PlanError::NoPlan(format!(
-            "no plan of {} on {} × {} holds the model and meets the SLO",
+    best.ok_or_else(|| match (closest, last_error) {
+        (Some((ttft, tpot)), _) => PlanError::NoPlan(format!(
+            "no plan of {} on {} × {} meets the SLO: the best reach TTFT {ttft:.1} ms and TPOT {tpot:.2} ms",
+            model.name, cfg.chips, chip.name
+        )),
+        (None, Some(e)) => PlanError::NoPlan(e.to_string()),
+        (None, None) => PlanError::NoPlan(format!(
+            "no plan of {} on {} × {} holds the model with room for one sequence's KV cache",
             model.name, cfg.chips, chip.name
         )),
     })

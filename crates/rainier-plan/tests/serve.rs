@@ -1,0 +1,162 @@
+//! The serving model: decode bound by weight and KV reads, formats, batching, SLOs, errors.
+
+use rainier_hw::Catalog;
+use rainier_model::Model;
+use rainier_plan::{serve, serve_search, KvFormat, ServeConfig, ServeReport, WeightFormat};
+
+fn chip(name: &str) -> rainier_hw::Chip {
+    Catalog::built_in().chip(name).expect("chip").clone()
+}
+
+fn model(name: &str) -> Model {
+    Model::preset(name).expect("preset")
+}
+
+fn run(m: &str, c: &str, cfg: &ServeConfig) -> ServeReport {
+    serve(&model(m), &chip(c), cfg).expect("serve")
+}
+
+fn one(chips: u64, tp: u64, input: u64, output: u64) -> ServeConfig {
+    ServeConfig {
+        tp: Some(tp),
+        pp: Some(1),
+        batch: Some(1),
+        ..ServeConfig::new(chips, input, output)
+    }
+}
+
+/// Batch-1 decode reads every weight once: the GEMM time is the weight bytes at the streaming
+/// bandwidth the H100 GEMMs were fitted with (0.75 of 3.35 TB/s) plus 5 µs per kernel (4 per
+/// layer and the LM head), at the in-step efficiency 0.88.
+#[test]
+fn batch_one_decode_is_weight_bandwidth_bound() {
+    let m = model("llama3-8b");
+    let r = run("llama3-8b", "h100", &one(1, 1, 128, 128));
+    let weights = (m.matmul_params_active()) as f64 * 2.0;
+    let kernels = (4 * m.layers + 1) as f64 * 5e-6;
+    let expected = (weights / (3.35e12 * 0.75) + kernels) / 0.88 * 1e3;
+    assert!((r.decode.gemm_ms / expected - 1.0).abs() < 0.03, "{} vs {expected}", r.decode.gemm_ms);
+    assert!(r.tpot_ms > r.decode.gemm_ms && r.ttft_ms > r.tpot_ms);
+}
+
+#[test]
+fn narrower_formats_cut_weight_reads_and_kv_memory() {
+    let base = one(1, 1, 1024, 1024);
+    let bf16 = run("llama3-8b", "h100", &base);
+    let int8 =
+        run("llama3-8b", "h100", &ServeConfig { weights: WeightFormat::Int8, ..base.clone() });
+    let fp8kv = run("llama3-8b", "h100", &ServeConfig { kv: KvFormat::Fp8, ..base.clone() });
+    let ratio = int8.decode.gemm_ms / bf16.decode.gemm_ms;
+    assert!(ratio > 0.45 && ratio < 0.65, "{ratio}");
+    assert!((int8.memory_gib_per_device.weights / bf16.memory_gib_per_device.weights) < 0.55);
+    let c = |r: &ServeReport| r.continuous.max_concurrency as f64;
+    assert!((c(&fp8kv) / c(&bf16) - 2.0).abs() < 0.1, "{} {}", c(&fp8kv), c(&bf16));
+}
+
+#[test]
+fn kv_cache_counts_grouped_query_heads() {
+    let m = model("llama3-8b");
+    assert_eq!(m.kv_bytes_per_token(2.0), (32 * 2 * 8 * 128 * 2) as f64);
+    let m70 = model("llama2-70b");
+    assert_eq!(m70.kv_bytes_per_token(1.0), (80 * 2 * 8 * 128) as f64);
+}
+
+#[test]
+fn longer_prompts_and_contexts_cost_more() {
+    let short = run("llama3-8b", "h100", &one(1, 1, 128, 128));
+    let long = run("llama3-8b", "h100", &one(1, 1, 4096, 4096));
+    assert!(long.ttft_ms > 10.0 * short.ttft_ms);
+    assert!(long.tpot_ms > short.tpot_ms);
+    let batch = |input, output| ServeConfig { batch: Some(32), ..one(1, 1, input, output) };
+    let (short, long) =
+        (run("llama3-8b", "h100", &batch(128, 128)), run("llama3-8b", "h100", &batch(4096, 4096)));
+    // 32× the context read per step (kernel overheads aside).
+    assert!(long.decode.attention_ms > 10.0 * short.decode.attention_ms);
+}
+
+#[test]
+fn tensor_parallelism_cuts_batch_one_latency_and_pays_all_reduces() {
+    let tp4 = run("llama3-70b", "h100", &one(8, 4, 512, 512));
+    let tp8 = run("llama3-70b", "h100", &one(8, 8, 512, 512));
+    assert!(tp8.tpot_ms < tp4.tpot_ms);
+    assert!(tp8.decode.communication_ms > 0.0);
+    assert_eq!(tp4.plan.replicas, 2);
+    assert_eq!(tp8.plan.replicas, 1);
+}
+
+/// Inferentia2 ranks are NeuronCores (2 per chip); Trn2 at LNC=2 has 4.
+#[test]
+fn neuron_ranks_are_neuroncores() {
+    let inf2 = run("llama3-8b", "inf2", &one(12, 24, 128, 128));
+    assert_eq!((inf2.plan.ranks, inf2.plan.ranks_per_chip), (24, 2));
+    let trn2 = run("llama3-8b", "trn2", &one(1, 4, 128, 128));
+    assert_eq!((trn2.plan.ranks, trn2.plan.ranks_per_chip), (4, 4));
+}
+
+#[test]
+fn slos_trade_throughput_for_latency() {
+    let base = ServeConfig { tp: Some(1), ..ServeConfig::new(8, 1024, 512) };
+    let loose = run("llama3-8b", "h100", &base);
+    let tight = run("llama3-8b", "h100", &ServeConfig { slo_tpot_ms: Some(15.0), ..base.clone() });
+    assert!(tight.continuous.meets_slo && tight.continuous.tpot_ms <= 15.0);
+    assert!(tight.continuous.concurrency < loose.continuous.concurrency);
+    assert!(tight.continuous.output_tokens_per_s < loose.continuous.output_tokens_per_s);
+    assert!(loose.continuous.concurrency <= loose.continuous.max_concurrency);
+    let impossible = ServeConfig { slo_tpot_ms: Some(0.01), ..base };
+    let e = serve_search(&model("llama3-8b"), &chip("h100"), &impossible).expect_err("no plan");
+    assert!(e.to_string().contains("meets the SLO"), "{e}");
+}
+
+#[test]
+fn search_finds_a_plan_no_dearer_than_a_fixed_one() {
+    let cfg = ServeConfig {
+        slo_ttft_ms: Some(2000.0),
+        slo_tpot_ms: Some(50.0),
+        ..ServeConfig::new(16, 1024, 1024)
+    };
+    let best = serve_search(&model("llama3-70b"), &chip("h100"), &cfg).expect("search");
+    assert!(best.continuous.meets_slo && best.fits);
+    let fixed = run("llama3-70b", "h100", &ServeConfig { tp: Some(8), pp: Some(1), ..cfg.clone() });
+    if fixed.continuous.meets_slo {
+        assert!(
+            best.cost_usd_per_million_output_tokens
+                <= fixed.continuous.cost_usd_per_million_output_tokens * 1.0001
+        );
+    }
+    // Deterministic to the byte.
+    let again = serve_search(&model("llama3-70b"), &chip("h100"), &cfg).expect("search");
+    assert_eq!(
+        serde_json::to_string(&best).expect("json"),
+        serde_json::to_string(&again).expect("json")
+    );
+}
+
+#[test]
+fn cost_and_energy_follow_throughput() {
+    let r = run("llama3-8b", "h100", &one(1, 1, 1024, 1024));
+    let c = &r.continuous;
+    let usd = 6.88 / 3600.0 / c.output_tokens_per_s * 1e6;
+    assert!((c.cost_usd_per_million_output_tokens / usd - 1.0).abs() < 1e-9);
+    assert!(
+        c.energy_j_per_output_token > 0.0
+            && c.energy_j_per_output_token < r.energy_j_per_output_token
+    );
+}
+
+#[test]
+fn impossible_requests_are_clear_errors() {
+    let (m, h100) = (model("llama3-8b"), chip("h100"));
+    for (cfg, needle) in [
+        (one(8, 3, 128, 128), "does not divide"),
+        (ServeConfig { ep: Some(2), ..one(8, 1, 128, 128) }, "mixture-of-experts"),
+        (one(8, 1, 8000, 1000), "max_position_embeddings"),
+        (one(8, 1, 0, 128), "--input-len must be positive"),
+        (ServeConfig { slo_ttft_ms: Some(-1.0), ..one(8, 1, 128, 128) }, "--slo-ttft-ms"),
+    ] {
+        let e = serve(&m, &h100, &cfg).expect_err(needle);
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+    // 70B in bf16 does not fit one H100: the report says so.
+    let r = serve(&model("llama3-70b"), &h100, &one(1, 1, 128, 128)).expect("serve");
+    assert!(!r.fits);
+}
