@@ -130,7 +130,7 @@ enum Command {
     /// llama3-70b, 15T tokens, 1,024 chips of each kind.
     Compare(compare::CompareArgs),
     /// Predict inference serving of a model on a cluster: TTFT, TPOT and throughput of a
-    /// static batch, continuous batching at the largest concurrency the KV cache holds and
+    /// static batch, continuous batching at the highest-throughput concurrency the KV cache holds and
     /// the SLO allows, memory per device, $ per million output tokens and joules per token.
     /// --search finds the cheapest plan and concurrency that meets the SLO.
     Serve(serve::ServeArgs),

@@ -302,6 +302,8 @@ impl Model {
         let step = Batch { seq: 1, cp: 1, ..b };
         let kv_heads = self.kv_heads.div_ceil(step.tp.max(1)).max(1);
         let heads = self.heads.div_ceil(step.tp.max(1));
+        // A sliding window caps what each query reads.
+        let context = self.sliding_window.map_or(context, |w| context.min(w as f64));
         let cache = step.sequences as f64 * context * (2 * kv_heads * self.head_dim) as f64;
         self.layer_ops(step)
             .forward
@@ -314,12 +316,18 @@ impl Model {
                         + (2 * step.sequences * heads * self.head_dim * ACT_BYTES) as f64;
                     op.kind = OpKind::Memory { kind: MemKind::KvCache };
                 }
-                // A small batch touches only the experts its tokens are routed to.
+                // A small batch touches only the experts its tokens are routed to: of this
+                // rank's `count` experts, `count·(1 − (1 − k/E)^t)` on average for `t`
+                // tokens (from the ep ranks of its group) routed uniformly at random.
                 if let (OpKind::Gemm { m, n, k, count }, Some(moe)) = (op.kind, self.moe) {
                     if op.name.starts_with("experts_") {
-                        let touched = count.min(step.sequences * moe.top_k).max(1);
-                        op.kind = OpKind::Gemm { m, n, k, count: touched };
-                        op.flops *= touched as f64 / count as f64;
+                        let tokens = (step.sequences * step.ep.max(1)) as f64;
+                        let miss = 1.0 - moe.top_k as f64 / moe.experts as f64;
+                        let expected = count as f64 * (1.0 - miss.powf(tokens));
+                        let touched = (expected.ceil() as u64).clamp(1, count);
+                        // The same routed tokens, concentrated in fewer experts.
+                        let rows = (m * count).div_ceil(touched);
+                        op.kind = OpKind::Gemm { m: rows, n, k, count: touched };
                     }
                 }
                 reprice_weights(&mut op, formats.weight_bytes);

@@ -76,10 +76,10 @@ pub(crate) fn wave_efficiency(m: u64, n: u64, k: u64, count: u64, sms: u64) -> f
     let tiles_m = m.div_ceil(tile_m).max(1);
     let tiles_n = n.div_ceil(tile_n).max(1);
     let output_tiles = tiles_m * tiles_n * count.max(1);
-    // Skinny products (decode, m ≤ 64) with too few output tiles to fill the SMs run
+    // Skinny products (decode, one 128-row tile) with too few output tiles to fill the SMs run
     // split-K / GEMV kernels: K is split into slices of at least 256.
     let split_k =
-        if m <= 64 && output_tiles < sms { (sms / output_tiles).min(k / 256).max(1) } else { 1 };
+        if m <= 128 && output_tiles < sms { (sms / output_tiles).min(k / 256).max(1) } else { 1 };
     let tiles = output_tiles * split_k;
     let waves = tiles.div_ceil(sms);
     let occupancy = tiles as f64 / (waves * sms) as f64;

@@ -263,8 +263,12 @@ pub fn compare_serve(
             ServeCompareRow {
                 chip: chip.name.clone(),
                 display: chip.display.clone(),
-                usd_per_chip_hour: price.value,
-                price_source: format!("[{}] {}", price.grade, price.source),
+                // The rate the report used (committed or the user's, when asked).
+                usd_per_chip_hour: report.as_ref().map_or(price.value, |r| r.usd_per_chip_hour),
+                price_source: report.as_ref().map_or_else(
+                    || format!("[{}] {}", price.grade, price.source),
+                    |r| r.price_source.clone(),
+                ),
                 report,
                 error,
             }

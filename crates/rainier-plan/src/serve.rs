@@ -151,7 +151,7 @@ pub struct ServePlan {
     pub chosen: bool,
 }
 
-/// Continuous batching at the largest concurrency that fits and meets the SLO.
+/// Continuous batching at the highest-throughput concurrency that fits and meets the SLO.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Continuous {
     /// Sequences in flight per replica.
@@ -203,8 +203,13 @@ pub struct ServeReport {
     pub cost_usd_per_million_output_tokens: f64,
     /// Facility energy (PUE included) per output token, joules.
     pub energy_j_per_output_token: f64,
+    pub usd_per_chip_hour: f64,
+    /// "on-demand", "committed" or "user".
+    pub pricing: String,
+    pub price_source: String,
+    /// The static batch's prefill (with `--search`: a continuous step carrying a chunk).
     pub prefill: StepBreakdown,
-    /// The mean decode step.
+    /// The mean decode step (with `--search`: a continuous step without a chunk).
     pub decode: StepBreakdown,
     pub continuous: Continuous,
     pub plan: ServePlan,
@@ -380,88 +385,148 @@ impl<'a> Server<'a> {
     }
 
     /// A decode step of `sequences` that also prefills `chunk` prompt tokens (chunked prefill:
-    /// one forward over both; attention of the chunk at its own cost).
-    fn mixed(&self, sequences: u64, context: f64, chunk: f64) -> f64 {
+    /// one forward over both, the chunk's GEMMs sharing the weight reads; the chunk's attention
+    /// at a prompt's cost; logits only for the decodes and the prompts the chunk completes).
+    fn mixed(&self, sequences: u64, context: f64, chunk: f64) -> StepBreakdown {
         let decode = self.decode(sequences, context);
         if chunk <= 0.0 {
-            return decode.total_ms;
+            return decode;
         }
-        // The chunk's GEMMs share the weight reads of the decode: price the combined token
-        // count once, and add the chunk's attention over its prompt.
         let tokens = sequences + chunk.ceil() as u64;
-        let combined = self.decode(tokens, context);
         let prompt = self.cfg.input_len.max(1);
-        let chunk_seqs = (chunk / prompt as f64).max(1e-9);
-        let prefill_attention = self.prefill(1, prompt).attention_ms * chunk_seqs;
-        combined.total_ms - combined.attention_ms + decode.attention_ms + prefill_attention
+        let completed = (chunk / prompt as f64).ceil() as u64;
+        let layer = self.model.decode_layer_ops(self.batch(tokens, 1), context, self.formats);
+        let combined = self.step(&layer, tokens, sequences + completed, true);
+        let chunk_attention = self.prefill(1, prompt).attention_ms * chunk / prompt as f64;
+        let attention = decode.attention_ms + chunk_attention;
+        StepBreakdown {
+            attention_ms: attention,
+            total_ms: combined.total_ms - combined.attention_ms + attention,
+            ..combined
+        }
     }
 
-    /// Weights, KV cache per sequence at full context, and reserve, per rank, bytes.
-    fn memory_parts(&self) -> (f64, f64, f64) {
-        let (input, output) = (self.cfg.input_len as f64, self.cfg.output_len as f64);
-        self.memory_parts_at(input + output)
-    }
-
-    /// Weights, KV cache per sequence at `context` tokens, and reserve, per rank, bytes.
-    fn memory_parts_at(&self, ctx: f64) -> (f64, f64, f64) {
-        let model = self.model;
-        let p = model.params();
-        let expert = match model.moe {
-            Some(moe) if moe.experts > moe.top_k => {
-                (p.per_layer - p.per_layer_active) as f64 / (moe.experts - moe.top_k) as f64
-                    * moe.experts as f64
-            }
-            _ => 0.0,
+    /// Weights and reserve per rank, bytes; the most loaded rank holds its stage's layers
+    /// (heads and MLP width padded to a multiple of TP, as the compute is) and the
+    /// embedding (first stage) or the LM head (last stage).
+    fn fixed_memory(&self) -> (f64, f64) {
+        let m = self.model;
+        let p = m.params();
+        let (tp, wb) = (self.tp, self.formats.weight_bytes);
+        let h = m.hidden;
+        let heads = m.heads.div_ceil(tp);
+        let kv = m.kv_heads.div_ceil(tp).max(1);
+        let attention = (2 * heads + 2 * kv) * m.head_dim * h;
+        let mlp = m.mlp_matrices() * h * m.ffn.div_ceil(tp);
+        let (local_experts, router) = match m.moe {
+            Some(moe) => (moe.experts.div_ceil(self.ep) as f64, h * moe.experts),
+            None => (1.0, 0),
         };
-        let dense = p.per_layer as f64 - expert;
-        let layers = model.layers.div_ceil(self.pp) as f64;
-        let tp = self.tp as f64;
+        let layer = (attention + router) as f64 + local_experts * mlp as f64;
+        let layers = m.layers.div_ceil(self.pp) as f64;
         // The embedding table stays bf16 (a lookup); an untied LM head is a quantized GEMM.
-        let weights = (layers * (dense / tp + expert / (tp * self.ep as f64))
-            + p.lm_head as f64 / tp)
-            * self.formats.weight_bytes
-            + (p.embedding + p.positions) as f64 / tp * ACT_BYTES as f64;
-        let kv_heads = model.kv_heads.div_ceil(self.tp).max(1);
-        let kv = ctx * layers * (2 * kv_heads * model.head_dim) as f64 * self.formats.kv_bytes;
+        let embedding = (p.embedding + p.positions) as f64 / tp as f64 * ACT_BYTES as f64;
+        let head =
+            (m.vocab * h) as f64 / tp as f64 * if p.lm_head > 0 { wb } else { ACT_BYTES as f64 };
+        let ends = if self.pp == 1 {
+            embedding + if p.lm_head > 0 { head } else { 0.0 }
+        } else {
+            embedding.max(head)
+        };
+        let weights = layers * layer * wb + ends;
         let reserve = rainier_perf::framework_reserve_gib(self.chip.family) * GIB;
-        (weights, kv, reserve)
+        (weights, reserve)
+    }
+
+    /// KV-cache bytes per rank of one sequence at `context` tokens (a sliding window caps it).
+    fn kv_per_sequence(&self, context: f64) -> f64 {
+        let m = self.model;
+        let ctx = m.sliding_window.map_or(context, |w| context.min(w as f64));
+        let kv_heads = m.kv_heads.div_ceil(self.tp).max(1);
+        ctx * m.layers.div_ceil(self.pp) as f64
+            * (2 * kv_heads * m.head_dim) as f64
+            * self.formats.kv_bytes
     }
 
     fn capacity(&self) -> f64 {
         self.chip.hbm_bytes() / f64::from(self.per_chip)
     }
 
-    /// Prefill workspace for `tokens` prompt tokens and logits for `sequences`, bytes per rank.
-    fn workspace(&self, tokens: f64, sequences: u64) -> f64 {
+    /// Step workspace for `tokens` tokens in flight through a layer and logits for
+    /// `sequences`, bytes per rank.
+    fn workspace(&self, tokens: f64, sequences: f64) -> f64 {
         let m = self.model;
         let width = (m.hidden + 2 * m.ffn.div_ceil(self.tp)) as f64;
-        tokens * width * ACT_BYTES as f64 + (sequences * m.vocab.div_ceil(self.tp)) as f64 * 4.0
+        tokens * width * ACT_BYTES as f64 + sequences * m.vocab.div_ceil(self.tp) as f64 * 4.0
     }
 
-    /// Sequences one replica's KV cache holds under continuous batching: a paged cache
-    /// (vLLM, TensorRT-LLM, NxD Inference) holds each sequence's current context, `I + O/2`
-    /// on average when completions are spread evenly.
-    fn max_concurrency(&self, chunk_tokens: f64) -> u64 {
+    /// Memory per rank of continuous batching at `n` sequences in flight (the paged KV cache
+    /// holds each one's current context, `I + O/2` on average) with `chunk` prompt tokens
+    /// per step: (weights, KV, workspace, reserve) bytes.
+    fn continuous_memory(&self, n: u64, chunk: f64) -> (f64, f64, f64, f64) {
         let (input, output) = (self.cfg.input_len as f64, self.cfg.output_len as f64);
-        let (weights, kv, reserve) = self.memory_parts_at(input + output / 2.0);
-        let free = self.capacity() - weights - reserve - self.workspace(chunk_tokens, 1);
-        if free <= 0.0 || kv <= 0.0 {
+        let (weights, reserve) = self.fixed_memory();
+        let per_mb = n.div_ceil(self.pp) as f64;
+        let kv = n as f64 * self.kv_per_sequence(input + output / 2.0);
+        (weights, kv, self.workspace(per_mb + chunk, per_mb), reserve)
+    }
+
+    /// Prompt tokens per chunk at `n` in flight: enough for admissions to match completions
+    /// (`N·I/O` per round, one step of each of the `pp` micro-batches), at least the prompt
+    /// (up to the scheduler's budget), at most the budget.
+    fn chunk(&self, n: u64) -> f64 {
+        let budget = CHUNK_TOKENS.value;
+        self.prompt_tokens_per_step(n).max((self.cfg.input_len as f64).min(budget)).min(budget)
+    }
+
+    /// Prompt tokens each micro-batch step must prefill on average for admissions to match
+    /// completions.
+    fn prompt_tokens_per_step(&self, n: u64) -> f64 {
+        let (input, output) = (self.cfg.input_len as f64, self.cfg.output_len.max(1) as f64);
+        n as f64 * input / output / self.pp as f64
+    }
+
+    /// The most sequences a replica can keep in flight: the KV cache and workspace fit in
+    /// memory, and the chunk budget admits prompts as fast as sequences complete.
+    fn max_concurrency(&self) -> u64 {
+        let (input, output) = (self.cfg.input_len as f64, self.cfg.output_len.max(1) as f64);
+        let admitted =
+            (CHUNK_TOKENS.value * output / input.max(1.0)).floor().max(1.0) as u64 * self.pp;
+        let fits = |n: u64| {
+            let (w, kv, ws, r) = self.continuous_memory(n, self.chunk(n));
+            w + kv + ws + r <= self.capacity()
+        };
+        if !fits(1) {
             return 0;
         }
-        (free / kv).floor() as u64
+        // Memory grows with n: bisect the largest that fits, up to the admission bound.
+        let (mut lo, mut hi) = (1u64, admitted.max(1));
+        if fits(hi) {
+            return hi;
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
     /// Continuous batching at `n` sequences per replica: (TTFT ms, mean TPOT ms, output
-    /// tokens/s over the cluster, prompt tokens per chunk). Prompts are prefilled in chunks of
-    /// `C = max(N·I/O, min(I, CHUNK_TOKENS))` tokens riding on decode steps; a share
-    /// `N·I/(O·C)` of the steps carries a chunk, so admissions match completions.
+    /// tokens/s over the cluster, prompt tokens per chunk). With PP, `pp` micro-batches of
+    /// `n/pp` are in flight, one per stage. A share `N·I/(O·C)` of the steps carries a chunk,
+    /// so admissions match completions.
     fn continuous_at(&self, n: u64) -> (f64, f64, f64, f64) {
         let (input, output) = (self.cfg.input_len as f64, self.cfg.output_len.max(1) as f64);
         let context = input + output / 2.0;
-        let needed = n as f64 * input / output;
-        let chunk = needed.max(input.min(CHUNK_TOKENS.value));
-        let plain = self.mixed(n, context, 0.0);
-        let with_chunk = self.mixed(n, context, chunk);
+        let mb = n.div_ceil(self.pp);
+        let chunk = self.chunk(n);
+        let needed = self.prompt_tokens_per_step(n);
+        let plain = self.mixed(mb, context, 0.0).total_ms;
+        let with_chunk = self.mixed(mb, context, chunk).total_ms;
         let share = (needed / chunk).min(1.0);
         let step_ms = share * with_chunk + (1.0 - share) * plain;
         let ttft_ms = (input / chunk).ceil().max(1.0) * with_chunk;
@@ -474,22 +539,26 @@ impl<'a> Server<'a> {
             && self.cfg.slo_tpot_ms.is_none_or(|s| tpot_ms <= s)
     }
 
-    /// The largest concurrency that fits and meets the SLO (geometric scan, then the best).
+    /// The concurrency with the highest throughput that fits and meets the SLO (a geometric
+    /// scan plus the largest that fits), or 1 marked as missing the SLO.
     fn continuous(&self) -> (u64, f64, f64, f64, f64, bool, u64) {
-        let chunk_guess = 8192.0;
-        let max = self.max_concurrency(chunk_guess);
-        let mut best = None;
+        let max = self.max_concurrency();
+        let mut candidates = Vec::new();
         let mut n = 1u64;
-        while n <= max.max(1) {
+        while n < max {
+            candidates.push(n);
+            n = (n + 1).max((n as f64 * 1.05) as u64);
+        }
+        candidates.push(max.max(1));
+        let mut best: Option<(u64, f64, f64, f64, f64)> = None;
+        for n in candidates {
             let (ttft, tpot, tps, chunk) = self.continuous_at(n);
-            let ok = self.meets(ttft, tpot) && n <= max;
-            if ok && best.is_none_or(|(_, _, _, t, _, _)| tps > t) {
-                best = Some((n, ttft, tpot, tps, chunk, true));
+            if n <= max && self.meets(ttft, tpot) && best.is_none_or(|b| tps > b.3) {
+                best = Some((n, ttft, tpot, tps, chunk));
             }
-            n = (n + 1).max((n as f64 * 1.08) as u64);
         }
         match best {
-            Some((n, ttft, tpot, tps, chunk, ok)) => (n, ttft, tpot, tps, chunk, ok, max),
+            Some((n, ttft, tpot, tps, chunk)) => (n, ttft, tpot, tps, chunk, true, max),
             None => {
                 let (ttft, tpot, tps, chunk) = self.continuous_at(1);
                 (1, ttft, tpot, tps, chunk, false, max)
@@ -500,18 +569,7 @@ impl<'a> Server<'a> {
     fn report(&self, batch: u64, chosen: bool, continuous_headline: bool) -> ServeReport {
         let (model, cfg, chip) = (self.model, self.cfg, self.chip);
         let (input, output) = (cfg.input_len, cfg.output_len.max(1));
-        let prefill = self.prefill(batch, input);
-        let decode = self.decode(batch, input as f64 + output as f64 / 2.0);
-        let ttft_ms = prefill.total_ms;
-        let tpot_ms = decode.total_ms;
-        // With PP a replica keeps pp static batches in flight, one per stage.
-        let request_s = (ttft_ms + (output - 1) as f64 * tpot_ms) / 1e3;
-        let static_tps = (batch * output * self.pp) as f64 / request_s * self.replicas as f64;
-        let (weights, kv, reserve) = self.memory_parts();
-        let kv_batch = kv * (batch * self.pp) as f64;
-        let activations = self.workspace((batch * input) as f64, batch);
-        let total = weights + kv_batch + activations + reserve;
-        let capacity = self.capacity();
+        let context = input as f64 + output as f64 / 2.0;
         let ranks = self.tp * self.pp * self.replicas;
         let chips_used = ranks.div_ceil(u64::from(self.per_chip));
         let (n, c_ttft, c_tpot, c_tps, chunk, meets, max) = self.continuous();
@@ -521,13 +579,19 @@ impl<'a> Server<'a> {
                 &JobFacts { chips: chips_used, tokens_per_s: tps, busy, state_bytes: 0.0 },
                 &EconomicsConfig { tokens: None, ..cfg.cluster.economics.clone() },
             );
-            (e.usd_per_million_tokens, e.facility_mw * 1e6 / tps)
+            (
+                e.usd_per_million_tokens,
+                e.facility_mw * 1e6 / tps,
+                e.usd_per_chip_hour,
+                (e.pricing, e.price_source),
+            )
         };
         // Busy: the share of a step the chips compute (not communication or overhead).
         let busy = |s: &StepBreakdown| (s.gemm_ms + s.attention_ms + s.other_ops_ms) / s.total_ms;
-        let (static_usd, static_j) = money(static_tps, busy(&decode));
-        let (cont_usd, cont_j) =
-            money(c_tps, busy(&self.decode(n, input as f64 + output as f64 / 2.0)));
+        let c_mb = n.div_ceil(self.pp);
+        let c_decode = self.mixed(c_mb, context, 0.0);
+        let (cont_usd, cont_j, usd_per_chip_hour, (pricing, price_source)) =
+            money(c_tps, busy(&c_decode));
         let continuous = Continuous {
             concurrency: n,
             max_concurrency: max,
@@ -540,11 +604,37 @@ impl<'a> Server<'a> {
             cost_usd_per_million_output_tokens: cont_usd,
             energy_j_per_output_token: cont_j,
         };
-        let (batch, ttft_ms, tpot_ms, tps, usd, joules) = if continuous_headline {
-            (n, c_ttft, c_tpot, c_tps, cont_usd, cont_j)
-        } else {
-            (batch, ttft_ms, tpot_ms, static_tps, static_usd, static_j)
-        };
+        let (weights, reserve) = self.fixed_memory();
+        let capacity = self.capacity();
+        let (batch, ttft_ms, tpot_ms, tps, usd, joules, prefill, decode, kv, workspace) =
+            if continuous_headline {
+                let (_, kv, ws, _) = self.continuous_memory(n, chunk);
+                let prefill = self.mixed(c_mb, context, chunk);
+                (n, c_ttft, c_tpot, c_tps, cont_usd, cont_j, prefill, c_decode, kv, ws)
+            } else {
+                // Static: the batch prefills together, then decodes to the end; with PP a
+                // replica keeps pp such batches in flight, one per stage.
+                let prefill = self.prefill(batch, input);
+                let decode = self.decode(batch, context);
+                let request_s = (prefill.total_ms + (output - 1) as f64 * decode.total_ms) / 1e3;
+                let tps = (batch * output * self.pp) as f64 / request_s * self.replicas as f64;
+                let (usd, joules, _, _) = money(tps, busy(&decode));
+                let kv = (batch * self.pp) as f64 * self.kv_per_sequence((input + output) as f64);
+                let ws = self.workspace((batch * input) as f64, batch as f64);
+                (
+                    batch,
+                    prefill.total_ms,
+                    decode.total_ms,
+                    tps,
+                    usd,
+                    joules,
+                    prefill,
+                    decode,
+                    kv,
+                    ws,
+                )
+            };
+        let total = weights + kv + workspace + reserve;
         ServeReport {
             model: model.name.clone(),
             chip: chip.name.clone(),
@@ -559,8 +649,8 @@ impl<'a> Server<'a> {
             max_concurrent_sequences: max * self.replicas,
             memory_gib_per_device: ServeMemory {
                 weights: weights / GIB,
-                kv_cache: kv_batch / GIB,
-                activations: activations / GIB,
+                kv_cache: kv / GIB,
+                activations: workspace / GIB,
                 other: reserve / GIB,
                 total: total / GIB,
                 capacity: capacity / GIB,
@@ -568,6 +658,9 @@ impl<'a> Server<'a> {
             fits: total <= capacity,
             cost_usd_per_million_output_tokens: usd,
             energy_j_per_output_token: joules,
+            usd_per_chip_hour,
+            pricing,
+            price_source,
             prefill,
             decode,
             continuous,
@@ -634,6 +727,14 @@ pub(crate) fn check(model: &Model, cfg: &ServeConfig) -> Result<(), PlanError> {
             _ => {}
         }
     }
+    let tokens = cfg.batch.unwrap_or(1).saturating_mul(cfg.input_len + cfg.output_len);
+    if tokens > 1 << 32 {
+        return Err(PlanError::TooLarge {
+            name: "batch × (input-len + output-len)",
+            value: tokens,
+            limit: 1 << 32,
+        });
+    }
     if cfg.input_len + cfg.output_len > model.max_positions {
         return Err(PlanError::Invalid(format!(
             "--input-len + --output-len = {} exceeds the model's max_position_embeddings ({})",
@@ -656,24 +757,40 @@ pub(crate) fn check(model: &Model, cfg: &ServeConfig) -> Result<(), PlanError> {
     )
 }
 
+/// TP degrees a serving engine runs on this chip: on GPUs and TPUs (vLLM, TensorRT-LLM,
+/// JetStream) TP divides the attention heads; Neuron pads the heads to a multiple of TP
+/// (transformers-neuronx, NxD Inference), so any TP up to the scale-up domain. Each divides
+/// the cluster's ranks.
+fn tp_candidates(model: &Model, chip: &Chip, ranks: u64, domain: u64) -> Vec<u64> {
+    (1..=domain.min(ranks).min(1024))
+        .filter(|t| ranks % t == 0)
+        .filter(|t| chip.family == Family::Neuron || model.heads % t == 0)
+        .collect()
+}
+
 /// Predicts serving `model` on `chip` under `cfg`: the static batch's TTFT, TPOT and
-/// throughput, and continuous batching at the SLO. Open degrees: the smallest TP (powers of
-/// two within the scale-up domain) whose replica holds the model with room for the batch's
-/// KV cache, PP 1.
+/// throughput, and continuous batching at the SLO. Open degrees: the smallest replica
+/// (TP × PP, PP up to 8, fewest PP stages first) that holds the model with room for the
+/// batch's KV cache.
 pub fn serve(model: &Model, chip: &Chip, cfg: &ServeConfig) -> Result<ServeReport, PlanError> {
     check(model, cfg)?;
-    let per_chip = u64::from(ranks_per_chip(chip, cfg.lnc)?);
-    let ranks = cfg.chips * per_chip;
+    let per_chip = ranks_per_chip(chip, cfg.lnc)?;
+    let ranks = cfg.chips * u64::from(per_chip);
     let batch = cfg.batch.unwrap_or(1);
-    let (pp, ep) = (cfg.pp.unwrap_or(1), cfg.ep.unwrap_or(1));
-    if let Some(tp) = cfg.tp {
-        let server = Server::new(model, chip, cfg, tp, pp, ep)?;
+    let ep = cfg.ep.unwrap_or(1);
+    if let (Some(tp), pp) = (cfg.tp, cfg.pp) {
+        let server = Server::new(model, chip, cfg, tp, pp.unwrap_or(1), ep)?;
         return Ok(server.report(batch, false, false));
     }
-    let domain = Topology::new(chip, per_chip as u32, &cfg.cluster.datacenter).scale_up_ranks();
+    let domain = Topology::new(chip, per_chip, &cfg.cluster.datacenter).scale_up_ranks();
+    let tps = tp_candidates(model, chip, ranks, domain);
+    let pps: Vec<u64> = cfg.pp.map_or_else(|| vec![1, 2, 4, 8], |p| vec![p]);
+    let mut plans: Vec<(u64, u64)> =
+        tps.iter().flat_map(|&tp| pps.iter().map(move |&pp| (tp, pp))).collect();
+    plans.sort_by_key(|&(tp, pp)| (tp * pp, pp));
     let mut last = None;
     let mut error = None;
-    for tp in (0..20).map(|i| 1u64 << i).take_while(|&tp| tp * pp <= ranks && tp <= domain) {
+    for (tp, pp) in plans {
         let server = match Server::new(model, chip, cfg, tp, pp, ep) {
             Ok(s) => s,
             Err(e) => {
@@ -685,20 +802,23 @@ pub fn serve(model: &Model, chip: &Chip, cfg: &ServeConfig) -> Result<ServeRepor
         if report.fits {
             return Ok(report);
         }
-        last = Some(report);
+        if last.is_none() {
+            last = Some(report);
+        }
     }
     match (last, error) {
         (Some(report), _) => Ok(report),
         (None, Some(e)) => Err(e),
         (None, None) => Err(PlanError::NoPlan(format!(
-            "no tp (a power of two up to {domain}) divides the {ranks} ranks"
+            "no tensor-parallel degree up to {domain} divides the {ranks} ranks"
         ))),
     }
 }
 
-/// The cheapest plan and concurrency that meets the SLO: every TP dividing the ranks within
-/// the scale-up domain, PP 1–8, EP over the experts' divisors; continuous batching at the
-/// largest concurrency that meets the SLO; ranked by cost per output token.
+/// The cheapest plan and concurrency that meets the SLO: every TP the chip's engines run
+/// within the scale-up domain (see `tp_candidates`), PP 1–8, EP over the experts' divisors;
+/// continuous batching at the highest-throughput concurrency that meets the SLO; ranked by
+/// cost per output token.
 pub fn serve_search(
     model: &Model,
     chip: &Chip,
@@ -710,7 +830,7 @@ pub fn serve_search(
     let domain = Topology::new(chip, per_chip, &cfg.cluster.datacenter).scale_up_ranks();
     let tps: Vec<u64> = match cfg.tp {
         Some(t) => vec![t],
-        None => (1..=domain.min(ranks).min(256)).filter(|t| ranks % t == 0).collect(),
+        None => tp_candidates(model, chip, ranks, domain),
     };
     let pps: Vec<u64> = cfg.pp.map_or_else(|| vec![1, 2, 4, 8], |p| vec![p]);
     let eps: Vec<u64> = match (cfg.ep, model.moe) {
@@ -732,7 +852,7 @@ pub fn serve_search(
                         continue;
                     }
                 };
-                if server.max_concurrency(CHUNK_TOKENS.value) == 0 {
+                if server.max_concurrency() == 0 {
                     continue;
                 }
                 let r = server.report(1, true, true);

@@ -160,3 +160,34 @@ fn impossible_requests_are_clear_errors() {
     let r = serve(&model("llama3-70b"), &h100, &one(1, 1, 128, 128)).expect("serve");
     assert!(!r.fits);
 }
+
+/// Pipeline stages keep one micro-batch each in flight: continuous throughput with PP 8 is
+/// in the range of TP 8 on the same GPUs, not a fraction of it.
+#[test]
+fn pipeline_parallel_serving_keeps_every_stage_busy() {
+    let cfg =
+        |tp, pp| ServeConfig { tp: Some(tp), pp: Some(pp), ..ServeConfig::new(8, 1024, 1024) };
+    let pp = run("llama3-70b", "h100", &cfg(1, 8));
+    let tp = run("llama3-70b", "h100", &cfg(8, 1));
+    let ratio = pp.continuous.output_tokens_per_s / tp.continuous.output_tokens_per_s;
+    assert!(ratio > 0.7 && ratio < 1.4, "{ratio}");
+}
+
+/// With `--search` the report's memory and steps are those of the concurrency it chose.
+#[test]
+fn search_reports_memory_at_the_chosen_concurrency() {
+    let cfg = ServeConfig { slo_tpot_ms: Some(60.0), ..ServeConfig::new(8, 1024, 1024) };
+    let r = serve_search(&model("llama3-70b"), &chip("h100"), &cfg).expect("search");
+    assert_eq!(r.batch, r.continuous.concurrency);
+    assert!(r.batch > 8);
+    let kv_per_sequence = model("llama3-70b").kv_bytes_per_token(2.0) * 1536.0
+        / (r.plan.tp * r.plan.pp) as f64
+        / (1u64 << 30) as f64;
+    let expected = kv_per_sequence * r.batch as f64;
+    assert!(
+        (r.memory_gib_per_device.kv_cache / expected - 1.0).abs() < 0.05,
+        "{} vs {expected}",
+        r.memory_gib_per_device.kv_cache
+    );
+    assert!(r.fits && (r.tpot_ms - r.continuous.tpot_ms).abs() < 1e-9);
+}
