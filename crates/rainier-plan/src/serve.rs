@@ -794,7 +794,8 @@ pub fn serve(model: &Model, chip: &Chip, cfg: &ServeConfig) -> Result<ServeRepor
         let server = match Server::new(model, chip, cfg, tp, pp, ep) {
             Ok(s) => s,
             Err(e) => {
-                error = Some(e);
+                // The smallest replica's reason is the most telling.
+                error.get_or_insert(e);
                 continue;
             }
         };
