@@ -297,6 +297,12 @@ impl CoreParams {
         self.generation >= Generation::V3
     }
 
+    /// Whether `nc_matmul` has the fp8 `double_row` perf mode (K up to 256 as [128, 2, ...]
+    /// at the time of a K = 128 matmul) [N-arch3, N-arch4].
+    pub fn has_fp8_double_row(&self) -> bool {
+        self.generation >= Generation::V3
+    }
+
     /// Whether `nc_matmul` accepts OCP fp8 e4m3fn inputs and may write bf16 into PSUM.
     pub fn has_v4_matmul(&self) -> bool {
         self.generation >= Generation::V4

@@ -33,7 +33,7 @@ impl KernelDType {
     }
 
     /// TensorE MACs per PE per cycle for this dtype: 1 for 16-bit, 1/4 for fp32, and for fp8
-    /// 2 on NeuronCore-v3/v4 (double_row, not yet used by the kernels) [N-arch3].
+    /// 2 on NeuronCore-v3/v4 (double_row, which the gemm kernel uses for fp8) [N-arch3].
     fn peak_factor(self, generation: Generation) -> f64 {
         match self {
             KernelDType::Bf16 | KernelDType::Fp16 => 1.0,

@@ -27,7 +27,7 @@ fn bench(c: &mut Criterion) {
         };
         machine.write_tile(&stationary, &vals(k * m)).unwrap_or_else(|e| panic!("{e}"));
         machine.write_tile(&moving, &vals(k * n)).unwrap_or_else(|e| panic!("{e}"));
-        let op = Op::Matmul { dst, stationary, moving, accumulate: false };
+        let op = Op::Matmul { dst, stationary, moving, accumulate: false, double_row: false };
         g.bench_function("funcsim_nc_matmul_bf16", |b| {
             b.iter(|| machine.execute(black_box(&op)).unwrap_or_else(|e| panic!("{e}")))
         });

@@ -294,8 +294,8 @@ impl Machine {
     pub fn execute(&mut self, op: &Op) -> Result<(), ExecError> {
         match op {
             Op::DmaCopy { dst, src } => self.dma(dst, src),
-            Op::Matmul { dst, stationary, moving, accumulate } => {
-                self.matmul(dst, stationary, moving, *accumulate)
+            Op::Matmul { dst, stationary, moving, accumulate, double_row } => {
+                self.matmul(dst, stationary, moving, *accumulate, *double_row)
             }
             Op::Transpose { dst, src } => self.transpose(dst, src),
             Op::TensorTensor { dst, in0, in1, op } => {
@@ -472,9 +472,11 @@ impl Machine {
         stationary: &Tile,
         moving: &Tile,
         accumulate: bool,
+        double_row: bool,
     ) -> Result<(), ExecError> {
+        let rows = if double_row { 2 } else { 1 };
         let k = stationary.partitions as usize;
-        let (m, n) = (stationary.free_len() as usize, moving.free_len() as usize);
+        let (m, n) = (stationary.free_len() as usize / rows, moving.free_len() as usize / rows);
         if moving.partitions as usize != k
             || dst.partitions as usize != m
             || dst.free_len() as usize != n
@@ -492,7 +494,9 @@ impl Machine {
         let v = read_input(moving)?;
         let exact = stationary.dtype != DType::F32 && moving.dtype != DType::F32;
         let mut out = vec![0f32; m * n];
-        matmul_f32(&s, &v, k, m, n, exact, &mut out);
+        // Double row: partition p, row r is contraction index 2p + r (each partition's free
+        // data is [2, X] row-major, so its two rows are consecutive k).
+        matmul_f32(&s, &v, k * rows, m, n, exact, &mut out);
         if accumulate {
             let old = self.read_tile(dst)?;
             out.iter_mut().zip(&old).for_each(|(o, &p)| *o += p);

@@ -243,7 +243,7 @@ proptest! {
         let s = fill(&mut m, &stationary, &mut r, -2.0, 2.0);
         let v = fill(&mut m, &moving, &mut r, -2.0, 2.0);
         let old = fill(&mut m, &dst, &mut r, -1.0, 1.0);
-        m.execute(&Op::Matmul { dst: dst.clone(), stationary, moving, accumulate }).unwrap_or_else(|e| panic!("{e}"));
+        m.execute(&Op::Matmul { dst: dst.clone(), stationary, moving, accumulate, double_row: false }).unwrap_or_else(|e| panic!("{e}"));
         let got = read(&m, &dst);
         let (k, mm, n) = (k as usize, mm as usize, n as usize);
         let seq = reference::matmul_fp32_sequential(&s, &v, k, mm, n);
@@ -256,6 +256,32 @@ proptest! {
             let base = if accumulate { old[i] } else { 0.0 };
             let bound = (k as f64 + 1.0) * 2f64.powi(-24) * (abs_sum + base.abs()) + 1e-30;
             prop_assert!((got[i] - (base + exact[i])).abs() <= bound);
+        }
+    }
+
+    /// fp8 double_row: each partition holds two rows, the contraction runs over 2·K in the
+    /// order (partition, row) — the same as a plain matmul of the [2K, M] and [2K, N] operands.
+    #[test]
+    fn nc_matmul_double_row(seed: u64, k in 1u32..=128, mm in 1u64..=64, n in 1u64..=160, e5m2: bool, accumulate: bool) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let dtype = if e5m2 { DType::Fp8E5m2 } else { DType::Fp8E4m3 };
+        let (ks, k) = partition_range(k, 0);
+        let stationary = a.tile(Memory::Sbuf, ks, k, dtype, &[2, mm], 0);
+        let moving = a.tile(Memory::Sbuf, ks, k, dtype, &[2, n], 0);
+        let (ms, _) = partition_range(mm as u32, 0);
+        let dst = a.tile(Memory::Psum, ms, mm as u32, DType::F32, &[n], 0);
+        let s = fill(&mut m, &stationary, &mut r, -2.0, 2.0);
+        let v = fill(&mut m, &moving, &mut r, -2.0, 2.0);
+        let old = fill(&mut m, &dst, &mut r, -1.0, 1.0);
+        m.execute(&Op::Matmul { dst: dst.clone(), stationary, moving, accumulate, double_row: true }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &dst);
+        let (k2, mm, n) = (2 * k as usize, mm as usize, n as usize);
+        let seq = reference::matmul_fp32_sequential(&s, &v, k2, mm, n);
+        for i in 0..mm * n {
+            let want = if accumulate { r32(old[i] + seq[i]) } else { seq[i] };
+            prop_assert!(same(got[i], want), "[{}, {}]: got {} want {}", i / n, i % n, got[i], want);
         }
     }
 
@@ -387,8 +413,14 @@ fn full_tile_bf16_matmul_within_bound() {
     let d_t = a.tile(Memory::Psum, 0, 128, DType::F32, &[512], 0);
     let s = fill(&mut m, &s_t, &mut r, -1.0, 1.0);
     let v = fill(&mut m, &v_t, &mut r, -1.0, 1.0);
-    m.execute(&Op::Matmul { dst: d_t.clone(), stationary: s_t, moving: v_t, accumulate: false })
-        .unwrap_or_else(|e| panic!("{e}"));
+    m.execute(&Op::Matmul {
+        dst: d_t.clone(),
+        stationary: s_t,
+        moving: v_t,
+        accumulate: false,
+        double_row: false,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     let got = read(&m, &d_t);
     let exact = reference::matmul(&s, &v, 128, 128, 512);
     for i in 0..got.len() {

@@ -676,6 +676,7 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
             stationary: next(),
             moving: next(),
             accumulate: opts.bool("accumulate")?,
+            double_row: opts.bool("double_row")?,
         },
         "nc_transpose" => Op::Transpose { dst: next(), src: next() },
         "tensor_tensor" => {

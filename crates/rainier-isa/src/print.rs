@@ -109,9 +109,12 @@ impl Program {
         let mut opts: Vec<String> = Vec::new();
         let operands: Vec<String> = match &ins.op {
             Op::DmaCopy { dst, src } => vec![dma(dst, &self.tensors), dma(src, &self.tensors)],
-            Op::Matmul { dst, stationary, moving, accumulate } => {
+            Op::Matmul { dst, stationary, moving, accumulate, double_row } => {
                 if *accumulate {
                     opts.push("accumulate=true".into());
+                }
+                if *double_row {
+                    opts.push("double_row=true".into());
                 }
                 vec![dst.to_string(), stationary.to_string(), moving.to_string()]
             }

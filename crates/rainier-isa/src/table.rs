@@ -35,9 +35,9 @@ pub static OPCODES: &[OpcodeInfo] = &[
         name: "nc_matmul",
         engines: &[Tensor],
         operands: "dst (PSUM), stationary [K, M] (SBUF), moving [K, N] (SBUF)",
-        options: "accumulate=true|false (default false)",
-        semantics: "dst[m, n] = (accumulate ? dst[m, n] : 0) + Σ_k stationary[k, m] · moving[k, n]. Inputs are read in their dtype (tf32 operands are rounded to 10 mantissa bits); each product is formed exactly for 8/16-bit and tf32 inputs and rounded to fp32 for fp32 inputs; the column sum is accumulated in fp32, k = 0..K-1 in order (systolic order: assumption), then added to PSUM in fp32.",
-        rules: "K = partitions of both inputs <= 128; M <= 128; N <= 512 (v2/v3), 4096 fp32 / 8192 bf16 dst (v4); dst [M, N] fp32 (bf16 also on v4) in one PSUM bank (v2/v3); fp32/tf32 pair only with fp32/tf32; fp8e4m3fn only on v4 and never with fp8e4m3",
+        options: "accumulate=true|false (default false); double_row=true|false (default false)",
+        semantics: "dst[m, n] = (accumulate ? dst[m, n] : 0) + Σ_k stationary[k, m] · moving[k, n]. Inputs are read in their dtype (tf32 operands are rounded to 10 mantissa bits); each product is formed exactly for 8/16-bit and tf32 inputs and rounded to fp32 for fp32 inputs; the column sum is accumulated in fp32, k = 0..K-1 in order (systolic order: assumption), then added to PSUM in fp32. double_row (fp8 perf mode, v3+): stationary is [K, 2·M] and moving [K, 2·N] read as [K, 2, M] and [K, 2, N]; dst[m, n] sums over the partition k and the row r, (k, r) in order k-major (assumption), at the time of a single-row matmul of K partitions.",
+        rules: "K = partitions of both inputs <= 128; M <= 128; N <= 512 (v2/v3), 4096 fp32 / 8192 bf16 dst (v4); dst [M, N] fp32 (bf16 also on v4) in one PSUM bank (v2/v3); fp32/tf32 pair only with fp32/tf32; fp8e4m3fn only on v4 and never with fp8e4m3; double_row: v3+, both inputs fp8, even free sizes (2·M, 2·N) with M and N within the limits above",
     },
     OpcodeInfo {
         name: "nc_transpose",

@@ -394,8 +394,10 @@ impl Affine {
 pub enum Op {
     /// `dst[i] = cast(src[i])` over the row-major element order of both access patterns.
     DmaCopy { dst: DmaOperand, src: DmaOperand },
-    /// `dst[m, n] (+)= Σ_k stationary[k, m] · moving[k, n]`, fp32 accumulation.
-    Matmul { dst: Tile, stationary: Tile, moving: Tile, accumulate: bool },
+    /// `dst[m, n] (+)= Σ_k stationary[k, m] · moving[k, n]`, fp32 accumulation. With
+    /// `double_row` (fp8, v3+) each operand is `[128, 2, X]`: the contraction runs over the
+    /// partition and the row, `Σ_p Σ_r stationary[p, r, m] · moving[p, r, n]`.
+    Matmul { dst: Tile, stationary: Tile, moving: Tile, accumulate: bool, double_row: bool },
     /// `dst[f, p] = src[p, f]`.
     Transpose { dst: Tile, src: Tile },
     /// `dst = in0 op in1`, elementwise.
@@ -492,7 +494,7 @@ impl Op {
                     f(t, Write);
                 }
             }
-            Op::Matmul { dst, stationary, moving, accumulate } => {
+            Op::Matmul { dst, stationary, moving, accumulate, .. } => {
                 f(stationary, Read);
                 f(moving, Read);
                 f(dst, if *accumulate { ReadWrite } else { Write });

@@ -213,9 +213,27 @@ impl Checker<'_> {
         }
     }
 
-    fn matmul(&mut self, dst: &Tile, stationary: &Tile, moving: &Tile) {
+    fn matmul(&mut self, dst: &Tile, stationary: &Tile, moving: &Tile, double_row: bool) {
         let c = self.core;
-        let (k, m, n) = (stationary.partitions, stationary.free_len(), moving.free_len());
+        let rows = if double_row { 2 } else { 1 };
+        if double_row {
+            if !c.has_fp8_double_row() {
+                self.fail(format!("double_row needs NeuronCore-v3 or later, not {}", c.generation));
+            }
+            let fp8 =
+                |t: &Tile| matches!(t.dtype, DType::Fp8E4m3 | DType::Fp8E5m2 | DType::Fp8E4m3fn);
+            if !fp8(stationary) || !fp8(moving) {
+                self.fail(format!(
+                    "double_row needs fp8 inputs, found {} and {}",
+                    stationary.dtype, moving.dtype
+                ));
+            }
+            if stationary.free_len() % 2 != 0 || moving.free_len() % 2 != 0 {
+                self.fail("double_row inputs have two rows: even free sizes [2, M] and [2, N]");
+            }
+        }
+        let (k, m, n) =
+            (stationary.partitions, stationary.free_len() / rows, moving.free_len() / rows);
         if moving.partitions != k {
             self.fail(format!(
                 "stationary has {k} partitions (K) but moving has {}",
@@ -328,7 +346,9 @@ impl Checker<'_> {
                     self.fail(format!("dst has {} elements but src has {}", dst.len(), src.len()));
                 }
             }
-            Op::Matmul { dst, stationary, moving, .. } => self.matmul(dst, stationary, moving),
+            Op::Matmul { dst, stationary, moving, double_row, .. } => {
+                self.matmul(dst, stationary, moving, *double_row)
+            }
             Op::Transpose { dst, src } => {
                 let (p, f) = (u64::from(src.partitions), src.free_len());
                 let limit = if engine == Engine::Vector { 32 } else { 128 };

@@ -101,6 +101,16 @@ fn generation_rules() {
     let p = parse("memset sb[0:128]@0:fp8e4m3fn[4] value=1").unwrap_or_else(|e| panic!("{e}"));
     assert!(verify(&p, &Chip::Trn2.params().core).is_err());
     assert!(verify(&p, &Chip::Trn3.params().core).is_ok());
+    // fp8 double row: v3+, fp8 only, two rows per operand.
+    let ok = "nc_matmul ps[0:64]@0:f32[512], sb[0:128]@0:fp8e4m3[2, 64], sb[0:128]@128:fp8e4m3[2, 512] double_row=true";
+    let p = parse(ok).unwrap_or_else(|e| panic!("{e}"));
+    assert!(verify(&p, &Chip::Trn2.params().core).is_ok());
+    let e = verify(&p, &Chip::Trn1.params().core).err().map(|v| v.to_string()).unwrap_or_default();
+    assert!(e.contains("double_row needs NeuronCore-v3"), "{e}");
+    let bf16 = "nc_matmul ps[0:64]@0:f32[512], sb[0:128]@0:bf16[2, 64], sb[0:128]@256:bf16[2, 512] double_row=true";
+    let p = parse(bf16).unwrap_or_else(|e| panic!("{e}"));
+    let e = verify(&p, &Chip::Trn2.params().core).err().map(|v| v.to_string()).unwrap_or_default();
+    assert!(e.contains("double_row needs fp8 inputs"), "{e}");
 }
 
 #[test]

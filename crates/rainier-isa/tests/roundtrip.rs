@@ -74,12 +74,13 @@ fn dma_operand(n: usize) -> impl Strategy<Value = DmaOperand> {
 fn op(n: usize) -> impl Strategy<Value = Op> {
     prop_oneof![
         (dma_operand(n), dma_operand(n)).prop_map(|(dst, src)| Op::DmaCopy { dst, src }),
-        (tile(), tile(), tile(), any::<bool>()).prop_map(
-            |(dst, stationary, moving, accumulate)| Op::Matmul {
+        (tile(), tile(), tile(), any::<bool>(), any::<bool>()).prop_map(
+            |(dst, stationary, moving, accumulate, double_row)| Op::Matmul {
                 dst,
                 stationary,
                 moving,
-                accumulate
+                accumulate,
+                double_row
             }
         ),
         (tile(), tile()).prop_map(|(dst, src)| Op::Transpose { dst, src }),

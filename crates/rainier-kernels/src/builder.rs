@@ -396,6 +396,28 @@ impl KernelBuilder {
                 stationary: stationary.clone(),
                 moving: moving.clone(),
                 accumulate,
+                double_row: false,
+            },
+        );
+    }
+
+    /// `nc_matmul dst, stationary, moving double_row=true`: fp8 operands `[K, 2·M]` and
+    /// `[K, 2·N]` contracting over `2·K` (v3+).
+    pub fn matmul_double_row(
+        &mut self,
+        dst: &Tile,
+        stationary: &Tile,
+        moving: &Tile,
+        accumulate: bool,
+    ) {
+        self.push(
+            Engine::Tensor,
+            Op::Matmul {
+                dst: dst.clone(),
+                stationary: stationary.clone(),
+                moving: moving.clone(),
+                accumulate,
+                double_row: true,
             },
         );
     }

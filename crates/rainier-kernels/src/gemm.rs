@@ -9,9 +9,13 @@
 //! bank to SBUF and a DMA stores it (triggered from the GpSimd queue so that loads keep
 //! flowing). Next-fit reuse of freed tiles and the builder's dependency tracking turn this into
 //! multi-buffering.
+//!
+//! fp8 on NeuronCore-v3/v4 uses the `double_row` perf mode: each K step covers 256 rows, held
+//! as two 128-row halves side by side in the free dimension (`[128, 2, X]`), in the time of a
+//! 128-row step — twice the throughput [N-arch3]. A K remainder below 256 runs single-row.
 
 use rainier_arch::Chip;
-use rainier_isa::{contiguous_dims, DmaOperand, Engine, Program, Tile};
+use rainier_isa::{contiguous_dims, Dim, DmaOperand, Engine, Program, Tile};
 use rainier_tensor::DType;
 
 use crate::{KernelBuilder, KernelError};
@@ -21,6 +25,24 @@ const MT: u64 = 128;
 const NT: u64 = 512;
 /// Rows of `c` per super-block: four PSUM banks of accumulators, leaving four for the next.
 const M_SUPER: u64 = 4 * MT;
+
+/// One contraction step: `rows` halves of `ksz` rows each from `k0` (2 with double row).
+#[derive(Debug, Clone, Copy)]
+struct KStep {
+    k0: u64,
+    ksz: u64,
+    rows: u64,
+}
+
+/// K in steps of 256 (two 128-row halves) with double row, then 128-row steps for the rest.
+fn k_steps(k: u64, double_row: bool) -> Vec<KStep> {
+    let full = if double_row { k / (2 * KT) } else { 0 };
+    let mut steps: Vec<KStep> =
+        (0..full).map(|i| KStep { k0: i * 2 * KT, ksz: KT, rows: 2 }).collect();
+    let rest = full * 2 * KT;
+    steps.extend(blocks(k - rest, KT).map(|(k0, ksz)| KStep { k0: rest + k0, ksz, rows: 1 }));
+    steps
+}
 
 fn blocks(len: u64, tile: u64) -> impl Iterator<Item = (u64, u64)> {
     (0..len.div_ceil(tile)).map(move |i| (i * tile, tile.min(len - i * tile)))
@@ -38,14 +60,35 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
     let a = kb.input("a", dtype, &[k, m])?;
     let b = kb.input("b", dtype, &[k, n])?;
     let c = kb.output("c", DType::F32, &[m, n])?;
+    let fp8 = matches!(dtype, DType::Fp8E4m3 | DType::Fp8E5m2 | DType::Fp8E4m3fn);
+    let steps = k_steps(k, fp8 && chip.params().core.has_fp8_double_row());
+    let esz = dtype.size_bytes() as u64;
+    // Loads rows `k0..k0 + rows·ksz` of `src` (columns `c0..c0 + width`) into a tile of `ksz`
+    // partitions holding the `rows` halves side by side.
+    let load = |kb: &mut KernelBuilder,
+                src,
+                step: KStep,
+                c0: u64,
+                width: u64|
+     -> Result<Tile, KernelError> {
+        let t = kb.sbuf(step.ksz as u32, dtype, &[step.rows * width])?;
+        for r in 0..step.rows {
+            let k0 = step.k0 + r * step.ksz;
+            let half = Tile {
+                offset_bytes: t.offset_bytes + r * width * esz,
+                dims: contiguous_dims(&[width]),
+                ..t.clone()
+            };
+            let hbm = kb.block(src, k0..k0 + step.ksz, c0..c0 + width);
+            kb.dma(DmaOperand::Tile(half), DmaOperand::Hbm(hbm));
+        }
+        Ok(t)
+    };
     for (n0, nsz) in blocks(n, NT) {
         // The K strip of b for this column block, loaded once.
         let mut b_strip = Vec::new();
-        for (k0, ksz) in blocks(k, KT) {
-            let t = kb.sbuf(ksz as u32, dtype, &[nsz])?;
-            let src = kb.block(b, k0..k0 + ksz, n0..n0 + nsz);
-            kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(src));
-            b_strip.push(t);
+        for &step in &steps {
+            b_strip.push(load(&mut kb, b, step, n0, nsz)?);
         }
         for (ms0, mssz) in blocks(m, M_SUPER) {
             let row_blocks: Vec<(u64, u64)> = blocks(mssz, MT).collect();
@@ -53,17 +96,24 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
             for &(_, msz) in &row_blocks {
                 accs.push(kb.psum(msz as u32, DType::F32, &[nsz])?);
             }
-            for (i, (k0, ksz)) in blocks(k, KT).enumerate() {
-                let a_strip = kb.sbuf(ksz as u32, dtype, &[mssz])?;
-                let src = kb.block(a, k0..k0 + ksz, ms0..ms0 + mssz);
-                kb.dma(DmaOperand::Tile(a_strip.clone()), DmaOperand::Hbm(src));
+            for (i, &step) in steps.iter().enumerate() {
+                let a_strip = load(&mut kb, a, step, ms0, mssz)?;
                 for (acc, &(m0, msz)) in accs.iter().zip(&row_blocks) {
+                    // Rows of this block in each half: [rows, msz] with the halves mssz apart.
                     let stationary = Tile {
-                        offset_bytes: a_strip.offset_bytes + m0 * dtype.size_bytes() as u64,
-                        dims: contiguous_dims(&[msz]),
+                        offset_bytes: a_strip.offset_bytes + m0 * esz,
+                        dims: if step.rows == 2 {
+                            vec![Dim { stride: mssz as i64, size: 2 }, Dim { stride: 1, size: msz }]
+                        } else {
+                            contiguous_dims(&[msz])
+                        },
                         ..a_strip.clone()
                     };
-                    kb.matmul(acc, &stationary, &b_strip[i], i > 0);
+                    if step.rows == 2 {
+                        kb.matmul_double_row(acc, &stationary, &b_strip[i], i > 0);
+                    } else {
+                        kb.matmul(acc, &stationary, &b_strip[i], i > 0);
+                    }
                 }
                 kb.free(&a_strip)?;
             }

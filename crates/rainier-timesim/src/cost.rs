@@ -41,8 +41,10 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
     let plain = |cycles| Cost { cycles, load_stationary_cycles: 0 };
     match op {
         Op::DmaCopy { .. } => plain(u64::from(tp.dma_trigger_cycles.value)),
-        Op::Matmul { stationary, moving, .. } => {
-            let (m, n) = (stationary.free_len(), moving.free_len());
+        Op::Matmul { stationary, moving, double_row, .. } => {
+            // Double row does K = 2 × partitions in the time of one row [N-arch3].
+            let rows = if *double_row { 2 } else { 1 };
+            let (m, n) = (stationary.free_len() / rows, moving.free_len() / rows);
             let fp32 = stationary.dtype == DType::F32 || moving.dtype == DType::F32;
             let factor = if fp32 { u64::from(tp.matmul_fp32_factor.value) } else { 1 };
             let init = u64::from(tp.matmul_init_cycles.value);
