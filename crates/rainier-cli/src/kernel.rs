@@ -609,6 +609,83 @@ pub(crate) fn attention(a: &AttentionArgs, opts: &KernelOpts) -> Result<()> {
     })
 }
 
+/// `rainier kernel attention-bwd`: the flash-attention backward kernel; `--check` runs it on
+/// random inputs (o and lse from the f64 forward) against f64 gradients.
+pub(crate) fn attention_bwd(a: &AttentionArgs, opts: &KernelOpts) -> Result<()> {
+    let shape = rainier_kernels::AttentionShape {
+        batch: positive("batch", a.batch, 1 << 16)?,
+        heads: positive("heads", a.heads, 1 << 12)?,
+        kv_heads: positive("kv-heads", a.kv_heads.unwrap_or(a.heads), 1 << 12)?,
+        seq: positive("seq", a.seq, 1 << 20)?,
+        head_dim: positive("head-dim", a.head_dim, 128)?,
+        causal: a.causal,
+    };
+    let (chip, dtype) = (opts.chip, opts.dtype.dtype());
+    let program = rainier_kernels::attention_backward(chip, &shape, dtype)
+        .with_context(|| format!("attention-bwd on {chip}"))?;
+    let built = Built {
+        kernel: "attention-bwd",
+        shape: json!({ "batch": shape.batch, "heads": shape.heads, "kv_heads": shape.kv_heads, "seq": shape.seq, "head_dim": shape.head_dim, "causal": shape.causal }),
+        description: format!(
+            "attention backward, {} x {} heads ({} kv), seq {}, head dim {}{}, {dtype}",
+            shape.batch,
+            shape.heads,
+            shape.kv_heads,
+            shape.seq,
+            shape.head_dim,
+            if shape.causal { ", causal" } else { "" }
+        ),
+        program,
+        // Five matmuls per score (s, dp, dv, dk, dq) against the forward's two.
+        flops: 2.5 * shape.flops(),
+    };
+    report_kernel(&built, opts, || {
+        let (nh, nkv) =
+            ((shape.batch * shape.heads) as usize, (shape.batch * shape.kv_heads) as usize);
+        let (seq, d) = (shape.seq as usize, shape.head_dim as usize);
+        let (q, k, v, dout) = (
+            random(dtype, &[nh, d, seq], -1.0, 1.0),
+            random(dtype, &[nkv, d, seq], -1.0, 1.0),
+            random(dtype, &[nkv, d, seq], -1.0, 1.0),
+            random(dtype, &[nh, d, seq], -1.0, 1.0),
+        );
+        let f = |t: &HostTensor| t.to_f32().into_iter().map(f64::from).collect::<Vec<f64>>();
+        let [o, lse, dq, dk, dv] = rainier_reference::attention_backward(
+            &f(&q),
+            &f(&k),
+            &f(&v),
+            &f(&dout),
+            shape.heads as usize,
+            shape.kv_heads as usize,
+            nh,
+            seq,
+            d,
+            shape.causal,
+        );
+        let to32 = |x: &[f64]| x.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+        let inputs = BTreeMap::from([
+            ("q".into(), q),
+            ("k".into(), k),
+            ("v".into(), v),
+            ("dout".into(), dout),
+            ("o".into(), HostTensor::from_f32(dtype, &[nh, d, seq], &to32(&o))),
+            ("lse".into(), HostTensor::from_f32(DType::F32, &[nh, seq], &to32(&lse))),
+        ]);
+        let res = rainier_funcsim::run(&built.program, &chip.params(), &inputs)?;
+        // Per output, relative to its largest magnitude: bf16 p, ds and outputs, or fp32 sums.
+        let mut worst = 0f64;
+        for (name, want) in [("dq", &dq), ("dk", &dk), ("dv", &dv)] {
+            let got = f(&res.outputs[name]);
+            let max = want.iter().fold(0f64, |m, x| m.max(x.abs())).max(f64::MIN_POSITIVE);
+            for (g, w) in got.iter().zip(want.iter()) {
+                worst = worst.max((g - w).abs() / max);
+            }
+        }
+        let bound = if dtype.size_bytes() == 2 { 8.0 * 2f64.powi(-8) } else { 2f64.powi(-14) };
+        Ok((worst, bound))
+    })
+}
+
 pub(crate) fn cross_entropy(
     rows: u64,
     vocab: u64,

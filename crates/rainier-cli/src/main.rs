@@ -27,7 +27,7 @@ vocabulary run on the Tensor, Vector, Scalar and GpSimd engines over SBUF, PSUM 
 simulator computes the numbers the hardware would (fp32 accumulation, bf16/fp8 rounding,
 saturation) and how long they take (published cost formulas, DMA queues, semaphores), with
 profiler traces for Perfetto. Library kernels (gemm, rmsnorm, layernorm, softmax, gelu, swiglu,
-residual add, rope, adamw, cross-entropy, attention forward) are built on it with a kernel API in the spirit of NKI.
+residual add, rope, adamw, cross-entropy, attention forward and backward) are built on it with a kernel API in the spirit of NKI.
 
 On top, a training planner reads models as Hugging Face config.json, chips from a sourced catalog
 (Trainium, Inferentia2, NVIDIA A100-GB200, TPU v5e-v7) and their cluster topologies, searches
@@ -157,6 +157,15 @@ enum KernelCommand {
     },
     /// Flash attention forward: q, k [heads, head_dim, seq], v [kv_heads, seq, head_dim].
     Attention {
+        #[command(flatten)]
+        shape: kernel::AttentionArgs,
+        #[command(flatten)]
+        opts: kernel::KernelOpts,
+    },
+    /// Flash attention backward: q, o, dout [heads, head_dim, seq], k, v [kv_heads, head_dim,
+    /// seq], lse [heads, seq] fp32 -> dq [heads, seq, head_dim], dk, dv [kv_heads, seq,
+    /// head_dim].
+    AttentionBwd {
         #[command(flatten)]
         shape: kernel::AttentionArgs,
         #[command(flatten)]
@@ -348,6 +357,7 @@ fn run(cli: Cli) -> Result<()> {
                 chips.into_iter().try_for_each(|c| table::write(c, &out))
             }
             KernelCommand::Attention { shape, opts } => kernel::attention(&shape, &opts),
+            KernelCommand::AttentionBwd { shape, opts } => kernel::attention_bwd(&shape, &opts),
             KernelCommand::ResidualAdd { shape, opts } => {
                 kernel::rowwise(kernel::Rowwise::ResidualAdd, &shape, &opts)
             }

@@ -106,6 +106,13 @@ fn cases() -> Vec<Case> {
                 flops: s.flops(),
                 build: Box::new(move |c| rainier_kernels::attention(c, &s, bf16)),
             });
+            v.push(Case {
+                kernel: "attention-bwd",
+                dtype: bf16,
+                shape: vec![("seq", seq), ("head_dim", 128), ("causal", u64::from(causal))],
+                flops: 2.5 * s.flops(),
+                build: Box::new(move |c| rainier_kernels::attention_backward(c, &s, bf16)),
+            });
         }
     }
     v

@@ -16,6 +16,7 @@
 
 mod alloc;
 mod attention;
+mod attention_bwd;
 mod builder;
 mod gemm;
 mod loss;
@@ -23,6 +24,7 @@ mod optim;
 mod rowwise;
 
 pub use attention::{attention, AttentionShape};
+pub use attention_bwd::attention_backward;
 pub use builder::{KernelBuilder, KernelError, MAX_INSTRUCTIONS};
 pub use gemm::gemm;
 pub use loss::{cross_entropy, cross_entropy_backward};

@@ -48,8 +48,9 @@ pub struct NeuronTable {
     gemm: Vec<(f64, f64, Curve)>,
     /// `(kernel, [(log2 bytes, bytes/s)])`.
     memory: Vec<(&'static str, Curve)>,
-    /// `[(log2 seq, FLOP/s)]` of causal attention at head dim 128.
+    /// `[(log2 seq, FLOP/s)]` of causal attention at head dim 128, forward and backward.
     attention: Curve,
+    attention_backward: Curve,
     /// Seconds per parameter of the fp32 AdamW kernel at its largest size, and its bytes per
     /// parameter.
     adamw: Option<(f64, f64)>,
@@ -99,6 +100,7 @@ impl NeuronTable {
             gemm: Vec::new(),
             memory: Vec::new(),
             attention: Vec::new(),
+            attention_backward: Vec::new(),
             adamw: None,
         };
         for (index, line) in text.lines().enumerate().skip(1) {
@@ -133,9 +135,13 @@ impl NeuronTable {
                         None => table.gemm.push((n, k, vec![(m, rate)])),
                     }
                 }
-                "attention" => {
+                "attention" | "attention-bwd" => {
                     if shape("causal")? == 1.0 && shape("head_dim")? == 128.0 {
-                        table.attention.push((shape("seq")?.log2(), number(4)? / seconds));
+                        let point = (shape("seq")?.log2(), number(4)? / seconds);
+                        match cols[0] {
+                            "attention" => table.attention.push(point),
+                            _ => table.attention_backward.push(point),
+                        }
                     }
                 }
                 "adamw" => {
@@ -163,6 +169,7 @@ impl NeuronTable {
             m.1.sort_by(by_x);
         }
         table.attention.sort_by(by_x);
+        table.attention_backward.sort_by(by_x);
         Ok(table)
     }
 
@@ -179,19 +186,24 @@ impl NeuronTable {
         Some(flops / rate)
     }
 
-    /// Per-core seconds of flash attention of `flops` at this sequence length. The backward
-    /// pass has no simulated kernel yet: it is assumed to run at the forward kernel's rate.
+    /// Per-core seconds of flash attention (forward, or backward from the simulated
+    /// `attention-bwd` kernel) of `flops` at this sequence length.
     pub fn attention_seconds(
         &self,
         seq: u64,
         head_dim: u64,
-        _backward: bool,
+        backward: bool,
         flops: f64,
     ) -> Option<f64> {
-        if self.attention.is_empty() || head_dim != 128 {
+        let curve = if backward && !self.attention_backward.is_empty() {
+            &self.attention_backward
+        } else {
+            &self.attention
+        };
+        if curve.is_empty() || head_dim != 128 {
             return None;
         }
-        Some(flops / interpolate(&self.attention, (seq.max(1) as f64).log2()))
+        Some(flops / interpolate(curve, (seq.max(1) as f64).log2()))
     }
 
     /// Per-core seconds of a memory-bound op moving `bytes`.

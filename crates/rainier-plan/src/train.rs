@@ -1093,7 +1093,7 @@ impl<'a> Planner<'a> {
         }
         if self.chip.family == Family::Neuron {
             notes.push(match self.cfg.neuron_costs {
-                NeuronCosts::Tables => "NeuronCore op costs from the simulator's tables (tables/CHIP.csv); attention backward at the forward kernel's rate".into(),
+                NeuronCosts::Tables => "NeuronCore op costs from the simulator's tables (tables/CHIP.csv), attention forward and backward from the simulated flash kernels".into(),
                 NeuronCosts::Roofline => "NeuronCore op costs from a roofline on TensorE peak and HBM bandwidth".into(),
             });
         }

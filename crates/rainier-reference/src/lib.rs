@@ -242,6 +242,67 @@ pub fn compare_with_zero(cmp: &str, a: i64) -> bool {
     binary(cmp, a as f64, 0.0) != 0.0
 }
 
+/// Scaled-dot-product attention forward and backward in f64, for `nh` query heads sharing
+/// `nkv` K/V heads in groups of `nh_per_batch / nkv_per_batch` (`heads` and `kv_heads` per
+/// batch element). Layouts (row-major): `q`, `dout`: `[nh, d, seq]`; `k`, `v`: `[nkv, d, seq]`.
+/// Returns `[o [nh, d, seq], lse [nh, seq], dq [nh, seq, d], dk [nkv, seq, d],
+/// dv [nkv, seq, d]]` with `p = softmax(q·kᵀ/√d)` (causal: keys up to the query),
+/// `lse = log Σ exp(q·k/√d)`, `ds = p ∘ (dout·vᵀ − rowsum(dout ∘ o))`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    dout: &[f64],
+    heads: usize,
+    kv_heads: usize,
+    nh: usize,
+    seq: usize,
+    d: usize,
+    causal: bool,
+) -> [Vec<f64>; 5] {
+    let nkv = nh / heads * kv_heads;
+    let group = heads / kv_heads;
+    let scale = 1.0 / (d as f64).sqrt();
+    let (mut o, mut lse) = (vec![0.0; nh * d * seq], vec![0.0; nh * seq]);
+    let mut dq = vec![0.0; nh * seq * d];
+    let (mut dk, mut dv) = (vec![0.0; nkv * seq * d], vec![0.0; nkv * seq * d]);
+    for h in 0..nh {
+        let hk = (h / heads) * kv_heads + (h % heads) / group;
+        let at = |x: &[f64], head: usize, c: usize, pos: usize| x[(head * d + c) * seq + pos];
+        let mut p = vec![vec![0.0; seq]; seq];
+        for i in 0..seq {
+            let keys = if causal { i + 1 } else { seq };
+            let sc: Vec<f64> = (0..keys)
+                .map(|j| scale * (0..d).map(|c| at(q, h, c, i) * at(k, hk, c, j)).sum::<f64>())
+                .collect();
+            let mx = sc.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let l = mx + sc.iter().map(|x| (x - mx).exp()).sum::<f64>().ln();
+            lse[h * seq + i] = l;
+            for j in 0..keys {
+                p[i][j] = (sc[j] - l).exp();
+            }
+            for c in 0..d {
+                o[(h * d + c) * seq + i] = (0..keys).map(|j| p[i][j] * at(v, hk, c, j)).sum();
+            }
+        }
+        for i in 0..seq {
+            let delta: f64 = (0..d).map(|c| at(dout, h, c, i) * o[(h * d + c) * seq + i]).sum();
+            let keys = if causal { i + 1 } else { seq };
+            for j in 0..keys {
+                let dp: f64 = (0..d).map(|c| at(dout, h, c, i) * at(v, hk, c, j)).sum();
+                let ds = p[i][j] * (dp - delta);
+                for c in 0..d {
+                    dq[(h * seq + i) * d + c] += scale * ds * at(k, hk, c, j);
+                    dk[(hk * seq + j) * d + c] += scale * ds * at(q, h, c, i);
+                    dv[(hk * seq + j) * d + c] += p[i][j] * at(dout, h, c, i);
+                }
+            }
+        }
+    }
+    [o, lse, dq, dk, dv]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

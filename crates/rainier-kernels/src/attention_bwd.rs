@@ -1,0 +1,327 @@
+//! `attention-bwd`: flash-attention backward for `batch · heads` heads with grouped-query K/V
+//! heads, in the layout of NKI's flash backward kernel: `q, k, v, o, dout: [heads, d, seq]`
+//! (head dim on partitions; `k`, `v` per K/V head) and the forward's log-sum-exp
+//! `lse: [heads, seq]` (fp32, `lse = log Σ_j exp(scale · q·k_j)`). Outputs, one row per
+//! position: `dq: [heads, seq, d]`, `dk, dv: [kv_heads, seq, d]`.
+//!
+//! Per K/V head the key blocks `k_j`, `v_j` (and `k_j` transposed) stay in SBUF, with fp32
+//! `dk`, `dv` accumulators. Per query head, each query block's `q_i` and `dout_i` (and their
+//! transposes, made on TensorE), `-lse_i` and `D_i = rowsum(dout_i ∘ o_i)` (an elementwise
+//! product and a matmul against ones) are prepared once, with an fp32 `dq` accumulator. Then
+//! for every key block `j` and query block `i` (`i ≥ j` when causal):
+//!
+//! ```text
+//! s = q_iᵀ k_j                    TensorE, PSUM [q, k]
+//! p = exp(scale · s − lse_i)      ScalarE (masked to 0 above the diagonal: GpSimd)
+//! dp = dout_iᵀ v_j                TensorE
+//! ds = p ∘ (dp − D_i)             VectorE, GpSimd
+//! dv_j += pᵀ dout_i               TensorE, accumulated in PSUM over i
+//! dk_j += dsᵀ q_i                 TensorE, accumulated in PSUM over i
+//! dq_i += ds k_j                  TensorE on dsᵀ (transposed on TensorE), VectorE add
+//! ```
+//!
+//! `dq` and `dk` are scaled by `scale` when stored. 2.5× the forward's FLOPs (five matmuls per
+//! score instead of two).
+
+use rainier_arch::Chip;
+use rainier_isa::{
+    ActFunc, Affine, AluOp, Dim, DmaOperand, Engine, HbmAccess, Op, Program, ScalarOperand, Tile,
+};
+use rainier_tensor::DType;
+
+use crate::{AttentionShape, KernelBuilder, KernelError};
+
+/// Queries and keys per block (one partition each).
+const B: u64 = 128;
+
+/// The backward program; `q, k, v, o, dout` and the outputs in `dtype`, `lse` fp32.
+pub fn attention_backward(
+    chip: Chip,
+    shape: &AttentionShape,
+    dtype: DType,
+) -> Result<Program, KernelError> {
+    let AttentionShape { batch, heads, kv_heads, seq, head_dim: d, causal } = *shape;
+    let bad = |detail: String| KernelError::Shape { what: "attention-bwd".into(), detail };
+    if batch == 0 || heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+        return Err(bad(format!("batch={batch}, heads={heads}, kv_heads={kv_heads}: heads must be a positive multiple of kv_heads")));
+    }
+    if seq == 0 || seq % B != 0 || d == 0 || d > 128 {
+        return Err(bad(format!(
+            "seq={seq}, head_dim={d}: seq must be a multiple of 128 and 1 <= head_dim <= 128"
+        )));
+    }
+    let (nh, nkv, blocks) = (batch * heads, batch * kv_heads, seq / B);
+    // About 14 instructions per (head, key block, query block) step.
+    let pairs = if causal {
+        u128::from(blocks) * u128::from(blocks + 1) / 2
+    } else {
+        u128::from(blocks) * u128::from(blocks)
+    };
+    if u128::from(nh) * pairs * 14 > crate::MAX_INSTRUCTIONS as u128 {
+        return Err(KernelError::TooLarge { limit: crate::MAX_INSTRUCTIONS });
+    }
+    let mut kb = KernelBuilder::new(chip);
+    let t = Tensors {
+        q: kb.input("q", dtype, &[nh, d, seq])?,
+        k: kb.input("k", dtype, &[nkv, d, seq])?,
+        v: kb.input("v", dtype, &[nkv, d, seq])?,
+        o: kb.input("o", dtype, &[nh, d, seq])?,
+        dout: kb.input("dout", dtype, &[nh, d, seq])?,
+        lse: kb.input("lse", DType::F32, &[nh, seq])?,
+        dq: kb.output("dq", dtype, &[nh, seq, d])?,
+        dk: kb.output("dk", dtype, &[nkv, seq, d])?,
+        dv: kb.output("dv", dtype, &[nkv, seq, d])?,
+    };
+    let scale = 1.0 / (d as f32).sqrt();
+    let group = heads / kv_heads;
+    let ones = kb.sbuf(d as u32, DType::F32, &[1])?;
+    kb.push(Engine::GpSimd, Op::Memset { dst: ones.clone(), value: 1.0 });
+    for hk in 0..nkv {
+        // K/V blocks of this K/V head, k transposed to [keys, d], fp32 accumulators.
+        let mut keys = Vec::with_capacity(blocks as usize);
+        for j in 0..blocks {
+            let k_t = load_cols(&mut kb, t.k, hk, j, d, seq, dtype)?;
+            let v_t = load_cols(&mut kb, t.v, hk, j, d, seq, dtype)?;
+            let k_kd = transpose(&mut kb, &k_t, dtype)?;
+            let dk = kb.sbuf(B as u32, DType::F32, &[d])?;
+            let dv = kb.sbuf(B as u32, DType::F32, &[d])?;
+            kb.push(Engine::GpSimd, Op::Memset { dst: dk.clone(), value: 0.0 });
+            kb.push(Engine::GpSimd, Op::Memset { dst: dv.clone(), value: 0.0 });
+            keys.push(KeyBlock { k_t, v_t, k_kd, dk, dv });
+        }
+        // Query heads sharing this K/V head.
+        let first = (hk / kv_heads) * heads + (hk % kv_heads) * group;
+        for h in first..first + group {
+            let mut queries = Vec::with_capacity(blocks as usize);
+            for i in 0..blocks {
+                queries.push(prepare_queries(&mut kb, &t, h, i, d, seq, dtype, &ones)?);
+            }
+            for (j, key) in keys.iter().enumerate() {
+                let j = j as u64;
+                let from = if causal { j } else { 0 };
+                let dv_ps = kb.psum(B as u32, DType::F32, &[d])?;
+                let dk_ps = kb.psum(B as u32, DType::F32, &[d])?;
+                for i in from..blocks {
+                    let qb = &queries[i as usize];
+                    let acc = i > from;
+                    // s = qᵀk, p = exp(scale·s − lse)
+                    let s_ps = kb.psum(B as u32, DType::F32, &[B])?;
+                    kb.matmul(&s_ps, &qb.q_t, &key.k_t, false);
+                    let p = kb.sbuf(B as u32, dtype, &[B])?;
+                    kb.activation(
+                        &p,
+                        &s_ps,
+                        ActFunc::Exp,
+                        ScalarOperand::Imm(scale),
+                        Some(&qb.neg_lse),
+                        None,
+                    );
+                    kb.free(&s_ps)?;
+                    if causal && i == j {
+                        // Keep key c for query r where r − c >= 0 (same block offsets).
+                        let affine = Affine { base: 0, channel_multiplier: 1, steps: vec![-1] };
+                        kb.push(
+                            Engine::GpSimd,
+                            Op::AffineSelect {
+                                dst: p.clone(),
+                                src: p.clone(),
+                                affine,
+                                cmp: AluOp::Ge,
+                                on_false: 0.0,
+                            },
+                        );
+                    }
+                    // dp = doutᵀ v, ds = p ∘ (dp − D)
+                    let dp_ps = kb.psum(B as u32, DType::F32, &[B])?;
+                    kb.matmul(&dp_ps, &qb.do_t, &key.v_t, false);
+                    let centered = kb.sbuf(B as u32, DType::F32, &[B])?;
+                    kb.tensor_scalar(
+                        Engine::Vector,
+                        &centered,
+                        &dp_ps,
+                        &[(AluOp::Subtract, ScalarOperand::Vector(qb.delta.clone()))],
+                    );
+                    kb.free(&dp_ps)?;
+                    let ds = kb.sbuf(B as u32, dtype, &[B])?;
+                    kb.tensor_tensor(Engine::GpSimd, &ds, &centered, &p, AluOp::Multiply);
+                    kb.free(&centered)?;
+                    // dv += pᵀ dout, dk += dsᵀ q (contracting over queries on partitions)
+                    kb.matmul(&dv_ps, &p, &qb.do_qd, acc);
+                    kb.matmul(&dk_ps, &ds, &qb.q_qd, acc);
+                    kb.free(&p)?;
+                    // dq += ds k: dsᵀ on TensorE, then contract over keys.
+                    let ds_t = transpose(&mut kb, &ds, dtype)?;
+                    kb.free(&ds)?;
+                    let dq_ps = kb.psum(B as u32, DType::F32, &[d])?;
+                    kb.matmul(&dq_ps, &ds_t, &key.k_kd, false);
+                    kb.free(&ds_t)?;
+                    kb.tensor_tensor(Engine::Vector, &qb.dq, &qb.dq, &dq_ps, AluOp::Add);
+                    kb.free(&dq_ps)?;
+                }
+                kb.tensor_tensor(Engine::Vector, &key.dv, &key.dv, &dv_ps, AluOp::Add);
+                kb.tensor_tensor(Engine::Vector, &key.dk, &key.dk, &dk_ps, AluOp::Add);
+                kb.free(&dv_ps)?;
+                kb.free(&dk_ps)?;
+            }
+            for (i, qb) in queries.into_iter().enumerate() {
+                store_rows(&mut kb, t.dq, h, i as u64, d, seq, &qb.dq, scale, dtype)?;
+                for tile in [&qb.q_t, &qb.do_t, &qb.q_qd, &qb.do_qd, &qb.neg_lse, &qb.delta, &qb.dq]
+                {
+                    kb.free(tile)?;
+                }
+            }
+        }
+        for (j, key) in keys.into_iter().enumerate() {
+            store_rows(&mut kb, t.dk, hk, j as u64, d, seq, &key.dk, scale, dtype)?;
+            store_rows(&mut kb, t.dv, hk, j as u64, d, seq, &key.dv, 1.0, dtype)?;
+            for tile in [&key.k_t, &key.v_t, &key.k_kd, &key.dk, &key.dv] {
+                kb.free(tile)?;
+            }
+        }
+    }
+    kb.free(&ones)?;
+    kb.finish()
+}
+
+/// HBM tensor indices.
+struct Tensors {
+    q: usize,
+    k: usize,
+    v: usize,
+    o: usize,
+    dout: usize,
+    lse: usize,
+    dq: usize,
+    dk: usize,
+    dv: usize,
+}
+
+/// One key block of a K/V head.
+struct KeyBlock {
+    /// `[d, keys]`.
+    k_t: Tile,
+    v_t: Tile,
+    /// `[keys, d]`.
+    k_kd: Tile,
+    /// fp32 `[keys, d]` accumulators.
+    dk: Tile,
+    dv: Tile,
+}
+
+/// One query block of a query head.
+struct QueryBlock {
+    /// `[d, queries]`.
+    q_t: Tile,
+    do_t: Tile,
+    /// `[queries, d]`.
+    q_qd: Tile,
+    do_qd: Tile,
+    /// `[queries, 1]` fp32: `−lse` and `D = rowsum(dout ∘ o)`.
+    neg_lse: Tile,
+    delta: Tile,
+    /// fp32 `[queries, d]` accumulator.
+    dq: Tile,
+}
+
+/// Block `j` (128 positions) of head `h` of a `[heads, d, seq]` tensor, as `[d, 128]`.
+fn load_cols(
+    kb: &mut KernelBuilder,
+    tensor: usize,
+    h: u64,
+    j: u64,
+    d: u64,
+    seq: u64,
+    dtype: DType,
+) -> Result<Tile, KernelError> {
+    let t = kb.sbuf(d as u32, dtype, &[B])?;
+    let src = HbmAccess {
+        tensor,
+        offset: h * d * seq + j * B,
+        dims: vec![Dim { stride: seq as i64, size: d }, Dim { stride: 1, size: B }],
+    };
+    kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(src));
+    Ok(t)
+}
+
+/// `src [p, f]` transposed on TensorE into PSUM and copied to SBUF as `[f, p]` in `dtype`.
+fn transpose(kb: &mut KernelBuilder, src: &Tile, dtype: DType) -> Result<Tile, KernelError> {
+    let (p, f) = (u64::from(src.partitions), src.free_len());
+    let ps = kb.psum(f as u32, DType::F32, &[p])?;
+    kb.push(Engine::Tensor, Op::Transpose { dst: ps.clone(), src: src.clone() });
+    let out = kb.sbuf(f as u32, dtype, &[p])?;
+    kb.activation(&out, &ps, ActFunc::Identity, ScalarOperand::Imm(1.0), None, None);
+    kb.free(&ps)?;
+    Ok(out)
+}
+
+/// Loads query block `i` of head `h` and prepares what every key block needs.
+#[allow(clippy::too_many_arguments)]
+fn prepare_queries(
+    kb: &mut KernelBuilder,
+    t: &Tensors,
+    h: u64,
+    i: u64,
+    d: u64,
+    seq: u64,
+    dtype: DType,
+    ones: &Tile,
+) -> Result<QueryBlock, KernelError> {
+    let q_t = load_cols(kb, t.q, h, i, d, seq, dtype)?;
+    let do_t = load_cols(kb, t.dout, h, i, d, seq, dtype)?;
+    let o_t = load_cols(kb, t.o, h, i, d, seq, dtype)?;
+    let q_qd = transpose(kb, &q_t, dtype)?;
+    let do_qd = transpose(kb, &do_t, dtype)?;
+    // D = Σ_d dout ∘ o: the product on VectorE, the sum over partitions as a matmul with ones.
+    let prod = kb.sbuf(d as u32, DType::F32, &[B])?;
+    kb.tensor_tensor(Engine::Vector, &prod, &do_t, &o_t, AluOp::Multiply);
+    kb.free(&o_t)?;
+    let delta_ps = kb.psum(B as u32, DType::F32, &[1])?;
+    kb.matmul(&delta_ps, &prod, ones, false);
+    kb.free(&prod)?;
+    let delta = kb.sbuf(B as u32, DType::F32, &[1])?;
+    kb.copy(Engine::Vector, &delta, &delta_ps);
+    kb.free(&delta_ps)?;
+    let lse = kb.sbuf(B as u32, DType::F32, &[1])?;
+    let src = HbmAccess {
+        tensor: t.lse,
+        offset: h * seq + i * B,
+        dims: vec![Dim { stride: 1, size: B }, Dim { stride: 1, size: 1 }],
+    };
+    kb.dma(DmaOperand::Tile(lse.clone()), DmaOperand::Hbm(src));
+    let neg_lse = kb.sbuf(B as u32, DType::F32, &[1])?;
+    kb.tensor_scalar(
+        Engine::GpSimd,
+        &neg_lse,
+        &lse,
+        &[(AluOp::Multiply, ScalarOperand::Imm(-1.0))],
+    );
+    kb.free(&lse)?;
+    let dq = kb.sbuf(B as u32, DType::F32, &[d])?;
+    kb.push(Engine::GpSimd, Op::Memset { dst: dq.clone(), value: 0.0 });
+    Ok(QueryBlock { q_t, do_t, q_qd, do_qd, neg_lse, delta, dq })
+}
+
+/// `acc · scale` in `dtype` stored as rows `j·128..` of head `h` of a `[heads, seq, d]` output.
+#[allow(clippy::too_many_arguments)]
+fn store_rows(
+    kb: &mut KernelBuilder,
+    tensor: usize,
+    h: u64,
+    j: u64,
+    d: u64,
+    seq: u64,
+    acc: &Tile,
+    scale: f32,
+    dtype: DType,
+) -> Result<(), KernelError> {
+    let out = kb.sbuf(B as u32, dtype, &[d])?;
+    kb.tensor_scalar(Engine::Vector, &out, acc, &[(AluOp::Multiply, ScalarOperand::Imm(scale))]);
+    let dst = HbmAccess {
+        tensor,
+        offset: (h * seq + j * B) * d,
+        dims: vec![Dim { stride: d as i64, size: B }, Dim { stride: 1, size: d }],
+    };
+    kb.dma_from(Engine::GpSimd, DmaOperand::Hbm(dst), DmaOperand::Tile(out.clone()));
+    kb.free(&out)?;
+    Ok(())
+}
