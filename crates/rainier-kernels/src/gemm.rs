@@ -2,7 +2,8 @@
 //! partition axis, as TensorE wants it), any M, N, K, fp32 output.
 //!
 //! Tiling: 128 (K) x 128 (M) stationary tiles, 128 x 512 moving tiles, one PSUM bank per
-//! [128, 512] output block. For each 512-wide column block of `b`, its K strip is loaded once.
+//! [128, 512] output block. For each 512-wide column block of `b`, its K strip is loaded once
+//! (when it takes at most half an SBUF partition; a longer K streams `b` step by step).
 //! Rows of `c` go in super-blocks of 512: each K step loads one [128, 512] strip of `a` (1 KiB
 //! contiguous per partition, so DMA descriptors are not overhead-bound) and feeds four matmuls,
 //! one per 128-row block, accumulating in four PSUM banks. The Vector engine evacuates each
@@ -84,11 +85,17 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
         }
         Ok(t)
     };
+    // The K strip of b for a column block stays in SBUF when it takes at most half of a
+    // partition; a longer K streams b with a's steps instead (re-read per row super-block).
+    let strip_bytes = steps.iter().map(|s| s.rows * NT.min(n) * esz).sum::<u64>();
+    let keep_strip =
+        strip_bytes <= u64::from(chip.params().core.sbuf_bytes_per_partition.value) / 2;
     for (n0, nsz) in blocks(n, NT) {
-        // The K strip of b for this column block, loaded once.
         let mut b_strip = Vec::new();
-        for &step in &steps {
-            b_strip.push(load(&mut kb, b, step, n0, nsz)?);
+        if keep_strip {
+            for &step in &steps {
+                b_strip.push(load(&mut kb, b, step, n0, nsz)?);
+            }
         }
         for (ms0, mssz) in blocks(m, M_SUPER) {
             let row_blocks: Vec<(u64, u64)> = blocks(mssz, MT).collect();
@@ -98,6 +105,10 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
             }
             for (i, &step) in steps.iter().enumerate() {
                 let a_strip = load(&mut kb, a, step, ms0, mssz)?;
+                let b_tile = match b_strip.get(i) {
+                    Some(t) => t.clone(),
+                    None => load(&mut kb, b, step, n0, nsz)?,
+                };
                 for (acc, &(m0, msz)) in accs.iter().zip(&row_blocks) {
                     // Rows of this block in each half: [rows, msz] with the halves mssz apart.
                     let stationary = Tile {
@@ -110,12 +121,15 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
                         ..a_strip.clone()
                     };
                     if step.rows == 2 {
-                        kb.matmul_double_row(acc, &stationary, &b_strip[i], i > 0);
+                        kb.matmul_double_row(acc, &stationary, &b_tile, i > 0);
                     } else {
-                        kb.matmul(acc, &stationary, &b_strip[i], i > 0);
+                        kb.matmul(acc, &stationary, &b_tile, i > 0);
                     }
                 }
                 kb.free(&a_strip)?;
+                if !keep_strip {
+                    kb.free(&b_tile)?;
+                }
             }
             for (acc, &(m0, msz)) in accs.iter().zip(&row_blocks) {
                 let out = kb.sbuf(msz as u32, DType::F32, &[nsz])?;

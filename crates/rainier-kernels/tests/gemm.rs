@@ -97,6 +97,36 @@ fn fp8_double_row_halves_gemm_time_on_trn2() {
     assert!(ratio > 0.8, "trn1 fp8/bf16 = {ratio}");
 }
 
+/// A K whose strip of b would not fit in SBUF streams b: K = 50,000 on trn1 (192 KiB per
+/// partition) against the f64 reference, and the timing run agrees.
+#[test]
+fn very_long_k_streams_b() {
+    let (m, n, k) = (3u64, 600u64, 50_000u64);
+    let chip = Chip::Trn1;
+    let p = gemm(chip, m, n, k, DType::Bf16).unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = (random(DType::Bf16, &[k, m], 7), random(DType::Bf16, &[k, n], 8));
+    let inputs = BTreeMap::from([("a".to_string(), a.clone()), ("b".to_string(), b.clone())]);
+    let params = chip.params();
+    let f = rainier_funcsim::run(&p, &params, &inputs).unwrap_or_else(|e| panic!("{e}"));
+    let got = f.outputs["c"].to_f32();
+    let av: Vec<f64> = a.to_f32().iter().map(|&x| f64::from(x)).collect();
+    let bv: Vec<f64> = b.to_f32().iter().map(|&x| f64::from(x)).collect();
+    let want = rainier_reference::matmul(&av, &bv, k as usize, m as usize, n as usize);
+    for i in 0..(m * n) as usize {
+        let (mi, ni) = (i / n as usize, i % n as usize);
+        let scale: f64 = (0..k as usize)
+            .map(|kk| (av[kk * m as usize + mi] * bv[kk * n as usize + ni]).abs())
+            .sum();
+        assert!(
+            (f64::from(got[i]) - want[i]).abs() <= (k as f64 + 2.0) * 2f64.powi(-24) * scale,
+            "c[{mi}, {ni}]"
+        );
+    }
+    let t = rainier_timesim::simulate(&p, &params, Some(&inputs), false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(t.machine.as_ref() == Some(&f.machine));
+}
+
 #[test]
 fn kernels_that_do_not_fit_get_a_clear_error() {
     let mut kb = KernelBuilder::new(Chip::Trn1);
