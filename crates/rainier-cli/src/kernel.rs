@@ -531,23 +531,33 @@ pub(crate) struct AttentionArgs {
     pub(crate) causal: bool,
 }
 
-pub(crate) fn attention(a: &AttentionArgs, opts: &KernelOpts) -> Result<()> {
-    let shape = rainier_kernels::AttentionShape {
-        batch: positive("batch", a.batch, 1 << 16)?,
-        heads: positive("heads", a.heads, 1 << 12)?,
-        kv_heads: positive("kv-heads", a.kv_heads.unwrap_or(a.heads), 1 << 12)?,
-        seq: positive("seq", a.seq, 1 << 20)?,
-        head_dim: positive("head-dim", a.head_dim, 128)?,
-        causal: a.causal,
-    };
-    let (chip, dtype) = (opts.chip, opts.dtype.dtype());
-    let program = rainier_kernels::attention(chip, &shape, dtype)
-        .with_context(|| format!("attention on {chip}"))?;
-    let built = Built {
-        kernel: "attention",
+impl AttentionArgs {
+    fn shape(&self) -> Result<rainier_kernels::AttentionShape> {
+        Ok(rainier_kernels::AttentionShape {
+            batch: positive("batch", self.batch, 1 << 16)?,
+            heads: positive("heads", self.heads, 1 << 12)?,
+            kv_heads: positive("kv-heads", self.kv_heads.unwrap_or(self.heads), 1 << 12)?,
+            seq: positive("seq", self.seq, 1 << 20)?,
+            head_dim: positive("head-dim", self.head_dim, 128)?,
+            causal: self.causal,
+        })
+    }
+}
+
+/// The JSON shape and the one-line description of an attention kernel run.
+fn attention_built(
+    kernel: &'static str,
+    pass: &str,
+    shape: &rainier_kernels::AttentionShape,
+    dtype: DType,
+    program: rainier_isa::Program,
+    flops: f64,
+) -> Built {
+    Built {
+        kernel,
         shape: json!({ "batch": shape.batch, "heads": shape.heads, "kv_heads": shape.kv_heads, "seq": shape.seq, "head_dim": shape.head_dim, "causal": shape.causal }),
         description: format!(
-            "attention forward, {} x {} heads ({} kv), seq {}, head dim {}{}, {dtype}",
+            "attention {pass}, {} x {} heads ({} kv), seq {}, head dim {}{}, {dtype}",
             shape.batch,
             shape.heads,
             shape.kv_heads,
@@ -556,8 +566,16 @@ pub(crate) fn attention(a: &AttentionArgs, opts: &KernelOpts) -> Result<()> {
             if shape.causal { ", causal" } else { "" }
         ),
         program,
-        flops: shape.flops(),
-    };
+        flops,
+    }
+}
+
+pub(crate) fn attention(a: &AttentionArgs, opts: &KernelOpts) -> Result<()> {
+    let shape = a.shape()?;
+    let (chip, dtype) = (opts.chip, opts.dtype.dtype());
+    let program = rainier_kernels::attention(chip, &shape, dtype)
+        .with_context(|| format!("attention on {chip}"))?;
+    let built = attention_built("attention", "forward", &shape, dtype, program, shape.flops());
     report_kernel(&built, opts, || {
         let (nh, nkv) =
             ((shape.batch * shape.heads) as usize, (shape.batch * shape.kv_heads) as usize);
@@ -612,33 +630,13 @@ pub(crate) fn attention(a: &AttentionArgs, opts: &KernelOpts) -> Result<()> {
 /// `rainier kernel attention-bwd`: the flash-attention backward kernel; `--check` runs it on
 /// random inputs (o and lse from the f64 forward) against f64 gradients.
 pub(crate) fn attention_bwd(a: &AttentionArgs, opts: &KernelOpts) -> Result<()> {
-    let shape = rainier_kernels::AttentionShape {
-        batch: positive("batch", a.batch, 1 << 16)?,
-        heads: positive("heads", a.heads, 1 << 12)?,
-        kv_heads: positive("kv-heads", a.kv_heads.unwrap_or(a.heads), 1 << 12)?,
-        seq: positive("seq", a.seq, 1 << 20)?,
-        head_dim: positive("head-dim", a.head_dim, 128)?,
-        causal: a.causal,
-    };
+    let shape = a.shape()?;
     let (chip, dtype) = (opts.chip, opts.dtype.dtype());
     let program = rainier_kernels::attention_backward(chip, &shape, dtype)
         .with_context(|| format!("attention-bwd on {chip}"))?;
-    let built = Built {
-        kernel: "attention-bwd",
-        shape: json!({ "batch": shape.batch, "heads": shape.heads, "kv_heads": shape.kv_heads, "seq": shape.seq, "head_dim": shape.head_dim, "causal": shape.causal }),
-        description: format!(
-            "attention backward, {} x {} heads ({} kv), seq {}, head dim {}{}, {dtype}",
-            shape.batch,
-            shape.heads,
-            shape.kv_heads,
-            shape.seq,
-            shape.head_dim,
-            if shape.causal { ", causal" } else { "" }
-        ),
-        program,
-        // Five matmuls per score (s, dp, dv, dk, dq) against the forward's two.
-        flops: 2.5 * shape.flops(),
-    };
+    // Five matmuls per score (s, dp, dv, dk, dq) against the forward's two.
+    let built =
+        attention_built("attention-bwd", "backward", &shape, dtype, program, 2.5 * shape.flops());
     report_kernel(&built, opts, || {
         let (nh, nkv) =
             ((shape.batch * shape.heads) as usize, (shape.batch * shape.kv_heads) as usize);

@@ -1,4 +1,5 @@
-//! Flash-attention backward against plain f64 gradients of softmax(q·kᵀ/√d)·v on fresh random
+//! Flash-attention backward against plain f64 gradients of softmax(q·kᵀ/√d)·v
+//! (`rainier_reference::attention_backward`, written without the kernel's blocking) on fresh random
 //! inputs: causal and not, grouped-query heads, bf16 and fp32; the timing run ends in the same
 //! memory as the functional run.
 //!
@@ -13,58 +14,6 @@ use rainier_arch::Chip;
 use rainier_kernels::{attention_backward, AttentionShape};
 use rainier_tensor::{DType, HostTensor};
 use rand::{Rng, SeedableRng};
-
-/// f64 forward and backward: (o [h, d, seq], lse [h, seq], dq [h, seq, d], dk, dv [hk, seq, d]).
-fn reference(q: &[f64], k: &[f64], v: &[f64], dout: &[f64], s: &AttentionShape) -> [Vec<f64>; 5] {
-    let (nh, nkv, seq, d) = (
-        (s.batch * s.heads) as usize,
-        (s.batch * s.kv_heads) as usize,
-        s.seq as usize,
-        s.head_dim as usize,
-    );
-    let group = (s.heads / s.kv_heads) as usize;
-    let scale = 1.0 / (d as f64).sqrt();
-    let (mut o, mut lse) = (vec![0.0; nh * d * seq], vec![0.0; nh * seq]);
-    let (mut dq, mut dk, mut dv) =
-        (vec![0.0; nh * seq * d], vec![0.0; nkv * seq * d], vec![0.0; nkv * seq * d]);
-    for h in 0..nh {
-        let hk = (h / s.heads as usize) * s.kv_heads as usize + (h % s.heads as usize) / group;
-        let at = |x: &[f64], head: usize, c: usize, pos: usize| x[(head * d + c) * seq + pos];
-        // p[i][j]
-        let mut p = vec![vec![0.0; seq]; seq];
-        for i in 0..seq {
-            let keys = if s.causal { i + 1 } else { seq };
-            let sc: Vec<f64> = (0..keys)
-                .map(|j| scale * (0..d).map(|c| at(q, h, c, i) * at(k, hk, c, j)).sum::<f64>())
-                .collect();
-            let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let l = mx + sc.iter().map(|x| (x - mx).exp()).sum::<f64>().ln();
-            lse[h * seq + i] = l;
-            for j in 0..keys {
-                p[i][j] = (sc[j] - l).exp();
-            }
-            for c in 0..d {
-                o[(h * d + c) * seq + i] = (0..keys).map(|j| p[i][j] * at(v, hk, c, j)).sum();
-            }
-        }
-        for i in 0..seq {
-            let delta: f64 = (0..d).map(|c| at(dout, h, c, i) * o[(h * d + c) * seq + i]).sum();
-            for j in 0..seq {
-                if p[i][j] == 0.0 {
-                    continue;
-                }
-                let dp: f64 = (0..d).map(|c| at(dout, h, c, i) * at(v, hk, c, j)).sum();
-                let ds = p[i][j] * (dp - delta);
-                for c in 0..d {
-                    dq[(h * seq + i) * d + c] += scale * ds * at(k, hk, c, j);
-                    dk[(hk * seq + j) * d + c] += scale * ds * at(q, h, c, i);
-                    dv[(hk * seq + j) * d + c] += p[i][j] * at(dout, h, c, i);
-                }
-            }
-        }
-    }
-    [o, lse, dq, dk, dv]
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 10, max_shrink_iters: 16, ..ProptestConfig::default() })]
@@ -83,7 +32,8 @@ proptest! {
         let (qt, kt, vt, dt) = (t(&gen(nh * d * seq), &[nh, d, seq]), t(&gen(nkv * d * seq), &[nkv, d, seq]),
                                 t(&gen(nkv * d * seq), &[nkv, d, seq]), t(&gen(nh * d * seq), &[nh, d, seq]));
         let f64s = |x: &HostTensor| -> Vec<f64> { x.to_f32().iter().map(|&v| f64::from(v)).collect() };
-        let [o, lse, dq, dk, dv] = reference(&f64s(&qt), &f64s(&kt), &f64s(&vt), &f64s(&dt), &shape);
+        let [o, lse, dq, dk, dv] = rainier_reference::attention_backward(
+            &f64s(&qt), &f64s(&kt), &f64s(&vt), &f64s(&dt), shape.heads as usize, shape.kv_heads as usize, nh, seq, d, shape.causal);
         let o32: Vec<f32> = o.iter().map(|&x| x as f32).collect();
         let lse32: Vec<f32> = lse.iter().map(|&x| x as f32).collect();
         let inputs = BTreeMap::from([

@@ -18,6 +18,46 @@ fn random(dtype: DType, shape: &[u64], seed: u64) -> HostTensor {
     HostTensor::from_f32(dtype, &shape, &v)
 }
 
+/// Runs `p` functionally and in timing mode on `a`, `b`; checks `c` against the f64 product:
+/// exact products of the input format, fp32 accumulation over K adds at most
+/// (K + 2) · 2^-24 · Σ|a·b|.
+fn check(
+    p: &rainier_isa::Program,
+    chip: Chip,
+    a: &HostTensor,
+    b: &HostTensor,
+    (m, n, k): (u64, u64, u64),
+) -> Result<(), TestCaseError> {
+    let inputs = BTreeMap::from([("a".to_string(), a.clone()), ("b".to_string(), b.clone())]);
+    let params = chip.params();
+    let f = rainier_funcsim::run(p, &params, &inputs)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let got = f.outputs["c"].to_f32();
+    let (av, bv): (Vec<f64>, Vec<f64>) = (
+        a.to_f32().iter().map(|&x| f64::from(x)).collect(),
+        b.to_f32().iter().map(|&x| f64::from(x)).collect(),
+    );
+    let want = rainier_reference::matmul(&av, &bv, k as usize, m as usize, n as usize);
+    let (mu, nu) = (m as usize, n as usize);
+    for i in 0..mu * nu {
+        let (mi, ni) = (i / nu, i % nu);
+        let scale: f64 =
+            (0..k as usize).map(|kk| (av[kk * mu + mi] * bv[kk * nu + ni]).abs()).sum();
+        let bound = (k as f64 + 2.0) * 2f64.powi(-24) * scale + 1e-30;
+        prop_assert!(
+            (f64::from(got[i]) - want[i]).abs() <= bound,
+            "c[{mi}, {ni}] = {} vs {}",
+            got[i],
+            want[i]
+        );
+    }
+    // The automatic semaphores make the program race-free: timing mode computes the same.
+    let t = rainier_timesim::simulate(p, &params, Some(&inputs), false)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert!(t.machine.as_ref() == Some(&f.machine));
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, max_shrink_iters: 64, ..ProptestConfig::default() })]
 
@@ -29,22 +69,7 @@ proptest! {
                               chip in prop::sample::select(vec![Chip::Trn1, Chip::Trn2, Chip::Trn3])) {
         let p = gemm(chip, m, n, k, dtype).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let (a, b) = (random(dtype, &[k, m], seed), random(dtype, &[k, n], seed ^ 1));
-        let inputs = BTreeMap::from([("a".to_string(), a.clone()), ("b".to_string(), b.clone())]);
-        let params = chip.params();
-        let f = rainier_funcsim::run(&p, &params, &inputs).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let got = f.outputs["c"].to_f32();
-        let (av, bv): (Vec<f64>, Vec<f64>) = (a.to_f32().iter().map(|&x| f64::from(x)).collect(), b.to_f32().iter().map(|&x| f64::from(x)).collect());
-        let want = rainier_reference::matmul(&av, &bv, k as usize, m as usize, n as usize);
-        let (mu, nu) = (m as usize, n as usize);
-        for i in 0..mu * nu {
-            let (mi, ni) = (i / nu, i % nu);
-            let scale: f64 = (0..k as usize).map(|kk| (av[kk * mu + mi] * bv[kk * nu + ni]).abs()).sum();
-            let bound = (k as f64 + 2.0) * 2f64.powi(-24) * scale + 1e-30;
-            prop_assert!((f64::from(got[i]) - want[i]).abs() <= bound, "c[{mi}, {ni}] = {} vs {}", got[i], want[i]);
-        }
-        // The automatic semaphores make the program race-free: timing mode computes the same.
-        let t = rainier_timesim::simulate(&p, &params, Some(&inputs), false).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        prop_assert!(t.machine.as_ref() == Some(&f.machine));
+        check(&p, chip, &a, &b, (m, n, k))?;
     }
 }
 
@@ -61,21 +86,7 @@ proptest! {
         let double_rows = p.instructions.iter().filter(|i| matches!(i.op, rainier_isa::Op::Matmul { double_row: true, .. })).count();
         prop_assert_eq!(double_rows > 0, chip != Chip::Trn1 && k >= 256);
         let (a, b) = (random(dtype, &[k, m], seed), random(dtype, &[k, n], seed ^ 1));
-        let inputs = BTreeMap::from([("a".to_string(), a.clone()), ("b".to_string(), b.clone())]);
-        let params = chip.params();
-        let f = rainier_funcsim::run(&p, &params, &inputs).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let got = f.outputs["c"].to_f32();
-        let (av, bv): (Vec<f64>, Vec<f64>) = (a.to_f32().iter().map(|&x| f64::from(x)).collect(), b.to_f32().iter().map(|&x| f64::from(x)).collect());
-        let want = rainier_reference::matmul(&av, &bv, k as usize, m as usize, n as usize);
-        let (mu, nu) = (m as usize, n as usize);
-        for i in 0..mu * nu {
-            let (mi, ni) = (i / nu, i % nu);
-            let scale: f64 = (0..k as usize).map(|kk| (av[kk * mu + mi] * bv[kk * nu + ni]).abs()).sum();
-            let bound = (k as f64 + 2.0) * 2f64.powi(-24) * scale + 1e-30;
-            prop_assert!((f64::from(got[i]) - want[i]).abs() <= bound, "c[{mi}, {ni}] = {} vs {}", got[i], want[i]);
-        }
-        let t = rainier_timesim::simulate(&p, &params, Some(&inputs), false).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        prop_assert!(t.machine.as_ref() == Some(&f.machine));
+        check(&p, chip, &a, &b, (m, n, k))?;
     }
 }
 
@@ -105,26 +116,7 @@ fn very_long_k_streams_b() {
     let chip = Chip::Trn1;
     let p = gemm(chip, m, n, k, DType::Bf16).unwrap_or_else(|e| panic!("{e}"));
     let (a, b) = (random(DType::Bf16, &[k, m], 7), random(DType::Bf16, &[k, n], 8));
-    let inputs = BTreeMap::from([("a".to_string(), a.clone()), ("b".to_string(), b.clone())]);
-    let params = chip.params();
-    let f = rainier_funcsim::run(&p, &params, &inputs).unwrap_or_else(|e| panic!("{e}"));
-    let got = f.outputs["c"].to_f32();
-    let av: Vec<f64> = a.to_f32().iter().map(|&x| f64::from(x)).collect();
-    let bv: Vec<f64> = b.to_f32().iter().map(|&x| f64::from(x)).collect();
-    let want = rainier_reference::matmul(&av, &bv, k as usize, m as usize, n as usize);
-    for i in 0..(m * n) as usize {
-        let (mi, ni) = (i / n as usize, i % n as usize);
-        let scale: f64 = (0..k as usize)
-            .map(|kk| (av[kk * m as usize + mi] * bv[kk * n as usize + ni]).abs())
-            .sum();
-        assert!(
-            (f64::from(got[i]) - want[i]).abs() <= (k as f64 + 2.0) * 2f64.powi(-24) * scale,
-            "c[{mi}, {ni}]"
-        );
-    }
-    let t = rainier_timesim::simulate(&p, &params, Some(&inputs), false)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(t.machine.as_ref() == Some(&f.machine));
+    check(&p, chip, &a, &b, (m, n, k)).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
