@@ -618,7 +618,7 @@ pub(crate) fn attention(a: &AttentionArgs, opts: &KernelOpts) -> Result<()> {
             }
         }
         // Relative to max|v|: bf16 p and output roundings, or fp32 sums.
-        let bound = if dtype.size_bytes() == 2 {
+        let bound = if dtype.size_bytes() <= 2 {
             12.0 * dtype.unit_roundoff()
         } else {
             128.0 * dtype.unit_roundoff()
@@ -679,7 +679,8 @@ pub(crate) fn attention_bwd(a: &AttentionArgs, opts: &KernelOpts) -> Result<()> 
                 worst = worst.max((g - w).abs() / max);
             }
         }
-        let bound = if dtype.size_bytes() == 2 { 8.0 * 2f64.powi(-8) } else { 2f64.powi(-14) };
+        let bound =
+            if dtype.size_bytes() <= 2 { 8.0 * dtype.unit_roundoff() } else { 2f64.powi(-14) };
         Ok((worst, bound))
     })
 }

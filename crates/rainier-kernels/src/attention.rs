@@ -70,6 +70,11 @@ pub fn attention(chip: Chip, shape: &AttentionShape, dtype: DType) -> Result<Pro
     if batch == 0 || heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
         return Err(bad(format!("batch={batch}, heads={heads}, kv_heads={kv_heads}: heads must be a positive multiple of kv_heads")));
     }
+    if !matches!(dtype, DType::Bf16 | DType::F16 | DType::F32) {
+        return Err(bad(format!(
+            "dtype {dtype}: attention runs in bf16, fp16 or fp32 (fp8 attention needs per-tensor scales, not modelled)"
+        )));
+    }
     if seq == 0 || seq % QT != 0 || d == 0 || d > 128 {
         return Err(bad(format!(
             "seq={seq}, head_dim={d}: seq must be a multiple of 128 and 1 <= head_dim <= 128"

@@ -45,6 +45,11 @@ pub fn attention_backward(
     if batch == 0 || heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
         return Err(bad(format!("batch={batch}, heads={heads}, kv_heads={kv_heads}: heads must be a positive multiple of kv_heads")));
     }
+    if !matches!(dtype, DType::Bf16 | DType::F16 | DType::F32) {
+        return Err(bad(format!(
+            "dtype {dtype}: attention-bwd runs in bf16, fp16 or fp32 (fp8 attention needs per-tensor scales, not modelled)"
+        )));
+    }
     if seq == 0 || seq % B != 0 || d == 0 || d > 128 {
         return Err(bad(format!(
             "seq={seq}, head_dim={d}: seq must be a multiple of 128 and 1 <= head_dim <= 128"
@@ -59,6 +64,23 @@ pub fn attention_backward(
     };
     if u128::from(nh) * pairs * 14 > crate::MAX_INSTRUCTIONS as u128 {
         return Err(KernelError::TooLarge { limit: crate::MAX_INSTRUCTIONS });
+    }
+    // K/V blocks of a K/V head and the per-query state of a head stay in SBUF for the whole
+    // sequence: refuse, naming the longest sequence that fits, rather than run out midway.
+    let esz = dtype.size_bytes() as u64;
+    // Per 128 positions: k, v, kᵀ and the fp32 dk, dv accumulators; q, dout, their
+    // transposes, −lse, D and the fp32 dq accumulator. 10 % for next-fit fragmentation, 8 KiB
+    // for the step's transient tiles (fitted to where the builder runs out).
+    let per_block =
+        ((2 * B * esz + d * esz + 8 * d) + (2 * B * esz + 2 * d * esz + 8 + 4 * d)) * 11 / 10;
+    let transient = 8 * 1024;
+    let sbuf = u64::from(chip.params().core.sbuf_bytes_per_partition.value);
+    if blocks * per_block + transient > sbuf {
+        let longest = (sbuf.saturating_sub(transient) / per_block) * B;
+        return Err(bad(format!(
+            "seq={seq}, head_dim={d}, {dtype}: the K/V blocks and per-query state of a whole sequence need {} bytes per SBUF partition, {chip} has {sbuf}; the longest sequence that fits is {longest}",
+            blocks * per_block + transient
+        )));
     }
     let mut kb = KernelBuilder::new(chip);
     let t = Tensors {

@@ -65,7 +65,8 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
     let steps = k_steps(k, fp8 && chip.params().core.has_fp8_double_row());
     let esz = dtype.size_bytes() as u64;
     // Loads rows `k0..k0 + rows·ksz` of `src` (columns `c0..c0 + width`) into a tile of `ksz`
-    // partitions holding the `rows` halves side by side.
+    // partitions holding the `rows` halves side by side: one DMA, the halves as the middle
+    // dimension of the HBM pattern (1 KiB per partition at width 512, as for a bf16 step).
     let load = |kb: &mut KernelBuilder,
                 src,
                 step: KStep,
@@ -73,16 +74,12 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
                 width: u64|
      -> Result<Tile, KernelError> {
         let t = kb.sbuf(step.ksz as u32, dtype, &[step.rows * width])?;
-        for r in 0..step.rows {
-            let k0 = step.k0 + r * step.ksz;
-            let half = Tile {
-                offset_bytes: t.offset_bytes + r * width * esz,
-                dims: contiguous_dims(&[width]),
-                ..t.clone()
-            };
-            let hbm = kb.block(src, k0..k0 + step.ksz, c0..c0 + width);
-            kb.dma(DmaOperand::Tile(half), DmaOperand::Hbm(hbm));
+        let mut hbm = kb.block(src, step.k0..step.k0 + step.ksz, c0..c0 + width);
+        if step.rows == 2 {
+            let row_stride = hbm.dims[0].stride;
+            hbm.dims.insert(1, Dim { stride: row_stride * step.ksz as i64, size: 2 });
         }
+        kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(hbm));
         Ok(t)
     };
     // The K strip of b for a column block stays in SBUF when it takes at most half of a

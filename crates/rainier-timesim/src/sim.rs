@@ -241,8 +241,10 @@ fn plan(chip: &ChipParams, program: &Program, index: usize) -> Plan {
         }
     });
     let load_stationary = match &ins.op {
-        Op::Matmul { stationary, .. } => {
-            let key = (stationary.dtype as u64) << 56 | stationary.free_len();
+        Op::Matmul { stationary, double_row, .. } => {
+            let key = (stationary.dtype as u64) << 56
+                | u64::from(*double_row) << 55
+                | stationary.free_len();
             Some((ps_from_cycles(c.load_stationary_cycles, hz), Region::of(stationary), key))
         }
         _ => None,
