@@ -94,9 +94,12 @@ pub(crate) fn run(args: &CompareArgs) -> Result<()> {
         budget_usd: args.budget_usd,
         chips: (!args.only.is_empty()).then(|| args.only.clone()),
     };
-    let bar = crate::progress_bar("planning every chip");
-    bar.set_length(1);
-    let report = compare(&model, &catalog, &cfg);
+    let bar = crate::progress_bar("planning every chip kind");
+    let tick = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let report = compare(&model, &catalog, &cfg, Some(&tick));
     bar.finish_and_clear();
     let report = report?;
     if args.json {

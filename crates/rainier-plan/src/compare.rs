@@ -61,11 +61,13 @@ pub struct CompareReport {
     pub rows: Vec<CompareRow>,
 }
 
-/// Plans the job on every chip kind of `catalog` and reports the best plan of each.
+/// Plans the job on every chip kind of `catalog` and reports the best plan of each;
+/// `progress` hears `(chip kinds done, chip kinds)`.
 pub fn compare(
     model: &Model,
     catalog: &Catalog,
     cfg: &CompareConfig,
+    progress: Option<crate::Progress>,
 ) -> Result<CompareReport, PlanError> {
     if !(cfg.tokens.is_finite() && cfg.tokens > 0.0 && cfg.tokens < 1e30) {
         return Err(PlanError::Invalid(format!(
@@ -91,6 +93,7 @@ pub fn compare(
     let mut train = cfg.train.clone();
     train.economics.tokens = Some(cfg.tokens);
     let options = SearchOptions { top: 1, ..SearchOptions::default() };
+    let done = std::sync::atomic::AtomicU64::new(0);
     let rows = chips
         .par_iter()
         .map(|chip| {
@@ -101,6 +104,10 @@ pub fn compare(
                 None => (train.chips, run(train.chips)),
                 Some(budget) => within_budget(chip, budget, &run),
             };
+            if let Some(report) = progress {
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                report(n, chips.len() as u64);
+            }
             row(chip, n, result)
         })
         .collect();
