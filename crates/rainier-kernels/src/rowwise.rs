@@ -1,7 +1,11 @@
 //! Row-wise kernels over `x: [rows, cols]`: rows on partitions (blocks of 128), a whole row in
-//! the free dimension (up to what SBUF holds), loads on the Sync queue, stores on the GpSimd
-//! queue, the passes over each row spread over the Scalar engine (functions with fused row
-//! sums), the Vector engine and GpSimd so that none of them outruns the DMA.
+//! the free dimension, loads on the Sync queue, stores on the GpSimd queue, the passes over
+//! each row spread over the Scalar engine (functions with fused row sums), the Vector engine
+//! and GpSimd so that none of them outruns the DMA.
+//!
+//! Rows longer than [`ROW_CHUNK`] elements go in column chunks: elementwise kernels treat each
+//! chunk on its own; the normalizations make a statistics pass over the chunks (row sums, or
+//! softmax's online max and sum), then a pass that reloads each chunk and writes its output.
 
 use rainier_arch::Chip;
 use rainier_isa::{
@@ -16,12 +20,22 @@ const PT: u64 = 128;
 /// `eps` of [`rmsnorm`] (Llama's `rms_norm_eps`).
 pub const RMSNORM_EPS: f32 = 1e-6;
 
+/// Columns per chunk of a long row (16 KiB per partition in bf16).
+pub const ROW_CHUNK: u64 = 8192;
+const CHUNK: u64 = ROW_CHUNK;
+
 fn check_shape(kernel: &str, rows: u64, cols: u64) -> Result<(), KernelError> {
-    if rows == 0 || cols == 0 || cols > 1 << 16 {
+    if rows == 0 || cols == 0 || rows > 1 << 24 || cols > 1 << 24 {
         return Err(KernelError::Shape {
             what: kernel.into(),
-            detail: format!("rows={rows}, cols={cols} (rows >= 1, 1 <= cols <= 65536: a row lives in one partition)"),
+            detail: format!("rows={rows}, cols={cols} (1 <= rows, cols <= 16777216)"),
         });
+    }
+    // About 12 instructions per (row block, column chunk).
+    if u128::from(rows.div_ceil(PT)) * u128::from(cols.div_ceil(CHUNK)) * 12
+        > crate::MAX_INSTRUCTIONS as u128
+    {
+        return Err(KernelError::TooLarge { limit: crate::MAX_INSTRUCTIONS });
     }
     Ok(())
 }
@@ -60,17 +74,43 @@ fn pipelined(
     pipelined_multi(kb, rows, inputs, cols, 0, dtype, &[y], |kb, t, p| Ok(vec![compute(kb, t, p)?]))
 }
 
-/// Rows `r0..r0 + p` of `cols` elements each, starting `base` elements into a row-major tensor
-/// of any rank.
-fn rows_at(tensor: usize, base: u64, r0: u64, p: u64, cols: u64) -> HbmAccess {
+/// Columns `c0..c0 + width` of rows `r0..r0 + p` of a row-major `[.., cols]` tensor.
+fn window(
+    tensor: usize,
+    base: u64,
+    r0: u64,
+    p: u64,
+    cols: u64,
+    (c0, width): (u64, u64),
+) -> HbmAccess {
     HbmAccess {
         tensor,
-        offset: base + r0 * cols,
+        offset: base + r0 * cols + c0,
         dims: vec![
             rainier_isa::Dim { stride: cols as i64, size: p },
-            rainier_isa::Dim { stride: 1, size: cols },
+            rainier_isa::Dim { stride: 1, size: width },
         ],
     }
+}
+
+/// Columns `c0..c0 + width` of a `[cols]` vector on every one of 128 partitions.
+fn broadcast(
+    kb: &mut KernelBuilder,
+    tensor: usize,
+    dtype: DType,
+    (c0, width): (u64, u64),
+) -> Result<Tile, KernelError> {
+    let t = kb.sbuf(PT as u32, dtype, &[width])?;
+    let src = HbmAccess {
+        tensor,
+        offset: c0,
+        dims: vec![
+            rainier_isa::Dim { stride: 0, size: PT },
+            rainier_isa::Dim { stride: 1, size: width },
+        ],
+    };
+    kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(src));
+    Ok(t)
 }
 
 /// [`pipelined`] with several outputs (`compute` returns one tile per tensor in `outputs`),
@@ -86,13 +126,19 @@ pub(crate) fn pipelined_multi(
     outputs: &[usize],
     mut compute: impl FnMut(&mut KernelBuilder, &[Tile], u64) -> Result<Vec<Tile>, KernelError>,
 ) -> Result<(), KernelError> {
-    let all: Vec<(u64, u64)> = blocks(rows, PT).collect();
+    // Row blocks, each in column chunks when rows are long (elementwise kernels only:
+    // `compute` sees a chunk as a row).
+    let chunks: Vec<(u64, u64)> = blocks(cols, CHUNK).collect();
+    let all: Vec<(u64, u64, (u64, u64))> =
+        blocks(rows, PT).flat_map(|(r0, p)| chunks.iter().map(move |&c| (r0, p, c))).collect();
     let mut loaded = std::collections::VecDeque::new();
-    let load = |kb: &mut KernelBuilder, (r0, p): (u64, u64)| -> Result<Vec<Tile>, KernelError> {
+    let load = |kb: &mut KernelBuilder,
+                (r0, p, c): (u64, u64, (u64, u64))|
+     -> Result<Vec<Tile>, KernelError> {
         let mut tiles = Vec::with_capacity(inputs.len());
         for &x in inputs {
-            let t = kb.sbuf(p as u32, dtype, &[cols])?;
-            kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(rows_at(x, base, r0, p, cols)));
+            let t = kb.sbuf(p as u32, dtype, &[c.1])?;
+            kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(window(x, base, r0, p, cols, c)));
             tiles.push(t);
         }
         Ok(tiles)
@@ -100,7 +146,7 @@ pub(crate) fn pipelined_multi(
     for &b in all.iter().take(PREFETCH) {
         loaded.push_back(load(kb, b)?);
     }
-    for (i, &(r0, p)) in all.iter().enumerate() {
+    for (i, &(r0, p, c)) in all.iter().enumerate() {
         let tiles = loaded.pop_front().ok_or_else(|| KernelError::Shape {
             what: "pipeline".into(),
             detail: "no block loaded".into(),
@@ -113,11 +159,79 @@ pub(crate) fn pipelined_multi(
             loaded.push_back(load(kb, next)?);
         }
         for (&y, y_t) in outputs.iter().zip(&results) {
-            kb.dma(DmaOperand::Hbm(rows_at(y, base, r0, p, cols)), DmaOperand::Tile(y_t.clone()));
+            kb.dma(DmaOperand::Hbm(window(y, base, r0, p, cols, c)), DmaOperand::Tile(y_t.clone()));
             kb.free(y_t)?;
         }
     }
     Ok(())
+}
+
+/// A long-row normalization: for each block of rows, `stats` sees every column chunk of `x`
+/// (loaded in turn) and returns the running row statistics, `between` turns them into what
+/// the output needs, then `apply` sees every chunk again and returns its output chunk, which
+/// is stored to `y`.
+#[allow(clippy::too_many_arguments)]
+fn two_pass(
+    kb: &mut KernelBuilder,
+    rows: u64,
+    cols: u64,
+    x: usize,
+    y: usize,
+    dtype: DType,
+    mut stats: impl FnMut(
+        &mut KernelBuilder,
+        &Tile,
+        u64,
+        Option<Vec<Tile>>,
+    ) -> Result<Vec<Tile>, KernelError>,
+    mut between: impl FnMut(&mut KernelBuilder, Vec<Tile>, u64) -> Result<Vec<Tile>, KernelError>,
+    mut apply: impl FnMut(
+        &mut KernelBuilder,
+        &Tile,
+        u64,
+        (u64, u64),
+        &[Tile],
+    ) -> Result<Tile, KernelError>,
+) -> Result<(), KernelError> {
+    let chunks: Vec<(u64, u64)> = blocks(cols, CHUNK).collect();
+    for (r0, p) in blocks(rows, PT) {
+        let mut acc: Option<Vec<Tile>> = None;
+        for &c in &chunks {
+            let t = kb.sbuf(p as u32, dtype, &[c.1])?;
+            kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(window(x, 0, r0, p, cols, c)));
+            acc = Some(stats(kb, &t, p, acc)?);
+            kb.free(&t)?;
+        }
+        let acc = between(kb, acc.unwrap_or_default(), p)?;
+        for &c in &chunks {
+            let t = kb.sbuf(p as u32, dtype, &[c.1])?;
+            kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(window(x, 0, r0, p, cols, c)));
+            let y_t = apply(kb, &t, p, c, &acc)?;
+            kb.free(&t)?;
+            kb.dma_from(
+                Engine::GpSimd,
+                DmaOperand::Hbm(window(y, 0, r0, p, cols, c)),
+                DmaOperand::Tile(y_t.clone()),
+            );
+            kb.free(&y_t)?;
+        }
+        for t in &acc {
+            kb.free(t)?;
+        }
+    }
+    Ok(())
+}
+
+/// `acc += part` (fp32 `[p, 1]`), or `part` itself for the first chunk.
+fn accumulate(kb: &mut KernelBuilder, acc: Option<&Tile>, part: Tile) -> Result<Tile, KernelError> {
+    match acc {
+        None => Ok(part),
+        Some(a) => {
+            kb.tensor_tensor(Engine::Vector, a, a, &part, AluOp::Add);
+            kb.free(&part)?;
+            Ok(a.clone())
+        }
+    }
 }
 
 /// `y[r, :] = x[r, :] / sqrt(mean(x[r, :]²) + eps) · w`, with `x`, `w: [cols]` and `y` in `dtype`.
@@ -127,17 +241,45 @@ pub fn rmsnorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program
     let x = kb.input("x", dtype, &[rows, cols])?;
     let w = kb.input("w", dtype, &[cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
+    if cols > CHUNK {
+        let eps = constant(&mut kb, RMSNORM_EPS)?;
+        two_pass(
+            &mut kb,
+            rows,
+            cols,
+            x,
+            y,
+            dtype,
+            |kb, t, p, acc| {
+                let sq = kb.sbuf(p as u32, dtype, &[t.free_len()])?;
+                let part = kb.sbuf(p as u32, DType::F32, &[1])?;
+                kb.activation(&sq, t, ActFunc::Square, ScalarOperand::Imm(1.0), None, Some(&part));
+                kb.free(&sq)?;
+                Ok(vec![accumulate(kb, acc.as_ref().map(|a| &a[0]), part)?])
+            },
+            |kb, acc, p| {
+                let rstd = kb.sbuf(p as u32, DType::F32, &[1])?;
+                let scale = ScalarOperand::Imm(1.0 / cols as f32);
+                kb.activation(&rstd, &acc[0], ActFunc::Rsqrt, scale, Some(&rows_of(&eps, p)), None);
+                kb.free(&acc[0])?;
+                Ok(vec![rstd])
+            },
+            |kb, t, p, c, acc| {
+                let w_t = broadcast(kb, w, dtype, c)?;
+                let xs = kb.sbuf(p as u32, dtype, &[c.1])?;
+                let rstd = ScalarOperand::Vector(acc[0].clone());
+                kb.tensor_scalar(Engine::GpSimd, &xs, t, &[(AluOp::Multiply, rstd)]);
+                let y_t = kb.sbuf(p as u32, dtype, &[c.1])?;
+                kb.tensor_tensor(Engine::Vector, &y_t, &xs, &rows_of(&w_t, p), AluOp::Multiply);
+                kb.free(&xs)?;
+                kb.free(&w_t)?;
+                Ok(y_t)
+            },
+        )?;
+        return kb.finish();
+    }
     // w broadcast to every partition (stride-0 partition dim).
-    let w_t = kb.sbuf(PT as u32, dtype, &[cols])?;
-    let broadcast = HbmAccess {
-        tensor: w,
-        offset: 0,
-        dims: vec![
-            rainier_isa::Dim { stride: 0, size: PT },
-            rainier_isa::Dim { stride: 1, size: cols },
-        ],
-    };
-    kb.dma(DmaOperand::Tile(w_t.clone()), DmaOperand::Hbm(broadcast));
+    let w_t = broadcast(&mut kb, w, dtype, (0, cols))?;
     let eps = constant(&mut kb, RMSNORM_EPS)?;
     pipelined(&mut kb, rows, &[x], cols, dtype, y, |kb, xs_in, p| {
         let x_t = &xs_in[0];
@@ -180,6 +322,79 @@ pub fn softmax(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program
     let mut kb = KernelBuilder::new(chip);
     let x = kb.input("x", dtype, &[rows, cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
+    if cols > CHUNK {
+        // Online: the running −max and the sum of exp(x − max), rescaled when the max grows.
+        two_pass(
+            &mut kb,
+            rows,
+            cols,
+            x,
+            y,
+            dtype,
+            |kb, t, p, acc| {
+                let neg = kb.sbuf(p as u32, DType::F32, &[1])?;
+                let reduce = Op::TensorReduce {
+                    dst: neg.clone(),
+                    src: t.clone(),
+                    op: ReduceOp::Max,
+                    axes: 1,
+                    negate: true,
+                };
+                kb.push(Engine::Vector, reduce);
+                let (neg, sum) = match acc {
+                    None => {
+                        let sum = kb.sbuf(p as u32, DType::F32, &[1])?;
+                        kb.push(Engine::Vector, Op::Memset { dst: sum.clone(), value: 0.0 });
+                        (neg, sum)
+                    }
+                    Some(a) => {
+                        // −max_new = min(−max_old, −max_chunk); sum ·= exp(−max_new + max_old).
+                        let (old, sum) = (&a[0], &a[1]);
+                        kb.tensor_tensor(Engine::Vector, &neg, &neg, old, AluOp::Min);
+                        let diff = kb.sbuf(p as u32, DType::F32, &[1])?;
+                        kb.tensor_tensor(Engine::Vector, &diff, &neg, old, AluOp::Subtract);
+                        kb.activation(
+                            &diff,
+                            &diff,
+                            ActFunc::Exp,
+                            ScalarOperand::Imm(1.0),
+                            None,
+                            None,
+                        );
+                        kb.tensor_tensor(Engine::Vector, sum, sum, &diff, AluOp::Multiply);
+                        kb.free(&diff)?;
+                        kb.free(old)?;
+                        (neg, sum.clone())
+                    }
+                };
+                let e = kb.sbuf(p as u32, dtype, &[t.free_len()])?;
+                let part = kb.sbuf(p as u32, DType::F32, &[1])?;
+                kb.activation(
+                    &e,
+                    t,
+                    ActFunc::Exp,
+                    ScalarOperand::Imm(1.0),
+                    Some(&neg),
+                    Some(&part),
+                );
+                kb.free(&e)?;
+                kb.tensor_tensor(Engine::Vector, &sum, &sum, &part, AluOp::Add);
+                kb.free(&part)?;
+                Ok(vec![neg, sum])
+            },
+            |_, acc, _| Ok(acc),
+            |kb, t, p, c, acc| {
+                let e = kb.sbuf(p as u32, dtype, &[c.1])?;
+                kb.activation(&e, t, ActFunc::Exp, ScalarOperand::Imm(1.0), Some(&acc[0]), None);
+                let y_t = kb.sbuf(p as u32, dtype, &[c.1])?;
+                let sum = ScalarOperand::Vector(acc[1].clone());
+                kb.tensor_scalar(Engine::GpSimd, &y_t, &e, &[(AluOp::Divide, sum)]);
+                kb.free(&e)?;
+                Ok(y_t)
+            },
+        )?;
+        return kb.finish();
+    }
     pipelined(&mut kb, rows, &[x], cols, dtype, y, |kb, xs_in, p| {
         let x_t = &xs_in[0];
         let negmax = kb.sbuf(p as u32, DType::F32, &[1])?;
@@ -221,7 +436,7 @@ pub fn gelu(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, K
     let x = kb.input("x", dtype, &[rows, cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
     pipelined(&mut kb, rows, &[x], cols, dtype, y, |kb, t, p| {
-        let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
+        let y_t = kb.sbuf(p as u32, dtype, &[t[0].free_len()])?;
         kb.activation(&y_t, &t[0], ActFunc::Gelu, ScalarOperand::Imm(1.0), None, None);
         Ok(y_t)
     })?;
@@ -236,9 +451,10 @@ pub fn swiglu(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program,
     let up = kb.input("up", dtype, &[rows, cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
     pipelined(&mut kb, rows, &[gate, up], cols, dtype, y, |kb, t, p| {
-        let s = kb.sbuf(p as u32, dtype, &[cols])?;
+        let width = t[0].free_len();
+        let s = kb.sbuf(p as u32, dtype, &[width])?;
         kb.activation(&s, &t[0], ActFunc::Silu, ScalarOperand::Imm(1.0), None, None);
-        let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
+        let y_t = kb.sbuf(p as u32, dtype, &[width])?;
         kb.tensor_tensor(Engine::Vector, &y_t, &s, &t[1], AluOp::Multiply);
         kb.free(&s)?;
         Ok(y_t)
@@ -260,7 +476,7 @@ pub fn residual_add(
     let y = kb.output("y", dtype, &[rows, cols])?;
     let mut flip = false;
     pipelined(&mut kb, rows, &[x, r], cols, dtype, y, |kb, t, p| {
-        let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
+        let y_t = kb.sbuf(p as u32, dtype, &[t[0].free_len()])?;
         // Alternate blocks between VectorE and GpSimd.
         flip = !flip;
         kb.tensor_tensor(
@@ -286,20 +502,95 @@ pub fn layernorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Progr
     let w = kb.input("w", dtype, &[cols])?;
     let bias = kb.input("b", dtype, &[cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
-    let broadcast = |kb: &mut KernelBuilder, tensor: usize| -> Result<Tile, KernelError> {
-        let t = kb.sbuf(PT as u32, dtype, &[cols])?;
-        let src = HbmAccess {
-            tensor,
-            offset: 0,
-            dims: vec![
-                rainier_isa::Dim { stride: 0, size: PT },
-                rainier_isa::Dim { stride: 1, size: cols },
-            ],
-        };
-        kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(src));
-        Ok(t)
-    };
-    let (w_t, b_t) = (broadcast(&mut kb, w)?, broadcast(&mut kb, bias)?);
+    if cols > CHUNK {
+        // Σx and Σx² over the chunks; var = E[x²] − mean² in fp32 (loses precision when
+        // |mean| ≫ std, unlike the centered one-chunk path).
+        let eps = constant(&mut kb, LAYERNORM_EPS)?;
+        let inv = 1.0 / cols as f32;
+        two_pass(
+            &mut kb,
+            rows,
+            cols,
+            x,
+            y,
+            dtype,
+            |kb, t, p, acc| {
+                let junk = kb.sbuf(p as u32, dtype, &[t.free_len()])?;
+                let (s1, s2) =
+                    (kb.sbuf(p as u32, DType::F32, &[1])?, kb.sbuf(p as u32, DType::F32, &[1])?);
+                kb.activation(
+                    &junk,
+                    t,
+                    ActFunc::Identity,
+                    ScalarOperand::Imm(1.0),
+                    None,
+                    Some(&s1),
+                );
+                kb.activation(&junk, t, ActFunc::Square, ScalarOperand::Imm(1.0), None, Some(&s2));
+                kb.free(&junk)?;
+                let s1 = accumulate(kb, acc.as_ref().map(|a| &a[0]), s1)?;
+                let s2 = accumulate(kb, acc.as_ref().map(|a| &a[1]), s2)?;
+                Ok(vec![s1, s2])
+            },
+            |kb, acc, p| {
+                let negmean = kb.sbuf(p as u32, DType::F32, &[1])?;
+                kb.tensor_scalar(
+                    Engine::Vector,
+                    &negmean,
+                    &acc[0],
+                    &[(AluOp::Multiply, ScalarOperand::Imm(-inv))],
+                );
+                let var = kb.sbuf(p as u32, DType::F32, &[1])?;
+                kb.tensor_tensor(Engine::Vector, &var, &negmean, &negmean, AluOp::Multiply);
+                // var = Σx²/cols − mean²
+                let ex2 = kb.sbuf(p as u32, DType::F32, &[1])?;
+                kb.tensor_scalar(
+                    Engine::Vector,
+                    &ex2,
+                    &acc[1],
+                    &[(AluOp::Multiply, ScalarOperand::Imm(inv))],
+                );
+                kb.tensor_tensor(Engine::Vector, &var, &ex2, &var, AluOp::Subtract);
+                kb.free(&ex2)?;
+                let rstd = kb.sbuf(p as u32, DType::F32, &[1])?;
+                kb.activation(
+                    &rstd,
+                    &var,
+                    ActFunc::Rsqrt,
+                    ScalarOperand::Imm(1.0),
+                    Some(&rows_of(&eps, p)),
+                    None,
+                );
+                kb.free(&var)?;
+                kb.free(&acc[0])?;
+                kb.free(&acc[1])?;
+                Ok(vec![negmean, rstd])
+            },
+            |kb, t, p, c, acc| {
+                let xn = kb.sbuf(p as u32, dtype, &[c.1])?;
+                kb.tensor_scalar(
+                    Engine::GpSimd,
+                    &xn,
+                    t,
+                    &[
+                        (AluOp::Add, ScalarOperand::Vector(acc[0].clone())),
+                        (AluOp::Multiply, ScalarOperand::Vector(acc[1].clone())),
+                    ],
+                );
+                let (w_t, b_t) = (broadcast(kb, w, dtype, c)?, broadcast(kb, bias, dtype, c)?);
+                let y_t = kb.sbuf(p as u32, dtype, &[c.1])?;
+                kb.tensor_tensor(Engine::Vector, &y_t, &xn, &rows_of(&w_t, p), AluOp::Multiply);
+                kb.tensor_tensor(Engine::Vector, &y_t, &y_t, &rows_of(&b_t, p), AluOp::Add);
+                kb.free(&xn)?;
+                kb.free(&w_t)?;
+                kb.free(&b_t)?;
+                Ok(y_t)
+            },
+        )?;
+        return kb.finish();
+    }
+    let (w_t, b_t) =
+        (broadcast(&mut kb, w, dtype, (0, cols))?, broadcast(&mut kb, bias, dtype, (0, cols))?);
     let eps = constant(&mut kb, LAYERNORM_EPS)?;
     pipelined(&mut kb, rows, &[x], cols, dtype, y, |kb, t, p| {
         let x_t = &t[0];
@@ -366,6 +657,14 @@ pub fn layernorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Progr
 /// `x, cos, sin: [rows, cols]` (`cos`/`sin` hold each frequency twice, as HF expands them).
 pub fn rope(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, KernelError> {
     check_shape("rope", rows, cols)?;
+    if cols > CHUNK {
+        return Err(KernelError::Shape {
+            what: "rope".into(),
+            detail: format!(
+                "cols={cols}: rope rotates whole rows (a head dimension), at most {CHUNK}"
+            ),
+        });
+    }
     if cols % 2 != 0 {
         return Err(KernelError::Shape {
             what: "rope".into(),
