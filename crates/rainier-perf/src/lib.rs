@@ -41,6 +41,7 @@ pub struct Assumption {
 /// Every modelling coefficient of this crate that is not a catalog figure, in one place.
 pub const ASSUMPTIONS: &[Assumption] = &[
     STEP_KERNEL_EFFICIENCY,
+    NEURON_STEP_KERNEL_EFFICIENCY,
     gpu::GEMM_EFF_BF16,
     gpu::GEMM_EFF_FP8,
     gpu::KERNEL_OVERHEAD_S,
@@ -103,6 +104,17 @@ pub const STEP_KERNEL_EFFICIENCY: Assumption = Assumption {
     name: "step.kernel_efficiency",
     value: 0.88,
     why: "fitted on the calibration subset megatron-h100-16b, megatron-h100-314b (geometric-mean error 0); checked on the 7 other validation points",
+};
+
+/// The same for NeuronX Distributed on Trainium: its steps lose more to launch and
+/// synchronization than Megatron's on H100. Fitted by `rainier-plan`'s
+/// `calibrate_neuron_step_efficiency` on trn1-llama2-7b and checked on trn1-llama2-13b.
+/// Used by the training planner for NeuronCore chips (the serving model keeps
+/// [`STEP_KERNEL_EFFICIENCY`] and its own fitted Neuron per-layer cost).
+pub const NEURON_STEP_KERNEL_EFFICIENCY: Assumption = Assumption {
+    name: "step.neuron_kernel_efficiency",
+    value: 0.80,
+    why: "fitted on the calibration point trn1-llama2-7b (NeuronX Distributed, Neuron 2.20); checked on trn1-llama2-13b",
 };
 
 /// XLA fuses elementwise chains into few large kernels; its per-kernel cost is small.

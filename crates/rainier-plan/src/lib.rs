@@ -30,7 +30,8 @@ pub use train::{
     Placement, Plan, PlanError, TrainConfig, TrainReport,
 };
 pub use validate::{
-    calibrate_step_efficiency, megatron_flops_per_token, validate, ValidationPoint,
-    ValidationReport, CALIBRATION_SUBSET, INFERENCE_MAX_LIMIT, INFERENCE_MEDIAN_LIMIT,
-    VALIDATION_MAX_LIMIT, VALIDATION_MEDIAN_LIMIT,
+    calibrate_neuron_step_efficiency, calibrate_step_efficiency, megatron_flops_per_token,
+    validate, ValidationPoint, ValidationReport, CALIBRATION_SUBSET, INFERENCE_MAX_LIMIT,
+    INFERENCE_MEDIAN_LIMIT, NEURON_CALIBRATION_SUBSET, VALIDATION_MAX_LIMIT,
+    VALIDATION_MEDIAN_LIMIT,
 };

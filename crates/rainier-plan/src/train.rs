@@ -487,7 +487,10 @@ impl<'a> Planner<'a> {
         let ranks = cfg.chips * u64::from(per_chip);
         let framework = cfg.framework.unwrap_or(chip.default_framework);
         let mut cost = CostModel::new(chip, per_chip, cfg.precision, framework, cfg.neuron_costs)?;
-        if let Some(eta) = cfg.step_efficiency {
+        // NeuronX Distributed has its own fitted in-step efficiency.
+        let default = (chip.family == Family::Neuron)
+            .then_some(rainier_perf::NEURON_STEP_KERNEL_EFFICIENCY.value);
+        if let Some(eta) = cfg.step_efficiency.or(default) {
             if !(eta > 0.0 && eta <= 1.0) {
                 return Err(PlanError::StepEfficiency(eta));
             }

@@ -1,8 +1,8 @@
 //! The planner against published training measurements (`data/validation.json`).
 
 use rainier_plan::{
-    calibrate_step_efficiency, validate, INFERENCE_MAX_LIMIT, INFERENCE_MEDIAN_LIMIT,
-    VALIDATION_MAX_LIMIT, VALIDATION_MEDIAN_LIMIT,
+    calibrate_neuron_step_efficiency, calibrate_step_efficiency, validate, INFERENCE_MAX_LIMIT,
+    INFERENCE_MEDIAN_LIMIT, VALIDATION_MAX_LIMIT, VALIDATION_MEDIAN_LIMIT,
 };
 
 #[test]
@@ -29,6 +29,13 @@ fn validation_median_error_is_within_the_stated_limit() {
             VALIDATION_MAX_LIMIT
         );
     }
+}
+
+#[test]
+fn neuron_step_efficiency_is_what_its_calibration_point_gives() {
+    let fitted = calibrate_neuron_step_efficiency().expect("calibration runs");
+    let used = rainier_perf::NEURON_STEP_KERNEL_EFFICIENCY.value;
+    assert!((fitted - used).abs() < 0.015, "trn1-llama2-7b gives {fitted}, the model uses {used}");
 }
 
 #[test]
