@@ -180,6 +180,9 @@ pub struct CostModel {
     cores_per_rank: f64,
     /// Every op's isolated time is divided by this in a step ([`STEP_KERNEL_EFFICIENCY`]).
     step_efficiency: f64,
+    /// fp8 GEMM inputs are quantized by a separate streaming kernel (training stacks) rather
+    /// than in the producing kernel's epilogue (inference engines).
+    separate_fp8_casts: bool,
 }
 
 /// Why a cost model could not be made.
@@ -247,7 +250,14 @@ impl CostModel {
             neuron,
             cores_per_rank,
             step_efficiency: STEP_KERNEL_EFFICIENCY.value,
+            separate_fp8_casts: true,
         })
+    }
+
+    /// This model with fp8 activations quantized inside the kernels that produce them
+    /// (TensorRT-LLM's and vLLM's fused norm/activation + quantize kernels): no cast kernel.
+    pub fn with_fused_fp8_casts(self) -> CostModel {
+        CostModel { separate_fp8_casts: false, ..self }
     }
 
     /// This model with another in-step kernel efficiency (for calibration and what-ifs).
@@ -270,7 +280,9 @@ impl CostModel {
     /// cast once per step and not counted).
     fn fp8_cast_seconds(&self, op: &Op) -> f64 {
         match op.kind {
-            OpKind::Gemm { m, k, count, .. } if self.math == MathPrecision::Fp8 => {
+            OpKind::Gemm { m, k, count, .. }
+                if self.math == MathPrecision::Fp8 && self.separate_fp8_casts =>
+            {
                 let bytes = 3.0 * (m * k * count) as f64;
                 let overhead =
                     if self.family == Family::Gpu { gpu::KERNEL_OVERHEAD_S.value } else { 0.0 };

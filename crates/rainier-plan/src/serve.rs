@@ -282,10 +282,13 @@ impl<'a> Server<'a> {
             WeightFormat::Fp8 => Precision::Fp8,
             WeightFormat::Bf16 | WeightFormat::Int8 => Precision::Bf16,
         };
-        let cost = CostModel::new(chip, per_chip, precision, framework, cfg.neuron_costs)?;
+        // Serving engines quantize fp8 activations in the kernel that produces them.
+        let cost = CostModel::new(chip, per_chip, precision, framework, cfg.neuron_costs)?
+            .with_fused_fp8_casts();
         let decode_cost = (chip.family == Family::Neuron)
             .then(|| CostModel::new(chip, per_chip, precision, framework, NeuronCosts::Roofline))
-            .transpose()?;
+            .transpose()?
+            .map(CostModel::with_fused_fp8_casts);
         let weight_bytes = match cfg.weights {
             WeightFormat::Bf16 => 2.0,
             WeightFormat::Fp8 | WeightFormat::Int8 => 1.0,
