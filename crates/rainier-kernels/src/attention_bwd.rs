@@ -40,6 +40,17 @@ pub fn attention_backward(
     shape: &AttentionShape,
     dtype: DType,
 ) -> Result<Program, KernelError> {
+    attention_backward_chunked(chip, shape, dtype, None)
+}
+
+/// [`attention_backward`] with at most `max_query_blocks` query blocks in SBUF at once
+/// (`None`: as many as fit), to exercise the chunked schedule at small shapes.
+pub fn attention_backward_chunked(
+    chip: Chip,
+    shape: &AttentionShape,
+    dtype: DType,
+    max_query_blocks: Option<u64>,
+) -> Result<Program, KernelError> {
     let AttentionShape { batch, heads, kv_heads, seq, head_dim: d, causal } = *shape;
     let bad = |detail: String| KernelError::Shape { what: "attention-bwd".into(), detail };
     if batch == 0 || heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
@@ -65,21 +76,23 @@ pub fn attention_backward(
     if u128::from(nh) * pairs * 14 > crate::MAX_INSTRUCTIONS as u128 {
         return Err(KernelError::TooLarge { limit: crate::MAX_INSTRUCTIONS });
     }
-    // K/V blocks of a K/V head and the per-query state of a head stay in SBUF for the whole
-    // sequence: refuse, naming the longest sequence that fits, rather than run out midway.
+    // The K/V blocks of a K/V head stay in SBUF for the whole sequence; query blocks go in
+    // chunks whose state fits beside them. Per 128 positions: k, v, kᵀ and the fp32 dk, dv
+    // accumulators (key side); q, dout, their transposes, −lse, D and the fp32 dq accumulator
+    // (query side). 10 % for next-fit fragmentation, 8 KiB for the step's transient tiles
+    // (fitted to where the builder runs out).
     let esz = dtype.size_bytes() as u64;
-    // Per 128 positions: k, v, kᵀ and the fp32 dk, dv accumulators; q, dout, their
-    // transposes, −lse, D and the fp32 dq accumulator. 10 % for next-fit fragmentation, 8 KiB
-    // for the step's transient tiles (fitted to where the builder runs out).
-    let per_block =
-        ((2 * B * esz + d * esz + 8 * d) + (2 * B * esz + 2 * d * esz + 8 + 4 * d)) * 11 / 10;
+    let key_side = (2 * B * esz + d * esz + 8 * d) * 11 / 10;
+    let query_side = (2 * B * esz + 2 * d * esz + 8 + 4 * d) * 11 / 10;
     let transient = 8 * 1024;
     let sbuf = u64::from(chip.params().core.sbuf_bytes_per_partition.value);
-    if blocks * per_block + transient > sbuf {
-        let longest = (sbuf.saturating_sub(transient) / per_block) * B;
+    let room = sbuf.saturating_sub(transient + blocks * key_side);
+    let chunk = (room / query_side).min(blocks).min(max_query_blocks.unwrap_or(u64::MAX));
+    if chunk == 0 {
+        let longest = (sbuf.saturating_sub(transient + query_side) / key_side) * B;
         return Err(bad(format!(
-            "seq={seq}, head_dim={d}, {dtype}: the K/V blocks and per-query state of a whole sequence need {} bytes per SBUF partition, {chip} has {sbuf}; the longest sequence that fits is {longest}",
-            blocks * per_block + transient
+            "seq={seq}, head_dim={d}, {dtype}: the K/V blocks of a whole sequence need {} bytes per SBUF partition, {chip} has {sbuf}; the longest sequence that fits is {longest}",
+            blocks * key_side + query_side + transient
         )));
     }
     let mut kb = KernelBuilder::new(chip);
@@ -114,82 +127,47 @@ pub fn attention_backward(
         // Query heads sharing this K/V head.
         let first = (hk / kv_heads) * heads + (hk % kv_heads) * group;
         for h in first..first + group {
-            let mut queries = Vec::with_capacity(blocks as usize);
-            for i in 0..blocks {
-                queries.push(prepare_queries(&mut kb, &t, h, i, d, seq, dtype, &ones)?);
-            }
-            for (j, key) in keys.iter().enumerate() {
-                let j = j as u64;
-                let from = if causal { j } else { 0 };
-                let dv_ps = kb.psum(B as u32, DType::F32, &[d])?;
-                let dk_ps = kb.psum(B as u32, DType::F32, &[d])?;
-                for i in from..blocks {
-                    let qb = &queries[i as usize];
-                    let acc = i > from;
-                    // s = qᵀk, p = exp(scale·s − lse)
-                    let s_ps = kb.psum(B as u32, DType::F32, &[B])?;
-                    kb.matmul(&s_ps, &qb.q_t, &key.k_t, false);
-                    let p = kb.sbuf(B as u32, dtype, &[B])?;
-                    kb.activation(
-                        &p,
-                        &s_ps,
-                        ActFunc::Exp,
-                        ScalarOperand::Imm(scale),
-                        Some(&qb.neg_lse),
-                        None,
-                    );
-                    kb.free(&s_ps)?;
-                    if causal && i == j {
-                        // Keep key c for query r where r − c >= 0 (same block offsets).
-                        let affine = Affine { base: 0, channel_multiplier: 1, steps: vec![-1] };
-                        kb.push(
-                            Engine::GpSimd,
-                            Op::AffineSelect {
-                                dst: p.clone(),
-                                src: p.clone(),
-                                affine,
-                                cmp: AluOp::Ge,
-                                on_false: 0.0,
-                            },
-                        );
-                    }
-                    // dp = doutᵀ v, ds = p ∘ (dp − D)
-                    let dp_ps = kb.psum(B as u32, DType::F32, &[B])?;
-                    kb.matmul(&dp_ps, &qb.do_t, &key.v_t, false);
-                    let centered = kb.sbuf(B as u32, DType::F32, &[B])?;
-                    kb.tensor_scalar(
-                        Engine::Vector,
-                        &centered,
-                        &dp_ps,
-                        &[(AluOp::Subtract, ScalarOperand::Vector(qb.delta.clone()))],
-                    );
-                    kb.free(&dp_ps)?;
-                    let ds = kb.sbuf(B as u32, dtype, &[B])?;
-                    kb.tensor_tensor(Engine::GpSimd, &ds, &centered, &p, AluOp::Multiply);
-                    kb.free(&centered)?;
-                    // dv += pᵀ dout, dk += dsᵀ q (contracting over queries on partitions)
-                    kb.matmul(&dv_ps, &p, &qb.do_qd, acc);
-                    kb.matmul(&dk_ps, &ds, &qb.q_qd, acc);
-                    kb.free(&p)?;
-                    // dq += ds k: dsᵀ on TensorE, then contract over keys.
-                    let ds_t = transpose(&mut kb, &ds, dtype)?;
-                    kb.free(&ds)?;
-                    let dq_ps = kb.psum(B as u32, DType::F32, &[d])?;
-                    kb.matmul(&dq_ps, &ds_t, &key.k_kd, false);
-                    kb.free(&ds_t)?;
-                    kb.tensor_tensor(Engine::Vector, &qb.dq, &qb.dq, &dq_ps, AluOp::Add);
-                    kb.free(&dq_ps)?;
+            for qs in (0..blocks).step_by(chunk as usize) {
+                let qe = (qs + chunk).min(blocks);
+                let mut queries = Vec::with_capacity((qe - qs) as usize);
+                for i in qs..qe {
+                    queries.push(prepare_queries(&mut kb, &t, h, i, d, seq, dtype, &ones)?);
                 }
-                kb.tensor_tensor(Engine::Vector, &key.dv, &key.dv, &dv_ps, AluOp::Add);
-                kb.tensor_tensor(Engine::Vector, &key.dk, &key.dk, &dk_ps, AluOp::Add);
-                kb.free(&dv_ps)?;
-                kb.free(&dk_ps)?;
-            }
-            for (i, qb) in queries.into_iter().enumerate() {
-                store_rows(&mut kb, t.dq, h, i as u64, d, seq, &qb.dq, scale, dtype)?;
-                for tile in [&qb.q_t, &qb.do_t, &qb.q_qd, &qb.do_qd, &qb.neg_lse, &qb.delta, &qb.dq]
-                {
-                    kb.free(tile)?;
+                for (j, key) in keys.iter().enumerate() {
+                    let j = j as u64;
+                    let from = if causal { j.max(qs) } else { qs };
+                    if from >= qe {
+                        continue;
+                    }
+                    let dv_ps = kb.psum(B as u32, DType::F32, &[d])?;
+                    let dk_ps = kb.psum(B as u32, DType::F32, &[d])?;
+                    for i in from..qe {
+                        let qb = &queries[(i - qs) as usize];
+                        let acc = i > from;
+                        step(
+                            &mut kb,
+                            qb,
+                            key,
+                            &dv_ps,
+                            &dk_ps,
+                            acc,
+                            causal && i == j,
+                            scale,
+                            dtype,
+                        )?;
+                    }
+                    kb.tensor_tensor(Engine::Vector, &key.dv, &key.dv, &dv_ps, AluOp::Add);
+                    kb.tensor_tensor(Engine::Vector, &key.dk, &key.dk, &dk_ps, AluOp::Add);
+                    kb.free(&dv_ps)?;
+                    kb.free(&dk_ps)?;
+                }
+                for (i, qb) in (qs..qe).zip(queries) {
+                    store_rows(&mut kb, t.dq, h, i, d, seq, &qb.dq, scale, dtype)?;
+                    for tile in
+                        [&qb.q_t, &qb.do_t, &qb.q_qd, &qb.do_qd, &qb.neg_lse, &qb.delta, &qb.dq]
+                    {
+                        kb.free(tile)?;
+                    }
                 }
             }
         }
@@ -203,6 +181,69 @@ pub fn attention_backward(
     }
     kb.free(&ones)?;
     kb.finish()
+}
+
+/// One (key block, query block) step: recomputes p, then dv and dk (accumulated in PSUM over
+/// the query blocks), and dq (added to its fp32 accumulator).
+#[allow(clippy::too_many_arguments)]
+fn step(
+    kb: &mut KernelBuilder,
+    qb: &QueryBlock,
+    key: &KeyBlock,
+    dv_ps: &Tile,
+    dk_ps: &Tile,
+    acc: bool,
+    diagonal: bool,
+    scale: f32,
+    dtype: DType,
+) -> Result<(), KernelError> {
+    // s = qᵀk, p = exp(scale·s − lse)
+    let s_ps = kb.psum(B as u32, DType::F32, &[B])?;
+    kb.matmul(&s_ps, &qb.q_t, &key.k_t, false);
+    let p = kb.sbuf(B as u32, dtype, &[B])?;
+    kb.activation(&p, &s_ps, ActFunc::Exp, ScalarOperand::Imm(scale), Some(&qb.neg_lse), None);
+    kb.free(&s_ps)?;
+    if diagonal {
+        // Keep key c for query r where r − c >= 0 (same block offsets).
+        let affine = Affine { base: 0, channel_multiplier: 1, steps: vec![-1] };
+        kb.push(
+            Engine::GpSimd,
+            Op::AffineSelect {
+                dst: p.clone(),
+                src: p.clone(),
+                affine,
+                cmp: AluOp::Ge,
+                on_false: 0.0,
+            },
+        );
+    }
+    // dp = doutᵀ v, ds = p ∘ (dp − D)
+    let dp_ps = kb.psum(B as u32, DType::F32, &[B])?;
+    kb.matmul(&dp_ps, &qb.do_t, &key.v_t, false);
+    let centered = kb.sbuf(B as u32, DType::F32, &[B])?;
+    kb.tensor_scalar(
+        Engine::Vector,
+        &centered,
+        &dp_ps,
+        &[(AluOp::Subtract, ScalarOperand::Vector(qb.delta.clone()))],
+    );
+    kb.free(&dp_ps)?;
+    let ds = kb.sbuf(B as u32, dtype, &[B])?;
+    kb.tensor_tensor(Engine::GpSimd, &ds, &centered, &p, AluOp::Multiply);
+    kb.free(&centered)?;
+    // dv += pᵀ dout, dk += dsᵀ q (contracting over queries on partitions)
+    kb.matmul(dv_ps, &p, &qb.do_qd, acc);
+    kb.matmul(dk_ps, &ds, &qb.q_qd, acc);
+    kb.free(&p)?;
+    // dq += ds k: dsᵀ on TensorE, then contract over keys.
+    let ds_t = transpose(kb, &ds, dtype)?;
+    kb.free(&ds)?;
+    let dq_ps = kb.psum(B as u32, DType::F32, &[key.k_kd.free_len()])?;
+    kb.matmul(&dq_ps, &ds_t, &key.k_kd, false);
+    kb.free(&ds_t)?;
+    kb.tensor_tensor(Engine::Vector, &qb.dq, &qb.dq, &dq_ps, AluOp::Add);
+    kb.free(&dq_ps)?;
+    Ok(())
 }
 
 /// HBM tensor indices.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use rainier_arch::Chip;
-use rainier_kernels::{attention_backward, AttentionShape};
+use rainier_kernels::{attention_backward, attention_backward_chunked, AttentionShape};
 use rainier_tensor::{DType, HostTensor};
 use rand::{Rng, SeedableRng};
 
@@ -21,10 +21,12 @@ proptest! {
     #[test]
     fn attention_backward_matches_f64(seq_blocks in 1u64..5, d in prop::sample::select(vec![16u64, 64, 128, 96]), causal: bool,
                                       heads_kv in prop::sample::select(vec![(1u64, 1u64), (2, 1), (4, 2)]), seed: u64,
+                                      query_chunk in prop::option::of(1u64..4),
                                       dtype in prop::sample::select(vec![DType::Bf16, DType::F32]),
                                       chip in prop::sample::select(vec![Chip::Trn1, Chip::Trn2, Chip::Trn3])) {
         let shape = AttentionShape { batch: 1, heads: heads_kv.0, kv_heads: heads_kv.1, seq: 128 * seq_blocks, head_dim: d, causal };
-        let p = attention_backward(chip, &shape, dtype).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        // Sometimes only a few query blocks in SBUF at once (the long-sequence schedule).
+        let p = attention_backward_chunked(chip, &shape, dtype, query_chunk).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut r = rand::rngs::StdRng::seed_from_u64(seed);
         let (nh, nkv, seq, d) = (shape.heads as usize, shape.kv_heads as usize, shape.seq as usize, d as usize);
         let mut gen = |n: usize| -> Vec<f32> { (0..n).map(|_| r.gen_range(-1.0..1.0)).collect() };
@@ -70,4 +72,21 @@ fn bad_shapes_are_clear_errors() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(e.contains("multiple of 128"), "{e}");
+    let err = |chip, shape: &AttentionShape, dtype| {
+        attention_backward(chip, shape, dtype).err().map(|e| e.to_string()).unwrap_or_default()
+    };
+    let shape = AttentionShape { seq: 256, ..shape };
+    assert!(err(Chip::Trn2, &shape, DType::Fp8E4m3).contains("bf16, fp16 or fp32"));
+    let e = rainier_kernels::attention(Chip::Trn2, &shape, DType::Fp8E4m3)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("bf16, fp16 or fp32"), "{e}");
+    // Query blocks go in chunks: seq 8192 builds on trn1; beyond what the key side alone
+    // needs, the error names the longest sequence that fits.
+    let long = AttentionShape { seq: 8192, head_dim: 128, ..shape };
+    assert!(attention_backward(Chip::Trn1, &long, DType::Bf16).is_ok());
+    let longer = AttentionShape { seq: 16384, ..long };
+    let e = err(Chip::Trn1, &longer, DType::Bf16);
+    assert!(e.contains("the longest sequence that fits is 12032"), "{e}");
 }
