@@ -96,8 +96,10 @@ pub(crate) fn run(args: &CompareArgs) -> Result<()> {
     };
     let bar = crate::progress_bar("planning every chip kind");
     let tick = |done: u64, total: u64| {
+        // Threads report out of order: count, do not set.
+        let _ = done;
         bar.set_length(total);
-        bar.set_position(done);
+        bar.inc(1);
     };
     let report = compare(&model, &catalog, &cfg, Some(&tick));
     bar.finish_and_clear();

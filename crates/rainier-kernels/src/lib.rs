@@ -31,5 +31,5 @@ pub use loss::{cross_entropy, cross_entropy_backward};
 pub use optim::{adamw, AdamW};
 pub use rowwise::{
     gelu, layernorm, residual_add, rmsnorm, rope, softmax, swiglu, LAYERNORM_EPS, RMSNORM_EPS,
-    ROW_CHUNK,
+    ROW_CHUNK_BYTES,
 };

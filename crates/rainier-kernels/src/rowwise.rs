@@ -3,7 +3,7 @@
 //! each row spread over the Scalar engine (functions with fused row sums), the Vector engine
 //! and GpSimd so that none of them outruns the DMA.
 //!
-//! Rows longer than [`ROW_CHUNK`] elements go in column chunks: elementwise kernels treat each
+//! Rows longer than [`ROW_CHUNK_BYTES`] per partition go in column chunks: elementwise kernels treat each
 //! chunk on its own; the normalizations make a statistics pass over the chunks (row sums, or
 //! softmax's online max and sum), then a pass that reloads each chunk and writes its output.
 
@@ -20,9 +20,21 @@ const PT: u64 = 128;
 /// `eps` of [`rmsnorm`] (Llama's `rms_norm_eps`).
 pub const RMSNORM_EPS: f32 = 1e-6;
 
-/// Columns per chunk of a long row (16 KiB per partition in bf16).
-pub const ROW_CHUNK: u64 = 8192;
-const CHUNK: u64 = ROW_CHUNK;
+/// Bytes per partition of one column chunk of a long row (8192 bf16 or 4096 fp32 columns).
+pub const ROW_CHUNK_BYTES: u64 = 16 * 1024;
+
+/// Whether rows of `cols` elements of `dtype` go in column chunks.
+fn chunked(cols: u64, dtype: DType) -> bool {
+    cols * dtype.size_bytes() as u64 > ROW_CHUNK_BYTES
+}
+
+/// The column chunks of a row: equal widths (the last one up to a few columns narrower), so
+/// freed chunk tiles fit the next ones and SBUF does not fragment.
+fn column_chunks(cols: u64, dtype: DType) -> Vec<(u64, u64)> {
+    let most = (ROW_CHUNK_BYTES / dtype.size_bytes() as u64).max(1);
+    let width = cols.div_ceil(cols.div_ceil(most));
+    blocks(cols, width).collect()
+}
 
 fn check_shape(kernel: &str, rows: u64, cols: u64) -> Result<(), KernelError> {
     if rows == 0 || cols == 0 || rows > 1 << 24 || cols > 1 << 24 {
@@ -31,8 +43,8 @@ fn check_shape(kernel: &str, rows: u64, cols: u64) -> Result<(), KernelError> {
             detail: format!("rows={rows}, cols={cols} (1 <= rows, cols <= 16777216)"),
         });
     }
-    // About 12 instructions per (row block, column chunk).
-    if u128::from(rows.div_ceil(PT)) * u128::from(cols.div_ceil(CHUNK)) * 12
+    // About 12 instructions per (row block, column chunk of at least 4096 columns).
+    if u128::from(rows.div_ceil(PT)) * u128::from(cols.div_ceil(4096)) * 12
         > crate::MAX_INSTRUCTIONS as u128
     {
         return Err(KernelError::TooLarge { limit: crate::MAX_INSTRUCTIONS });
@@ -128,7 +140,7 @@ pub(crate) fn pipelined_multi(
 ) -> Result<(), KernelError> {
     // Row blocks, each in column chunks when rows are long (elementwise kernels only:
     // `compute` sees a chunk as a row).
-    let chunks: Vec<(u64, u64)> = blocks(cols, CHUNK).collect();
+    let chunks = column_chunks(cols, dtype);
     let all: Vec<(u64, u64, (u64, u64))> =
         blocks(rows, PT).flat_map(|(r0, p)| chunks.iter().map(move |&c| (r0, p, c))).collect();
     let mut loaded = std::collections::VecDeque::new();
@@ -193,7 +205,7 @@ fn two_pass(
         &[Tile],
     ) -> Result<Tile, KernelError>,
 ) -> Result<(), KernelError> {
-    let chunks: Vec<(u64, u64)> = blocks(cols, CHUNK).collect();
+    let chunks = column_chunks(cols, dtype);
     for (r0, p) in blocks(rows, PT) {
         let mut acc: Option<Vec<Tile>> = None;
         for &c in &chunks {
@@ -241,7 +253,7 @@ pub fn rmsnorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program
     let x = kb.input("x", dtype, &[rows, cols])?;
     let w = kb.input("w", dtype, &[cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
-    if cols > CHUNK {
+    if chunked(cols, dtype) {
         let eps = constant(&mut kb, RMSNORM_EPS)?;
         two_pass(
             &mut kb,
@@ -322,7 +334,7 @@ pub fn softmax(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program
     let mut kb = KernelBuilder::new(chip);
     let x = kb.input("x", dtype, &[rows, cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
-    if cols > CHUNK {
+    if chunked(cols, dtype) {
         // Online: the running −max and the sum of exp(x − max), rescaled when the max grows.
         two_pass(
             &mut kb,
@@ -502,11 +514,13 @@ pub fn layernorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Progr
     let w = kb.input("w", dtype, &[cols])?;
     let bias = kb.input("b", dtype, &[cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
-    if cols > CHUNK {
-        // Σx and Σx² over the chunks; var = E[x²] − mean² in fp32 (loses precision when
-        // |mean| ≫ std, unlike the centered one-chunk path).
+    if chunked(cols, dtype) {
+        // Per chunk: its mean and centred sum of squares; chunks combine with Chan et al.'s
+        // pairwise update (exact in exact arithmetic, and stable when |mean| ≫ std):
+        // δ = μ_c − μ, μ += δ·w/(n+w), M2 += M2_c + δ²·n·w/(n+w). Kept as −μ.
         let eps = constant(&mut kb, LAYERNORM_EPS)?;
         let inv = 1.0 / cols as f32;
+        let mut seen = 0u64;
         two_pass(
             &mut kb,
             rows,
@@ -515,55 +529,55 @@ pub fn layernorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Progr
             y,
             dtype,
             |kb, t, p, acc| {
-                let junk = kb.sbuf(p as u32, dtype, &[t.free_len()])?;
-                let (s1, s2) =
-                    (kb.sbuf(p as u32, DType::F32, &[1])?, kb.sbuf(p as u32, DType::F32, &[1])?);
-                kb.activation(
-                    &junk,
-                    t,
-                    ActFunc::Identity,
-                    ScalarOperand::Imm(1.0),
-                    None,
-                    Some(&s1),
-                );
-                kb.activation(&junk, t, ActFunc::Square, ScalarOperand::Imm(1.0), None, Some(&s2));
+                let w = t.free_len();
+                let junk = kb.sbuf(p as u32, dtype, &[w])?;
+                let sum = kb.sbuf(p as u32, DType::F32, &[1])?;
+                let one = ScalarOperand::Imm(1.0);
+                kb.activation(&junk, t, ActFunc::Identity, one.clone(), None, Some(&sum));
+                let neg_mu = kb.sbuf(p as u32, DType::F32, &[1])?;
+                let scale = ScalarOperand::Imm(-1.0 / w as f32);
+                kb.tensor_scalar(Engine::Vector, &neg_mu, &sum, &[(AluOp::Multiply, scale)]);
+                kb.free(&sum)?;
+                let m2 = kb.sbuf(p as u32, DType::F32, &[1])?;
+                kb.activation(&junk, t, ActFunc::Square, one, Some(&neg_mu), Some(&m2));
                 kb.free(&junk)?;
-                let s1 = accumulate(kb, acc.as_ref().map(|a| &a[0]), s1)?;
-                let s2 = accumulate(kb, acc.as_ref().map(|a| &a[1]), s2)?;
-                Ok(vec![s1, s2])
+                let Some(acc) = acc else {
+                    seen = w;
+                    return Ok(vec![neg_mu, m2]);
+                };
+                let (neg_mean, total) = (&acc[0], &acc[1]);
+                let (n, wf) = (seen as f32, w as f32);
+                // δ' = −μ_c − (−μ) = −δ
+                let delta = kb.sbuf(p as u32, DType::F32, &[1])?;
+                kb.tensor_tensor(Engine::Vector, &delta, &neg_mu, neg_mean, AluOp::Subtract);
+                kb.free(&neg_mu)?;
+                kb.tensor_tensor(Engine::Vector, total, total, &m2, AluOp::Add);
+                kb.free(&m2)?;
+                let sq = kb.sbuf(p as u32, DType::F32, &[1])?;
+                kb.tensor_tensor(Engine::Vector, &sq, &delta, &delta, AluOp::Multiply);
+                let weight = ScalarOperand::Imm(n * wf / (n + wf));
+                kb.tensor_scalar(Engine::Vector, &sq, &sq, &[(AluOp::Multiply, weight)]);
+                kb.tensor_tensor(Engine::Vector, total, total, &sq, AluOp::Add);
+                kb.free(&sq)?;
+                let share = ScalarOperand::Imm(wf / (n + wf));
+                kb.tensor_scalar(Engine::Vector, &delta, &delta, &[(AluOp::Multiply, share)]);
+                kb.tensor_tensor(Engine::Vector, neg_mean, neg_mean, &delta, AluOp::Add);
+                kb.free(&delta)?;
+                seen += w;
+                Ok(acc)
             },
             |kb, acc, p| {
-                let negmean = kb.sbuf(p as u32, DType::F32, &[1])?;
-                kb.tensor_scalar(
-                    Engine::Vector,
-                    &negmean,
-                    &acc[0],
-                    &[(AluOp::Multiply, ScalarOperand::Imm(-inv))],
-                );
-                let var = kb.sbuf(p as u32, DType::F32, &[1])?;
-                kb.tensor_tensor(Engine::Vector, &var, &negmean, &negmean, AluOp::Multiply);
-                // var = Σx²/cols − mean²
-                let ex2 = kb.sbuf(p as u32, DType::F32, &[1])?;
-                kb.tensor_scalar(
-                    Engine::Vector,
-                    &ex2,
-                    &acc[1],
-                    &[(AluOp::Multiply, ScalarOperand::Imm(inv))],
-                );
-                kb.tensor_tensor(Engine::Vector, &var, &ex2, &var, AluOp::Subtract);
-                kb.free(&ex2)?;
                 let rstd = kb.sbuf(p as u32, DType::F32, &[1])?;
                 kb.activation(
                     &rstd,
-                    &var,
+                    &acc[1],
                     ActFunc::Rsqrt,
-                    ScalarOperand::Imm(1.0),
+                    ScalarOperand::Imm(inv),
                     Some(&rows_of(&eps, p)),
                     None,
                 );
-                kb.free(&var)?;
-                kb.free(&acc[0])?;
                 kb.free(&acc[1])?;
+                let negmean = acc[0].clone();
                 Ok(vec![negmean, rstd])
             },
             |kb, t, p, c, acc| {
@@ -657,12 +671,10 @@ pub fn layernorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Progr
 /// `x, cos, sin: [rows, cols]` (`cos`/`sin` hold each frequency twice, as HF expands them).
 pub fn rope(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, KernelError> {
     check_shape("rope", rows, cols)?;
-    if cols > CHUNK {
+    if cols > 2048 {
         return Err(KernelError::Shape {
             what: "rope".into(),
-            detail: format!(
-                "cols={cols}: rope rotates whole rows (a head dimension), at most {CHUNK}"
-            ),
+            detail: format!("cols={cols}: rope rotates a head dimension, at most 2048"),
         });
     }
     if cols % 2 != 0 {

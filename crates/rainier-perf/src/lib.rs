@@ -103,7 +103,7 @@ pub fn framework_reserve_gib(family: Family) -> f64 {
 pub const STEP_KERNEL_EFFICIENCY: Assumption = Assumption {
     name: "step.kernel_efficiency",
     value: 0.88,
-    why: "fitted on the calibration subset megatron-h100-16b, megatron-h100-314b (geometric-mean error 0); checked on the 7 other validation points",
+    why: "fitted on the calibration subset megatron-h100-16b, megatron-h100-314b (geometric-mean error 0); checked on the other GPU and TPU validation points",
 };
 
 /// The same for NeuronX Distributed on Trainium: its steps lose more to launch and

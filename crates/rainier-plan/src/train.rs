@@ -68,7 +68,8 @@ pub struct TrainConfig {
     /// Trainium logical NeuronCore size (1 or 2; trn2/trn3 default 2). Ignored elsewhere.
     pub lnc: Option<u32>,
     pub neuron_costs: NeuronCosts,
-    /// In-step kernel efficiency (`None`: the calibrated `step.kernel_efficiency`).
+    /// In-step kernel efficiency (`None`: the calibrated `step.kernel_efficiency`, or
+    /// `step.neuron_kernel_efficiency` on NeuronCore chips).
     pub step_efficiency: Option<f64>,
     pub datacenter: Datacenter,
     pub economics: EconomicsConfig,
