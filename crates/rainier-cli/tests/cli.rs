@@ -820,52 +820,18 @@ fn compare_under_a_budget_stays_within_it() {
 
 #[test]
 fn compare_and_search_errors_are_one_line() {
+    let train = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut v = vec!["train", "--model", "llama3-8b", "--chip", "h100", "--chips", "8"];
+        v.extend(["--seq", "4096", "--global-batch", "8"]);
+        v.extend(extra);
+        v
+    };
     for (args, needle) in [
         (vec!["compare", "--only", "h900"], "unknown chip `h900`"),
         (vec!["compare", "--model", "nope"], "unknown model"),
         (vec!["compare", "--pue", "0.5"], "--pue"),
-        (
-            vec![
-                "train",
-                "--model",
-                "llama3-8b",
-                "--chip",
-                "h100",
-                "--chips",
-                "8",
-                "--seq",
-                "4096",
-                "--global-batch",
-                "8",
-                "--ep",
-                "2",
-                "--tp",
-                "1",
-                "--pp",
-                "1",
-                "--dp",
-                "8",
-            ],
-            "mixture-of-experts",
-        ),
-        (
-            vec![
-                "train",
-                "--model",
-                "llama3-8b",
-                "--chip",
-                "h100",
-                "--chips",
-                "8",
-                "--seq",
-                "4096",
-                "--global-batch",
-                "8",
-                "--building-oversubscription",
-                "0.5",
-            ],
-            "at least 1",
-        ),
+        (train(&["--ep", "2", "--tp", "1", "--pp", "1", "--dp", "8"]), "mixture-of-experts"),
+        (train(&["--building-oversubscription", "0.5"]), "at least 1"),
     ] {
         let o = rainier(&args);
         let err = text(&o.stderr);

@@ -246,6 +246,63 @@ fn accumulate(kb: &mut KernelBuilder, acc: Option<&Tile>, part: Tile) -> Result<
     }
 }
 
+/// Per-row `[p, 1]` statistic tile (fp32).
+fn stat(kb: &mut KernelBuilder, p: u64) -> Result<Tile, KernelError> {
+    kb.sbuf(p as u32, DType::F32, &[1])
+}
+
+/// `Σ f(x + bias)` per row on ScalarE (the function's output is discarded).
+fn row_sum(
+    kb: &mut KernelBuilder,
+    x_t: &Tile,
+    func: ActFunc,
+    bias: Option<&Tile>,
+    p: u64,
+) -> Result<Tile, KernelError> {
+    let junk = kb.sbuf(p as u32, x_t.dtype, &[x_t.free_len()])?;
+    let sum = stat(kb, p)?;
+    kb.activation(&junk, x_t, func, ScalarOperand::Imm(1.0), bias, Some(&sum));
+    kb.free(&junk)?;
+    Ok(sum)
+}
+
+/// `1 / sqrt(sum_sq · inv + eps)` per row; frees `sum_sq`.
+fn rstd_of(
+    kb: &mut KernelBuilder,
+    sum_sq: Tile,
+    inv: f32,
+    eps: &Tile,
+    p: u64,
+) -> Result<Tile, KernelError> {
+    let rstd = stat(kb, p)?;
+    let scale = ScalarOperand::Imm(inv);
+    kb.activation(&rstd, &sum_sq, ActFunc::Rsqrt, scale, Some(&rows_of(eps, p)), None);
+    kb.free(&sum_sq)?;
+    Ok(rstd)
+}
+
+/// `(x · rstd) · w` (rmsnorm's output): the scaling on GpSimd, the weight on VectorE.
+fn rms_output(
+    kb: &mut KernelBuilder,
+    x_t: &Tile,
+    rstd: &Tile,
+    w_t: &Tile,
+    p: u64,
+) -> Result<Tile, KernelError> {
+    let width = x_t.free_len();
+    let xs = kb.sbuf(p as u32, x_t.dtype, &[width])?;
+    kb.tensor_scalar(
+        Engine::GpSimd,
+        &xs,
+        x_t,
+        &[(AluOp::Multiply, ScalarOperand::Vector(rstd.clone()))],
+    );
+    let y_t = kb.sbuf(p as u32, x_t.dtype, &[width])?;
+    kb.tensor_tensor(Engine::Vector, &y_t, &xs, &rows_of(w_t, p), AluOp::Multiply);
+    kb.free(&xs)?;
+    Ok(y_t)
+}
+
 /// `y[r, :] = x[r, :] / sqrt(mean(x[r, :]²) + eps) · w`, with `x`, `w: [cols]` and `y` in `dtype`.
 pub fn rmsnorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, KernelError> {
     check_shape("rmsnorm", rows, cols)?;
@@ -253,8 +310,9 @@ pub fn rmsnorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program
     let x = kb.input("x", dtype, &[rows, cols])?;
     let w = kb.input("w", dtype, &[cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
+    let eps = constant(&mut kb, RMSNORM_EPS)?;
+    let inv = 1.0 / cols as f32;
     if chunked(cols, dtype) {
-        let eps = constant(&mut kb, RMSNORM_EPS)?;
         two_pass(
             &mut kb,
             rows,
@@ -263,27 +321,13 @@ pub fn rmsnorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program
             y,
             dtype,
             |kb, t, p, acc| {
-                let sq = kb.sbuf(p as u32, dtype, &[t.free_len()])?;
-                let part = kb.sbuf(p as u32, DType::F32, &[1])?;
-                kb.activation(&sq, t, ActFunc::Square, ScalarOperand::Imm(1.0), None, Some(&part));
-                kb.free(&sq)?;
+                let part = row_sum(kb, t, ActFunc::Square, None, p)?;
                 Ok(vec![accumulate(kb, acc.as_ref().map(|a| &a[0]), part)?])
             },
-            |kb, acc, p| {
-                let rstd = kb.sbuf(p as u32, DType::F32, &[1])?;
-                let scale = ScalarOperand::Imm(1.0 / cols as f32);
-                kb.activation(&rstd, &acc[0], ActFunc::Rsqrt, scale, Some(&rows_of(&eps, p)), None);
-                kb.free(&acc[0])?;
-                Ok(vec![rstd])
-            },
+            |kb, mut acc, p| Ok(vec![rstd_of(kb, acc.remove(0), inv, &eps, p)?]),
             |kb, t, p, c, acc| {
                 let w_t = broadcast(kb, w, dtype, c)?;
-                let xs = kb.sbuf(p as u32, dtype, &[c.1])?;
-                let rstd = ScalarOperand::Vector(acc[0].clone());
-                kb.tensor_scalar(Engine::GpSimd, &xs, t, &[(AluOp::Multiply, rstd)]);
-                let y_t = kb.sbuf(p as u32, dtype, &[c.1])?;
-                kb.tensor_tensor(Engine::Vector, &y_t, &xs, &rows_of(&w_t, p), AluOp::Multiply);
-                kb.free(&xs)?;
+                let y_t = rms_output(kb, t, &acc[0], &w_t, p)?;
                 kb.free(&w_t)?;
                 Ok(y_t)
             },
@@ -292,40 +336,53 @@ pub fn rmsnorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program
     }
     // w broadcast to every partition (stride-0 partition dim).
     let w_t = broadcast(&mut kb, w, dtype, (0, cols))?;
-    let eps = constant(&mut kb, RMSNORM_EPS)?;
     pipelined(&mut kb, rows, &[x], cols, dtype, y, |kb, xs_in, p| {
-        let x_t = &xs_in[0];
-        // Σ x² per row (ScalarE square with its fused add-reduction).
-        let sq = kb.sbuf(p as u32, dtype, &[cols])?;
-        let ss = kb.sbuf(p as u32, DType::F32, &[1])?;
-        kb.activation(&sq, x_t, ActFunc::Square, ScalarOperand::Imm(1.0), None, Some(&ss));
-        kb.free(&sq)?;
-        // rstd = 1 / sqrt(Σ x² / cols + eps)
-        let rstd = kb.sbuf(p as u32, DType::F32, &[1])?;
-        kb.activation(
-            &rstd,
-            &ss,
-            ActFunc::Rsqrt,
-            ScalarOperand::Imm(1.0 / cols as f32),
-            Some(&rows_of(&eps, p)),
-            None,
-        );
-        kb.free(&ss)?;
-        // y = (x · rstd) · w: the scaling on GpSimd, the weight on VectorE.
-        let xs = kb.sbuf(p as u32, dtype, &[cols])?;
-        kb.tensor_scalar(
-            Engine::GpSimd,
-            &xs,
-            x_t,
-            &[(AluOp::Multiply, ScalarOperand::Vector(rstd.clone()))],
-        );
+        let ss = row_sum(kb, &xs_in[0], ActFunc::Square, None, p)?;
+        let rstd = rstd_of(kb, ss, inv, &eps, p)?;
+        let y_t = rms_output(kb, &xs_in[0], &rstd, &w_t, p)?;
         kb.free(&rstd)?;
-        let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
-        kb.tensor_tensor(Engine::Vector, &y_t, &xs, &rows_of(&w_t, p), AluOp::Multiply);
-        kb.free(&xs)?;
         Ok(y_t)
     })?;
     kb.finish()
+}
+
+/// `−max(x)` per row (VectorE).
+fn neg_row_max(kb: &mut KernelBuilder, x_t: &Tile, p: u64) -> Result<Tile, KernelError> {
+    let neg = stat(kb, p)?;
+    let reduce = Op::TensorReduce {
+        dst: neg.clone(),
+        src: x_t.clone(),
+        op: ReduceOp::Max,
+        axes: 1,
+        negate: true,
+    };
+    kb.push(Engine::Vector, reduce);
+    Ok(neg)
+}
+
+/// `exp(x − max) / sum`: the exponent on ScalarE (with its row sum fused into `sum_into` when
+/// given), the normalization on GpSimd, so VectorE (max), ScalarE and GpSimd share the passes.
+fn softmax_output(
+    kb: &mut KernelBuilder,
+    x_t: &Tile,
+    neg_max: &Tile,
+    sum: &Tile,
+    sum_into: bool,
+    p: u64,
+) -> Result<Tile, KernelError> {
+    let width = x_t.free_len();
+    let e = kb.sbuf(p as u32, x_t.dtype, &[width])?;
+    let fused = sum_into.then_some(sum);
+    kb.activation(&e, x_t, ActFunc::Exp, ScalarOperand::Imm(1.0), Some(neg_max), fused);
+    let y_t = kb.sbuf(p as u32, x_t.dtype, &[width])?;
+    kb.tensor_scalar(
+        Engine::GpSimd,
+        &y_t,
+        &e,
+        &[(AluOp::Divide, ScalarOperand::Vector(sum.clone()))],
+    );
+    kb.free(&e)?;
+    Ok(y_t)
 }
 
 /// `y[r, :] = softmax(x[r, :])`, numerically stable (row max subtracted), in `dtype`.
@@ -344,26 +401,18 @@ pub fn softmax(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program
             y,
             dtype,
             |kb, t, p, acc| {
-                let neg = kb.sbuf(p as u32, DType::F32, &[1])?;
-                let reduce = Op::TensorReduce {
-                    dst: neg.clone(),
-                    src: t.clone(),
-                    op: ReduceOp::Max,
-                    axes: 1,
-                    negate: true,
-                };
-                kb.push(Engine::Vector, reduce);
-                let (neg, sum) = match acc {
+                let neg = neg_row_max(kb, t, p)?;
+                let sum = match acc {
                     None => {
-                        let sum = kb.sbuf(p as u32, DType::F32, &[1])?;
+                        let sum = stat(kb, p)?;
                         kb.push(Engine::Vector, Op::Memset { dst: sum.clone(), value: 0.0 });
-                        (neg, sum)
+                        sum
                     }
                     Some(a) => {
                         // −max_new = min(−max_old, −max_chunk); sum ·= exp(−max_new + max_old).
                         let (old, sum) = (&a[0], &a[1]);
                         kb.tensor_tensor(Engine::Vector, &neg, &neg, old, AluOp::Min);
-                        let diff = kb.sbuf(p as u32, DType::F32, &[1])?;
+                        let diff = stat(kb, p)?;
                         kb.tensor_tensor(Engine::Vector, &diff, &neg, old, AluOp::Subtract);
                         kb.activation(
                             &diff,
@@ -376,65 +425,24 @@ pub fn softmax(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program
                         kb.tensor_tensor(Engine::Vector, sum, sum, &diff, AluOp::Multiply);
                         kb.free(&diff)?;
                         kb.free(old)?;
-                        (neg, sum.clone())
+                        sum.clone()
                     }
                 };
-                let e = kb.sbuf(p as u32, dtype, &[t.free_len()])?;
-                let part = kb.sbuf(p as u32, DType::F32, &[1])?;
-                kb.activation(
-                    &e,
-                    t,
-                    ActFunc::Exp,
-                    ScalarOperand::Imm(1.0),
-                    Some(&neg),
-                    Some(&part),
-                );
-                kb.free(&e)?;
+                let part = row_sum(kb, t, ActFunc::Exp, Some(&neg), p)?;
                 kb.tensor_tensor(Engine::Vector, &sum, &sum, &part, AluOp::Add);
                 kb.free(&part)?;
                 Ok(vec![neg, sum])
             },
             |_, acc, _| Ok(acc),
-            |kb, t, p, c, acc| {
-                let e = kb.sbuf(p as u32, dtype, &[c.1])?;
-                kb.activation(&e, t, ActFunc::Exp, ScalarOperand::Imm(1.0), Some(&acc[0]), None);
-                let y_t = kb.sbuf(p as u32, dtype, &[c.1])?;
-                let sum = ScalarOperand::Vector(acc[1].clone());
-                kb.tensor_scalar(Engine::GpSimd, &y_t, &e, &[(AluOp::Divide, sum)]);
-                kb.free(&e)?;
-                Ok(y_t)
-            },
+            |kb, t, p, _, acc| softmax_output(kb, t, &acc[0], &acc[1], false, p),
         )?;
         return kb.finish();
     }
     pipelined(&mut kb, rows, &[x], cols, dtype, y, |kb, xs_in, p| {
-        let x_t = &xs_in[0];
-        let negmax = kb.sbuf(p as u32, DType::F32, &[1])?;
-        kb.push(
-            Engine::Vector,
-            Op::TensorReduce {
-                dst: negmax.clone(),
-                src: x_t.clone(),
-                op: ReduceOp::Max,
-                axes: 1,
-                negate: true,
-            },
-        );
-        // e = exp(x - max) with the row sums fused (ScalarE).
-        let e = kb.sbuf(p as u32, dtype, &[cols])?;
-        let sum = kb.sbuf(p as u32, DType::F32, &[1])?;
-        kb.activation(&e, x_t, ActFunc::Exp, ScalarOperand::Imm(1.0), Some(&negmax), Some(&sum));
-        kb.free(&negmax)?;
-        // The normalization on GpSimd, so VectorE (max), ScalarE (exp) and GpSimd share the
-        // three passes over the row.
-        let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
-        kb.tensor_scalar(
-            Engine::GpSimd,
-            &y_t,
-            &e,
-            &[(AluOp::Divide, ScalarOperand::Vector(sum.clone()))],
-        );
-        kb.free(&e)?;
+        let neg = neg_row_max(kb, &xs_in[0], p)?;
+        let sum = stat(kb, p)?;
+        let y_t = softmax_output(kb, &xs_in[0], &neg, &sum, true, p)?;
+        kb.free(&neg)?;
         kb.free(&sum)?;
         Ok(y_t)
     })?;
@@ -506,6 +514,47 @@ pub fn residual_add(
 /// `eps` of [`layernorm`] (PyTorch's default).
 pub const LAYERNORM_EPS: f32 = 1e-5;
 
+/// The mean (kept as `−mean`) and the centred sum of squares of each row of `x_t`, on ScalarE
+/// (a hop to another engine between them would serialize the blocks), both passes writing
+/// their discarded output to one scratch tile.
+fn centred_stats(kb: &mut KernelBuilder, x_t: &Tile, p: u64) -> Result<(Tile, Tile), KernelError> {
+    let junk = kb.sbuf(p as u32, x_t.dtype, &[x_t.free_len()])?;
+    let one = ScalarOperand::Imm(1.0);
+    let sum = stat(kb, p)?;
+    kb.activation(&junk, x_t, ActFunc::Identity, one.clone(), None, Some(&sum));
+    let neg_mean = stat(kb, p)?;
+    let scale = ScalarOperand::Imm(-1.0 / x_t.free_len() as f32);
+    kb.activation(&neg_mean, &sum, ActFunc::Identity, scale, None, None);
+    kb.free(&sum)?;
+    let m2 = stat(kb, p)?;
+    kb.activation(&junk, x_t, ActFunc::Square, one, Some(&neg_mean), Some(&m2));
+    kb.free(&junk)?;
+    Ok((neg_mean, m2))
+}
+
+/// `(x − mean) · rstd · w + b` (layernorm's output): the normalization on GpSimd, the affine
+/// part on VectorE.
+fn ln_output(
+    kb: &mut KernelBuilder,
+    x_t: &Tile,
+    stats: (&Tile, &Tile),
+    (w_t, b_t): (&Tile, &Tile),
+    p: u64,
+) -> Result<Tile, KernelError> {
+    let width = x_t.free_len();
+    let xn = kb.sbuf(p as u32, x_t.dtype, &[width])?;
+    let stages = [
+        (AluOp::Add, ScalarOperand::Vector(stats.0.clone())),
+        (AluOp::Multiply, ScalarOperand::Vector(stats.1.clone())),
+    ];
+    kb.tensor_scalar(Engine::GpSimd, &xn, x_t, &stages);
+    let y_t = kb.sbuf(p as u32, x_t.dtype, &[width])?;
+    kb.tensor_tensor(Engine::Vector, &y_t, &xn, &rows_of(w_t, p), AluOp::Multiply);
+    kb.tensor_tensor(Engine::Vector, &y_t, &y_t, &rows_of(b_t, p), AluOp::Add);
+    kb.free(&xn)?;
+    Ok(y_t)
+}
+
 /// `y = (x - mean(x)) / sqrt(var(x) + eps) · w + b` along each row; `w`, `b: [cols]`.
 pub fn layernorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, KernelError> {
     check_shape("layernorm", rows, cols)?;
@@ -514,12 +563,12 @@ pub fn layernorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Progr
     let w = kb.input("w", dtype, &[cols])?;
     let bias = kb.input("b", dtype, &[cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
+    let eps = constant(&mut kb, LAYERNORM_EPS)?;
+    let inv = 1.0 / cols as f32;
     if chunked(cols, dtype) {
         // Per chunk: its mean and centred sum of squares; chunks combine with Chan et al.'s
         // pairwise update (exact in exact arithmetic, and stable when |mean| ≫ std):
         // δ = μ_c − μ, μ += δ·w/(n+w), M2 += M2_c + δ²·n·w/(n+w). Kept as −μ.
-        let eps = constant(&mut kb, LAYERNORM_EPS)?;
-        let inv = 1.0 / cols as f32;
         let mut seen = 0u64;
         two_pass(
             &mut kb,
@@ -530,17 +579,7 @@ pub fn layernorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Progr
             dtype,
             |kb, t, p, acc| {
                 let w = t.free_len();
-                let junk = kb.sbuf(p as u32, dtype, &[w])?;
-                let sum = kb.sbuf(p as u32, DType::F32, &[1])?;
-                let one = ScalarOperand::Imm(1.0);
-                kb.activation(&junk, t, ActFunc::Identity, one.clone(), None, Some(&sum));
-                let neg_mu = kb.sbuf(p as u32, DType::F32, &[1])?;
-                let scale = ScalarOperand::Imm(-1.0 / w as f32);
-                kb.tensor_scalar(Engine::Vector, &neg_mu, &sum, &[(AluOp::Multiply, scale)]);
-                kb.free(&sum)?;
-                let m2 = kb.sbuf(p as u32, DType::F32, &[1])?;
-                kb.activation(&junk, t, ActFunc::Square, one, Some(&neg_mu), Some(&m2));
-                kb.free(&junk)?;
+                let (neg_mu, m2) = centred_stats(kb, t, p)?;
                 let Some(acc) = acc else {
                     seen = w;
                     return Ok(vec![neg_mu, m2]);
@@ -548,12 +587,12 @@ pub fn layernorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Progr
                 let (neg_mean, total) = (&acc[0], &acc[1]);
                 let (n, wf) = (seen as f32, w as f32);
                 // δ' = −μ_c − (−μ) = −δ
-                let delta = kb.sbuf(p as u32, DType::F32, &[1])?;
+                let delta = stat(kb, p)?;
                 kb.tensor_tensor(Engine::Vector, &delta, &neg_mu, neg_mean, AluOp::Subtract);
                 kb.free(&neg_mu)?;
                 kb.tensor_tensor(Engine::Vector, total, total, &m2, AluOp::Add);
                 kb.free(&m2)?;
-                let sq = kb.sbuf(p as u32, DType::F32, &[1])?;
+                let sq = stat(kb, p)?;
                 kb.tensor_tensor(Engine::Vector, &sq, &delta, &delta, AluOp::Multiply);
                 let weight = ScalarOperand::Imm(n * wf / (n + wf));
                 kb.tensor_scalar(Engine::Vector, &sq, &sq, &[(AluOp::Multiply, weight)]);
@@ -566,36 +605,13 @@ pub fn layernorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Progr
                 seen += w;
                 Ok(acc)
             },
-            |kb, acc, p| {
-                let rstd = kb.sbuf(p as u32, DType::F32, &[1])?;
-                kb.activation(
-                    &rstd,
-                    &acc[1],
-                    ActFunc::Rsqrt,
-                    ScalarOperand::Imm(inv),
-                    Some(&rows_of(&eps, p)),
-                    None,
-                );
-                kb.free(&acc[1])?;
-                let negmean = acc[0].clone();
-                Ok(vec![negmean, rstd])
+            |kb, mut acc, p| {
+                let rstd = rstd_of(kb, acc.remove(1), inv, &eps, p)?;
+                Ok(vec![acc.remove(0), rstd])
             },
             |kb, t, p, c, acc| {
-                let xn = kb.sbuf(p as u32, dtype, &[c.1])?;
-                kb.tensor_scalar(
-                    Engine::GpSimd,
-                    &xn,
-                    t,
-                    &[
-                        (AluOp::Add, ScalarOperand::Vector(acc[0].clone())),
-                        (AluOp::Multiply, ScalarOperand::Vector(acc[1].clone())),
-                    ],
-                );
                 let (w_t, b_t) = (broadcast(kb, w, dtype, c)?, broadcast(kb, bias, dtype, c)?);
-                let y_t = kb.sbuf(p as u32, dtype, &[c.1])?;
-                kb.tensor_tensor(Engine::Vector, &y_t, &xn, &rows_of(&w_t, p), AluOp::Multiply);
-                kb.tensor_tensor(Engine::Vector, &y_t, &y_t, &rows_of(&b_t, p), AluOp::Add);
-                kb.free(&xn)?;
+                let y_t = ln_output(kb, t, (&acc[0], &acc[1]), (&w_t, &b_t), p)?;
                 kb.free(&w_t)?;
                 kb.free(&b_t)?;
                 Ok(y_t)
@@ -605,62 +621,12 @@ pub fn layernorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Progr
     }
     let (w_t, b_t) =
         (broadcast(&mut kb, w, dtype, (0, cols))?, broadcast(&mut kb, bias, dtype, (0, cols))?);
-    let eps = constant(&mut kb, LAYERNORM_EPS)?;
     pipelined(&mut kb, rows, &[x], cols, dtype, y, |kb, t, p| {
-        let x_t = &t[0];
-        let junk = kb.sbuf(p as u32, dtype, &[cols])?;
-        // Σ x (ScalarE identity with its add-reduction), then -mean.
-        let sum = kb.sbuf(p as u32, DType::F32, &[1])?;
-        kb.activation(&junk, x_t, ActFunc::Identity, ScalarOperand::Imm(1.0), None, Some(&sum));
-        // -mean on ScalarE too: a hop to another engine here would serialize the blocks.
-        let negmean = kb.sbuf(p as u32, DType::F32, &[1])?;
-        kb.activation(
-            &negmean,
-            &sum,
-            ActFunc::Identity,
-            ScalarOperand::Imm(-1.0 / cols as f32),
-            None,
-            None,
-        );
-        kb.free(&sum)?;
-        // Σ (x - mean)² (ScalarE square of x + (-mean), reduced).
-        let var = kb.sbuf(p as u32, DType::F32, &[1])?;
-        kb.activation(
-            &junk,
-            x_t,
-            ActFunc::Square,
-            ScalarOperand::Imm(1.0),
-            Some(&negmean),
-            Some(&var),
-        );
-        kb.free(&junk)?;
-        let rstd = kb.sbuf(p as u32, DType::F32, &[1])?;
-        kb.activation(
-            &rstd,
-            &var,
-            ActFunc::Rsqrt,
-            ScalarOperand::Imm(1.0 / cols as f32),
-            Some(&rows_of(&eps, p)),
-            None,
-        );
-        kb.free(&var)?;
-        // (x - mean) · rstd on GpSimd, then · w + b on VectorE.
-        let xn = kb.sbuf(p as u32, dtype, &[cols])?;
-        kb.tensor_scalar(
-            Engine::GpSimd,
-            &xn,
-            x_t,
-            &[
-                (AluOp::Add, ScalarOperand::Vector(negmean.clone())),
-                (AluOp::Multiply, ScalarOperand::Vector(rstd.clone())),
-            ],
-        );
-        kb.free(&negmean)?;
+        let (neg_mean, m2) = centred_stats(kb, &t[0], p)?;
+        let rstd = rstd_of(kb, m2, inv, &eps, p)?;
+        let y_t = ln_output(kb, &t[0], (&neg_mean, &rstd), (&w_t, &b_t), p)?;
+        kb.free(&neg_mean)?;
         kb.free(&rstd)?;
-        let y_t = kb.sbuf(p as u32, dtype, &[cols])?;
-        kb.tensor_tensor(Engine::Vector, &y_t, &xn, &rows_of(&w_t, p), AluOp::Multiply);
-        kb.tensor_tensor(Engine::Vector, &y_t, &y_t, &rows_of(&b_t, p), AluOp::Add);
-        kb.free(&xn)?;
         Ok(y_t)
     })?;
     kb.finish()

@@ -710,26 +710,18 @@ impl<'a> Server<'a> {
 }
 
 pub(crate) fn check(model: &Model, cfg: &ServeConfig) -> Result<(), PlanError> {
-    const LIMIT: u64 = 1 << 24;
-    for (name, v) in
-        [("chips", cfg.chips), ("input-len", cfg.input_len), ("output-len", cfg.output_len)]
-    {
-        if v == 0 {
-            return Err(PlanError::NotPositive { name, value: v });
-        }
-        if v > LIMIT {
-            return Err(PlanError::TooLarge { name, value: v, limit: LIMIT });
-        }
-    }
-    for (name, v) in [("tp", cfg.tp), ("pp", cfg.pp), ("ep", cfg.ep), ("batch", cfg.batch)] {
-        match v {
-            Some(0) => return Err(PlanError::NotPositive { name, value: 0 }),
-            Some(v) if v > LIMIT => {
-                return Err(PlanError::TooLarge { name, value: v, limit: LIMIT })
-            }
-            _ => {}
-        }
-    }
+    crate::train::check_counts(
+        &[
+            ("chips", Some(cfg.chips)),
+            ("input-len", Some(cfg.input_len)),
+            ("output-len", Some(cfg.output_len)),
+            ("tp", cfg.tp),
+            ("pp", cfg.pp),
+            ("ep", cfg.ep),
+            ("batch", cfg.batch),
+        ],
+        1 << 24,
+    )?;
     let tokens = cfg.batch.unwrap_or(1).saturating_mul(cfg.input_len + cfg.output_len);
     if tokens > 1 << 32 {
         return Err(PlanError::TooLarge {

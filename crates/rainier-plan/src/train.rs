@@ -310,36 +310,38 @@ fn check_sizes(model: &Model, chip: &Chip, cfg: &TrainConfig) -> Result<(), Plan
     Ok(())
 }
 
-/// Checks what does not depend on the chip: sizes, degrees, datacenter and economics.
-pub(crate) fn check_job(model: &Model, cfg: &TrainConfig) -> Result<(), PlanError> {
-    const LIMIT: u64 = 1 << 32;
-    for (name, value) in
-        [("chips", cfg.chips), ("seq", cfg.seq), ("global-batch", cfg.global_batch)]
-    {
-        if value == 0 {
-            return Err(PlanError::NotPositive { name, value });
-        }
-        if value > LIMIT {
-            return Err(PlanError::TooLarge { name, value, limit: LIMIT });
-        }
-    }
-    for (name, value) in [
-        ("micro-batch", cfg.micro_batch),
-        ("tp", cfg.tp),
-        ("pp", cfg.pp),
-        ("dp", cfg.dp),
-        ("cp", cfg.cp),
-        ("ep", cfg.ep),
-        ("vpp", cfg.vpp),
-    ] {
+/// Checks that every given size is positive and at most `limit`; `None` means "not given".
+pub(crate) fn check_counts(
+    counts: &[(&'static str, Option<u64>)],
+    limit: u64,
+) -> Result<(), PlanError> {
+    for &(name, value) in counts {
         match value {
             Some(0) => return Err(PlanError::NotPositive { name, value: 0 }),
-            Some(v) if v > LIMIT => {
-                return Err(PlanError::TooLarge { name, value: v, limit: LIMIT })
-            }
+            Some(v) if v > limit => return Err(PlanError::TooLarge { name, value: v, limit }),
             _ => {}
         }
     }
+    Ok(())
+}
+
+/// Checks what does not depend on the chip: sizes, degrees, datacenter and economics.
+pub(crate) fn check_job(model: &Model, cfg: &TrainConfig) -> Result<(), PlanError> {
+    check_counts(
+        &[
+            ("chips", Some(cfg.chips)),
+            ("seq", Some(cfg.seq)),
+            ("global-batch", Some(cfg.global_batch)),
+            ("micro-batch", cfg.micro_batch),
+            ("tp", cfg.tp),
+            ("pp", cfg.pp),
+            ("dp", cfg.dp),
+            ("cp", cfg.cp),
+            ("ep", cfg.ep),
+            ("vpp", cfg.vpp),
+        ],
+        1 << 32,
+    )?;
     if cfg.seq > model.max_positions {
         return Err(PlanError::SeqTooLong { seq: cfg.seq, max: model.max_positions });
     }
