@@ -49,6 +49,13 @@ pub(crate) const HALVING_DOUBLING_EFF: Assumption = Assumption {
     value: 0.9,
     why: "recursive halving-doubling sends half the remaining buffer per step without a ring's chunk pipelining; a 10 % bandwidth loss puts the crossover to ring at ~45 MB on 8×H100 and ~50 MB on a Trn2 instance, near Neuron's published RDH→KangaRing switch at 56 MB (hardware-catalog §5 [doc NX-coll])",
 };
+/// The most of the scale-up links that other parallel groups' traffic may take from an
+/// overlapped data-parallel reduction.
+pub const SCALE_UP_MAX_SHARED: Assumption = Assumption {
+    name: "net.scale_up_max_shared",
+    value: 0.9,
+    why: "TP/CP traffic never leaves an overlapped DP reduction less than 10 % of the scale-up links (link arbitration interleaves them); no public figure",
+};
 pub(crate) const BUILDING_CHIPS: Assumption = Assumption {
     name: "dc.building_chips",
     value: 65_536.0,

@@ -26,7 +26,7 @@ mod neuron;
 use rainier_hw::{Chip, Family, Framework, MathPrecision};
 use rainier_model::{MemKind, Op, OpKind};
 
-pub use collective::{CollectiveKind, Datacenter, Group, Level, Topology};
+pub use collective::{CollectiveKind, Datacenter, Group, Level, Topology, SCALE_UP_MAX_SHARED};
 pub use gpu::{gemm_fit_report, GemmFitReport};
 pub use neuron::{NeuronCosts, NeuronTable, TableError};
 
@@ -58,6 +58,7 @@ pub const ASSUMPTIONS: &[Assumption] = &[
     collective::BASE_LATENCY_S,
     collective::MESH_EFF,
     collective::HALVING_DOUBLING_EFF,
+    collective::SCALE_UP_MAX_SHARED,
     collective::BUILDING_CHIPS,
     collective::BUILDING_OVERSUBSCRIPTION,
     collective::BUILDING_LATENCY_S,

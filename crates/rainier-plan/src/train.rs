@@ -794,7 +794,7 @@ impl<'a> Planner<'a> {
         // Counted per forward + backward (recompute adds both traffic and time).
         let busy = ((2.0 * lc.tp_pass + lc.cp_fwd + lc.cp_bwd) * n
             / (forward + backward).max(1e-12))
-        .min(0.9);
+        .min(rainier_perf::SCALE_UP_MAX_SHARED.value);
         let free = 1.0 - busy;
         let cp_group = Group { size: d.cp, stride: d.tp };
         let dp_group = Group { size: d.dp, stride: dp_stride };
