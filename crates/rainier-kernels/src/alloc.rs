@@ -8,7 +8,7 @@
 
 /// Free byte ranges `[start, end)` of one partition, sorted and coalesced.
 #[derive(Debug, Clone)]
-pub(crate) struct Arena {
+pub struct Arena {
     capacity: u64,
     free: Vec<(u64, u64)>,
     /// Where the last allocation ended.
@@ -16,27 +16,27 @@ pub(crate) struct Arena {
 }
 
 impl Arena {
-    pub(crate) fn new(capacity: u64) -> Self {
+    pub fn new(capacity: u64) -> Self {
         Arena { capacity, free: vec![(0, capacity)], cursor: 0 }
     }
 
     /// Bytes currently free.
-    pub(crate) fn free_bytes(&self) -> u64 {
+    pub fn free_bytes(&self) -> u64 {
         self.free.iter().map(|(s, e)| e - s).sum()
     }
 
     /// The largest free block.
-    pub(crate) fn largest(&self) -> u64 {
+    pub fn largest(&self) -> u64 {
         self.free.iter().map(|(s, e)| e - s).max().unwrap_or(0)
     }
 
-    pub(crate) fn capacity(&self) -> u64 {
+    pub fn capacity(&self) -> u64 {
         self.capacity
     }
 
     /// A block of `bytes` starting at a multiple of `align`: the first that fits at or after
     /// the cursor, wrapping around.
-    pub(crate) fn alloc(&mut self, bytes: u64, align: u64) -> Option<u64> {
+    pub fn alloc(&mut self, bytes: u64, align: u64) -> Option<u64> {
         let align = align.max(1);
         let n = self.free.len();
         if n == 0 {
@@ -67,7 +67,7 @@ impl Arena {
 
     /// Returns `[start, start + bytes)` to the free list. Freeing what is not allocated is a
     /// caller bug and returns false.
-    pub(crate) fn release(&mut self, start: u64, bytes: u64) -> bool {
+    pub fn release(&mut self, start: u64, bytes: u64) -> bool {
         let end = start + bytes;
         if end > self.capacity || self.free.iter().any(|&(s, e)| s < end && start < e) {
             return false;

@@ -133,6 +133,10 @@ pub struct KernelBuilder {
     /// DMAs issued per pool semaphore (index = semaphore - ENGINE_SEMAPHORES).
     dma_issued: Vec<u32>,
     next_dma: usize,
+    /// Waits for everything issued before the last [`KernelBuilder::fence`], and which engines
+    /// have not yet taken them (in-order engines need them on their first instruction only).
+    fence_waits: Vec<SemWait>,
+    fence_pending: [bool; 5],
 }
 
 impl KernelBuilder {
@@ -152,6 +156,8 @@ impl KernelBuilder {
             engine_counts: [0; 5],
             dma_issued: vec![0; pool],
             next_dma: 0,
+            fence_waits: Vec::new(),
+            fence_pending: [false; 5],
         }
     }
 
@@ -198,6 +204,16 @@ impl KernelBuilder {
         shape: &[u64],
     ) -> Result<usize, KernelError> {
         self.declare(name, dtype, shape, TensorKind::Output)
+    }
+
+    /// Declares an HBM scratch tensor (device-only, starts as zeros); returns its index.
+    pub fn scratch(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        shape: &[u64],
+    ) -> Result<usize, KernelError> {
+        self.declare(name, dtype, shape, TensorKind::Scratch)
     }
 
     /// The 2-D block `[rows, cols]` of a rank-2 HBM tensor.
@@ -300,6 +316,22 @@ impl KernelBuilder {
         self.sbuf.free_bytes()
     }
 
+    /// Orders every later instruction after every earlier one (a loop iteration that may not
+    /// overlap the next, as NKI's `sequential_range`): each engine's next instruction waits for
+    /// all compute and DMA issued so far.
+    pub fn fence(&mut self) {
+        let mut waits: Vec<SemWait> = Engine::ALL
+            .iter()
+            .filter(|e| self.engine_counts[e.index()] > 0)
+            .map(|e| SemWait { semaphore: e.index() as u32, value: self.engine_counts[e.index()] })
+            .collect();
+        waits.extend(self.dma_issued.iter().enumerate().filter(|(_, &n)| n > 0).map(|(k, &n)| {
+            SemWait { semaphore: k as u32 + ENGINE_SEMAPHORES, value: n }
+        }));
+        self.fence_waits = waits;
+        self.fence_pending = [true; 5];
+    }
+
     /// Appends `op` on `engine`, with the semaphore waits its data dependencies need and a
     /// signal for those who will depend on it.
     pub fn push(&mut self, engine: Engine, op: Op) {
@@ -327,6 +359,16 @@ impl KernelBuilder {
                 };
                 let w = waits.entry(sem).or_insert(0);
                 *w = (*w).max(value);
+            }
+        }
+        if std::mem::take(&mut self.fence_pending[engine.index()]) {
+            for w in &self.fence_waits {
+                // An engine's own earlier compute is ordered by the engine itself.
+                if w.semaphore == engine.index() as u32 && !is_dma {
+                    continue;
+                }
+                let v = waits.entry(w.semaphore).or_insert(0);
+                *v = (*v).max(w.value);
             }
         }
         let token = if is_dma {
@@ -480,6 +522,17 @@ impl KernelBuilder {
     /// Whether no instruction has been pushed.
     pub fn is_empty(&self) -> bool {
         self.instructions.is_empty()
+    }
+
+    /// The finished program with the source line of each instruction (for its messages and
+    /// traces), verified against the chip's rules.
+    pub fn into_program(self, lines: Vec<u32>) -> Result<Program, KernelError> {
+        if self.instructions.len() > MAX_INSTRUCTIONS {
+            return Err(KernelError::TooLarge { limit: MAX_INSTRUCTIONS });
+        }
+        let program = Program { tensors: self.tensors, instructions: self.instructions, lines };
+        verify(&program, &self.chip.core)?;
+        Ok(program)
     }
 
     /// The finished program, verified against the chip's rules.

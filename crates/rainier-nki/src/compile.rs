@@ -1,0 +1,596 @@
+//! From a [`Trace`] to a NeuronCore [`Program`]: on-chip tensors placed by liveness over the
+//! traced program (each block of a blocked tensor on its own when no access spans blocks),
+//! then every traced instruction lowered to the ISA through [`KernelBuilder::push`], which
+//! derives the semaphores from the data each instruction touches.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use rainier_arch::ChipParams;
+use rainier_isa::{
+    ActFunc, Affine, AluOp, Dim, DmaOperand, Engine, HbmAccess, Memory, Op, Program, ReduceOp,
+    ScalarOperand, ScalarStage, TensorKind, Tile,
+};
+use rainier_kernels::{Arena, KernelBuilder};
+use rainier_tensor::DType;
+
+use crate::trace::{Access, Buffer, OpSpec, ScalarSpec, SourceRef, TensorSpec, Trace};
+use crate::NkiError;
+
+/// SBUF allocation alignment within a partition (assumption, as the kernel builder's).
+const SBUF_ALIGN: u64 = 64;
+
+/// A compiled kernel: the program, the kernel source line of each instruction, and where each
+/// on-chip tensor went.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub program: Program,
+    /// `[file, line]` of each instruction.
+    pub sources: Vec<SourceRef>,
+    /// Program tensor index of each HBM trace tensor (`None` for on-chip tensors).
+    pub hbm_index: Vec<Option<usize>>,
+    /// Most SBUF / PSUM bytes per partition live at once.
+    pub sbuf_peak_bytes: u64,
+    pub psum_peak_bytes: u64,
+}
+
+/// An allocation unit: a whole on-chip tensor, or one block of it.
+#[derive(Debug, Clone, Copy)]
+struct Unit {
+    tensor: usize,
+    /// Byte offset of the unit within the tensor's per-partition storage.
+    start: u64,
+    bytes: u64,
+    first: usize,
+    last: usize,
+    /// Assigned address (bytes within each partition).
+    addr: u64,
+}
+
+pub(crate) fn dtype_of(name: &str) -> Result<DType, NkiError> {
+    let alias = match name {
+        "float8_e4m3" | "float8e4" => Some(DType::Fp8E4m3),
+        "float8_e4m3fn" => Some(DType::Fp8E4m3fn),
+        "float8_e5m2" | "float8e5" => Some(DType::Fp8E5m2),
+        "tfloat32" => Some(DType::Tf32),
+        _ => None,
+    };
+    alias.map_or_else(
+        || DType::from_str(name).map_err(|e| NkiError::Input(e.to_string())),
+        Ok,
+    )
+}
+
+fn engine_of(name: &str) -> Result<Engine, NkiError> {
+    Engine::from_name(name)
+        .ok_or_else(|| NkiError::Input(format!("unknown engine '{name}' in the trace")))
+}
+
+fn alu_of(name: &str) -> Result<AluOp, NkiError> {
+    AluOp::ALL
+        .into_iter()
+        .find(|o| o.name() == name)
+        .ok_or_else(|| NkiError::Input(format!("unknown ALU operator '{name}' in the trace")))
+}
+
+/// Byte range `[lo, hi)` an on-chip access touches within each partition.
+fn byte_range(a: &Access, esz: u64) -> (i128, i128) {
+    let (mut lo, mut hi) = (i128::from(a.off), i128::from(a.off));
+    for [stride, size] in &a.dims {
+        let span = i128::from(*stride) * i128::from((*size).max(1) - 1);
+        lo += span.min(0);
+        hi += span.max(0);
+    }
+    let e = i128::from(esz);
+    (lo * e, (hi + 1) * e)
+}
+
+struct Lowering<'a> {
+    trace: &'a Trace,
+    chip: &'a ChipParams,
+    dtypes: Vec<DType>,
+    /// Per on-chip tensor: its units (sorted by start) when split into blocks.
+    units: Vec<Unit>,
+    unit_of_tensor: Vec<Vec<usize>>,
+    hbm_index: Vec<Option<usize>>,
+    last_writer: HashMap<usize, Engine>,
+}
+
+impl<'a> Lowering<'a> {
+    fn src(&self, s: SourceRef) -> String {
+        let file = self.trace.files.get(s[0] as usize).map_or("<kernel>", String::as_str);
+        format!("{file}:{}", s[1])
+    }
+
+    fn access_dtype(&self, a: &Access) -> Result<DType, NkiError> {
+        match &a.dt {
+            Some(d) => dtype_of(d),
+            None => Ok(self.dtypes[a.t]),
+        }
+    }
+
+    fn raw_dims(dims: &[[i64; 2]]) -> Vec<Dim> {
+        let mut dims: Vec<Dim> =
+            dims.iter().map(|&[stride, size]| Dim { stride, size: size as u64 }).collect();
+        if dims.is_empty() {
+            dims.push(Dim { stride: 1, size: 1 });
+        }
+        dims
+    }
+
+    fn dims(a: &Access) -> Vec<Dim> {
+        merge_dims(Self::raw_dims(&a.dims))
+    }
+
+    /// The unit an access falls in (it was checked to fall in one).
+    fn unit_at(&self, a: &Access, esz: u64) -> usize {
+        let (lo, _) = byte_range(a, esz);
+        let us = &self.unit_of_tensor[a.t];
+        let at = us.partition_point(|&u| i128::from(self.units[u].start) <= lo);
+        us[at.saturating_sub(1)]
+    }
+
+    fn tile(&self, a: &Access) -> Result<Tile, NkiError> {
+        self.tile_with(a, Self::dims(a))
+    }
+
+    /// The tile of `a` with its dims as traced (one per traced dim: affine predicates keep
+    /// their steps).
+    fn tile_unmerged(&self, a: &Access) -> Result<Tile, NkiError> {
+        self.tile_with(a, Self::raw_dims(&a.dims))
+    }
+
+    fn tile_with(&self, a: &Access, dims: Vec<Dim>) -> Result<Tile, NkiError> {
+        let spec = &self.trace.tensors[a.t];
+        let dtype = self.access_dtype(a)?;
+        let esz = dtype.size_bytes() as u64;
+        let unit = self.units[self.unit_at(a, esz)];
+        let memory = if spec.buffer == Buffer::Psum { Memory::Psum } else { Memory::Sbuf };
+        let base = unit.addr as i64 - unit.start as i64;
+        let byte_off = base + a.off * esz as i64;
+        // Fold a negative element offset (negative strides) into the pattern's origin.
+        Ok(Tile {
+            memory,
+            start_partition: a.p,
+            partitions: a.n,
+            offset_bytes: byte_off.max(0) as u64,
+            dtype,
+            dims,
+        })
+    }
+
+    fn hbm(&self, a: &Access) -> HbmAccess {
+        let mut dims = Self::dims(a);
+        if dims.len() > 5 {
+            dims = merge_dims(dims);
+        }
+        HbmAccess { tensor: self.hbm_index[a.t].unwrap_or(0), offset: a.off.max(0) as u64, dims }
+    }
+
+    fn dma_operand(&self, a: &Access) -> Result<DmaOperand, NkiError> {
+        if self.trace.tensors[a.t].buffer.is_hbm() {
+            Ok(DmaOperand::Hbm(self.hbm(a)))
+        } else {
+            Ok(DmaOperand::Tile(self.tile(a)?))
+        }
+    }
+
+    fn scalar(&self, s: &ScalarSpec) -> Result<ScalarOperand, NkiError> {
+        Ok(match s {
+            ScalarSpec::Imm(v) => ScalarOperand::Imm(*v),
+            ScalarSpec::Tile(a) => ScalarOperand::Vector(self.tile(a)?),
+        })
+    }
+
+    fn lower(&mut self, op: &OpSpec) -> Result<Option<(Engine, Op)>, NkiError> {
+        let t = |a: &Access| self.tile(a);
+        Ok(Some(match op {
+            OpSpec::Fence => return Ok(None),
+            OpSpec::Dma { dst, src } => {
+                // A store is triggered from the queue of the engine that produced its data, so
+                // it does not hold up the loads queued behind it on the Sync engine.
+                let engine = if self.trace.tensors[src.t].buffer.is_hbm() {
+                    Engine::Sync
+                } else {
+                    let esz = self.access_dtype(src)?.size_bytes() as u64;
+                    let u = self.unit_at(src, esz);
+                    self.last_writer.get(&u).copied().unwrap_or(Engine::Sync)
+                };
+                let op = Op::DmaCopy { dst: self.dma_operand(dst)?, src: self.dma_operand(src)? };
+                (engine, op)
+            }
+            OpSpec::Matmul { dst, stationary, moving, accumulate } => (
+                Engine::Tensor,
+                Op::Matmul {
+                    dst: t(dst)?,
+                    stationary: t(stationary)?,
+                    moving: t(moving)?,
+                    accumulate: *accumulate,
+                    double_row: false,
+                },
+            ),
+            OpSpec::Transpose { dst, src, engine } => {
+                (engine_of(engine)?, Op::Transpose { dst: t(dst)?, src: t(src)? })
+            }
+            OpSpec::TensorTensor { dst, in0, in1, alu, engine } => (
+                engine_of(engine)?,
+                Op::TensorTensor { dst: t(dst)?, in0: t(in0)?, in1: t(in1)?, op: alu_of(alu)? },
+            ),
+            OpSpec::TensorScalar { dst, src, stages, engine } => {
+                let stages = stages
+                    .iter()
+                    .map(|s| {
+                        Ok(ScalarStage {
+                            op: alu_of(&s.alu)?,
+                            operand: self.scalar(&s.operand)?,
+                            reverse: s.reverse,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, NkiError>>()?;
+                (engine_of(engine)?, Op::TensorScalar { dst: t(dst)?, src: t(src)?, stages })
+            }
+            OpSpec::TensorReduce { dst, src, reduce, axes, negate } => {
+                let op = ReduceOp::ALL.into_iter().find(|o| o.name() == reduce).ok_or_else(
+                    || NkiError::Input(format!("unknown reduce operator '{reduce}'")),
+                )?;
+                // The reduced dims are the innermost `axes` of the access as traced: merge the
+                // kept and the reduced dims separately so the boundary survives.
+                let split = src.dims.len().saturating_sub(*axes as usize);
+                let kept = merge_dims(Self::raw_dims(&src.dims[..split]));
+                let reduced = merge_dims(Self::raw_dims(&src.dims[split..]));
+                let axes = reduced.len() as u32;
+                let mut dims = if split == 0 { Vec::new() } else { kept };
+                dims.extend(reduced);
+                let src_t = self.tile_with(src, dims)?;
+                (
+                    Engine::Vector,
+                    Op::TensorReduce { dst: t(dst)?, src: src_t, op, axes, negate: *negate },
+                )
+            }
+            OpSpec::TensorCopy { dst, src, engine } => {
+                (engine_of(engine)?, Op::TensorCopy { dst: t(dst)?, src: t(src)? })
+            }
+            OpSpec::Memset { dst, value, engine } => {
+                (engine_of(engine)?, Op::Memset { dst: t(dst)?, value: *value })
+            }
+            OpSpec::Select { dst, predicate, on_true, on_false } => (
+                Engine::Vector,
+                Op::Select {
+                    dst: t(dst)?,
+                    predicate: t(predicate)?,
+                    on_true: t(on_true)?,
+                    on_false: t(on_false)?,
+                },
+            ),
+            OpSpec::Activation { dst, src, func, scale, bias, reduce } => {
+                let f = ActFunc::from_name(func).ok_or_else(|| {
+                    NkiError::Input(format!("unknown activation function '{func}'"))
+                })?;
+                (
+                    Engine::Scalar,
+                    Op::Activation {
+                        dst: t(dst)?,
+                        src: t(src)?,
+                        func: f,
+                        scale: self.scalar(scale)?,
+                        bias: bias.as_ref().map(t).transpose()?,
+                        reduce: reduce.as_ref().map(t).transpose()?,
+                    },
+                )
+            }
+            OpSpec::Iota { dst, base, channel_multiplier, steps } => {
+                let dst = self.tile_unmerged(dst)?;
+                let steps = fit_steps(steps, &dst.dims);
+                let affine =
+                    Affine { base: *base, channel_multiplier: *channel_multiplier, steps };
+                (Engine::GpSimd, Op::Iota { dst, affine })
+            }
+            OpSpec::AffineSelect { dst, src, cmp, base, channel_multiplier, steps, on_false } => {
+                let dst = self.tile_unmerged(dst)?;
+                let steps = fit_steps(steps, &dst.dims);
+                let affine =
+                    Affine { base: *base, channel_multiplier: *channel_multiplier, steps };
+                (
+                    Engine::GpSimd,
+                    Op::AffineSelect {
+                        src: self.tile_unmerged(src)?,
+                        dst,
+                        affine,
+                        cmp: alu_of(cmp)?,
+                        on_false: *on_false,
+                    },
+                )
+            }
+        }))
+    }
+}
+
+/// One step per dim of `dims` (the front end passes one per traced dim; an empty access got a
+/// unit dim).
+fn fit_steps(steps: &[i32], dims: &[Dim]) -> Vec<i32> {
+    if steps.len() == dims.len() {
+        return steps.to_vec();
+    }
+    let mut out = steps[steps.len().saturating_sub(dims.len())..].to_vec();
+    out.resize(dims.len(), 0);
+    out
+}
+
+/// Merges adjacent dims that walk memory contiguously (`outer.stride == inner.stride ×
+/// inner.size`), and drops size-1 dims, keeping at least one dim.
+pub(crate) fn merge_dims(dims: Vec<Dim>) -> Vec<Dim> {
+    let mut out: Vec<Dim> = Vec::with_capacity(dims.len());
+    for d in dims.into_iter().filter(|d| d.size != 1) {
+        out.push(d);
+    }
+    if out.is_empty() {
+        return vec![Dim { stride: 1, size: 1 }];
+    }
+    let mut merged: Vec<Dim> = Vec::with_capacity(out.len());
+    for d in out.into_iter().rev() {
+        match merged.last_mut() {
+            Some(inner) if d.stride == inner.stride * inner.size as i64 => {
+                inner.size *= d.size;
+            }
+            _ => merged.push(d),
+        }
+    }
+    merged.reverse();
+    merged
+}
+
+fn check_access(
+    trace: &Trace,
+    dtypes: &[DType],
+    a: &Access,
+    what: &str,
+    parts: u32,
+) -> Result<(), String> {
+    let spec = trace.tensors.get(a.t).ok_or_else(|| format!("{what}: no tensor #{}", a.t))?;
+    let dtype = match &a.dt {
+        Some(d) => dtype_of(d).map_err(|e| e.to_string())?,
+        None => dtypes[a.t],
+    };
+    let esz = dtype.size_bytes() as u64;
+    let (lo, hi) = byte_range(a, esz);
+    if spec.buffer.is_hbm() {
+        let total = i128::from(spec.shape.iter().product::<u64>()) * i128::from(dtypes[a.t].size_bytes() as u64);
+        if lo < 0 || hi > total {
+            return Err(format!(
+                "{what} of '{}' is out of bounds (bytes {lo}..{hi} of {total})",
+                spec.name
+            ));
+        }
+        return Ok(());
+    }
+    if a.n == 0 || a.p + a.n > spec.partitions.min(parts) {
+        return Err(format!(
+            "{what} of '{}' touches partitions {}..{} of {}",
+            spec.name,
+            a.p,
+            a.p + a.n,
+            spec.partitions
+        ));
+    }
+    if lo < 0 || hi > i128::from(spec.bytes) {
+        return Err(format!(
+            "{what} of '{}' is out of bounds (bytes {lo}..{hi} of {} per partition)",
+            spec.name, spec.bytes
+        ));
+    }
+    Ok(())
+}
+
+/// Allocates, lowers and verifies `trace` for one NeuronCore of `chip`.
+pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
+    let core = &chip.core;
+    let parts = core.partitions.value;
+    let dtypes: Vec<DType> =
+        trace.tensors.iter().map(|t| dtype_of(&t.dtype)).collect::<Result<_, _>>()?;
+    let where_ = |s: SourceRef| {
+        let file = trace.files.get(s[0] as usize).map_or("<kernel>", String::as_str);
+        format!("{file}:{}", s[1])
+    };
+    for (t, spec) in trace.tensors.iter().enumerate() {
+        check_tensor(spec, dtypes[t], parts).map_err(|m| NkiError::Kernel {
+            at: where_(spec.src),
+            message: m,
+        })?;
+    }
+
+    // Which on-chip tensors can be split into blocks: every access within one block.
+    let mut splittable: Vec<bool> =
+        trace.tensors.iter().map(|t| !t.buffer.is_hbm() && t.block_bytes > 0 && t.block_bytes < t.bytes).collect();
+    // Per tensor: (first, last) use, and per block for splittable ones.
+    let mut block_use: HashMap<(usize, u64), (usize, usize)> = HashMap::new();
+    let mut whole_use: Vec<Option<(usize, usize)>> = vec![None; trace.tensors.len()];
+    for (i, op) in trace.ops.iter().enumerate() {
+        for (a, _) in op.i.accesses() {
+            check_access(trace, &dtypes, a, op.i.name(), parts)
+                .map_err(|m| NkiError::Kernel { at: where_(op.s), message: m })?;
+            let spec = &trace.tensors[a.t];
+            if spec.buffer.is_hbm() {
+                continue;
+            }
+            let u = whole_use[a.t].get_or_insert((i, i));
+            u.1 = i;
+            if splittable[a.t] {
+                let esz = match &a.dt {
+                    Some(d) => dtype_of(d)?.size_bytes() as u64,
+                    None => dtypes[a.t].size_bytes() as u64,
+                };
+                let (lo, hi) = byte_range(a, esz);
+                let (b0, b1) =
+                    (lo as u64 / spec.block_bytes, (hi as u64 - 1) / spec.block_bytes);
+                if b0 != b1 {
+                    splittable[a.t] = false;
+                } else {
+                    let e = block_use.entry((a.t, b0)).or_insert((i, i));
+                    e.1 = i;
+                }
+            }
+        }
+    }
+    let mut units: Vec<Unit> = Vec::new();
+    let mut unit_of_tensor: Vec<Vec<usize>> = vec![Vec::new(); trace.tensors.len()];
+    let mut blocks: Vec<((usize, u64), (usize, usize))> = block_use.into_iter().collect();
+    blocks.sort_unstable_by_key(|&(k, _)| k);
+    for ((t, b), (first, last)) in blocks {
+        if splittable[t] {
+            let bb = trace.tensors[t].block_bytes;
+            unit_of_tensor[t].push(units.len());
+            units.push(Unit { tensor: t, start: b * bb, bytes: bb, first, last, addr: 0 });
+        }
+    }
+    for (t, u) in whole_use.iter().enumerate() {
+        if let (Some((first, last)), false) = (u, splittable[t]) {
+            unit_of_tensor[t].push(units.len());
+            let bytes = trace.tensors[t].bytes;
+            units.push(Unit { tensor: t, start: 0, bytes, first: *first, last: *last, addr: 0 });
+        }
+    }
+    let (sbuf_peak_bytes, psum_peak_bytes) = allocate(trace, chip, &mut units, &where_)?;
+
+    // HBM tensors in trace order.
+    let mut b = KernelBuilder::new(chip.chip);
+    let mut hbm_index = vec![None; trace.tensors.len()];
+    let mut n_hbm = 0usize;
+    for (t, spec) in trace.tensors.iter().enumerate() {
+        let kind = match spec.buffer {
+            Buffer::Input => TensorKind::Input,
+            Buffer::Output => TensorKind::Output,
+            Buffer::Scratch => TensorKind::Scratch,
+            _ => continue,
+        };
+        let r = match kind {
+            TensorKind::Input => b.input(&spec.name, dtypes[t], &spec.shape),
+            TensorKind::Output => b.output(&spec.name, dtypes[t], &spec.shape),
+            TensorKind::Scratch => b.scratch(&spec.name, dtypes[t], &spec.shape),
+        };
+        r.map_err(|e| NkiError::Kernel { at: where_(spec.src), message: e.to_string() })?;
+        hbm_index[t] = Some(n_hbm);
+        n_hbm += 1;
+    }
+    let mut low = Lowering {
+        trace,
+        chip,
+        dtypes,
+        units,
+        unit_of_tensor,
+        hbm_index,
+        last_writer: HashMap::new(),
+    };
+    let mut sources = Vec::with_capacity(trace.ops.len());
+    for op in &trace.ops {
+        if matches!(op.i, OpSpec::Fence) {
+            b.fence();
+            continue;
+        }
+        let lowered = low.lower(&op.i).map_err(|e| match e {
+            NkiError::Input(m) => NkiError::Kernel { at: low.src(op.s), message: m },
+            other => other,
+        })?;
+        let Some((engine, isa)) = lowered else { continue };
+        if engine != Engine::Sync {
+            if let Some((dst, _)) = op.i.accesses().into_iter().rev().find(|(_, w)| *w) {
+                if !trace.tensors[dst.t].buffer.is_hbm() {
+                    let esz = low.access_dtype(dst)?.size_bytes() as u64;
+                    let u = low.unit_at(dst, esz);
+                    low.last_writer.insert(u, engine);
+                }
+            }
+        }
+        b.push(engine, isa);
+        sources.push(op.s);
+    }
+    let lines: Vec<u32> = sources.iter().map(|s| s[1]).collect();
+    let program = b.into_program(lines).map_err(|e| match e {
+        rainier_kernels::KernelError::Invalid(v) => {
+            let msgs: Vec<String> = v
+                .0
+                .iter()
+                .take(8)
+                .map(|x| format!("{}: {}: {}", low.src(sources[x.index]), x.opcode, x.message))
+                .collect();
+            NkiError::Rules(msgs.join("\n  "))
+        }
+        other => NkiError::Input(other.to_string()),
+    })?;
+    let _ = low.chip;
+    Ok(Compiled { program, sources, hbm_index: low.hbm_index, sbuf_peak_bytes, psum_peak_bytes })
+}
+
+fn check_tensor(spec: &TensorSpec, dtype: DType, parts: u32) -> Result<(), String> {
+    if spec.buffer.is_hbm() {
+        if spec.shape.is_empty() || spec.shape.contains(&0) {
+            return Err(format!("tensor '{}' has an empty shape {:?}", spec.name, spec.shape));
+        }
+        return Ok(());
+    }
+    if spec.partitions == 0 || spec.partitions > parts {
+        return Err(format!(
+            "tensor '{}' spans {} partitions; a NeuronCore has {parts} (the partition dimension is the first, or the nl.par_dim one)",
+            spec.name, spec.partitions
+        ));
+    }
+    if spec.bytes == 0 || spec.bytes % dtype.size_bytes() as u64 != 0 {
+        return Err(format!("tensor '{}' has {} bytes per partition", spec.name, spec.bytes));
+    }
+    Ok(())
+}
+
+/// Places every unit by liveness: sweeping the program, units whose last use has passed are
+/// freed before those first used at an instruction are placed (next fit, so freed memory is
+/// reused only after the rest has cycled: a ring of buffers across loop iterations).
+fn allocate(
+    trace: &Trace,
+    chip: &ChipParams,
+    units: &mut [Unit],
+    where_: &dyn Fn(SourceRef) -> String,
+) -> Result<(u64, u64), NkiError> {
+    let core = &chip.core;
+    let bank = u64::from(core.psum_bank_bytes());
+    let mut sbuf = Arena::new(u64::from(core.sbuf_bytes_per_partition.value));
+    let mut psum = Arena::new(u64::from(core.psum_bytes_per_partition.value));
+    let mut by_first: Vec<usize> = (0..units.len()).collect();
+    by_first.sort_by_key(|&u| (units[u].first, u));
+    let mut by_last: Vec<usize> = (0..units.len()).collect();
+    by_last.sort_by_key(|&u| (units[u].last, u));
+    let (mut next_free, mut peak_s, mut peak_p) = (0usize, 0u64, 0u64);
+    for &u in &by_first {
+        let first = units[u].first;
+        while next_free < by_last.len() && units[by_last[next_free]].last < first {
+            let v = units[by_last[next_free]];
+            let psum_unit = trace.tensors[v.tensor].buffer == Buffer::Psum;
+            let (arena, size) =
+                if psum_unit { (&mut psum, v.bytes.div_ceil(bank) * bank) } else { (&mut sbuf, v.bytes) };
+            arena.release(v.addr, size);
+            next_free += 1;
+        }
+        let spec = &trace.tensors[units[u].tensor];
+        let is_psum = spec.buffer == Buffer::Psum;
+        let (arena, size, align, what) = if is_psum {
+            (&mut psum, units[u].bytes.div_ceil(bank) * bank, bank, "PSUM")
+        } else {
+            (&mut sbuf, units[u].bytes, SBUF_ALIGN, "SBUF")
+        };
+        let addr = arena.alloc(size, align).ok_or_else(|| NkiError::OutOfMemory {
+            at: where_(spec.src),
+            message: format!(
+                "tensor '{}' needs {size} bytes per partition of {what} but the largest free block is {} of {} bytes ({} bytes in use by live tensors)",
+                spec.name,
+                arena.largest(),
+                arena.capacity(),
+                arena.capacity() - arena.free_bytes()
+            ),
+        })?;
+        let used = arena.capacity() - arena.free_bytes();
+        if is_psum {
+            peak_p = peak_p.max(used);
+        } else {
+            peak_s = peak_s.max(used);
+        }
+        units[u].addr = addr;
+    }
+    Ok((peak_s, peak_p))
+}

@@ -1,0 +1,279 @@
+//! The traced kernel: what a front end (the `rainier` Python package) records while it runs an
+//! NKI kernel's Python body, as JSON. Tensors are virtual: on-chip ones have a partition count
+//! and bytes per partition but no address (allocation is [`crate::compile`]'s job); every
+//! operand is an affine access into one tensor, in elements of the access's dtype.
+
+use serde::{Deserialize, Serialize};
+
+/// A kernel as traced: its tensors and its instructions in program order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Trace {
+    /// The kernel's Python name (for reports and traces).
+    pub kernel: String,
+    /// Source files named by [`SourceRef`]s.
+    #[serde(default)]
+    pub files: Vec<String>,
+    pub tensors: Vec<TensorSpec>,
+    pub ops: Vec<TraceOp>,
+}
+
+/// Where a tensor lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Buffer {
+    /// HBM, given by the caller.
+    Input,
+    /// HBM, returned to the caller.
+    Output,
+    /// HBM, device-only working memory.
+    Scratch,
+    Sbuf,
+    Psum,
+}
+
+impl Buffer {
+    pub fn is_hbm(self) -> bool {
+        matches!(self, Buffer::Input | Buffer::Output | Buffer::Scratch)
+    }
+}
+
+/// `[file index, line]` of the kernel source that made a tensor or an instruction.
+pub type SourceRef = [u32; 2];
+
+/// A declared tensor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TensorSpec {
+    pub name: String,
+    pub buffer: Buffer,
+    /// NKI or Rainier dtype name (`float32`, `bfloat16`, `f32`, ...).
+    pub dtype: String,
+    /// HBM tensors: the shape (row-major, dense).
+    #[serde(default)]
+    pub shape: Vec<u64>,
+    /// On-chip tensors: the partitions spanned.
+    #[serde(default)]
+    pub partitions: u32,
+    /// On-chip tensors: bytes per partition.
+    #[serde(default)]
+    pub bytes: u64,
+    /// On-chip tensors with block dimensions (`nl.par_dim` not first): bytes of one block per
+    /// partition. When no access spans two blocks, each block is allocated on its own, with
+    /// its own lifetime, as a compiler does; 0 means one block.
+    #[serde(default)]
+    pub block_bytes: u64,
+    #[serde(default)]
+    pub src: SourceRef,
+}
+
+/// An affine access into a tensor. On-chip: partitions `[p, p + n)` and, within each, the
+/// elements `off + Σ i_j · stride_j`. HBM: the elements `off + Σ i_j · stride_j` of the dense
+/// tensor (`p`, `n` unused; the first dim plays the partition role in a DMA).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Access {
+    /// Tensor index.
+    pub t: usize,
+    #[serde(default)]
+    pub p: u32,
+    #[serde(default)]
+    pub n: u32,
+    #[serde(default)]
+    pub off: i64,
+    /// `[stride, size]` per free dim, outermost first.
+    pub dims: Vec<[i64; 2]>,
+    /// A dtype other than the tensor's (a bitcast view), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dt: Option<String>,
+}
+
+/// The scalar operand of `tensor_scalar` and `activation`'s scale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ScalarSpec {
+    Imm(f32),
+    Tile(Access),
+}
+
+/// One stage of `tensor_scalar`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageSpec {
+    pub alu: String,
+    pub operand: ScalarSpec,
+    #[serde(default)]
+    pub reverse: bool,
+}
+
+/// One traced instruction and the kernel line that issued it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TraceOp {
+    #[serde(default)]
+    pub s: SourceRef,
+    pub i: OpSpec,
+}
+
+fn scalar_one() -> ScalarSpec {
+    ScalarSpec::Imm(1.0)
+}
+
+/// An NKI instruction with virtual operands (see `docs/isa.md` for the semantics of each).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum OpSpec {
+    Dma {
+        dst: Access,
+        src: Access,
+    },
+    Matmul {
+        dst: Access,
+        stationary: Access,
+        moving: Access,
+        #[serde(default)]
+        accumulate: bool,
+    },
+    Transpose {
+        dst: Access,
+        src: Access,
+        engine: String,
+    },
+    TensorTensor {
+        dst: Access,
+        in0: Access,
+        in1: Access,
+        alu: String,
+        engine: String,
+    },
+    TensorScalar {
+        dst: Access,
+        src: Access,
+        stages: Vec<StageSpec>,
+        engine: String,
+    },
+    TensorReduce {
+        dst: Access,
+        src: Access,
+        reduce: String,
+        axes: u32,
+        #[serde(default)]
+        negate: bool,
+    },
+    TensorCopy {
+        dst: Access,
+        src: Access,
+        engine: String,
+    },
+    Memset {
+        dst: Access,
+        value: f32,
+        engine: String,
+    },
+    Select {
+        dst: Access,
+        predicate: Access,
+        on_true: Access,
+        on_false: Access,
+    },
+    Activation {
+        dst: Access,
+        src: Access,
+        func: String,
+        #[serde(default = "scalar_one")]
+        scale: ScalarSpec,
+        #[serde(default)]
+        bias: Option<Access>,
+        #[serde(default)]
+        reduce: Option<Access>,
+    },
+    Iota {
+        dst: Access,
+        base: i32,
+        channel_multiplier: i32,
+        steps: Vec<i32>,
+    },
+    AffineSelect {
+        dst: Access,
+        src: Access,
+        cmp: String,
+        base: i32,
+        channel_multiplier: i32,
+        steps: Vec<i32>,
+        on_false: f32,
+    },
+    /// Every later instruction waits for every earlier one (`sequential_range` iterations).
+    Fence,
+}
+
+impl OpSpec {
+    /// Every operand with whether it is written, sources first.
+    pub fn accesses(&self) -> Vec<(&Access, bool)> {
+        let mut v: Vec<(&Access, bool)> = Vec::with_capacity(4);
+        match self {
+            OpSpec::Dma { dst, src }
+            | OpSpec::Transpose { dst, src, .. }
+            | OpSpec::TensorCopy { dst, src, .. }
+            | OpSpec::TensorReduce { dst, src, .. }
+            | OpSpec::AffineSelect { dst, src, .. } => {
+                v.push((src, false));
+                v.push((dst, true));
+            }
+            OpSpec::Matmul { dst, stationary, moving, .. } => {
+                v.push((stationary, false));
+                v.push((moving, false));
+                v.push((dst, true));
+            }
+            OpSpec::TensorTensor { dst, in0, in1, .. } => {
+                v.push((in0, false));
+                v.push((in1, false));
+                v.push((dst, true));
+            }
+            OpSpec::TensorScalar { dst, src, stages, .. } => {
+                v.push((src, false));
+                for s in stages {
+                    if let ScalarSpec::Tile(t) = &s.operand {
+                        v.push((t, false));
+                    }
+                }
+                v.push((dst, true));
+            }
+            OpSpec::Memset { dst, .. } | OpSpec::Iota { dst, .. } => v.push((dst, true)),
+            OpSpec::Select { dst, predicate, on_true, on_false } => {
+                v.push((predicate, false));
+                v.push((on_true, false));
+                v.push((on_false, false));
+                v.push((dst, true));
+            }
+            OpSpec::Activation { dst, src, scale, bias, reduce, .. } => {
+                v.push((src, false));
+                if let ScalarSpec::Tile(t) = scale {
+                    v.push((t, false));
+                }
+                if let Some(b) = bias {
+                    v.push((b, false));
+                }
+                v.push((dst, true));
+                if let Some(r) = reduce {
+                    v.push((r, true));
+                }
+            }
+            OpSpec::Fence => {}
+        }
+        v
+    }
+
+    /// The NKI name of the instruction, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpSpec::Dma { .. } => "dma_copy",
+            OpSpec::Matmul { .. } => "nc_matmul",
+            OpSpec::Transpose { .. } => "nc_transpose",
+            OpSpec::TensorTensor { .. } => "tensor_tensor",
+            OpSpec::TensorScalar { .. } => "tensor_scalar",
+            OpSpec::TensorReduce { .. } => "tensor_reduce",
+            OpSpec::TensorCopy { .. } => "tensor_copy",
+            OpSpec::Memset { .. } => "memset",
+            OpSpec::Select { .. } => "select",
+            OpSpec::Activation { .. } => "activation",
+            OpSpec::Iota { .. } => "iota",
+            OpSpec::AffineSelect { .. } => "affine_select",
+            OpSpec::Fence => "fence",
+        }
+    }
+}

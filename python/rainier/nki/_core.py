@@ -1,0 +1,918 @@
+"""The tracer behind both NKI dialects.
+
+Running a kernel's Python body records a trace: virtual tensors (HBM, SBUF, PSUM; no
+addresses) and NKI-level instructions whose operands are affine accesses into them, each with
+the kernel source line that issued it. The Rust back end (``rainier._native``) allocates the
+on-chip tensors by liveness, lowers the instructions to the NeuronCore ISA, and simulates them.
+
+A :class:`View` is what NKI calls a tile or a tensor slice: a tensor, a partition start and an
+element offset, and one ``(stride, size, is_partition)`` per axis. Index expressions
+(``nl.arange``, ``nl.mgrid``, slices, ints, their affine combinations) are resolved here into
+strides and offsets; masks restrict an instruction's iteration space by index ranges.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+
+import ml_dtypes
+import numpy as np
+
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class NkiError(Exception):
+    """A kernel the hardware (or Rainier) cannot run; the message names the kernel line."""
+
+
+class NotSupportedError(NkiError):
+    """An NKI API Rainier does not implement yet."""
+
+
+# ---------------------------------------------------------------------------------------------
+# dtypes
+
+_DTYPE_NAMES = {
+    np.dtype(np.float32): "f32",
+    np.dtype(np.float16): "f16",
+    np.dtype(ml_dtypes.bfloat16): "bf16",
+    np.dtype(ml_dtypes.float8_e4m3): "fp8e4m3",
+    np.dtype(ml_dtypes.float8_e4m3fn): "fp8e4m3fn",
+    np.dtype(ml_dtypes.float8_e5m2): "fp8e5m2",
+    np.dtype(np.int32): "i32",
+    np.dtype(np.uint8): "u8",
+}
+_BY_NAME = {v: k for k, v in _DTYPE_NAMES.items()}
+
+
+class _TF32:
+    """NKI's tfloat32: fp32 storage whose mantissa TensorE rounds to 10 bits."""
+
+    name = "tfloat32"
+    itemsize = 4
+
+    def __repr__(self):
+        return "tfloat32"
+
+
+tfloat32 = _TF32()
+
+
+def dtype_name(dt) -> str:
+    """Rainier's name of a NumPy/ml_dtypes dtype; an error for dtypes the NeuronCore model lacks."""
+    if dt is tfloat32:
+        return "tf32"
+    if dt is bool or dt is np.bool_:
+        return "u8"
+    try:
+        d = np.dtype(dt)
+    except TypeError as e:
+        raise NkiError(f"not a dtype: {dt!r}") from e
+    if d == np.bool_:
+        return "u8"
+    name = _DTYPE_NAMES.get(d)
+    if name is None:
+        known = ", ".join(sorted(str(k) for k in _DTYPE_NAMES))
+        raise NotSupportedError(f"dtype {d} is not supported by Rainier (supported: {known}, tfloat32)")
+    return name
+
+
+def np_dtype(dt):
+    """The NumPy dtype that holds values of ``dt``."""
+    if dt is tfloat32:
+        return np.dtype(np.float32)
+    if dt is bool or dt is np.bool_:
+        return np.dtype(np.uint8)
+    return np.dtype(dt)
+
+
+def itemsize(dt) -> int:
+    return 4 if dt is tfloat32 else np_dtype(dt).itemsize
+
+
+def is_float(dt) -> bool:
+    return dt is tfloat32 or np_dtype(dt).kind in "fV" or np_dtype(dt) in (
+        np.dtype(ml_dtypes.bfloat16), np.dtype(ml_dtypes.float8_e4m3), np.dtype(ml_dtypes.float8_e4m3fn),
+        np.dtype(ml_dtypes.float8_e5m2))
+
+
+def promote(*dts):
+    """Result dtype of an elementwise op: fp32 if any input is fp32, else the first."""
+    dts = [d for d in dts if d is not None]
+    if any(d is tfloat32 or np_dtype(d) == np.float32 for d in dts):
+        return np.dtype(np.float32)
+    return dts[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# buffers
+
+
+class Buffer:
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"nl.{self.name}"
+
+
+sbuf = Buffer("sbuf")
+psum = Buffer("psum")
+hbm = Buffer("hbm")
+shared_hbm = Buffer("shared_hbm")
+private_hbm = Buffer("private_hbm")
+
+_HBM_BUFFERS = ("hbm", "shared_hbm", "private_hbm")
+
+
+class par_dim:
+    """Marks the partition dimension of an on-chip tensor's shape (block dimensions before it)."""
+
+    def __init__(self, size):
+        self.size = int(size)
+
+    def __int__(self):
+        return self.size
+
+    def __index__(self):
+        return self.size
+
+    def __repr__(self):
+        return f"par_dim({self.size})"
+
+
+# ---------------------------------------------------------------------------------------------
+# the trace
+
+
+class _State(threading.local):
+    tracer: "Tracer | None" = None
+
+
+_state = _State()
+
+
+def tracer() -> "Tracer":
+    t = _state.tracer
+    if t is None:
+        raise NkiError(
+            "an NKI API was called outside a kernel: call the kernel through nki.jit, "
+            "nki.simulate_kernel or rainier.nki.run")
+    return t
+
+
+def source_ref():
+    """``[file index, line]`` of the innermost frame outside the rainier package."""
+    t = tracer()
+    f = sys._getframe(1)
+    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
+        f = f.f_back
+    if f is None:
+        return [0, 0]
+    fname = f.f_code.co_filename
+    idx = t.file_ids.get(fname)
+    if idx is None:
+        idx = t.file_ids[fname] = len(t.files)
+        t.files.append(fname)
+    return [idx, f.f_lineno]
+
+
+def where() -> str:
+    """``file:line`` of the kernel line being traced, for error messages."""
+    t = _state.tracer
+    if t is None:
+        return "<kernel>"
+    s = source_ref()
+    return f"{t.files[s[0]]}:{s[1]}"
+
+
+def fail(message, cls=NkiError):
+    raise cls(f"{where()}: {message}")
+
+
+def unsupported(api: str):
+    raise NotSupportedError(f"not supported by Rainier: {api} ({where()})")
+
+
+class Tracer:
+    """One kernel launch being traced."""
+
+    def __init__(self, chip: str, name: str):
+        self.chip = chip
+        self.generation = {"trn1": 2, "inf2": 2, "trn2": 3, "trn3": 4}[chip]
+        self.name = name
+        self.files: list[str] = []
+        self.file_ids: dict[str, int] = {}
+        self.tensors: list[dict] = []
+        self.ops: list[dict] = []
+        self.names: set[str] = set()
+        self.program_ids: tuple = ()
+        self.grid: tuple = ()
+        # shared HBM tensors of a grid launch, by creation order within an instance
+        self.shared: list["Tensor"] = []
+        self.shared_cursor = 0
+        self.ones_cache: dict = {}
+        self.identity_cache: dict = {}
+
+    def unique(self, base: str) -> str:
+        base = base or "t"
+        name = base
+        k = 1
+        while name in self.names:
+            name = f"{base}.{k}"
+            k += 1
+        self.names.add(name)
+        return name
+
+    def add_tensor(self, spec: dict) -> int:
+        self.tensors.append(spec)
+        return len(self.tensors) - 1
+
+    def emit(self, op: dict) -> int:
+        self.ops.append({"s": source_ref(), "i": op})
+        return len(self.ops) - 1
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"kernel": self.name, "files": self.files, "tensors": self.tensors, "ops": self.ops},
+            separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------------------------
+# tensors and views
+
+
+class Tensor:
+    """A virtual tensor. HBM: dense row-major ``shape``. On chip: ``shape`` with the partition
+    axis ``par`` (its index); the other axes are row-major within each partition (block axes,
+    those before ``par``, outermost)."""
+
+    def __init__(self, shape, dtype, buffer: str, name: str = "", kind: str | None = None):
+        t = tracer()
+        self.dtype = dtype
+        self.buffer = buffer
+        par = 0
+        dims = []
+        for i, s in enumerate(shape):
+            if isinstance(s, par_dim):
+                par = i
+            dims.append(int(s))
+        if not dims:
+            dims = [1]
+        if any(d <= 0 for d in dims):
+            fail(f"tensor shape {tuple(dims)} has an empty dimension")
+        self.shape = tuple(dims)
+        self.par = par
+        self.name = t.unique(name or ("hbm" if buffer in _HBM_BUFFERS else buffer))
+        esz = itemsize(dtype)
+        self.zero_pending: list[list[int]] = []  # PSUM byte ranges still to be zeroed
+        self.producer: int | None = None  # op index of a fresh temporary's only write
+        if buffer in _HBM_BUFFERS:
+            self.kind = kind or "scratch"
+            strides = []
+            acc = 1
+            for d in reversed(dims):
+                strides.append(acc)
+                acc *= d
+            self.strides = list(reversed(strides))
+            spec = {"name": self.name, "buffer": self.kind, "dtype": dtype_name(dtype),
+                    "shape": dims, "src": source_ref()}
+        else:
+            self.kind = buffer
+            free = [d for i, d in enumerate(dims) if i != par]
+            strides = [0] * len(dims)
+            strides[par] = 1  # the partition axis steps one partition
+            acc = 1
+            for i in reversed(range(len(dims))):
+                if i == par:
+                    continue
+                strides[i] = acc
+                acc *= dims[i]
+            self.strides = strides
+            per_part = int(np.prod(free)) if free else 1
+            block = int(np.prod(dims[par + 1:])) if par > 0 else 0
+            spec = {"name": self.name, "buffer": buffer, "dtype": dtype_name(dtype),
+                    "partitions": dims[par], "bytes": per_part * esz,
+                    "block_bytes": block * esz, "src": source_ref()}
+        self.spec = spec
+        self.id = t.add_tensor(spec)
+
+    @property
+    def on_chip(self):
+        return self.buffer in ("sbuf", "psum")
+
+    def full(self) -> "View":
+        axes = [(self.strides[i], d, self.on_chip and i == self.par) for i, d in enumerate(self.shape)]
+        return View(self, 0, 0, axes)
+
+
+@dataclass
+class IndexVar:
+    """One axis of an index grid: ``size`` values along axis ``axis`` of an ``ndim``-D grid."""
+
+    size: int
+    axis: int
+    ndim: int
+    uid: int = field(default_factory=lambda: IndexVar._next())
+
+    _counter = [0]
+
+    @staticmethod
+    def _next():
+        IndexVar._counter[0] += 1
+        return IndexVar._counter[0]
+
+    def __hash__(self):
+        return self.uid
+
+    def __eq__(self, o):
+        return isinstance(o, IndexVar) and o.uid == self.uid
+
+
+class Expr:
+    """An affine index expression ``const + Σ coeff · var``, broadcast like a NumPy index array."""
+
+    __slots__ = ("const", "terms")
+
+    def __init__(self, const=0, terms=None):
+        self.const = int(const)
+        self.terms = terms or {}
+
+    @staticmethod
+    def of(x):
+        if isinstance(x, Expr):
+            return x
+        if isinstance(x, (int, np.integer)):
+            return Expr(int(x))
+        raise TypeError(f"not an index expression: {x!r}")
+
+    def _combine(self, o, sign):
+        o = Expr.of(o)
+        terms = dict(self.terms)
+        for v, c in o.terms.items():
+            terms[v] = terms.get(v, 0) + sign * c
+            if terms[v] == 0:
+                del terms[v]
+        return Expr(self.const + sign * o.const, terms)
+
+    def __add__(self, o):
+        return self._combine(o, 1)
+
+    __radd__ = __add__
+
+    def __sub__(self, o):
+        return self._combine(o, -1)
+
+    def __rsub__(self, o):
+        return Expr.of(o)._combine(self, -1)
+
+    def __neg__(self):
+        return Expr(-self.const, {v: -c for v, c in self.terms.items()})
+
+    def __mul__(self, k):
+        if isinstance(k, Expr):
+            if k.terms and self.terms:
+                fail("an index expression may not multiply two indices")
+            if k.terms:
+                return k * self.const
+            k = k.const
+        k = int(k)
+        return Expr(self.const * k, {v: c * k for v, c in self.terms.items() if c * k})
+
+    __rmul__ = __mul__
+
+    def __floordiv__(self, k):
+        if self.terms:
+            fail("integer division of an index expression is not affine")
+        return Expr(self.const // int(k))
+
+    def _cmp(self, o, op):
+        return Mask([(self - Expr.of(o), op)])
+
+    def __lt__(self, o):
+        return self._cmp(o, "lt")
+
+    def __le__(self, o):
+        return self._cmp(o, "le")
+
+    def __gt__(self, o):
+        return self._cmp(o, "gt")
+
+    def __ge__(self, o):
+        return self._cmp(o, "ge")
+
+    def __eq__(self, o):  # noqa: D105 - NKI index comparisons build masks
+        return self._cmp(o, "eq")
+
+    def __ne__(self, o):
+        return self._cmp(o, "ne")
+
+    __hash__ = object.__hash__
+
+    def __getitem__(self, key):
+        """``nl.arange(n)[:, None]``: place a 1-D index along one axis of a 2-D grid."""
+        if len(self.terms) != 1:
+            fail("only a 1-D nl.arange can be expanded with [:, None] / [None, :]")
+        (v, c), = self.terms.items()
+        key = key if isinstance(key, tuple) else (key,)
+        pos = [i for i, k in enumerate(key) if k is not None]
+        if len(pos) != 1:
+            fail(f"unsupported index-expression subscript {key!r}")
+        nv = IndexVar(v.size, pos[0], len(key))
+        return Expr(self.const, {nv: c})
+
+    @property
+    def shape(self):
+        if not self.terms:
+            return ()
+        nd = max(v.ndim for v in self.terms)
+        s = [1] * nd
+        for v in self.terms:
+            s[v.axis] = v.size
+        return tuple(s)
+
+    def values(self):
+        """The expression as a NumPy index array (for masks and bounds)."""
+        shape = self.shape or (1,)
+        out = np.full(shape, self.const, dtype=np.int64)
+        for v, c in self.terms.items():
+            s = [1] * len(shape)
+            s[v.axis] = v.size
+            out = out + c * np.arange(v.size, dtype=np.int64).reshape(s)
+        return out
+
+
+def arange(*args):
+    """``nl.arange(stop)`` / ``nl.arange(start, stop)``: a 1-D index."""
+    if len(args) == 1:
+        start, stop = 0, int(args[0])
+    else:
+        start, stop = int(args[0]), int(args[1])
+    return Expr(start, {IndexVar(stop - start, 0, 1): 1})
+
+
+class _Grid:
+    """``nl.mgrid[0:a, 0:b]``: one index per axis; ``.p``, ``.x``, ``.y``, ``.z`` name them."""
+
+    def __init__(self, exprs):
+        self.exprs = exprs
+
+    def __iter__(self):
+        return iter(self.exprs)
+
+    def __getitem__(self, i):
+        return self.exprs[i]
+
+    def __len__(self):
+        return len(self.exprs)
+
+    @property
+    def p(self):
+        return self.exprs[0]
+
+    @property
+    def x(self):
+        return self.exprs[1]
+
+    @property
+    def y(self):
+        return self.exprs[2]
+
+    @property
+    def z(self):
+        return self.exprs[3]
+
+
+class _MGrid:
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        n = len(key)
+        exprs = []
+        for i, k in enumerate(key):
+            if not isinstance(k, slice):
+                fail("nl.mgrid takes slices, e.g. nl.mgrid[0:128, 0:512]")
+            start = int(k.start or 0)
+            if k.step not in (None, 1):
+                fail("nl.mgrid with a step is not supported")
+            exprs.append(Expr(start, {IndexVar(int(k.stop) - start, i, n): 1}))
+        if n == 1:
+            return exprs[0]
+        return _Grid(exprs)
+
+
+mgrid = _MGrid()
+
+
+class DSlice:
+    """``nl.ds(start, size)``: a dynamic slice of ``size`` elements from ``start``."""
+
+    def __init__(self, start, size):
+        self.start = start
+        self.size = int(size)
+
+
+def ds(start, size):
+    return DSlice(start, size)
+
+
+class Mask:
+    """A conjunction of affine comparisons with 0: ``expr op 0``."""
+
+    def __init__(self, terms):
+        self.terms = terms
+
+    def __and__(self, o):
+        if o is None or o is True:
+            return self
+        return Mask(self.terms + o.terms)
+
+    __rand__ = __and__
+
+    def ranges(self):
+        """``{(axis, ndim-agnostic axis position): (lo, hi)}`` per grid axis restricted; None
+        when the mask is empty. Each comparison must involve one index."""
+        out = {}
+        for e, op in self.terms:
+            if len(e.terms) > 1:
+                unsupported("a mask comparing two indices (use nisa.affine_select)")
+            if not e.terms:
+                ok = {"lt": e.const < 0, "le": e.const <= 0, "gt": e.const > 0, "ge": e.const >= 0,
+                      "eq": e.const == 0, "ne": e.const != 0}[op]
+                if not ok:
+                    return None
+                continue
+            (v, c), = e.terms.items()
+            vals = e.const + c * np.arange(v.size)
+            keep = {"lt": vals < 0, "le": vals <= 0, "gt": vals > 0, "ge": vals >= 0,
+                    "eq": vals == 0, "ne": vals != 0}[op]
+            idx = np.nonzero(keep)[0]
+            if idx.size == 0:
+                return None
+            lo, hi = int(idx[0]), int(idx[-1]) + 1
+            if hi - lo != idx.size:
+                unsupported("a mask that keeps a non-contiguous index range")
+            key = (v.axis, v.size)
+            plo, phi = out.get(key, (0, v.size))
+            lo, hi = max(lo, plo), min(hi, phi)
+            if lo >= hi:
+                return None
+            out[key] = (lo, hi)
+        return out
+
+
+class View:
+    """A tile or tensor slice: an affine access into one tensor."""
+
+    __slots__ = ("tensor", "p0", "off", "axes", "dt")
+
+    def __init__(self, tensor: Tensor, p0: int, off: int, axes, dt=None):
+        self.tensor = tensor
+        self.p0 = p0
+        self.off = off
+        self.axes = axes  # [(stride, size, is_partition)]
+        self.dt = dt
+
+    # -- properties NKI code reads
+    @property
+    def shape(self):
+        return tuple(a[1] for a in self.axes)
+
+    @property
+    def dtype(self):
+        return self.dt if self.dt is not None else self.tensor.dtype
+
+    @property
+    def ndim(self):
+        return len(self.axes)
+
+    @property
+    def buffer(self):
+        return {"sbuf": sbuf, "psum": psum}.get(self.tensor.buffer, shared_hbm)
+
+    @property
+    def name(self):
+        return self.tensor.name
+
+    def __len__(self):
+        return self.axes[0][1]
+
+    def __repr__(self):
+        return f"<{self.tensor.buffer} tensor {self.tensor.name} {self.shape} {self.dtype}>"
+
+    def __iter__(self):
+        raise TypeError("an NKI tile cannot be iterated over in Python")
+
+    def __bool__(self):
+        fail("an NKI tile has no Python truth value (its values exist only on the device)")
+
+    # -- the access the back end sees
+    def access(self) -> dict:
+        t = self.tensor
+        if not t.on_chip:
+            a = {"t": t.id, "off": self.off, "dims": [[s, n] for s, n, _ in self.axes]}
+        else:
+            parts = [i for i, ax in enumerate(self.axes) if ax[2]]
+            if parts and parts[0] != 0:
+                fail(f"the partition dimension of '{t.name}' must be the first dimension of a tile "
+                     f"(tile shape {self.shape})")
+            if parts:
+                s, n, _ = self.axes[0]
+                if s != 1:
+                    fail(f"a tile of '{t.name}' steps over partitions by {s}; partitions must be contiguous")
+                rest = self.axes[1:]
+                a = {"t": t.id, "p": self.p0, "n": n, "off": self.off,
+                     "dims": [[s, n] for s, n, _ in rest]}
+            else:
+                a = {"t": t.id, "p": self.p0, "n": 1, "off": self.off,
+                     "dims": [[s, n] for s, n, _ in self.axes]}
+        if self.dt is not None:
+            a["dt"] = dtype_name(self.dt)
+        return a
+
+    @property
+    def partitions(self):
+        if self.axes and self.axes[0][2]:
+            return self.axes[0][1]
+        return 1
+
+    @property
+    def free_size(self):
+        n = 1
+        for s, size, p in self.axes:
+            if not p:
+                n *= size
+        return n
+
+    # -- indexing
+    def __getitem__(self, key):
+        return index_view(self, key)
+
+    def __setitem__(self, key, value):
+        from . import _ops
+
+        dst = index_view(self, key)
+        if value is _ALREADY_STORED or (isinstance(value, View) and value is dst):
+            return
+        _ops.assign(dst, value)
+
+    def __iadd__(self, o):
+        from . import _ops
+
+        _ops.accumulate(self, o)
+        return _InPlace(self)
+
+    def reshape(self, shape):
+        return reshape_view(self, shape)
+
+    def view(self, dtype):
+        """Bitcast view in another dtype of the same size."""
+        if itemsize(dtype) != itemsize(self.dtype):
+            unsupported("a .view() that changes the element size")
+        return View(self.tensor, self.p0, self.off, list(self.axes), dtype)
+
+    def broadcast_to(self, shape):
+        from . import _ops
+
+        return _ops.broadcast_to(self, shape)
+
+    def ap(self, pattern, offset=0, **_):
+        """Current dialect's ``.ap(pattern=[[step, num], ...], offset=...)``: an explicit access
+        pattern; the first pair steps over partitions."""
+        t = self.tensor
+        axes = []
+        for i, (step, num) in enumerate(pattern):
+            is_part = t.on_chip and i == 0
+            axes.append((int(step), int(num), is_part))
+        if t.on_chip:
+            return View(t, self.p0 + 0, self.off + int(offset), axes, self.dt)
+        return View(t, 0, self.off + int(offset), axes, self.dt)
+
+    # -- arithmetic builds instructions (the compiler picks the engine)
+    def _bin(self, o, op, reverse=False):
+        from . import _ops
+
+        return _ops.binary(o, self, op) if reverse else _ops.binary(self, o, op)
+
+    def __add__(self, o):
+        return self._bin(o, "add")
+
+    def __radd__(self, o):
+        return self._bin(o, "add", True)
+
+    def __sub__(self, o):
+        return self._bin(o, "subtract")
+
+    def __rsub__(self, o):
+        return self._bin(o, "subtract", True)
+
+    def __mul__(self, o):
+        return self._bin(o, "multiply")
+
+    def __rmul__(self, o):
+        return self._bin(o, "multiply", True)
+
+    def __truediv__(self, o):
+        return self._bin(o, "divide")
+
+    def __rtruediv__(self, o):
+        return self._bin(o, "divide", True)
+
+    def __neg__(self):
+        return self._bin(-1.0, "multiply")
+
+    def __lt__(self, o):
+        return self._bin(o, "lt")
+
+    def __le__(self, o):
+        return self._bin(o, "le")
+
+    def __gt__(self, o):
+        return self._bin(o, "gt")
+
+    def __ge__(self, o):
+        return self._bin(o, "ge")
+
+    def __isub__(self, o):
+        from . import _ops
+
+        _ops.assign(self, _ops.binary(self, o, "subtract"))
+        return _InPlace(self)
+
+    def __imul__(self, o):
+        from . import _ops
+
+        _ops.assign(self, _ops.binary(self, o, "multiply"))
+        return _InPlace(self)
+
+    __hash__ = object.__hash__
+
+
+class _InPlace(View):
+    """What ``tile[...] += x`` hands back to ``__setitem__``: already stored."""
+
+    __slots__ = ()
+
+    def __init__(self, v: View):
+        super().__init__(v.tensor, v.p0, v.off, v.axes, v.dt)
+
+
+_ALREADY_STORED = object()
+
+
+def _norm_key(key, ndim):
+    if not isinstance(key, tuple):
+        key = (key,)
+    if any(k is Ellipsis for k in key):
+        i = next(i for i, k in enumerate(key) if k is Ellipsis)
+        fill = ndim - (len(key) - 1)
+        key = key[:i] + (slice(None),) * fill + key[i + 1:]
+    if len(key) < ndim:
+        key = key + (slice(None),) * (ndim - len(key))
+    if len(key) > ndim:
+        fail(f"{len(key)} indices for a tensor of {ndim} dimensions")
+    return key
+
+
+def index_view(v: View, key) -> View:
+    """``v[key]``: ints, slices, ``nl.ds``, affine index expressions (broadcast as NumPy index
+    arrays; their grid axes become the result's axes, in grid order, before any slices)."""
+    if isinstance(key, _Grid):
+        key = tuple(key.exprs)
+    key = _norm_key(key, len(v.axes))
+    p0, off = v.p0, v.off
+    basic = []  # (stride, size, is_part) from slices
+    grid: dict[int, tuple] = {}  # grid axis -> (size, stride, is_part)
+    nd = 0
+    for (stride, size, is_part), k in zip(v.axes, key):
+        if isinstance(k, View):
+            unsupported("indexing with a tile of indices (indirect DMA)")
+        if isinstance(k, DSlice):
+            k = slice(k.start, Expr.of(k.start) + k.size if isinstance(k.start, Expr) else int(k.start) + k.size)
+        if isinstance(k, slice):
+            start = 0 if k.start is None else k.start
+            stop = size if k.stop is None else k.stop
+            step = 1 if k.step is None else int(k.step)
+            if isinstance(start, Expr) or isinstance(stop, Expr):
+                if isinstance(start, Expr) and start.terms or isinstance(stop, Expr) and stop.terms:
+                    fail("slice bounds must be integers")
+                start, stop = Expr.of(start).const, Expr.of(stop).const
+            start, stop = int(start), int(stop)
+            if start < 0:
+                start += size
+            if stop < 0:
+                stop += size
+            stop = min(stop, size)
+            n = max(0, -(-(stop - start) // step))
+            if n == 0 or start < 0 or start >= size:
+                fail(f"slice {start}:{stop} is empty or out of bounds for a dimension of size {size}")
+            if is_part:
+                if step != 1:
+                    fail("partition slices must have step 1")
+                p0 += start
+            else:
+                off += start * stride
+            basic.append((stride * step, n, is_part))
+            continue
+        e = Expr.of(k)
+        vals = e.values()
+        lo, hi = int(vals.min()), int(vals.max())
+        if lo < 0 or hi >= size:
+            fail(f"index {lo}..{hi} out of bounds for a dimension of size {size}")
+        if is_part:
+            p0 += e.const
+        else:
+            off += e.const * stride
+        for var, c in e.terms.items():
+            nd = max(nd, var.ndim)
+            prev = grid.get(var.axis)
+            if prev is not None and prev[3] != var.uid:
+                fail("two different indices along the same grid axis")
+            s0 = prev[1] if prev else 0
+            part0 = prev[2] if prev else False
+            if is_part and c != 1:
+                fail("a partition index must step by 1")
+            grid[var.axis] = (var.size, s0 + c * stride, part0 or is_part, var.uid)
+    axes = []
+    if grid:
+        for a in range(nd):
+            if a in grid:
+                size, stride, part, _ = grid[a]
+                axes.append((stride, size, part))
+            else:
+                axes.append((0, 1, False))
+    axes.extend(basic)
+    if not axes:
+        axes = [(1, 1, False)]
+    return View(v.tensor, p0, off, axes, v.dt)
+
+
+def reshape_view(v: View, shape) -> View:
+    shape = tuple(int(s) for s in shape)
+    if int(np.prod(shape)) != int(np.prod(v.shape)):
+        fail(f"cannot reshape {v.shape} to {shape}")
+    t = v.tensor
+    if not t.on_chip:
+        # contiguous row-major only
+        expect = 1
+        for s, n, _ in reversed(v.axes):
+            if n != 1 and s != expect:
+                unsupported("reshape of a non-contiguous HBM view")
+            expect *= n
+        axes = []
+        acc = 1
+        for n in reversed(shape):
+            axes.append((acc, n, False))
+            acc *= n
+        return View(t, v.p0, v.off, list(reversed(axes)), v.dt)
+    if not v.axes[0][2] or shape[0] != v.axes[0][1]:
+        unsupported("a reshape that changes the partition dimension of an on-chip tile")
+    free = v.axes[1:]
+    expect = 1
+    for s, n, _ in reversed(free):
+        if n != 1 and s != expect:
+            unsupported("reshape of a non-contiguous tile")
+        expect *= n
+    axes = [v.axes[0]]
+    acc = 1
+    rest = []
+    for n in reversed(shape[1:]):
+        rest.append((acc, n, False))
+        acc *= n
+    axes.extend(reversed(rest))
+    return View(t, v.p0, v.off, axes, v.dt)
+
+
+def restrict(v: View, ranges: dict) -> View:
+    """``v`` with each axis whose grid position and size match a mask range cut to it."""
+    axes = list(v.axes)
+    p0, off = v.p0, v.off
+    for (axis, size), (lo, hi) in ranges.items():
+        if axis >= len(axes):
+            continue
+        s, n, part = axes[axis]
+        if n != size:
+            continue
+        if part:
+            p0 += lo
+        else:
+            off += lo * s
+        axes[axis] = (s, hi - lo, part)
+    return View(v.tensor, p0, off, axes, v.dt)
+
+
+def new_tile(shape, dtype, buffer="sbuf", name="") -> View:
+    """A fresh on-chip tile; partitions = ``shape[0]``."""
+    shape = tuple(int(s) for s in shape)
+    if not shape:
+        shape = (1, 1)
+    if len(shape) == 1:
+        shape = (shape[0], 1)
+    return Tensor(shape, dtype, buffer, name).full()
+
+
+def hbm_tensor(shape, dtype, kind, name="") -> View:
+    return Tensor(tuple(int(s) for s in shape), dtype, "shared_hbm", name, kind=kind).full()

@@ -1,0 +1,387 @@
+"""``nki.language`` for both dialects (the legacy ``neuronxcc.nki.language`` and the current
+``nki.language``): dtypes, buffers, index expressions, loops, tensor creation, and the
+high-level operations whose instructions the compiler chooses (see ``_ops``)."""
+
+from __future__ import annotations
+
+import builtins
+
+import ml_dtypes
+import numpy as np
+
+from . import _core as c
+from . import _ops as o
+from ._core import (  # noqa: F401 - re-exported NKI names
+    DSlice, Mask, View, arange, ds, hbm, mgrid, par_dim, private_hbm, psum, sbuf, shared_hbm,
+    tfloat32, unsupported,
+)
+
+# -- dtypes (NumPy / ml_dtypes objects, so `.astype(nl.bfloat16)` works on host arrays)
+float32 = np.float32
+float16 = np.float16
+bfloat16 = ml_dtypes.bfloat16
+float8_e4m3 = ml_dtypes.float8_e4m3
+float8_e4m3fn = ml_dtypes.float8_e4m3fn
+float8_e5m2 = ml_dtypes.float8_e5m2
+int32 = np.int32
+uint8 = np.uint8
+int8 = np.int8
+int16 = np.int16
+uint16 = np.uint16
+uint32 = np.uint32
+bool_ = np.bool_
+fp32 = float32
+
+
+class _TileSize:
+    """``nl.tile_size``: the hardware tile limits."""
+
+    pmax = 128
+    psum_fmax = 512
+    gemm_stationary_fmax = 128
+    gemm_moving_fmax = 512
+    bn_stats_fmax = 512
+    psum_min_align = 4
+    sbuf_min_align = 64
+    total_available_sbuf_size = 192 * 1024
+
+
+tile_size = _TileSize()
+
+
+# -- loops
+
+
+def _range_args(args):
+    r = range(*[int(a) for a in args])
+    return r
+
+
+def affine_range(*args, **_):
+    """Iterations without loop-carried dependencies: they may overlap in time."""
+    return iter(_range_args(args))
+
+
+def static_range(*args, **_):
+    return iter(_range_args(args))
+
+
+def sequential_range(*args, **_):
+    """Iterations in order: each starts after the previous one has finished."""
+    first = True
+    for i in _range_args(args):
+        if not first:
+            c.tracer().emit({"op": "fence"})
+        first = False
+        yield i
+
+
+def dynamic_range(*args, **_):
+    return sequential_range(*args)
+
+
+# -- SPMD
+
+
+def program_id(axis=0):
+    t = c.tracer()
+    axis = int(axis)
+    if axis >= len(t.program_ids):
+        return 0
+    return t.program_ids[axis]
+
+
+def num_programs(axes=None):
+    t = c.tracer()
+    if axes is None:
+        return int(np.prod(t.grid)) if t.grid else 1
+    if isinstance(axes, (tuple, list)):
+        return int(np.prod([t.grid[a] if a < len(t.grid) else 1 for a in axes]))
+    return t.grid[axes] if axes < len(t.grid) else 1
+
+
+def program_ndim():
+    return len(c.tracer().grid)
+
+
+class _Nc:
+    """``nl.nc(n)``: a launch-grid dimension spread over ``n`` NeuronCores (LNC). Rainier runs
+    the instances one after another on one core (see docs/nki.md)."""
+
+    def __init__(self, n):
+        self.n = int(n)
+
+    def __int__(self):
+        return self.n
+
+    def __index__(self):
+        return self.n
+
+
+def nc(n):
+    return _Nc(n)
+
+
+spmd_dim = nc
+
+
+# -- tensors
+
+
+def _buffer_name(buffer):
+    if buffer is None:
+        return "sbuf"
+    if isinstance(buffer, c.Buffer):
+        return buffer.name
+    return str(buffer)
+
+
+def ndarray(shape, dtype, buffer=None, name="", **_):
+    """A tensor in ``buffer`` (SBUF by default). HBM tensors a kernel returns are its outputs."""
+    b = _buffer_name(buffer)
+    if isinstance(shape, int):
+        shape = (shape,)
+    if b in ("hbm", "shared_hbm", "private_hbm"):
+        t = c.tracer()
+        if b == "shared_hbm" and t.grid and any(t.program_ids):
+            # Every SPMD instance sees the same shared tensor: the k-th one created.
+            if t.shared_cursor < len(t.shared):
+                v = t.shared[t.shared_cursor]
+                t.shared_cursor += 1
+                return v
+        v = c.hbm_tensor(shape, dtype, "scratch", name)
+        if b == "shared_hbm":
+            t.shared.append(v)
+            t.shared_cursor = len(t.shared)
+        return v
+    if len(shape) == 1:
+        shape = (shape[0], 1) if not isinstance(shape[0], par_dim) else (shape[0], 1)
+    return c.Tensor(shape, dtype, b, name).full()
+
+
+def zeros(shape, dtype, buffer=None, name="", **_):
+    v = ndarray(shape, dtype, buffer, name)
+    if not v.tensor.on_chip:
+        unsupported("nl.zeros in HBM")
+    if v.tensor.buffer == "psum":
+        # Deferred: the first matmul into each region starts a fresh accumulation instead.
+        v.tensor.zero_pending = [[0, v.tensor.spec["bytes"]]]
+    else:
+        o.emit_memset(v, 0.0)
+    return v
+
+
+def full(shape, fill_value, dtype, buffer=None, name="", **_):
+    v = ndarray(shape, dtype, buffer, name)
+    if not v.tensor.on_chip:
+        unsupported("nl.full in HBM")
+    o.emit_memset(v, fill_value)
+    return v
+
+
+def ones(shape, dtype, buffer=None, name="", **_):
+    return full(shape, 1.0, dtype, buffer, name)
+
+
+def zeros_like(a, dtype=None, buffer=None, name="", **_):
+    return zeros(a.shape, dtype or a.dtype, buffer or a.buffer, name)
+
+
+def empty_like(a, dtype=None, buffer=None, name="", **_):
+    return ndarray(a.shape, dtype or a.dtype, buffer or a.buffer, name)
+
+
+def shared_constant(constant, dtype=None, **_):
+    unsupported("nl.shared_constant")
+
+
+def shared_identity_matrix(n, dtype=np.uint8, **_):
+    unsupported("nl.shared_identity_matrix")
+
+
+def is_hbm(buffer):
+    return _buffer_name(buffer) in ("hbm", "shared_hbm", "private_hbm")
+
+
+def is_sbuf(buffer):
+    return _buffer_name(buffer) == "sbuf"
+
+
+def is_psum(buffer):
+    return _buffer_name(buffer) == "psum"
+
+
+def is_on_chip(buffer):
+    return is_sbuf(buffer) or is_psum(buffer)
+
+
+# -- data movement
+
+
+def load(src, mask=None, dtype=None, **_):
+    return o.load(src, mask=mask, dtype=dtype)
+
+
+def store(dst, value, mask=None, **_):
+    o.store(dst, value, mask=mask)
+
+
+def copy(src, mask=None, dtype=None, **_):
+    return o.copy(src, dtype=dtype, mask=mask)
+
+
+def load_transpose2d(src, mask=None, dtype=None, **_):
+    """Loads ``src[F, P]`` as a ``[P, F]`` tile: a DMA whose SBUF side walks the columns."""
+    if len(src.shape) != 2:
+        c.fail("nl.load_transpose2d takes a 2-D HBM tensor")
+    f, p = src.shape
+    out = o.fresh((p, f), dtype or src.dtype)
+    (s0, n0, _), (s1, n1, _) = src.axes
+    swapped = View(src.tensor, src.p0, src.off, [(s1, n1, False), (s0, n0, False)], src.dt)
+    r = o.masked(mask, out, swapped)
+    if r is None:
+        return out
+    i = o.emit_dma(r[0], r[1])
+    return o.produced(out, i)
+
+
+def broadcast_to(src, shape=None, **kw):
+    return o.broadcast_to(src, shape if shape is not None else kw["shape"])
+
+
+def expand_dims(data, axis):
+    shape = list(data.shape)
+    axis = int(axis) % (len(shape) + 1)
+    shape.insert(axis, 1)
+    return c.reshape_view(data, shape)
+
+
+def static_cast(input_data, dtype):
+    return o.copy(input_data, dtype=dtype)
+
+
+# -- compute
+
+
+def matmul(x, y, transpose_x=False, mask=None, **_):
+    """``x @ y`` into PSUM (fp32). With ``transpose_x`` x is ``[K, M]``; otherwise ``[M, K]``
+    and the compiler transposes it on the Tensor engine first."""
+    if not transpose_x:
+        xt = o.transpose(x)
+        x = o.fresh(xt.shape, x.dtype)
+        o.emit_copy(x, xt)
+    return o.nc_matmul(x, y, mask=mask)
+
+
+def transpose(x, dtype=None, mask=None, **_):
+    return o.transpose(x, dtype=dtype, mask=mask)
+
+
+def _binary(name):
+    def f(x, y, dtype=None, mask=None, **_):
+        return o.binary(x, y, o.ALU[name], dtype=_dt(dtype), mask=mask)
+
+    f.__name__ = name
+    f._nki_name = name
+    return f
+
+
+def _dt(dtype):
+    return None if dtype is bool else dtype
+
+
+add = _binary("add")
+subtract = _binary("subtract")
+multiply = _binary("multiply")
+divide = _binary("divide")
+maximum = _binary("maximum")
+minimum = _binary("minimum")
+equal = _binary("equal")
+not_equal = _binary("not_equal")
+greater = _binary("greater")
+greater_equal = _binary("greater_equal")
+less = _binary("less")
+less_equal = _binary("less_equal")
+
+
+def _unary(name):
+    def f(x, dtype=None, mask=None, **_):
+        return o.unary(name, x, dtype=dtype, mask=mask)
+
+    f.__name__ = name
+    f._nki_name = name
+    return f
+
+
+exp = _unary("exp")
+log = _unary("log")
+tanh = _unary("tanh")
+sigmoid = _unary("sigmoid")
+relu = _unary("relu")
+gelu = _unary("gelu")
+gelu_apprx_tanh = _unary("gelu_apprx_tanh")
+silu = _unary("silu")
+sqrt = _unary("sqrt")
+rsqrt = _unary("rsqrt")
+square = _unary("square")
+reciprocal = _unary("reciprocal")
+negative = _unary("negative")
+
+
+def _missing(name):
+    def f(*args, **kwargs):
+        unsupported(f"nl.{name}")
+
+    f.__name__ = name
+    f._nki_name = name
+    return f
+
+
+for _name in ("abs", "sin", "cos", "tan", "arctan", "erf", "erf_dx", "gelu_dx",
+              "gelu_apprx_sigmoid", "gelu_apprx_sigmoid_dx", "silu_dx", "softplus", "mish",
+              "ceil", "floor", "trunc", "sign", "power", "fmod", "mod", "bitwise_and",
+              "bitwise_or", "bitwise_xor", "invert", "left_shift", "right_shift", "logical_and",
+              "logical_or", "logical_xor", "logical_not", "abs_max", "abs_min", "where",
+              "dropout", "rand", "random_seed", "gather_flattened", "atomic_rmw", "all_reduce",
+              "loop_reduce", "softmax", "rms_norm", "prod", "var", "all"):
+    globals()[_name] = _missing(_name)
+
+
+def sum(x, axis, dtype=None, mask=None, keepdims=False, **_):  # noqa: A001 - NKI's name
+    return o.reduce(x, "add", axis, dtype=dtype, keepdims=keepdims, mask=mask)
+
+
+sum._nki_name = "add"
+
+
+def max(x, axis, dtype=None, mask=None, keepdims=False, **_):  # noqa: A001
+    return o.reduce(x, "max", axis, dtype=dtype, keepdims=keepdims, mask=mask)
+
+
+max._nki_name = "max"
+
+
+def min(x, axis, dtype=None, mask=None, keepdims=False, **_):  # noqa: A001
+    return o.reduce(x, "min", axis, dtype=dtype, keepdims=keepdims, mask=mask)
+
+
+min._nki_name = "min"
+
+
+def mean(x, axis, dtype=None, mask=None, keepdims=False, **_):
+    axes = [axis] if isinstance(axis, int) else list(axis)
+    n = int(np.prod([x.shape[a] for a in axes]))
+    s = o.reduce(x, "add", axis, dtype=np.float32, keepdims=keepdims, mask=mask)
+    return o.binary(s, 1.0 / n, "multiply", dtype=dtype or x.dtype, mask=None)
+
+
+def device_print(prefix, x, mask=None, **_):
+    """Device printing has no effect in Rainier (the values are in the outputs)."""
+
+
+def finfo(dtype):
+    return ml_dtypes.finfo(dtype) if c.is_float(dtype) else np.iinfo(dtype)
+
+
+# `builtins` keeps Python's own sum/max/min reachable inside this module.
+_py_sum, _py_max, _py_min = builtins.sum, builtins.max, builtins.min

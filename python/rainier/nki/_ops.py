@@ -1,0 +1,594 @@
+"""Instructions and the compiler's choices for NKI's high-level operations.
+
+``emit_*`` record one NeuronCore instruction each. The high-level helpers (``binary``,
+``unary``, ``reduce``, ``load``, ``store``, ``matmul``, ...) pick the engine and instruction
+as the Neuron compiler does for the legacy dialect: transcendental functions on the Scalar
+engine (``activation``), elementwise arithmetic and reductions on the Vector engine, matrix
+products and partition transposes on the Tensor engine, broadcasts across partitions as a
+matmul with a ones vector, PSUM results copied to SBUF before a store.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core as c
+from ._core import View, fail, unsupported
+
+# ALU operators by NKI function name (nl.add is passed as `op=nl.add`).
+ALU = {
+    "add": "add", "subtract": "subtract", "multiply": "multiply", "divide": "divide",
+    "maximum": "max", "minimum": "min", "max": "max", "min": "min",
+    "equal": "eq", "not_equal": "ne", "greater_equal": "ge", "greater": "gt",
+    "less_equal": "le", "less": "lt",
+    "eq": "eq", "ne": "ne", "ge": "ge", "gt": "gt", "le": "le", "lt": "lt",
+}
+# ScalarE activation functions by NKI name.
+ACT = {
+    "exp": "exp", "log": "log", "tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu",
+    "gelu": "gelu", "gelu_apprx_tanh": "gelu_tanh", "silu": "silu", "sqrt": "sqrt",
+    "rsqrt": "rsqrt", "square": "square", "reciprocal": "reciprocal", "copy": "identity",
+    "identity": "identity",
+}
+REDUCE = {"add": "add", "max": "max", "min": "min", "maximum": "max", "minimum": "min", "sum": "add"}
+
+
+def op_name(op) -> str:
+    """The NKI name of an operator argument (a function like ``nl.add``, or a string)."""
+    if isinstance(op, str):
+        return op
+    name = getattr(op, "_nki_name", None) or getattr(op, "__name__", None)
+    if name is None:
+        fail(f"not an NKI operator: {op!r}")
+    return name
+
+
+def alu(op) -> str:
+    n = op_name(op)
+    if n not in ALU:
+        unsupported(f"the ALU operator nl.{n}")
+    return ALU[n]
+
+
+# ---------------------------------------------------------------------------------------------
+# operands
+
+
+def acc(v: View) -> dict:
+    """The access of ``v``, after zeroing a PSUM tensor whose zeros were deferred and following a
+    temporary that was stored into its destination."""
+    t = v.tensor
+    fwd = getattr(t, "forward", None)
+    if fwd is not None:
+        full = t.full()
+        if v.p0 == 0 and v.off == 0 and v.axes == full.axes and v.dt is None:
+            return acc(fwd)
+        # A part of a forwarded temporary: bring its value back first.
+        t.forward = None
+        emit_copy(full, fwd)
+    if t.zero_pending:
+        materialize_zero(t)
+    return v.access()
+
+
+def materialize_zero(t):
+    pend, t.zero_pending = t.zero_pending, []
+    full = t.full()
+    esz = c.itemsize(t.dtype)
+    total = full.free_size * esz
+    if pend == [[0, total]]:
+        emit_memset(full, 0.0)
+        return
+    for lo, hi in pend:
+        view = View(t, 0, lo // esz, [full.axes[0], (1, (hi - lo) // esz, False)])
+        emit_memset(view, 0.0)
+
+
+def _byte_span(v: View):
+    esz = c.itemsize(v.dtype)
+    lo = hi = v.off
+    for s, n, p in v.axes:
+        if p:
+            continue
+        span = s * (n - 1)
+        lo += min(span, 0)
+        hi += max(span, 0)
+    return lo * esz, (hi + 1) * esz
+
+
+def take_zero(v: View) -> bool:
+    """Whether ``v`` lies in deferred zeros of its PSUM tensor (they are then consumed: the
+    matmul writing ``v`` starts a new accumulation instead of adding to zeros)."""
+    t = v.tensor
+    if not t.zero_pending:
+        return False
+    lo, hi = _byte_span(v)
+    if v.partitions != t.shape[t.par]:
+        return False
+    for k, (a, b) in enumerate(t.zero_pending):
+        if a <= lo and hi <= b:
+            rest = [[a, lo]] if a < lo else []
+            if hi < b:
+                rest.append([hi, b])
+            t.zero_pending[k:k + 1] = rest
+            return True
+    return False
+
+
+def scalar_operand(x):
+    if isinstance(x, View):
+        return acc(x)
+    return float(x)
+
+
+def is_scalar(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating, bool))
+
+
+# ---------------------------------------------------------------------------------------------
+# single instructions
+
+
+def _emit(op: dict, dst: View | None = None) -> int:
+    i = c.tracer().emit(op)
+    if dst is not None and getattr(dst.tensor, "producer", None) is not None:
+        dst.tensor.producer = None
+    return i
+
+
+def emit_dma(dst: View, src: View):
+    if dst.tensor.buffer == "psum" or src.tensor.buffer == "psum":
+        fail("DMA cannot reach PSUM; copy the tile to SBUF first")
+    if dst.partitions * dst.free_size != src.partitions * src.free_size and not (
+            int(np.prod(dst.shape)) == int(np.prod(src.shape))):
+        fail(f"DMA between shapes {src.shape} and {dst.shape} of different sizes")
+    return _emit({"op": "dma", "dst": acc(dst), "src": acc(src)}, dst)
+
+
+def emit_copy(dst: View, src: View, engine="vector"):
+    if engine == "scalar" and c.tracer().generation == 2:
+        return emit_activation(dst, src, "identity")
+    return _emit({"op": "tensor_copy", "dst": acc(dst), "src": acc(src), "engine": engine}, dst)
+
+
+def emit_memset(dst: View, value, engine="vector"):
+    return _emit({"op": "memset", "dst": dst.access(), "value": float(value), "engine": engine}, dst)
+
+
+def emit_tensor_tensor(dst, a, b, op, engine="vector"):
+    if a.tensor.buffer == "psum" and b.tensor.buffer == "psum":
+        # The Vector engine reads one PSUM operand per instruction.
+        tmp = c.new_tile(b.shape, b.dtype)
+        emit_copy(tmp, b)
+        b = tmp
+    return _emit({"op": "tensor_tensor", "dst": acc(dst), "in0": acc(a), "in1": acc(b),
+                  "alu": op, "engine": engine}, dst)
+
+
+def emit_tensor_scalar(dst, src, stages, engine="vector"):
+    st = [{"alu": op, "operand": scalar_operand(x), "reverse": bool(rev)} for op, x, rev in stages]
+    return _emit({"op": "tensor_scalar", "dst": acc(dst), "src": acc(src), "stages": st,
+                  "engine": engine}, dst)
+
+
+def emit_activation(dst, src, func, scale=1.0, bias=None, reduce=None):
+    op = {"op": "activation", "dst": acc(dst), "src": acc(src), "func": func,
+          "scale": scalar_operand(scale)}
+    if bias is not None:
+        op["bias"] = acc(bias)
+    if reduce is not None:
+        op["reduce"] = acc(reduce)
+    return _emit(op, dst)
+
+
+def emit_reduce(dst, src, op, axes, negate=False):
+    return _emit({"op": "tensor_reduce", "dst": acc(dst), "src": acc(src), "reduce": op,
+                  "axes": int(axes), "negate": bool(negate)}, dst)
+
+
+def emit_matmul(dst, stationary, moving, accumulate):
+    return _emit({"op": "matmul", "dst": acc(dst), "stationary": acc(stationary),
+                  "moving": acc(moving), "accumulate": bool(accumulate)}, dst)
+
+
+def emit_transpose(dst, src, engine="tensor"):
+    return _emit({"op": "transpose", "dst": acc(dst), "src": acc(src), "engine": engine}, dst)
+
+
+# ---------------------------------------------------------------------------------------------
+# the compiler's side of the legacy dialect
+
+
+def fresh(shape, dtype, buffer="sbuf") -> View:
+    return c.new_tile(shape, dtype, buffer)
+
+
+def produced(v: View, op_index: int, ranges=None) -> View:
+    """Marks ``v`` (a fresh temporary) as written only by instruction ``op_index``, so that a
+    store of it into another tile can write there directly."""
+    v.tensor.producer = op_index
+    v.tensor.producer_ranges = ranges
+    return v
+
+
+def mask_ranges(mask):
+    if mask is None or mask is True:
+        return {}
+    if isinstance(mask, c.Mask):
+        return mask.ranges()
+    fail(f"a mask must be an index comparison such as (i * 128 + ix < n), not {mask!r}")
+
+
+def masked(mask, *views):
+    """The views restricted to the mask's index ranges, or None when nothing is selected."""
+    r = mask_ranges(mask)
+    if r is None:
+        return None
+    if not r:
+        return views
+    return tuple(c.restrict(v, r) if isinstance(v, View) else v for v in views)
+
+
+def _same_elements(a: View, b: View) -> bool:
+    return [n for n in a.shape if n != 1] == [n for n in b.shape if n != 1]
+
+
+def assign(dst: View, value, mask=None):
+    """``dst[...] = value``."""
+    if is_scalar(value):
+        r = masked(mask, dst)
+        if r is not None:
+            emit_memset(r[0], value)
+        return
+    if not isinstance(value, View):
+        fail(f"cannot assign {type(value).__name__} to a tile")
+    t = value.tensor
+    ops = c.tracer().ops
+    prod = getattr(t, "producer", None)
+    if (mask is None and prod is not None and prod == len(ops) - 1 and value.axes == t.full().axes
+            and value.p0 == 0 and value.off == 0 and _same_elements(dst, value)
+            and dst.tensor is not t and _can_retarget(ops[prod]["i"], value, dst)):
+        op = ops[prod]["i"]
+        target = dst
+        ranges = getattr(t, "producer_ranges", None)
+        if ranges:
+            target = c.restrict(_reshaped_like(dst, value), ranges)
+        op["dst"] = acc(_reshaped_like(target, value) if not ranges else target)
+        t.producer = None
+        t.forward = dst
+        dst.tensor.producer = None
+        return
+    r = masked(mask, dst, value)
+    if r is None:
+        return
+    d, v = r
+    if d.tensor.on_chip and v.tensor.on_chip:
+        if v.partitions != d.partitions and v.partitions == 1:
+            v = broadcast_to(v, d.shape)
+        emit_copy(d, v)
+    elif d.tensor.on_chip or v.tensor.on_chip:
+        if v.tensor.buffer == "psum":
+            tmp = fresh(v.shape, v.dtype)
+            emit_copy(tmp, v)
+            v = tmp
+        emit_dma(d, v)
+    else:
+        emit_dma(d, v)
+
+
+def _reshaped_like(dst: View, like: View) -> View:
+    """``dst`` with the axis structure of ``like`` when only size-1 axes differ."""
+    if dst.shape == like.shape:
+        return dst
+    axes = [a for a in dst.axes if a[1] != 1]
+    out = []
+    it = iter(axes)
+    for s, n, p in like.axes:
+        if n == 1:
+            out.append((0, 1, p and False))
+        else:
+            out.append(next(it))
+    return View(dst.tensor, dst.p0, dst.off, out, dst.dt)
+
+
+def _can_retarget(op: dict, value: View, dst: View) -> bool:
+    kind = op["op"]
+    dpsum = dst.tensor.buffer == "psum"
+    if kind in ("matmul",) or (kind == "transpose" and op.get("engine") == "tensor"):
+        if not dpsum:
+            return False
+    elif kind == "dma":
+        if not dst.tensor.on_chip or dpsum:
+            return False
+    if dst.tensor.on_chip and not value.tensor.on_chip:
+        return False
+    if value.dtype is not dst.dtype and c.dtype_name(value.dtype) != c.dtype_name(dst.dtype):
+        return kind != "dma" and c.dtype_name(value.dtype) == "f32"
+    return True
+
+
+def accumulate(dst: View, value):
+    """``dst[...] += value``: a matmul result accumulates in PSUM, anything else adds."""
+    if isinstance(value, View):
+        t = value.tensor
+        ops = c.tracer().ops
+        prod = getattr(t, "producer", None)
+        if (prod is not None and prod == len(ops) - 1 and ops[prod]["i"]["op"] == "matmul"
+                and dst.tensor.buffer == "psum" and value.axes == t.full().axes):
+            op = ops[prod]["i"]
+            start = take_zero(dst)
+            op["dst"] = acc(_reshaped_like(dst, value))
+            op["accumulate"] = not start
+            t.producer = None
+            t.forward = dst
+            return
+    if dst.tensor.zero_pending and take_zero(dst):
+        assign(dst, value)
+        return
+    assign(dst, binary(dst, value, "add"))
+
+
+def _bcast_free(v: View, shape) -> View:
+    """``v`` broadcast along free axes of size 1 to ``shape`` (stride 0: no instruction)."""
+    vs = list(v.shape)
+    if len(vs) < len(shape):
+        vs_axes = list(v.axes) + [(0, 1, False)] * (len(shape) - len(vs))
+    else:
+        vs_axes = list(v.axes)
+    axes = []
+    for (s, n, p), want in zip(vs_axes, shape):
+        if n == want:
+            axes.append((s, n, p))
+        elif n == 1 and not p:
+            axes.append((0, want, False))
+        else:
+            return None
+    return View(v.tensor, v.p0, v.off, axes, v.dt)
+
+
+def result_shape(a: View, b: View):
+    sa, sb = list(a.shape), list(b.shape)
+    n = max(len(sa), len(sb))
+    sa += [1] * (n - len(sa))
+    sb += [1] * (n - len(sb))
+    out = []
+    for x, y in zip(sa, sb):
+        if x != y and x != 1 and y != 1:
+            fail(f"shapes {a.shape} and {b.shape} do not broadcast")
+        out.append(max(x, y))
+    return tuple(out)
+
+
+def binary(a, b, op, dtype=None, mask=None, dst=None):
+    """``a op b`` elementwise: Vector engine; tile ⊕ scalar or ⊕ ``[P, 1]`` as tensor_scalar."""
+    if op in ALU:
+        op = ALU[op]
+    if is_scalar(a) and is_scalar(b):
+        fail("an elementwise op needs at least one tile")
+    if is_scalar(b) or is_scalar(a):
+        tile, s, rev = (a, b, False) if is_scalar(b) else (b, a, True)
+        dtype = dtype or tile.dtype
+        out = dst if dst is not None else fresh(tile.shape, dtype)
+        r = masked(mask, out, tile)
+        if r is None:
+            return out
+        i = emit_tensor_scalar(r[0], r[1], [(op, float(s), rev)])
+        return out if dst is not None else produced(out, i, mask_ranges(mask))
+    shape = result_shape(a, b)
+    dtype = dtype or c.promote(a.dtype, b.dtype)
+    out = dst if dst is not None else fresh(shape, dtype)
+    # A [P, 1] operand against a [P, F] tile: per-partition scalar.
+    for x, y, rev in ((a, b, False), (b, a, True)):
+        if (y.partitions == x.partitions and y.free_size == 1 and x.free_size > 1
+                and tuple(x.shape) == tuple(shape) and x.partitions == shape[0]):
+            r = masked(mask, out, x, y)
+            if r is None:
+                return out
+            i = emit_tensor_scalar(r[0], r[1], [(op, r[2], rev)])
+            return out if dst is not None else produced(out, i, mask_ranges(mask))
+    a2, b2 = a, b
+    if a.partitions != shape[0]:
+        a2 = broadcast_to(a, shape)
+    if b.partitions != shape[0]:
+        b2 = broadcast_to(b, shape)
+    a2, b2 = _bcast_free(a2, shape), _bcast_free(b2, shape)
+    if a2 is None or b2 is None:
+        fail(f"cannot broadcast {a.shape} and {b.shape} to {shape}")
+    r = masked(mask, out, a2, b2)
+    if r is None:
+        return out
+    i = emit_tensor_tensor(r[0], r[1], r[2], op)
+    return out if dst is not None else produced(out, i, mask_ranges(mask))
+
+
+def unary(func, x, dtype=None, mask=None, scale=1.0, bias=None):
+    """``f(x)`` on the Scalar engine (activation)."""
+    if func == "negative":
+        return binary(x, -1.0, "multiply", dtype=dtype, mask=mask)
+    if func not in ACT:
+        unsupported(f"nl.{func}")
+    out = fresh(x.shape, dtype or x.dtype)
+    r = masked(mask, out, x)
+    if r is None:
+        return out
+    i = emit_activation(r[0], r[1], ACT[func], scale=scale, bias=bias)
+    return produced(out, i, mask_ranges(mask))
+
+
+def _axes_list(axis, ndim):
+    if isinstance(axis, (int, np.integer)):
+        axis = [int(axis)]
+    axis = sorted(int(a) % ndim for a in axis)
+    return axis
+
+
+def reduce(x: View, op, axis, dtype=None, keepdims=False, mask=None, negate=False):
+    """A reduction over trailing free axes on the Vector engine; over the partition axis as a
+    matmul against a ones column."""
+    axes = _axes_list(axis, x.ndim)
+    if 0 in axes:
+        unsupported("a reduction over the partition axis in nl.sum/max/min (use nisa.tensor_partition_reduce)")
+    if axes != list(range(x.ndim - len(axes), x.ndim)):
+        unsupported(f"a reduction over axes {axes} that are not the trailing free axes")
+    kept = [n for i, n in enumerate(x.shape) if i not in axes]
+    out_shape = kept if not keepdims else [1 if i in axes else n for i, n in enumerate(x.shape)]
+    out = fresh(tuple(kept) + (1,) if len(kept) == 1 else tuple(kept), dtype or x.dtype)
+    r = masked(mask, out, x)
+    if r is None:
+        return out
+    i = emit_reduce(r[0], r[1], REDUCE[op], len(axes), negate)
+    produced(out, i, mask_ranges(mask))
+    if keepdims and tuple(out.shape) != tuple(out_shape):
+        return c.reshape_view(out, out_shape)
+    return out
+
+
+def load(src: View, mask=None, dtype=None) -> View:
+    if src.tensor.on_chip:
+        fail("nl.load reads HBM; this tensor is already on chip")
+    shape = src.shape if len(src.shape) > 1 else (src.shape[0], 1)
+    if shape[0] > 128:
+        fail(f"a tile has at most 128 partitions; nl.load of shape {src.shape} needs {shape[0]} "
+             "(tile the first dimension)")
+    out = fresh(shape, dtype or src.dtype)
+    r = masked(mask, out, src)
+    if r is None:
+        return out
+    i = emit_dma(r[0], r[1])
+    return produced(out, i, mask_ranges(mask))
+
+
+def store(dst: View, value, mask=None):
+    if dst.tensor.on_chip:
+        fail("nl.store writes HBM; use tile[...] = value for on-chip tensors")
+    if is_scalar(value):
+        tile = fresh(dst.shape if len(dst.shape) > 1 else (dst.shape[0], 1), dst.dtype)
+        emit_memset(tile, value)
+        value = tile
+    if value.tensor.buffer == "psum":
+        tmp = fresh(value.shape, value.dtype)
+        emit_copy(tmp, value)
+        value = tmp
+    r = masked(mask, dst, value)
+    if r is None:
+        return
+    emit_dma(r[0], r[1])
+
+
+def copy(x: View, dtype=None, mask=None, engine="vector") -> View:
+    if not x.tensor.on_chip:
+        return load(x, mask=mask, dtype=dtype)
+    out = fresh(x.shape, dtype or x.dtype)
+    r = masked(mask, out, x)
+    if r is None:
+        return out
+    i = emit_copy(r[0], r[1], engine)
+    return produced(out, i, mask_ranges(mask))
+
+
+def _sbuf(x: View) -> View:
+    if x.tensor.buffer == "sbuf":
+        return x
+    tmp = fresh(x.shape, x.dtype)
+    emit_copy(tmp, x)
+    return tmp
+
+
+def nc_matmul(stationary: View, moving: View, mask=None, dst: View | None = None, accumulate=False):
+    """``stationary[K, M]ᵀ · moving[K, N]`` into PSUM ``[M, N]`` fp32, in ≤ 512-column steps."""
+    stationary, moving = _sbuf(stationary), _sbuf(moving)
+    k, m = stationary.partitions, stationary.free_size
+    k2, n = moving.partitions, moving.free_size
+    if k != k2:
+        fail(f"matmul contraction (partition) sizes differ: {k} and {k2}")
+    if m > 128:
+        fail(f"the stationary tile of a matmul has at most 128 columns, got {m}")
+    out = dst if dst is not None else fresh((m, n), np.float32, "psum")
+    r = masked(mask, out, stationary, moving)
+    if r is None:
+        return out
+    o, s, mv = r
+    step = 512
+    last = None
+    if o.free_size <= step:
+        last = emit_matmul(o, s, mv, accumulate)
+    else:
+        if len(o.axes) != 2 or len(mv.axes) != 2:
+            fail("a matmul wider than 512 columns needs 2-D tiles")
+        for j in range(0, o.free_size, step):
+            w = min(step, o.free_size - j)
+            oj = c.index_view(o, (slice(None), slice(j, j + w)))
+            mj = c.index_view(mv, (slice(None), slice(j, j + w)))
+            last = emit_matmul(oj, s, mj, accumulate)
+        last = None
+    if dst is None and last is not None:
+        produced(out, last, mask_ranges(mask))
+    return out
+
+
+def transpose(x: View, dtype=None, engine="tensor", mask=None) -> View:
+    """Partition ↔ free transpose. Tensor engine: SBUF ``[P, F ≤ 128]`` to PSUM ``[F, P]``."""
+    if engine == "vector":
+        out = fresh((x.free_size, x.partitions), dtype or x.dtype)
+    else:
+        x = _sbuf(x)
+        out = fresh((x.free_size, x.partitions), dtype or x.dtype, "psum")
+    r = masked(mask, out, x)
+    if r is None:
+        return out
+    i = emit_transpose(r[0], r[1], engine)
+    return produced(out, i, mask_ranges(mask))
+
+
+def ones_row(n: int, dtype) -> View:
+    """A cached SBUF ``[1, n]`` row of ones (the stationary of a partition broadcast)."""
+    t = c.tracer()
+    key = (n, c.dtype_name(dtype))
+    v = t.ones_cache.get(key)
+    if v is None:
+        v = fresh((1, n), dtype)
+        emit_memset(v, 1.0)
+        v.tensor.producer = None
+        t.ones_cache[key] = v
+    return v
+
+
+def broadcast_to(x: View, shape) -> View:
+    """``x`` broadcast to ``shape``: along free axes by a stride-0 view; across partitions by a
+    matmul of a ones row with ``x`` (exact: one product per output) and a copy to SBUF."""
+    shape = tuple(int(s) for s in shape)
+    if x.partitions == shape[0] or not x.tensor.on_chip:
+        v = _bcast_free(x, shape)
+        if v is None:
+            fail(f"cannot broadcast {x.shape} to {shape}")
+        return v
+    if x.partitions != 1:
+        fail(f"cannot broadcast {x.partitions} partitions to {shape[0]}")
+    src = _sbuf(x)
+    flat = c.reshape_view(src, (1, src.free_size)) if len(src.axes) != 2 else src
+    nfree = flat.free_size
+    is_f32 = c.dtype_name(src.dtype) in ("f32", "tf32")
+    ones = ones_row(shape[0], np.float32 if is_f32 else c.np_dtype(src.dtype))
+    full_free = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    if nfree != full_free:
+        if nfree == 1:
+            # A single value per partition after the broadcast.
+            ps = fresh((shape[0], 1), np.float32, "psum")
+            emit_matmul(ps, ones, flat, False)
+            out = fresh((shape[0], 1), src.dtype)
+            emit_copy(out, ps)
+            return _bcast_free(out, shape)
+        fail(f"cannot broadcast {x.shape} to {shape}")
+    out = fresh((shape[0], nfree), src.dtype)
+    chunk = 2048  # fp32 elements of one PSUM tile of four banks
+    for j in range(0, nfree, chunk):
+        w = min(chunk, nfree - j)
+        ps = fresh((shape[0], w), np.float32, "psum")
+        for k in range(0, w, 512):
+            kw = min(512, w - k)
+            emit_matmul(c.index_view(ps, (slice(None), slice(k, k + kw))), ones,
+                        c.index_view(flat, (slice(None), slice(j + k, j + k + kw))), False)
+        emit_copy(c.index_view(out, (slice(None), slice(j, j + w))), ps)
+    if len(shape) > 2:
+        return c.reshape_view(out, shape)
+    return out

@@ -1,0 +1,156 @@
+"""``nki.isa`` (current dialect): every instruction writes an explicit ``dst``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _core as c
+from .. import _ops as o
+from .._isa_common import (  # noqa: F401
+    act_name, dge_mode, engine, engine_name, get_nc_version, gpsimd_engine, matmul_perf_mode,
+    missing, nc_version, oob_mode, reduce_cmd, reduce_name, scalar_engine, sync_engine,
+    tensor_engine, unknown_engine, vector_engine,
+)
+
+
+def _span_written(dst) -> bool:
+    """Whether ``dst``'s PSUM bytes were written before (for ``accumulate=None``); records them."""
+    t = dst.tensor
+    spans = t.__dict__.setdefault("written", [])
+    lo, hi = o._byte_span(dst)
+    hit = any(a < hi and lo < b for a, b in spans)
+    spans.append((lo, hi))
+    return hit
+
+
+def dma_copy(dst, src, priority=None, oob_mode=None, dge_mode=None, engine=None, name=None):
+    if src.tensor.buffer == "psum" or dst.tensor.buffer == "psum":
+        c.fail("DMA cannot reach PSUM")
+    o.emit_dma(dst, src)
+
+
+def tensor_copy(dst, src, engine=unknown_engine, name=None):
+    e = engine_name(engine, "vector", ("vector", "scalar", "gpsimd"))
+    o.emit_copy(dst, src, e)
+
+
+def memset(dst, value, engine=unknown_engine, name=None):
+    e = engine_name(engine, "vector", ("vector", "gpsimd"))
+    o.emit_memset(dst, value, e)
+
+
+def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_onezero=False,
+              is_transpose=False, accumulate=None, tile_position=(), tile_size=(), perf_mode=None,
+              name=None):
+    if is_transpose:
+        o.emit_transpose(dst, moving if moving is not None else stationary, "tensor")
+        return
+    if tile_position or tile_size:
+        c.unsupported("nki.isa.nc_matmul tile_position/tile_size (PE-array tiling)")
+    if perf_mode is not None and getattr(perf_mode, "name", "none") != "none":
+        c.unsupported("nki.isa.nc_matmul perf_mode from the NKI front end")
+    written = _span_written(dst)
+    acc = written if accumulate is None else bool(accumulate)
+    o.nc_matmul(stationary, moving, dst=dst, accumulate=acc)
+
+
+def nc_transpose(dst, data, engine=unknown_engine, name=None):
+    default = "tensor" if dst.tensor.buffer == "psum" else "vector"
+    o.emit_transpose(dst, data, engine_name(engine, default, ("tensor", "vector")))
+
+
+def tensor_tensor(dst, data1, data2, op, engine=unknown_engine, name=None):
+    e = engine_name(engine, "vector", ("vector", "gpsimd"))
+    o.emit_tensor_tensor(dst, data1, data2, o.alu(op), e)
+
+
+def tensor_scalar(dst, data, op0, operand0, reverse0=False, op1=None, operand1=None,
+                  reverse1=False, engine=unknown_engine, name=None):
+    e = engine_name(engine, "vector", ("vector", "scalar", "gpsimd"))
+    stages = [(o.alu(op0), operand0, reverse0)]
+    if op1 is not None:
+        stages.append((o.alu(op1), operand1, reverse1))
+    o.emit_tensor_scalar(dst, data, stages, e)
+
+
+def tensor_reduce(dst, op, data, axis, negate=False, keepdims=False, name=None):
+    axes = o._axes_list(axis, data.ndim)
+    if 0 in axes or axes != list(range(data.ndim - len(axes), data.ndim)):
+        c.fail(f"tensor_reduce reduces trailing free axes; got axis={axis} for shape {data.shape}")
+    o.emit_reduce(dst, data, reduce_name(op), len(axes), negate)
+
+
+def activation(dst, op, data, bias=None, scale=1.0, reduce_op=None, reduce_res=None,
+               reduce_cmd=None, name=None):
+    if isinstance(bias, (int, float)):
+        if bias != 0:
+            b = o.fresh((data.partitions, 1), np.float32)
+            o.emit_memset(b, bias)
+            bias = b
+        else:
+            bias = None
+    if reduce_res is not None and reduce_name(reduce_op or "add") != "add":
+        c.unsupported("nki.isa.activation with a reduce other than add")
+    o.emit_activation(dst, data, act_name(op), scale=scale, bias=bias, reduce=reduce_res)
+
+
+def activation_reduce(dst, op, data, reduce_op, reduce_res, bias=None, scale=1.0, name=None):
+    activation(dst, op, data, bias=bias, scale=scale, reduce_op=reduce_op, reduce_res=reduce_res)
+
+
+def _pattern_steps(dst, pattern):
+    steps = [int(s) for s, _ in pattern]
+    nums = [int(n) for _, n in pattern]
+    if int(np.prod(nums)) != dst.free_size:
+        c.fail(f"the pattern covers {int(np.prod(nums))} elements per partition, dst has {dst.free_size}")
+    return steps, nums
+
+
+def iota(dst, pattern, offset=0, channel_multiplier=0, name=None):
+    steps, nums = _pattern_steps(dst, pattern)
+    view = c.View(dst.tensor, dst.p0, dst.off, [dst.axes[0]] + _contig(dst, nums), dst.dt)
+    c.tracer().emit({"op": "iota", "dst": o.acc(view), "base": int(offset),
+                     "channel_multiplier": int(channel_multiplier), "steps": steps})
+
+
+def _contig(dst, nums):
+    free = [a for a in dst.axes[1:]]
+    expect = 1
+    for s, n, _ in reversed(free):
+        if n != 1 and s != expect:
+            c.unsupported("iota/affine_select into a non-contiguous tile")
+        expect *= n
+    axes = []
+    acc = 1
+    for n in reversed(nums):
+        axes.append((acc, n, False))
+        acc *= n
+    return list(reversed(axes))
+
+
+def affine_select(dst, pattern, channel_multiplier, on_true_tile, on_false_value, cmp_op=None,
+                  offset=0, name=None):
+    steps, nums = _pattern_steps(dst, pattern)
+    d = c.View(dst.tensor, dst.p0, dst.off, [dst.axes[0]] + _contig(dst, nums), dst.dt)
+    s = c.View(on_true_tile.tensor, on_true_tile.p0, on_true_tile.off,
+               [on_true_tile.axes[0]] + _contig(on_true_tile, nums), on_true_tile.dt)
+    cmp = o.ALU[o.op_name(cmp_op)] if cmp_op is not None else "eq"
+    c.tracer().emit({"op": "affine_select", "dst": o.acc(d), "src": o.acc(s), "cmp": cmp,
+                     "base": int(offset), "channel_multiplier": int(channel_multiplier),
+                     "steps": steps, "on_false": float(on_false_value)})
+
+
+def reciprocal(dst, data, name=None):
+    o.emit_activation(dst, data, "reciprocal")
+
+
+for _name in ("tensor_copy_predicated", "nc_matmul_mx", "dma_transpose",
+              "tensor_partition_reduce", "tensor_scalar_cumulative", "activate2", "local_gather",
+              "nc_n_gather", "bn_stats", "bn_aggr", "tensor_tensor_scan", "nc_stream_shuffle",
+              "rng", "dropout", "set_rng_seed", "rand_set_state", "rand_get_state", "rand2",
+              "exponential", "max8", "sequence_bounds", "scalar_tensor_tensor",
+              "tensor_scalar_reduce", "core_barrier", "dma_compute", "quantize_mx",
+              "range_select", "select_reduce", "sendrecv", "register_alloc", "register_move",
+              "register_load", "register_store", "nc_find_index8", "nc_match_replace8",
+              "nonzero_with_count", "topk"):
+    globals()[_name] = missing(_name)

@@ -1,0 +1,158 @@
+"""``neuronxcc.nki.isa`` (legacy dialect): instructions that return their result tile."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _core as c
+from .. import _ops as o
+from .._isa_common import (  # noqa: F401
+    act_name, affine_of, dge_mode, engine, engine_name, get_nc_version, gpsimd_engine,
+    matmul_perf_mode, missing, nc_version, oob_mode, reduce_cmd, reduce_name, scalar_engine,
+    sync_engine, tensor_engine, unknown_engine, vector_engine,
+)
+
+
+def nc_matmul(stationary, moving, is_stationary_onezero=False, is_moving_onezero=False,
+              is_transpose=False, tile_position=(), tile_size=(), mask=None, **_):
+    """``stationaryᵀ @ moving`` on the Tensor engine, into a fresh PSUM tile (fp32)."""
+    if is_transpose:
+        return o.transpose(moving, mask=mask)
+    if tile_position or tile_size:
+        c.unsupported("nki.isa.nc_matmul tile_position/tile_size (PE-array tiling)")
+    return o.nc_matmul(stationary, moving, mask=mask)
+
+
+def nc_transpose(data, mask=None, dtype=None, engine=unknown_engine, **_):
+    e = engine_name(engine, "tensor" if data.free_size > 32 or data.partitions > 32 else "vector",
+                    ("tensor", "vector"))
+    return o.transpose(data, dtype=dtype, engine=e, mask=mask)
+
+
+def activation(op, data, bias=None, scale=1.0, reduce_op=None, reduce_res=None,
+               reduce_cmd=None, mask=None, dtype=None, **_):
+    func = act_name(op)
+    if isinstance(bias, (int, float)):
+        bias = None if bias == 0 else _const_column(data.partitions, bias)
+    out = o.fresh(data.shape, dtype or data.dtype)
+    r = o.masked(mask, out, data, bias, scale if isinstance(scale, c.View) else None, reduce_res)
+    if r is None:
+        return out
+    d, s, b, sc, red = r
+    if reduce_res is not None and reduce_name(reduce_op or np.add) != "add":
+        c.unsupported("nki.isa.activation with a reduce other than add")
+    i = o.emit_activation(d, s, func, scale=sc if sc is not None else scale, bias=b, reduce=red)
+    return o.produced(out, i, o.mask_ranges(mask))
+
+
+def activation_reduce(op, data, reduce_op, reduce_res, bias=None, scale=1.0, mask=None, dtype=None, **_):
+    return activation(op, data, bias=bias, scale=scale, reduce_op=reduce_op, reduce_res=reduce_res,
+                      mask=mask, dtype=dtype)
+
+
+def _const_column(p, value):
+    v = o.fresh((p, 1), np.float32)
+    o.emit_memset(v, value)
+    v.tensor.producer = None
+    return v
+
+
+def tensor_tensor(data1, data2, op, dtype=None, mask=None, engine=unknown_engine, **_):
+    e = engine_name(engine, "vector", ("vector", "gpsimd"))
+    shape = o.result_shape(data1, data2)
+    out = o.fresh(shape, dtype or c.promote(data1.dtype, data2.dtype))
+    r = o.masked(mask, out, data1, data2)
+    if r is None:
+        return out
+    i = o.emit_tensor_tensor(r[0], r[1], r[2], o.alu(op), e)
+    return o.produced(out, i, o.mask_ranges(mask))
+
+
+def tensor_scalar(data, op0, operand0, reverse0=False, op1=None, operand1=None, reverse1=False,
+                  dtype=None, mask=None, engine=unknown_engine, **_):
+    e = engine_name(engine, "vector", ("vector", "scalar", "gpsimd"))
+    out = o.fresh(data.shape, dtype or data.dtype)
+    stages = [(o.alu(op0), operand0, reverse0)]
+    if op1 is not None:
+        stages.append((o.alu(op1), operand1, reverse1))
+    views = [out, data] + [x for _, x, _ in stages]
+    r = o.masked(mask, *views)
+    if r is None:
+        return out
+    stages = [(op, r[2 + k], rev) for k, (op, _, rev) in enumerate(stages)]
+    i = o.emit_tensor_scalar(r[0], r[1], stages, e)
+    return o.produced(out, i, o.mask_ranges(mask))
+
+
+def tensor_reduce(op, data, axis, mask=None, dtype=None, negate=False, keepdims=False, **_):
+    return o.reduce(data, reduce_name(op), axis, dtype=dtype, keepdims=keepdims, mask=mask,
+                    negate=negate)
+
+
+def tensor_copy(src, mask=None, dtype=None, engine=unknown_engine, **_):
+    e = engine_name(engine, "vector", ("vector", "scalar", "gpsimd"))
+    return o.copy(src, dtype=dtype, mask=mask, engine=e)
+
+
+def memset(shape, value, dtype, mask=None, engine=unknown_engine, **_):
+    e = engine_name(engine, "vector", ("vector", "gpsimd"))
+    out = o.fresh(shape, dtype)
+    r = o.masked(mask, out)
+    if r is None:
+        return out
+    i = o.emit_memset(r[0], value, e)
+    return o.produced(out, i, o.mask_ranges(mask))
+
+
+def iota(expr, dtype, mask=None, **_):
+    """``dst[p, i…] = expr(p, i…)`` on GpSimd, for an affine index expression."""
+    base, cm, steps, sizes = affine_of(expr)
+    out = o.fresh(tuple(sizes), dtype)
+    r = o.masked(mask, out)
+    if r is None:
+        return out
+    i = c.tracer().emit({"op": "iota", "dst": o.acc(r[0]), "base": base, "channel_multiplier": cm,
+                         "steps": steps})
+    return o.produced(out, i, o.mask_ranges(mask))
+
+
+def affine_select(pred, on_true_tile, on_false_value, mask=None, dtype=None, **_):
+    """``dst = pred(p, i…) ? on_true_tile : on_false_value``, ``pred`` an affine comparison."""
+    if not isinstance(pred, c.Mask) or len(pred.terms) != 1:
+        c.fail("nki.isa.affine_select takes one affine comparison as its predicate")
+    e, cmp = pred.terms[0]
+    base, cm, steps, _ = affine_of(e)
+    out = o.fresh(on_true_tile.shape, dtype or on_true_tile.dtype)
+    r = o.masked(mask, out, on_true_tile)
+    if r is None:
+        return out
+    steps = steps + [0] * (len(out.shape) - 1 - len(steps))
+    i = c.tracer().emit({"op": "affine_select", "dst": o.acc(r[0]), "src": o.acc(r[1]), "cmp": cmp,
+                         "base": base, "channel_multiplier": cm, "steps": steps,
+                         "on_false": float(on_false_value)})
+    return o.produced(out, i, o.mask_ranges(mask))
+
+
+def dma_copy(dst, src, mask=None, dst_rmw_op=None, oob_mode=None, dge_mode=None, **_):
+    if dst_rmw_op is not None:
+        c.unsupported("nki.isa.dma_copy with dst_rmw_op (DMA read-modify-write)")
+    r = o.masked(mask, dst, src)
+    if r is None:
+        return
+    d, s = r
+    if s.tensor.buffer == "psum":
+        c.fail("DMA cannot read PSUM")
+    o.emit_dma(d, s)
+
+
+def reciprocal(data, dtype=None, mask=None, **_):
+    return o.unary("reciprocal", data, dtype=dtype, mask=mask)
+
+
+for _name in ("bn_stats", "bn_aggr", "dma_transpose", "dropout", "local_gather", "max8",
+              "nc_find_index8", "nc_match_replace8", "nc_stream_shuffle", "range_select",
+              "scalar_tensor_tensor", "select_reduce", "sequence_bounds", "tensor_copy_dynamic_dst",
+              "tensor_copy_dynamic_src", "tensor_copy_predicated", "tensor_partition_reduce",
+              "tensor_scalar_reduce", "tensor_tensor_scan", "tensor_scalar_cumulative",
+              "builtin_custom_op", "nc_matmul_mx", "quantize_mx"):
+    globals()[_name] = missing(_name)
