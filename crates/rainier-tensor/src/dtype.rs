@@ -21,11 +21,15 @@ pub enum DType {
     Fp8E5m2,
     I32,
     U8,
+    I8,
+    I16,
+    U16,
+    U32,
 }
 
 /// An unknown data-type name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown dtype '{0}' (known: f32, bf16, f16, tf32, fp8e4m3, fp8e4m3fn, fp8e5m2, i32, u8)")]
+#[error("unknown dtype '{0}' (known: f32, bf16, f16, tf32, fp8e4m3, fp8e4m3fn, fp8e5m2, i32, u8, i8, i16, u16, u32)")]
 pub struct UnknownDType(pub String);
 
 /// Bit layout of an 8-bit float.
@@ -111,7 +115,7 @@ fn f32_to_int(x: f32, lo: f32, hi: f32) -> f64 {
 
 impl DType {
     /// Every dtype, in a fixed order.
-    pub const ALL: [DType; 9] = [
+    pub const ALL: [DType; 13] = [
         DType::F32,
         DType::Bf16,
         DType::F16,
@@ -121,6 +125,10 @@ impl DType {
         DType::Fp8E5m2,
         DType::I32,
         DType::U8,
+        DType::I8,
+        DType::I16,
+        DType::U16,
+        DType::U32,
     ];
 
     /// The assembly name.
@@ -135,21 +143,43 @@ impl DType {
             DType::Fp8E5m2 => "fp8e5m2",
             DType::I32 => "i32",
             DType::U8 => "u8",
+            DType::I8 => "i8",
+            DType::I16 => "i16",
+            DType::U16 => "u16",
+            DType::U32 => "u32",
         }
     }
 
     /// Bytes per element.
     pub fn size_bytes(self) -> usize {
         match self {
-            DType::F32 | DType::Tf32 | DType::I32 => 4,
-            DType::Bf16 | DType::F16 => 2,
-            DType::Fp8E4m3 | DType::Fp8E4m3fn | DType::Fp8E5m2 | DType::U8 => 1,
+            DType::F32 | DType::Tf32 | DType::I32 | DType::U32 => 4,
+            DType::Bf16 | DType::F16 | DType::I16 | DType::U16 => 2,
+            DType::Fp8E4m3 | DType::Fp8E4m3fn | DType::Fp8E5m2 | DType::U8 | DType::I8 => 1,
         }
     }
 
     /// Whether this is a floating-point type.
     pub fn is_float(self) -> bool {
-        !matches!(self, DType::I32 | DType::U8)
+        !self.is_int()
+    }
+
+    /// Whether this is an integer type.
+    pub fn is_int(self) -> bool {
+        matches!(self, DType::I32 | DType::U8 | DType::I8 | DType::I16 | DType::U16 | DType::U32)
+    }
+
+    /// The range of an integer type (None for floats).
+    pub fn int_range(self) -> Option<(i64, i64)> {
+        match self {
+            DType::I32 => Some((i64::from(i32::MIN), i64::from(i32::MAX))),
+            DType::U8 => Some((0, 255)),
+            DType::I8 => Some((-128, 127)),
+            DType::I16 => Some((i64::from(i16::MIN), i64::from(i16::MAX))),
+            DType::U16 => Some((0, i64::from(u16::MAX))),
+            DType::U32 => Some((0, i64::from(u32::MAX))),
+            _ => None,
+        }
     }
 
     /// Whether this is one of the 8-bit float types.
@@ -165,7 +195,9 @@ impl DType {
             DType::F16 | DType::Tf32 => 10,
             DType::Fp8E4m3 | DType::Fp8E4m3fn => 3,
             DType::Fp8E5m2 => 2,
-            DType::I32 | DType::U8 => return 0.5,
+            DType::I32 | DType::U8 | DType::I8 | DType::I16 | DType::U16 | DType::U32 => {
+                return 0.5
+            }
         };
         2f64.powi(-man_bits - 1)
     }
@@ -181,6 +213,10 @@ impl DType {
             DType::Fp8E4m3 | DType::Fp8E4m3fn | DType::Fp8E5m2 => self.fp8_table()[b[0] as usize],
             DType::I32 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32,
             DType::U8 => f32::from(b[0]),
+            DType::I8 => f32::from(b[0] as i8),
+            DType::I16 => f32::from(i16::from_le_bytes([b[0], b[1]])),
+            DType::U16 => f32::from(u16::from_le_bytes([b[0], b[1]])),
+            DType::U32 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32,
         }
     }
 
@@ -204,6 +240,17 @@ impl DType {
                 out[..4].copy_from_slice(&i.to_le_bytes());
             }
             DType::U8 => out[0] = f32_to_int(v, 0.0, 255.0) as u8,
+            DType::I8 => out[0] = f32_to_int(v, -128.0, 127.0) as i8 as u8,
+            DType::I16 => out[..2].copy_from_slice(
+                &(f32_to_int(v, -32768.0, 32767.0) as i16).to_le_bytes(),
+            ),
+            DType::U16 => {
+                out[..2].copy_from_slice(&(f32_to_int(v, 0.0, 65535.0) as u16).to_le_bytes())
+            }
+            DType::U32 => {
+                let i = f32_to_int(v, 0.0, u32::MAX as f32).clamp(0.0, f64::from(u32::MAX));
+                out[..4].copy_from_slice(&(i as u32).to_le_bytes());
+            }
         }
     }
 
@@ -217,6 +264,12 @@ impl DType {
                 out[..4].copy_from_slice(&i.to_le_bytes());
             }
             DType::U8 => out[0] = v.clamp(0, 255) as u8,
+            DType::I8 => out[0] = v.clamp(-128, 127) as i8 as u8,
+            DType::I16 => out[..2].copy_from_slice(&(v.clamp(-32768, 32767) as i16).to_le_bytes()),
+            DType::U16 => out[..2].copy_from_slice(&(v.clamp(0, 65535) as u16).to_le_bytes()),
+            DType::U32 => {
+                out[..4].copy_from_slice(&(v.clamp(0, i64::from(u32::MAX)) as u32).to_le_bytes())
+            }
             _ => self.store(v as f32, out),
         }
     }
@@ -292,6 +345,10 @@ impl FromStr for DType {
             "fp16" | "float16" => Some(DType::F16),
             "int32" => Some(DType::I32),
             "uint8" => Some(DType::U8),
+            "int8" => Some(DType::I8),
+            "int16" => Some(DType::I16),
+            "uint16" => Some(DType::U16),
+            "uint32" => Some(DType::U32),
             _ => None,
         };
         alias

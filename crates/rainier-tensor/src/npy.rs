@@ -39,6 +39,10 @@ fn descr_of(dtype: DType) -> Option<&'static str> {
         DType::F16 => Some("<f2"),
         DType::I32 => Some("<i4"),
         DType::U8 => Some("|u1"),
+        DType::I8 => Some("|i1"),
+        DType::I16 => Some("<i2"),
+        DType::U16 => Some("<u2"),
+        DType::U32 => Some("<u4"),
         _ => None,
     }
 }
@@ -49,6 +53,10 @@ fn dtype_of(descr: &str) -> Result<DType, NpyError> {
         "<f2" => Ok(DType::F16),
         "<i4" => Ok(DType::I32),
         "|u1" | "<u1" | "u1" => Ok(DType::U8),
+        "|i1" | "<i1" | "i1" => Ok(DType::I8),
+        "<i2" => Ok(DType::I16),
+        "<u2" => Ok(DType::U16),
+        "<u4" => Ok(DType::U32),
         other => Err(NpyError::UnsupportedDescr(other.to_string())),
     }
 }

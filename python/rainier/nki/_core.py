@@ -45,6 +45,10 @@ _DTYPE_NAMES = {
     np.dtype(ml_dtypes.float8_e5m2): "fp8e5m2",
     np.dtype(np.int32): "i32",
     np.dtype(np.uint8): "u8",
+    np.dtype(np.int8): "i8",
+    np.dtype(np.int16): "i16",
+    np.dtype(np.uint16): "u16",
+    np.dtype(np.uint32): "u32",
 }
 _BY_NAME = {v: k for k, v in _DTYPE_NAMES.items()}
 
@@ -210,6 +214,7 @@ class Tracer:
         self.tensors: list[dict] = []
         self.ops: list[dict] = []
         self.names: set[str] = set()
+        self.name_counts: dict[str, int] = {}
         self.program_ids: tuple = ()
         self.grid: tuple = ()
         # shared HBM tensors of a grid launch, by creation order within an instance
@@ -221,10 +226,11 @@ class Tracer:
     def unique(self, base: str) -> str:
         base = base or "t"
         name = base
-        k = 1
+        k = self.name_counts.get(base, 0)
         while name in self.names:
-            name = f"{base}.{k}"
             k += 1
+            name = f"{base}.{k}"
+        self.name_counts[base] = k
         self.names.add(name)
         return name
 
@@ -655,7 +661,7 @@ class View:
         from . import _ops
 
         dst = index_view(self, key)
-        if value is _ALREADY_STORED or (isinstance(value, View) and value is dst):
+        if value is _ALREADY_STORED or isinstance(value, _InPlace):
             return
         _ops.assign(dst, value)
 

@@ -122,7 +122,9 @@ def nc(n):
     return _Nc(n)
 
 
-spmd_dim = nc
+def spmd_dim(*dims):
+    """``nl.spmd_dim(n, nl.nc(k))``: a grid dimension of ``n × k`` instances."""
+    return int(np.prod([int(d) for d in dims]))
 
 
 # -- tensors

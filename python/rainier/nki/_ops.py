@@ -151,8 +151,25 @@ def emit_copy(dst: View, src: View, engine="vector"):
     return _emit({"op": "tensor_copy", "dst": acc(dst), "src": acc(src), "engine": engine}, dst)
 
 
+def tiles_of(v: View):
+    """``v`` as tiles whose first axis is the partition: one per index of the block axes in
+    front of it (a blocked tensor is one tile per block)."""
+    parts = [i for i, a in enumerate(v.axes) if a[2]]
+    if not parts or parts[0] == 0:
+        return [v]
+    k = parts[0]
+    out = []
+    for idx in np.ndindex(*[a[1] for a in v.axes[:k]]):
+        off = v.off + sum(int(i) * a[0] for i, a in zip(idx, v.axes[:k]))
+        out.append(View(v.tensor, v.p0, off, v.axes[k:], v.dt))
+    return out
+
+
 def emit_memset(dst: View, value, engine="vector"):
-    return _emit({"op": "memset", "dst": dst.access(), "value": float(value), "engine": engine}, dst)
+    last = None
+    for d in tiles_of(dst):
+        last = _emit({"op": "memset", "dst": d.access(), "value": float(value), "engine": engine}, d)
+    return last
 
 
 def emit_tensor_tensor(dst, a, b, op, engine="vector"):
@@ -428,9 +445,13 @@ def reduce(x: View, op, axis, dtype=None, keepdims=False, mask=None, negate=Fals
     axes = _axes_list(axis, x.ndim)
     if 0 in axes:
         unsupported("a reduction over the partition axis in nl.sum/max/min (use nisa.tensor_partition_reduce)")
-    if axes != list(range(x.ndim - len(axes), x.ndim)):
-        unsupported(f"a reduction over axes {axes} that are not the trailing free axes")
     kept = [n for i, n in enumerate(x.shape) if i not in axes]
+    if axes != list(range(x.ndim - len(axes), x.ndim)):
+        # The Vector engine walks any access pattern: put the reduced axes innermost.
+        order = [i for i in range(x.ndim) if i not in axes] + axes
+        x = View(x.tensor, x.p0, x.off, [x.axes[i] for i in order], x.dt)
+        if keepdims:
+            unsupported("keepdims on a reduction over non-trailing axes")
     out_shape = kept if not keepdims else [1 if i in axes else n for i, n in enumerate(x.shape)]
     out = fresh(tuple(kept) + (1,) if len(kept) == 1 else tuple(kept), dtype or x.dtype)
     r = masked(mask, out, x)
