@@ -391,6 +391,45 @@ impl Machine {
                 self.write_tile(dst, &y)
             }
             Op::Iota { dst, affine } => self.iota(dst, affine),
+            Op::TensorTensorScan { dst, in0, in1, initial, op0, op1, reverse0, reverse1 } => {
+                let a = self.read_tile(in0)?;
+                let b = self.read_tile(in1)?;
+                let f = (in0.free_len() as usize).max(1);
+                let init = self.scalar_values(initial, in0.partitions as usize)?;
+                let mut out = vec![0.0f32; a.len()];
+                for (p, row) in out.chunks_mut(f).enumerate() {
+                    let mut x = init[p];
+                    for (i, o) in row.iter_mut().enumerate() {
+                        let (u, v) = (a[p * f + i], b[p * f + i]);
+                        let t = if *reverse0 { op0.apply(x, u) } else { op0.apply(u, x) };
+                        x = if *reverse1 { op1.apply(v, t) } else { op1.apply(t, v) };
+                        *o = x;
+                    }
+                }
+                self.write_tile(dst, &out)
+            }
+            Op::BnStats { dst, src } => {
+                let x = self.read_tile(src)?;
+                let f = (src.free_len() as usize).max(1);
+                let out: Vec<f32> = x
+                    .chunks(f)
+                    .flat_map(|row| {
+                        let mut v = [0.0f32; 6];
+                        for (k, start) in [0usize, 1].into_iter().enumerate() {
+                            let (n, mean, m2) = moments(row.iter().skip(start).step_by(2).copied());
+                            v[3 * k..3 * k + 3].copy_from_slice(&[n, mean, m2]);
+                        }
+                        v
+                    })
+                    .collect();
+                self.write_tile(dst, &out)
+            }
+            Op::BnAggr { dst, src } => {
+                let x = self.read_tile(src)?;
+                let f = (src.free_len() as usize).max(1);
+                let out: Vec<f32> = x.chunks(f).flat_map(|row| aggregate(row)).collect();
+                self.write_tile(dst, &out)
+            }
             Op::AffineSelect { dst, src, affine, cmp, on_false } => {
                 let x = self.read_tile(src)?;
                 let sizes = src.free_shape();
@@ -545,4 +584,41 @@ fn cmp_i64(cmp: rainier_isa::AluOp, a: i64) -> bool {
         Lt => a < 0,
         _ => false,
     }
+}
+
+/// `(count, mean, Σ (x − mean)²)` of `xs` in fp32: the mean first, then the squared deviations,
+/// left to right (the hardware's order is not published: assumption).
+fn moments(xs: impl Iterator<Item = f32> + Clone) -> (f32, f32, f32) {
+    let (n, sum) = xs.clone().fold((0u32, 0.0f32), |(n, s), v| (n + 1, s + v));
+    if n == 0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let count = n as f32;
+    let mean = sum / count;
+    let m2 = xs.fold(0.0f32, |a, v| {
+        let d = v - mean;
+        a + d * d
+    });
+    (count, mean, m2)
+}
+
+/// `[mean, variance]` of the groups given as `(count, mean, variance · count)` triples (Chan et
+/// al.'s pairwise combination, in fp32, in order).
+fn aggregate(row: &[f32]) -> [f32; 2] {
+    let (mut n, mut mean, mut m2) = (0.0f32, 0.0f32, 0.0f32);
+    for t in row.chunks_exact(3) {
+        let (nb, mb, m2b) = (t[0], t[1], t[2]);
+        if nb == 0.0 {
+            continue;
+        }
+        let total = n + nb;
+        let delta = mb - mean;
+        mean += delta * (nb / total);
+        m2 += m2b + delta * delta * (n * nb / total);
+        n = total;
+    }
+    if n == 0.0 {
+        return [0.0, 0.0];
+    }
+    [mean, m2 / n]
 }

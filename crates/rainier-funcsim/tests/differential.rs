@@ -23,6 +23,14 @@ use rainier_isa::{
 use rainier_reference as reference;
 use rainier_tensor::DType;
 
+/// Error bounds of a two-pass fp32 mean and sum of squared deviations of `n` values of
+/// magnitude ≤ `scale` whose exact sum of squared deviations is `m2`.
+fn two_pass_bounds(n: f64, scale: f64, m2: f64) -> (f64, f64) {
+    let u = 2f64.powi(-24);
+    let delta = 4.0 * n * u * scale;
+    (delta, 2.0 * (12.0 * n * u * scale + n * u * m2 + n * delta * delta) + 1e-12)
+}
+
 fn rd(d: DType, x: f64) -> f64 {
     reference::round_to(d.name(), x)
 }
@@ -104,6 +112,89 @@ proptest! {
                 v = r32(if st.reverse { reference::binary(st.op.name(), c, v) } else { reference::binary(st.op.name(), v, c) });
             }
             prop_assert!(same(got[i], rd(dout, v)), "element {i}: got {} want {}", got[i], rd(dout, v));
+        }
+    }
+
+    #[test]
+    fn tensor_tensor_scan(seed: u64, parts in 1u32..=128, sz in sizes(), d in prop::collection::vec(dtype(), 3),
+                          ops in (prop::sample::select(vec![AluOp::Multiply, AluOp::Add, AluOp::Subtract, AluOp::Max]),
+                                  prop::sample::select(vec![AluOp::Add, AluOp::Multiply, AluOp::Subtract, AluOp::Min])),
+                          reverse: (bool, bool), vector_initial: bool, imm in -2.0f32..2.0) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let (start, parts) = partition_range(parts, seed as u32);
+        let in0 = a.tile(Memory::Sbuf, start, parts, d[0], &sz, 0);
+        let in1 = a.tile(Memory::Sbuf, start, parts, d[1], &sz, 1);
+        let dst = a.tile(Memory::Sbuf, start, parts, d[2], &sz, 0);
+        // |in0| < 1 keeps a multiplicative recurrence bounded.
+        let x = fill(&mut m, &in0, &mut r, -0.95, 0.95);
+        let y = fill(&mut m, &in1, &mut r, -2.0, 2.0);
+        let (initial, init) = if vector_initial {
+            let t = a.tile(Memory::Sbuf, start, parts, DType::F32, &[1], 0);
+            let v = fill(&mut m, &t, &mut r, -2.0, 2.0);
+            (ScalarOperand::Vector(t), v)
+        } else {
+            (ScalarOperand::Imm(imm), vec![f64::from(imm); parts as usize])
+        };
+        m.execute(&Op::TensorTensorScan { dst: dst.clone(), in0, in1, initial, op0: ops.0, op1: ops.1,
+                                          reverse0: reverse.0, reverse1: reverse.1 }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &dst);
+        let f = sz.iter().product::<u64>() as usize;
+        for p in 0..parts as usize {
+            let want = reference::scan(&x[p * f..(p + 1) * f], &y[p * f..(p + 1) * f], init[p],
+                                       (ops.0.name(), ops.1.name()), reverse);
+            for i in 0..f {
+                prop_assert!(same(got[p * f + i], rd(d[2], want[i])), "partition {p} element {i}: got {} want {}", got[p * f + i], rd(d[2], want[i]));
+            }
+        }
+    }
+
+    /// bn_stats then bn_aggr give each partition's mean and population variance within the
+    /// two-pass fp32 error bound of f64 (mean: 4·n·u₃₂·max|x|; Σ(x − mean)²: twice
+    /// 12·n·u₃₂·max|x| + n·u₃₂·Σ(x − mean)² + n·δ², δ the mean's bound), and the counts exactly.
+    #[test]
+    fn bn_stats_and_aggr(seed: u64, parts in 1u32..=128, chunks in 1u64..=4, n in 1u64..=512, din in dtype(), offset in -100.0f32..100.0) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let (start, parts) = partition_range(parts, seed as u32);
+        let stats = a.tile(Memory::Sbuf, start, parts, DType::F32, &[chunks * 6], 0);
+        let mut all: Vec<Vec<f64>> = vec![Vec::new(); parts as usize];
+        for c in 0..chunks {
+            let src = a.tile(Memory::Sbuf, start, parts, din, &[n], 0);
+            let x = fill(&mut m, &src, &mut r, offset - 3.0, offset + 3.0);
+            for p in 0..parts as usize {
+                all[p].extend_from_slice(&x[p * n as usize..(p + 1) * n as usize]);
+            }
+            let mut dst = stats.clone();
+            dst.offset_bytes += c * 24;
+            dst.dims = dims_of(&[6]);
+            m.execute(&Op::BnStats { dst: dst.clone(), src }).unwrap_or_else(|e| panic!("{e}"));
+            let got = read(&m, &dst);
+            for p in 0..parts as usize {
+                let row = &all[p][(c * n) as usize..];
+                let even: Vec<f64> = row.iter().step_by(2).copied().collect();
+                let odd: Vec<f64> = row.iter().skip(1).step_by(2).copied().collect();
+                prop_assert_eq!(got[p * 6], even.len() as f64);
+                prop_assert_eq!(got[p * 6 + 3], odd.len() as f64);
+                for (k, g) in [even, odd].iter().enumerate() {
+                    let (cnt, mean, m2) = reference::moments(g);
+                    let (tol_mean, tol_m2) = two_pass_bounds(cnt, f64::from(offset.abs()) + 3.0, m2);
+                    prop_assert!((got[p * 6 + 3 * k + 1] - mean).abs() <= tol_mean, "mean {} vs {mean}", got[p * 6 + 3 * k + 1]);
+                    prop_assert!((got[p * 6 + 3 * k + 2] - m2).abs() <= tol_m2, "m2 {} vs {m2}", got[p * 6 + 3 * k + 2]);
+                }
+            }
+        }
+        let out = a.tile(Memory::Sbuf, start, parts, DType::F32, &[2], 0);
+        m.execute(&Op::BnAggr { dst: out.clone(), src: stats }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &out);
+        for p in 0..parts as usize {
+            let (cnt, mean, m2) = reference::moments(&all[p]);
+            let (tol_mean, tol_m2) = two_pass_bounds(cnt, f64::from(offset.abs()) + 3.0, m2);
+            prop_assert!((got[2 * p] - mean).abs() <= tol_mean, "mean {} vs {mean}", got[2 * p]);
+            // Chan's combination adds one more rounding per group: twice the two-pass bound.
+            prop_assert!((got[2 * p + 1] - m2 / cnt).abs() <= 2.0 * tol_m2 / cnt, "var {} vs {}", got[2 * p + 1], m2 / cnt);
         }
     }
 

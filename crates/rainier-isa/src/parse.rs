@@ -562,7 +562,7 @@ fn declaration(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<TensorDecl,
 fn operand_count(op: &str) -> usize {
     match op {
         "memset" | "iota" => 1,
-        "nc_matmul" | "tensor_tensor" => 3,
+        "nc_matmul" | "tensor_tensor" | "tensor_tensor_scan" => 3,
         "select" => 4,
         _ => 2,
     }
@@ -718,6 +718,29 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
             Op::TensorReduce { dst, src, op, axes, negate: opts.bool("negate")? }
         }
         "tensor_copy" => Op::TensorCopy { dst: next(), src: next() },
+        "tensor_tensor_scan" => {
+            let (dst, in0, in1) = (next(), next(), next());
+            let mut alu = |key: &str| {
+                opts.alu(key)?
+                    .ok_or_else(|| opts.err(op_col, format!("missing option {key}=ALU_OP")))
+            };
+            let (op0, op1) = (alu("op0")?, alu("op1")?);
+            let initial = opts
+                .scalar("initial")?
+                .ok_or_else(|| opts.err(op_col, "missing option initial=IMM|TILE".into()))?;
+            Op::TensorTensorScan {
+                dst,
+                in0,
+                in1,
+                initial,
+                op0,
+                op1,
+                reverse0: opts.bool("reverse0")?,
+                reverse1: opts.bool("reverse1")?,
+            }
+        }
+        "bn_stats" => Op::BnStats { dst: next(), src: next() },
+        "bn_aggr" => Op::BnAggr { dst: next(), src: next() },
         "memset" => Op::Memset { dst: next(), value: opts.required_f32("value", op_col)? },
         "select" => {
             Op::Select { dst: next(), predicate: next(), on_true: next(), on_false: next() }

@@ -118,8 +118,26 @@ impl Program {
                 }
                 vec![dst.to_string(), stationary.to_string(), moving.to_string()]
             }
-            Op::Transpose { dst, src } | Op::TensorCopy { dst, src } => {
+            Op::Transpose { dst, src }
+            | Op::TensorCopy { dst, src }
+            | Op::BnStats { dst, src }
+            | Op::BnAggr { dst, src } => {
                 vec![dst.to_string(), src.to_string()]
+            }
+            Op::TensorTensorScan { dst, in0, in1, initial, op0, op1, reverse0, reverse1 } => {
+                opts.push(format!(
+                    "op0={} op1={} initial={}",
+                    op0.name(),
+                    op1.name(),
+                    scalar(initial)
+                ));
+                if *reverse0 {
+                    opts.push("reverse0=true".into());
+                }
+                if *reverse1 {
+                    opts.push("reverse1=true".into());
+                }
+                vec![dst.to_string(), in0.to_string(), in1.to_string()]
             }
             Op::TensorTensor { dst, in0, in1, op } => {
                 opts.push(format!("op={}", op.name()));

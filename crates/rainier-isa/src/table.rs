@@ -119,6 +119,30 @@ pub static OPCODES: &[OpcodeInfo] = &[
         semantics: "dst[p, i] = cmp(base + channel_multiplier · p + Σ_j steps[j] · i_j, 0) ? src[p, i] : on_false (e.g. a causal mask)",
         rules: "one step per free dim; dst and src the same shape",
     },
+    OpcodeInfo {
+        name: "tensor_tensor_scan",
+        engines: &[Vector],
+        operands: "dst, in0, in1",
+        options: "op0=ALU_OP op1=ALU_OP initial=IMM|TILE[P,1] [reverse0=true] [reverse1=true]",
+        semantics: "per partition, along the row-major element order: x[-1] = initial, x[i] = op1(op0(in0[i], x[i-1]), in1[i]) (reverse0: op0(x[i-1], in0[i]); reverse1: op1(in1[i], ...)), fp32 math with x carried in fp32 (assumption), dst[i] = cast(x[i])",
+        rules: "in0, in1 and dst the same partition count and free size; in0 and in1 not both PSUM; a tile initial is [P, 1]",
+    },
+    OpcodeInfo {
+        name: "bn_stats",
+        engines: &[Vector],
+        operands: "dst [P, 6], src [P, N <= 512]",
+        options: "",
+        semantics: "per partition: (count, mean, variance * count) of the even-indexed elements of src, then of the odd-indexed ones, in fp32 (two-pass: mean, then the sum of squared deviations, left to right; assumption), cast to dst",
+        rules: "src free size 1..=512 (nl.tile_size.bn_stats_fmax); dst the partitions of src and 6 elements",
+    },
+    OpcodeInfo {
+        name: "bn_aggr",
+        engines: &[Vector],
+        operands: "dst [P, 2], src [P, 3k]",
+        options: "",
+        semantics: "per partition, from k triples (count, mean, variance * count): n = Σ count, mean = Σ count·mean / n, variance = (Σ variance·count + Σ count·(mean_j - mean)²) / n (population variance), fp32, cast to dst = [mean, variance]; groups with count 0 are skipped",
+        rules: "src free size a positive multiple of 3; dst the partitions of src and 2 elements",
+    },
 ];
 
 /// The table row of `name`.

@@ -425,6 +425,25 @@ pub enum Op {
     Iota { dst: Tile, affine: Affine },
     /// `dst[p, i] = cmp(affine(p, i), 0) ? src[p, i] : on_false`.
     AffineSelect { dst: Tile, src: Tile, affine: Affine, cmp: AluOp, on_false: f32 },
+    /// A scan along each partition's elements: `x₋₁ = initial[p]`,
+    /// `xᵢ = op1(op0(in0ᵢ, xᵢ₋₁), in1ᵢ)` in fp32 (`reverse0`/`reverse1` swap the operands of
+    /// op0/op1), `dstᵢ = cast(xᵢ)`.
+    TensorTensorScan {
+        dst: Tile,
+        in0: Tile,
+        in1: Tile,
+        initial: ScalarOperand,
+        op0: AluOp,
+        op1: AluOp,
+        reverse0: bool,
+        reverse1: bool,
+    },
+    /// Per partition: `(count, mean, variance · count)` of the even-indexed elements of src,
+    /// then of the odd-indexed ones (6 values).
+    BnStats { dst: Tile, src: Tile },
+    /// Per partition: the mean and the population variance of the groups whose
+    /// `(count, mean, variance · count)` triples src holds (2 values).
+    BnAggr { dst: Tile, src: Tile },
 }
 
 /// How an instruction uses a tile.
@@ -452,6 +471,9 @@ impl Op {
             Op::Activation { .. } => "activation",
             Op::Iota { .. } => "iota",
             Op::AffineSelect { .. } => "affine_select",
+            Op::TensorTensorScan { .. } => "tensor_tensor_scan",
+            Op::BnStats { .. } => "bn_stats",
+            Op::BnAggr { .. } => "bn_aggr",
         }
     }
 
@@ -470,6 +492,9 @@ impl Op {
             Op::Activation { .. } => 9,
             Op::Iota { .. } => 10,
             Op::AffineSelect { .. } => 11,
+            Op::TensorTensorScan { .. } => 12,
+            Op::BnStats { .. } => 13,
+            Op::BnAggr { .. } => 14,
         };
         &crate::OPCODES[row]
     }
@@ -517,8 +542,19 @@ impl Op {
                 }
                 f(dst, Write);
             }
-            Op::TensorReduce { dst, src, .. } | Op::AffineSelect { dst, src, .. } => {
+            Op::TensorReduce { dst, src, .. }
+            | Op::AffineSelect { dst, src, .. }
+            | Op::BnStats { dst, src }
+            | Op::BnAggr { dst, src } => {
                 f(src, Read);
+                f(dst, Write);
+            }
+            Op::TensorTensorScan { dst, in0, in1, initial, .. } => {
+                f(in0, Read);
+                f(in1, Read);
+                if let ScalarOperand::Vector(t) = initial {
+                    f(t, Read);
+                }
                 f(dst, Write);
             }
             Op::Memset { dst, .. } | Op::Iota { dst, .. } => f(dst, Write),

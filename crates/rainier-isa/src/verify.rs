@@ -387,6 +387,48 @@ impl Checker<'_> {
                     self.fail("in0 and in1 cannot both be in PSUM");
                 }
             }
+            Op::TensorTensorScan { dst, in0, in1, initial, .. } => {
+                self.same_shape("in0", in0, "dst", dst);
+                self.same_shape("in1", in1, "dst", dst);
+                if in0.memory == Memory::Psum && in1.memory == Memory::Psum {
+                    self.fail("in0 and in1 cannot both be in PSUM");
+                }
+                if let ScalarOperand::Vector(v) = initial {
+                    self.per_partition("initial", v, in0);
+                }
+            }
+            Op::BnStats { dst, src } => {
+                if src.free_len() == 0 || src.free_len() > 512 {
+                    self.fail(format!(
+                        "src has {} elements per partition (1 to 512, nl.tile_size.bn_stats_fmax)",
+                        src.free_len()
+                    ));
+                }
+                if dst.partitions != src.partitions || dst.free_len() != 6 {
+                    self.fail(format!(
+                        "dst must be [{}, 6], found [{}, {}]",
+                        src.partitions,
+                        dst.partitions,
+                        dst.free_len()
+                    ));
+                }
+            }
+            Op::BnAggr { dst, src } => {
+                if src.free_len() == 0 || src.free_len() % 3 != 0 {
+                    self.fail(format!(
+                        "src has {} elements per partition (a positive multiple of 3: bn_stats triples)",
+                        src.free_len()
+                    ));
+                }
+                if dst.partitions != src.partitions || dst.free_len() != 2 {
+                    self.fail(format!(
+                        "dst must be [{}, 2], found [{}, {}]",
+                        src.partitions,
+                        dst.partitions,
+                        dst.free_len()
+                    ));
+                }
+            }
             Op::TensorScalar { dst, src, stages } => {
                 self.same_shape("src", src, "dst", dst);
                 if stages.is_empty() || stages.len() > 2 {

@@ -156,6 +156,9 @@ select sb[0:1]@0:f32[4], sb[0:1]@0:f32[4], sb[0:1]@0:f32[4], sb[0:1]@0:f32[4]
 activation sb[0:1]@0:f32[4], sb[0:1]@0:f32[4] func=exp
 iota sb[0:1]@0:i32[4] steps=[1]
 affine_select sb[0:1]@0:f32[4], sb[0:1]@0:f32[4] cmp=ge steps=[1] on_false=0
+tensor_tensor_scan sb[0:1]@0:f32[4], sb[0:1]@0:f32[4], sb[0:1]@0:f32[4] op0=multiply op1=add initial=0
+bn_stats sb[0:1]@0:f32[6], sb[0:1]@0:f32[4]
+bn_aggr sb[0:1]@0:f32[2], sb[0:1]@0:f32[6]
 ",
     )
     .unwrap_or_else(|e| panic!("{e}"));

@@ -154,6 +154,20 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
                 cmp,
                 on_false
             }),
+        (tile(), tile(), tile(), scalar(), alu(), alu(), any::<bool>(), any::<bool>()).prop_map(
+            |(dst, in0, in1, initial, op0, op1, reverse0, reverse1)| Op::TensorTensorScan {
+                dst,
+                in0,
+                in1,
+                initial,
+                op0,
+                op1,
+                reverse0,
+                reverse1
+            }
+        ),
+        (tile(), tile()).prop_map(|(dst, src)| Op::BnStats { dst, src }),
+        (tile(), tile()).prop_map(|(dst, src)| Op::BnAggr { dst, src }),
     ]
 }
 

@@ -325,9 +325,13 @@ impl KernelBuilder {
             .filter(|e| self.engine_counts[e.index()] > 0)
             .map(|e| SemWait { semaphore: e.index() as u32, value: self.engine_counts[e.index()] })
             .collect();
-        waits.extend(self.dma_issued.iter().enumerate().filter(|(_, &n)| n > 0).map(|(k, &n)| {
-            SemWait { semaphore: k as u32 + ENGINE_SEMAPHORES, value: n }
-        }));
+        waits.extend(
+            self.dma_issued
+                .iter()
+                .enumerate()
+                .filter(|(_, &n)| n > 0)
+                .map(|(k, &n)| SemWait { semaphore: k as u32 + ENGINE_SEMAPHORES, value: n }),
+        );
         self.fence_waits = waits;
         self.fence_pending = [true; 5];
     }

@@ -23,9 +23,9 @@ mod loss;
 mod optim;
 mod rowwise;
 
+pub use alloc::Arena;
 pub use attention::{attention, AttentionShape};
 pub use attention_bwd::{attention_backward, attention_backward_chunked};
-pub use alloc::Arena;
 pub use builder::{KernelBuilder, KernelError, MAX_INSTRUCTIONS};
 pub use gemm::gemm;
 pub use loss::{cross_entropy, cross_entropy_backward};

@@ -55,10 +55,7 @@ pub(crate) fn dtype_of(name: &str) -> Result<DType, NkiError> {
         "tfloat32" => Some(DType::Tf32),
         _ => None,
     };
-    alias.map_or_else(
-        || DType::from_str(name).map_err(|e| NkiError::Input(e.to_string())),
-        Ok,
-    )
+    alias.map_or_else(|| DType::from_str(name).map_err(|e| NkiError::Input(e.to_string())), Ok)
 }
 
 fn engine_of(name: &str) -> Result<Engine, NkiError> {
@@ -230,9 +227,10 @@ impl<'a> Lowering<'a> {
                 (engine_of(engine)?, Op::TensorScalar { dst: t(dst)?, src: t(src)?, stages })
             }
             OpSpec::TensorReduce { dst, src, reduce, axes, negate } => {
-                let op = ReduceOp::ALL.into_iter().find(|o| o.name() == reduce).ok_or_else(
-                    || NkiError::Input(format!("unknown reduce operator '{reduce}'")),
-                )?;
+                let op =
+                    ReduceOp::ALL.into_iter().find(|o| o.name() == reduce).ok_or_else(|| {
+                        NkiError::Input(format!("unknown reduce operator '{reduce}'"))
+                    })?;
                 // The reduced dims are the innermost `axes` of the access as traced: merge the
                 // kept and the reduced dims separately so the boundary survives.
                 let split = src.dims.len().saturating_sub(*axes as usize);
@@ -278,18 +276,35 @@ impl<'a> Lowering<'a> {
                     },
                 )
             }
+            OpSpec::TensorTensorScan { dst, in0, in1, initial, op0, op1, reverse0, reverse1 } => (
+                Engine::Vector,
+                Op::TensorTensorScan {
+                    dst: t(dst)?,
+                    in0: t(in0)?,
+                    in1: t(in1)?,
+                    initial: self.scalar(initial)?,
+                    op0: alu_of(op0)?,
+                    op1: alu_of(op1)?,
+                    reverse0: *reverse0,
+                    reverse1: *reverse1,
+                },
+            ),
+            OpSpec::BnStats { dst, src } => {
+                (Engine::Vector, Op::BnStats { dst: t(dst)?, src: t(src)? })
+            }
+            OpSpec::BnAggr { dst, src } => {
+                (Engine::Vector, Op::BnAggr { dst: t(dst)?, src: t(src)? })
+            }
             OpSpec::Iota { dst, base, channel_multiplier, steps } => {
                 let dst = self.tile_unmerged(dst)?;
                 let steps = fit_steps(steps, &dst.dims);
-                let affine =
-                    Affine { base: *base, channel_multiplier: *channel_multiplier, steps };
+                let affine = Affine { base: *base, channel_multiplier: *channel_multiplier, steps };
                 (Engine::GpSimd, Op::Iota { dst, affine })
             }
             OpSpec::AffineSelect { dst, src, cmp, base, channel_multiplier, steps, on_false } => {
                 let dst = self.tile_unmerged(dst)?;
                 let steps = fit_steps(steps, &dst.dims);
-                let affine =
-                    Affine { base: *base, channel_multiplier: *channel_multiplier, steps };
+                let affine = Affine { base: *base, channel_multiplier: *channel_multiplier, steps };
                 (
                     Engine::GpSimd,
                     Op::AffineSelect {
@@ -354,7 +369,8 @@ fn check_access(
     let esz = dtype.size_bytes() as u64;
     let (lo, hi) = byte_range(a, esz);
     if spec.buffer.is_hbm() {
-        let total = i128::from(spec.shape.iter().product::<u64>()) * i128::from(dtypes[a.t].size_bytes() as u64);
+        let total = i128::from(spec.shape.iter().product::<u64>())
+            * i128::from(dtypes[a.t].size_bytes() as u64);
         if lo < 0 || hi > total {
             return Err(format!(
                 "{what} of '{}' is out of bounds (bytes {lo}..{hi} of {total})",
@@ -392,15 +408,16 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
         format!("{file}:{}", s[1])
     };
     for (t, spec) in trace.tensors.iter().enumerate() {
-        check_tensor(spec, dtypes[t], parts).map_err(|m| NkiError::Kernel {
-            at: where_(spec.src),
-            message: m,
-        })?;
+        check_tensor(spec, dtypes[t], parts)
+            .map_err(|m| NkiError::Kernel { at: where_(spec.src), message: m })?;
     }
 
     // Which on-chip tensors can be split into blocks: every access within one block.
-    let mut splittable: Vec<bool> =
-        trace.tensors.iter().map(|t| !t.buffer.is_hbm() && t.block_bytes > 0 && t.block_bytes < t.bytes).collect();
+    let mut splittable: Vec<bool> = trace
+        .tensors
+        .iter()
+        .map(|t| !t.buffer.is_hbm() && t.block_bytes > 0 && t.block_bytes < t.bytes)
+        .collect();
     // Per tensor: (first, last) use, and per block for splittable ones.
     let mut block_use: HashMap<(usize, u64), (usize, usize)> = HashMap::new();
     let mut whole_use: Vec<Option<(usize, usize)>> = vec![None; trace.tensors.len()];
@@ -420,8 +437,7 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
                     None => dtypes[a.t].size_bytes() as u64,
                 };
                 let (lo, hi) = byte_range(a, esz);
-                let (b0, b1) =
-                    (lo as u64 / spec.block_bytes, (hi as u64 - 1) / spec.block_bytes);
+                let (b0, b1) = (lo as u64 / spec.block_bytes, (hi as u64 - 1) / spec.block_bytes);
                 if b0 != b1 {
                     splittable[a.t] = false;
                 } else {
@@ -506,12 +522,11 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
     let lines: Vec<u32> = sources.iter().map(|s| s[1]).collect();
     let program = b.into_program(lines).map_err(|e| match e {
         rainier_kernels::KernelError::Invalid(v) => {
-            let msgs: Vec<String> = v
-                .0
-                .iter()
-                .take(8)
-                .map(|x| format!("{}: {}: {}", low.src(sources[x.index]), x.opcode, x.message))
-                .collect();
+            let msgs: Vec<String> =
+                v.0.iter()
+                    .take(8)
+                    .map(|x| format!("{}: {}: {}", low.src(sources[x.index]), x.opcode, x.message))
+                    .collect();
             NkiError::Rules(msgs.join("\n  "))
         }
         other => NkiError::Input(other.to_string()),
@@ -562,8 +577,11 @@ fn allocate(
         while next_free < by_last.len() && units[by_last[next_free]].last < first {
             let v = units[by_last[next_free]];
             let psum_unit = trace.tensors[v.tensor].buffer == Buffer::Psum;
-            let (arena, size) =
-                if psum_unit { (&mut psum, v.bytes.div_ceil(bank) * bank) } else { (&mut sbuf, v.bytes) };
+            let (arena, size) = if psum_unit {
+                (&mut psum, v.bytes.div_ceil(bank) * bank)
+            } else {
+                (&mut sbuf, v.bytes)
+            };
             arena.release(v.addr, size);
             next_free += 1;
         }

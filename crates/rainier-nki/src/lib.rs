@@ -14,7 +14,9 @@ mod trace;
 
 pub use compile::{compile, Compiled};
 pub use run::{run, EngineUse, Outcome, RunOptions};
-pub use trace::{Access, Buffer, OpSpec, ScalarSpec, SourceRef, StageSpec, TensorSpec, Trace, TraceOp};
+pub use trace::{
+    Access, Buffer, OpSpec, ScalarSpec, SourceRef, StageSpec, TensorSpec, Trace, TraceOp,
+};
 
 /// Why a traced kernel could not run. Every message names the kernel source line it concerns.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -197,6 +197,26 @@ pub enum OpSpec {
         steps: Vec<i32>,
         on_false: f32,
     },
+    TensorTensorScan {
+        dst: Access,
+        in0: Access,
+        in1: Access,
+        initial: ScalarSpec,
+        op0: String,
+        op1: String,
+        #[serde(default)]
+        reverse0: bool,
+        #[serde(default)]
+        reverse1: bool,
+    },
+    BnStats {
+        dst: Access,
+        src: Access,
+    },
+    BnAggr {
+        dst: Access,
+        src: Access,
+    },
     /// Every later instruction waits for every earlier one (`sequential_range` iterations).
     Fence,
 }
@@ -210,8 +230,18 @@ impl OpSpec {
             | OpSpec::Transpose { dst, src, .. }
             | OpSpec::TensorCopy { dst, src, .. }
             | OpSpec::TensorReduce { dst, src, .. }
-            | OpSpec::AffineSelect { dst, src, .. } => {
+            | OpSpec::AffineSelect { dst, src, .. }
+            | OpSpec::BnStats { dst, src }
+            | OpSpec::BnAggr { dst, src } => {
                 v.push((src, false));
+                v.push((dst, true));
+            }
+            OpSpec::TensorTensorScan { dst, in0, in1, initial, .. } => {
+                v.push((in0, false));
+                v.push((in1, false));
+                if let ScalarSpec::Tile(t) = initial {
+                    v.push((t, false));
+                }
                 v.push((dst, true));
             }
             OpSpec::Matmul { dst, stationary, moving, .. } => {
@@ -273,6 +303,9 @@ impl OpSpec {
             OpSpec::Activation { .. } => "activation",
             OpSpec::Iota { .. } => "iota",
             OpSpec::AffineSelect { .. } => "affine_select",
+            OpSpec::TensorTensorScan { .. } => "tensor_tensor_scan",
+            OpSpec::BnStats { .. } => "bn_stats",
+            OpSpec::BnAggr { .. } => "bn_aggr",
             OpSpec::Fence => "fence",
         }
     }

@@ -33,7 +33,10 @@ impl NativeRun {
     }
 
     /// Output tensors: `[(name, dtype, shape, bytes)]`.
-    fn outputs<'py>(&self, py: Python<'py>) -> Vec<(String, String, Vec<usize>, Bound<'py, PyBytes>)> {
+    fn outputs<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> Vec<(String, String, Vec<usize>, Bound<'py, PyBytes>)> {
         self.outcome
             .outputs
             .iter()

@@ -24,6 +24,10 @@ pub fn round_to(format: &str, x: f64) -> f64 {
         "fp8e5m2" => (2, -14, 57344.0, true),
         "i32" => return round_int(x, -2147483648.0, 2147483647.0),
         "u8" => return round_int(x, 0.0, 255.0),
+        "i8" => return round_int(x, -128.0, 127.0),
+        "i16" => return round_int(x, -32768.0, 32767.0),
+        "u16" => return round_int(x, 0.0, 65535.0),
+        "u32" => return round_int(x, 0.0, 4294967295.0),
         other => panic!("unknown format {other}"),
     };
     if x.is_nan() || x == 0.0 {
@@ -335,4 +339,36 @@ mod tests {
             assert!((erf(-x) + want).abs() < 1e-14);
         }
     }
+}
+
+/// `tensor_tensor_scan` of one partition in f64 with fp32 rounding after each operator (the
+/// simulator's stated rounding points): `x = op1(op0(a[i], x), b[i])`, operands swapped by
+/// `reverse0`/`reverse1`.
+pub fn scan(
+    a: &[f64],
+    b: &[f64],
+    initial: f64,
+    ops: (&str, &str),
+    reverse: (bool, bool),
+) -> Vec<f64> {
+    let mut x = initial;
+    a.iter()
+        .zip(b)
+        .map(|(&u, &v)| {
+            let t =
+                round_to("f32", if reverse.0 { binary(ops.0, x, u) } else { binary(ops.0, u, x) });
+            x = round_to("f32", if reverse.1 { binary(ops.1, v, t) } else { binary(ops.1, t, v) });
+            x
+        })
+        .collect()
+}
+
+/// Exact `(count, mean, Σ (x − mean)²)` of `xs` (f64, two passes).
+pub fn moments(xs: &[f64]) -> (f64, f64, f64) {
+    let n = xs.len() as f64;
+    if xs.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let mean = xs.iter().sum::<f64>() / n;
+    (n, mean, xs.iter().map(|x| (x - mean) * (x - mean)).sum())
 }

@@ -241,9 +241,9 @@ impl DType {
             }
             DType::U8 => out[0] = f32_to_int(v, 0.0, 255.0) as u8,
             DType::I8 => out[0] = f32_to_int(v, -128.0, 127.0) as i8 as u8,
-            DType::I16 => out[..2].copy_from_slice(
-                &(f32_to_int(v, -32768.0, 32767.0) as i16).to_le_bytes(),
-            ),
+            DType::I16 => {
+                out[..2].copy_from_slice(&(f32_to_int(v, -32768.0, 32767.0) as i16).to_le_bytes())
+            }
             DType::U16 => {
                 out[..2].copy_from_slice(&(f32_to_int(v, 0.0, 65535.0) as u16).to_le_bytes())
             }

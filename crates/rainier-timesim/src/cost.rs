@@ -118,6 +118,11 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
             plain(base + if reduce.is_some() { min_ii } else { 0 })
         }
         Op::Iota { dst, .. } => plain(startup + stream(dst.free_len())),
+        // The NKI ISA reference's estimates [N-isa-226]: scan `max(MIN_II, 2N)`, bn_stats
+        // `max(MIN_II, N)`, bn_aggr `max(MIN_II, 13·N/3)`.
+        Op::TensorTensorScan { in0, .. } => plain(min_ii.max(stream(2 * in0.free_len()))),
+        Op::BnStats { src, .. } => plain(min_ii.max(stream(src.free_len()))),
+        Op::BnAggr { src, .. } => plain(min_ii.max(stream(13 * (src.free_len() / 3)))),
         Op::AffineSelect { dst, .. } => plain(startup + stream(dst.free_len())),
     }
 }

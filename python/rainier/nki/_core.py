@@ -573,14 +573,17 @@ class Mask:
 class View:
     """A tile or tensor slice: an affine access into one tensor."""
 
-    __slots__ = ("tensor", "p0", "off", "axes", "dt")
+    __slots__ = ("tensor", "p0", "off", "axes", "dt", "checks")
 
-    def __init__(self, tensor: Tensor, p0: int, off: int, axes, dt=None):
+    def __init__(self, tensor: Tensor, p0: int, off: int, axes, dt=None, checks=None):
         self.tensor = tensor
         self.p0 = p0
         self.off = off
         self.axes = axes  # [(stride, size, is_partition)]
         self.dt = dt
+        # Index bounds to check once masks have cut the axes: [(size, const, [(axis, coeff)])]
+        # with the axes' first index in `checks[-1]` (see `restrict`).
+        self.checks = checks
 
     # -- properties NKI code reads
     @property
@@ -615,8 +618,25 @@ class View:
     def __bool__(self):
         fail("an NKI tile has no Python truth value (its values exist only on the device)")
 
+    def check_bounds(self):
+        """Indices out of their dimension after masking are an error (as on the hardware)."""
+        if not self.checks:
+            return
+        bounds, origin = self.checks
+        for size, const, terms in bounds:
+            lo = hi = const
+            for axis, k in terms:
+                first = origin[axis]
+                last = first + self.axes[axis][1] - 1
+                lo += min(k * first, k * last)
+                hi += max(k * first, k * last)
+            if lo < 0 or hi >= size:
+                fail(f"index {lo}..{hi} out of bounds for a dimension of size {size} of "
+                     f"'{self.tensor.name}' (mask the access)")
+
     # -- the access the back end sees
     def access(self) -> dict:
+        self.check_bounds()
         t = self.tensor
         if not t.on_chip:
             a = {"t": t.id, "off": self.off, "dims": [[s, n] for s, n, _ in self.axes]}
@@ -790,6 +810,7 @@ def index_view(v: View, key) -> View:
         key = tuple(key.exprs)
     key = _norm_key(key, len(v.axes))
     p0, off = v.p0, v.off
+    bounds = []
     basic = []  # (stride, size, is_part) from slices
     grid: dict[int, tuple] = {}  # grid axis -> (size, stride, is_part)
     nd = 0
@@ -824,10 +845,13 @@ def index_view(v: View, key) -> View:
             basic.append((stride * step, n, is_part))
             continue
         e = Expr.of(k)
-        vals = e.values()
-        lo, hi = int(vals.min()), int(vals.max())
+        lo = hi = e.const
+        for var, k2 in e.terms.items():
+            lo += min(0, k2 * (var.size - 1))
+            hi += max(0, k2 * (var.size - 1))
         if lo < 0 or hi >= size:
-            fail(f"index {lo}..{hi} out of bounds for a dimension of size {size}")
+            # Legal when a mask cuts it back: checked when the access is emitted.
+            bounds.append((size, e.const, [(var.axis, k2) for var, k2 in e.terms.items()]))
         if is_part:
             p0 += e.const
         else:
@@ -853,7 +877,8 @@ def index_view(v: View, key) -> View:
     axes.extend(basic)
     if not axes:
         axes = [(1, 1, False)]
-    return View(v.tensor, p0, off, axes, v.dt)
+    checks = (bounds, [0] * len(axes)) if bounds else None
+    return View(v.tensor, p0, off, axes, v.dt, checks)
 
 
 def reshape_view(v: View, shape) -> View:
@@ -896,6 +921,8 @@ def restrict(v: View, ranges: dict) -> View:
     """``v`` with each axis whose grid position and size match a mask range cut to it."""
     axes = list(v.axes)
     p0, off = v.p0, v.off
+    checks = v.checks
+    origin = list(checks[1]) if checks else None
     for (axis, size), (lo, hi) in ranges.items():
         if axis >= len(axes):
             continue
@@ -907,7 +934,9 @@ def restrict(v: View, ranges: dict) -> View:
         else:
             off += lo * s
         axes[axis] = (s, hi - lo, part)
-    return View(v.tensor, p0, off, axes, v.dt)
+        if origin is not None:
+            origin[axis] += lo
+    return View(v.tensor, p0, off, axes, v.dt, (checks[0], origin) if checks else None)
 
 
 def new_tile(shape, dtype, buffer="sbuf", name="") -> View:

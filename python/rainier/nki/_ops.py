@@ -208,6 +208,20 @@ def emit_matmul(dst, stationary, moving, accumulate):
                   "moving": acc(moving), "accumulate": bool(accumulate)}, dst)
 
 
+def emit_scan(dst, in0, in1, initial, op0, op1, reverse0=False, reverse1=False):
+    return _emit({"op": "tensor_tensor_scan", "dst": acc(dst), "in0": acc(in0), "in1": acc(in1),
+                  "initial": scalar_operand(initial), "op0": op0, "op1": op1,
+                  "reverse0": bool(reverse0), "reverse1": bool(reverse1)}, dst)
+
+
+def emit_bn_stats(dst, src):
+    return _emit({"op": "bn_stats", "dst": acc(dst), "src": acc(src)}, dst)
+
+
+def emit_bn_aggr(dst, src):
+    return _emit({"op": "bn_aggr", "dst": acc(dst), "src": acc(src)}, dst)
+
+
 def emit_transpose(dst, src, engine="tensor"):
     return _emit({"op": "transpose", "dst": acc(dst), "src": acc(src), "engine": engine}, dst)
 

@@ -140,13 +140,26 @@ def affine_select(dst, pattern, channel_multiplier, on_true_tile, on_false_value
                      "steps": steps, "on_false": float(on_false_value)})
 
 
+def tensor_tensor_scan(dst, data0, data1, initial, op0, op1, reverse0=False, reverse1=False,
+                       name=None):
+    o.emit_scan(dst, data0, data1, initial, o.alu(op0), o.alu(op1), reverse0, reverse1)
+
+
+def bn_stats(dst, data, name=None):
+    o.emit_bn_stats(dst, data)
+
+
+def bn_aggr(dst, data, name=None):
+    o.emit_bn_aggr(dst, data)
+
+
 def reciprocal(dst, data, name=None):
     o.emit_activation(dst, data, "reciprocal")
 
 
 for _name in ("tensor_copy_predicated", "nc_matmul_mx", "dma_transpose",
               "tensor_partition_reduce", "tensor_scalar_cumulative", "activate2", "local_gather",
-              "nc_n_gather", "bn_stats", "bn_aggr", "tensor_tensor_scan", "nc_stream_shuffle",
+              "nc_n_gather", "nc_stream_shuffle",
               "rng", "dropout", "set_rng_seed", "rand_set_state", "rand_get_state", "rand2",
               "exponential", "max8", "sequence_bounds", "scalar_tensor_tensor",
               "tensor_scalar_reduce", "core_barrier", "dma_compute", "quantize_mx",

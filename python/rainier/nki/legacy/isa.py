@@ -145,14 +145,47 @@ def dma_copy(dst, src, mask=None, dst_rmw_op=None, oob_mode=None, dge_mode=None,
     o.emit_dma(d, s)
 
 
+def tensor_tensor_scan(data0, data1, initial, op0, op1, reverse0=False, reverse1=False,
+                       dtype=None, mask=None, **_):
+    """A scan along each partition: ``x = op1(op0(data0[i], x), data1[i])`` from ``initial``."""
+    dt = dtype or c.promote(data0.dtype, data1.dtype)
+    out = o.fresh(data0.shape, dt)
+    r = o.masked(mask, out, data0, data1, initial if isinstance(initial, c.View) else None)
+    if r is None:
+        return out
+    init = r[3] if r[3] is not None else initial
+    i = o.emit_scan(r[0], r[1], r[2], init, o.alu(op0), o.alu(op1), reverse0, reverse1)
+    return o.produced(out, i, o.mask_ranges(mask))
+
+
+def bn_stats(data, mask=None, dtype=None, **_):
+    """Per partition ``(count, mean, var·count)`` of the even then odd elements: ``[P, 6]``."""
+    out = o.fresh((data.partitions, 6), dtype or data.dtype)
+    r = o.masked(mask, out, data)
+    if r is None:
+        return out
+    i = o.emit_bn_stats(r[0], r[1])
+    return o.produced(out, i, o.mask_ranges(mask))
+
+
+def bn_aggr(data, mask=None, dtype=None, **_):
+    """Mean and variance per partition from ``bn_stats`` triples: ``[P, 2]``."""
+    out = o.fresh((data.partitions, 2), dtype or data.dtype)
+    r = o.masked(mask, out, data)
+    if r is None:
+        return out
+    i = o.emit_bn_aggr(r[0], r[1])
+    return o.produced(out, i, o.mask_ranges(mask))
+
+
 def reciprocal(data, dtype=None, mask=None, **_):
     return o.unary("reciprocal", data, dtype=dtype, mask=mask)
 
 
-for _name in ("bn_stats", "bn_aggr", "dma_transpose", "dropout", "local_gather", "max8",
+for _name in ("dma_transpose", "dropout", "local_gather", "max8",
               "nc_find_index8", "nc_match_replace8", "nc_stream_shuffle", "range_select",
               "scalar_tensor_tensor", "select_reduce", "sequence_bounds", "tensor_copy_dynamic_dst",
               "tensor_copy_dynamic_src", "tensor_copy_predicated", "tensor_partition_reduce",
-              "tensor_scalar_reduce", "tensor_tensor_scan", "tensor_scalar_cumulative",
+              "tensor_scalar_reduce", "tensor_scalar_cumulative",
               "builtin_custom_op", "nc_matmul_mx", "quantize_mx"):
     globals()[_name] = missing(_name)
