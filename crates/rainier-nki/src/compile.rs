@@ -196,14 +196,14 @@ impl<'a> Lowering<'a> {
                 let op = Op::DmaCopy { dst: self.dma_operand(dst)?, src: self.dma_operand(src)? };
                 (engine, op)
             }
-            OpSpec::Matmul { dst, stationary, moving, accumulate } => (
+            OpSpec::Matmul { dst, stationary, moving, accumulate, double_row } => (
                 Engine::Tensor,
                 Op::Matmul {
                     dst: t(dst)?,
                     stationary: t(stationary)?,
                     moving: t(moving)?,
                     accumulate: *accumulate,
-                    double_row: false,
+                    double_row: *double_row,
                 },
             ),
             OpSpec::Transpose { dst, src, engine } => {

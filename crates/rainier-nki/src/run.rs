@@ -11,7 +11,7 @@ use rainier_timesim::{chrome_trace, simulate, Report};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::{compile, Compiled, NkiError, Trace};
+use crate::{compile, Buffer, Compiled, NkiError, Trace};
 
 /// What to compute.
 #[derive(Debug, Clone, Copy, Default)]
@@ -141,6 +141,18 @@ pub fn run(
             _ => msg,
         })
     })?;
-    let outputs = report.outputs.clone();
+    let mut outputs = report.outputs.clone();
+    if let Some(m) = &report.machine {
+        for (t, spec) in trace.tensors.iter().enumerate() {
+            if let (Buffer::Input, true, Some(i)) =
+                (spec.buffer, spec.written, compiled.hbm_index[t])
+            {
+                let decl = &compiled.program.tensors[i];
+                let shape = decl.shape.iter().map(|&d| d as usize).collect();
+                let data = m.hbm(i).to_vec();
+                outputs.insert(spec.name.clone(), HostTensor { dtype: decl.dtype, shape, data });
+            }
+        }
+    }
     Ok(Outcome { compiled, report, outputs })
 }

@@ -63,6 +63,10 @@ pub struct TensorSpec {
     pub block_bytes: u64,
     #[serde(default)]
     pub src: SourceRef,
+    /// An input the kernel writes (legacy kernels that store into an argument): its final
+    /// contents are returned with the outputs.
+    #[serde(default)]
+    pub written: bool,
 }
 
 /// An affine access into a tensor. On-chip: partitions `[p, p + n)` and, within each, the
@@ -128,6 +132,9 @@ pub enum OpSpec {
         moving: Access,
         #[serde(default)]
         accumulate: bool,
+        /// fp8 double-row mode (v3+): operands `[K, 2·M]`, `[K, 2·N]`.
+        #[serde(default)]
+        double_row: bool,
     },
     Transpose {
         dst: Access,

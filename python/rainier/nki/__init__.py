@@ -45,6 +45,7 @@ def install(chip: str | None = None):
     from .legacy import language as leg_lang
     from .legacy import typing as leg_typing
     from . import collectives
+    from . import _isa_common
 
     if chip is not None:
         DEFAULT_CHIP[0] = chip_of(chip)
@@ -64,6 +65,8 @@ def install(chip: str | None = None):
         "nki.language": cur_lang,
         "nki.isa": cur_isa,
         "nki.collectives": collectives,
+        "neuronxcc.nki.isa.constants": _isa_common,
+        "neuronxcc.nki.language.constants": _isa_common,
     }
     neuronxcc.nki = legacy
     for name, mod in mods.items():

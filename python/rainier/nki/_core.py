@@ -221,6 +221,8 @@ class Tracer:
         self.shared: list["Tensor"] = []
         self.shared_cursor = 0
         self.ones_cache: dict = {}
+        self.constants: dict = {}
+        self.constant_inputs: list = []
         self.identity_cache: dict = {}
 
     def unique(self, base: str) -> str:
@@ -233,6 +235,16 @@ class Tracer:
         self.name_counts[base] = k
         self.names.add(name)
         return name
+
+    def constant(self, arr, name):
+        """An HBM input tensor holding ``arr`` (shared constants), one per distinct value."""
+        key = (arr.shape, arr.dtype.str, arr.tobytes())
+        v = self.constants.get(key)
+        if v is None:
+            v = hbm_tensor(arr.shape, arr.dtype, "input", name)
+            self.constants[key] = v
+            self.constant_inputs.append((v.tensor.name, arr))
+        return v
 
     def add_tensor(self, spec: dict) -> int:
         self.tensors.append(spec)
@@ -616,7 +628,7 @@ class View:
         raise TypeError("an NKI tile cannot be iterated over in Python")
 
     def __bool__(self):
-        fail("an NKI tile has no Python truth value (its values exist only on the device)")
+        return True  # a tensor object, as in NKI (its values exist only on the device)
 
     def check_bounds(self):
         """Indices out of their dimension after masking are an error (as on the hardware)."""

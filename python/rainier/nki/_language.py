@@ -30,7 +30,20 @@ int16 = np.int16
 uint16 = np.uint16
 uint32 = np.uint32
 bool_ = np.bool_
-fp32 = float32
+
+
+class _Finfo:
+    """``nl.fp32``: float32 with its range (``nl.fp32.min`` is the most negative finite)."""
+
+    dtype = np.dtype(np.float32)
+    min = float(np.finfo(np.float32).min)
+    max = float(np.finfo(np.float32).max)
+
+    def __repr__(self):
+        return "nl.fp32"
+
+
+fp32 = _Finfo()
 
 
 class _TileSize:
@@ -104,22 +117,10 @@ def program_ndim():
     return len(c.tracer().grid)
 
 
-class _Nc:
-    """``nl.nc(n)``: a launch-grid dimension spread over ``n`` NeuronCores (LNC). Rainier runs
-    the instances one after another on one core (see docs/nki.md)."""
-
-    def __init__(self, n):
-        self.n = int(n)
-
-    def __int__(self):
-        return self.n
-
-    def __index__(self):
-        return self.n
-
-
 def nc(n):
-    return _Nc(n)
+    """``nl.nc(n)``: a launch-grid dimension spread over ``n`` NeuronCores (LNC). Rainier runs
+    the instances one after another on one core (see docs/nki.md), so it is the count ``n``."""
+    return int(n)
 
 
 def spmd_dim(*dims):
@@ -194,11 +195,16 @@ def empty_like(a, dtype=None, buffer=None, name="", **_):
 
 
 def shared_constant(constant, dtype=None, **_):
-    unsupported("nl.shared_constant")
+    """A constant HBM tensor holding ``constant`` (a NumPy array), loaded with the inputs."""
+    arr = np.asarray(constant)
+    if dtype is not None:
+        arr = arr.astype(c.np_dtype(dtype))
+    return c.tracer().constant(arr, "constant")
 
 
 def shared_identity_matrix(n, dtype=np.uint8, **_):
-    unsupported("nl.shared_identity_matrix")
+    """An ``n × n`` identity matrix in HBM."""
+    return c.tracer().constant(np.eye(int(n), dtype=c.np_dtype(dtype)), "identity")
 
 
 def is_hbm(buffer):

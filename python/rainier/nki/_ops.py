@@ -137,6 +137,8 @@ def _emit(op: dict, dst: View | None = None) -> int:
 
 
 def emit_dma(dst: View, src: View):
+    if dst.tensor.kind == "input":
+        dst.tensor.spec["written"] = True
     if dst.tensor.buffer == "psum" or src.tensor.buffer == "psum":
         fail("DMA cannot reach PSUM; copy the tile to SBUF first")
     if dst.partitions * dst.free_size != src.partitions * src.free_size and not (
@@ -529,11 +531,29 @@ def _sbuf(x: View) -> View:
     return tmp
 
 
-def nc_matmul(stationary: View, moving: View, mask=None, dst: View | None = None, accumulate=False):
-    """``stationary[K, M]ᵀ · moving[K, N]`` into PSUM ``[M, N]`` fp32, in ≤ 512-column steps."""
+def is_double_row(perf_mode) -> bool:
+    name = getattr(perf_mode, "name", perf_mode)
+    if name in (None, "none"):
+        return False
+    if name in ("double_row", "double_row_gen3"):
+        return True
+    unsupported(f"nc_matmul perf_mode={name!r}")
+
+
+def nc_matmul(stationary: View, moving: View, mask=None, dst: View | None = None, accumulate=False,
+              double_row=False):
+    """``stationary[K, M]ᵀ · moving[K, N]`` into PSUM ``[M, N]`` fp32, in ≤ 512-column steps.
+    ``double_row`` (fp8, v3+): operands ``[K, 2, M]`` and ``[K, 2, N]`` contract over both."""
     stationary, moving = _sbuf(stationary), _sbuf(moving)
     k, m = stationary.partitions, stationary.free_size
     k2, n = moving.partitions, moving.free_size
+    if double_row:
+        if c.tracer().generation < 3:
+            fail("double_row matmuls need NeuronCore-v3 or later (trn2, trn3)")
+        out = dst if dst is not None else fresh((m // 2, n // 2), np.float32, "psum")
+        i = _emit({"op": "matmul", "dst": acc(out), "stationary": acc(stationary),
+                   "moving": acc(moving), "accumulate": bool(accumulate), "double_row": True}, out)
+        return out if dst is not None else produced(out, i)
     if k != k2:
         fail(f"matmul contraction (partition) sizes differ: {k} and {k2}")
     if m > 128:
@@ -588,6 +608,23 @@ def ones_row(n: int, dtype) -> View:
     return v
 
 
+def _broadcast_by_dma(flat: View, shape) -> View:
+    """Integer rows (a matmul would round them through fp32): SBUF-to-SBUF DMAs that double
+    the filled partitions each time (log2(P) transfers)."""
+    p = shape[0]
+    out = fresh((p, flat.free_size), flat.dtype)
+    emit_dma(c.index_view(out, (slice(0, 1), slice(None))), flat)
+    k = 1
+    while k < p:
+        w = min(k, p - k)
+        emit_dma(c.index_view(out, (slice(k, k + w), slice(None))),
+                 c.index_view(out, (slice(0, w), slice(None))))
+        k += w
+    if len(shape) > 2:
+        return c.reshape_view(out, shape)
+    return _bcast_free(out, shape) if out.shape != tuple(shape) else out
+
+
 def broadcast_to(x: View, shape) -> View:
     """``x`` broadcast to ``shape``: along free axes by a stride-0 view; across partitions by a
     matmul of a ones row with ``x`` (exact: one product per output) and a copy to SBUF."""
@@ -602,6 +639,8 @@ def broadcast_to(x: View, shape) -> View:
     src = _sbuf(x)
     flat = c.reshape_view(src, (1, src.free_size)) if len(src.axes) != 2 else src
     nfree = flat.free_size
+    if not c.is_float(src.dtype):
+        return _broadcast_by_dma(flat, shape)
     is_f32 = c.dtype_name(src.dtype) in ("f32", "tf32")
     ones = ones_row(shape[0], np.float32 if is_f32 else c.np_dtype(src.dtype))
     full_free = int(np.prod(shape[1:])) if len(shape) > 1 else 1

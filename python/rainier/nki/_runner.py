@@ -176,7 +176,7 @@ def trace_kernel(fn, args, kwargs, chip, grid=()):
             if struct is None:
                 out_views = []
                 struct = _collect_outputs(ret, out_views)
-        return t, inputs, struct
+        return t, inputs + t.constant_inputs, struct
     finally:
         c._state.tracer = prev
 
@@ -218,6 +218,14 @@ def run(kernel, *args, chip=None, grid=None, values=None, trace=True, **kwargs) 
             npdt = c.np_dtype(c._BY_NAME[dt])
             arrays[name] = np.frombuffer(data, dtype=npdt).reshape(shape).copy()
     outputs = _build(struct, arrays) if values else None
+    if values:
+        # Inputs the kernel stored into (legacy output arguments) are updated in place.
+        by_name = dict(inputs)
+        for spec in t.tensors:
+            if spec.get("written") and spec["name"] in arrays:
+                arr = by_name[spec["name"]]
+                if isinstance(arr, np.ndarray) and arr.flags.writeable:
+                    np.copyto(arr, arrays[spec["name"]].view(arr.dtype).reshape(arr.shape))
     return RunResult(native, outputs, summary, t.name)
 
 

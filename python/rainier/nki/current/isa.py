@@ -45,13 +45,9 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     if is_transpose:
         o.emit_transpose(dst, moving if moving is not None else stationary, "tensor")
         return
-    if tile_position or tile_size:
-        c.unsupported("nki.isa.nc_matmul tile_position/tile_size (PE-array tiling)")
-    if perf_mode is not None and getattr(perf_mode, "name", "none") != "none":
-        c.unsupported("nki.isa.nc_matmul perf_mode from the NKI front end")
     written = _span_written(dst)
     acc = written if accumulate is None else bool(accumulate)
-    o.nc_matmul(stationary, moving, dst=dst, accumulate=acc)
+    o.nc_matmul(stationary, moving, dst=dst, accumulate=acc, double_row=o.is_double_row(perf_mode))
 
 
 def nc_transpose(dst, data, engine=unknown_engine, name=None):

@@ -14,13 +14,14 @@ from .._isa_common import (  # noqa: F401
 
 
 def nc_matmul(stationary, moving, is_stationary_onezero=False, is_moving_onezero=False,
-              is_transpose=False, tile_position=(), tile_size=(), mask=None, **_):
-    """``stationaryᵀ @ moving`` on the Tensor engine, into a fresh PSUM tile (fp32)."""
+              is_transpose=False, tile_position=(), tile_size=(), mask=None, perf_mode=None, **_):
+    """``stationaryᵀ @ moving`` on the Tensor engine, into a fresh PSUM tile (fp32).
+
+    ``tile_position``/``tile_size`` (PE-array row/column tiling) compute the same values; the
+    timing model runs such matmuls one after another (docs/nki.md)."""
     if is_transpose:
         return o.transpose(moving, mask=mask)
-    if tile_position or tile_size:
-        c.unsupported("nki.isa.nc_matmul tile_position/tile_size (PE-array tiling)")
-    return o.nc_matmul(stationary, moving, mask=mask)
+    return o.nc_matmul(stationary, moving, mask=mask, double_row=o.is_double_row(perf_mode))
 
 
 def nc_transpose(data, mask=None, dtype=None, engine=unknown_engine, **_):
