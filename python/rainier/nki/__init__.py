@@ -65,6 +65,7 @@ def install(chip: str | None = None):
         "nki.language": cur_lang,
         "nki.isa": cur_isa,
         "nki.collectives": collectives,
+        "nki.typing": leg_typing,
         "neuronxcc.nki.isa.constants": _isa_common,
         "neuronxcc.nki.language.constants": _isa_common,
     }

@@ -721,13 +721,18 @@ class View:
         """Current dialect's ``.ap(pattern=[[step, num], ...], offset=...)``: an explicit access
         pattern; the first pair steps over partitions."""
         t = self.tensor
-        axes = []
-        for i, (step, num) in enumerate(pattern):
-            is_part = t.on_chip and i == 0
-            axes.append((int(step), int(num), is_part))
-        if t.on_chip:
-            return View(t, self.p0 + 0, self.off + int(offset), axes, self.dt)
-        return View(t, 0, self.off + int(offset), axes, self.dt)
+        if not t.on_chip:
+            axes = [(int(step), int(num), False) for step, num in pattern]
+            return View(t, 0, self.off + int(offset), axes, self.dt)
+        # On chip the first pair walks partitions (its step is the per-partition size in the
+        # flattened layout); the offset counts elements of that layout too.
+        per_part = t.spec["bytes"] // itemsize(self.dtype)
+        (pstep, pnum), rest = pattern[0], pattern[1:]
+        if int(pnum) > 1 and int(pstep) not in (1, per_part):
+            unsupported(f".ap() stepping {pstep} elements over partitions of '{t.name}'")
+        p_off, f_off = divmod(int(offset), per_part) if per_part else (0, int(offset))
+        axes = [(1, int(pnum), True)] + [(int(step), int(num), False) for step, num in rest]
+        return View(t, self.p0 + p_off, self.off + f_off, axes, self.dt)
 
     # -- arithmetic builds instructions (the compiler picks the engine)
     def _bin(self, o, op, reverse=False):

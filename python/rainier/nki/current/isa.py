@@ -23,25 +23,25 @@ def _span_written(dst) -> bool:
     return hit
 
 
-def dma_copy(dst, src, priority=None, oob_mode=None, dge_mode=None, engine=None, name=None):
+def dma_copy(dst, src, priority=None, oob_mode=None, dge_mode=None, engine=None, name=None, **_):
     if src.tensor.buffer == "psum" or dst.tensor.buffer == "psum":
         c.fail("DMA cannot reach PSUM")
     o.emit_dma(dst, src)
 
 
-def tensor_copy(dst, src, engine=unknown_engine, name=None):
+def tensor_copy(dst, src, engine=unknown_engine, name=None, **_):
     e = engine_name(engine, "vector", ("vector", "scalar", "gpsimd"))
     o.emit_copy(dst, src, e)
 
 
-def memset(dst, value, engine=unknown_engine, name=None):
+def memset(dst, value, engine=unknown_engine, name=None, **_):
     e = engine_name(engine, "vector", ("vector", "gpsimd"))
     o.emit_memset(dst, value, e)
 
 
 def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_onezero=False,
               is_transpose=False, accumulate=None, tile_position=(), tile_size=(), perf_mode=None,
-              name=None):
+              name=None, **_):
     if is_transpose:
         o.emit_transpose(dst, moving if moving is not None else stationary, "tensor")
         return
@@ -50,18 +50,18 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     o.nc_matmul(stationary, moving, dst=dst, accumulate=acc, double_row=o.is_double_row(perf_mode))
 
 
-def nc_transpose(dst, data, engine=unknown_engine, name=None):
+def nc_transpose(dst, data, engine=unknown_engine, name=None, **_):
     default = "tensor" if dst.tensor.buffer == "psum" else "vector"
     o.emit_transpose(dst, data, engine_name(engine, default, ("tensor", "vector")))
 
 
-def tensor_tensor(dst, data1, data2, op, engine=unknown_engine, name=None):
+def tensor_tensor(dst, data1, data2, op, engine=unknown_engine, name=None, **_):
     e = engine_name(engine, "vector", ("vector", "gpsimd"))
     o.emit_tensor_tensor(dst, data1, data2, o.alu(op), e)
 
 
 def tensor_scalar(dst, data, op0, operand0, reverse0=False, op1=None, operand1=None,
-                  reverse1=False, engine=unknown_engine, name=None):
+                  reverse1=False, engine=unknown_engine, name=None, **_):
     e = engine_name(engine, "vector", ("vector", "scalar", "gpsimd"))
     stages = [(o.alu(op0), operand0, reverse0)]
     if op1 is not None:
@@ -69,7 +69,7 @@ def tensor_scalar(dst, data, op0, operand0, reverse0=False, op1=None, operand1=N
     o.emit_tensor_scalar(dst, data, stages, e)
 
 
-def tensor_reduce(dst, op, data, axis, negate=False, keepdims=False, name=None):
+def tensor_reduce(dst, op, data, axis, negate=False, keepdims=False, name=None, **_):
     axes = o._axes_list(axis, data.ndim)
     if 0 in axes or axes != list(range(data.ndim - len(axes), data.ndim)):
         c.fail(f"tensor_reduce reduces trailing free axes; got axis={axis} for shape {data.shape}")
@@ -77,7 +77,7 @@ def tensor_reduce(dst, op, data, axis, negate=False, keepdims=False, name=None):
 
 
 def activation(dst, op, data, bias=None, scale=1.0, reduce_op=None, reduce_res=None,
-               reduce_cmd=None, name=None):
+               reduce_cmd=None, name=None, **_):
     if isinstance(bias, (int, float)):
         if bias != 0:
             b = o.fresh((data.partitions, 1), np.float32)
@@ -90,7 +90,7 @@ def activation(dst, op, data, bias=None, scale=1.0, reduce_op=None, reduce_res=N
     o.emit_activation(dst, data, act_name(op), scale=scale, bias=bias, reduce=reduce_res)
 
 
-def activation_reduce(dst, op, data, reduce_op, reduce_res, bias=None, scale=1.0, name=None):
+def activation_reduce(dst, op, data, reduce_op, reduce_res, bias=None, scale=1.0, name=None, **_):
     activation(dst, op, data, bias=bias, scale=scale, reduce_op=reduce_op, reduce_res=reduce_res)
 
 
@@ -102,7 +102,7 @@ def _pattern_steps(dst, pattern):
     return steps, nums
 
 
-def iota(dst, pattern, offset=0, channel_multiplier=0, name=None):
+def iota(dst, pattern, offset=0, channel_multiplier=0, name=None, **_):
     steps, nums = _pattern_steps(dst, pattern)
     view = c.View(dst.tensor, dst.p0, dst.off, [dst.axes[0]] + _contig(dst, nums), dst.dt)
     c.tracer().emit({"op": "iota", "dst": o.acc(view), "base": int(offset),
@@ -125,7 +125,7 @@ def _contig(dst, nums):
 
 
 def affine_select(dst, pattern, channel_multiplier, on_true_tile, on_false_value, cmp_op=None,
-                  offset=0, name=None):
+                  offset=0, name=None, **_):
     steps, nums = _pattern_steps(dst, pattern)
     d = c.View(dst.tensor, dst.p0, dst.off, [dst.axes[0]] + _contig(dst, nums), dst.dt)
     s = c.View(on_true_tile.tensor, on_true_tile.p0, on_true_tile.off,
@@ -137,19 +137,19 @@ def affine_select(dst, pattern, channel_multiplier, on_true_tile, on_false_value
 
 
 def tensor_tensor_scan(dst, data0, data1, initial, op0, op1, reverse0=False, reverse1=False,
-                       name=None):
+                       name=None, **_):
     o.emit_scan(dst, data0, data1, initial, o.alu(op0), o.alu(op1), reverse0, reverse1)
 
 
-def bn_stats(dst, data, name=None):
+def bn_stats(dst, data, name=None, **_):
     o.emit_bn_stats(dst, data)
 
 
-def bn_aggr(dst, data, name=None):
+def bn_aggr(dst, data, name=None, **_):
     o.emit_bn_aggr(dst, data)
 
 
-def reciprocal(dst, data, name=None):
+def reciprocal(dst, data, name=None, **_):
     o.emit_activation(dst, data, "reciprocal")
 
 

@@ -1,0 +1,96 @@
+"""The current-dialect kernels (../shared/nki/kernels/current, `import nki`), unmodified, on
+fresh random inputs against NumPy (tolerances as in conftest.close)."""
+
+import runpy
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import rainier.nki as rn
+from conftest import close, load_module, need_shared
+from test_legacy_kernels import np_mamba, ref_matmul
+
+BF16 = ml_dtypes.bfloat16
+
+
+def current(rel, **kw):
+    return load_module(need_shared() / "kernels/current" / rel, **kw)
+
+
+@pytest.mark.parametrize("script", [
+    "aws-neuron-sdk/tensor_addition/tensor_addition_nki_kernels.py",
+    "aws-neuron-sdk/transpose2d/transpose2d_nki_kernels.py",
+    "aws-neuron-sdk/average_pool2d/average_pool2d_nki_kernels.py",
+    "aws-neuron-sdk/simulate/nki_simulate_example.py",
+    "aws-neuron-sdk/getting_started_baremetal.py",
+])
+def test_main_runs_unmodified(script, monkeypatch):
+    path = need_shared() / "kernels/current" / script
+    monkeypatch.syspath_prepend(str(path.parent))
+    monkeypatch.setattr("sys.argv", [str(path)])
+    runpy.run_path(str(path), run_name="__main__")
+
+
+def test_tensor_add_sets_chip_from_environment(rng, monkeypatch):
+    """The kernel file sets NEURON_PLATFORM_TARGET_OVERRIDE=trn1 at import, as on AWS."""
+    m = current("aws-neuron-sdk/tensor_addition/tensor_addition_nki_kernels.py")
+    a = rng.standard_normal((256, 1024)).astype(np.float32)
+    b = rng.standard_normal((256, 1024)).astype(np.float32)
+    res = rn.run(m.nki_tensor_add, a, b)
+    assert res.chip == "trn1"
+    np.testing.assert_array_equal(res.outputs, a + b)
+
+
+def test_avgpool_access_pattern(rng):
+    m = current("aws-neuron-sdk/average_pool2d/average_pool2d_nki_kernels.py")
+    a = rng.standard_normal((96, 12, 20)).astype(np.float32)
+    close(m.tensor_avgpool_kernel(a, 2), m.np_average_pool_2D(a, 2), np.float32, "avgpool")
+
+
+def test_maxpool_ap_and_split(rng):
+    pool = current("aws-neuron-sdk/index-case-3.py")
+    a = rng.standard_normal((64, 12, 16)).astype(np.float32)
+    want = a.reshape(64, 6, 2, 8, 2).max(axis=(2, 4))
+    np.testing.assert_array_equal(pool.tensor_maxpool_kernel_(a, 2), want)
+    split = current("aws-neuron-sdk/index-case-1.py")
+    x = rng.standard_normal((100, 37)).astype(np.float32)
+    even, odd = split.tensor_split_kernel_(x)
+    np.testing.assert_array_equal(even, x[:, 0::2])
+    np.testing.assert_array_equal(odd, x[:, 1::2])
+
+
+def test_exp_layout(rng):
+    m = current("aws-neuron-sdk/layout-pass.py")
+    x = rng.standard_normal((128, 512)).astype(np.float32)
+    close(m.tensor_exp_kernel_(x), np.exp(x.astype(np.float64)), np.float32, "exp")
+
+
+@pytest.mark.parametrize("file", ["aws-neuron-sdk/matrix_multiplication", "nki-samples/matrix_multiplication"])
+@pytest.mark.parametrize("name,shape", [
+    ("nki_matmul_basic_", (128, 64, 512)),
+    ("nki_matmul_tiled_", (256, 256, 1024)),
+    ("nki_matmul_hoist_load_", (256, 128, 1024)),
+    ("nki_matmul_block_free_dimension_", (256, 512, 2048)),
+    ("nki_matmul_fully_optimized_", (1024, 2048, 1024)),
+])
+def test_matmul(rng, file, name, shape):
+    m = current(f"{file}/matrix_multiplication_nki_kernels.py")
+    k, mm, n = shape
+    lhsT = rng.standard_normal((k, mm)).astype(BF16)
+    rhs = rng.standard_normal((k, n)).astype(BF16)
+    out = getattr(m, name)(lhsT, rhs)
+    close(out.astype(np.float32), ref_matmul(lhsT, rhs), BF16, f"{file} {name}")
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+def test_mamba(rng, version):
+    m = current("aws-neuron-sdk/fused_mamba/mamba_nki_kernels.py")
+    bsz, ch, seq, st = 1, 256, 512, 4
+    delta = rng.uniform(0.01, 0.1, (bsz, ch, seq)).astype(np.float32)
+    u = rng.standard_normal((bsz, ch, seq)).astype(np.float32)
+    A = -rng.uniform(0.5, 2.0, (ch, st)).astype(np.float32)
+    B = rng.standard_normal((bsz, st, seq)).astype(np.float32)
+    C = rng.standard_normal((bsz, st, seq)).astype(np.float32)
+    out = getattr(m, f"mamba_{version}")(delta, u, A, B, C)
+    close(out, np_mamba(delta, u, A, B, C), np.float32, f"mamba {version}")
