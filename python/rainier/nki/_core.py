@@ -837,22 +837,17 @@ def index_view(v: View, key) -> View:
         if isinstance(k, DSlice):
             k = slice(k.start, Expr.of(k.start) + k.size if isinstance(k.start, Expr) else int(k.start) + k.size)
         if isinstance(k, slice):
-            start = 0 if k.start is None else k.start
-            stop = size if k.stop is None else k.stop
-            step = 1 if k.step is None else int(k.step)
-            if isinstance(start, Expr) or isinstance(stop, Expr):
-                if isinstance(start, Expr) and start.terms or isinstance(stop, Expr) and stop.terms:
-                    fail("slice bounds must be integers")
-                start, stop = Expr.of(start).const, Expr.of(stop).const
-            start, stop = int(start), int(stop)
-            if start < 0:
-                start += size
-            if stop < 0:
-                stop += size
-            stop = min(stop, size)
-            n = max(0, -(-(stop - start) // step))
-            if n == 0 or start < 0 or start >= size:
-                fail(f"slice {start}:{stop} is empty or out of bounds for a dimension of size {size}")
+            bounds_ = []
+            for x in (k.start, k.stop, k.step):
+                if isinstance(x, Expr):
+                    if x.terms:
+                        fail("slice bounds must be integers")
+                    x = x.const
+                bounds_.append(None if x is None else int(x))
+            start, stop, step = slice(*bounds_).indices(size)
+            n = len(range(start, stop, step))
+            if n == 0:
+                fail(f"slice {k.start}:{k.stop}:{k.step} is empty for a dimension of size {size}")
             if is_part:
                 if step != 1:
                     fail("partition slices must have step 1")

@@ -1,0 +1,93 @@
+"""Small kernels written for Rainier's own tests (legacy dialect unless noted)."""
+
+import neuronxcc.nki as nki
+import neuronxcc.nki.isa as nisa
+import neuronxcc.nki.language as nl
+import numpy as np
+
+
+@nki.jit
+def scale_rows(x, factor):
+    """out = x * factor, row tiles of 128 with a mask for the last one."""
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    rows, cols = x.shape
+    ip = nl.arange(128)[:, None]
+    jf = nl.arange(cols)[None, :]
+    for i in nl.affine_range((rows + 127) // 128):
+        t = nl.load(x[i * 128 + ip, jf], mask=(i * 128 + ip < rows))
+        y = nl.multiply(t, factor, mask=(i * 128 + ip < rows))
+        nl.store(out[i * 128 + ip, jf], value=y, mask=(i * 128 + ip < rows))
+    return out
+
+
+@nki.jit
+def copy_loop_affine(x):
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    for i in nl.affine_range(x.shape[0] // 128):
+        t = nl.load(x[i * 128:(i + 1) * 128, :])
+        nl.store(out[i * 128:(i + 1) * 128, :], value=nl.exp(t))
+    return out
+
+
+@nki.jit
+def copy_loop_sequential(x):
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    for i in nl.sequential_range(x.shape[0] // 128):
+        t = nl.load(x[i * 128:(i + 1) * 128, :])
+        nl.store(out[i * 128:(i + 1) * 128, :], value=nl.exp(t))
+    return out
+
+
+@nki.jit
+def too_big(x):
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    big = nl.ndarray((128, 80000), dtype=nl.float32, buffer=nl.sbuf)  # 320 KB per partition
+    big[:, 0:512] = nl.load(x)
+    nl.store(out, value=big[:, 0:512])
+    return out
+
+
+@nki.jit
+def raises_inside(x):
+    t = nl.load(x)
+    raise_here = 1 / 0  # noqa: F841 - a Python error inside the kernel
+    return t
+
+
+@nki.jit
+def uses_unsupported(x):
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    t = nl.load(x)
+    y = nisa.dropout(t, prob=0.5)
+    nl.store(out, value=y)
+    return out
+
+
+@nki.jit
+def reverse_columns(x):
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    t = nl.load(x)
+    nl.store(out, value=nl.copy(t[:, ::-1]))
+    return out
+
+
+@nki.jit
+def broadcast_ops(x, row, col):
+    """x [P, F] * row [1, F] (partition broadcast) + col [P, 1] (per-partition scalar)."""
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    t = nl.load(x)
+    r = nl.load(row)
+    c = nl.load(col)
+    y = nl.add(nl.multiply(t, r.broadcast_to(t.shape)), c)
+    nl.store(out, value=y)
+    return out
+
+
+@nki.jit
+def two_outputs(x):
+    a = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    b = nl.ndarray((x.shape[0], 1), dtype=np.float32, buffer=nl.shared_hbm)
+    t = nl.load(x)
+    nl.store(a, value=nl.square(t))
+    nl.store(b, value=nl.max(t, axis=[1]))
+    return {"square": a, "rowmax": b}

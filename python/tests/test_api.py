@@ -1,0 +1,181 @@
+"""rainier.nki's own API: results, traces, benchmark, chip selection, errors, determinism,
+the command line."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import rainier.nki as rn
+from conftest import close, load_module
+
+HERE = pathlib.Path(__file__).parent
+
+
+@pytest.fixture
+def k():
+    return load_module(HERE / "kernels" / "small_kernels.py", name="small_kernels")
+
+
+def test_run_result_fields_and_trace(k, rng, tmp_path):
+    x = rng.standard_normal((300, 256)).astype(np.float32)
+    res = rn.run(k.scale_rows, x, 2.5, chip="trn1")
+    np.testing.assert_array_equal(res.outputs, x * np.float32(2.5))
+    assert res.chip == "trn1" and res.time_ns > 0 and res.instructions > 0
+    assert set(res.engines) == {"tensor", "vector", "scalar", "gpsimd", "dma"}
+    v = res.engines["vector"]
+    assert v["instructions"] >= 3 and 0 < v["utilization"] <= 1 and v["busy_ns"] > 0
+    assert res.engines["dma"]["bytes"] == 2 * x.nbytes
+    path = tmp_path / "t.json"
+    res.write_trace(path)
+    events = json.loads(path.read_text())["traceEvents"]
+    slices = [e for e in events if e.get("ph") == "X"]
+    assert slices and all("small_kernels.py:" in e["name"] for e in slices)
+    assert any(e["args"]["source"].endswith("small_kernels.py:18") for e in slices)  # the multiply
+
+
+def test_time_only_run(k):
+    from neuronxcc.nki.typing import tensor
+
+    res = rn.run(k.copy_loop_affine, tensor[[1024, 512], np.float32])
+    assert res.outputs is None and res.time_ns > 0
+
+
+def test_benchmark_latency_is_the_simulated_time(k, rng):
+    import neuronxcc.nki as nki
+
+    x = rng.standard_normal((256, 512)).astype(np.float32)
+    b = nki.benchmark(warmup=2, iters=5)(k.copy_loop_affine)
+    b(x)
+    lat = b.benchmark_result.nc_latency
+    assert lat.get_latency_percentile(50) == lat.get_latency_percentile(99)
+    assert lat.get_latency_percentile(99) == pytest.approx(b.last_result.time_ns / 1000)
+
+
+def test_sequential_range_does_not_overlap(k, rng):
+    x = rng.standard_normal((1024, 512)).astype(np.float32)
+    a = rn.run(k.copy_loop_affine, x)
+    s = rn.run(k.copy_loop_sequential, x)
+    close(a.outputs, np.exp(x.astype(np.float64)), np.float32)
+    np.testing.assert_array_equal(a.outputs, s.outputs)
+    # Independent iterations overlap loads with compute; sequential ones cannot.
+    assert s.time_ns > 1.3 * a.time_ns, (a.time_ns, s.time_ns)
+
+
+def test_chip_from_environment(k, rng, monkeypatch):
+    x = rng.standard_normal((128, 64)).astype(np.float32)
+    monkeypatch.setenv("NEURON_PLATFORM_TARGET_OVERRIDE", "trn3")
+    assert rn.run(k.scale_rows, x, 1.0).chip == "trn3"
+    assert rn.run(k.scale_rows, x, 1.0, chip="trn1").chip == "trn1"
+
+
+def test_chips_differ_in_time(k, rng):
+    x = rng.standard_normal((1024, 512)).astype(np.float32)
+    t = {c: rn.run(k.copy_loop_affine, x, chip=c).time_ns for c in ("trn1", "trn2", "trn3")}
+    assert t["trn1"] != t["trn2"] != t["trn3"]
+
+
+def test_negative_stride_and_broadcasts(k, rng):
+    x = rng.standard_normal((128, 96)).astype(np.float32)
+    np.testing.assert_array_equal(k.reverse_columns(x), x[:, ::-1])
+    row = rng.standard_normal((1, 96)).astype(np.float32)
+    col = rng.standard_normal((128, 1)).astype(np.float32)
+    np.testing.assert_array_equal(k.broadcast_ops(x, row, col), (x * row) + col)
+
+
+def test_dict_outputs(k, rng):
+    x = rng.standard_normal((64, 40)).astype(np.float32)
+    out = k.two_outputs(x)
+    np.testing.assert_array_equal(out["square"], x * x)
+    np.testing.assert_array_equal(out["rowmax"], x.max(axis=1, keepdims=True))
+
+
+def test_deterministic(k, rng, tmp_path):
+    x = rng.standard_normal((300, 256)).astype(np.float32)
+    r1 = rn.run(k.scale_rows, x, 3.0)
+    r2 = rn.run(k.scale_rows, x, 3.0)
+    assert r1.time_ns == r2.time_ns
+    np.testing.assert_array_equal(r1.outputs, r2.outputs)
+    r1.write_trace(tmp_path / "a.json")
+    r2.write_trace(tmp_path / "b.json")
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+
+
+def test_sbuf_overflow_names_tensor_line_and_bytes(k, rng):
+    x = rng.standard_normal((128, 512)).astype(np.float32)
+    with pytest.raises(rn.NkiError) as e:
+        rn.run(k.too_big, x, chip="trn1")
+    msg = str(e.value)
+    assert "small_kernels.py:44" in msg and "320000 bytes" in msg and "SBUF" in msg
+
+
+def test_python_error_in_kernel_keeps_its_line(k, rng):
+    x = rng.standard_normal((128, 512)).astype(np.float32)
+    with pytest.raises(ZeroDivisionError) as e:
+        rn.run(k.raises_inside, x)
+    import traceback
+
+    frames = [(f.filename, f.lineno) for f in traceback.extract_tb(e.tb)]
+    assert any(fn.endswith("small_kernels.py") and ln == 53 for fn, ln in frames)
+
+
+def test_unsupported_api_names_itself(k, rng):
+    x = rng.standard_normal((128, 512)).astype(np.float32)
+    with pytest.raises(rn.NotSupportedError, match=r"not supported by Rainier: nki\.isa\.dropout \(.*small_kernels\.py:61\)"):
+        rn.run(k.uses_unsupported, x)
+
+
+def test_bad_arguments(k, rng):
+    x = rng.standard_normal((128, 512))
+    with pytest.raises(rn.NotSupportedError, match="float64"):
+        rn.run(k.copy_loop_affine, x)
+    with pytest.raises(ValueError, match="unknown chip 'trn9'"):
+        rn.run(k.copy_loop_affine, x.astype(np.float32), chip="trn9")
+    with pytest.raises(rn.NkiError, match="out of bounds"):
+        rn.run(k.scale_rows.func.__globals__["nki"].jit(_oob_kernel), x.astype(np.float32))
+
+
+def _oob_kernel(x):
+    import neuronxcc.nki.language as nl
+
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    t = nl.load(x[0:128, 0:512])
+    nl.store(out[0:128, 0:512], value=t)
+    ip = nl.arange(128)[:, None]
+    jf = nl.arange(512)[None, :]
+    nl.store(out[ip + 64, jf], value=t)  # rows 64..191 of 128, no mask
+    return out
+
+
+def test_install_provides_both_dialects():
+    import neuronxcc.nki as legacy
+    import neuronxcc.nki.isa
+    import neuronxcc.nki.language
+    import neuronxcc.nki.typing  # noqa: F401
+    import nki
+    import nki.isa
+    import nki.language  # noqa: F401
+
+    assert callable(legacy.jit) and callable(legacy.simulate_kernel) and callable(nki.simulate)
+    assert nki.language.tile_size.pmax == 128
+
+
+def test_command_line(tmp_path):
+    kernel = HERE / "kernels" / "small_kernels.py"
+    trace = tmp_path / "t.json"
+    cmd = [sys.executable, "-m", "rainier.nki", f"{kernel}::scale_rows", "--chip", "trn2",
+           "--random", "x=300x128:float32", "--arg", "factor=2.0", "--json", "--trace", str(trace),
+           "--seed", "7"]
+    p = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    summary = json.loads(p.stdout)
+    assert summary["chip"] == "trn2" and summary["time_ns"] > 0
+    assert "seed 7" in p.stderr and trace.stat().st_size > 0
+    human = subprocess.run(cmd[:-5], capture_output=True, text=True, check=True).stdout
+    assert "device time" in human and "vector" in human
+    bad = subprocess.run([sys.executable, "-m", "rainier.nki", f"{kernel}::nope"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "has no function 'nope'" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
