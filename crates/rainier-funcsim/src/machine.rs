@@ -427,7 +427,7 @@ impl Machine {
             Op::BnAggr { dst, src } => {
                 let x = self.read_tile(src)?;
                 let f = (src.free_len() as usize).max(1);
-                let out: Vec<f32> = x.chunks(f).flat_map(|row| aggregate(row)).collect();
+                let out: Vec<f32> = x.chunks(f).flat_map(aggregate).collect();
                 self.write_tile(dst, &out)
             }
             Op::AffineSelect { dst, src, affine, cmp, on_false } => {

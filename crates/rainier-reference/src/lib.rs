@@ -307,6 +307,38 @@ pub fn attention_backward(
     [o, lse, dq, dk, dv]
 }
 
+/// `tensor_tensor_scan` of one partition in f64 with fp32 rounding after each operator (the
+/// simulator's stated rounding points): `x = op1(op0(a[i], x), b[i])`, operands swapped by
+/// `reverse0`/`reverse1`.
+pub fn scan(
+    a: &[f64],
+    b: &[f64],
+    initial: f64,
+    ops: (&str, &str),
+    reverse: (bool, bool),
+) -> Vec<f64> {
+    let mut x = initial;
+    a.iter()
+        .zip(b)
+        .map(|(&u, &v)| {
+            let t =
+                round_to("f32", if reverse.0 { binary(ops.0, x, u) } else { binary(ops.0, u, x) });
+            x = round_to("f32", if reverse.1 { binary(ops.1, v, t) } else { binary(ops.1, t, v) });
+            x
+        })
+        .collect()
+}
+
+/// Exact `(count, mean, Σ (x − mean)²)` of `xs` (f64, two passes).
+pub fn moments(xs: &[f64]) -> (f64, f64, f64) {
+    let n = xs.len() as f64;
+    if xs.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let mean = xs.iter().sum::<f64>() / n;
+    (n, mean, xs.iter().map(|x| (x - mean) * (x - mean)).sum())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,36 +371,4 @@ mod tests {
             assert!((erf(-x) + want).abs() < 1e-14);
         }
     }
-}
-
-/// `tensor_tensor_scan` of one partition in f64 with fp32 rounding after each operator (the
-/// simulator's stated rounding points): `x = op1(op0(a[i], x), b[i])`, operands swapped by
-/// `reverse0`/`reverse1`.
-pub fn scan(
-    a: &[f64],
-    b: &[f64],
-    initial: f64,
-    ops: (&str, &str),
-    reverse: (bool, bool),
-) -> Vec<f64> {
-    let mut x = initial;
-    a.iter()
-        .zip(b)
-        .map(|(&u, &v)| {
-            let t =
-                round_to("f32", if reverse.0 { binary(ops.0, x, u) } else { binary(ops.0, u, x) });
-            x = round_to("f32", if reverse.1 { binary(ops.1, v, t) } else { binary(ops.1, t, v) });
-            x
-        })
-        .collect()
-}
-
-/// Exact `(count, mean, Σ (x − mean)²)` of `xs` (f64, two passes).
-pub fn moments(xs: &[f64]) -> (f64, f64, f64) {
-    let n = xs.len() as f64;
-    if xs.is_empty() {
-        return (0.0, 0.0, 0.0);
-    }
-    let mean = xs.iter().sum::<f64>() / n;
-    (n, mean, xs.iter().map(|x| (x - mean) * (x - mean)).sum())
 }
