@@ -21,22 +21,29 @@ KNOWN = {
             "np.allclose's fp32 tolerance; Rainier rounds to bf16 as the hardware does",
     },
     "test_nki_isa_copypredicated": {"*": "nki.isa.tensor_copy_predicated is not in Rainier's ISA yet"},
-    "test_nki_isa_dma_copy": {"*": "HBM-to-HBM DMA and indirect (tile-indexed) DMA are not modelled"},
-    "test_nki_isa_dma_transpose": {"*": "nki.isa.dma_transpose is not in Rainier's ISA yet"},
+    "test_nki_isa_dma_copy": {
+        **{f"TestNkiIsaExamplesTensorCopy.{t}": "indirect (tile-indexed) DMA is not modelled"
+           for t in ("test_indirect_load_oob_err", "test_indirect_load_oob_err_negative",
+                     "test_indirect_load_oob_skip", "test_indirect_store_oob_err",
+                     "test_indirect_store_oob_err_negative", "test_indirect_store_oob_skip",
+                     "test_indirect_store_rmw")},
+        **{f"TestNkiIsaExamplesTensorCopy.{t}": "HBM-to-HBM DMA is not in Rainier's ISA yet"
+           for t in ("test_dma_copy_swdge", "test_tensor_copy")},
+    },
+    "test_nki_isa_dma_transpose": {
+        "TestNkiIsaExamplesDmaTranspose.test_dma_transpose_indirect": "indirect (tile-indexed) DMA is not modelled",
+    },
     "test_nki_isa_dropout": {"*": "nki.isa.dropout needs the engines' random-number generator (not modelled)"},
     "test_nki_isa_local_gather": {"*": "nki.isa.local_gather is not in Rainier's ISA yet"},
-    "test_nki_isa_max8": {"import": "nl.rand (the engines' random-number generator is not modelled)"},
-    "test_nki_isa_nc_find_index8": {"import": "nl.rand (the engines' random-number generator is not modelled)"},
-    "test_nki_isa_nc_match_replace8": {"*": "nl.rand and nki.isa.max8/nc_match_replace8 are not modelled yet"},
+    "test_nki_isa_nc_match_replace8": {"*": "nki.isa.nc_match_replace8 is not in Rainier's ISA yet"},
     "test_nki_isa_nc_stream_shuffle": {"*": "nki.isa.nc_stream_shuffle is not in Rainier's ISA yet"},
     "test_nki_isa_partition_reduce": {"*": "nki.isa.tensor_partition_reduce is not in Rainier's ISA yet"},
-    "test_nki_isa_range_select": {"*": "nki.isa.range_select is not in Rainier's ISA yet"},
+    "test_nki_isa_range_select": {"*": "nki.isa.range_select (and its reduce registers) is not in Rainier's ISA yet"},
     "test_nki_isa_select_reduce": {"*": "nki.isa.select_reduce is not in Rainier's ISA yet"},
     "test_nki_isa_sequence_bounds": {"*": "nki.isa.sequence_bounds is not in Rainier's ISA yet"},
     "test_nki_isa_tensor_scalar_cumulative": {"*": "nki.isa.tensor_scalar_cumulative is not in Rainier's ISA yet"},
-    "test_nki_nl_gather_flattened": {"import": "nl.rand (the engines' random-number generator is not modelled)"},
+    "test_nki_nl_gather_flattened": {"import": "nl.gather_flattened (indirect gather) is not modelled"},
     "test_nki_nl_load_store_indirect": {"*": "indirect (tile-indexed) DMA is not modelled"},
-    "test_nki_nl_load_transpose2d": {"*": "nki.isa.dma_transpose is not in Rainier's ISA yet"},
 }
 
 

@@ -424,6 +424,99 @@ impl Machine {
                     .collect();
                 self.write_tile(dst, &out)
             }
+            Op::ScalarTensorTensor { dst, src, operand0, in1, op0, op1, reverse0, reverse1 } => {
+                let x = self.read_tile(src)?;
+                let y = self.read_tile(in1)?;
+                let f = (src.free_len() as usize).max(1);
+                let s = self.scalar_values(operand0, src.partitions as usize)?;
+                let out: Vec<f32> = x
+                    .iter()
+                    .zip(&y)
+                    .enumerate()
+                    .map(|(i, (&a, &b))| {
+                        let c = s[i / f];
+                        let t = if *reverse0 { op0.apply(c, a) } else { op0.apply(a, c) };
+                        if *reverse1 {
+                            op1.apply(b, t)
+                        } else {
+                            op1.apply(t, b)
+                        }
+                    })
+                    .collect();
+                self.write_tile(dst, &out)
+            }
+            Op::TensorScalarReduce { dst, src, op0, operand0, reverse0, reduce_op, reduce } => {
+                let x = self.read_tile(src)?;
+                let f = (src.free_len() as usize).max(1);
+                let s = self.scalar_values(operand0, src.partitions as usize)?;
+                let y: Vec<f32> = x
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &a)| {
+                        let c = s[i / f];
+                        if *reverse0 {
+                            op0.apply(c, a)
+                        } else {
+                            op0.apply(a, c)
+                        }
+                    })
+                    .collect();
+                let red: Vec<f32> = y
+                    .chunks(f)
+                    .map(|row| {
+                        row.iter().skip(1).fold(row[0], |acc, &v| match reduce_op {
+                            ReduceOp::Add => acc + v,
+                            ReduceOp::Max => acc.max(v),
+                            ReduceOp::Min => acc.min(v),
+                        })
+                    })
+                    .collect();
+                self.write_tile(reduce, &red)?;
+                self.write_tile(dst, &y)
+            }
+            Op::Max8 { dst, src } => {
+                let x = self.read_tile(src)?;
+                let f = (src.free_len() as usize).max(1);
+                let out: Vec<f32> = x
+                    .chunks(f)
+                    .flat_map(|row| {
+                        let mut v = row.to_vec();
+                        // Descending, NaN last.
+                        v.sort_by(|a, b| {
+                            b.partial_cmp(a)
+                                .unwrap_or_else(|| b.is_nan().cmp(&a.is_nan()).reverse())
+                        });
+                        v.truncate(8);
+                        v
+                    })
+                    .collect();
+                self.write_tile(dst, &out)
+            }
+            Op::FindIndex8 { dst, data, vals } => {
+                let x = self.read_tile(data)?;
+                let v = self.read_tile(vals)?;
+                let f = (data.free_len() as usize).max(1);
+                let idx: Vec<i64> = v
+                    .chunks(8)
+                    .enumerate()
+                    .flat_map(|(p, want)| {
+                        let row = &x[p * f..(p + 1) * f];
+                        want.iter()
+                            .map(|w| {
+                                row.iter()
+                                    .position(|e| e == w)
+                                    .map_or(i64::from(u32::MAX), |i| i as i64)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                self.write_tile_i64(dst, &idx)
+            }
+            Op::Reciprocal { dst, src } => {
+                let x = self.read_tile(src)?;
+                let out: Vec<f32> = x.iter().map(|&v| 1.0 / v).collect();
+                self.write_tile(dst, &out)
+            }
             Op::BnAggr { dst, src } => {
                 let x = self.read_tile(src)?;
                 let f = (src.free_len() as usize).max(1);
@@ -452,6 +545,25 @@ impl Machine {
                 self.write_tile(dst, &out)
             }
         }
+    }
+
+    /// Writes exact integers (index results) into `t`, saturating to its dtype.
+    fn write_tile_i64(&mut self, t: &Tile, values: &[i64]) -> Result<(), ExecError> {
+        let (r, addrs) = self.tile_addresses(t)?;
+        if addrs.len() != values.len() {
+            return Err(ExecError::Shape(format!(
+                "{} values for a tile of {} elements",
+                values.len(),
+                addrs.len()
+            )));
+        }
+        let esz = t.dtype.size_bytes();
+        let dtype = t.dtype;
+        let mem = self.region_mut(r);
+        for (&a, &v) in addrs.iter().zip(values) {
+            dtype.store_i64(v, &mut mem[a..a + esz]);
+        }
+        Ok(())
     }
 
     fn iota(&mut self, dst: &Tile, affine: &Affine) -> Result<(), ExecError> {

@@ -199,6 +199,101 @@ proptest! {
     }
 
     #[test]
+    fn scalar_tensor_tensor_and_reciprocal(seed: u64, parts in 1u32..=128, sz in sizes(), d in prop::collection::vec(dtype(), 3),
+                                           op0 in alu_op(), op1 in alu_op(), reverse: (bool, bool), vector: bool, imm in -3.0f32..3.0) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let (start, parts) = partition_range(parts, seed as u32);
+        let src = a.tile(Memory::Sbuf, start, parts, d[0], &sz, 0);
+        let in1 = a.tile(Memory::Sbuf, start, parts, d[1], &sz, 1);
+        let dst = a.tile(Memory::Sbuf, start, parts, d[2], &sz, 0);
+        let x = fill(&mut m, &src, &mut r, -4.0, 4.0);
+        let y = fill(&mut m, &in1, &mut r, -4.0, 4.0);
+        let (operand0, s) = if vector {
+            let t = a.tile(Memory::Sbuf, start, parts, DType::F32, &[1], 0);
+            let v = fill(&mut m, &t, &mut r, -3.0, 3.0);
+            (ScalarOperand::Vector(t), v)
+        } else {
+            (ScalarOperand::Imm(imm), vec![f64::from(imm); parts as usize])
+        };
+        m.execute(&Op::ScalarTensorTensor { dst: dst.clone(), src: src.clone(), operand0, in1, op0, op1,
+                                            reverse0: reverse.0, reverse1: reverse.1 }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &dst);
+        let f = sz.iter().product::<u64>() as usize;
+        for i in 0..got.len() {
+            let c = s[i / f];
+            let t = r32(if reverse.0 { reference::binary(op0.name(), c, x[i]) } else { reference::binary(op0.name(), x[i], c) });
+            let want = rd(d[2], r32(if reverse.1 { reference::binary(op1.name(), y[i], t) } else { reference::binary(op1.name(), t, y[i]) }));
+            prop_assert!(same(got[i], want), "element {i}: got {} want {want}", got[i]);
+        }
+        // reciprocal: correctly rounded fp32 division, then the destination dtype.
+        m.execute(&Op::Reciprocal { dst: dst.clone(), src }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &dst);
+        for i in 0..got.len() {
+            let want = rd(d[2], r32(1.0 / x[i]));
+            prop_assert!(same(got[i], want), "1/{}: got {} want {want}", x[i], got[i]);
+        }
+    }
+
+    #[test]
+    fn tensor_scalar_reduce(seed: u64, parts in 1u32..=128, sz in sizes(), din in dtype(), dout in dtype(), op0 in alu_op(),
+                            reduce_op in prop::sample::select(ReduceOp::ALL.to_vec()), imm in -3.0f32..3.0, reverse0: bool) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let (start, parts) = partition_range(parts, seed as u32);
+        let src = a.tile(Memory::Sbuf, start, parts, din, &sz, 0);
+        let dst = a.tile(Memory::Sbuf, start, parts, dout, &sz, 1);
+        let red = a.tile(Memory::Sbuf, start, parts, DType::F32, &[1], 0);
+        let x = fill(&mut m, &src, &mut r, -4.0, 4.0);
+        m.execute(&Op::TensorScalarReduce { dst: dst.clone(), src, op0, operand0: ScalarOperand::Imm(imm), reverse0,
+                                            reduce_op, reduce: red.clone() }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &dst);
+        let sums = read(&m, &red);
+        let f = sz.iter().product::<u64>() as usize;
+        for p in 0..parts as usize {
+            let y: Vec<f64> = (0..f).map(|j| {
+                let v = x[p * f + j];
+                r32(if reverse0 { reference::binary(op0.name(), f64::from(imm), v) } else { reference::binary(op0.name(), v, f64::from(imm)) })
+            }).collect();
+            for j in 0..f {
+                prop_assert!(same(got[p * f + j], rd(dout, y[j])));
+            }
+            let name = if reduce_op == ReduceOp::Add { "add" } else { reduce_op.name() };
+            let want = y[1..].iter().fold(y[0], |acc, &v| r32(reference::binary(name, acc, v)));
+            prop_assert!(same(sums[p], want), "partition {p}: reduce got {} want {want}", sums[p]);
+        }
+    }
+
+    #[test]
+    fn max8_and_find_index8(seed: u64, parts in 1u32..=128, n in 8u64..=2048, din in dtype()) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let (start, parts) = partition_range(parts, seed as u32);
+        let src = a.tile(Memory::Sbuf, start, parts, din, &[n], 0);
+        let top = a.tile(Memory::Sbuf, start, parts, DType::F32, &[8], 0);
+        let idx = a.tile(Memory::Sbuf, start, parts, DType::U32, &[8], 0);
+        let x = fill(&mut m, &src, &mut r, -100.0, 100.0);
+        m.execute(&Op::Max8 { dst: top.clone(), src: src.clone() }).unwrap_or_else(|e| panic!("{e}"));
+        m.execute(&Op::FindIndex8 { dst: idx.clone(), data: src, vals: top.clone() }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &top);
+        let ix = read(&m, &idx);
+        let n = n as usize;
+        for p in 0..parts as usize {
+            let mut row = x[p * n..(p + 1) * n].to_vec();
+            let orig = row.clone();
+            row.sort_by(|a, b| b.total_cmp(a));
+            for j in 0..8 {
+                prop_assert_eq!(got[p * 8 + j], row[j]);
+                let first = orig.iter().position(|&v| v == row[j]).unwrap_or(usize::MAX);
+                prop_assert_eq!(ix[p * 8 + j], first as f64);
+            }
+        }
+    }
+
+    #[test]
     fn tensor_reduce(seed: u64, parts in 1u32..=128, sz in sizes(), din in dtype(), axes_pick in 0usize..3,
                      op in prop::sample::select(ReduceOp::ALL.to_vec()), negate: bool) {
         let mut m = machine(Chip::Trn2);

@@ -562,7 +562,11 @@ fn declaration(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<TensorDecl,
 fn operand_count(op: &str) -> usize {
     match op {
         "memset" | "iota" => 1,
-        "nc_matmul" | "tensor_tensor" | "tensor_tensor_scan" => 3,
+        "nc_matmul"
+        | "tensor_tensor"
+        | "tensor_tensor_scan"
+        | "scalar_tensor_tensor"
+        | "nc_find_index8" => 3,
         "select" => 4,
         _ => 2,
     }
@@ -740,6 +744,57 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
             }
         }
         "bn_stats" => Op::BnStats { dst: next(), src: next() },
+        "max8" => Op::Max8 { dst: next(), src: next() },
+        "reciprocal" => Op::Reciprocal { dst: next(), src: next() },
+        "nc_find_index8" => Op::FindIndex8 { dst: next(), data: next(), vals: next() },
+        "scalar_tensor_tensor" => {
+            let (dst, src, in1) = (next(), next(), next());
+            let mut alu = |key: &str| {
+                opts.alu(key)?
+                    .ok_or_else(|| opts.err(op_col, format!("missing option {key}=ALU_OP")))
+            };
+            let (op0, op1) = (alu("op0")?, alu("op1")?);
+            let operand0 = opts
+                .scalar("operand0")?
+                .ok_or_else(|| opts.err(op_col, "missing option operand0=IMM|TILE".into()))?;
+            Op::ScalarTensorTensor {
+                dst,
+                src,
+                operand0,
+                in1,
+                op0,
+                op1,
+                reverse0: opts.bool("reverse0")?,
+                reverse1: opts.bool("reverse1")?,
+            }
+        }
+        "tensor_scalar_reduce" => {
+            let (dst, src) = (next(), next());
+            let op0 = opts
+                .alu("op0")?
+                .ok_or_else(|| opts.err(op_col, "missing option op0=ALU_OP".into()))?;
+            let operand0 = opts
+                .scalar("operand0")?
+                .ok_or_else(|| opts.err(op_col, "missing option operand0=IMM|TILE".into()))?;
+            let (w, col) = opts
+                .word("reduce_op")?
+                .ok_or_else(|| opts.err(op_col, "missing option reduce_op=add|max|min".into()))?;
+            let reduce_op = ReduceOp::ALL.into_iter().find(|o| o.name() == w).ok_or_else(|| {
+                opts.err(col, format!("unknown reduce op '{w}' (known: add, max, min)"))
+            })?;
+            let reduce = opts
+                .tile("reduce")?
+                .ok_or_else(|| opts.err(op_col, "missing option reduce=TILE".into()))?;
+            Op::TensorScalarReduce {
+                dst,
+                src,
+                op0,
+                operand0,
+                reverse0: opts.bool("reverse0")?,
+                reduce_op,
+                reduce,
+            }
+        }
         "bn_aggr" => Op::BnAggr { dst: next(), src: next() },
         "memset" => Op::Memset { dst: next(), value: opts.required_f32("value", op_col)? },
         "select" => {

@@ -121,7 +121,35 @@ impl Program {
             Op::Transpose { dst, src }
             | Op::TensorCopy { dst, src }
             | Op::BnStats { dst, src }
-            | Op::BnAggr { dst, src } => {
+            | Op::BnAggr { dst, src }
+            | Op::Max8 { dst, src }
+            | Op::Reciprocal { dst, src } => {
+                vec![dst.to_string(), src.to_string()]
+            }
+            Op::FindIndex8 { dst, data, vals } => {
+                vec![dst.to_string(), data.to_string(), vals.to_string()]
+            }
+            Op::ScalarTensorTensor { dst, src, operand0, in1, op0, op1, reverse0, reverse1 } => {
+                opts.push(format!(
+                    "op0={} operand0={} op1={}",
+                    op0.name(),
+                    scalar(operand0),
+                    op1.name()
+                ));
+                if *reverse0 {
+                    opts.push("reverse0=true".into());
+                }
+                if *reverse1 {
+                    opts.push("reverse1=true".into());
+                }
+                vec![dst.to_string(), src.to_string(), in1.to_string()]
+            }
+            Op::TensorScalarReduce { dst, src, op0, operand0, reverse0, reduce_op, reduce } => {
+                opts.push(format!("op0={} operand0={}", op0.name(), scalar(operand0)));
+                if *reverse0 {
+                    opts.push("reverse0=true".into());
+                }
+                opts.push(format!("reduce_op={} reduce={reduce}", reduce_op.name()));
                 vec![dst.to_string(), src.to_string()]
             }
             Op::TensorTensorScan { dst, in0, in1, initial, op0, op1, reverse0, reverse1 } => {

@@ -143,6 +143,46 @@ pub static OPCODES: &[OpcodeInfo] = &[
         semantics: "per partition, from k triples (count, mean, variance * count): n = Σ count, mean = Σ count·mean / n, variance = (Σ variance·count + Σ count·(mean_j - mean)²) / n (population variance), fp32, cast to dst = [mean, variance]; groups with count 0 are skipped",
         rules: "src free size a positive multiple of 3; dst the partitions of src and 2 elements",
     },
+    OpcodeInfo {
+        name: "scalar_tensor_tensor",
+        engines: &[Vector],
+        operands: "dst, src, in1",
+        options: "op0=ALU_OP operand0=IMM|TILE[P,1] op1=ALU_OP [reverse0=true] [reverse1=true]",
+        semantics: "dst = (src op0 operand0) op1 in1 elementwise, fp32 math rounded after each operator, cast to dst (reverse0: operand0 op0 src; reverse1: in1 op1 x)",
+        rules: "src, in1 and dst the same partition count and free size; src and in1 not both PSUM; a tile operand0 is [P, 1]",
+    },
+    OpcodeInfo {
+        name: "tensor_scalar_reduce",
+        engines: &[Vector],
+        operands: "dst, src",
+        options: "op0=ALU_OP operand0=IMM|TILE[P,1] [reverse0=true] reduce_op=add|max|min reduce=TILE[P,1]",
+        semantics: "y = src op0 operand0 (fp32), dst = cast(y); reduce[p] = reduce_op over y[p, :] in fp32 before the cast, left to right (assumption)",
+        rules: "src and dst the same shape; operand0 and reduce [P, 1] with the partitions of src",
+    },
+    OpcodeInfo {
+        name: "max8",
+        engines: &[Vector],
+        operands: "dst [P, 8], src [P, 8..=16384]",
+        options: "",
+        semantics: "per partition, the 8 largest values of src (read as fp32) in descending order, cast to dst; NaNs order below every number (assumption)",
+        rules: "src 8 to 16384 elements per partition; dst the partitions of src and 8 elements",
+    },
+    OpcodeInfo {
+        name: "nc_find_index8",
+        engines: &[Vector],
+        operands: "dst [P, 8], data [P, 8..=16384], vals [P, 8]",
+        options: "",
+        semantics: "per partition, dst[p, j] = the index (from 0, row-major over data's pattern) of the first element of data equal to vals[p, j] (fp32 comparison); a value not present gives 2^32 - 1 saturated to dst's dtype (the hardware's result is undefined)",
+        rules: "data 8 to 16384 elements per partition; vals and dst [P, 8] with the partitions of data; dst an integer dtype",
+    },
+    OpcodeInfo {
+        name: "reciprocal",
+        engines: &[Vector],
+        operands: "dst, src",
+        options: "",
+        semantics: "dst = 1 / src elementwise, correctly rounded fp32 division (the engine's approximation is unpublished: assumption), cast to dst",
+        rules: "src and dst the same partition count and free size",
+    },
 ];
 
 /// The table row of `name`.

@@ -444,6 +444,34 @@ pub enum Op {
     /// Per partition: the mean and the population variance of the groups whose
     /// `(count, mean, variance · count)` triples src holds (2 values).
     BnAggr { dst: Tile, src: Tile },
+    /// `dst = (src op0 operand0) op1 in1` in fp32, rounded to fp32 after each operator
+    /// (`reverse0`/`reverse1` swap the operands of op0/op1).
+    ScalarTensorTensor {
+        dst: Tile,
+        src: Tile,
+        operand0: ScalarOperand,
+        in1: Tile,
+        op0: AluOp,
+        op1: AluOp,
+        reverse0: bool,
+        reverse1: bool,
+    },
+    /// `y = src op0 operand0` (fp32), `dst = cast(y)`, `reduce[p] = reduce_op over y[p, :]`.
+    TensorScalarReduce {
+        dst: Tile,
+        src: Tile,
+        op0: AluOp,
+        operand0: ScalarOperand,
+        reverse0: bool,
+        reduce_op: ReduceOp,
+        reduce: Tile,
+    },
+    /// The 8 largest values of each partition, in descending order.
+    Max8 { dst: Tile, src: Tile },
+    /// Per partition, the index of the first element of `data` equal to each of the 8 `vals`.
+    FindIndex8 { dst: Tile, data: Tile, vals: Tile },
+    /// `dst = 1 / src` (Vector engine), fp32 division.
+    Reciprocal { dst: Tile, src: Tile },
 }
 
 /// How an instruction uses a tile.
@@ -474,6 +502,11 @@ impl Op {
             Op::TensorTensorScan { .. } => "tensor_tensor_scan",
             Op::BnStats { .. } => "bn_stats",
             Op::BnAggr { .. } => "bn_aggr",
+            Op::ScalarTensorTensor { .. } => "scalar_tensor_tensor",
+            Op::TensorScalarReduce { .. } => "tensor_scalar_reduce",
+            Op::Max8 { .. } => "max8",
+            Op::FindIndex8 { .. } => "nc_find_index8",
+            Op::Reciprocal { .. } => "reciprocal",
         }
     }
 
@@ -495,6 +528,11 @@ impl Op {
             Op::TensorTensorScan { .. } => 12,
             Op::BnStats { .. } => 13,
             Op::BnAggr { .. } => 14,
+            Op::ScalarTensorTensor { .. } => 15,
+            Op::TensorScalarReduce { .. } => 16,
+            Op::Max8 { .. } => 17,
+            Op::FindIndex8 { .. } => 18,
+            Op::Reciprocal { .. } => 19,
         };
         &crate::OPCODES[row]
     }
@@ -545,9 +583,32 @@ impl Op {
             Op::TensorReduce { dst, src, .. }
             | Op::AffineSelect { dst, src, .. }
             | Op::BnStats { dst, src }
-            | Op::BnAggr { dst, src } => {
+            | Op::BnAggr { dst, src }
+            | Op::Max8 { dst, src }
+            | Op::Reciprocal { dst, src } => {
                 f(src, Read);
                 f(dst, Write);
+            }
+            Op::FindIndex8 { dst, data, vals } => {
+                f(data, Read);
+                f(vals, Read);
+                f(dst, Write);
+            }
+            Op::ScalarTensorTensor { dst, src, operand0, in1, .. } => {
+                f(src, Read);
+                if let ScalarOperand::Vector(t) = operand0 {
+                    f(t, Read);
+                }
+                f(in1, Read);
+                f(dst, Write);
+            }
+            Op::TensorScalarReduce { dst, src, operand0, reduce, .. } => {
+                f(src, Read);
+                if let ScalarOperand::Vector(t) = operand0 {
+                    f(t, Read);
+                }
+                f(dst, Write);
+                f(reduce, Write);
             }
             Op::TensorTensorScan { dst, in0, in1, initial, .. } => {
                 f(in0, Read);

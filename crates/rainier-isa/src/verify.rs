@@ -175,6 +175,23 @@ impl Checker<'_> {
         }
     }
 
+    fn top8_source(&mut self, what: &str, t: &Tile) {
+        if !(8..=16384).contains(&t.free_len()) {
+            self.fail(format!("{what} has {} elements per partition (8 to 16384)", t.free_len()));
+        }
+    }
+
+    fn eight_per_partition(&mut self, what: &str, t: &Tile, src: &Tile) {
+        if t.partitions != src.partitions || t.free_len() != 8 {
+            self.fail(format!(
+                "{what} must be [{}, 8], found [{}, {}]",
+                src.partitions,
+                t.partitions,
+                t.free_len()
+            ));
+        }
+    }
+
     fn per_partition(&mut self, what: &str, v: &Tile, src: &Tile) {
         if v.partitions != src.partitions || v.free_len() != 1 {
             self.fail(format!(
@@ -397,6 +414,39 @@ impl Checker<'_> {
                     self.per_partition("initial", v, in0);
                 }
             }
+            Op::ScalarTensorTensor { dst, src, operand0, in1, .. } => {
+                self.same_shape("src", src, "dst", dst);
+                self.same_shape("in1", in1, "dst", dst);
+                if src.memory == Memory::Psum && in1.memory == Memory::Psum {
+                    self.fail("src and in1 cannot both be in PSUM");
+                }
+                if let ScalarOperand::Vector(v) = operand0 {
+                    self.per_partition("operand0", v, src);
+                }
+            }
+            Op::TensorScalarReduce { dst, src, operand0, reduce, .. } => {
+                self.same_shape("src", src, "dst", dst);
+                if let ScalarOperand::Vector(v) = operand0 {
+                    self.per_partition("operand0", v, src);
+                }
+                self.per_partition("reduce", reduce, src);
+            }
+            Op::Max8 { dst, src } => {
+                self.top8_source("src", src);
+                self.eight_per_partition("dst", dst, src);
+            }
+            Op::FindIndex8 { dst, data, vals } => {
+                self.top8_source("data", data);
+                self.eight_per_partition("vals", vals, data);
+                self.eight_per_partition("dst", dst, data);
+                if dst.dtype.is_float() {
+                    self.fail(format!(
+                        "dst must have an integer dtype (uint16/uint32), not {}",
+                        dst.dtype
+                    ));
+                }
+            }
+            Op::Reciprocal { dst, src } => self.same_shape("src", src, "dst", dst),
             Op::BnStats { dst, src } => {
                 if src.free_len() == 0 || src.free_len() > 512 {
                     self.fail(format!(

@@ -159,6 +159,11 @@ affine_select sb[0:1]@0:f32[4], sb[0:1]@0:f32[4] cmp=ge steps=[1] on_false=0
 tensor_tensor_scan sb[0:1]@0:f32[4], sb[0:1]@0:f32[4], sb[0:1]@0:f32[4] op0=multiply op1=add initial=0
 bn_stats sb[0:1]@0:f32[6], sb[0:1]@0:f32[4]
 bn_aggr sb[0:1]@0:f32[2], sb[0:1]@0:f32[6]
+scalar_tensor_tensor sb[0:1]@0:f32[4], sb[0:1]@0:f32[4], sb[0:1]@0:f32[4] op0=subtract operand0=1 op1=multiply
+tensor_scalar_reduce sb[0:1]@0:f32[4], sb[0:1]@0:f32[4] op0=multiply operand0=2 reduce_op=add reduce=sb[0:1]@64:f32[1]
+max8 sb[0:1]@0:f32[8], sb[0:1]@0:f32[16]
+nc_find_index8 sb[0:1]@0:u32[8], sb[0:1]@0:f32[16], sb[0:1]@64:f32[8]
+reciprocal sb[0:1]@0:f32[4], sb[0:1]@0:f32[4]
 ",
     )
     .unwrap_or_else(|e| panic!("{e}"));

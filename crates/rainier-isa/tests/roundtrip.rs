@@ -168,6 +168,33 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
         ),
         (tile(), tile()).prop_map(|(dst, src)| Op::BnStats { dst, src }),
         (tile(), tile()).prop_map(|(dst, src)| Op::BnAggr { dst, src }),
+        (tile(), tile(), scalar(), tile(), alu(), alu(), any::<bool>(), any::<bool>()).prop_map(
+            |(dst, src, operand0, in1, op0, op1, reverse0, reverse1)| Op::ScalarTensorTensor {
+                dst,
+                src,
+                operand0,
+                in1,
+                op0,
+                op1,
+                reverse0,
+                reverse1
+            }
+        ),
+        (
+            tile(),
+            tile(),
+            alu(),
+            scalar(),
+            any::<bool>(),
+            prop::sample::select(ReduceOp::ALL.to_vec()),
+            tile()
+        )
+            .prop_map(|(dst, src, op0, operand0, reverse0, reduce_op, reduce)| {
+                Op::TensorScalarReduce { dst, src, op0, operand0, reverse0, reduce_op, reduce }
+            }),
+        (tile(), tile()).prop_map(|(dst, src)| Op::Max8 { dst, src }),
+        (tile(), tile(), tile()).prop_map(|(dst, data, vals)| Op::FindIndex8 { dst, data, vals }),
+        (tile(), tile()).prop_map(|(dst, src)| Op::Reciprocal { dst, src }),
     ]
 }
 

@@ -295,6 +295,53 @@ impl<'a> Lowering<'a> {
             OpSpec::BnAggr { dst, src } => {
                 (Engine::Vector, Op::BnAggr { dst: t(dst)?, src: t(src)? })
             }
+            OpSpec::Max8 { dst, src } => (Engine::Vector, Op::Max8 { dst: t(dst)?, src: t(src)? }),
+            OpSpec::Reciprocal { dst, src } => {
+                (Engine::Vector, Op::Reciprocal { dst: t(dst)?, src: t(src)? })
+            }
+            OpSpec::FindIndex8 { dst, data, vals } => {
+                (Engine::Vector, Op::FindIndex8 { dst: t(dst)?, data: t(data)?, vals: t(vals)? })
+            }
+            OpSpec::ScalarTensorTensor {
+                dst,
+                src,
+                operand0,
+                in1,
+                op0,
+                op1,
+                reverse0,
+                reverse1,
+            } => (
+                Engine::Vector,
+                Op::ScalarTensorTensor {
+                    dst: t(dst)?,
+                    src: t(src)?,
+                    operand0: self.scalar(operand0)?,
+                    in1: t(in1)?,
+                    op0: alu_of(op0)?,
+                    op1: alu_of(op1)?,
+                    reverse0: *reverse0,
+                    reverse1: *reverse1,
+                },
+            ),
+            OpSpec::TensorScalarReduce { dst, src, op0, operand0, reverse0, reduce_op, reduce } => {
+                let rop =
+                    ReduceOp::ALL.into_iter().find(|o| o.name() == reduce_op).ok_or_else(|| {
+                        NkiError::Input(format!("unknown reduce operator '{reduce_op}'"))
+                    })?;
+                (
+                    Engine::Vector,
+                    Op::TensorScalarReduce {
+                        dst: t(dst)?,
+                        src: t(src)?,
+                        op0: alu_of(op0)?,
+                        operand0: self.scalar(operand0)?,
+                        reverse0: *reverse0,
+                        reduce_op: rop,
+                        reduce: t(reduce)?,
+                    },
+                )
+            }
             OpSpec::Iota { dst, base, channel_multiplier, steps } => {
                 let dst = self.tile_unmerged(dst)?;
                 let steps = fit_steps(steps, &dst.dims);

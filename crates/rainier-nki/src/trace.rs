@@ -224,6 +224,42 @@ pub enum OpSpec {
         dst: Access,
         src: Access,
     },
+    ScalarTensorTensor {
+        dst: Access,
+        src: Access,
+        operand0: ScalarSpec,
+        in1: Access,
+        op0: String,
+        op1: String,
+        #[serde(default)]
+        reverse0: bool,
+        #[serde(default)]
+        reverse1: bool,
+    },
+    TensorScalarReduce {
+        dst: Access,
+        src: Access,
+        op0: String,
+        operand0: ScalarSpec,
+        #[serde(default)]
+        reverse0: bool,
+        reduce_op: String,
+        reduce: Access,
+    },
+    Max8 {
+        dst: Access,
+        src: Access,
+    },
+    #[serde(rename = "nc_find_index8")]
+    FindIndex8 {
+        dst: Access,
+        data: Access,
+        vals: Access,
+    },
+    Reciprocal {
+        dst: Access,
+        src: Access,
+    },
     /// Every later instruction waits for every earlier one (`sequential_range` iterations).
     Fence,
 }
@@ -239,8 +275,31 @@ impl OpSpec {
             | OpSpec::TensorReduce { dst, src, .. }
             | OpSpec::AffineSelect { dst, src, .. }
             | OpSpec::BnStats { dst, src }
-            | OpSpec::BnAggr { dst, src } => {
+            | OpSpec::BnAggr { dst, src }
+            | OpSpec::Max8 { dst, src }
+            | OpSpec::Reciprocal { dst, src } => {
                 v.push((src, false));
+                v.push((dst, true));
+            }
+            OpSpec::FindIndex8 { dst, data, vals } => {
+                v.push((data, false));
+                v.push((vals, false));
+                v.push((dst, true));
+            }
+            OpSpec::ScalarTensorTensor { dst, src, operand0, in1, .. } => {
+                v.push((src, false));
+                if let ScalarSpec::Tile(t) = operand0 {
+                    v.push((t, false));
+                }
+                v.push((in1, false));
+                v.push((dst, true));
+            }
+            OpSpec::TensorScalarReduce { dst, src, operand0, reduce, .. } => {
+                v.push((src, false));
+                if let ScalarSpec::Tile(t) = operand0 {
+                    v.push((t, false));
+                }
+                v.push((reduce, true));
                 v.push((dst, true));
             }
             OpSpec::TensorTensorScan { dst, in0, in1, initial, .. } => {
@@ -313,6 +372,11 @@ impl OpSpec {
             OpSpec::TensorTensorScan { .. } => "tensor_tensor_scan",
             OpSpec::BnStats { .. } => "bn_stats",
             OpSpec::BnAggr { .. } => "bn_aggr",
+            OpSpec::ScalarTensorTensor { .. } => "scalar_tensor_tensor",
+            OpSpec::TensorScalarReduce { .. } => "tensor_scalar_reduce",
+            OpSpec::Max8 { .. } => "max8",
+            OpSpec::FindIndex8 { .. } => "nc_find_index8",
+            OpSpec::Reciprocal { .. } => "reciprocal",
             OpSpec::Fence => "fence",
         }
     }

@@ -123,6 +123,22 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
         Op::TensorTensorScan { in0, .. } => plain(min_ii.max(stream(2 * in0.free_len()))),
         Op::BnStats { src, .. } => plain(min_ii.max(stream(src.free_len()))),
         Op::BnAggr { src, .. } => plain(min_ii.max(stream(13 * (src.free_len() / 3)))),
+        // [N-isa-226]: scalar_tensor_tensor `N` for bf16 data and in1 with subtract then
+        // multiply and an even N, else `2N`; tensor_scalar_reduce `max(MIN_II, N) + MIN_II`;
+        // max8 and nc_find_index8 `N`; reciprocal `max(MIN_II, 8N)`.
+        Op::ScalarTensorTensor { src, in1, op0, op1, .. } => {
+            let n = src.free_len();
+            let fast = src.dtype == DType::Bf16
+                && in1.dtype == DType::Bf16
+                && *op0 == AluOp::Subtract
+                && *op1 == AluOp::Multiply
+                && n % 2 == 0;
+            plain(min_ii.max(stream(if fast { n } else { 2 * n })))
+        }
+        Op::TensorScalarReduce { src, .. } => plain(min_ii.max(stream(src.free_len())) + min_ii),
+        Op::Max8 { src, .. } => plain(min_ii.max(stream(src.free_len()))),
+        Op::FindIndex8 { data, .. } => plain(min_ii.max(stream(data.free_len()))),
+        Op::Reciprocal { src, .. } => plain(min_ii.max(stream(8 * src.free_len()))),
         Op::AffineSelect { dst, .. } => plain(startup + stream(dst.free_len())),
     }
 }

@@ -350,7 +350,7 @@ for _name in ("abs", "sin", "cos", "tan", "arctan", "erf", "erf_dx", "gelu_dx",
               "ceil", "floor", "trunc", "sign", "power", "fmod", "mod", "bitwise_and",
               "bitwise_or", "bitwise_xor", "invert", "left_shift", "right_shift", "logical_and",
               "logical_or", "logical_xor", "logical_not", "abs_max", "abs_min", "where",
-              "dropout", "rand", "random_seed", "gather_flattened", "atomic_rmw", "all_reduce",
+              "dropout", "random_seed", "gather_flattened", "atomic_rmw", "all_reduce",
               "loop_reduce", "softmax", "rms_norm", "prod", "var", "all"):
     globals()[_name] = _missing(_name)
 
@@ -381,6 +381,16 @@ def mean(x, axis, dtype=None, mask=None, keepdims=False, **_):
     n = int(np.prod([x.shape[a] for a in axes]))
     s = o.reduce(x, "add", axis, dtype=np.float32, keepdims=keepdims, mask=mask)
     return o.binary(s, 1.0 / n, "multiply", dtype=dtype or x.dtype, mask=None)
+
+
+def rand(shape, dtype=np.float32, **_):
+    """Uniform [0, 1) values in a new SBUF tile. The engines' random-number generator is not
+    modelled: the values come from a host generator seeded by the tile's position in the
+    kernel (deterministic) and are loaded by DMA, so the time is a DMA's, not the RNG's."""
+    t = c.tracer()
+    seed = len(t.constant_inputs) + 1
+    arr = np.random.default_rng(seed).random(tuple(int(s) for s in shape)).astype(c.np_dtype(dtype))
+    return o.load(t.constant(arr, "rand"))
 
 
 def device_print(prefix, x, mask=None, **_):

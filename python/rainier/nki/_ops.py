@@ -224,6 +224,45 @@ def emit_bn_aggr(dst, src):
     return _emit({"op": "bn_aggr", "dst": acc(dst), "src": acc(src)}, dst)
 
 
+def emit_stt(dst, src, operand0, in1, op0, op1, reverse0=False, reverse1=False):
+    return _emit({"op": "scalar_tensor_tensor", "dst": acc(dst), "src": acc(src),
+                  "operand0": scalar_operand(operand0), "in1": acc(in1), "op0": op0, "op1": op1,
+                  "reverse0": bool(reverse0), "reverse1": bool(reverse1)}, dst)
+
+
+def emit_tsr(dst, src, op0, operand0, reduce_op, reduce, reverse0=False):
+    return _emit({"op": "tensor_scalar_reduce", "dst": acc(dst), "src": acc(src), "op0": op0,
+                  "operand0": scalar_operand(operand0), "reverse0": bool(reverse0),
+                  "reduce_op": reduce_op, "reduce": acc(reduce)}, dst)
+
+
+def emit_simple(kind, dst, **srcs):
+    op = {"op": kind, "dst": acc(dst)}
+    op.update({k: acc(v) for k, v in srcs.items()})
+    return _emit(op, dst)
+
+
+def dma_transpose(dst: View, src: View, axes=None):
+    """A transpose by DMA: HBM sources as one transfer walking the permuted strides; SBUF
+    sources (the partition axis moves into the free axis) as one transfer per source column."""
+    nd = len(src.axes)
+    perm = tuple(axes) if axes is not None else {2: (1, 0), 3: (2, 1, 0), 4: (3, 1, 2, 0)}.get(nd)
+    if perm is None or sorted(perm) != list(range(nd)):
+        fail(f"dma_transpose of a {nd}-D tile needs axes (1, 0), (2, 1, 0) or (3, 1, 2, 0)")
+    if not src.tensor.on_chip:
+        v = View(src.tensor, src.p0, src.off, [src.axes[i] for i in perm], src.dt)
+        return emit_dma(dst, v)
+    if nd != 2:
+        unsupported("dma_transpose of an on-chip tile with more than 2 dimensions")
+    p, f = src.shape
+    last = None
+    for j in range(f):
+        col = c.index_view(src, (slice(None), slice(j, j + 1)))
+        row = c.index_view(dst, (slice(j, j + 1), slice(None)))
+        last = emit_dma(row, col)
+    return last
+
+
 def emit_transpose(dst, src, engine="tensor"):
     return _emit({"op": "transpose", "dst": acc(dst), "src": acc(src), "engine": engine}, dst)
 

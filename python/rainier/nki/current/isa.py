@@ -150,16 +150,43 @@ def bn_aggr(dst, data, name=None, **_):
 
 
 def reciprocal(dst, data, name=None, **_):
-    o.emit_activation(dst, data, "reciprocal")
+    o.emit_simple("reciprocal", dst, src=data)
+
+
+def scalar_tensor_tensor(dst, data, op0, operand0, op1, operand1, reverse0=False, reverse1=False,
+                         name=None, **_):
+    o.emit_stt(dst, data, operand0, operand1, o.alu(op0), o.alu(op1), reverse0, reverse1)
+
+
+def tensor_scalar_reduce(dst, data, op0, operand0, reduce_op, reduce_res=None, reverse0=False,
+                         reduce_cmd=None, reduce_init=None, reduce_res_negate=False, name=None, **_):
+    if reduce_res is None:
+        o.emit_tensor_scalar(dst, data, [(o.alu(op0), operand0, reverse0)])
+        return
+    if reduce_init is not None or reduce_res_negate:
+        c.unsupported("nki.isa.tensor_scalar_reduce reduce_init/reduce_res_negate")
+    o.emit_tsr(dst, data, o.alu(op0), operand0, reduce_name(reduce_op), reduce_res, reverse0)
+
+
+def max8(dst, src, name=None, **_):
+    o.emit_simple(dst, src=src)
+
+
+def nc_find_index8(dst, data, vals, name=None, **_):
+    o.emit_simple(dst, data=data, vals=vals)
+
+
+def dma_transpose(dst, src, axes=None, name=None, **_):
+    o.dma_transpose(dst, src, axes)
 
 
 for _name in ("tensor_copy_predicated", "nc_matmul_mx", "dma_transpose",
               "tensor_partition_reduce", "tensor_scalar_cumulative", "activate2", "local_gather",
               "nc_n_gather", "nc_stream_shuffle",
               "rng", "dropout", "set_rng_seed", "rand_set_state", "rand_get_state", "rand2",
-              "exponential", "max8", "sequence_bounds", "scalar_tensor_tensor",
-              "tensor_scalar_reduce", "core_barrier", "dma_compute", "quantize_mx",
+              "exponential", "max8", "sequence_bounds", "core_barrier", "dma_compute", "quantize_mx",
               "range_select", "select_reduce", "sendrecv", "register_alloc", "register_move",
               "register_load", "register_store", "nc_find_index8", "nc_match_replace8",
               "nonzero_with_count", "topk"):
-    globals()[_name] = missing(_name)
+    if _name not in globals():
+        globals()[_name] = missing(_name)

@@ -180,13 +180,68 @@ def bn_aggr(data, mask=None, dtype=None, **_):
 
 
 def reciprocal(data, dtype=None, mask=None, **_):
-    return o.unary("reciprocal", data, dtype=dtype, mask=mask)
+    """``1 / data`` on the Vector engine."""
+    out = o.fresh(data.shape, dtype or data.dtype)
+    r = o.masked(mask, out, data)
+    if r is None:
+        return out
+    return o.produced(out, o.emit_simple("reciprocal", r[0], src=r[1]), o.mask_ranges(mask))
 
 
-for _name in ("dma_transpose", "dropout", "local_gather", "max8",
-              "nc_find_index8", "nc_match_replace8", "nc_stream_shuffle", "range_select",
-              "scalar_tensor_tensor", "select_reduce", "sequence_bounds", "tensor_copy_dynamic_dst",
+def scalar_tensor_tensor(data, op0, operand0, op1, operand1, reverse0=False, reverse1=False,
+                         dtype=None, mask=None, **_):
+    """``(data op0 operand0) op1 operand1`` on the Vector engine."""
+    out = o.fresh(data.shape, dtype or c.promote(data.dtype, operand1.dtype))
+    r = o.masked(mask, out, data, operand0 if isinstance(operand0, c.View) else None, operand1)
+    if r is None:
+        return out
+    s0 = r[2] if r[2] is not None else operand0
+    i = o.emit_stt(r[0], r[1], s0, r[3], o.alu(op0), o.alu(op1), reverse0, reverse1)
+    return o.produced(out, i, o.mask_ranges(mask))
+
+
+def tensor_scalar_reduce(data, op0, operand0, reduce_op, reduce_res, reverse0=False, dtype=None,
+                         mask=None, **_):
+    """``data op0 operand0`` with a reduction of the result into ``reduce_res`` (Vector)."""
+    out = o.fresh(data.shape, dtype or data.dtype)
+    r = o.masked(mask, out, data, operand0 if isinstance(operand0, c.View) else None, reduce_res)
+    if r is None:
+        return out
+    s0 = r[2] if r[2] is not None else operand0
+    i = o.emit_tsr(r[0], r[1], o.alu(op0), s0, reduce_name(reduce_op), r[3], reverse0)
+    return o.produced(out, i, o.mask_ranges(mask))
+
+
+def max8(src, mask=None, dtype=None, **_):
+    """The 8 largest values of each partition, descending: ``[P, 8]``."""
+    out = o.fresh((src.partitions, 8), dtype or src.dtype)
+    r = o.masked(mask, out, src)
+    if r is None:
+        return out
+    return o.produced(out, o.emit_simple("max8", r[0], src=r[1]), o.mask_ranges(mask))
+
+
+def nc_find_index8(data, vals, mask=None, dtype=None, **_):
+    """Indices of the first occurrence of each of 8 values per partition: ``[P, 8]`` uint32."""
+    out = o.fresh((data.partitions, 8), dtype or np.uint32)
+    r = o.masked(mask, None, data)
+    i = o.emit_simple("nc_find_index8", out, data=r[1], vals=vals)
+    return o.produced(out, i)
+
+
+def dma_transpose(src, axes=None, mask=None, dtype=None, **_):
+    nd = len(src.shape)
+    perm = tuple(axes) if axes is not None else {2: (1, 0), 3: (2, 1, 0), 4: (3, 1, 2, 0)}.get(nd, ())
+    shape = tuple(src.shape[i] for i in perm) if perm else src.shape[::-1]
+    out = o.fresh(shape, dtype or src.dtype)
+    i = o.dma_transpose(out, src, axes)
+    return o.produced(out, i) if i is not None else out
+
+
+for _name in ("dropout", "local_gather", "nc_match_replace8", "nc_stream_shuffle", "range_select",
+              "select_reduce", "sequence_bounds", "tensor_copy_dynamic_dst",
               "tensor_copy_dynamic_src", "tensor_copy_predicated", "tensor_partition_reduce",
-              "tensor_scalar_reduce", "tensor_scalar_cumulative",
+              "tensor_scalar_cumulative",
               "builtin_custom_op", "nc_matmul_mx", "quantize_mx"):
-    globals()[_name] = missing(_name)
+    if _name not in globals():
+        globals()[_name] = missing(_name)
