@@ -27,8 +27,6 @@ KNOWN = {
                      "test_indirect_load_oob_skip", "test_indirect_store_oob_err",
                      "test_indirect_store_oob_err_negative", "test_indirect_store_oob_skip",
                      "test_indirect_store_rmw")},
-        **{f"TestNkiIsaExamplesTensorCopy.{t}": "HBM-to-HBM DMA is not in Rainier's ISA yet"
-           for t in ("test_dma_copy_swdge", "test_tensor_copy")},
     },
     "test_nki_isa_dma_transpose": {
         "TestNkiIsaExamplesDmaTranspose.test_dma_transpose_indirect": "indirect (tile-indexed) DMA is not modelled",

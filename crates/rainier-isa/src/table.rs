@@ -29,7 +29,7 @@ pub static OPCODES: &[OpcodeInfo] = &[
         operands: "dst, src (each an HBM access or an SBUF tile)",
         options: "",
         semantics: "dst[i] = cast(src[i]) over the row-major element order of both patterns; bit copy when the dtypes match, else src -> fp32 -> dst. The issuing engine only triggers the transfer; `S[k]++` fires when the data has landed.",
-        rules: "equal element counts; HBM <-> SBUF or SBUF -> SBUF (no PSUM, no HBM -> HBM); in bounds",
+        rules: "equal element counts; HBM <-> SBUF, SBUF -> SBUF or HBM -> HBM (no PSUM); in bounds",
     },
     OpcodeInfo {
         name: "nc_matmul",

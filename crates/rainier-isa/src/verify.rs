@@ -356,9 +356,6 @@ impl Checker<'_> {
                         self.hbm(name, h);
                     }
                 }
-                if matches!((dst, src), (DmaOperand::Hbm(_), DmaOperand::Hbm(_))) {
-                    self.fail("HBM -> HBM copies are not supported; stage through SBUF");
-                }
                 if dst.len() != src.len() {
                     self.fail(format!("dst has {} elements but src has {}", dst.len(), src.len()));
                 }

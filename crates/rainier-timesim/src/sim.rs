@@ -124,8 +124,9 @@ struct Transfer {
     p1: u32,
     bytes_per_partition: u64,
     descriptors_per_partition: u64,
-    /// Whether one side is HBM (the bytes then also use the core's HBM share).
-    hbm: bool,
+    /// How many sides are HBM: the bytes use the core's HBM share once per side (an
+    /// HBM -> HBM copy reads and writes it).
+    hbm_sides: u64,
 }
 
 /// Most tiles one instruction touches (`activation`: src, scale, bias, dst, reduce).
@@ -198,10 +199,26 @@ fn transfer(program: &Program, dst: &DmaOperand, src: &DmaOperand) -> Option<Tra
         DmaOperand::Tile(t) => contiguous_run(&t.dims),
         DmaOperand::Hbm(h) => contiguous_run(&h.dims),
     };
+    let hbm_sides =
+        u64::from(matches!(dst, DmaOperand::Hbm(_))) + u64::from(matches!(src, DmaOperand::Hbm(_)));
     // The SBUF side decides which engines serve the transfer (dst for SBUF -> SBUF).
     let t = match (dst, src) {
         (DmaOperand::Tile(t), _) | (_, DmaOperand::Tile(t)) => t,
-        _ => return None,
+        (DmaOperand::Hbm(_), DmaOperand::Hbm(h)) => {
+            // HBM -> HBM: the source's outer rows are spread over the engines as if they were
+            // partitions (at most 128), each row's elements in descriptors of the common run.
+            let total = rainier_isa::pattern_len(&h.dims);
+            let rows = h.dims.first().map_or(1, |d| d.size).clamp(1, 128);
+            let per = total.div_ceil(rows);
+            let run = run(dst).min(run(src)).min(per).max(1);
+            return Some(Transfer {
+                p0: 0,
+                p1: rows as u32,
+                bytes_per_partition: per * esize(dst).max(esize(src)),
+                descriptors_per_partition: per.div_ceil(run),
+                hbm_sides,
+            });
+        }
     };
     let free = t.free_len();
     let run = run(dst).min(run(src)).min(free).max(1);
@@ -210,7 +227,7 @@ fn transfer(program: &Program, dst: &DmaOperand, src: &DmaOperand) -> Option<Tra
         p1: t.start_partition + t.partitions,
         bytes_per_partition: free * esize(dst).max(esize(src)),
         descriptors_per_partition: free.div_ceil(run),
-        hbm: matches!(dst, DmaOperand::Hbm(_)) || matches!(src, DmaOperand::Hbm(_)),
+        hbm_sides,
     })
 }
 
@@ -475,8 +492,9 @@ pub fn simulate(
                 let mut finish = s
                     + bytes * 1_000_000 / engine_bytes_per_us
                     + parts * tr.descriptors_per_partition * descriptor_ps;
-                if tr.hbm {
-                    hbm_free = s.max(hbm_free) + bytes * 1_000_000 / hbm_bytes_per_us;
+                if tr.hbm_sides > 0 {
+                    hbm_free =
+                        s.max(hbm_free) + tr.hbm_sides * bytes * 1_000_000 / hbm_bytes_per_us;
                     finish = finish.max(hbm_free);
                 }
                 dma_free[q] = finish;
