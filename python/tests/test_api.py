@@ -179,3 +179,23 @@ def test_command_line(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "has no function 'nope'" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("dim", ["nc_major", "nc_minor"])
+def test_lnc2_grid_runs_on_two_cores(k, rng, dim, tmp_path):
+    """An nl.nc(2) grid dimension: half the instances on each NeuronCore of a logical core;
+    the device time is the slower core's, about half the one-core time."""
+    import neuronxcc.nki.language as nl
+
+    a = rng.standard_normal((1024, 512)).astype(np.float32)
+    b = rng.standard_normal((1024, 512)).astype(np.float32)
+    g = nl.spmd_dim(nl.nc(2), 4) if dim == "nc_major" else nl.spmd_dim(4, nl.nc(2))
+    two = rn.run(k.add_tiles[g], a, b, chip="trn2")
+    one = rn.run(k.add_tiles[8], a, b, chip="trn2")
+    np.testing.assert_array_equal(two.outputs, a + b)
+    np.testing.assert_array_equal(one.outputs, a + b)
+    assert [c["core"] for c in two.summary["cores"]] == [0, 1]
+    assert 0.4 * one.time_ns < two.time_ns < 0.75 * one.time_ns, (one.time_ns, two.time_ns)
+    two.write_trace(tmp_path / "lnc.json")
+    events = json.loads((tmp_path / "lnc.json").read_text())["traceEvents"]
+    assert {e["pid"] for e in events if e.get("ph") == "X"} == {1, 2}

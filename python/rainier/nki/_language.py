@@ -117,15 +117,40 @@ def program_ndim():
     return len(c.tracer().grid)
 
 
+class CoreDim(int):
+    """A launch-grid dimension whose instances are spread over ``cores`` NeuronCores (a
+    logical NeuronCore, LNC=2 on trn2/trn3): instance ``i`` runs on core
+    ``(i // stride) % cores``."""
+
+    def __new__(cls, size, cores, stride):
+        v = super().__new__(cls, int(size))
+        v.cores, v.stride = int(cores), int(stride)
+        return v
+
+    def __mul__(self, m):
+        return spmd_dim(self, m)
+
+    def __rmul__(self, m):
+        return spmd_dim(m, self)
+
+
 def nc(n):
-    """``nl.nc(n)``: a launch-grid dimension spread over ``n`` NeuronCores (LNC). Rainier runs
-    the instances one after another on one core (see docs/nki.md), so it is the count ``n``."""
-    return int(n)
+    """``nl.nc(n)``: a launch-grid dimension of ``n`` instances, one per NeuronCore."""
+    return CoreDim(n, n, 1)
 
 
 def spmd_dim(*dims):
-    """``nl.spmd_dim(n, nl.nc(k))``: a grid dimension of ``n × k`` instances."""
-    return int(np.prod([int(d) for d in dims]))
+    """``nl.spmd_dim(nl.nc(2), 4)`` (instances 0–3 on core 0) or ``nl.spmd_dim(4, nl.nc(2))``
+    (even instances on core 0): a grid dimension of the product of ``dims``."""
+    size = int(np.prod([int(d) for d in dims]))
+    cores = [(k, d) for k, d in enumerate(dims) if isinstance(d, CoreDim)]
+    if not cores:
+        return size
+    if len(cores) > 1:
+        c.fail("nl.spmd_dim takes one nl.nc(...) dimension")
+    k, d = cores[0]
+    inner = int(np.prod([int(x) for x in dims[k + 1:]]))
+    return CoreDim(size, d.cores, d.stride * inner)
 
 
 # -- tensors

@@ -137,8 +137,22 @@ def _build(struct, arrays):
     return struct[0](_build(s, arrays) for s in struct[1])
 
 
-def trace_kernel(fn, args, kwargs, chip, grid=()):
-    """Runs the kernel's Python body under a tracer; returns (tracer, inputs, structure)."""
+def core_of(grid, pid) -> int:
+    """The NeuronCore an SPMD instance runs on (0 unless a grid dimension is an nl.nc one)."""
+    for size, i in zip(grid, pid):
+        cores = getattr(size, "cores", None)
+        if cores:
+            return (int(i) // size.stride) % cores
+    return 0
+
+
+def core_count(grid) -> int:
+    return max([getattr(g, "cores", 1) for g in grid] or [1])
+
+
+def trace_kernel(fn, args, kwargs, chip, grid=(), core=0):
+    """Runs the kernel's Python body under a tracer for the SPMD instances of NeuronCore
+    ``core``; returns (tracer, inputs, structure)."""
     name = getattr(fn, "__name__", "kernel")
     t = c.Tracer(chip, name)
     prev = c._state.tracer
@@ -157,9 +171,8 @@ def trace_kernel(fn, args, kwargs, chip, grid=()):
                 new_args[pname] = v
             else:
                 new_args[pname] = value
-        grid = tuple(int(g) for g in grid) if grid else ()
-        t.grid = grid
-        ids = list(np.ndindex(*grid)) if grid else [()]
+        t.grid = tuple(int(g) for g in grid) if grid else ()
+        ids = [pid for pid in (np.ndindex(*t.grid) if grid else [()]) if core_of(grid, pid) == core]
         struct = None
         sig_ok = True
         try:
@@ -193,30 +206,39 @@ def run(kernel, *args, chip=None, grid=None, values=None, trace=True, **kwargs) 
     if isinstance(grid, int):
         grid = (grid,)
     chip = chip_of(chip)
-    t, inputs, struct = trace_kernel(fn, args, kwargs, chip, grid)
-    has_values = all(isinstance(a, np.ndarray) for _, a in inputs)
-    if values is None:
-        values = has_values
-    if values and not has_values:
-        raise ValueError("values=True needs NumPy arrays for every tensor argument")
-    from .. import _native
-
-    native_inputs = []
-    if values:
-        for name, arr in inputs:
-            dt = c.dtype_name(arr.dtype)
-            native_inputs.append((name, dt, list(arr.shape), np.ascontiguousarray(arr).tobytes()))
-    try:
-        native = _native.run_trace(t.to_json(), chip, native_inputs, values, trace)
-    except RuntimeError as e:
-        raise c.NkiError(str(e)) from None
-    summary = json.loads(native.summary_json())
+    natives, summaries = [], []
     arrays = None
-    if values:
-        arrays = {}
-        for name, dt, shape, data in native.outputs():
-            npdt = c.np_dtype(c._BY_NAME[dt])
-            arrays[name] = np.frombuffer(data, dtype=npdt).reshape(shape).copy()
+    # One program per NeuronCore of an LNC grid; each later core starts from the HBM outputs
+    # of the earlier ones (their SPMD instances write disjoint parts of the shared tensors).
+    struct = None
+    for core in range(core_count(grid)):
+        t, inputs, core_struct = trace_kernel(fn, args, kwargs, chip, grid, core)
+        if core_struct is None:
+            continue  # no instance of the grid on this core
+        struct = struct or core_struct
+        has_values = all(isinstance(a, np.ndarray) for _, a in inputs)
+        if values is None:
+            values = has_values
+        if values and not has_values:
+            raise ValueError("values=True needs NumPy arrays for every tensor argument")
+        if core > 0 and values:
+            for spec in t.tensors:
+                if spec["buffer"] == "output" and spec["name"] in arrays:
+                    spec["buffer"], spec["written"] = "input", True
+                    inputs.append((spec["name"], arrays[spec["name"]]))
+        native = _launch(t, chip, inputs, values, trace)
+        natives.append(native)
+        summaries.append(json.loads(native.summary_json()))
+        if values:
+            arrays = dict(arrays or {})
+            for name, dt, shape, data in native.outputs():
+                npdt = c.np_dtype(c._BY_NAME[dt])
+                arrays[name] = np.frombuffer(data, dtype=npdt).reshape(shape).copy()
+    slowest = max(range(len(summaries)), key=lambda k: summaries[k]["time_ns"])
+    summary = dict(summaries[slowest])
+    if len(summaries) > 1:
+        summary["cores"] = [{"core": k, "time_ns": s["time_ns"]} for k, s in enumerate(summaries)]
+    native = natives[0] if len(natives) == 1 else _MultiCore(natives)
     outputs = _build(struct, arrays) if values else None
     if values:
         # Inputs the kernel stored into (legacy output arguments) are updated in place.
@@ -227,6 +249,40 @@ def run(kernel, *args, chip=None, grid=None, values=None, trace=True, **kwargs) 
                 if isinstance(arr, np.ndarray) and arr.flags.writeable:
                     np.copyto(arr, arrays[spec["name"]].view(arr.dtype).reshape(arr.shape))
     return RunResult(native, outputs, summary, t.name)
+
+
+def _launch(t, chip, inputs, values, trace):
+    from .. import _native
+
+    native_inputs = []
+    if values:
+        for name, arr in inputs:
+            dt = c.dtype_name(arr.dtype)
+            native_inputs.append((name, dt, list(arr.shape), np.ascontiguousarray(arr).tobytes()))
+    try:
+        return _native.run_trace(t.to_json(), chip, native_inputs, values, trace)
+    except RuntimeError as e:
+        raise c.NkiError(str(e)) from None
+
+
+class _MultiCore:
+    """The runs of an LNC launch's NeuronCores, as one trace (a process per core)."""
+
+    def __init__(self, natives):
+        self.natives = natives
+
+    def trace_json(self):
+        events = []
+        for k, n in enumerate(self.natives):
+            for e in json.loads(n.trace_json())["traceEvents"]:
+                e["pid"] = k + 1
+                if e.get("name") == "process_name":
+                    e["args"]["name"] = e["args"]["name"].replace("NeuronCore 0", f"NeuronCore {k}")
+                events.append(e)
+        return json.dumps({"traceEvents": events, "displayTimeUnit": "ns"})
+
+    def program_text(self):
+        return "\n".join(f"# NeuronCore {k}\n{n.program_text()}" for k, n in enumerate(self.natives))
 
 
 class Kernel:
@@ -243,7 +299,8 @@ class Kernel:
 
     def __getitem__(self, grid):
         g = grid if isinstance(grid, tuple) else (grid,)
-        return Kernel(self.func, tuple(int(x) for x in g), self.mode, **self.options)
+        return Kernel(self.func, tuple(x if hasattr(x, "cores") else int(x) for x in g),
+                      self.mode, **self.options)
 
     def __call__(self, *args, **kwargs):
         if c._state.tracer is not None:

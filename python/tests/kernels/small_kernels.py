@@ -91,3 +91,14 @@ def two_outputs(x):
     nl.store(a, value=nl.square(t))
     nl.store(b, value=nl.max(t, axis=[1]))
     return {"square": a, "rowmax": b}
+
+
+@nki.jit
+def add_tiles(a, b):
+    """One [128, 512] tile per SPMD instance along the rows (grid over row tiles)."""
+    out = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.shared_hbm)
+    i = nl.program_id(0)
+    x = nl.load(a[i * 128:(i + 1) * 128, :])
+    y = nl.load(b[i * 128:(i + 1) * 128, :])
+    nl.store(out[i * 128:(i + 1) * 128, :], value=nl.add(x, y))
+    return out
