@@ -199,3 +199,8 @@ def test_lnc2_grid_runs_on_two_cores(k, rng, dim, tmp_path):
     two.write_trace(tmp_path / "lnc.json")
     events = json.loads((tmp_path / "lnc.json").read_text())["traceEvents"]
     assert {e["pid"] for e in events if e.get("ph") == "X"} == {1, 2}
+
+
+def test_where_selects(k, rng):
+    x = rng.standard_normal((128, 300)).astype(np.float32)
+    np.testing.assert_array_equal(k.relu_by_where(x), np.where(x > 0, x, 0).astype(np.float32))

@@ -20,7 +20,6 @@ KNOWN = {
             "the example asks for a bf16 result (dtype=nl.bfloat16) and compares it with "
             "np.allclose's fp32 tolerance; Rainier rounds to bf16 as the hardware does",
     },
-    "test_nki_isa_copypredicated": {"*": "nki.isa.tensor_copy_predicated is not in Rainier's ISA yet"},
     "test_nki_isa_dma_copy": {
         **{f"TestNkiIsaExamplesTensorCopy.{t}": "indirect (tile-indexed) DMA is not modelled"
            for t in ("test_indirect_load_oob_err", "test_indirect_load_oob_err_negative",

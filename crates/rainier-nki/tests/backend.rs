@@ -127,7 +127,8 @@ fn access_out_of_bounds_is_an_error_at_its_line() {
         "ops": [{"s": [0, 3], "i": {"op": "dma", "dst": {"t": 1, "p": 0, "n": 128, "dims": [[1, 64]]},
                                       "src": {"t": 0, "off": 64, "dims": [[64, 128], [1, 64]]}}}]
     }));
-    let msg = compile(&t, &Chip::Trn2.params()).map(|_| ()).expect_err("must not compile").to_string();
+    let msg =
+        compile(&t, &Chip::Trn2.params()).map(|_| ()).expect_err("must not compile").to_string();
     assert!(msg.starts_with("k.py:3:") && msg.contains("out of bounds"), "{msg}");
 }
 

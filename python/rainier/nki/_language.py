@@ -374,7 +374,7 @@ for _name in ("abs", "sin", "cos", "tan", "arctan", "erf", "erf_dx", "gelu_dx",
               "gelu_apprx_sigmoid", "gelu_apprx_sigmoid_dx", "silu_dx", "softplus", "mish",
               "ceil", "floor", "trunc", "sign", "power", "fmod", "mod", "bitwise_and",
               "bitwise_or", "bitwise_xor", "invert", "left_shift", "right_shift", "logical_and",
-              "logical_or", "logical_xor", "logical_not", "abs_max", "abs_min", "where",
+              "logical_or", "logical_xor", "logical_not", "abs_max", "abs_min",
               "dropout", "random_seed", "gather_flattened", "atomic_rmw", "all_reduce",
               "loop_reduce", "softmax", "rms_norm", "prod", "var", "all"):
     globals()[_name] = _missing(_name)
@@ -406,6 +406,11 @@ def mean(x, axis, dtype=None, mask=None, keepdims=False, **_):
     n = int(np.prod([x.shape[a] for a in axes]))
     s = o.reduce(x, "add", axis, dtype=np.float32, keepdims=keepdims, mask=mask)
     return o.binary(s, 1.0 / n, "multiply", dtype=dtype or x.dtype, mask=None)
+
+
+def where(condition, x, y, dtype=None, mask=None, **_):
+    """``condition ? x : y`` elementwise (Vector engine ``select``)."""
+    return o.where(condition, x, y, dtype=dtype, mask=mask)
 
 
 def rand(shape, dtype=np.float32, **_):

@@ -242,6 +242,32 @@ def emit_simple(kind, dst, **srcs):
     return _emit(op, dst)
 
 
+def _tile_of(x, like: View):
+    """``x`` as a tile shaped like ``like`` (a scalar becomes a memset tile)."""
+    if isinstance(x, View):
+        return x
+    t = fresh(like.shape, like.dtype)
+    emit_memset(t, x)
+    return t
+
+
+def emit_select(dst: View, predicate: View, on_true, on_false):
+    """``dst = predicate != 0 ? on_true : on_false`` on the Vector engine."""
+    on_true, on_false = _tile_of(on_true, dst), _tile_of(on_false, dst)
+    return _emit({"op": "select", "dst": acc(dst), "predicate": acc(predicate),
+                  "on_true": acc(on_true), "on_false": acc(on_false)}, dst)
+
+
+def where(cond: View, x, y, dtype=None, mask=None) -> View:
+    like = x if isinstance(x, View) else y if isinstance(y, View) else cond
+    out = fresh(cond.shape, dtype or like.dtype)
+    r = masked(mask, out, cond, x if isinstance(x, View) else None, y if isinstance(y, View) else None)
+    if r is None:
+        return out
+    i = emit_select(r[0], r[1], r[2] if r[2] is not None else x, r[3] if r[3] is not None else y)
+    return produced(out, i, mask_ranges(mask))
+
+
 def dma_transpose(dst: View, src: View, axes=None):
     """A transpose by DMA: HBM sources as one transfer walking the permuted strides; SBUF
     sources (the partition axis moves into the free axis) as one transfer per source column."""

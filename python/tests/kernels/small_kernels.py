@@ -102,3 +102,11 @@ def add_tiles(a, b):
     y = nl.load(b[i * 128:(i + 1) * 128, :])
     nl.store(out[i * 128:(i + 1) * 128, :], value=nl.add(x, y))
     return out
+
+
+@nki.jit
+def relu_by_where(x):
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    t = nl.load(x)
+    nl.store(out, value=nl.where(nl.greater(t, 0.0), t, 0.0))
+    return out

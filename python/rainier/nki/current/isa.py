@@ -168,6 +168,11 @@ def tensor_scalar_reduce(dst, data, op0, operand0, reduce_op, reduce_res=None, r
     o.emit_tsr(dst, data, o.alu(op0), operand0, reduce_name(reduce_op), reduce_res, reverse0)
 
 
+def tensor_copy_predicated(dst, src, predicate, reverse_pred=False, name=None, **_):
+    """``dst = predicate ? src : dst`` (``reverse_pred``: where the predicate is 0)."""
+    o.emit_select(dst, predicate, dst, src) if reverse_pred else o.emit_select(dst, predicate, src, dst)
+
+
 def max8(dst, src, name=None, **_):
     o.emit_simple(dst, src=src)
 

@@ -212,6 +212,16 @@ def tensor_scalar_reduce(data, op0, operand0, reduce_op, reduce_res, reverse0=Fa
     return o.produced(out, i, o.mask_ranges(mask))
 
 
+def tensor_copy_predicated(src, dst, predicate, reverse_pred=False, mask=None, dtype=None, **_):
+    """``dst = predicate ? src : dst`` (``reverse_pred``: where the predicate is 0)."""
+    r = o.masked(mask, dst, predicate, src if isinstance(src, c.View) else None)
+    if r is None:
+        return
+    d, p, s = r
+    s = s if s is not None else src
+    o.emit_select(d, p, d, s) if reverse_pred else o.emit_select(d, p, s, d)
+
+
 def max8(src, mask=None, dtype=None, **_):
     """The 8 largest values of each partition, descending: ``[P, 8]``."""
     out = o.fresh((src.partitions, 8), dtype or src.dtype)
@@ -240,7 +250,7 @@ def dma_transpose(src, axes=None, mask=None, dtype=None, **_):
 
 for _name in ("dropout", "local_gather", "nc_match_replace8", "nc_stream_shuffle", "range_select",
               "select_reduce", "sequence_bounds", "tensor_copy_dynamic_dst",
-              "tensor_copy_dynamic_src", "tensor_copy_predicated", "tensor_partition_reduce",
+              "tensor_copy_dynamic_src", "tensor_partition_reduce",
               "tensor_scalar_cumulative",
               "builtin_custom_op", "nc_matmul_mx", "quantize_mx"):
     if _name not in globals():
