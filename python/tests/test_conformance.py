@@ -30,13 +30,17 @@ KNOWN = {
     "test_nki_isa_dma_transpose": {
         "TestNkiIsaExamplesDmaTranspose.test_dma_transpose_indirect": "indirect (tile-indexed) DMA is not modelled",
     },
+    "test_nki_isa_range_select": {
+        "TestNkiIsaExamplesRangeSelect.test_range_select_example":
+            "its fp8 cases expect FP32_MIN to become -inf in an fp8 output (as the range_select "
+            "docs say the hardware does); Rainier's fp8 casts saturate to ±max (docs/isa.md), "
+            "a numerics question named in docs/nki.md; bf16, fp16 and fp32 match",
+    },
     "test_nki_isa_dropout": {"*": "nki.isa.dropout needs the engines' random-number generator (not modelled)"},
     "test_nki_isa_local_gather": {"*": "nki.isa.local_gather is not in Rainier's ISA yet"},
     "test_nki_isa_nc_match_replace8": {"*": "nki.isa.nc_match_replace8 is not in Rainier's ISA yet"},
     "test_nki_isa_nc_stream_shuffle": {"*": "nki.isa.nc_stream_shuffle is not in Rainier's ISA yet"},
     "test_nki_isa_partition_reduce": {"*": "nki.isa.tensor_partition_reduce is not in Rainier's ISA yet"},
-    "test_nki_isa_range_select": {"*": "nki.isa.range_select (and its reduce registers) is not in Rainier's ISA yet"},
-    "test_nki_isa_select_reduce": {"*": "nki.isa.select_reduce is not in Rainier's ISA yet"},
     "test_nki_isa_sequence_bounds": {"*": "nki.isa.sequence_bounds is not in Rainier's ISA yet"},
     "test_nki_isa_tensor_scalar_cumulative": {"*": "nki.isa.tensor_scalar_cumulative is not in Rainier's ISA yet"},
     "test_nki_nl_gather_flattened": {"import": "nl.gather_flattened (indirect gather) is not modelled"},

@@ -1,6 +1,7 @@
 use rainier_arch::CoreParams;
 use rainier_isa::{
-    ActFunc, Affine, DmaOperand, HbmAccess, Memory, Op, Program, ReduceOp, ScalarOperand, Tile,
+    ActFunc, Affine, DmaOperand, HbmAccess, Memory, Op, Program, ReduceCmd, ReduceOp,
+    ScalarOperand, Tile,
 };
 use rainier_tensor::DType;
 
@@ -29,6 +30,9 @@ pub struct Machine {
     hbm_dtypes: Vec<DType>,
     /// Semaphore values.
     pub semaphores: Vec<u32>,
+    /// The Vector engine's per-partition max accumulator registers (`range_select`,
+    /// `select_reduce`); -inf until an instruction sets them.
+    pub vector_accumulators: Vec<f32>,
 }
 
 /// Where an element lives.
@@ -115,6 +119,7 @@ impl Machine {
                 .collect(),
             hbm_dtypes: program.tensors.iter().map(|t| t.dtype).collect(),
             semaphores: vec![0; core.semaphores.value as usize],
+            vector_accumulators: vec![f32::NEG_INFINITY; parts],
         }
     }
 
@@ -512,6 +517,53 @@ impl Machine {
                     .collect();
                 self.write_tile_i64(dst, &idx)
             }
+            Op::RangeSelect {
+                dst,
+                src,
+                bound0,
+                bound1,
+                cmp0,
+                cmp1,
+                range_start,
+                on_false,
+                reduce_cmd,
+                reduce,
+            } => {
+                let x = self.read_tile(src)?;
+                let b0 = self.read_tile(bound0)?;
+                let b1 = self.read_tile(bound1)?;
+                let f = (src.free_len() as usize).max(1);
+                let out: Vec<f32> = x
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        let (p, j) = (i / f, i % f);
+                        let idx = (i64::from(*range_start) + j as i64) as f32;
+                        let keep = cmp0.apply(idx, b0[p]) != 0.0 && cmp1.apply(idx, b1[p]) != 0.0;
+                        if keep {
+                            v
+                        } else {
+                            *on_false
+                        }
+                    })
+                    .collect();
+                self.accumulate(src.start_partition, f, &out, *reduce_cmd, reduce.as_ref())?;
+                self.write_tile(dst, &out)
+            }
+            Op::SelectReduce { dst, predicate, on_true, on_false, reverse, reduce_cmd, reduce } => {
+                let p = self.read_tile(predicate)?;
+                let t = self.read_tile(on_true)?;
+                let f = (on_true.free_len() as usize).max(1);
+                let fv = self.scalar_values(on_false, on_true.partitions as usize)?;
+                let out: Vec<f32> = p
+                    .iter()
+                    .zip(&t)
+                    .enumerate()
+                    .map(|(i, (&pv, &tv))| if (pv != 0.0) != *reverse { tv } else { fv[i / f] })
+                    .collect();
+                self.accumulate(on_true.start_partition, f, &out, *reduce_cmd, reduce.as_ref())?;
+                self.write_tile(dst, &out)
+            }
             Op::Reciprocal { dst, src } => {
                 let x = self.read_tile(src)?;
                 let out: Vec<f32> = x.iter().map(|&v| 1.0 / v).collect();
@@ -545,6 +597,36 @@ impl Machine {
                 self.write_tile(dst, &out)
             }
         }
+    }
+
+    /// Applies `cmd` to the accumulator registers of the partitions from `start` with the row
+    /// maxima of `values` (rows of `f`), then writes them to `out` when given.
+    fn accumulate(
+        &mut self,
+        start: u32,
+        f: usize,
+        values: &[f32],
+        cmd: ReduceCmd,
+        out: Option<&Tile>,
+    ) -> Result<(), ExecError> {
+        for (k, row) in values.chunks(f).enumerate() {
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let Some(a) = self.vector_accumulators.get_mut(start as usize + k) else { continue };
+            *a = match cmd {
+                ReduceCmd::Idle => *a,
+                ReduceCmd::Reset => f32::NEG_INFINITY,
+                ReduceCmd::Reduce => a.max(m),
+                ReduceCmd::ResetReduce => m,
+            };
+        }
+        if let Some(t) = out {
+            let n = t.partitions as usize;
+            let s = start as usize;
+            let end = (s + n).min(self.vector_accumulators.len());
+            let regs = self.vector_accumulators[s..end].to_vec();
+            self.write_tile(t, &regs)?;
+        }
+        Ok(())
     }
 
     /// Writes exact integers (index results) into `t`, saturating to its dtype.

@@ -17,8 +17,8 @@ use common::*;
 use proptest::prelude::*;
 use rainier_arch::Chip;
 use rainier_isa::{
-    ActFunc, Affine, AluOp, DmaOperand, HbmAccess, Memory, Op, Program, ReduceOp, ScalarOperand,
-    ScalarStage, TensorDecl, TensorKind,
+    ActFunc, Affine, AluOp, DmaOperand, HbmAccess, Memory, Op, Program, ReduceCmd, ReduceOp,
+    ScalarOperand, ScalarStage, TensorDecl, TensorKind,
 };
 use rainier_reference as reference;
 use rainier_tensor::DType;
@@ -290,6 +290,57 @@ proptest! {
                 let first = orig.iter().position(|&v| v == row[j]).unwrap_or(usize::MAX);
                 prop_assert_eq!(ix[p * 8 + j], first as f64);
             }
+        }
+    }
+
+    /// range_select and select_reduce against np.where-style f64 loops, and the accumulator
+    /// registers across reset_reduce then reduce.
+    #[test]
+    fn range_select_and_select_reduce_accumulate(seed: u64, parts in 1u32..=128, n in 1u64..=300, din in dtype(),
+                                                 start in -50i32..50, cmps in (prop::sample::select(vec![AluOp::Ge, AluOp::Gt, AluOp::Eq]),
+                                                                              prop::sample::select(vec![AluOp::Lt, AluOp::Le])),
+                                                 reverse: bool) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let (p0, parts) = partition_range(parts, seed as u32);
+        let src = a.tile(Memory::Sbuf, p0, parts, din, &[n], 0);
+        let dst = a.tile(Memory::Sbuf, p0, parts, DType::F32, &[n], 0);
+        let b0 = a.tile(Memory::Sbuf, p0, parts, DType::F32, &[1], 0);
+        let b1 = a.tile(Memory::Sbuf, p0, parts, DType::F32, &[1], 0);
+        let red = a.tile(Memory::Sbuf, p0, parts, DType::F32, &[1], 0);
+        let pred = a.tile(Memory::Sbuf, p0, parts, DType::U8, &[n], 0);
+        let x = fill(&mut m, &src, &mut r, -4.0, 4.0);
+        let lo = fill(&mut m, &b0, &mut r, -60.0, 200.0);
+        let hi = fill(&mut m, &b1, &mut r, -60.0, 400.0);
+        let pv = fill(&mut m, &pred, &mut r, 0.0, 1.0);
+        let on_false = -1.0e30f32;
+        m.execute(&Op::RangeSelect { dst: dst.clone(), src: src.clone(), bound0: b0, bound1: b1, cmp0: cmps.0, cmp1: cmps.1,
+                                     range_start: start, on_false, reduce_cmd: ReduceCmd::ResetReduce, reduce: None }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &dst);
+        let n = n as usize;
+        let mut acc = vec![f64::NEG_INFINITY; parts as usize];
+        for p in 0..parts as usize {
+            for j in 0..n {
+                let idx = f64::from(start) + j as f64;
+                let keep = reference::binary(cmps.0.name(), idx, lo[p]) != 0.0 && reference::binary(cmps.1.name(), idx, hi[p]) != 0.0;
+                let want = if keep { x[p * n + j] } else { f64::from(on_false) };
+                prop_assert!(same(got[p * n + j], want), "p {p} j {j}: got {} want {want}", got[p * n + j]);
+                acc[p] = acc[p].max(want);
+            }
+        }
+        // select_reduce folds its maxima into the same registers and reports them.
+        m.execute(&Op::SelectReduce { dst: dst.clone(), predicate: pred, on_true: src, on_false: ScalarOperand::Imm(-7.0),
+                                      reverse, reduce_cmd: ReduceCmd::Reduce, reduce: Some(red.clone()) }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &dst);
+        let regs = read(&m, &red);
+        for p in 0..parts as usize {
+            for j in 0..n {
+                let want = if (pv[p * n + j] != 0.0) != reverse { x[p * n + j] } else { -7.0 };
+                prop_assert!(same(got[p * n + j], want));
+                acc[p] = acc[p].max(want);
+            }
+            prop_assert!(same(regs[p], acc[p]), "register {p}: {} vs {}", regs[p], acc[p]);
         }
     }
 

@@ -439,6 +439,23 @@ impl Options {
         }
     }
 
+    /// `reduce_cmd=idle|reset|reduce|reset_reduce` (default idle).
+    fn reduce_cmd(&mut self) -> Result<crate::ReduceCmd, ParseError> {
+        match self.word("reduce_cmd")? {
+            None => Ok(crate::ReduceCmd::Idle),
+            Some((w, col)) => {
+                crate::ReduceCmd::ALL.into_iter().find(|c| c.name() == w).ok_or_else(|| {
+                    self.err(
+                        col,
+                        format!(
+                            "unknown reduce_cmd '{w}' (known: idle, reset, reduce, reset_reduce)"
+                        ),
+                    )
+                })
+            }
+        }
+    }
+
     fn bool(&mut self, key: &str) -> Result<bool, ParseError> {
         match self.take(key) {
             None => Ok(false),
@@ -566,8 +583,9 @@ fn operand_count(op: &str) -> usize {
         | "tensor_tensor"
         | "tensor_tensor_scan"
         | "scalar_tensor_tensor"
-        | "nc_find_index8" => 3,
-        "select" => 4,
+        | "nc_find_index8"
+        | "select_reduce" => 3,
+        "select" | "range_select" => 4,
         _ => 2,
     }
 }
@@ -745,6 +763,42 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
         }
         "bn_stats" => Op::BnStats { dst: next(), src: next() },
         "max8" => Op::Max8 { dst: next(), src: next() },
+        "range_select" => {
+            let (dst, src, bound0, bound1) = (next(), next(), next(), next());
+            let mut cmp = |key: &str| {
+                opts.alu(key)?
+                    .ok_or_else(|| opts.err(op_col, format!("missing option {key}=CMP_OP")))
+            };
+            let (cmp0, cmp1) = (cmp("cmp0")?, cmp("cmp1")?);
+            let range_start = opts
+                .int("range_start", i64::from(i32::MIN), i64::from(i32::MAX))?
+                .unwrap_or(0) as i32;
+            let on_false = opts.f32("on_false")?.unwrap_or(f32::MIN);
+            let reduce_cmd = opts.reduce_cmd()?;
+            let reduce = opts.tile("reduce")?;
+            Op::RangeSelect {
+                dst,
+                src,
+                bound0,
+                bound1,
+                cmp0,
+                cmp1,
+                range_start,
+                on_false,
+                reduce_cmd,
+                reduce,
+            }
+        }
+        "select_reduce" => {
+            let (dst, predicate, on_true) = (next(), next(), next());
+            let on_false = opts
+                .scalar("on_false")?
+                .ok_or_else(|| opts.err(op_col, "missing option on_false=IMM|TILE".into()))?;
+            let reverse = opts.bool("reverse")?;
+            let reduce_cmd = opts.reduce_cmd()?;
+            let reduce = opts.tile("reduce")?;
+            Op::SelectReduce { dst, predicate, on_true, on_false, reverse, reduce_cmd, reduce }
+        }
         "reciprocal" => Op::Reciprocal { dst: next(), src: next() },
         "nc_find_index8" => Op::FindIndex8 { dst: next(), data: next(), vals: next() },
         "scalar_tensor_tensor" => {

@@ -129,6 +129,44 @@ impl Program {
             Op::FindIndex8 { dst, data, vals } => {
                 vec![dst.to_string(), data.to_string(), vals.to_string()]
             }
+            Op::RangeSelect {
+                dst,
+                src,
+                bound0,
+                bound1,
+                cmp0,
+                cmp1,
+                range_start,
+                on_false,
+                reduce_cmd,
+                reduce,
+            } => {
+                opts.push(format!(
+                    "cmp0={} cmp1={} range_start={range_start} on_false={} reduce_cmd={}",
+                    cmp0.name(),
+                    cmp1.name(),
+                    float(*on_false),
+                    reduce_cmd.name()
+                ));
+                if let Some(r) = reduce {
+                    opts.push(format!("reduce={r}"));
+                }
+                vec![dst.to_string(), src.to_string(), bound0.to_string(), bound1.to_string()]
+            }
+            Op::SelectReduce { dst, predicate, on_true, on_false, reverse, reduce_cmd, reduce } => {
+                opts.push(format!(
+                    "on_false={} reduce_cmd={}",
+                    scalar(on_false),
+                    reduce_cmd.name()
+                ));
+                if *reverse {
+                    opts.push("reverse=true".into());
+                }
+                if let Some(r) = reduce {
+                    opts.push(format!("reduce={r}"));
+                }
+                vec![dst.to_string(), predicate.to_string(), on_true.to_string()]
+            }
             Op::ScalarTensorTensor { dst, src, operand0, in1, op0, op1, reverse0, reverse1 } => {
                 opts.push(format!(
                     "op0={} operand0={} op1={}",

@@ -183,6 +183,22 @@ pub static OPCODES: &[OpcodeInfo] = &[
         semantics: "dst = 1 / src elementwise, correctly rounded fp32 division (the engine's approximation is unpublished: assumption), cast to dst",
         rules: "src and dst the same partition count and free size",
     },
+    OpcodeInfo {
+        name: "range_select",
+        engines: &[Vector],
+        operands: "dst, src, bound0 [P, 1], bound1 [P, 1]",
+        options: "cmp0=CMP_OP cmp1=CMP_OP [range_start=INT] [on_false=IMM] [reduce_cmd=idle|reset|reduce|reset_reduce] [reduce=TILE[P,1]]",
+        semantics: "x = range_start + i (i the row-major element index, fp32); dst[p, i] = cmp0(x, bound0[p]) and cmp1(x, bound1[p]) ? src[p, i] : on_false (default -3.4028235e38, FP32_MIN), cast to dst. The engine's per-partition accumulator registers: reset sets them to -inf, reduce folds in max_i dst_fp32[p, i], reset_reduce sets them to it, idle leaves them; reduce receives them afterwards (v3+)",
+        rules: "v3+; src and dst the same shape; bound0, bound1 and reduce [P, 1]; cmp ops eq, lt, le, gt, ge",
+    },
+    OpcodeInfo {
+        name: "select_reduce",
+        engines: &[Vector],
+        operands: "dst, predicate, on_true",
+        options: "on_false=IMM|TILE[P,1] [reverse=true] [reduce_cmd=idle|reset|reduce|reset_reduce] [reduce=TILE[P,1]]",
+        semantics: "dst = (predicate != 0) xor reverse ? on_true : on_false, values through fp32, cast to dst; the row maxima go to the accumulator registers by reduce_cmd as in range_select, and reduce receives them afterwards",
+        rules: "predicate, on_true and dst the same shape; predicate and on_true not both PSUM; on_false and reduce [P, 1]",
+    },
 ];
 
 /// The table row of `name`.

@@ -367,6 +367,34 @@ pub struct ScalarStage {
     pub reverse: bool,
 }
 
+/// What an accumulating Vector instruction does to the engine's per-partition max
+/// accumulator registers (shared by `range_select` and `select_reduce`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReduceCmd {
+    /// Leave the registers as they are.
+    Idle,
+    /// Set them to -inf (nothing accumulated).
+    Reset,
+    /// Fold this instruction's row maxima into them.
+    Reduce,
+    /// Set them to this instruction's row maxima.
+    ResetReduce,
+}
+
+impl ReduceCmd {
+    pub const ALL: [ReduceCmd; 4] =
+        [ReduceCmd::Idle, ReduceCmd::Reset, ReduceCmd::Reduce, ReduceCmd::ResetReduce];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceCmd::Idle => "idle",
+            ReduceCmd::Reset => "reset",
+            ReduceCmd::Reduce => "reduce",
+            ReduceCmd::ResetReduce => "reset_reduce",
+        }
+    }
+}
+
 /// The affine predicate of `iota` and `affine_select`:
 /// `value(p, i₀…iₙ) = base + channel_multiplier · p + Σ steps[j] · i_j`, where `p` counts
 /// partitions from the tile's first and `i_j` indexes free dimension `j`.
@@ -472,6 +500,33 @@ pub enum Op {
     FindIndex8 { dst: Tile, data: Tile, vals: Tile },
     /// `dst = 1 / src` (Vector engine), fp32 division.
     Reciprocal { dst: Tile, src: Tile },
+    /// `dst[p, i] = cmp0(range_start + i, bound0[p]) && cmp1(range_start + i, bound1[p]) ?
+    /// src[p, i] : on_false` (fp32 comparisons, `i` the row-major element index), with the
+    /// row maxima folded into the accumulator registers by `reduce_cmd`; `reduce` receives
+    /// the registers afterwards.
+    RangeSelect {
+        dst: Tile,
+        src: Tile,
+        bound0: Tile,
+        bound1: Tile,
+        cmp0: AluOp,
+        cmp1: AluOp,
+        range_start: i32,
+        on_false: f32,
+        reduce_cmd: ReduceCmd,
+        reduce: Option<Tile>,
+    },
+    /// `dst = (predicate != 0) != reverse ? on_true : on_false` with `on_false` a scalar or a
+    /// `[P, 1]` vector; row maxima into the accumulator registers as `range_select`.
+    SelectReduce {
+        dst: Tile,
+        predicate: Tile,
+        on_true: Tile,
+        on_false: ScalarOperand,
+        reverse: bool,
+        reduce_cmd: ReduceCmd,
+        reduce: Option<Tile>,
+    },
 }
 
 /// How an instruction uses a tile.
@@ -507,6 +562,8 @@ impl Op {
             Op::Max8 { .. } => "max8",
             Op::FindIndex8 { .. } => "nc_find_index8",
             Op::Reciprocal { .. } => "reciprocal",
+            Op::RangeSelect { .. } => "range_select",
+            Op::SelectReduce { .. } => "select_reduce",
         }
     }
 
@@ -533,6 +590,8 @@ impl Op {
             Op::Max8 { .. } => 17,
             Op::FindIndex8 { .. } => 18,
             Op::Reciprocal { .. } => 19,
+            Op::RangeSelect { .. } => 20,
+            Op::SelectReduce { .. } => 21,
         };
         &crate::OPCODES[row]
     }
@@ -593,6 +652,26 @@ impl Op {
                 f(data, Read);
                 f(vals, Read);
                 f(dst, Write);
+            }
+            Op::RangeSelect { dst, src, bound0, bound1, reduce, .. } => {
+                f(src, Read);
+                f(bound0, Read);
+                f(bound1, Read);
+                f(dst, Write);
+                if let Some(r) = reduce {
+                    f(r, Write);
+                }
+            }
+            Op::SelectReduce { dst, predicate, on_true, on_false, reduce, .. } => {
+                f(predicate, Read);
+                f(on_true, Read);
+                if let ScalarOperand::Vector(t) = on_false {
+                    f(t, Read);
+                }
+                f(dst, Write);
+                if let Some(r) = reduce {
+                    f(r, Write);
+                }
             }
             Op::ScalarTensorTensor { dst, src, operand0, in1, .. } => {
                 f(src, Read);

@@ -444,6 +444,35 @@ impl Checker<'_> {
                 }
             }
             Op::Reciprocal { dst, src } => self.same_shape("src", src, "dst", dst),
+            Op::RangeSelect { dst, src, bound0, bound1, cmp0, cmp1, reduce, .. } => {
+                if gen < Generation::V3 {
+                    self.fail("range_select needs NeuronCore-v3 or later");
+                }
+                self.same_shape("src", src, "dst", dst);
+                self.per_partition("bound0", bound0, src);
+                self.per_partition("bound1", bound1, src);
+                if let Some(r) = reduce {
+                    self.per_partition("reduce", r, src);
+                }
+                for (k, c) in [("cmp0", cmp0), ("cmp1", cmp1)] {
+                    if !c.is_comparison() || *c == crate::AluOp::Ne {
+                        self.fail(format!("{k}={} (eq, lt, le, gt or ge)", c.name()));
+                    }
+                }
+            }
+            Op::SelectReduce { dst, predicate, on_true, on_false, reduce, .. } => {
+                self.same_shape("predicate", predicate, "dst", dst);
+                self.same_shape("on_true", on_true, "dst", dst);
+                if predicate.memory == Memory::Psum && on_true.memory == Memory::Psum {
+                    self.fail("predicate and on_true cannot both be in PSUM");
+                }
+                if let ScalarOperand::Vector(v) = on_false {
+                    self.per_partition("on_false", v, on_true);
+                }
+                if let Some(r) = reduce {
+                    self.per_partition("reduce", r, on_true);
+                }
+            }
             Op::BnStats { dst, src } => {
                 if src.free_len() == 0 || src.free_len() > 512 {
                     self.fail(format!(

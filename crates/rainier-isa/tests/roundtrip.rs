@@ -195,6 +195,48 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
         (tile(), tile()).prop_map(|(dst, src)| Op::Max8 { dst, src }),
         (tile(), tile(), tile()).prop_map(|(dst, data, vals)| Op::FindIndex8 { dst, data, vals }),
         (tile(), tile()).prop_map(|(dst, src)| Op::Reciprocal { dst, src }),
+        (
+            (tile(), tile(), tile(), tile()),
+            (alu(), alu(), any::<i32>(), imm()),
+            (prop::sample::select(ReduceCmd::ALL.to_vec()), prop::option::of(tile()))
+        )
+            .prop_map(
+                |(
+                    (dst, src, bound0, bound1),
+                    (cmp0, cmp1, range_start, on_false),
+                    (reduce_cmd, reduce),
+                )| {
+                    Op::RangeSelect {
+                        dst,
+                        src,
+                        bound0,
+                        bound1,
+                        cmp0,
+                        cmp1,
+                        range_start,
+                        on_false,
+                        reduce_cmd,
+                        reduce,
+                    }
+                }
+            ),
+        (
+            (tile(), tile(), tile(), scalar(), any::<bool>()),
+            (prop::sample::select(ReduceCmd::ALL.to_vec()), prop::option::of(tile()))
+        )
+            .prop_map(
+                |((dst, predicate, on_true, on_false, reverse), (reduce_cmd, reduce))| {
+                    Op::SelectReduce {
+                        dst,
+                        predicate,
+                        on_true,
+                        on_false,
+                        reverse,
+                        reduce_cmd,
+                        reduce,
+                    }
+                }
+            ),
     ]
 }
 

@@ -8,8 +8,8 @@ use std::str::FromStr;
 
 use rainier_arch::ChipParams;
 use rainier_isa::{
-    ActFunc, Affine, AluOp, Dim, DmaOperand, Engine, HbmAccess, Memory, Op, Program, ReduceOp,
-    ScalarOperand, ScalarStage, TensorKind, Tile,
+    ActFunc, Affine, AluOp, Dim, DmaOperand, Engine, HbmAccess, Memory, Op, Program, ReduceCmd,
+    ReduceOp, ScalarOperand, ScalarStage, TensorKind, Tile,
 };
 use rainier_kernels::{Arena, KernelBuilder};
 use rainier_tensor::DType;
@@ -61,6 +61,13 @@ pub(crate) fn dtype_of(name: &str) -> Result<DType, NkiError> {
 fn engine_of(name: &str) -> Result<Engine, NkiError> {
     Engine::from_name(name)
         .ok_or_else(|| NkiError::Input(format!("unknown engine '{name}' in the trace")))
+}
+
+fn reduce_cmd_of(name: &str) -> Result<ReduceCmd, NkiError> {
+    ReduceCmd::ALL
+        .into_iter()
+        .find(|c| c.name() == name)
+        .ok_or_else(|| NkiError::Input(format!("unknown reduce_cmd '{name}' in the trace")))
 }
 
 fn alu_of(name: &str) -> Result<AluOp, NkiError> {
@@ -120,11 +127,17 @@ impl<'a> Lowering<'a> {
     }
 
     /// The unit an access falls in (it was checked to fall in one).
-    fn unit_at(&self, a: &Access, esz: u64) -> usize {
+    fn unit_at(&self, a: &Access, esz: u64) -> Result<usize, NkiError> {
         let (lo, _) = byte_range(a, esz);
         let us = &self.unit_of_tensor[a.t];
         let at = us.partition_point(|&u| i128::from(self.units[u].start) <= lo);
-        us[at.saturating_sub(1)]
+        us.get(at.saturating_sub(1)).copied().ok_or_else(|| {
+            let spec = &self.trace.tensors[a.t];
+            NkiError::Input(format!(
+                "'{}' is in {:?}, which this instruction cannot reach (only DMA moves data to and from HBM)",
+                spec.name, spec.buffer
+            ))
+        })
     }
 
     fn tile(&self, a: &Access) -> Result<Tile, NkiError> {
@@ -141,7 +154,7 @@ impl<'a> Lowering<'a> {
         let spec = &self.trace.tensors[a.t];
         let dtype = self.access_dtype(a)?;
         let esz = dtype.size_bytes() as u64;
-        let unit = self.units[self.unit_at(a, esz)];
+        let unit = self.units[self.unit_at(a, esz)?];
         let memory = if spec.buffer == Buffer::Psum { Memory::Psum } else { Memory::Sbuf };
         let base = unit.addr as i64 - unit.start as i64;
         let byte_off = base + a.off * esz as i64;
@@ -190,7 +203,7 @@ impl<'a> Lowering<'a> {
                     Engine::Sync
                 } else {
                     let esz = self.access_dtype(src)?.size_bytes() as u64;
-                    let u = self.unit_at(src, esz);
+                    let u = self.unit_at(src, esz)?;
                     self.last_writer.get(&u).copied().unwrap_or(Engine::Sync)
                 };
                 let op = Op::DmaCopy { dst: self.dma_operand(dst)?, src: self.dma_operand(src)? };
@@ -296,6 +309,52 @@ impl<'a> Lowering<'a> {
                 (Engine::Vector, Op::BnAggr { dst: t(dst)?, src: t(src)? })
             }
             OpSpec::Max8 { dst, src } => (Engine::Vector, Op::Max8 { dst: t(dst)?, src: t(src)? }),
+            OpSpec::RangeSelect {
+                dst,
+                src,
+                bound0,
+                bound1,
+                cmp0,
+                cmp1,
+                range_start,
+                on_false,
+                reduce_cmd,
+                reduce,
+            } => (
+                Engine::Vector,
+                Op::RangeSelect {
+                    dst: t(dst)?,
+                    src: t(src)?,
+                    bound0: t(bound0)?,
+                    bound1: t(bound1)?,
+                    cmp0: alu_of(cmp0)?,
+                    cmp1: alu_of(cmp1)?,
+                    range_start: *range_start,
+                    on_false: *on_false,
+                    reduce_cmd: reduce_cmd_of(reduce_cmd)?,
+                    reduce: reduce.as_ref().map(t).transpose()?,
+                },
+            ),
+            OpSpec::SelectReduce {
+                dst,
+                predicate,
+                on_true,
+                on_false,
+                reverse,
+                reduce_cmd,
+                reduce,
+            } => (
+                Engine::Vector,
+                Op::SelectReduce {
+                    dst: t(dst)?,
+                    predicate: t(predicate)?,
+                    on_true: t(on_true)?,
+                    on_false: self.scalar(on_false)?,
+                    reverse: *reverse,
+                    reduce_cmd: reduce_cmd_of(reduce_cmd)?,
+                    reduce: reduce.as_ref().map(t).transpose()?,
+                },
+            ),
             OpSpec::Reciprocal { dst, src } => {
                 (Engine::Vector, Op::Reciprocal { dst: t(dst)?, src: t(src)? })
             }
@@ -463,7 +522,12 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
     let mut splittable: Vec<bool> = trace
         .tensors
         .iter()
-        .map(|t| !t.buffer.is_hbm() && t.block_bytes > 0 && t.block_bytes < t.bytes)
+        .map(|t| {
+            // PSUM is handed out in banks: blocks smaller than a bank stay packed together.
+            let bank = u64::from(core.psum_bank_bytes());
+            let whole_banks = t.buffer != Buffer::Psum || t.block_bytes % bank == 0;
+            !t.buffer.is_hbm() && t.block_bytes > 0 && t.block_bytes < t.bytes && whole_banks
+        })
         .collect();
     // Per tensor: (first, last) use, and per block for splittable ones.
     let mut block_use: HashMap<(usize, u64), (usize, usize)> = HashMap::new();
@@ -558,7 +622,10 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
             if let Some((dst, _)) = op.i.accesses().into_iter().rev().find(|(_, w)| *w) {
                 if !trace.tensors[dst.t].buffer.is_hbm() {
                     let esz = low.access_dtype(dst)?.size_bytes() as u64;
-                    let u = low.unit_at(dst, esz);
+                    let u = low.unit_at(dst, esz).map_err(|e| match e {
+                        NkiError::Input(m) => NkiError::Kernel { at: low.src(op.s), message: m },
+                        other => other,
+                    })?;
                     low.last_writer.insert(u, engine);
                 }
             }

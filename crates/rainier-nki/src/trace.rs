@@ -260,6 +260,31 @@ pub enum OpSpec {
         dst: Access,
         src: Access,
     },
+    RangeSelect {
+        dst: Access,
+        src: Access,
+        bound0: Access,
+        bound1: Access,
+        cmp0: String,
+        cmp1: String,
+        #[serde(default)]
+        range_start: i32,
+        on_false: f32,
+        reduce_cmd: String,
+        #[serde(default)]
+        reduce: Option<Access>,
+    },
+    SelectReduce {
+        dst: Access,
+        predicate: Access,
+        on_true: Access,
+        on_false: ScalarSpec,
+        #[serde(default)]
+        reverse: bool,
+        reduce_cmd: String,
+        #[serde(default)]
+        reduce: Option<Access>,
+    },
     /// Every later instruction waits for every earlier one (`sequential_range` iterations).
     Fence,
 }
@@ -285,6 +310,26 @@ impl OpSpec {
                 v.push((data, false));
                 v.push((vals, false));
                 v.push((dst, true));
+            }
+            OpSpec::RangeSelect { dst, src, bound0, bound1, reduce, .. } => {
+                v.push((src, false));
+                v.push((bound0, false));
+                v.push((bound1, false));
+                v.push((dst, true));
+                if let Some(r) = reduce {
+                    v.push((r, true));
+                }
+            }
+            OpSpec::SelectReduce { dst, predicate, on_true, on_false, reduce, .. } => {
+                v.push((predicate, false));
+                v.push((on_true, false));
+                if let ScalarSpec::Tile(t) = on_false {
+                    v.push((t, false));
+                }
+                v.push((dst, true));
+                if let Some(r) = reduce {
+                    v.push((r, true));
+                }
             }
             OpSpec::ScalarTensorTensor { dst, src, operand0, in1, .. } => {
                 v.push((src, false));
@@ -377,6 +422,8 @@ impl OpSpec {
             OpSpec::Max8 { .. } => "max8",
             OpSpec::FindIndex8 { .. } => "nc_find_index8",
             OpSpec::Reciprocal { .. } => "reciprocal",
+            OpSpec::RangeSelect { .. } => "range_select",
+            OpSpec::SelectReduce { .. } => "select_reduce",
             OpSpec::Fence => "fence",
         }
     }

@@ -91,7 +91,22 @@ fn run_trace(
         host.insert(name, HostTensor { dtype, shape, data });
     }
     let options = RunOptions { values, record };
-    let outcome = py.detach(|| rainier_nki::run(&trace, &chip, &host, options)).map_err(error)?;
+    let outcome = py
+        .detach(|| {
+            // A panic is a Rainier bug; it must reach Python as an exception, not abort.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rainier_nki::run(&trace, &chip, &host, options)
+            }))
+        })
+        .map_err(|p| {
+            let what = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            PyRuntimeError::new_err(format!("internal error in Rainier (please report): {what}"))
+        })?
+        .map_err(error)?;
     Ok(NativeRun { outcome, chip, files: trace.files })
 }
 

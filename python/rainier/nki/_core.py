@@ -104,12 +104,19 @@ def is_float(dt) -> bool:
         np.dtype(ml_dtypes.float8_e5m2))
 
 
+# Precision order of result dtypes (NKI: "whichever has the highest precision"; floats above
+# integers; ties by the order here).
+_RANK = {"f32": 9, "tf32": 8, "f16": 7, "bf16": 6, "fp8e4m3fn": 5, "fp8e4m3": 4, "fp8e5m2": 3,
+         "i32": 2.5, "u32": 2.4, "i16": 2.2, "u16": 2.1, "i8": 2.0, "u8": 1.9}
+
+
 def promote(*dts):
-    """Result dtype of an elementwise op: fp32 if any input is fp32, else the first."""
+    """Result dtype of an elementwise op on inputs of ``dts``: the most precise of them
+    (independent of the order), fp32 when any is fp32."""
     dts = [d for d in dts if d is not None]
     if any(d is tfloat32 or np_dtype(d) == np.float32 for d in dts):
         return np.dtype(np.float32)
-    return dts[0]
+    return max(dts, key=lambda d: _RANK.get(dtype_name(d), 0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,6 +192,21 @@ def source_ref():
     return [idx, f.f_lineno]
 
 
+def op_accesses(op: dict):
+    """Every access dict of a traced instruction."""
+    for v in op.values():
+        if isinstance(v, dict) and "t" in v:
+            yield v
+        elif isinstance(v, list):
+            for x in v:
+                if isinstance(x, dict):
+                    if "t" in x:
+                        yield x
+                    o = x.get("operand")
+                    if isinstance(o, dict) and "t" in o:
+                        yield o
+
+
 def where() -> str:
     """``file:line`` of the kernel line being traced, for error messages."""
     t = _state.tracer
@@ -254,7 +276,56 @@ class Tracer:
         self.ops.append({"s": source_ref(), "i": op})
         return len(self.ops) - 1
 
+    def elide_copies(self):
+        """Copy elision, as the compiler does for ``tile[...] = op(...)``: a copy marked by
+        ``assign`` whose source temporary was written by the instruction just before it and is
+        never used again becomes that instruction writing the copy's destination."""
+        ops = self.ops
+        last = {}
+        for k, op in enumerate(ops):
+            for a in op_accesses(op["i"]):
+                last[a["t"]] = k
+        drop = set()
+        for k, op in enumerate(ops):
+            mark = op.pop("e", None)
+            if mark is None:
+                continue
+            temp, j = mark
+            if j != k - 1 or j in drop or last.get(temp) != k:
+                continue
+            prod, copy = ops[j]["i"], op["i"]
+            if prod.get("dst") != copy["src"] or not self._may_write(prod, copy["dst"]):
+                continue
+            prod["dst"] = copy["dst"]
+            drop.add(k)
+        if drop:
+            self.ops = [op for k, op in enumerate(ops) if k not in drop]
+
+    def _may_write(self, prod: dict, target: dict) -> bool:
+        """Whether instruction ``prod`` can write ``target`` instead of its temporary with the
+        same result: the engine reaches that memory and no extra rounding is skipped."""
+        kind = prod["op"]
+        tgt = self.tensors[target["t"]]
+        tmp = self.tensors[prod["dst"]["t"]]
+        buf = tgt["buffer"]
+        dt_t = target.get("dt", tgt["dtype"])
+        dt_s = prod["dst"].get("dt", tmp["dtype"])
+        same = dt_t == dt_s
+        if kind == "dma":
+            return buf != "psum" and (same or dt_s == "f32")
+        if kind == "matmul" or (kind == "transpose" and prod.get("engine") == "tensor"):
+            return buf == "psum" and same
+        if buf not in ("sbuf", "psum"):
+            return False
+        if kind in ("iota", "affine_select"):
+            # Their steps follow the destination's dims.
+            return buf == "sbuf" and same and target["dims"] == prod["dst"]["dims"]
+        if prod.get("engine") == "gpsimd" and buf == "psum":
+            return False
+        return same or dt_s == "f32"
+
     def to_json(self) -> str:
+        self.elide_copies()
         return json.dumps(
             {"kernel": self.name, "files": self.files, "tensors": self.tensors, "ops": self.ops},
             separators=(",", ":"))
@@ -693,8 +764,11 @@ class View:
         from . import _ops
 
         dst = index_view(self, key)
-        if value is _ALREADY_STORED or isinstance(value, _InPlace):
+        if value is _ALREADY_STORED:
             return
+        if (isinstance(value, _InPlace) and value.tensor is dst.tensor and value.p0 == dst.p0
+                and value.off == dst.off and value.axes == dst.axes):
+            return  # `tile[k] += x`: the addition already wrote tile[k]
         _ops.assign(dst, value)
 
     def __iadd__(self, o):
@@ -717,9 +791,14 @@ class View:
 
         return _ops.broadcast_to(self, shape)
 
-    def ap(self, pattern, offset=0, **_):
+    def ap(self, pattern, offset=0, scalar_offset=None, vector_offset=None, indirect_dim=0,
+           dtype=None):
         """Current dialect's ``.ap(pattern=[[step, num], ...], offset=...)``: an explicit access
         pattern; the first pair steps over partitions."""
+        if scalar_offset is not None or vector_offset is not None:
+            unsupported(".ap() with a scalar_offset/vector_offset (dynamic or indirect access)")
+        if dtype is not None and dtype_name(dtype) != dtype_name(self.dtype):
+            unsupported(".ap(dtype=...) reinterpreting the element type")
         t = self.tensor
         if not t.on_chip:
             axes = [(int(step), int(num), False) for step, num in pattern]

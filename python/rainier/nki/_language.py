@@ -320,7 +320,8 @@ def _binary(name):
 
 
 def _dt(dtype):
-    return None if dtype is bool else dtype
+    """NKI's comparisons default to ``dtype=bool``: a 0/1 uint8 tile."""
+    return np.uint8 if dtype is bool else dtype
 
 
 add = _binary("add")
@@ -329,12 +330,21 @@ multiply = _binary("multiply")
 divide = _binary("divide")
 maximum = _binary("maximum")
 minimum = _binary("minimum")
-equal = _binary("equal")
-not_equal = _binary("not_equal")
-greater = _binary("greater")
-greater_equal = _binary("greater_equal")
-less = _binary("less")
-less_equal = _binary("less_equal")
+def _comparison(name):
+    def f(x, y, dtype=bool, mask=None, **_):
+        return o.binary(x, y, o.ALU[name], dtype=_dt(dtype), mask=mask)
+
+    f.__name__ = name
+    f._nki_name = name
+    return f
+
+
+equal = _comparison("equal")
+not_equal = _comparison("not_equal")
+greater = _comparison("greater")
+greater_equal = _comparison("greater_equal")
+less = _comparison("less")
+less_equal = _comparison("less_equal")
 
 
 def _unary(name):
@@ -405,7 +415,8 @@ def mean(x, axis, dtype=None, mask=None, keepdims=False, **_):
     axes = [axis] if isinstance(axis, int) else list(axis)
     n = int(np.prod([x.shape[a] for a in axes]))
     s = o.reduce(x, "add", axis, dtype=np.float32, keepdims=keepdims, mask=mask)
-    return o.binary(s, 1.0 / n, "multiply", dtype=dtype or x.dtype, mask=None)
+    out_dt = dtype or (x.dtype if c.is_float(x.dtype) else np.float32)
+    return o.binary(s, 1.0 / n, "multiply", dtype=out_dt, mask=None)
 
 
 def where(condition, x, y, dtype=None, mask=None, **_):

@@ -55,17 +55,12 @@ def alu(op) -> str:
 
 
 def acc(v: View) -> dict:
-    """The access of ``v``, after zeroing a PSUM tensor whose zeros were deferred and following a
-    temporary that was stored into its destination."""
+    """The access of ``v``, after zeroing a PSUM tensor whose zeros were deferred."""
     t = v.tensor
-    fwd = getattr(t, "forward", None)
-    if fwd is not None:
-        full = t.full()
-        if v.p0 == 0 and v.off == 0 and v.axes == full.axes and v.dt is None:
-            return acc(fwd)
-        # A part of a forwarded temporary: bring its value back first.
-        t.forward = None
-        emit_copy(full, fwd)
+    consumed = getattr(t, "consumed", None)
+    if consumed:
+        fail(f"this matmul result was accumulated into PSUM with += at {consumed} and exists only "
+             "there; assign it to a tile (x[...] = nl.matmul(...)) to use it again")
     if t.zero_pending:
         materialize_zero(t)
     return v.access()
@@ -79,8 +74,10 @@ def materialize_zero(t):
     if pend == [[0, total]]:
         emit_memset(full, 0.0)
         return
+    parts = t.shape[t.par]
     for lo, hi in pend:
-        view = View(t, 0, lo // esz, [full.axes[0], (1, (hi - lo) // esz, False)])
+        # A flat byte range of every partition (blocks are outermost within a partition).
+        view = View(t, 0, lo // esz, [(1, parts, True), (1, (hi - lo) // esz, False)])
         emit_memset(view, 0.0)
 
 
@@ -105,6 +102,8 @@ def take_zero(v: View) -> bool:
     lo, hi = _byte_span(v)
     if v.partitions != t.shape[t.par]:
         return False
+    if v.free_size * c.itemsize(v.dtype) != hi - lo:
+        return False  # a strided region leaves bytes in its span unwritten
     for k, (a, b) in enumerate(t.zero_pending):
         if a <= lo and hi <= b:
             rest = [[a, lo]] if a < lo else []
@@ -258,6 +257,44 @@ def emit_select(dst: View, predicate: View, on_true, on_false):
                   "on_true": acc(on_true), "on_false": acc(on_false)}, dst)
 
 
+def reduce_cmd_name(cmd) -> str:
+    name = getattr(cmd, "name", cmd) or "idle"
+    if name not in ("idle", "reset", "reduce", "reset_reduce"):
+        unsupported(f"reduce_cmd={name}")
+    return name
+
+
+def _max_only(reduce_op, api):
+    if reduce_op is not None and op_name(reduce_op) not in ("max", "amax", "maximum"):
+        unsupported(f"{api} with reduce_op={op_name(reduce_op)} (only max)")
+
+
+def emit_range_select(dst, src, bound0, bound1, cmp0, cmp1, range_start=0, on_false=None,
+                      reduce_cmd=None, reduce=None, reduce_op=None):
+    _max_only(reduce_op, "range_select")
+    if c.tracer().generation < 3:
+        fail("nki.isa.range_select needs NeuronCore-v3 or later (trn2, trn3)")
+    op = {"op": "range_select", "dst": acc(dst), "src": acc(src), "bound0": acc(bound0),
+          "bound1": acc(bound1), "cmp0": alu(cmp0), "cmp1": alu(cmp1),
+          "range_start": int(range_start),
+          "on_false": float(np.finfo(np.float32).min if on_false is None else on_false),
+          "reduce_cmd": reduce_cmd_name(reduce_cmd)}
+    if reduce is not None:
+        op["reduce"] = acc(reduce)
+    return _emit(op, dst)
+
+
+def emit_select_reduce(dst, predicate, on_true, on_false, reverse=False, reduce_cmd=None,
+                       reduce=None, reduce_op=None):
+    _max_only(reduce_op, "select_reduce")
+    op = {"op": "select_reduce", "dst": acc(dst), "predicate": acc(predicate),
+          "on_true": acc(on_true), "on_false": scalar_operand(on_false), "reverse": bool(reverse),
+          "reduce_cmd": reduce_cmd_name(reduce_cmd)}
+    if reduce is not None:
+        op["reduce"] = acc(reduce)
+    return _emit(op, dst)
+
+
 def where(cond: View, x, y, dtype=None, mask=None) -> View:
     like = x if isinstance(x, View) else y if isinstance(y, View) else cond
     out = fresh(cond.shape, dtype or like.dtype)
@@ -332,7 +369,9 @@ def _same_elements(a: View, b: View) -> bool:
 
 
 def assign(dst: View, value, mask=None):
-    """``dst[...] = value``."""
+    """``dst[...] = value``: a copy. When ``value`` is a fresh temporary written only by the
+    instruction just before, the copy is marked so that, if the temporary is not used again,
+    the tracer makes that instruction write ``dst`` directly (``Tracer.elide_copies``)."""
     if is_scalar(value):
         r = masked(mask, dst)
         if r is not None:
@@ -343,23 +382,22 @@ def assign(dst: View, value, mask=None):
     t = value.tensor
     ops = c.tracer().ops
     prod = getattr(t, "producer", None)
-    if (mask is None and prod is not None and prod == len(ops) - 1 and value.axes == t.full().axes
-            and value.p0 == 0 and value.off == 0 and _same_elements(dst, value)
-            and dst.tensor is not t and _can_retarget(ops[prod]["i"], value, dst)):
-        op = ops[prod]["i"]
-        target = dst
+    candidate = (mask is None and prod is not None and prod == len(ops) - 1
+                 and value.axes == t.full().axes and value.p0 == 0 and value.off == 0
+                 and dst.tensor is not t and _same_elements(dst, value))
+    if candidate:
+        d, v = _reshaped_like(dst, value), value
         ranges = getattr(t, "producer_ranges", None)
         if ranges:
-            target = c.restrict(_reshaped_like(dst, value), ranges)
-        op["dst"] = acc(_reshaped_like(target, value) if not ranges else target)
-        t.producer = None
-        t.forward = dst
-        dst.tensor.producer = None
-        return
-    r = masked(mask, dst, value)
-    if r is None:
-        return
-    d, v = r
+            # The producer wrote only the masked region: copy that region.
+            d, v = c.restrict(d, ranges), c.restrict(v, ranges)
+        take_zero(d)  # an overwrite needs no deferred zeros
+    else:
+        r = masked(mask, dst, value)
+        if r is None:
+            return
+        d, v = r
+    before = len(ops)
     if d.tensor.on_chip and v.tensor.on_chip:
         if v.partitions != d.partitions and v.partitions == 1:
             v = broadcast_to(v, d.shape)
@@ -372,6 +410,8 @@ def assign(dst: View, value, mask=None):
         emit_dma(d, v)
     else:
         emit_dma(d, v)
+    if candidate and len(ops) == before + 1 and before == prod + 1:
+        ops[-1]["e"] = [t.id, prod]
 
 
 def _reshaped_like(dst: View, like: View) -> View:
@@ -389,22 +429,6 @@ def _reshaped_like(dst: View, like: View) -> View:
     return View(dst.tensor, dst.p0, dst.off, out, dst.dt)
 
 
-def _can_retarget(op: dict, value: View, dst: View) -> bool:
-    kind = op["op"]
-    dpsum = dst.tensor.buffer == "psum"
-    if kind in ("matmul",) or (kind == "transpose" and op.get("engine") == "tensor"):
-        if not dpsum:
-            return False
-    elif kind == "dma":
-        if not dst.tensor.on_chip or dpsum:
-            return False
-    if dst.tensor.on_chip and not value.tensor.on_chip:
-        return False
-    if value.dtype is not dst.dtype and c.dtype_name(value.dtype) != c.dtype_name(dst.dtype):
-        return kind != "dma" and c.dtype_name(value.dtype) == "f32"
-    return True
-
-
 def accumulate(dst: View, value):
     """``dst[...] += value``: a matmul result accumulates in PSUM, anything else adds."""
     if isinstance(value, View):
@@ -412,13 +436,24 @@ def accumulate(dst: View, value):
         ops = c.tracer().ops
         prod = getattr(t, "producer", None)
         if (prod is not None and prod == len(ops) - 1 and ops[prod]["i"]["op"] == "matmul"
-                and dst.tensor.buffer == "psum" and value.axes == t.full().axes):
+                and dst.tensor.buffer == "psum" and value.axes == t.full().axes
+                and _same_elements(dst, value)):
             op = ops[prod]["i"]
-            start = take_zero(dst)
-            op["dst"] = acc(_reshaped_like(dst, value))
+            target = _reshaped_like(dst, value)
+            ranges = getattr(t, "producer_ranges", None)
+            if ranges:
+                target = c.restrict(target, ranges)
+            start = take_zero(target)
+            if not start and target.tensor.zero_pending:
+                # Zeros elsewhere in the tensor (or a partial region): materialize them before
+                # the matmul, which is already in the trace.
+                m = ops.pop()
+                materialize_zero(target.tensor)
+                ops.append(m)
+            op["dst"] = acc(target)
             op["accumulate"] = not start
             t.producer = None
-            t.forward = dst
+            t.consumed = c.where()
             return
     if dst.tensor.zero_pending and take_zero(dst):
         assign(dst, value)

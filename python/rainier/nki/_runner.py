@@ -104,7 +104,12 @@ def _collect_outputs(ret, out_views):
     if isinstance(ret, c.View):
         t = ret.tensor
         if t.on_chip:
-            c.fail(f"a kernel returns HBM tensors; '{t.name}' is in {t.buffer}")
+            # An on-chip tile returned (as the simulator allows): stored to a new HBM output.
+            from . import _ops
+
+            out = c.hbm_tensor(ret.shape, ret.dtype, "output", t.name)
+            _ops.store(out, ret)
+            ret, t = out, out.tensor
         if t.kind == "input":
             c.fail(f"a kernel returned its input '{t.name}'; return a tensor it created")
         t.kind = "output"
@@ -211,6 +216,7 @@ def run(kernel, *args, chip=None, grid=None, values=None, trace=True, **kwargs) 
     # One program per NeuronCore of an LNC grid; each later core starts from the HBM outputs
     # of the earlier ones (their SPMD instances write disjoint parts of the shared tensors).
     struct = None
+    user_inputs = None
     for core in range(core_count(grid)):
         t, inputs, core_struct = trace_kernel(fn, args, kwargs, chip, grid, core)
         if core_struct is None:
@@ -221,7 +227,11 @@ def run(kernel, *args, chip=None, grid=None, values=None, trace=True, **kwargs) 
             values = has_values
         if values and not has_values:
             raise ValueError("values=True needs NumPy arrays for every tensor argument")
+        if user_inputs is None:
+            user_inputs = dict(inputs)
         if core > 0 and values:
+            # Arguments earlier cores stored into start from what those cores wrote.
+            inputs = [(n, arrays[n] if n in arrays else a) for n, a in inputs]
             for spec in t.tensors:
                 if spec["buffer"] == "output" and spec["name"] in arrays:
                     spec["buffer"], spec["written"] = "input", True
@@ -242,10 +252,9 @@ def run(kernel, *args, chip=None, grid=None, values=None, trace=True, **kwargs) 
     outputs = _build(struct, arrays) if values else None
     if values:
         # Inputs the kernel stored into (legacy output arguments) are updated in place.
-        by_name = dict(inputs)
         for spec in t.tensors:
-            if spec.get("written") and spec["name"] in arrays:
-                arr = by_name[spec["name"]]
+            if spec.get("written") and spec["name"] in arrays and spec["name"] in user_inputs:
+                arr = user_inputs[spec["name"]]
                 if isinstance(arr, np.ndarray) and arr.flags.writeable:
                     np.copyto(arr, arrays[spec["name"]].view(arr.dtype).reshape(arr.shape))
     return RunResult(native, outputs, summary, t.name)

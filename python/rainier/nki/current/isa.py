@@ -173,12 +173,25 @@ def tensor_copy_predicated(dst, src, predicate, reverse_pred=False, name=None, *
     o.emit_select(dst, predicate, dst, src) if reverse_pred else o.emit_select(dst, predicate, src, dst)
 
 
+def range_select(dst, on_true_tile, comp_op0, comp_op1, bound0, bound1, reduce_cmd=None,
+                 reduce_res=None, reduce_op=None, range_start=0, on_false_value=None, name=None, **_):
+    o.emit_range_select(dst, on_true_tile, bound0, bound1, comp_op0, comp_op1, range_start,
+                        on_false_value, reduce_cmd if reduce_cmd is not None else "reset_reduce",
+                        reduce_res, reduce_op)
+
+
+def select_reduce(dst, predicate, on_true, on_false, reduce_res=None, reduce_cmd=None,
+                  reduce_op=None, reverse_pred=False, name=None, **_):
+    o.emit_select_reduce(dst, predicate, on_true, on_false, reverse_pred, reduce_cmd, reduce_res,
+                         reduce_op)
+
+
 def max8(dst, src, name=None, **_):
-    o.emit_simple(dst, src=src)
+    o.emit_simple("max8", dst, src=src)
 
 
 def nc_find_index8(dst, data, vals, name=None, **_):
-    o.emit_simple(dst, data=data, vals=vals)
+    o.emit_simple("nc_find_index8", dst, data=data, vals=vals)
 
 
 def dma_transpose(dst, src, axes=None, name=None, **_):

@@ -222,6 +222,31 @@ def tensor_copy_predicated(src, dst, predicate, reverse_pred=False, mask=None, d
     o.emit_select(d, p, d, s) if reverse_pred else o.emit_select(d, p, s, d)
 
 
+def range_select(on_true_tile, comp_op0, comp_op1, bound0, bound1, reduce_cmd=None,
+                 reduce_res=None, reduce_op=None, range_start=0, on_false_value=None, mask=None,
+                 dtype=None, **_):
+    """Keeps elements whose free index + range_start passes both bounds (v3+), folding row
+    maxima into the Vector engine's accumulator registers by ``reduce_cmd``."""
+    out = o.fresh(on_true_tile.shape, dtype or on_true_tile.dtype)
+    r = o.masked(mask, out, on_true_tile, bound0, bound1, reduce_res)
+    if r is None:
+        return out
+    i = o.emit_range_select(r[0], r[1], r[2], r[3], comp_op0, comp_op1, range_start, on_false_value,
+                            reduce_cmd, r[4], reduce_op)
+    return o.produced(out, i, o.mask_ranges(mask))
+
+
+def select_reduce(dst, predicate, on_true, on_false, reduce_res=None, reduce_cmd=None,
+                  reduce_op=None, reverse_pred=False, mask=None, dtype=None, **_):
+    """``dst = predicate ? on_true : on_false`` with row maxima into the accumulators."""
+    r = o.masked(mask, dst, predicate, on_true, on_false if isinstance(on_false, c.View) else None,
+                 reduce_res)
+    if r is None:
+        return
+    f = r[3] if r[3] is not None else on_false
+    o.emit_select_reduce(r[0], r[1], r[2], f, reverse_pred, reduce_cmd, r[4], reduce_op)
+
+
 def max8(src, mask=None, dtype=None, **_):
     """The 8 largest values of each partition, descending: ``[P, 8]``."""
     out = o.fresh((src.partitions, 8), dtype or src.dtype)
@@ -248,8 +273,7 @@ def dma_transpose(src, axes=None, mask=None, dtype=None, **_):
     return o.produced(out, i) if i is not None else out
 
 
-for _name in ("dropout", "local_gather", "nc_match_replace8", "nc_stream_shuffle", "range_select",
-              "select_reduce", "sequence_bounds", "tensor_copy_dynamic_dst",
+for _name in ("dropout", "local_gather", "nc_match_replace8", "nc_stream_shuffle", "sequence_bounds", "tensor_copy_dynamic_dst",
               "tensor_copy_dynamic_src", "tensor_partition_reduce",
               "tensor_scalar_cumulative",
               "builtin_custom_op", "nc_matmul_mx", "quantize_mx"):

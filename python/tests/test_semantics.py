@@ -1,0 +1,83 @@
+"""NKI semantics the tracer must keep: copies and accumulators, deferred PSUM zeros, masks on
+matmuls, PSUM blocks, engines' memory reach, output arguments on LNC grids, dtype promotion."""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+import rainier.nki as rn
+from conftest import close, load_module
+
+HERE = pathlib.Path(__file__).parent
+
+
+@pytest.fixture
+def k():
+    return load_module(HERE / "kernels" / "semantics_kernels.py", name="semantics_kernels")
+
+
+def test_accumulator_then_copy(k, rng):
+    a = rng.standard_normal((128, 64)).astype(np.float32)
+    close(k.accumulate_then_copy(a), 3.0 * a.astype(np.float64), np.float32)
+
+
+def test_temporary_keeps_its_value_after_being_copied(k, rng):
+    a = rng.standard_normal((128, 64)).astype(np.float32)
+    np.testing.assert_array_equal(k.temp_used_after_assign(a), 2.0 * a)
+
+
+def test_psum_zeros(k, rng):
+    x = rng.standard_normal((64, 128)).astype(np.float32)
+    y = rng.standard_normal((64, 256)).astype(np.float32)
+    ref = x.astype(np.float64).T @ y
+    close(k.psum_zeros_then_assign(x, y), ref, np.float32)
+    half = np.zeros((128, 256))
+    x64 = x[:, :64]
+    half[:64] = x64.astype(np.float64).T @ y
+    close(k.psum_zeros_partial_accumulate(x64, y), half, np.float32)
+    yy = rng.standard_normal((64, 64)).astype(np.float32)
+    strided = np.zeros((128, 128))
+    strided[:, ::2] = x.astype(np.float64).T @ yy
+    close(k.psum_zeros_strided_accumulate(x, yy), strided, np.float32)
+
+
+def test_masked_matmul_accumulate(k, rng):
+    x = rng.standard_normal((64, 128)).astype(np.float32)
+    y = rng.standard_normal((64, 256)).astype(np.float32)
+    ref = x.astype(np.float64).T @ y
+    ref[:, 100:] = 0
+    close(k.masked_matmul_accumulate(x, y), ref, np.float32)
+
+
+def test_small_psum_blocks_share_banks(k, rng):
+    x = rng.standard_normal((64, 128)).astype(np.float32)
+    y = rng.standard_normal((64, 128)).astype(np.float32)
+    ref = np.broadcast_to(x.astype(np.float64).T @ y, (16, 128, 128))
+    close(k.small_psum_blocks(x, y), ref, np.float32)
+
+
+def test_engines_reach_only_their_memories(k, rng):
+    a = rng.standard_normal((128, 64)).astype(np.float32)
+    out, idx = k.compute_into_hbm_and_psum(a)
+    close(out, np.exp(a.astype(np.float64)), np.float32)
+    np.testing.assert_array_equal(idx, np.add.outer(np.arange(128), np.arange(64)))
+
+
+@pytest.mark.parametrize("lnc", [False, True])
+def test_output_argument_on_grids(k, rng, lnc):
+    import neuronxcc.nki.language as nl
+
+    a = rng.standard_normal((128, 32)).astype(np.float32)
+    out = np.zeros_like(a)
+    (k.store_into_argument[nl.nc(2)] if lnc else k.store_into_argument[2])(a, out)
+    np.testing.assert_array_equal(out, a + np.float32(1.0))
+
+
+def test_dtype_promotion_is_order_independent(k, rng):
+    a8 = rng.integers(-100, 100, (128, 32)).astype(np.int8)
+    b16 = rng.standard_normal((128, 32)).astype(np.float16)
+    o1, o2 = k.mixed_dtypes(a8, b16)
+    want = (a8.astype(np.float32) + b16.astype(np.float32)).astype(np.float16)
+    np.testing.assert_array_equal(o1, want)
+    np.testing.assert_array_equal(o2, want)
