@@ -564,6 +564,51 @@ impl Machine {
                 self.accumulate(on_true.start_partition, f, &out, *reduce_cmd, reduce.as_ref())?;
                 self.write_tile(dst, &out)
             }
+            Op::PartitionReduce { dst, src, op } => {
+                let x = self.read_tile(src)?;
+                let f = (src.free_len() as usize).max(1);
+                let mut out = x[..f].to_vec();
+                for row in x.chunks(f).skip(1) {
+                    for (o, &v) in out.iter_mut().zip(row) {
+                        *o = match op {
+                            ReduceOp::Add => *o + v,
+                            ReduceOp::Max => o.max(v),
+                            ReduceOp::Min => o.min(v),
+                        };
+                    }
+                }
+                self.write_tile(dst, &out)
+            }
+            Op::LocalGather { dst, src, index, elems, valid } => {
+                let idx = self.read_tile(index)?;
+                let (rs, a_src) = self.tile_addresses(src)?;
+                let (rd, a_dst) = self.tile_addresses(dst)?;
+                let (fs, fd, k) =
+                    (src.free_len() as usize, dst.free_len() as usize, index.free_len() as usize);
+                let (n, v) = (*elems as usize, *valid as usize);
+                let esz = src.dtype.size_bytes();
+                let mut from = Vec::with_capacity(a_dst.len());
+                for p in 0..src.partitions as usize {
+                    let g = p / 16;
+                    for j in 0..v {
+                        let (kk, q) = (j / 16, j % 16);
+                        let i = idx[(g * 16 + q) * k + kk];
+                        for e in 0..n {
+                            let col = i as usize + e;
+                            if i < 0.0 || col >= fs {
+                                return Err(ExecError::Shape(format!(
+                                    "local_gather index {i} + {e} is past the {fs} elements of a src partition"
+                                )));
+                            }
+                            from.push(a_src[p * fs + col]);
+                        }
+                    }
+                }
+                debug_assert_eq!(from.len(), fd * dst.partitions as usize);
+                let bytes = self.read_raw(rs, &from, esz);
+                self.write_raw(rd, &a_dst, esz, &bytes);
+                Ok(())
+            }
             Op::Reciprocal { dst, src } => {
                 let x = self.read_tile(src)?;
                 let out: Vec<f32> = x.iter().map(|&v| 1.0 / v).collect();

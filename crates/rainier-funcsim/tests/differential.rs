@@ -344,6 +344,59 @@ proptest! {
         }
     }
 
+    /// local_gather against the SDK's NumPy description (indices read partition-first per
+    /// 16-partition group, `elems` contiguous elements from each).
+    #[test]
+    fn local_gather(seed: u64, groups in 1u32..=8, k in 1u64..=8, elems in prop::sample::select(vec![1u32, 2, 4, 8]),
+                    rows in 16u64..=128, d in dtype(), valid_pick in 0u64..1000) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let parts = groups * 16;
+        let f = rows * u64::from(elems);
+        let valid = 1 + valid_pick % (16 * k);
+        let src = a.tile(Memory::Sbuf, 0, parts, d, &[f], 0);
+        let index = a.tile(Memory::Sbuf, 0, parts, DType::U16, &[k], 0);
+        let dst = a.tile(Memory::Sbuf, 0, parts, d, &[valid * u64::from(elems)], 0);
+        let x = fill(&mut m, &src, &mut r, -8.0, 8.0);
+        let rows_idx: Vec<f32> = (0..parts as u64 * k).map(|_| (rand::Rng::gen_range(&mut r, 0..rows) * u64::from(elems)) as f32).collect();
+        m.write_tile(&index, &rows_idx).unwrap_or_else(|e| panic!("{e}"));
+        m.execute(&Op::LocalGather { dst: dst.clone(), src, index, elems, valid: valid as u32 }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &dst);
+        let (k, n, v) = (k as usize, elems as usize, valid as usize);
+        for p in 0..parts as usize {
+            let g = p / 16;
+            // NumPy: index[g*16:(g+1)*16].flatten(order='F')[:valid]
+            let flat: Vec<f32> = (0..k).flat_map(|kk| (0..16).map(move |q| (q, kk))).map(|(q, kk)| rows_idx[(g * 16 + q) * k + kk]).take(v).collect();
+            for (j, &i) in flat.iter().enumerate() {
+                for e in 0..n {
+                    let want = x[p * f as usize + i as usize + e];
+                    prop_assert!(same(got[p * v * n + j * n + e], want));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tensor_partition_reduce(seed: u64, parts in 1u32..=128, sz in sizes(), din in dtype(), dout in dtype(),
+                               op in prop::sample::select(ReduceOp::ALL.to_vec())) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let (start, parts) = partition_range(parts, seed as u32);
+        let src = a.tile(Memory::Sbuf, start, parts, din, &sz, 0);
+        let dst = a.tile(Memory::Sbuf, 0, 1, dout, &sz, 0);
+        let x = fill(&mut m, &src, &mut r, -4.0, 4.0);
+        m.execute(&Op::PartitionReduce { dst: dst.clone(), src, op }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &dst);
+        let f = got.len();
+        let name = if op == ReduceOp::Add { "add" } else { op.name() };
+        for i in 0..f {
+            let seq = (1..parts as usize).fold(x[i], |acc, p| r32(reference::binary(name, acc, x[p * f + i])));
+            prop_assert!(same(got[i], rd(dout, seq)), "column {i}: got {} want {}", got[i], rd(dout, seq));
+        }
+    }
+
     #[test]
     fn tensor_reduce(seed: u64, parts in 1u32..=128, sz in sizes(), din in dtype(), axes_pick in 0usize..3,
                      op in prop::sample::select(ReduceOp::ALL.to_vec()), negate: bool) {

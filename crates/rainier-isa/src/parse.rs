@@ -584,7 +584,8 @@ fn operand_count(op: &str) -> usize {
         | "tensor_tensor_scan"
         | "scalar_tensor_tensor"
         | "nc_find_index8"
-        | "select_reduce" => 3,
+        | "select_reduce"
+        | "local_gather" => 3,
         "select" | "range_select" => 4,
         _ => 2,
     }
@@ -763,6 +764,25 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
         }
         "bn_stats" => Op::BnStats { dst: next(), src: next() },
         "max8" => Op::Max8 { dst: next(), src: next() },
+        "tensor_partition_reduce" => {
+            let (dst, src) = (next(), next());
+            let (w, col) = opts
+                .word("op")?
+                .ok_or_else(|| opts.err(op_col, "missing option op=add|max|min".into()))?;
+            let op = ReduceOp::ALL.into_iter().find(|o| o.name() == w).ok_or_else(|| {
+                opts.err(col, format!("unknown reduce op '{w}' (known: add, max, min)"))
+            })?;
+            Op::PartitionReduce { dst, src, op }
+        }
+        "local_gather" => {
+            let (dst, src, index) = (next(), next(), next());
+            let elems = opts.int("elems", 1, 32)?.unwrap_or(1) as u32;
+            let valid = opts
+                .int("valid", 1, 1 << 20)?
+                .ok_or_else(|| opts.err(op_col, "missing option valid=INT".into()))?
+                as u32;
+            Op::LocalGather { dst, src, index, elems, valid }
+        }
         "range_select" => {
             let (dst, src, bound0, bound1) = (next(), next(), next(), next());
             let mut cmp = |key: &str| {

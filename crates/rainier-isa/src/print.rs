@@ -129,6 +129,14 @@ impl Program {
             Op::FindIndex8 { dst, data, vals } => {
                 vec![dst.to_string(), data.to_string(), vals.to_string()]
             }
+            Op::PartitionReduce { dst, src, op } => {
+                opts.push(format!("op={}", op.name()));
+                vec![dst.to_string(), src.to_string()]
+            }
+            Op::LocalGather { dst, src, index, elems, valid } => {
+                opts.push(format!("elems={elems} valid={valid}"));
+                vec![dst.to_string(), src.to_string(), index.to_string()]
+            }
             Op::RangeSelect {
                 dst,
                 src,

@@ -199,6 +199,22 @@ pub static OPCODES: &[OpcodeInfo] = &[
         semantics: "dst = (predicate != 0) xor reverse ? on_true : on_false, values through fp32, cast to dst; the row maxima go to the accumulator registers by reduce_cmd as in range_select, and reduce receives them afterwards",
         rules: "predicate, on_true and dst the same shape; predicate and on_true not both PSUM; on_false and reduce [P, 1]",
     },
+    OpcodeInfo {
+        name: "local_gather",
+        engines: &[GpSimd],
+        operands: "dst [P, valid * elems], src [P, F], index [P, K] (integer)",
+        options: "elems=1|2|4|8|16|32 valid=INT",
+        semantics: "each GpSimd core serves 16 partitions: its indices are index[g*16 + q, k] read q-minor, k-major (partition first), the first `valid` of them; dst[p, j*elems + e] = src[p, idx[j] + e] for the partitions p of the group, a bit copy (an index past the row is an error; undefined on hardware)",
+        rules: "src, index and dst the same partitions, a multiple of 16 starting at a multiple of 16; elems in 1, 2, 4, 8, 16, 32; valid <= 16 * K and <= 4096; dst free size valid * elems and dst dtype = src dtype; index an integer dtype",
+    },
+    OpcodeInfo {
+        name: "tensor_partition_reduce",
+        engines: &[GpSimd],
+        operands: "dst [1, F], src [P, F]",
+        options: "op=add|max|min",
+        semantics: "dst[0, i] = op over the partitions of src of src[p, i], fp32, partitions in ascending order (assumption), cast to dst",
+        rules: "dst one partition with the free size of src",
+    },
 ];
 
 /// The table row of `name`.

@@ -527,6 +527,12 @@ pub enum Op {
         reduce_cmd: ReduceCmd,
         reduce: Option<Tile>,
     },
+    /// GpSimd gather within each group of 16 partitions: the group's `index` elements, read
+    /// partition-first (`index[g·16 + q, k]` in order k-major, q-minor), the first `valid` of
+    /// them; `dst[p, j·elems + e] = src[p, idx[j] + e]` (bit copy).
+    LocalGather { dst: Tile, src: Tile, index: Tile, elems: u32, valid: u32 },
+    /// `dst[0, i] = op over partitions p of src[p, i]` (GpSimd), fp32, partitions in order.
+    PartitionReduce { dst: Tile, src: Tile, op: ReduceOp },
 }
 
 /// How an instruction uses a tile.
@@ -564,6 +570,8 @@ impl Op {
             Op::Reciprocal { .. } => "reciprocal",
             Op::RangeSelect { .. } => "range_select",
             Op::SelectReduce { .. } => "select_reduce",
+            Op::LocalGather { .. } => "local_gather",
+            Op::PartitionReduce { .. } => "tensor_partition_reduce",
         }
     }
 
@@ -592,6 +600,8 @@ impl Op {
             Op::Reciprocal { .. } => 19,
             Op::RangeSelect { .. } => 20,
             Op::SelectReduce { .. } => 21,
+            Op::LocalGather { .. } => 22,
+            Op::PartitionReduce { .. } => 23,
         };
         &crate::OPCODES[row]
     }
@@ -644,13 +654,19 @@ impl Op {
             | Op::BnStats { dst, src }
             | Op::BnAggr { dst, src }
             | Op::Max8 { dst, src }
-            | Op::Reciprocal { dst, src } => {
+            | Op::Reciprocal { dst, src }
+            | Op::PartitionReduce { dst, src, .. } => {
                 f(src, Read);
                 f(dst, Write);
             }
             Op::FindIndex8 { dst, data, vals } => {
                 f(data, Read);
                 f(vals, Read);
+                f(dst, Write);
+            }
+            Op::LocalGather { dst, src, index, .. } => {
+                f(src, Read);
+                f(index, Read);
                 f(dst, Write);
             }
             Op::RangeSelect { dst, src, bound0, bound1, reduce, .. } => {

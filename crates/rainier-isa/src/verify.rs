@@ -444,6 +444,46 @@ impl Checker<'_> {
                 }
             }
             Op::Reciprocal { dst, src } => self.same_shape("src", src, "dst", dst),
+            Op::PartitionReduce { dst, src, .. } => {
+                if dst.partitions != 1 || dst.free_len() != src.free_len() {
+                    self.fail(format!(
+                        "dst must be [1, {}], found [{}, {}]",
+                        src.free_len(),
+                        dst.partitions,
+                        dst.free_len()
+                    ));
+                }
+            }
+            Op::LocalGather { dst, src, index, elems, valid } => {
+                if src.partitions != index.partitions || dst.partitions != src.partitions {
+                    self.fail("src, index and dst must span the same partitions");
+                }
+                if src.partitions % 16 != 0 || src.start_partition % 16 != 0 {
+                    self.fail("local_gather works on whole groups of 16 partitions (one GpSimd core each)");
+                }
+                if ![1, 2, 4, 8, 16, 32].contains(elems) {
+                    self.fail(format!("elems={elems} (1, 2, 4, 8, 16 or 32)"));
+                }
+                let max_valid = 16 * index.free_len();
+                if u64::from(*valid) > max_valid.min(4096) {
+                    self.fail(format!(
+                        "valid={valid} exceeds the {} indices a core may use",
+                        max_valid.min(4096)
+                    ));
+                }
+                if dst.free_len() != u64::from(*valid) * u64::from(*elems) {
+                    self.fail(format!(
+                        "dst must have {} elements per partition (valid x elems)",
+                        u64::from(*valid) * u64::from(*elems)
+                    ));
+                }
+                if dst.dtype != src.dtype {
+                    self.fail("local_gather copies bits: dst dtype must equal src dtype");
+                }
+                if index.dtype.is_float() {
+                    self.fail(format!("index must have an integer dtype, not {}", index.dtype));
+                }
+            }
             Op::RangeSelect { dst, src, bound0, bound1, cmp0, cmp1, reduce, .. } => {
                 if gen < Generation::V3 {
                     self.fail("range_select needs NeuronCore-v3 or later");

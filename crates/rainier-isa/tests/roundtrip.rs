@@ -237,6 +237,16 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
                     }
                 }
             ),
+        (tile(), tile(), tile(), prop::sample::select(vec![1u32, 2, 4, 8, 16, 32]), 1u32..4096)
+            .prop_map(|(dst, src, index, elems, valid)| Op::LocalGather {
+                dst,
+                src,
+                index,
+                elems,
+                valid
+            }),
+        (tile(), tile(), prop::sample::select(ReduceOp::ALL.to_vec()))
+            .prop_map(|(dst, src, op)| Op::PartitionReduce { dst, src, op }),
     ]
 }
 

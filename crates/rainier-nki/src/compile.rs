@@ -309,6 +309,23 @@ impl<'a> Lowering<'a> {
                 (Engine::Vector, Op::BnAggr { dst: t(dst)?, src: t(src)? })
             }
             OpSpec::Max8 { dst, src } => (Engine::Vector, Op::Max8 { dst: t(dst)?, src: t(src)? }),
+            OpSpec::PartitionReduce { dst, src, reduce } => {
+                let op =
+                    ReduceOp::ALL.into_iter().find(|o| o.name() == reduce).ok_or_else(|| {
+                        NkiError::Input(format!("unknown reduce operator '{reduce}'"))
+                    })?;
+                (Engine::GpSimd, Op::PartitionReduce { dst: t(dst)?, src: t(src)?, op })
+            }
+            OpSpec::LocalGather { dst, src, index, elems, valid } => (
+                Engine::GpSimd,
+                Op::LocalGather {
+                    dst: t(dst)?,
+                    src: t(src)?,
+                    index: t(index)?,
+                    elems: *elems,
+                    valid: *valid,
+                },
+            ),
             OpSpec::RangeSelect {
                 dst,
                 src,

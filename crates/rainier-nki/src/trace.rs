@@ -285,6 +285,18 @@ pub enum OpSpec {
         #[serde(default)]
         reduce: Option<Access>,
     },
+    PartitionReduce {
+        dst: Access,
+        src: Access,
+        reduce: String,
+    },
+    LocalGather {
+        dst: Access,
+        src: Access,
+        index: Access,
+        elems: u32,
+        valid: u32,
+    },
     /// Every later instruction waits for every earlier one (`sequential_range` iterations).
     Fence,
 }
@@ -309,6 +321,15 @@ impl OpSpec {
             OpSpec::FindIndex8 { dst, data, vals } => {
                 v.push((data, false));
                 v.push((vals, false));
+                v.push((dst, true));
+            }
+            OpSpec::PartitionReduce { dst, src, .. } => {
+                v.push((src, false));
+                v.push((dst, true));
+            }
+            OpSpec::LocalGather { dst, src, index, .. } => {
+                v.push((src, false));
+                v.push((index, false));
                 v.push((dst, true));
             }
             OpSpec::RangeSelect { dst, src, bound0, bound1, reduce, .. } => {
@@ -422,6 +443,8 @@ impl OpSpec {
             OpSpec::Max8 { .. } => "max8",
             OpSpec::FindIndex8 { .. } => "nc_find_index8",
             OpSpec::Reciprocal { .. } => "reciprocal",
+            OpSpec::LocalGather { .. } => "local_gather",
+            OpSpec::PartitionReduce { .. } => "tensor_partition_reduce",
             OpSpec::RangeSelect { .. } => "range_select",
             OpSpec::SelectReduce { .. } => "select_reduce",
             OpSpec::Fence => "fence",

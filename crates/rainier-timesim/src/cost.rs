@@ -142,6 +142,20 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
         // range_select `max(MIN_II, N)` [N-isa-226]; select_reduce as select (assumption).
         Op::RangeSelect { src, .. } => plain(min_ii.max(stream(src.free_len()))),
         Op::SelectReduce { dst, .. } => plain(min_ii.max(stream(2 * dst.free_len()))),
+        // Unpublished: the 8 GpSimd cores reduce their 16 partitions each, then combine the 8
+        // partial rows (assumption: `150 + (P/8)·N + N`).
+        Op::PartitionReduce { src, .. } => {
+            let n = src.free_len();
+            plain(startup + stream(u64::from(src.partitions).div_ceil(8) * n + n))
+        }
+        // [N-isa-226]: `150 + valid·n / C`, `C = ((28 + t·n) / (t·n)) / min(4 / dtype_size, n)`,
+        // t = 4.
+        Op::LocalGather { src, elems, valid, .. } => {
+            let (n, t) = (f64::from(*elems), 4.0);
+            let per = (4.0 / src.dtype.size_bytes() as f64).min(n);
+            let c = ((28.0 + t * n) / (t * n)) / per;
+            plain(startup + (f64::from(*valid) * n / c).ceil() as u64)
+        }
         Op::AffineSelect { dst, .. } => plain(startup + stream(dst.free_len())),
     }
 }

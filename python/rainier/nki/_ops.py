@@ -305,6 +305,22 @@ def where(cond: View, x, y, dtype=None, mask=None) -> View:
     return produced(out, i, mask_ranges(mask))
 
 
+def partition_reduce(dst: View, src: View, op: str):
+    return _emit({"op": "partition_reduce", "dst": acc(dst), "src": acc(src), "reduce": op}, dst)
+
+
+def local_gather(dst, src: View, index: View, elems=1, valid=None):
+    """GpSimd gather (``nisa.local_gather``); a fresh ``[P, valid, elems]`` tile when ``dst`` is
+    None."""
+    per_core = index.free_size * 16
+    valid = int(valid) if valid else per_core
+    if dst is None:
+        dst = fresh((src.partitions, valid, int(elems)), src.dtype)
+    i = _emit({"op": "local_gather", "dst": acc(dst), "src": acc(src), "index": acc(index),
+               "elems": int(elems), "valid": valid}, dst)
+    return produced(dst, i)
+
+
 def dma_transpose(dst: View, src: View, axes=None):
     """A transpose by DMA: HBM sources as one transfer walking the permuted strides; SBUF
     sources (the partition axis moves into the free axis) as one transfer per source column."""

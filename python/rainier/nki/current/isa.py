@@ -186,6 +186,14 @@ def select_reduce(dst, predicate, on_true, on_false, reduce_res=None, reduce_cmd
                          reduce_op)
 
 
+def local_gather(dst, src_buffer, index, num_elem_per_idx=1, num_valid_indices=None, name=None, **_):
+    o.local_gather(dst, src_buffer, index, num_elem_per_idx, num_valid_indices)
+
+
+def tensor_partition_reduce(dst, op, data, name=None, **_):
+    o.partition_reduce(dst, data, reduce_name(op))
+
+
 def max8(dst, src, name=None, **_):
     o.emit_simple("max8", dst, src=src)
 

@@ -247,6 +247,21 @@ def select_reduce(dst, predicate, on_true, on_false, reduce_res=None, reduce_cmd
     o.emit_select_reduce(r[0], r[1], r[2], f, reverse_pred, reduce_cmd, r[4], reduce_op)
 
 
+def local_gather(src_buffer, index, num_elem_per_idx=1, num_valid_indices=None, mask=None, **_):
+    """Gather within each 16-partition group on GpSimd: ``[P, valid, num_elem_per_idx]``."""
+    return o.local_gather(None, src_buffer, index, num_elem_per_idx, num_valid_indices)
+
+
+def tensor_partition_reduce(op, data, mask=None, dtype=None, **_):
+    """A reduction across partitions on GpSimd: ``[1, ...]``."""
+    out = o.fresh((1,) + tuple(data.shape[1:]), dtype or data.dtype)
+    r = o.masked(mask, out, data)
+    if r is None:
+        return out
+    i = o.partition_reduce(r[0], r[1], reduce_name(op))
+    return o.produced(out, i, o.mask_ranges(mask))
+
+
 def max8(src, mask=None, dtype=None, **_):
     """The 8 largest values of each partition, descending: ``[P, 8]``."""
     out = o.fresh((src.partitions, 8), dtype or src.dtype)
@@ -273,8 +288,8 @@ def dma_transpose(src, axes=None, mask=None, dtype=None, **_):
     return o.produced(out, i) if i is not None else out
 
 
-for _name in ("dropout", "local_gather", "nc_match_replace8", "nc_stream_shuffle", "sequence_bounds", "tensor_copy_dynamic_dst",
-              "tensor_copy_dynamic_src", "tensor_partition_reduce",
+for _name in ("dropout", "nc_match_replace8", "nc_stream_shuffle", "sequence_bounds", "tensor_copy_dynamic_dst",
+              "tensor_copy_dynamic_src",
               "tensor_scalar_cumulative",
               "builtin_custom_op", "nc_matmul_mx", "quantize_mx"):
     if _name not in globals():
