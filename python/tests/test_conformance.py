@@ -20,16 +20,6 @@ KNOWN = {
             "the example asks for a bf16 result (dtype=nl.bfloat16) and compares it with "
             "np.allclose's fp32 tolerance; Rainier rounds to bf16 as the hardware does",
     },
-    "test_nki_isa_dma_copy": {
-        **{f"TestNkiIsaExamplesTensorCopy.{t}": "indirect (tile-indexed) DMA is not modelled"
-           for t in ("test_indirect_load_oob_err", "test_indirect_load_oob_err_negative",
-                     "test_indirect_load_oob_skip", "test_indirect_store_oob_err",
-                     "test_indirect_store_oob_err_negative", "test_indirect_store_oob_skip",
-                     "test_indirect_store_rmw")},
-    },
-    "test_nki_isa_dma_transpose": {
-        "TestNkiIsaExamplesDmaTranspose.test_dma_transpose_indirect": "indirect (tile-indexed) DMA is not modelled",
-    },
     "test_nki_isa_range_select": {
         "TestNkiIsaExamplesRangeSelect.test_range_select_example":
             "its fp8 cases expect FP32_MIN to become -inf in an fp8 output (as the range_select "
@@ -42,7 +32,6 @@ KNOWN = {
     "test_nki_isa_sequence_bounds": {"*": "nki.isa.sequence_bounds is not in Rainier's ISA yet"},
     "test_nki_isa_tensor_scalar_cumulative": {"*": "nki.isa.tensor_scalar_cumulative is not in Rainier's ISA yet"},
     "test_nki_nl_gather_flattened": {"import": "nl.gather_flattened (indirect gather) is not modelled"},
-    "test_nki_nl_load_store_indirect": {"*": "indirect (tile-indexed) DMA is not modelled"},
 }
 
 

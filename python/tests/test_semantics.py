@@ -81,3 +81,21 @@ def test_dtype_promotion_is_order_independent(k, rng):
     want = (a8.astype(np.float32) + b16.astype(np.float32)).astype(np.float16)
     np.testing.assert_array_equal(o1, want)
     np.testing.assert_array_equal(o2, want)
+
+
+def test_indirect_gather_and_scatter_add(k, rng):
+    table = rng.standard_normal((200, 64)).astype(np.float32)
+    idx = rng.integers(0, 200, (96, 1)).astype(np.int32)
+    out, acc = k.gather_rows(table, idx)
+    np.testing.assert_array_equal(out, table[idx[:, 0]])
+    want = table.copy()
+    for r in idx[:, 0]:
+        want[r] += table[r]
+    np.testing.assert_array_equal(acc, want)
+
+
+def test_indirect_out_of_range_is_an_index_error(k, rng):
+    table = rng.standard_normal((16, 8)).astype(np.float32)
+    idx = np.array([[3], [16]], dtype=np.int32)
+    with pytest.raises(IndexError, match="out of bounds for axis 0 with size 128"):
+        k.gather_rows(table, idx)

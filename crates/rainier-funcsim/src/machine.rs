@@ -1,7 +1,7 @@
 use rainier_arch::CoreParams;
 use rainier_isa::{
-    ActFunc, Affine, DmaOperand, HbmAccess, Memory, Op, Program, ReduceCmd, ReduceOp,
-    ScalarOperand, Tile,
+    pattern_extent, ActFunc, Affine, Dim, DmaOperand, HbmAccess, Memory, Op, Program, ReduceCmd,
+    ReduceOp, ScalarOperand, Tile,
 };
 use rainier_tensor::DType;
 
@@ -17,6 +17,9 @@ pub enum ExecError {
     UnknownTensor(usize),
     #[error("operand shapes disagree: {0}")]
     Shape(String),
+    /// A data-dependent address (an indirect DMA's index) outside its tensor.
+    #[error("{0}")]
+    IndexOutOfRange(String),
 }
 
 /// The state of one NeuronCore plus its program's HBM tensors.
@@ -299,6 +302,9 @@ impl Machine {
     pub fn execute(&mut self, op: &Op) -> Result<(), ExecError> {
         match op {
             Op::DmaCopy { dst, src } => self.dma(dst, src),
+            Op::DmaIndirect { dst, src, index, oob_skip, accumulate } => {
+                self.dma_indirect(dst, src, index, *oob_skip, *accumulate)
+            }
             Op::Matmul { dst, stationary, moving, accumulate, double_row } => {
                 self.matmul(dst, stationary, moving, *accumulate, *double_row)
             }
@@ -707,6 +713,83 @@ impl Machine {
             let v = affine.at(p as u64, &idx[j * nd..(j + 1) * nd]);
             // int32 arithmetic on the hardware: wrap to 32 bits.
             dtype.store_i64(i64::from(v as i32), &mut mem[a..a + esz]);
+        }
+        Ok(())
+    }
+
+    /// `dma_indirect`: one `dma_copy` (or add) per transfer row, the HBM row from `index`.
+    fn dma_indirect(
+        &mut self,
+        dst: &DmaOperand,
+        src: &DmaOperand,
+        index: &Tile,
+        oob_skip: bool,
+        accumulate: bool,
+    ) -> Result<(), ExecError> {
+        let hbm_is_dst = matches!(dst, DmaOperand::Hbm(_));
+        let (h, t) = match (dst, src) {
+            (DmaOperand::Hbm(h), DmaOperand::Tile(t))
+            | (DmaOperand::Tile(t), DmaOperand::Hbm(h)) => (h, t),
+            _ => {
+                return Err(ExecError::Shape("dma_indirect needs one HBM and one SBUF side".into()))
+            }
+        };
+        let rows = self.read_tile(index)?;
+        let len =
+            self.hbm.get(h.tensor).map_or(0, |b| b.len() / self.hbm_dtypes[h.tensor].size_bytes())
+                as i64;
+        let outer = h.dims.first().copied().unwrap_or(Dim { stride: 1, size: 1 });
+        let inner: Vec<Dim> =
+            if h.dims.len() > 1 { h.dims[1..].to_vec() } else { vec![Dim { stride: 1, size: 1 }] };
+        let (lo, hi) = pattern_extent(&inner);
+        for (r, &row) in rows.iter().enumerate() {
+            let first = h.offset as i64 + row as i64 * outer.stride;
+            if first + lo < 0 || first + hi >= len {
+                if oob_skip {
+                    continue;
+                }
+                // NumPy's wording, as NKI's simulator reports it.
+                return Err(ExecError::IndexOutOfRange(format!(
+                    "index {} is out of bounds for axis 0 with size {len}",
+                    first + lo
+                )));
+            }
+            let hrow = DmaOperand::Hbm(HbmAccess {
+                tensor: h.tensor,
+                offset: first as u64,
+                dims: inner.clone(),
+            });
+            let trow = DmaOperand::Tile(Tile {
+                start_partition: t.start_partition + r as u32,
+                partitions: 1,
+                ..t.clone()
+            });
+            let (d, s) = if hbm_is_dst { (hrow, trow) } else { (trow, hrow) };
+            if accumulate {
+                let a = self.read_operand(&d)?;
+                let b = self.read_operand(&s)?;
+                let sum: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+                self.write_operand(&d, &sum)?;
+            } else {
+                self.dma(&d, &s)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_operand(&self, o: &DmaOperand) -> Result<Vec<f32>, ExecError> {
+        let (r, dt, addrs) = self.dma_addresses(o)?;
+        let mem = self.region(r);
+        let esz = dt.size_bytes();
+        Ok(addrs.iter().map(|&a| dt.load(&mem[a..a + esz])).collect())
+    }
+
+    fn write_operand(&mut self, o: &DmaOperand, values: &[f32]) -> Result<(), ExecError> {
+        let (r, dt, addrs) = self.dma_addresses(o)?;
+        let esz = dt.size_bytes();
+        let mem = self.region_mut(r);
+        for (&a, &v) in addrs.iter().zip(values) {
+            dt.store(v, &mut mem[a..a + esz]);
         }
         Ok(())
     }

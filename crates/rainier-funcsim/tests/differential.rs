@@ -397,6 +397,56 @@ proptest! {
         }
     }
 
+    /// dma_indirect: a gather of random rows (some out of range, skipped) into SBUF, then a
+    /// scatter-add of those rows back into a copy of the table.
+    #[test]
+    fn dma_indirect_gather_and_scatter_add(seed: u64, rows in 1u64..=64, cols in 1u64..=64, parts in 1u32..=128) {
+        let decl = TensorDecl { name: "table".into(), dtype: DType::F32, shape: vec![rows, cols], kind: TensorKind::Input };
+        let mut m = rainier_funcsim::Machine::new(&Program { tensors: vec![decl], ..Program::default() }, &core(Chip::Trn2));
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let idx = a.tile(Memory::Sbuf, 0, parts, DType::I32, &[1], 0);
+        let rows_of: Vec<f32> = (0..parts).map(|_| rand::Rng::gen_range(&mut r, -2i64..rows as i64 + 2) as f32).collect();
+        m.write_tile(&idx, &rows_of).unwrap_or_else(|e| panic!("{e}"));
+        let hbm_vals: Vec<f32> = (0..rows * cols).map(|_| rand::Rng::gen_range(&mut r, -4.0f32..4.0)).collect();
+        let mut bytes = vec![0u8; hbm_vals.len() * 4];
+        DType::F32.encode_into(&hbm_vals, &mut bytes);
+        m.hbm_mut(0).copy_from_slice(&bytes);
+        let dst = a.tile(Memory::Sbuf, 0, parts, DType::F32, &[cols], 0);
+        m.write_tile(&dst, &vec![-9.0; (parts as u64 * cols) as usize]).unwrap_or_else(|e| panic!("{e}"));
+        let src = DmaOperand::Hbm(HbmAccess { tensor: 0, offset: 0, dims: vec![rainier_isa::Dim { stride: cols as i64, size: u64::from(parts) }, rainier_isa::Dim { stride: 1, size: cols }] });
+        m.execute(&Op::DmaIndirect { dst: DmaOperand::Tile(dst.clone()), src: src.clone(), index: idx.clone(), oob_skip: true, accumulate: false }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &dst);
+        for p in 0..parts as usize {
+            let row = rows_of[p] as i64;
+            for c in 0..cols as usize {
+                let want = if (0..rows as i64).contains(&row) { f64::from(hbm_vals[row as usize * cols as usize + c]) } else { -9.0 };
+                prop_assert!(same(got[p * cols as usize + c], want), "partition {p} col {c}");
+            }
+        }
+        // Out-of-range rows are an error unless skipped.
+        if rows_of.iter().any(|&v| v < 0.0 || v >= rows as f32) {
+            let e = m.execute(&Op::DmaIndirect { dst: DmaOperand::Tile(dst.clone()), src: src.clone(), index: idx.clone(), oob_skip: false, accumulate: false });
+            prop_assert!(matches!(e, Err(rainier_funcsim::ExecError::IndexOutOfRange(_))));
+        }
+        // Scatter-add the gathered rows back: every in-range row gains each time it was picked.
+        m.execute(&Op::DmaIndirect { dst: src, src: DmaOperand::Tile(dst), index: idx, oob_skip: true, accumulate: true }).unwrap_or_else(|e| panic!("{e}"));
+        let mut want: Vec<f64> = hbm_vals.iter().map(|&v| f64::from(v)).collect();
+        for &row in &rows_of {
+            let row = row as i64;
+            if (0..rows as i64).contains(&row) {
+                for c in 0..cols as usize {
+                    let i = row as usize * cols as usize + c;
+                    want[i] = r32(want[i] + f64::from(hbm_vals[i]) * 1.0);
+                }
+            }
+        }
+        let after: Vec<f32> = m.hbm(0).chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        for i in 0..after.len() {
+            prop_assert!(same(f64::from(after[i]), want[i]), "element {i}: {} vs {}", after[i], want[i]);
+        }
+    }
+
     #[test]
     fn tensor_reduce(seed: u64, parts in 1u32..=128, sz in sizes(), din in dtype(), axes_pick in 0usize..3,
                      op in prop::sample::select(ReduceOp::ALL.to_vec()), negate: bool) {

@@ -585,7 +585,8 @@ fn operand_count(op: &str) -> usize {
         | "scalar_tensor_tensor"
         | "nc_find_index8"
         | "select_reduce"
-        | "local_gather" => 3,
+        | "local_gather"
+        | "dma_indirect" => 3,
         "select" | "range_select" => 4,
         _ => 2,
     }
@@ -613,7 +614,7 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
         if c.at_end() {
             return c.err(format!("{name} takes {n} operands ({}); found {i}", info.operands));
         }
-        if name == "dma_copy" {
+        if name == "dma_copy" || (name == "dma_indirect" && i < 2) {
             dma.push(if is_tile_start(c) {
                 DmaOperand::Tile(tile(c)?)
             } else {
@@ -764,6 +765,27 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
         }
         "bn_stats" => Op::BnStats { dst: next(), src: next() },
         "max8" => Op::Max8 { dst: next(), src: next() },
+        "dma_indirect" => {
+            let mut d = dma.into_iter();
+            let (Some(dst), Some(src)) = (d.next(), d.next()) else {
+                return Err(opts.err(op_col, "dma_indirect takes dst, src, index".into()));
+            };
+            let oob_skip = match opts.word("oob")? {
+                None => false,
+                Some((w, _)) if w == "error" => false,
+                Some((w, _)) if w == "skip" => true,
+                Some((w, col)) => {
+                    return Err(opts.err(col, format!("unknown oob '{w}' (known: error, skip)")))
+                }
+            };
+            Op::DmaIndirect {
+                dst,
+                src,
+                index: next(),
+                oob_skip,
+                accumulate: opts.bool("accumulate")?,
+            }
+        }
         "tensor_partition_reduce" => {
             let (dst, src) = (next(), next());
             let (w, col) = opts

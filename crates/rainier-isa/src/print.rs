@@ -109,6 +109,15 @@ impl Program {
         let mut opts: Vec<String> = Vec::new();
         let operands: Vec<String> = match &ins.op {
             Op::DmaCopy { dst, src } => vec![dma(dst, &self.tensors), dma(src, &self.tensors)],
+            Op::DmaIndirect { dst, src, index, oob_skip, accumulate } => {
+                if *oob_skip {
+                    opts.push("oob=skip".into());
+                }
+                if *accumulate {
+                    opts.push("accumulate=true".into());
+                }
+                vec![dma(dst, &self.tensors), dma(src, &self.tensors), index.to_string()]
+            }
             Op::Matmul { dst, stationary, moving, accumulate, double_row } => {
                 if *accumulate {
                     opts.push("accumulate=true".into());

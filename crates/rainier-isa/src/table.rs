@@ -215,6 +215,14 @@ pub static OPCODES: &[OpcodeInfo] = &[
         semantics: "dst[0, i] = op over the partitions of src of src[p, i], fp32, partitions in ascending order (assumption), cast to dst",
         rules: "dst one partition with the free size of src",
     },
+    OpcodeInfo {
+        name: "dma_indirect",
+        engines: &[Sync, Scalar, Vector, Tensor, GpSimd],
+        operands: "dst, src (one an HBM access, the other an SBUF tile of R partitions), index [R, 1] (SBUF, integer)",
+        options: "[oob=error|skip] [accumulate=true]",
+        semantics: "as dma_copy, except that the HBM side's outer dimension is indexed: transfer row r (partition r of the tile) uses HBM element offset + index[r] * outer stride. A row outside the tensor is an error (oob=error, the default) or is skipped (oob=skip); accumulate adds into dst in fp32 (scatter-add) instead of overwriting",
+        rules: "exactly one HBM side whose outer dim has R rows; the tile side R partitions; index [R, 1], integer dtype, in SBUF; equal element counts; no PSUM",
+    },
 ];
 
 /// The table row of `name`.

@@ -533,6 +533,10 @@ pub enum Op {
     LocalGather { dst: Tile, src: Tile, index: Tile, elems: u32, valid: u32 },
     /// `dst[0, i] = op over partitions p of src[p, i]` (GpSimd), fp32, partitions in order.
     PartitionReduce { dst: Tile, src: Tile, op: ReduceOp },
+    /// `dma_copy` whose HBM side's outer dimension is indexed by data: transfer row `r` uses
+    /// HBM row `index[r]` (an integer `[R, 1]` SBUF tile) instead of `r`. Out-of-range rows
+    /// are an error, or skipped with `oob_skip`; `accumulate` adds into dst (scatter-add).
+    DmaIndirect { dst: DmaOperand, src: DmaOperand, index: Tile, oob_skip: bool, accumulate: bool },
 }
 
 /// How an instruction uses a tile.
@@ -572,6 +576,7 @@ impl Op {
             Op::SelectReduce { .. } => "select_reduce",
             Op::LocalGather { .. } => "local_gather",
             Op::PartitionReduce { .. } => "tensor_partition_reduce",
+            Op::DmaIndirect { .. } => "dma_indirect",
         }
     }
 
@@ -602,8 +607,17 @@ impl Op {
             Op::SelectReduce { .. } => 21,
             Op::LocalGather { .. } => 22,
             Op::PartitionReduce { .. } => 23,
+            Op::DmaIndirect { .. } => 24,
         };
         &crate::OPCODES[row]
+    }
+
+    /// The two sides of a DMA (`dma_copy` or `dma_indirect`), destination first.
+    pub fn dma_operands(&self) -> Option<(&DmaOperand, &DmaOperand)> {
+        match self {
+            Op::DmaCopy { dst, src } | Op::DmaIndirect { dst, src, .. } => Some((dst, src)),
+            _ => None,
+        }
     }
 
     /// Every on-chip tile the instruction touches, with how (DMA's HBM side is not listed).
@@ -624,6 +638,15 @@ impl Op {
                 }
                 if let DmaOperand::Tile(t) = dst {
                     f(t, Write);
+                }
+            }
+            Op::DmaIndirect { dst, src, index, accumulate, .. } => {
+                if let DmaOperand::Tile(t) = src {
+                    f(t, Read);
+                }
+                f(index, Read);
+                if let DmaOperand::Tile(t) = dst {
+                    f(t, if *accumulate { ReadWrite } else { Write });
                 }
             }
             Op::Matmul { dst, stationary, moving, accumulate, .. } => {

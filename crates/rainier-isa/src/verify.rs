@@ -327,7 +327,7 @@ impl Checker<'_> {
     fn op(&mut self, engine: Engine, op: &Op) {
         let eng = Some(engine);
         // Memory permissions, bounds, shapes of every tile.
-        let is_dma = matches!(op, Op::DmaCopy { .. });
+        let is_dma = op.dma_operands().is_some();
         let mut n = 0;
         op.for_each_tile(|t, access| {
             n += 1;
@@ -444,6 +444,44 @@ impl Checker<'_> {
                 }
             }
             Op::Reciprocal { dst, src } => self.same_shape("src", src, "dst", dst),
+            Op::DmaIndirect { dst, src, index, .. } => {
+                let (h, t) = match (dst, src) {
+                    (DmaOperand::Hbm(h), DmaOperand::Tile(t))
+                    | (DmaOperand::Tile(t), DmaOperand::Hbm(h)) => (h, t),
+                    _ => {
+                        self.fail("one side must be an HBM access and the other an SBUF tile");
+                        return;
+                    }
+                };
+                if h.tensor >= self.program.tensors.len() {
+                    self.fail(format!("no HBM tensor #{}", h.tensor));
+                }
+                let rows = h.dims.first().map_or(0, |d| d.size);
+                if rows != u64::from(t.partitions) {
+                    self.fail(format!(
+                        "the HBM side's outer dim has {rows} rows but the tile has {} partitions",
+                        t.partitions
+                    ));
+                }
+                if index.partitions != t.partitions
+                    || index.free_len() != 1
+                    || index.dtype.is_float()
+                {
+                    self.fail(format!(
+                        "index must be an integer [{}, 1] tile, found {}[{}, {}]",
+                        t.partitions,
+                        index.dtype,
+                        index.partitions,
+                        index.free_len()
+                    ));
+                }
+                if index.memory != Memory::Sbuf {
+                    self.fail("index must be in SBUF");
+                }
+                if dst.len() != src.len() {
+                    self.fail(format!("dst has {} elements but src has {}", dst.len(), src.len()));
+                }
+            }
             Op::PartitionReduce { dst, src, .. } => {
                 if dst.partitions != 1 || dst.free_len() != src.free_len() {
                     self.fail(format!(

@@ -247,6 +247,15 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
             }),
         (tile(), tile(), prop::sample::select(ReduceOp::ALL.to_vec()))
             .prop_map(|(dst, src, op)| Op::PartitionReduce { dst, src, op }),
+        (dma_operand(n), dma_operand(n), tile(), any::<bool>(), any::<bool>()).prop_map(
+            |(dst, src, index, oob_skip, accumulate)| Op::DmaIndirect {
+                dst,
+                src,
+                index,
+                oob_skip,
+                accumulate
+            }
+        ),
     ]
 }
 

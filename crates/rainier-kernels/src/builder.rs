@@ -339,15 +339,25 @@ impl KernelBuilder {
     /// Appends `op` on `engine`, with the semaphore waits its data dependencies need and a
     /// signal for those who will depend on it.
     pub fn push(&mut self, engine: Engine, op: Op) {
-        let is_dma = matches!(op, Op::DmaCopy { .. });
+        let is_dma = op.dma_operands().is_some();
+        let indirect = matches!(op, Op::DmaIndirect { .. });
         let mut accesses: Vec<(Region, bool)> = Vec::with_capacity(6);
         op.for_each_tile(|t, a| accesses.push((Region::of_tile(t), a != Access::Read)));
-        if let Op::DmaCopy { dst, src } = &op {
+        if let Some((dst, src)) = op.dma_operands() {
+            // An indexed HBM side may touch any row: the whole tensor.
+            let region = |h: &HbmAccess| {
+                if indirect {
+                    let len = self.tensors.get(h.tensor).map_or(0, |t| t.len());
+                    Region { space: Space::Hbm(h.tensor), p0: 0, p1: 1, b0: 0, b1: i128::from(len) }
+                } else {
+                    Region::of_hbm(h)
+                }
+            };
             if let DmaOperand::Hbm(h) = src {
-                accesses.push((Region::of_hbm(h), false));
+                accesses.push((region(h), false));
             }
             if let DmaOperand::Hbm(h) = dst {
-                accesses.push((Region::of_hbm(h), true));
+                accesses.push((region(h), true));
             }
         }
         let mut waits: BTreeMap<u32, u32> = BTreeMap::new();

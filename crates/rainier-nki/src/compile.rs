@@ -169,17 +169,21 @@ impl<'a> Lowering<'a> {
         })
     }
 
-    fn hbm(&self, a: &Access) -> HbmAccess {
-        let mut dims = Self::dims(a);
-        if dims.len() > 5 {
-            dims = merge_dims(dims);
-        }
+    /// The HBM access of `a`; an indexed one keeps its outer (row) dim as traced.
+    fn hbm(&self, a: &Access, indexed: bool) -> HbmAccess {
+        let dims = if indexed && a.dims.len() > 1 {
+            let mut d = Self::raw_dims(&a.dims[..1]);
+            d.extend(merge_dims(Self::raw_dims(&a.dims[1..])));
+            d
+        } else {
+            Self::dims(a)
+        };
         HbmAccess { tensor: self.hbm_index[a.t].unwrap_or(0), offset: a.off.max(0) as u64, dims }
     }
 
-    fn dma_operand(&self, a: &Access) -> Result<DmaOperand, NkiError> {
+    fn dma_operand(&self, a: &Access, indexed: bool) -> Result<DmaOperand, NkiError> {
         if self.trace.tensors[a.t].buffer.is_hbm() {
-            Ok(DmaOperand::Hbm(self.hbm(a)))
+            Ok(DmaOperand::Hbm(self.hbm(a, indexed)))
         } else {
             Ok(DmaOperand::Tile(self.tile(a)?))
         }
@@ -196,7 +200,7 @@ impl<'a> Lowering<'a> {
         let t = |a: &Access| self.tile(a);
         Ok(Some(match op {
             OpSpec::Fence => return Ok(None),
-            OpSpec::Dma { dst, src } => {
+            OpSpec::Dma { dst, src, index, oob_skip, accumulate } => {
                 // A store is triggered from the queue of the engine that produced its data, so
                 // it does not hold up the loads queued behind it on the Sync engine.
                 let engine = if self.trace.tensors[src.t].buffer.is_hbm() {
@@ -206,7 +210,18 @@ impl<'a> Lowering<'a> {
                     let u = self.unit_at(src, esz)?;
                     self.last_writer.get(&u).copied().unwrap_or(Engine::Sync)
                 };
-                let op = Op::DmaCopy { dst: self.dma_operand(dst)?, src: self.dma_operand(src)? };
+                let indexed = index.is_some();
+                let (dst, src) = (self.dma_operand(dst, indexed)?, self.dma_operand(src, indexed)?);
+                let op = match index {
+                    None => Op::DmaCopy { dst, src },
+                    Some(i) => Op::DmaIndirect {
+                        dst,
+                        src,
+                        index: t(i)?,
+                        oob_skip: *oob_skip,
+                        accumulate: *accumulate,
+                    },
+                };
                 (engine, op)
             }
             OpSpec::Matmul { dst, stationary, moving, accumulate, double_row } => (
@@ -550,9 +565,13 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
     let mut block_use: HashMap<(usize, u64), (usize, usize)> = HashMap::new();
     let mut whole_use: Vec<Option<(usize, usize)>> = vec![None; trace.tensors.len()];
     for (i, op) in trace.ops.iter().enumerate() {
+        let indexed = matches!(op.i, OpSpec::Dma { index: Some(_), .. });
         for (a, _) in op.i.accesses() {
-            check_access(trace, &dtypes, a, op.i.name(), parts)
-                .map_err(|m| NkiError::Kernel { at: where_(op.s), message: m })?;
+            // An indexed HBM side's rows are data: the simulator checks them as it runs.
+            if !(indexed && trace.tensors.get(a.t).is_some_and(|t| t.buffer.is_hbm())) {
+                check_access(trace, &dtypes, a, op.i.name(), parts)
+                    .map_err(|m| NkiError::Kernel { at: where_(op.s), message: m })?;
+            }
             let spec = &trace.tensors[a.t];
             if spec.buffer.is_hbm() {
                 continue;

@@ -125,6 +125,13 @@ pub enum OpSpec {
     Dma {
         dst: Access,
         src: Access,
+        /// Indirect DMA: the HBM side's outer rows come from this `[R, 1]` integer tile.
+        #[serde(default)]
+        index: Option<Access>,
+        #[serde(default)]
+        oob_skip: bool,
+        #[serde(default)]
+        accumulate: bool,
     },
     Matmul {
         dst: Access,
@@ -306,8 +313,14 @@ impl OpSpec {
     pub fn accesses(&self) -> Vec<(&Access, bool)> {
         let mut v: Vec<(&Access, bool)> = Vec::with_capacity(4);
         match self {
-            OpSpec::Dma { dst, src }
-            | OpSpec::Transpose { dst, src, .. }
+            OpSpec::Dma { dst, src, index, .. } => {
+                v.push((src, false));
+                if let Some(i) = index {
+                    v.push((i, false));
+                }
+                v.push((dst, true));
+            }
+            OpSpec::Transpose { dst, src, .. }
             | OpSpec::TensorCopy { dst, src, .. }
             | OpSpec::TensorReduce { dst, src, .. }
             | OpSpec::AffineSelect { dst, src, .. }

@@ -40,7 +40,9 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
     let stream = |n: u64| if penalty { 2 * n } else { n };
     let plain = |cycles| Cost { cycles, load_stationary_cycles: 0 };
     match op {
-        Op::DmaCopy { .. } => plain(u64::from(tp.dma_trigger_cycles.value)),
+        Op::DmaCopy { .. } | Op::DmaIndirect { .. } => {
+            plain(u64::from(tp.dma_trigger_cycles.value))
+        }
         Op::Matmul { stationary, moving, double_row, .. } => {
             // Double row does K = 2 × partitions in the time of one row [N-arch3].
             let rows = if *double_row { 2 } else { 1 };

@@ -277,6 +277,11 @@ fn plan(chip: &ChipParams, program: &Program, index: usize) -> Plan {
         banks,
         transfer: match &ins.op {
             Op::DmaCopy { dst, src } => transfer(program, dst, src),
+            // Each indexed row is its own descriptor run.
+            Op::DmaIndirect { dst, src, .. } => transfer(program, dst, src).map(|mut t| {
+                t.descriptors_per_partition = t.descriptors_per_partition.max(1);
+                t
+            }),
             _ => None,
         },
     }

@@ -656,9 +656,9 @@ class Mask:
 class View:
     """A tile or tensor slice: an affine access into one tensor."""
 
-    __slots__ = ("tensor", "p0", "off", "axes", "dt", "checks")
+    __slots__ = ("tensor", "p0", "off", "axes", "dt", "checks", "ind")
 
-    def __init__(self, tensor: Tensor, p0: int, off: int, axes, dt=None, checks=None):
+    def __init__(self, tensor: Tensor, p0: int, off: int, axes, dt=None, checks=None, ind=None):
         self.tensor = tensor
         self.p0 = p0
         self.off = off
@@ -667,6 +667,8 @@ class View:
         # Index bounds to check once masks have cut the axes: [(size, const, [(axis, coeff)])]
         # with the axes' first index in `checks[-1]` (see `restrict`).
         self.checks = checks
+        # Indirect access (HBM only): the first axis's rows come from this [R, 1] index tile.
+        self.ind = ind
 
     # -- properties NKI code reads
     @property
@@ -899,6 +901,10 @@ def _norm_key(key, ndim):
     return key
 
 
+def c_is_float(dt):
+    return is_float(dt)
+
+
 def index_view(v: View, key) -> View:
     """``v[key]``: ints, slices, ``nl.ds``, affine index expressions (broadcast as NumPy index
     arrays; their grid axes become the result's axes, in grid order, before any slices)."""
@@ -906,13 +912,25 @@ def index_view(v: View, key) -> View:
         key = tuple(key.exprs)
     key = _norm_key(key, len(v.axes))
     p0, off = v.p0, v.off
+    ind = None
     bounds = []
     basic = []  # (stride, size, is_part) from slices
     grid: dict[int, tuple] = {}  # grid axis -> (size, stride, is_part)
     nd = 0
     for (stride, size, is_part), k in zip(v.axes, key):
         if isinstance(k, View):
-            unsupported("indexing with a tile of indices (indirect DMA)")
+            # An index tile: each of its R partitions picks the row of this (first) axis that
+            # a DMA moves (indirect DMA); it becomes the result's first axis.
+            if v.tensor.on_chip:
+                unsupported("indexing an on-chip tile with a tile of indices")
+            if ind is not None or (stride, size) != (v.axes[0][0], v.axes[0][1]):
+                unsupported("a tile of indices on an axis other than the first")
+            if c_is_float(k.dtype):
+                fail(f"indices must be integers, not {k.dtype}")
+            ind = k
+            grid[0] = (k.partitions, stride, False, -1)
+            nd = max(nd, 1)
+            continue
         if isinstance(k, DSlice):
             k = slice(k.start, Expr.of(k.start) + k.size if isinstance(k.start, Expr) else int(k.start) + k.size)
         if isinstance(k, slice):
@@ -969,7 +987,7 @@ def index_view(v: View, key) -> View:
     if not axes:
         axes = [(1, 1, False)]
     checks = (bounds, [0] * len(axes)) if bounds else None
-    return View(v.tensor, p0, off, axes, v.dt, checks)
+    return View(v.tensor, p0, off, axes, v.dt, checks, ind)
 
 
 def reshape_view(v: View, shape) -> View:
@@ -1027,7 +1045,11 @@ def restrict(v: View, ranges: dict) -> View:
         axes[axis] = (s, hi - lo, part)
         if origin is not None:
             origin[axis] += lo
-    return View(v.tensor, p0, off, axes, v.dt, (checks[0], origin) if checks else None)
+    ind = v.ind
+    if ind is not None:
+        # The index tile's partitions are the rows of axis 0: cut them with it.
+        ind = restrict(ind, {k: r for k, r in ranges.items() if k[0] == 0})
+    return View(v.tensor, p0, off, axes, v.dt, (checks[0], origin) if checks else None, ind)
 
 
 def new_tile(shape, dtype, buffer="sbuf", name="") -> View:

@@ -135,7 +135,8 @@ def _emit(op: dict, dst: View | None = None) -> int:
     return i
 
 
-def emit_dma(dst: View, src: View):
+def emit_dma(dst: View, src: View, oob_skip=False, accumulate=False):
+    """A DMA; an indirect one (``dma_indirect``) when a side was indexed by a tile."""
     if dst.tensor.kind == "input":
         dst.tensor.spec["written"] = True
     if dst.tensor.buffer == "psum" or src.tensor.buffer == "psum":
@@ -143,7 +144,15 @@ def emit_dma(dst: View, src: View):
     if dst.partitions * dst.free_size != src.partitions * src.free_size and not (
             int(np.prod(dst.shape)) == int(np.prod(src.shape))):
         fail(f"DMA between shapes {src.shape} and {dst.shape} of different sizes")
-    return _emit({"op": "dma", "dst": acc(dst), "src": acc(src)}, dst)
+    ind = dst.ind if dst.ind is not None else src.ind
+    if dst.ind is not None and src.ind is not None:
+        unsupported("a DMA indexed by tiles on both sides")
+    op = {"op": "dma", "dst": acc(dst), "src": acc(src)}
+    if ind is not None:
+        op.update({"index": acc(ind), "oob_skip": bool(oob_skip), "accumulate": bool(accumulate)})
+    elif accumulate:
+        unsupported("a DMA read-modify-write (dst_rmw_op) that is not indexed by a tile")
+    return _emit(op, dst)
 
 
 def emit_copy(dst: View, src: View, engine="vector"):
@@ -614,6 +623,8 @@ def load(src: View, mask=None, dtype=None) -> View:
 def store(dst: View, value, mask=None):
     if dst.tensor.on_chip:
         fail("nl.store writes HBM; use tile[...] = value for on-chip tensors")
+    if not isinstance(value, View) and not is_scalar(value):
+        fail(f"nl.store stores a tile or a number, not {type(value).__name__}")
     if is_scalar(value):
         tile = fresh(dst.shape if len(dst.shape) > 1 else (dst.shape[0], 1), dst.dtype)
         emit_memset(tile, value)

@@ -7,6 +7,7 @@ import functools
 import inspect
 import json
 import os
+import re
 
 import numpy as np
 
@@ -271,7 +272,14 @@ def _launch(t, chip, inputs, values, trace):
     try:
         return _native.run_trace(t.to_json(), chip, native_inputs, values, trace)
     except RuntimeError as e:
-        raise c.NkiError(str(e)) from None
+        msg = str(e)
+        m = re.search(r"index -?\d+ is out of bounds for axis 0 with size \d+", msg)
+        if m:
+            # A data-dependent index out of range: NumPy's (and NKI's simulator's) IndexError.
+            err = IndexError(m.group(0))
+            err.add_note(msg)
+            raise err from None
+        raise c.NkiError(msg) from None
 
 
 class _MultiCore:

@@ -119,3 +119,18 @@ def mixed_dtypes(a8, b16):
     nl.store(o1, s1)
     nl.store(o2, s2)
     return o1, o2
+
+
+@nki.jit
+def gather_rows(table, idx):
+    """out[p, :] = table[idx[p], :] (indirect load), then a scatter-add of those rows."""
+    out = nl.ndarray((idx.shape[0], table.shape[1]), dtype=table.dtype, buffer=nl.shared_hbm)
+    acc = nl.ndarray(table.shape, dtype=table.dtype, buffer=nl.shared_hbm)
+    i_p = nl.arange(idx.shape[0])[:, None]
+    i_f = nl.arange(table.shape[1])[None, :]
+    ix = nl.load(idx)
+    rows = nl.load(table[ix[i_p, 0], i_f])
+    nl.store(out, value=rows)
+    nisa.dma_copy(dst=acc, src=table)
+    nisa.dma_copy(dst=acc[ix[i_p, 0], i_f], src=rows, dst_rmw_op=nl.add)
+    return out, acc

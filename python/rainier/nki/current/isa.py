@@ -23,10 +23,14 @@ def _span_written(dst) -> bool:
     return hit
 
 
-def dma_copy(dst, src, priority=None, oob_mode=None, dge_mode=None, engine=None, name=None, **_):
+def dma_copy(dst, src, priority=None, oob_mode=None, dge_mode=None, engine=None, name=None,
+             dst_rmw_op=None, **_):
     if src.tensor.buffer == "psum" or dst.tensor.buffer == "psum":
         c.fail("DMA cannot reach PSUM")
-    o.emit_dma(dst, src)
+    if dst_rmw_op is not None and o.op_name(dst_rmw_op) != "add":
+        c.unsupported(f"nki.isa.dma_copy with dst_rmw_op={o.op_name(dst_rmw_op)} (only add)")
+    skip = getattr(oob_mode, "name", oob_mode) == "skip"
+    o.emit_dma(dst, src, oob_skip=skip, accumulate=dst_rmw_op is not None)
 
 
 def tensor_copy(dst, src, engine=unknown_engine, name=None, **_):

@@ -135,15 +135,18 @@ def affine_select(pred, on_true_tile, on_false_value, mask=None, dtype=None, **_
 
 
 def dma_copy(dst, src, mask=None, dst_rmw_op=None, oob_mode=None, dge_mode=None, **_):
-    if dst_rmw_op is not None:
-        c.unsupported("nki.isa.dma_copy with dst_rmw_op (DMA read-modify-write)")
+    """A DMA; ``src``/``dst`` indexed by a tile make it indirect (``oob_mode`` decides what an
+    out-of-range index does; ``dst_rmw_op=np.add`` accumulates: a scatter-add)."""
+    if dst_rmw_op is not None and o.op_name(dst_rmw_op) != "add":
+        c.unsupported(f"nki.isa.dma_copy with dst_rmw_op={o.op_name(dst_rmw_op)} (only add)")
     r = o.masked(mask, dst, src)
     if r is None:
         return
     d, s = r
     if s.tensor.buffer == "psum":
         c.fail("DMA cannot read PSUM")
-    o.emit_dma(d, s)
+    skip = getattr(oob_mode, "name", oob_mode) == "skip"
+    o.emit_dma(d, s, oob_skip=skip, accumulate=dst_rmw_op is not None)
 
 
 def tensor_tensor_scan(data0, data1, initial, op0, op1, reverse0=False, reverse1=False,
