@@ -570,6 +570,54 @@ impl Machine {
                 self.accumulate(on_true.start_partition, f, &out, *reduce_cmd, reduce.as_ref())?;
                 self.write_tile(dst, &out)
             }
+            Op::TensorScalarCumulative {
+                dst,
+                src,
+                op0,
+                operand0,
+                reverse0,
+                op1,
+                reduce_cmd,
+                init,
+            } => {
+                let x = self.read_tile(src)?;
+                let parts = src.partitions as usize;
+                let f = (src.free_len() as usize).max(1);
+                let c = self.scalar_values(operand0, parts)?;
+                let start = match (reduce_cmd, init) {
+                    (ReduceCmd::LoadReduce, Some(i)) => self.scalar_values(i, parts)?,
+                    (ReduceCmd::Reduce | ReduceCmd::Idle, _) => {
+                        let s = src.start_partition as usize;
+                        self.vector_accumulators[s..(s + parts).min(self.vector_accumulators.len())]
+                            .to_vec()
+                    }
+                    _ => {
+                        let identity = match op1 {
+                            rainier_isa::AluOp::Multiply => 1.0,
+                            rainier_isa::AluOp::Max => f32::NEG_INFINITY,
+                            rainier_isa::AluOp::Min => f32::INFINITY,
+                            _ => 0.0,
+                        };
+                        vec![identity; parts]
+                    }
+                };
+                let mut out = vec![0.0f32; x.len()];
+                for p in 0..parts {
+                    let mut reg = start.get(p).copied().unwrap_or(0.0);
+                    for i in 0..f {
+                        let v = x[p * f + i];
+                        let t = if *reverse0 { op0.apply(c[p], v) } else { op0.apply(v, c[p]) };
+                        reg = op1.apply(t, reg);
+                        out[p * f + i] = reg;
+                    }
+                    if let Some(a) =
+                        self.vector_accumulators.get_mut(src.start_partition as usize + p)
+                    {
+                        *a = reg;
+                    }
+                }
+                self.write_tile(dst, &out)
+            }
             Op::PartitionReduce { dst, src, op } => {
                 let x = self.read_tile(src)?;
                 let f = (src.free_len() as usize).max(1);
@@ -666,7 +714,7 @@ impl Machine {
             *a = match cmd {
                 ReduceCmd::Idle => *a,
                 ReduceCmd::Reset => f32::NEG_INFINITY,
-                ReduceCmd::Reduce => a.max(m),
+                ReduceCmd::Reduce | ReduceCmd::LoadReduce => a.max(m),
                 ReduceCmd::ResetReduce => m,
             };
         }

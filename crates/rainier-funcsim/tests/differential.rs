@@ -447,6 +447,44 @@ proptest! {
         }
     }
 
+    /// tensor_scalar_cumulative: reset_reduce then reduce (the register carries over), and
+    /// load_reduce from a per-partition init, against f64 loops rounded to fp32 per operator.
+    #[test]
+    fn tensor_scalar_cumulative_chain(seed: u64, parts in 1u32..=128, n in 1u64..=64, op0 in prop::sample::select(vec![AluOp::Add, AluOp::Multiply, AluOp::Subtract]),
+                                      op1 in prop::sample::select(vec![AluOp::Add, AluOp::Subtract, AluOp::Multiply, AluOp::Max, AluOp::Min]),
+                                      imm in -1.0f32..1.0, reverse0: bool) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let (p0, parts) = partition_range(parts, seed as u32);
+        let src = a.tile(Memory::Sbuf, p0, parts, DType::F32, &[n], 0);
+        let dst = a.tile(Memory::Sbuf, p0, parts, DType::F32, &[n], 0);
+        let init = a.tile(Memory::Sbuf, p0, parts, DType::F32, &[1], 0);
+        // Values near 1 keep running products bounded.
+        let x = fill(&mut m, &src, &mut r, 0.5, 1.5);
+        let iv = fill(&mut m, &init, &mut r, -2.0, 2.0);
+        let n = n as usize;
+        let step = |v: f64, reg: f64| {
+            let t = r32(if reverse0 { reference::binary(op0.name(), f64::from(imm), v) } else { reference::binary(op0.name(), v, f64::from(imm)) });
+            r32(reference::binary(op1.name(), t, reg))
+        };
+        let identity = match op1 { AluOp::Multiply => 1.0, AluOp::Max => f64::NEG_INFINITY, AluOp::Min => f64::INFINITY, _ => 0.0 };
+        let mut regs = vec![identity; parts as usize];
+        for cmd in [ReduceCmd::ResetReduce, ReduceCmd::Reduce, ReduceCmd::LoadReduce] {
+            m.execute(&Op::TensorScalarCumulative { dst: dst.clone(), src: src.clone(), op0, operand0: ScalarOperand::Imm(imm), reverse0, op1,
+                                                    reduce_cmd: cmd, init: Some(ScalarOperand::Vector(init.clone())) }).unwrap_or_else(|e| panic!("{e}"));
+            let got = read(&m, &dst);
+            for p in 0..parts as usize {
+                let mut reg = match cmd { ReduceCmd::ResetReduce => identity, ReduceCmd::LoadReduce => iv[p], _ => regs[p] };
+                for i in 0..n {
+                    reg = step(x[p * n + i], reg);
+                    prop_assert!(same(got[p * n + i], reg), "{cmd:?} p {p} i {i}: got {} want {reg}", got[p * n + i]);
+                }
+                regs[p] = reg;
+            }
+        }
+    }
+
     #[test]
     fn tensor_reduce(seed: u64, parts in 1u32..=128, sz in sizes(), din in dtype(), axes_pick in 0usize..3,
                      op in prop::sample::select(ReduceOp::ALL.to_vec()), negate: bool) {

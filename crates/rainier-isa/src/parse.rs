@@ -765,6 +765,26 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
         }
         "bn_stats" => Op::BnStats { dst: next(), src: next() },
         "max8" => Op::Max8 { dst: next(), src: next() },
+        "tensor_scalar_cumulative" => {
+            let (dst, src) = (next(), next());
+            let mut alu = |key: &str| {
+                opts.alu(key)?
+                    .ok_or_else(|| opts.err(op_col, format!("missing option {key}=ALU_OP")))
+            };
+            let (op0, op1) = (alu("op0")?, alu("op1")?);
+            let operand0 = opts
+                .scalar("operand0")?
+                .ok_or_else(|| opts.err(op_col, "missing option operand0=IMM|TILE".into()))?;
+            let reverse0 = opts.bool("reverse0")?;
+            let reduce_cmd = match opts.word("reduce_cmd")? {
+                None => crate::ReduceCmd::ResetReduce,
+                Some((w, col)) => crate::ReduceCmd::ALL.into_iter().find(|c| c.name() == w).ok_or_else(|| {
+                    opts.err(col, format!("unknown reduce_cmd '{w}' (known: reset_reduce, reduce, load_reduce)"))
+                })?,
+            };
+            let init = opts.scalar("init")?;
+            Op::TensorScalarCumulative { dst, src, op0, operand0, reverse0, op1, reduce_cmd, init }
+        }
         "dma_indirect" => {
             let mut d = dma.into_iter();
             let (Some(dst), Some(src)) = (d.next(), d.next()) else {

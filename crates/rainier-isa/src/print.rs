@@ -138,6 +138,26 @@ impl Program {
             Op::FindIndex8 { dst, data, vals } => {
                 vec![dst.to_string(), data.to_string(), vals.to_string()]
             }
+            Op::TensorScalarCumulative {
+                dst,
+                src,
+                op0,
+                operand0,
+                reverse0,
+                op1,
+                reduce_cmd,
+                init,
+            } => {
+                opts.push(format!("op0={} operand0={}", op0.name(), scalar(operand0)));
+                if *reverse0 {
+                    opts.push("reverse0=true".into());
+                }
+                opts.push(format!("op1={} reduce_cmd={}", op1.name(), reduce_cmd.name()));
+                if let Some(i) = init {
+                    opts.push(format!("init={}", scalar(i)));
+                }
+                vec![dst.to_string(), src.to_string()]
+            }
             Op::PartitionReduce { dst, src, op } => {
                 opts.push(format!("op={}", op.name()));
                 vec![dst.to_string(), src.to_string()]

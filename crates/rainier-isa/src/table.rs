@@ -223,6 +223,14 @@ pub static OPCODES: &[OpcodeInfo] = &[
         semantics: "as dma_copy, except that the HBM side's outer dimension is indexed: transfer row r (partition r of the tile) uses HBM element offset + index[r] * outer stride. A row outside the tensor is an error (oob=error, the default) or is skipped (oob=skip); accumulate adds into dst in fp32 (scatter-add) instead of overwriting",
         rules: "exactly one HBM side whose outer dim has R rows; the tile side R partitions; index [R, 1], integer dtype, in SBUF; equal element counts; no PSUM",
     },
+    OpcodeInfo {
+        name: "tensor_scalar_cumulative",
+        engines: &[Vector],
+        operands: "dst, src",
+        options: "op0=ALU_OP operand0=IMM|TILE[P,1] [reverse0=true] op1=add|subtract|multiply|max|min [reduce_cmd=reset_reduce|reduce|load_reduce] [init=IMM|TILE[P,1]]",
+        semantics: "per partition along the row-major elements: reg = op1(src[i] op0 operand0, reg) (reverse0: operand0 op0 src[i]), dst[i] = cast(reg), fp32; reg is the Vector engine's accumulator register, starting at op1's identity (reset_reduce, the default: 0 for add/subtract, 1 for multiply, -inf for max, +inf for min), at init (load_reduce) or where the last accumulating instruction left it (reduce)",
+        rules: "src and dst the same shape; op1 add, subtract, multiply, max or min; load_reduce needs init; operand0 and init [P, 1]; no int32/uint32 operands",
+    },
 ];
 
 /// The table row of `name`.

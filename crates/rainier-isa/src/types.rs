@@ -379,11 +379,18 @@ pub enum ReduceCmd {
     Reduce,
     /// Set them to this instruction's row maxima.
     ResetReduce,
+    /// Load them from an operand, then reduce (`tensor_scalar_cumulative`).
+    LoadReduce,
 }
 
 impl ReduceCmd {
-    pub const ALL: [ReduceCmd; 4] =
-        [ReduceCmd::Idle, ReduceCmd::Reset, ReduceCmd::Reduce, ReduceCmd::ResetReduce];
+    pub const ALL: [ReduceCmd; 5] = [
+        ReduceCmd::Idle,
+        ReduceCmd::Reset,
+        ReduceCmd::Reduce,
+        ReduceCmd::ResetReduce,
+        ReduceCmd::LoadReduce,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -391,6 +398,7 @@ impl ReduceCmd {
             ReduceCmd::Reset => "reset",
             ReduceCmd::Reduce => "reduce",
             ReduceCmd::ResetReduce => "reset_reduce",
+            ReduceCmd::LoadReduce => "load_reduce",
         }
     }
 }
@@ -537,6 +545,20 @@ pub enum Op {
     /// HBM row `index[r]` (an integer `[R, 1]` SBUF tile) instead of `r`. Out-of-range rows
     /// are an error, or skipped with `oob_skip`; `accumulate` adds into dst (scatter-add).
     DmaIndirect { dst: DmaOperand, src: DmaOperand, index: Tile, oob_skip: bool, accumulate: bool },
+    /// A running reduction through the Vector engine's accumulator registers: per partition,
+    /// `reg = op1(src[i] op0 operand0, reg); dst[i] = reg` in fp32 along the elements; the
+    /// registers start at op1's identity (`reset_reduce`), at `init` (`load_reduce`) or as they
+    /// are (`reduce`).
+    TensorScalarCumulative {
+        dst: Tile,
+        src: Tile,
+        op0: AluOp,
+        operand0: ScalarOperand,
+        reverse0: bool,
+        op1: AluOp,
+        reduce_cmd: ReduceCmd,
+        init: Option<ScalarOperand>,
+    },
 }
 
 /// How an instruction uses a tile.
@@ -577,6 +599,7 @@ impl Op {
             Op::LocalGather { .. } => "local_gather",
             Op::PartitionReduce { .. } => "tensor_partition_reduce",
             Op::DmaIndirect { .. } => "dma_indirect",
+            Op::TensorScalarCumulative { .. } => "tensor_scalar_cumulative",
         }
     }
 
@@ -608,6 +631,7 @@ impl Op {
             Op::LocalGather { .. } => 22,
             Op::PartitionReduce { .. } => 23,
             Op::DmaIndirect { .. } => 24,
+            Op::TensorScalarCumulative { .. } => 25,
         };
         &crate::OPCODES[row]
     }
@@ -718,6 +742,16 @@ impl Op {
                     f(t, Read);
                 }
                 f(in1, Read);
+                f(dst, Write);
+            }
+            Op::TensorScalarCumulative { dst, src, operand0, init, .. } => {
+                f(src, Read);
+                if let ScalarOperand::Vector(t) = operand0 {
+                    f(t, Read);
+                }
+                if let Some(ScalarOperand::Vector(t)) = init {
+                    f(t, Read);
+                }
                 f(dst, Write);
             }
             Op::TensorScalarReduce { dst, src, operand0, reduce, .. } => {

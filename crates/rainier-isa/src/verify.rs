@@ -482,6 +482,27 @@ impl Checker<'_> {
                     self.fail(format!("dst has {} elements but src has {}", dst.len(), src.len()));
                 }
             }
+            Op::TensorScalarCumulative { dst, src, operand0, op1, reduce_cmd, init, .. } => {
+                self.same_shape("src", src, "dst", dst);
+                if let ScalarOperand::Vector(v) = operand0 {
+                    self.per_partition("operand0", v, src);
+                }
+                if let Some(ScalarOperand::Vector(v)) = init {
+                    self.per_partition("init", v, src);
+                }
+                use crate::AluOp::*;
+                if !matches!(op1, Add | Subtract | Multiply | Max | Min) {
+                    self.fail(format!("op1={} (add, subtract, multiply, max or min)", op1.name()));
+                }
+                if *reduce_cmd == crate::ReduceCmd::LoadReduce && init.is_none() {
+                    self.fail("reduce_cmd=load_reduce needs init=");
+                }
+                for (k, t) in [("src", src), ("dst", dst)] {
+                    if matches!(t.dtype, DType::I32 | DType::U32) {
+                        self.fail(format!("{k} is {}: int32/uint32 are not supported", t.dtype));
+                    }
+                }
+            }
             Op::PartitionReduce { dst, src, .. } => {
                 if dst.partitions != 1 || dst.free_len() != src.free_len() {
                     self.fail(format!(
@@ -522,7 +543,12 @@ impl Checker<'_> {
                     self.fail(format!("index must have an integer dtype, not {}", index.dtype));
                 }
             }
-            Op::RangeSelect { dst, src, bound0, bound1, cmp0, cmp1, reduce, .. } => {
+            Op::RangeSelect {
+                dst, src, bound0, bound1, cmp0, cmp1, reduce, reduce_cmd, ..
+            } => {
+                if *reduce_cmd == crate::ReduceCmd::LoadReduce {
+                    self.fail("reduce_cmd=load_reduce is not accepted by range_select");
+                }
                 if gen < Generation::V3 {
                     self.fail("range_select needs NeuronCore-v3 or later");
                 }

@@ -169,6 +169,7 @@ select_reduce sb[0:1]@0:f32[4], sb[0:1]@16:u8[4], sb[0:1]@32:f32[4] on_false=-1 
 local_gather sb[0:16]@0:f32[8], sb[0:16]@64:f32[32], sb[0:16]@256:u16[1] elems=2 valid=4
 tensor_partition_reduce sb[0:1]@0:f32[8], sb[0:16]@64:f32[8] op=add
 dma_indirect sb[0:1]@0:f32[4], a, sb[0:1]@64:i32[1] oob=skip
+tensor_scalar_cumulative sb[0:1]@0:f32[4], sb[0:1]@16:f32[4] op0=multiply operand0=2 op1=add
 ",
     )
     .unwrap_or_else(|e| panic!("{e}"));

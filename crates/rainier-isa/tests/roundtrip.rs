@@ -256,6 +256,22 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
                 accumulate
             }
         ),
+        (
+            (tile(), tile(), alu(), scalar(), any::<bool>()),
+            (alu(), prop::sample::select(ReduceCmd::ALL.to_vec()), prop::option::of(scalar()))
+        )
+            .prop_map(|((dst, src, op0, operand0, reverse0), (op1, reduce_cmd, init))| {
+                Op::TensorScalarCumulative {
+                    dst,
+                    src,
+                    op0,
+                    operand0,
+                    reverse0,
+                    op1,
+                    reduce_cmd,
+                    init,
+                }
+            }),
     ]
 }
 

@@ -324,6 +324,28 @@ impl<'a> Lowering<'a> {
                 (Engine::Vector, Op::BnAggr { dst: t(dst)?, src: t(src)? })
             }
             OpSpec::Max8 { dst, src } => (Engine::Vector, Op::Max8 { dst: t(dst)?, src: t(src)? }),
+            OpSpec::TensorScalarCumulative {
+                dst,
+                src,
+                op0,
+                operand0,
+                reverse0,
+                op1,
+                reduce_cmd,
+                init,
+            } => (
+                Engine::Vector,
+                Op::TensorScalarCumulative {
+                    dst: t(dst)?,
+                    src: t(src)?,
+                    op0: alu_of(op0)?,
+                    operand0: self.scalar(operand0)?,
+                    reverse0: *reverse0,
+                    op1: alu_of(op1)?,
+                    reduce_cmd: reduce_cmd_of(reduce_cmd)?,
+                    init: init.as_ref().map(|i| self.scalar(i)).transpose()?,
+                },
+            ),
             OpSpec::PartitionReduce { dst, src, reduce } => {
                 let op =
                     ReduceOp::ALL.into_iter().find(|o| o.name() == reduce).ok_or_else(|| {

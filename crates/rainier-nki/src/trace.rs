@@ -292,6 +292,18 @@ pub enum OpSpec {
         #[serde(default)]
         reduce: Option<Access>,
     },
+    TensorScalarCumulative {
+        dst: Access,
+        src: Access,
+        op0: String,
+        operand0: ScalarSpec,
+        #[serde(default)]
+        reverse0: bool,
+        op1: String,
+        reduce_cmd: String,
+        #[serde(default)]
+        init: Option<ScalarSpec>,
+    },
     PartitionReduce {
         dst: Access,
         src: Access,
@@ -334,6 +346,16 @@ impl OpSpec {
             OpSpec::FindIndex8 { dst, data, vals } => {
                 v.push((data, false));
                 v.push((vals, false));
+                v.push((dst, true));
+            }
+            OpSpec::TensorScalarCumulative { dst, src, operand0, init, .. } => {
+                v.push((src, false));
+                if let ScalarSpec::Tile(t) = operand0 {
+                    v.push((t, false));
+                }
+                if let Some(ScalarSpec::Tile(t)) = init {
+                    v.push((t, false));
+                }
                 v.push((dst, true));
             }
             OpSpec::PartitionReduce { dst, src, .. } => {
@@ -458,6 +480,7 @@ impl OpSpec {
             OpSpec::Reciprocal { .. } => "reciprocal",
             OpSpec::LocalGather { .. } => "local_gather",
             OpSpec::PartitionReduce { .. } => "tensor_partition_reduce",
+            OpSpec::TensorScalarCumulative { .. } => "tensor_scalar_cumulative",
             OpSpec::RangeSelect { .. } => "range_select",
             OpSpec::SelectReduce { .. } => "select_reduce",
             OpSpec::Fence => "fence",

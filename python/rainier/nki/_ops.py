@@ -304,6 +304,18 @@ def emit_select_reduce(dst, predicate, on_true, on_false, reverse=False, reduce_
     return _emit(op, dst)
 
 
+def emit_cumulative(dst, src, op0, imm0, op1, imm1=None, reduce_cmd=None, reverse0=False):
+    cmd = getattr(reduce_cmd, "name", reduce_cmd) or "reset_reduce"
+    if cmd not in ("reset_reduce", "reduce", "load_reduce"):
+        unsupported(f"tensor_scalar_cumulative with reduce_cmd={cmd}")
+    op = {"op": "tensor_scalar_cumulative", "dst": acc(dst), "src": acc(src), "op0": alu(op0),
+          "operand0": scalar_operand(imm0), "reverse0": bool(reverse0), "op1": alu(op1),
+          "reduce_cmd": cmd}
+    if imm1 is not None:
+        op["init"] = scalar_operand(imm1)
+    return _emit(op, dst)
+
+
 def where(cond: View, x, y, dtype=None, mask=None) -> View:
     like = x if isinstance(x, View) else y if isinstance(y, View) else cond
     out = fresh(cond.shape, dtype or like.dtype)

@@ -198,6 +198,10 @@ def tensor_partition_reduce(dst, op, data, name=None, **_):
     o.partition_reduce(dst, data, reduce_name(op))
 
 
+def tensor_scalar_cumulative(dst, src, op0, op1, imm0, imm1=None, reduce_cmd=None, name=None, **_):
+    o.emit_cumulative(dst, src, op0, imm0, op1, imm1, reduce_cmd, False)
+
+
 def max8(dst, src, name=None, **_):
     o.emit_simple("max8", dst, src=src)
 

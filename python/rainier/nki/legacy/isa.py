@@ -265,6 +265,15 @@ def tensor_partition_reduce(op, data, mask=None, dtype=None, **_):
     return o.produced(out, i, o.mask_ranges(mask))
 
 
+def tensor_scalar_cumulative(src, dst, op0, op1, imm0, imm1=None, reduce_cmd=None, reverse0=False,
+                             mask=None, dtype=None, **_):
+    """A running ``op1`` over ``src op0 imm0`` through the Vector engine's accumulators."""
+    r = o.masked(mask, dst, src)
+    if r is None:
+        return
+    o.emit_cumulative(r[0], r[1], op0, imm0, op1, imm1, reduce_cmd, reverse0)
+
+
 def max8(src, mask=None, dtype=None, **_):
     """The 8 largest values of each partition, descending: ``[P, 8]``."""
     out = o.fresh((src.partitions, 8), dtype or src.dtype)
@@ -293,7 +302,6 @@ def dma_transpose(src, axes=None, mask=None, dtype=None, **_):
 
 for _name in ("dropout", "nc_match_replace8", "nc_stream_shuffle", "sequence_bounds", "tensor_copy_dynamic_dst",
               "tensor_copy_dynamic_src",
-              "tensor_scalar_cumulative",
               "builtin_custom_op", "nc_matmul_mx", "quantize_mx"):
     if _name not in globals():
         globals()[_name] = missing(_name)
