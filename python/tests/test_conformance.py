@@ -28,7 +28,6 @@ KNOWN = {
     },
     "test_nki_isa_dropout": {"*": "nki.isa.dropout needs the engines' random-number generator (not modelled)"},
     "test_nki_isa_nc_match_replace8": {"*": "nki.isa.nc_match_replace8 is not in Rainier's ISA yet"},
-    "test_nki_isa_nc_stream_shuffle": {"*": "nki.isa.nc_stream_shuffle is not in Rainier's ISA yet"},
     "test_nki_isa_sequence_bounds": {"*": "nki.isa.sequence_bounds is not in Rainier's ISA yet"},
     "test_nki_nl_gather_flattened": {"import": "nl.gather_flattened (indirect gather) is not modelled"},
 }

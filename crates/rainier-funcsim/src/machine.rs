@@ -618,6 +618,31 @@ impl Machine {
                 }
                 self.write_tile(dst, &out)
             }
+            Op::StreamShuffle { dst, src, mask } => {
+                let (rs, a_src) = self.tile_addresses(src)?;
+                let esz = src.dtype.size_bytes();
+                let f = src.free_len() as usize;
+                let bytes = self.read_raw(rs, &a_src, esz);
+                let (rd, a_dst) = self.tile_addresses(dst)?;
+                let mut addrs = Vec::new();
+                let mut data = Vec::new();
+                for i in 0..dst.partitions as usize {
+                    let m = mask.get(i % 32).copied().unwrap_or(255);
+                    if m == 255 {
+                        continue;
+                    }
+                    let from = (i / 32) * 32 + usize::from(m);
+                    if from >= src.partitions as usize {
+                        return Err(ExecError::Shape(format!(
+                            "stream shuffle reads src partition {from}"
+                        )));
+                    }
+                    addrs.extend_from_slice(&a_dst[i * f..(i + 1) * f]);
+                    data.extend_from_slice(&bytes[from * f * esz..(from + 1) * f * esz]);
+                }
+                self.write_raw(rd, &addrs, esz, &data);
+                Ok(())
+            }
             Op::PartitionReduce { dst, src, op } => {
                 let x = self.read_tile(src)?;
                 let f = (src.free_len() as usize).max(1);

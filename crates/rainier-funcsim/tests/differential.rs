@@ -485,6 +485,38 @@ proptest! {
         }
     }
 
+    /// nc_stream_shuffle in place and across tiles, with unmodified (255) partitions.
+    #[test]
+    fn stream_shuffle(seed: u64, quads in 1u32..=4, n in 1u64..=64, d in dtype(), keep in prop::collection::vec(any::<bool>(), 32)) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let parts = quads * 32;
+        let src = a.tile(Memory::Sbuf, 0, parts, d, &[n], 0);
+        let dst = a.tile(Memory::Sbuf, 0, parts, d, &[n], 0);
+        let x = fill(&mut m, &src, &mut r, -4.0, 4.0);
+        let before = fill(&mut m, &dst, &mut r, -4.0, 4.0);
+        let mask: Vec<u8> = (0..32u8).map(|i| if keep[i as usize] { 255 } else { (i * 7 + 3) % 32 }).collect();
+        m.execute(&Op::StreamShuffle { dst: dst.clone(), src: src.clone(), mask: mask.clone() }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &dst);
+        let n = n as usize;
+        for i in 0..parts as usize {
+            for j in 0..n {
+                let mm = mask[i % 32];
+                let want = if mm == 255 { before[i * n + j] } else { x[((i / 32) * 32 + mm as usize) * n + j] };
+                prop_assert!(same(got[i * n + j], want));
+            }
+        }
+        // In place: a rotation of each quadrant.
+        let rot: Vec<u8> = (0..32u8).map(|i| (i + 31) % 32).collect();
+        m.execute(&Op::StreamShuffle { dst: src.clone(), src: src.clone(), mask: rot }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &src);
+        for i in 0..parts as usize {
+            let from = (i / 32) * 32 + (i % 32 + 31) % 32;
+            prop_assert!(same(got[i * n], x[from * n]));
+        }
+    }
+
     #[test]
     fn tensor_reduce(seed: u64, parts in 1u32..=128, sz in sizes(), din in dtype(), axes_pick in 0usize..3,
                      op in prop::sample::select(ReduceOp::ALL.to_vec()), negate: bool) {

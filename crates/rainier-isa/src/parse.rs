@@ -765,6 +765,23 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
         }
         "bn_stats" => Op::BnStats { dst: next(), src: next() },
         "max8" => Op::Max8 { dst: next(), src: next() },
+        "nc_stream_shuffle" => {
+            let (dst, src) = (next(), next());
+            let mask = match opts.take("mask") {
+                Some((Value::List(v), col)) => v
+                    .into_iter()
+                    .map(|m| {
+                        u8::try_from(m)
+                            .map_err(|_| opts.err(col, format!("mask entry {m} is not 0..=255")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                Some((_, col)) => {
+                    return Err(opts.err(col, "mask must be a list [INT, ...]".into()))
+                }
+                None => return Err(opts.err(op_col, "missing option mask=[INT x 32]".into())),
+            };
+            Op::StreamShuffle { dst, src, mask }
+        }
         "tensor_scalar_cumulative" => {
             let (dst, src) = (next(), next());
             let mut alu = |key: &str| {

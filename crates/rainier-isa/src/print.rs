@@ -158,6 +158,11 @@ impl Program {
                 }
                 vec![dst.to_string(), src.to_string()]
             }
+            Op::StreamShuffle { dst, src, mask } => {
+                let m: Vec<String> = mask.iter().map(u8::to_string).collect();
+                opts.push(format!("mask=[{}]", m.join(", ")));
+                vec![dst.to_string(), src.to_string()]
+            }
             Op::PartitionReduce { dst, src, op } => {
                 opts.push(format!("op={}", op.name()));
                 vec![dst.to_string(), src.to_string()]

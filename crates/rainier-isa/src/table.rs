@@ -231,6 +231,14 @@ pub static OPCODES: &[OpcodeInfo] = &[
         semantics: "per partition along the row-major elements: reg = op1(src[i] op0 operand0, reg) (reverse0: operand0 op0 src[i]), dst[i] = cast(reg), fp32; reg is the Vector engine's accumulator register, starting at op1's identity (reset_reduce, the default: 0 for add/subtract, 1 for multiply, -inf for max, +inf for min), at init (load_reduce) or where the last accumulating instruction left it (reduce)",
         rules: "src and dst the same shape; op1 add, subtract, multiply, max or min; load_reduce needs init; operand0 and init [P, 1]; no int32/uint32 operands",
     },
+    OpcodeInfo {
+        name: "nc_stream_shuffle",
+        engines: &[Vector],
+        operands: "dst, src",
+        options: "mask=[INT x 32] (each 0..=31, or 255: leave unmodified)",
+        semantics: "within each quadrant q of 32 partitions, dst partition q*32 + i (from dst's first) = src partition q*32 + mask[i] (from src's first), bit copy; src is read whole before dst is written (in place allowed); mask[i] = 255 leaves dst partition q*32 + i unmodified",
+        rules: "equal dtypes and free sizes; 32 mask entries each < 32 or 255; every selected src partition inside src",
+    },
 ];
 
 /// The table row of `name`.

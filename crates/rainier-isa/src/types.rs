@@ -559,6 +559,10 @@ pub enum Op {
         reduce_cmd: ReduceCmd,
         init: Option<ScalarOperand>,
     },
+    /// Cross-partition movement within each quadrant of 32 partitions (Vector engine): dst
+    /// partition `q·32 + i` gets src partition `q·32 + mask[i]` (all of src is read first, so
+    /// in place is allowed); `mask[i] = 255` leaves that dst partition as it is. Bit copy.
+    StreamShuffle { dst: Tile, src: Tile, mask: Vec<u8> },
 }
 
 /// How an instruction uses a tile.
@@ -600,6 +604,7 @@ impl Op {
             Op::PartitionReduce { .. } => "tensor_partition_reduce",
             Op::DmaIndirect { .. } => "dma_indirect",
             Op::TensorScalarCumulative { .. } => "tensor_scalar_cumulative",
+            Op::StreamShuffle { .. } => "nc_stream_shuffle",
         }
     }
 
@@ -632,6 +637,7 @@ impl Op {
             Op::PartitionReduce { .. } => 23,
             Op::DmaIndirect { .. } => 24,
             Op::TensorScalarCumulative { .. } => 25,
+            Op::StreamShuffle { .. } => 26,
         };
         &crate::OPCODES[row]
     }
@@ -705,6 +711,11 @@ impl Op {
             | Op::PartitionReduce { dst, src, .. } => {
                 f(src, Read);
                 f(dst, Write);
+            }
+            Op::StreamShuffle { dst, src, mask } => {
+                f(src, Read);
+                // Partitions marked 255 keep their values: a read-modify-write.
+                f(dst, if mask.contains(&255) { ReadWrite } else { Write });
             }
             Op::FindIndex8 { dst, data, vals } => {
                 f(data, Read);

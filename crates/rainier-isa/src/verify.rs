@@ -503,6 +503,26 @@ impl Checker<'_> {
                     }
                 }
             }
+            Op::StreamShuffle { dst, src, mask } => {
+                if dst.dtype != src.dtype || dst.free_len() != src.free_len() {
+                    self.fail("dst and src must have the same dtype and elements per partition");
+                }
+                if mask.len() != 32 || mask.iter().any(|&m| m >= 32 && m != 255) {
+                    self.fail("mask needs 32 entries, each 0..=31 or 255");
+                } else {
+                    for i in 0..dst.partitions {
+                        let m = mask[(i % 32) as usize];
+                        if m != 255 && (i / 32) * 32 + u32::from(m) >= src.partitions {
+                            self.fail(format!(
+                                "dst partition {i} would read src partition {} of {}",
+                                (i / 32) * 32 + u32::from(m),
+                                src.partitions
+                            ));
+                            break;
+                        }
+                    }
+                }
+            }
             Op::PartitionReduce { dst, src, .. } => {
                 if dst.partitions != 1 || dst.free_len() != src.free_len() {
                     self.fail(format!(

@@ -272,6 +272,8 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
                     init,
                 }
             }),
+        (tile(), tile(), prop::collection::vec(any::<u8>(), 1..40))
+            .prop_map(|(dst, src, mask)| Op::StreamShuffle { dst, src, mask }),
     ]
 }
 

@@ -346,6 +346,10 @@ impl<'a> Lowering<'a> {
                     init: init.as_ref().map(|i| self.scalar(i)).transpose()?,
                 },
             ),
+            OpSpec::StreamShuffle { dst, src, mask } => (
+                Engine::Vector,
+                Op::StreamShuffle { dst: t(dst)?, src: t(src)?, mask: mask.clone() },
+            ),
             OpSpec::PartitionReduce { dst, src, reduce } => {
                 let op =
                     ReduceOp::ALL.into_iter().find(|o| o.name() == reduce).ok_or_else(|| {

@@ -309,6 +309,11 @@ pub enum OpSpec {
         src: Access,
         reduce: String,
     },
+    StreamShuffle {
+        dst: Access,
+        src: Access,
+        mask: Vec<u8>,
+    },
     LocalGather {
         dst: Access,
         src: Access,
@@ -356,6 +361,10 @@ impl OpSpec {
                 if let Some(ScalarSpec::Tile(t)) = init {
                     v.push((t, false));
                 }
+                v.push((dst, true));
+            }
+            OpSpec::StreamShuffle { dst, src, .. } => {
+                v.push((src, false));
                 v.push((dst, true));
             }
             OpSpec::PartitionReduce { dst, src, .. } => {
@@ -480,6 +489,7 @@ impl OpSpec {
             OpSpec::Reciprocal { .. } => "reciprocal",
             OpSpec::LocalGather { .. } => "local_gather",
             OpSpec::PartitionReduce { .. } => "tensor_partition_reduce",
+            OpSpec::StreamShuffle { .. } => "nc_stream_shuffle",
             OpSpec::TensorScalarCumulative { .. } => "tensor_scalar_cumulative",
             OpSpec::RangeSelect { .. } => "range_select",
             OpSpec::SelectReduce { .. } => "select_reduce",

@@ -316,6 +316,18 @@ def emit_cumulative(dst, src, op0, imm0, op1, imm1=None, reduce_cmd=None, revers
     return _emit(op, dst)
 
 
+def emit_stream_shuffle(dst, src, shuffle_mask):
+    mask = []
+    for m in shuffle_mask:
+        e = c.Expr.of(m)
+        if e.terms:
+            fail("nc_stream_shuffle mask entries must be constants")
+        mask.append(int(e.const))
+    if len(mask) != 32:
+        fail(f"nc_stream_shuffle takes 32 mask entries, got {len(mask)}")
+    return _emit({"op": "stream_shuffle", "dst": acc(dst), "src": acc(src), "mask": mask}, dst)
+
+
 def where(cond: View, x, y, dtype=None, mask=None) -> View:
     like = x if isinstance(x, View) else y if isinstance(y, View) else cond
     out = fresh(cond.shape, dtype or like.dtype)

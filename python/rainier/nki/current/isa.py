@@ -202,6 +202,10 @@ def tensor_scalar_cumulative(dst, src, op0, op1, imm0, imm1=None, reduce_cmd=Non
     o.emit_cumulative(dst, src, op0, imm0, op1, imm1, reduce_cmd, False)
 
 
+def nc_stream_shuffle(dst, src, shuffle_mask, name=None, **_):
+    o.emit_stream_shuffle(dst, src, shuffle_mask)
+
+
 def max8(dst, src, name=None, **_):
     o.emit_simple("max8", dst, src=src)
 

@@ -274,6 +274,14 @@ def tensor_scalar_cumulative(src, dst, op0, op1, imm0, imm1=None, reduce_cmd=Non
     o.emit_cumulative(r[0], r[1], op0, imm0, op1, imm1, reduce_cmd, reverse0)
 
 
+def nc_stream_shuffle(src, dst, shuffle_mask, dtype=None, mask=None, **_):
+    """Moves partitions within each 32-partition quadrant: dst[i] = src[shuffle_mask[i]]."""
+    r = o.masked(mask, dst, src)
+    if r is None:
+        return
+    o.emit_stream_shuffle(r[0], r[1], shuffle_mask)
+
+
 def max8(src, mask=None, dtype=None, **_):
     """The 8 largest values of each partition, descending: ``[P, 8]``."""
     out = o.fresh((src.partitions, 8), dtype or src.dtype)
