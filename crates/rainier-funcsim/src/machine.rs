@@ -618,6 +618,25 @@ impl Machine {
                 }
                 self.write_tile(dst, &out)
             }
+            Op::MatchReplace8 { dst, data, vals, imm, indices } => {
+                let mut x = self.read_tile(data)?;
+                let v = self.read_tile(vals)?;
+                let f = (data.free_len() as usize).max(1);
+                let mut idx = vec![0i64; v.len()];
+                for (p, row) in x.chunks_mut(f).enumerate() {
+                    for j in 0..8 {
+                        let want = v[p * 8 + j];
+                        if let Some(k) = row.iter().position(|&e| e == want) {
+                            row[k] = *imm;
+                            idx[p * 8 + j] = k as i64;
+                        }
+                    }
+                }
+                if let Some(t) = indices {
+                    self.write_tile_i64(t, &idx)?;
+                }
+                self.write_tile(dst, &x)
+            }
             Op::StreamShuffle { dst, src, mask } => {
                 let (rs, a_src) = self.tile_addresses(src)?;
                 let esz = src.dtype.size_bytes();

@@ -277,7 +277,13 @@ proptest! {
         let idx = a.tile(Memory::Sbuf, start, parts, DType::U32, &[8], 0);
         let x = fill(&mut m, &src, &mut r, -100.0, 100.0);
         m.execute(&Op::Max8 { dst: top.clone(), src: src.clone() }).unwrap_or_else(|e| panic!("{e}"));
-        m.execute(&Op::FindIndex8 { dst: idx.clone(), data: src, vals: top.clone() }).unwrap_or_else(|e| panic!("{e}"));
+        m.execute(&Op::FindIndex8 { dst: idx.clone(), data: src.clone(), vals: top.clone() }).unwrap_or_else(|e| panic!("{e}"));
+        // nc_match_replace8: each of the top 8 (in order) replaces its first remaining match.
+        let rep = a.tile(Memory::Sbuf, start, parts, din, &[n], 0);
+        let ridx = a.tile(Memory::Sbuf, start, parts, DType::U32, &[8], 0);
+        m.execute(&Op::MatchReplace8 { dst: rep.clone(), data: src, vals: top.clone(), imm: -1000.0, indices: Some(ridx.clone()) }).unwrap_or_else(|e| panic!("{e}"));
+        let replaced = read(&m, &rep);
+        let rix = read(&m, &ridx);
         let got = read(&m, &top);
         let ix = read(&m, &idx);
         let n = n as usize;
@@ -285,10 +291,17 @@ proptest! {
             let mut row = x[p * n..(p + 1) * n].to_vec();
             let orig = row.clone();
             row.sort_by(|a, b| b.total_cmp(a));
+            let mut work = orig.clone();
             for j in 0..8 {
                 prop_assert_eq!(got[p * 8 + j], row[j]);
                 let first = orig.iter().position(|&v| v == row[j]).unwrap_or(usize::MAX);
                 prop_assert_eq!(ix[p * 8 + j], first as f64);
+                let k = work.iter().position(|&v| v == row[j]).unwrap_or(0);
+                work[k] = rd(din, -1000.0);
+                prop_assert_eq!(rix[p * 8 + j], k as f64);
+            }
+            for i in 0..n {
+                prop_assert!(same(replaced[p * n + i], work[i]), "partition {p} element {i}");
             }
         }
     }

@@ -586,7 +586,8 @@ fn operand_count(op: &str) -> usize {
         | "nc_find_index8"
         | "select_reduce"
         | "local_gather"
-        | "dma_indirect" => 3,
+        | "dma_indirect"
+        | "nc_match_replace8" => 3,
         "select" | "range_select" => 4,
         _ => 2,
     }
@@ -765,6 +766,11 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
         }
         "bn_stats" => Op::BnStats { dst: next(), src: next() },
         "max8" => Op::Max8 { dst: next(), src: next() },
+        "nc_match_replace8" => {
+            let (dst, data, vals) = (next(), next(), next());
+            let imm = opts.required_f32("imm", op_col)?;
+            Op::MatchReplace8 { dst, data, vals, imm, indices: opts.tile("indices")? }
+        }
         "nc_stream_shuffle" => {
             let (dst, src) = (next(), next());
             let mask = match opts.take("mask") {

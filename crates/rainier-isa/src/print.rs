@@ -158,6 +158,13 @@ impl Program {
                 }
                 vec![dst.to_string(), src.to_string()]
             }
+            Op::MatchReplace8 { dst, data, vals, imm, indices } => {
+                opts.push(format!("imm={}", float(*imm)));
+                if let Some(i) = indices {
+                    opts.push(format!("indices={i}"));
+                }
+                vec![dst.to_string(), data.to_string(), vals.to_string()]
+            }
             Op::StreamShuffle { dst, src, mask } => {
                 let m: Vec<String> = mask.iter().map(u8::to_string).collect();
                 opts.push(format!("mask=[{}]", m.join(", ")));

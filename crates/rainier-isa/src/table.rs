@@ -239,6 +239,14 @@ pub static OPCODES: &[OpcodeInfo] = &[
         semantics: "within each quadrant q of 32 partitions, dst partition q*32 + i (from dst's first) = src partition q*32 + mask[i] (from src's first), bit copy; src is read whole before dst is written (in place allowed); mask[i] = 255 leaves dst partition q*32 + i unmodified",
         rules: "equal dtypes and free sizes; 32 mask entries each < 32 or 255; every selected src partition inside src",
     },
+    OpcodeInfo {
+        name: "nc_match_replace8",
+        engines: &[Vector],
+        operands: "dst, data [P, 8..=16384], vals [P, 8]",
+        options: "imm=IMM [indices=TILE[P,8]]",
+        semantics: "per partition, for j = 0..7 in order: the first element of the data (as replaced so far, fp32 comparison) equal to vals[j] becomes imm, and indices[j] = its row-major index (0 when there is none); dst = the replaced data cast to dst",
+        rules: "data and dst the same shape, 8 to 16384 elements per partition; vals and indices [P, 8]; indices an integer dtype",
+    },
 ];
 
 /// The table row of `name`.

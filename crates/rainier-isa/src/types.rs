@@ -563,6 +563,9 @@ pub enum Op {
     /// partition `q·32 + i` gets src partition `q·32 + mask[i]` (all of src is read first, so
     /// in place is allowed); `mask[i] = 255` leaves that dst partition as it is. Bit copy.
     StreamShuffle { dst: Tile, src: Tile, mask: Vec<u8> },
+    /// Per partition, for each of the 8 `vals` in order: the first element of the (partly
+    /// replaced) data equal to it becomes `imm`, and its index goes to `indices` (0 when none).
+    MatchReplace8 { dst: Tile, data: Tile, vals: Tile, imm: f32, indices: Option<Tile> },
 }
 
 /// How an instruction uses a tile.
@@ -605,6 +608,7 @@ impl Op {
             Op::DmaIndirect { .. } => "dma_indirect",
             Op::TensorScalarCumulative { .. } => "tensor_scalar_cumulative",
             Op::StreamShuffle { .. } => "nc_stream_shuffle",
+            Op::MatchReplace8 { .. } => "nc_match_replace8",
         }
     }
 
@@ -638,6 +642,7 @@ impl Op {
             Op::DmaIndirect { .. } => 24,
             Op::TensorScalarCumulative { .. } => 25,
             Op::StreamShuffle { .. } => 26,
+            Op::MatchReplace8 { .. } => 27,
         };
         &crate::OPCODES[row]
     }
@@ -721,6 +726,14 @@ impl Op {
                 f(data, Read);
                 f(vals, Read);
                 f(dst, Write);
+            }
+            Op::MatchReplace8 { dst, data, vals, indices, .. } => {
+                f(data, Read);
+                f(vals, Read);
+                f(dst, Write);
+                if let Some(i) = indices {
+                    f(i, Write);
+                }
             }
             Op::LocalGather { dst, src, index, .. } => {
                 f(src, Read);

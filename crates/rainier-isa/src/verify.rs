@@ -503,6 +503,17 @@ impl Checker<'_> {
                     }
                 }
             }
+            Op::MatchReplace8 { dst, data, vals, indices, .. } => {
+                self.top8_source("data", data);
+                self.same_shape("data", data, "dst", dst);
+                self.eight_per_partition("vals", vals, data);
+                if let Some(i) = indices {
+                    self.eight_per_partition("indices", i, data);
+                    if i.dtype.is_float() {
+                        self.fail(format!("indices must have an integer dtype, not {}", i.dtype));
+                    }
+                }
+            }
             Op::StreamShuffle { dst, src, mask } => {
                 if dst.dtype != src.dtype || dst.free_len() != src.free_len() {
                     self.fail("dst and src must have the same dtype and elements per partition");

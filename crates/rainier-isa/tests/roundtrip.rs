@@ -274,6 +274,9 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
             }),
         (tile(), tile(), prop::collection::vec(any::<u8>(), 1..40))
             .prop_map(|(dst, src, mask)| Op::StreamShuffle { dst, src, mask }),
+        (tile(), tile(), tile(), imm(), prop::option::of(tile())).prop_map(
+            |(dst, data, vals, imm, indices)| Op::MatchReplace8 { dst, data, vals, imm, indices }
+        ),
     ]
 }
 

@@ -192,6 +192,10 @@ impl<'a> Lowering<'a> {
     fn scalar(&self, s: &ScalarSpec) -> Result<ScalarOperand, NkiError> {
         Ok(match s {
             ScalarSpec::Imm(v) => ScalarOperand::Imm(*v),
+            ScalarSpec::Named(n) => ScalarOperand::Imm(
+                crate::trace::named_f32(n)
+                    .ok_or_else(|| NkiError::Input(format!("not a number in the trace: '{n}'")))?,
+            ),
             ScalarSpec::Tile(a) => ScalarOperand::Vector(self.tile(a)?),
         })
     }
@@ -344,6 +348,16 @@ impl<'a> Lowering<'a> {
                     op1: alu_of(op1)?,
                     reduce_cmd: reduce_cmd_of(reduce_cmd)?,
                     init: init.as_ref().map(|i| self.scalar(i)).transpose()?,
+                },
+            ),
+            OpSpec::MatchReplace8 { dst, data, vals, imm, indices } => (
+                Engine::Vector,
+                Op::MatchReplace8 {
+                    dst: t(dst)?,
+                    data: t(data)?,
+                    vals: t(vals)?,
+                    imm: *imm,
+                    indices: indices.as_ref().map(t).transpose()?,
                 },
             ),
             OpSpec::StreamShuffle { dst, src, mask } => (

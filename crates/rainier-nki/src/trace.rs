@@ -94,7 +94,35 @@ pub struct Access {
 #[serde(untagged)]
 pub enum ScalarSpec {
     Imm(f32),
+    /// A non-finite immediate, which JSON cannot write as a number: `"inf"`, `"-inf"`, `"nan"`.
+    Named(String),
     Tile(Access),
+}
+
+/// A float that may be non-finite (`"inf"`, `"-inf"`, `"nan"` in JSON).
+fn de_f32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        F(f32),
+        S(String),
+    }
+    match Repr::deserialize(d)? {
+        Repr::F(v) => Ok(v),
+        Repr::S(s) => {
+            named_f32(&s).ok_or_else(|| serde::de::Error::custom(format!("not a number: '{s}'")))
+        }
+    }
+}
+
+/// `"inf"`, `"-inf"` or `"nan"` as an f32.
+pub fn named_f32(s: &str) -> Option<f32> {
+    match s {
+        "inf" => Some(f32::INFINITY),
+        "-inf" => Some(f32::NEG_INFINITY),
+        "nan" => Some(f32::NAN),
+        _ => None,
+    }
 }
 
 /// One stage of `tensor_scalar`.
@@ -176,6 +204,7 @@ pub enum OpSpec {
     },
     Memset {
         dst: Access,
+        #[serde(deserialize_with = "de_f32")]
         value: f32,
         engine: String,
     },
@@ -209,6 +238,7 @@ pub enum OpSpec {
         base: i32,
         channel_multiplier: i32,
         steps: Vec<i32>,
+        #[serde(deserialize_with = "de_f32")]
         on_false: f32,
     },
     TensorTensorScan {
@@ -276,6 +306,7 @@ pub enum OpSpec {
         cmp1: String,
         #[serde(default)]
         range_start: i32,
+        #[serde(deserialize_with = "de_f32")]
         on_false: f32,
         reduce_cmd: String,
         #[serde(default)]
@@ -313,6 +344,16 @@ pub enum OpSpec {
         dst: Access,
         src: Access,
         mask: Vec<u8>,
+    },
+    #[serde(rename = "nc_match_replace8")]
+    MatchReplace8 {
+        dst: Access,
+        data: Access,
+        vals: Access,
+        #[serde(deserialize_with = "de_f32")]
+        imm: f32,
+        #[serde(default)]
+        indices: Option<Access>,
     },
     LocalGather {
         dst: Access,
@@ -362,6 +403,14 @@ impl OpSpec {
                     v.push((t, false));
                 }
                 v.push((dst, true));
+            }
+            OpSpec::MatchReplace8 { dst, data, vals, indices, .. } => {
+                v.push((data, false));
+                v.push((vals, false));
+                v.push((dst, true));
+                if let Some(i) = indices {
+                    v.push((i, true));
+                }
             }
             OpSpec::StreamShuffle { dst, src, .. } => {
                 v.push((src, false));
@@ -490,6 +539,7 @@ impl OpSpec {
             OpSpec::LocalGather { .. } => "local_gather",
             OpSpec::PartitionReduce { .. } => "tensor_partition_reduce",
             OpSpec::StreamShuffle { .. } => "nc_stream_shuffle",
+            OpSpec::MatchReplace8 { .. } => "nc_match_replace8",
             OpSpec::TensorScalarCumulative { .. } => "tensor_scalar_cumulative",
             OpSpec::RangeSelect { .. } => "range_select",
             OpSpec::SelectReduce { .. } => "select_reduce",

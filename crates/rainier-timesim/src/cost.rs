@@ -141,8 +141,9 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
         Op::Max8 { src, .. } => plain(min_ii.max(stream(src.free_len()))),
         Op::FindIndex8 { data, .. } => plain(min_ii.max(stream(data.free_len()))),
         Op::Reciprocal { src, .. } => plain(min_ii.max(stream(8 * src.free_len()))),
-        // [N-isa-226]: `max(MIN_II, N)`.
+        // [N-isa-226]: `max(MIN_II, N)` (nc_match_replace8's page says `min`, taken as a typo).
         Op::StreamShuffle { src, .. } => plain(min_ii.max(stream(src.free_len()))),
+        Op::MatchReplace8 { data, .. } => plain(min_ii.max(stream(data.free_len()))),
         // Unpublished: as tensor_scalar on the Vector engine, `max(MIN_II, N)` (assumption).
         Op::TensorScalarCumulative { src, .. } => plain(min_ii.max(stream(src.free_len()))),
         // range_select `max(MIN_II, N)` [N-isa-226]; select_reduce as select (assumption).

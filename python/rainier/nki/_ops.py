@@ -114,10 +114,20 @@ def take_zero(v: View) -> bool:
     return False
 
 
+def fnum(x):
+    """A float for the trace (JSON has no inf or nan: those go as strings)."""
+    v = float(x)
+    if v != v:
+        return "nan"
+    if v in (float("inf"), float("-inf")):
+        return "inf" if v > 0 else "-inf"
+    return v
+
+
 def scalar_operand(x):
     if isinstance(x, View):
         return acc(x)
-    return float(x)
+    return fnum(x)
 
 
 def is_scalar(x) -> bool:
@@ -178,7 +188,7 @@ def tiles_of(v: View):
 def emit_memset(dst: View, value, engine="vector"):
     last = None
     for d in tiles_of(dst):
-        last = _emit({"op": "memset", "dst": d.access(), "value": float(value), "engine": engine}, d)
+        last = _emit({"op": "memset", "dst": d.access(), "value": fnum(value), "engine": engine}, d)
     return last
 
 
@@ -286,7 +296,7 @@ def emit_range_select(dst, src, bound0, bound1, cmp0, cmp1, range_start=0, on_fa
     op = {"op": "range_select", "dst": acc(dst), "src": acc(src), "bound0": acc(bound0),
           "bound1": acc(bound1), "cmp0": alu(cmp0), "cmp1": alu(cmp1),
           "range_start": int(range_start),
-          "on_false": float(np.finfo(np.float32).min if on_false is None else on_false),
+          "on_false": fnum(np.finfo(np.float32).min if on_false is None else on_false),
           "reduce_cmd": reduce_cmd_name(reduce_cmd)}
     if reduce is not None:
         op["reduce"] = acc(reduce)
@@ -313,6 +323,14 @@ def emit_cumulative(dst, src, op0, imm0, op1, imm1=None, reduce_cmd=None, revers
           "reduce_cmd": cmd}
     if imm1 is not None:
         op["init"] = scalar_operand(imm1)
+    return _emit(op, dst)
+
+
+def emit_match_replace8(dst, data, vals, imm, indices=None):
+    op = {"op": "nc_match_replace8", "dst": acc(dst), "data": acc(data), "vals": acc(vals),
+          "imm": fnum(imm)}
+    if indices is not None:
+        op["indices"] = acc(indices)
     return _emit(op, dst)
 
 

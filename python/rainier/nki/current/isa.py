@@ -137,7 +137,7 @@ def affine_select(dst, pattern, channel_multiplier, on_true_tile, on_false_value
     cmp = o.ALU[o.op_name(cmp_op)] if cmp_op is not None else "eq"
     c.tracer().emit({"op": "affine_select", "dst": o.acc(d), "src": o.acc(s), "cmp": cmp,
                      "base": int(offset), "channel_multiplier": int(channel_multiplier),
-                     "steps": steps, "on_false": float(on_false_value)})
+                     "steps": steps, "on_false": o.fnum(on_false_value)})
 
 
 def tensor_tensor_scan(dst, data0, data1, initial, op0, op1, reverse0=False, reverse1=False,
@@ -204,6 +204,10 @@ def tensor_scalar_cumulative(dst, src, op0, op1, imm0, imm1=None, reduce_cmd=Non
 
 def nc_stream_shuffle(dst, src, shuffle_mask, name=None, **_):
     o.emit_stream_shuffle(dst, src, shuffle_mask)
+
+
+def nc_match_replace8(dst, data, vals, imm, dst_idx=None, name=None, **_):
+    o.emit_match_replace8(dst, data, vals, imm, dst_idx)
 
 
 def max8(dst, src, name=None, **_):

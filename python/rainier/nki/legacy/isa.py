@@ -130,7 +130,7 @@ def affine_select(pred, on_true_tile, on_false_value, mask=None, dtype=None, **_
     steps = steps + [0] * (len(out.shape) - 1 - len(steps))
     i = c.tracer().emit({"op": "affine_select", "dst": o.acc(r[0]), "src": o.acc(r[1]), "cmp": cmp,
                          "base": base, "channel_multiplier": cm, "steps": steps,
-                         "on_false": float(on_false_value)})
+                         "on_false": o.fnum(on_false_value)})
     return o.produced(out, i, o.mask_ranges(mask))
 
 
@@ -282,6 +282,16 @@ def nc_stream_shuffle(src, dst, shuffle_mask, dtype=None, mask=None, **_):
     o.emit_stream_shuffle(r[0], r[1], shuffle_mask)
 
 
+def nc_match_replace8(data, vals, imm, dst_idx=None, mask=None, dtype=None, **_):
+    """``data`` with the first match of each of the 8 ``vals`` replaced by ``imm``."""
+    out = o.fresh(data.shape, dtype or data.dtype)
+    r = o.masked(mask, out, data)
+    if r is None:
+        return out
+    i = o.emit_match_replace8(r[0], r[1], vals, imm, dst_idx)
+    return o.produced(out, i, o.mask_ranges(mask))
+
+
 def max8(src, mask=None, dtype=None, **_):
     """The 8 largest values of each partition, descending: ``[P, 8]``."""
     out = o.fresh((src.partitions, 8), dtype or src.dtype)
@@ -308,7 +318,7 @@ def dma_transpose(src, axes=None, mask=None, dtype=None, **_):
     return o.produced(out, i) if i is not None else out
 
 
-for _name in ("dropout", "nc_match_replace8", "nc_stream_shuffle", "sequence_bounds", "tensor_copy_dynamic_dst",
+for _name in ("dropout", "nc_stream_shuffle", "sequence_bounds", "tensor_copy_dynamic_dst",
               "tensor_copy_dynamic_src",
               "builtin_custom_op", "nc_matmul_mx", "quantize_mx"):
     if _name not in globals():
