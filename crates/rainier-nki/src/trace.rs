@@ -116,7 +116,7 @@ fn de_f32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
 }
 
 /// `"inf"`, `"-inf"` or `"nan"` as an f32.
-pub fn named_f32(s: &str) -> Option<f32> {
+pub(crate) fn named_f32(s: &str) -> Option<f32> {
     match s {
         "inf" => Some(f32::INFINITY),
         "-inf" => Some(f32::NEG_INFINITY),
