@@ -124,7 +124,7 @@ def test_python_error_in_kernel_keeps_its_line(k, rng):
 
 def test_unsupported_api_names_itself(k, rng):
     x = rng.standard_normal((128, 512)).astype(np.float32)
-    with pytest.raises(rn.NotSupportedError, match=r"not supported by Rainier: nki\.isa\.dropout \(.*small_kernels\.py:61\)"):
+    with pytest.raises(rn.NotSupportedError, match=r"not supported by Rainier: nl\.softplus \(.*small_kernels\.py:61\)"):
         rn.run(k.uses_unsupported, x)
 
 

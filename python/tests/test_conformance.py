@@ -26,9 +26,6 @@ KNOWN = {
             "docs say the hardware does); Rainier's fp8 casts saturate to ±max (docs/isa.md), "
             "a numerics question named in docs/nki.md; bf16, fp16 and fp32 match",
     },
-    "test_nki_isa_dropout": {"*": "nki.isa.dropout needs the engines' random-number generator (not modelled)"},
-    "test_nki_isa_sequence_bounds": {"*": "nki.isa.sequence_bounds is not in Rainier's ISA yet"},
-    "test_nki_nl_gather_flattened": {"import": "nl.gather_flattened (indirect gather) is not modelled"},
 }
 
 

@@ -637,6 +637,74 @@ impl Machine {
                 }
                 self.write_tile(dst, &x)
             }
+            Op::Gather { dst, src, index } => {
+                let idx = self.read_tile(index)?;
+                let (rs, a_src) = self.tile_addresses(src)?;
+                let (rd, a_dst) = self.tile_addresses(dst)?;
+                let (n, k) = (src.free_len() as usize, index.free_len() as usize);
+                let esz = src.dtype.size_bytes();
+                let mut from = Vec::with_capacity(a_dst.len());
+                for (i, &v) in idx.iter().enumerate() {
+                    let p = i / k.max(1);
+                    if v < 0.0 || v as usize >= n {
+                        return Err(ExecError::IndexOutOfRange(format!(
+                            "index {v} is out of bounds for axis 1 with size {n}"
+                        )));
+                    }
+                    from.push(a_src[p * n + v as usize]);
+                }
+                let bytes = self.read_raw(rs, &from, esz);
+                self.write_raw(rd, &a_dst, esz, &bytes);
+                Ok(())
+            }
+            Op::SequenceBounds { dst, src } => {
+                let x = self.read_tile(src)?;
+                let n = (src.free_len() as usize).max(1);
+                let mut out = Vec::with_capacity(2 * x.len());
+                for row in x.chunks(n) {
+                    let (mut lo, mut hi) = (vec![0.0f32; n], vec![0.0f32; n]);
+                    for i in 0..n {
+                        lo[i] = if row[i] == 0.0 {
+                            n as f32
+                        } else if i > 0 && row[i] == row[i - 1] {
+                            lo[i - 1]
+                        } else {
+                            i as f32
+                        };
+                    }
+                    for i in (0..n).rev() {
+                        hi[i] = if row[i] == 0.0 {
+                            -1.0
+                        } else if i + 1 < n && row[i] == row[i + 1] {
+                            hi[i + 1]
+                        } else {
+                            (i + 1) as f32
+                        };
+                    }
+                    out.extend(lo);
+                    out.extend(hi);
+                }
+                self.write_tile(dst, &out)
+            }
+            Op::Dropout { dst, src, prob, seed } => {
+                let x = self.read_tile(src)?;
+                let f = (src.free_len() as usize).max(1);
+                let p = self.scalar_values(prob, src.partitions as usize)?;
+                let out: Vec<f32> = x
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        let part = src.start_partition as u64 + (i / f) as u64;
+                        let u = uniform(*seed, part, (i % f) as u64);
+                        if u < p[i / f] {
+                            0.0
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                self.write_tile(dst, &out)
+            }
             Op::StreamShuffle { dst, src, mask } => {
                 let (rs, a_src) = self.tile_addresses(src)?;
                 let esz = src.dtype.size_bytes();
@@ -1035,4 +1103,14 @@ fn aggregate(row: &[f32]) -> [f32; 2] {
         return [0.0, 0.0];
     }
     [mean, m2 / n]
+}
+
+/// A uniform value in [0, 1) for element `e` of partition `p` under `seed`: SplitMix64 of the
+/// three, the top 24 bits as an fp32 fraction. Deterministic; not the engines' RNG stream.
+fn uniform(seed: u32, p: u64, e: u64) -> f32 {
+    let mut z = (u64::from(seed) << 40 ^ p << 32 ^ e).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 40) as f32 / (1u64 << 24) as f32
 }

@@ -530,6 +530,72 @@ proptest! {
         }
     }
 
+    /// gather (nl.gather_flattened) against take_along_axis, sequence_bounds against the SDK's
+    /// NumPy algorithm, dropout by its statistics (kept values exact, drop rate within 5
+    /// standard deviations of prob, the same mask for the same seed).
+    #[test]
+    fn gather_sequence_bounds_dropout(seed: u64, parts in 1u32..=128, n in 2u64..=256, k in 1u64..=64, d in dtype(), prob in 0.05f32..0.95) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let (p0, parts) = partition_range(parts, seed as u32);
+        let (nu, ku) = (n as usize, k as usize);
+        let src = a.tile(Memory::Sbuf, p0, parts, d, &[n], 0);
+        let x = fill(&mut m, &src, &mut r, -8.0, 8.0);
+        let index = a.tile(Memory::Sbuf, p0, parts, DType::U32, &[k], 0);
+        let iv: Vec<f32> = (0..parts as u64 * k).map(|_| rand::Rng::gen_range(&mut r, 0..n) as f32).collect();
+        m.write_tile(&index, &iv).unwrap_or_else(|e| panic!("{e}"));
+        let dst = a.tile(Memory::Sbuf, p0, parts, d, &[k], 0);
+        m.execute(&Op::Gather { dst: dst.clone(), src: src.clone(), index }).unwrap_or_else(|e| panic!("{e}"));
+        let got = read(&m, &dst);
+        for p in 0..parts as usize {
+            for j in 0..ku {
+                prop_assert!(same(got[p * ku + j], x[p * nu + iv[p * ku + j] as usize]));
+            }
+        }
+        // sequence_bounds on sorted ids with padding zeros.
+        let ids = a.tile(Memory::Sbuf, p0, parts, DType::F32, &[n], 0);
+        let mut idv: Vec<f32> = Vec::new();
+        for _ in 0..parts {
+            let mut row: Vec<f32> = (0..n).map(|_| rand::Rng::gen_range(&mut r, 0..6) as f32).collect();
+            row.sort_by(f32::total_cmp);
+            idv.extend(row);
+        }
+        m.write_tile(&ids, &idv).unwrap_or_else(|e| panic!("{e}"));
+        let bounds = a.tile(Memory::Sbuf, p0, parts, DType::F32, &[2, n], 0);
+        m.execute(&Op::SequenceBounds { dst: bounds.clone(), src: ids }).unwrap_or_else(|e| panic!("{e}"));
+        let b = read(&m, &bounds);
+        for p in 0..parts as usize {
+            let s = &idv[p * nu..(p + 1) * nu];
+            for i in 0..nu {
+                let (lo, hi) = if s[i] == 0.0 {
+                    (nu as f64, -1.0)
+                } else {
+                    let first = (0..=i).rev().take_while(|&j| s[j] == s[i]).last().unwrap_or(i);
+                    let last = (i..nu).take_while(|&j| s[j] == s[i]).last().unwrap_or(i);
+                    (first as f64, (last + 1) as f64)
+                };
+                prop_assert_eq!(b[p * 2 * nu + i], lo);
+                prop_assert_eq!(b[p * 2 * nu + nu + i], hi);
+            }
+        }
+        // dropout
+        let out = a.tile(Memory::Sbuf, p0, parts, d, &[n], 0);
+        let drop = |m: &mut rainier_funcsim::Machine, s: u32| {
+            m.execute(&Op::Dropout { dst: out.clone(), src: src.clone(), prob: ScalarOperand::Imm(prob), seed: s }).unwrap_or_else(|e| panic!("{e}"));
+            read(m, &out)
+        };
+        let y = drop(&mut m, 7);
+        let zeros = y.iter().zip(&x).filter(|(v, xv)| **v == 0.0 && **xv != 0.0).count() as f64;
+        for (v, xv) in y.iter().zip(&x) {
+            prop_assert!(*v == 0.0 || same(*v, *xv));
+        }
+        let total = x.iter().filter(|v| **v != 0.0).count() as f64;
+        let sd = (total * f64::from(prob) * (1.0 - f64::from(prob))).sqrt();
+        prop_assert!((zeros - total * f64::from(prob)).abs() <= 5.0 * sd + 1.0, "{zeros} of {total} dropped at p = {prob}");
+        prop_assert_eq!(drop(&mut m, 7), y);
+    }
+
     #[test]
     fn tensor_reduce(seed: u64, parts in 1u32..=128, sz in sizes(), din in dtype(), axes_pick in 0usize..3,
                      op in prop::sample::select(ReduceOp::ALL.to_vec()), negate: bool) {

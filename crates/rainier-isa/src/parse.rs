@@ -587,7 +587,8 @@ fn operand_count(op: &str) -> usize {
         | "select_reduce"
         | "local_gather"
         | "dma_indirect"
-        | "nc_match_replace8" => 3,
+        | "nc_match_replace8"
+        | "gather" => 3,
         "select" | "range_select" => 4,
         _ => 2,
     }
@@ -766,6 +767,16 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
         }
         "bn_stats" => Op::BnStats { dst: next(), src: next() },
         "max8" => Op::Max8 { dst: next(), src: next() },
+        "gather" => Op::Gather { dst: next(), src: next(), index: next() },
+        "sequence_bounds" => Op::SequenceBounds { dst: next(), src: next() },
+        "dropout" => {
+            let (dst, src) = (next(), next());
+            let prob = opts
+                .scalar("prob")?
+                .ok_or_else(|| opts.err(op_col, "missing option prob=IMM|TILE".into()))?;
+            let seed = opts.int("seed", 0, i64::from(u32::MAX))?.unwrap_or(0) as u32;
+            Op::Dropout { dst, src, prob, seed }
+        }
         "nc_match_replace8" => {
             let (dst, data, vals) = (next(), next(), next());
             let imm = opts.required_f32("imm", op_col)?;

@@ -165,6 +165,14 @@ impl Program {
                 }
                 vec![dst.to_string(), data.to_string(), vals.to_string()]
             }
+            Op::Gather { dst, src, index } => {
+                vec![dst.to_string(), src.to_string(), index.to_string()]
+            }
+            Op::SequenceBounds { dst, src } => vec![dst.to_string(), src.to_string()],
+            Op::Dropout { dst, src, prob, seed } => {
+                opts.push(format!("prob={} seed={seed}", scalar(prob)));
+                vec![dst.to_string(), src.to_string()]
+            }
             Op::StreamShuffle { dst, src, mask } => {
                 let m: Vec<String> = mask.iter().map(u8::to_string).collect();
                 opts.push(format!("mask=[{}]", m.join(", ")));

@@ -247,6 +247,30 @@ pub static OPCODES: &[OpcodeInfo] = &[
         semantics: "per partition, for j = 0..7 in order: the first element of the data (as replaced so far, fp32 comparison) equal to vals[j] becomes imm, and indices[j] = its row-major index (0 when there is none); dst = the replaced data cast to dst",
         rules: "data and dst the same shape, 8 to 16384 elements per partition; vals and indices [P, 8]; indices an integer dtype",
     },
+    OpcodeInfo {
+        name: "gather",
+        engines: &[GpSimd],
+        operands: "dst [P, K], src [P, N], index [P, K] (integer)",
+        options: "",
+        semantics: "per partition, dst[p, j] = src[p, index[p, j]] over the row-major flattened free elements, a bit copy (nl.gather_flattened); an index past the row is an error (garbage on hardware)",
+        rules: "the same partitions; dst free size = index free size; dst dtype = src dtype; index an integer dtype",
+    },
+    OpcodeInfo {
+        name: "sequence_bounds",
+        engines: &[GpSimd],
+        operands: "dst [P, 2, N], src [P, N]",
+        options: "",
+        semantics: "per partition, with s the segment ids: dst[p, 0, i] = the index of the first element of the run of equal ids containing i, dst[p, 1, i] = one past its last; an id of 0 is padding with bounds (N, -1); cast to dst",
+        rules: "dst the partitions of src and 2N elements",
+    },
+    OpcodeInfo {
+        name: "dropout",
+        engines: &[Vector],
+        operands: "dst, src",
+        options: "prob=IMM|TILE[P,1] [seed=INT]",
+        semantics: "dst[p, i] = u(p, i) < prob[p] ? 0 : src[p, i], u uniform in [0, 1) from a counter-based generator (SplitMix64 of seed, partition, element): deterministic, and not the engine's RNG stream (assumption)",
+        rules: "src and dst the same shape; a tile prob is [P, 1]",
+    },
 ];
 
 /// The table row of `name`.

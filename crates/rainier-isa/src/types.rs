@@ -566,6 +566,14 @@ pub enum Op {
     /// Per partition, for each of the 8 `vals` in order: the first element of the (partly
     /// replaced) data equal to it becomes `imm`, and its index goes to `indices` (0 when none).
     MatchReplace8 { dst: Tile, data: Tile, vals: Tile, imm: f32, indices: Option<Tile> },
+    /// Per partition, `dst[p, j] = src[p, index[p, j]]` over the flattened free dims.
+    Gather { dst: Tile, src: Tile, index: Tile },
+    /// Per partition, for each segment id: `dst[p, 0, i]` = the first and `dst[p, 1, i]` = one
+    /// past the last index of the run of equal ids containing `i`; id 0 is padding (`n`, `-1`).
+    SequenceBounds { dst: Tile, src: Tile },
+    /// `dst = u < prob ? 0 : src` with `u` uniform in [0, 1) per element from a deterministic
+    /// counter-based generator seeded by `seed` (the engine's RNG stream is not modelled).
+    Dropout { dst: Tile, src: Tile, prob: ScalarOperand, seed: u32 },
 }
 
 /// How an instruction uses a tile.
@@ -609,6 +617,9 @@ impl Op {
             Op::TensorScalarCumulative { .. } => "tensor_scalar_cumulative",
             Op::StreamShuffle { .. } => "nc_stream_shuffle",
             Op::MatchReplace8 { .. } => "nc_match_replace8",
+            Op::Gather { .. } => "gather",
+            Op::SequenceBounds { .. } => "sequence_bounds",
+            Op::Dropout { .. } => "dropout",
         }
     }
 
@@ -643,6 +654,9 @@ impl Op {
             Op::TensorScalarCumulative { .. } => 25,
             Op::StreamShuffle { .. } => 26,
             Op::MatchReplace8 { .. } => 27,
+            Op::Gather { .. } => 28,
+            Op::SequenceBounds { .. } => 29,
+            Op::Dropout { .. } => 30,
         };
         &crate::OPCODES[row]
     }
@@ -713,8 +727,21 @@ impl Op {
             | Op::BnAggr { dst, src }
             | Op::Max8 { dst, src }
             | Op::Reciprocal { dst, src }
-            | Op::PartitionReduce { dst, src, .. } => {
+            | Op::PartitionReduce { dst, src, .. }
+            | Op::SequenceBounds { dst, src } => {
                 f(src, Read);
+                f(dst, Write);
+            }
+            Op::Gather { dst, src, index } => {
+                f(src, Read);
+                f(index, Read);
+                f(dst, Write);
+            }
+            Op::Dropout { dst, src, prob, .. } => {
+                f(src, Read);
+                if let ScalarOperand::Vector(t) = prob {
+                    f(t, Read);
+                }
                 f(dst, Write);
             }
             Op::StreamShuffle { dst, src, mask } => {

@@ -514,6 +514,35 @@ impl Checker<'_> {
                     }
                 }
             }
+            Op::Gather { dst, src, index } => {
+                if dst.partitions != src.partitions || index.partitions != src.partitions {
+                    self.fail("dst, src and index must span the same partitions");
+                }
+                if dst.free_len() != index.free_len() {
+                    self.fail(format!(
+                        "dst has {} elements per partition but index has {}",
+                        dst.free_len(),
+                        index.free_len()
+                    ));
+                }
+                if dst.dtype != src.dtype {
+                    self.fail("gather copies bits: dst dtype must equal src dtype");
+                }
+                if index.dtype.is_float() {
+                    self.fail(format!("index must have an integer dtype, not {}", index.dtype));
+                }
+            }
+            Op::SequenceBounds { dst, src } => {
+                if dst.partitions != src.partitions || dst.free_len() != 2 * src.free_len() {
+                    self.fail(format!("dst must be [{}, 2, {}]", src.partitions, src.free_len()));
+                }
+            }
+            Op::Dropout { dst, src, prob, .. } => {
+                self.same_shape("src", src, "dst", dst);
+                if let ScalarOperand::Vector(v) = prob {
+                    self.per_partition("prob", v, src);
+                }
+            }
             Op::StreamShuffle { dst, src, mask } => {
                 if dst.dtype != src.dtype || dst.free_len() != src.free_len() {
                     self.fail("dst and src must have the same dtype and elements per partition");

@@ -171,6 +171,9 @@ tensor_partition_reduce sb[0:1]@0:f32[8], sb[0:16]@64:f32[8] op=add
 dma_indirect sb[0:1]@0:f32[4], a, sb[0:1]@64:i32[1] oob=skip
 tensor_scalar_cumulative sb[0:1]@0:f32[4], sb[0:1]@16:f32[4] op0=multiply operand0=2 op1=add
 nc_match_replace8 sb[0:1]@0:f32[16], sb[0:1]@64:f32[16], sb[0:1]@128:f32[8] imm=0 indices=sb[0:1]@160:u32[8]
+gather sb[0:1]@0:f32[4], sb[0:1]@16:f32[8], sb[0:1]@64:u32[4]
+sequence_bounds sb[0:1]@0:f32[8], sb[0:1]@64:f32[4]
+dropout sb[0:1]@0:f32[4], sb[0:1]@16:f32[4] prob=0.5 seed=3
 nc_stream_shuffle sb[0:32]@0:f32[4], sb[0:32]@16:f32[4] mask=[1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 255]
 ",
     )

@@ -277,6 +277,14 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
         (tile(), tile(), tile(), imm(), prop::option::of(tile())).prop_map(
             |(dst, data, vals, imm, indices)| Op::MatchReplace8 { dst, data, vals, imm, indices }
         ),
+        (tile(), tile(), tile()).prop_map(|(dst, src, index)| Op::Gather { dst, src, index }),
+        (tile(), tile()).prop_map(|(dst, src)| Op::SequenceBounds { dst, src }),
+        (tile(), tile(), scalar(), any::<u32>()).prop_map(|(dst, src, prob, seed)| Op::Dropout {
+            dst,
+            src,
+            prob,
+            seed
+        }),
     ]
 }
 

@@ -360,6 +360,16 @@ impl<'a> Lowering<'a> {
                     indices: indices.as_ref().map(t).transpose()?,
                 },
             ),
+            OpSpec::Gather { dst, src, index } => {
+                (Engine::GpSimd, Op::Gather { dst: t(dst)?, src: t(src)?, index: t(index)? })
+            }
+            OpSpec::SequenceBounds { dst, src } => {
+                (Engine::GpSimd, Op::SequenceBounds { dst: t(dst)?, src: t(src)? })
+            }
+            OpSpec::Dropout { dst, src, prob, seed } => (
+                Engine::Vector,
+                Op::Dropout { dst: t(dst)?, src: t(src)?, prob: self.scalar(prob)?, seed: *seed },
+            ),
             OpSpec::StreamShuffle { dst, src, mask } => (
                 Engine::Vector,
                 Op::StreamShuffle { dst: t(dst)?, src: t(src)?, mask: mask.clone() },

@@ -345,6 +345,22 @@ pub enum OpSpec {
         src: Access,
         mask: Vec<u8>,
     },
+    Gather {
+        dst: Access,
+        src: Access,
+        index: Access,
+    },
+    SequenceBounds {
+        dst: Access,
+        src: Access,
+    },
+    Dropout {
+        dst: Access,
+        src: Access,
+        prob: ScalarSpec,
+        #[serde(default)]
+        seed: u32,
+    },
     #[serde(rename = "nc_match_replace8")]
     MatchReplace8 {
         dst: Access,
@@ -411,6 +427,22 @@ impl OpSpec {
                 if let Some(i) = indices {
                     v.push((i, true));
                 }
+            }
+            OpSpec::Gather { dst, src, index } => {
+                v.push((src, false));
+                v.push((index, false));
+                v.push((dst, true));
+            }
+            OpSpec::SequenceBounds { dst, src } => {
+                v.push((src, false));
+                v.push((dst, true));
+            }
+            OpSpec::Dropout { dst, src, prob, .. } => {
+                v.push((src, false));
+                if let ScalarSpec::Tile(t) = prob {
+                    v.push((t, false));
+                }
+                v.push((dst, true));
             }
             OpSpec::StreamShuffle { dst, src, .. } => {
                 v.push((src, false));
@@ -539,6 +571,9 @@ impl OpSpec {
             OpSpec::LocalGather { .. } => "local_gather",
             OpSpec::PartitionReduce { .. } => "tensor_partition_reduce",
             OpSpec::StreamShuffle { .. } => "nc_stream_shuffle",
+            OpSpec::Gather { .. } => "gather",
+            OpSpec::SequenceBounds { .. } => "sequence_bounds",
+            OpSpec::Dropout { .. } => "dropout",
             OpSpec::MatchReplace8 { .. } => "nc_match_replace8",
             OpSpec::TensorScalarCumulative { .. } => "tensor_scalar_cumulative",
             OpSpec::RangeSelect { .. } => "range_select",

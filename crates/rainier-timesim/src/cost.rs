@@ -144,6 +144,11 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
         // [N-isa-226]: `max(MIN_II, N)` (nc_match_replace8's page says `min`, taken as a typo).
         Op::StreamShuffle { src, .. } => plain(min_ii.max(stream(src.free_len()))),
         Op::MatchReplace8 { data, .. } => plain(min_ii.max(stream(data.free_len()))),
+        // dropout `max(MIN_II, N)` [N-isa-226]; gather and sequence_bounds are unpublished:
+        // GpSimd `150 + K` and `150 + 2N` (assumptions).
+        Op::Dropout { src, .. } => plain(min_ii.max(stream(src.free_len()))),
+        Op::Gather { index, .. } => plain(startup + stream(index.free_len())),
+        Op::SequenceBounds { src, .. } => plain(startup + stream(2 * src.free_len())),
         // Unpublished: as tensor_scalar on the Vector engine, `max(MIN_II, N)` (assumption).
         Op::TensorScalarCumulative { src, .. } => plain(min_ii.max(stream(src.free_len()))),
         // range_select `max(MIN_II, N)` [N-isa-226]; select_reduce as select (assumption).

@@ -385,7 +385,7 @@ for _name in ("abs", "sin", "cos", "tan", "arctan", "erf", "erf_dx", "gelu_dx",
               "ceil", "floor", "trunc", "sign", "power", "fmod", "mod", "bitwise_and",
               "bitwise_or", "bitwise_xor", "invert", "left_shift", "right_shift", "logical_and",
               "logical_or", "logical_xor", "logical_not", "abs_max", "abs_min",
-              "dropout", "random_seed", "gather_flattened", "atomic_rmw", "all_reduce",
+              "random_seed", "atomic_rmw", "all_reduce",
               "loop_reduce", "softmax", "rms_norm", "prod", "var", "all"):
     globals()[_name] = _missing(_name)
 
@@ -422,6 +422,16 @@ def mean(x, axis, dtype=None, mask=None, keepdims=False, **_):
 def where(condition, x, y, dtype=None, mask=None, **_):
     """``condition ? x : y`` elementwise (Vector engine ``select``)."""
     return o.where(condition, x, y, dtype=dtype, mask=mask)
+
+
+def gather_flattened(data, indices, mask=None, dtype=None, **_):
+    """``out[p, j] = data[p, indices[p, j]]`` over the flattened free dimensions."""
+    return o.gather(None, data, indices, dtype, mask)
+
+
+def dropout(x, rate, dtype=None, mask=None, **_):
+    """Zeros each element with probability ``rate`` (Vector engine ``dropout``; no rescaling)."""
+    return o.dropout(None, x, rate, dtype, mask)
 
 
 def rand(shape, dtype=np.float32, **_):

@@ -185,9 +185,25 @@ def tiles_of(v: View):
     return out
 
 
+def engine_partitions_ok(p0: int, n: int) -> bool:
+    """The engines' start-partition rule: more than 64 partitions start at 0, 33-64 at 0 or 64,
+    up to 32 at a multiple of 32 (docs/isa.md)."""
+    if n > 64:
+        return p0 == 0
+    if n > 32:
+        return p0 in (0, 64)
+    return p0 % 32 == 0
+
+
 def emit_memset(dst: View, value, engine="vector"):
     last = None
     for d in tiles_of(dst):
+        if d.tensor.buffer == "sbuf" and not engine_partitions_ok(d.p0, d.partitions):
+            # An engine cannot start there: set an aligned tile and move it by DMA.
+            tmp = fresh(d.shape, d.dtype)
+            _emit({"op": "memset", "dst": tmp.access(), "value": fnum(value), "engine": engine}, tmp)
+            last = emit_dma(d, tmp)
+            continue
         last = _emit({"op": "memset", "dst": d.access(), "value": fnum(value), "engine": engine}, d)
     return last
 
@@ -332,6 +348,40 @@ def emit_match_replace8(dst, data, vals, imm, indices=None):
     if indices is not None:
         op["indices"] = acc(indices)
     return _emit(op, dst)
+
+
+def gather(dst, data: View, indices: View, dtype=None, mask=None):
+    """``dst[p, j] = data[p, indices[p, j]]`` over flattened free dims (GpSimd)."""
+    if dst is None:
+        dst = fresh(indices.shape, dtype or data.dtype)
+    r = masked(mask, dst, indices)
+    if r is None:
+        return dst
+    i = _emit({"op": "gather", "dst": acc(r[0]), "src": acc(data), "index": acc(r[1])}, dst)
+    return produced(dst, i, mask_ranges(mask))
+
+
+def sequence_bounds(dst, segment_ids: View, dtype=None):
+    if dst is None:
+        dst = fresh((segment_ids.partitions, 2, segment_ids.free_size), dtype or segment_ids.dtype)
+    i = _emit({"op": "sequence_bounds", "dst": acc(dst), "src": acc(segment_ids)}, dst)
+    return produced(dst, i)
+
+
+def dropout(dst, data: View, prob, dtype=None, mask=None):
+    """Zeros each element with probability ``prob`` (a number or a ``[P, 1]`` tile). The mask
+    comes from a deterministic generator seeded per instruction, not the engine's RNG."""
+    t = c.tracer()
+    t.dropout_seed = getattr(t, "dropout_seed", 0) + 1
+    if dst is None:
+        dst = fresh(data.shape, dtype or data.dtype)
+    r = masked(mask, dst, data, prob if isinstance(prob, View) else None)
+    if r is None:
+        return dst
+    p = r[2] if r[2] is not None else prob
+    i = _emit({"op": "dropout", "dst": acc(r[0]), "src": acc(r[1]), "prob": scalar_operand(p),
+               "seed": t.dropout_seed}, dst)
+    return produced(dst, i, mask_ranges(mask))
 
 
 def emit_stream_shuffle(dst, src, shuffle_mask):

@@ -210,6 +210,14 @@ def nc_match_replace8(dst, data, vals, imm, dst_idx=None, name=None, **_):
     o.emit_match_replace8(dst, data, vals, imm, dst_idx)
 
 
+def sequence_bounds(dst, segment_ids, name=None, **_):
+    o.sequence_bounds(dst, segment_ids)
+
+
+def dropout(dst, data, prob, name=None, **_):
+    o.dropout(dst, data, prob)
+
+
 def max8(dst, src, name=None, **_):
     o.emit_simple("max8", dst, src=src)
 

@@ -292,6 +292,15 @@ def nc_match_replace8(data, vals, imm, dst_idx=None, mask=None, dtype=None, **_)
     return o.produced(out, i, o.mask_ranges(mask))
 
 
+def sequence_bounds(segment_ids, dtype=None, **_):
+    """Per element, the [start, end) of its run of equal segment ids: ``[P, 2, N]``."""
+    return o.sequence_bounds(None, segment_ids, dtype)
+
+
+def dropout(data, prob, mask=None, dtype=None, **_):
+    return o.dropout(None, data, prob, dtype, mask)
+
+
 def max8(src, mask=None, dtype=None, **_):
     """The 8 largest values of each partition, descending: ``[P, 8]``."""
     out = o.fresh((src.partitions, 8), dtype or src.dtype)
@@ -318,7 +327,7 @@ def dma_transpose(src, axes=None, mask=None, dtype=None, **_):
     return o.produced(out, i) if i is not None else out
 
 
-for _name in ("dropout", "nc_stream_shuffle", "sequence_bounds", "tensor_copy_dynamic_dst",
+for _name in ( "nc_stream_shuffle", "tensor_copy_dynamic_dst",
               "tensor_copy_dynamic_src",
               "builtin_custom_op", "nc_matmul_mx", "quantize_mx"):
     if _name not in globals():
