@@ -124,7 +124,7 @@ def test_python_error_in_kernel_keeps_its_line(k, rng):
 
 def test_unsupported_api_names_itself(k, rng):
     x = rng.standard_normal((128, 512)).astype(np.float32)
-    with pytest.raises(rn.NotSupportedError, match=r"not supported by Rainier: nl\.softplus \(.*small_kernels\.py:61\)"):
+    with pytest.raises(rn.NotSupportedError, match=r"not supported by Rainier: nl\.floor \(.*small_kernels\.py:61\)"):
         rn.run(k.uses_unsupported, x)
 
 
@@ -204,3 +204,26 @@ def test_lnc2_grid_runs_on_two_cores(k, rng, dim, tmp_path):
 def test_where_selects(k, rng):
     x = rng.standard_normal((128, 300)).astype(np.float32)
     np.testing.assert_array_equal(k.relu_by_where(x), np.where(x > 0, x, 0).astype(np.float32))
+
+
+def test_unary_functions_match_numpy(k, rng):
+    from math import erf
+
+    x = rng.uniform(-3, 3, (128, 64)).astype(np.float32)
+    xd = x.astype(np.float64)
+    verf = np.vectorize(erf)
+    sig = 1 / (1 + np.exp(-xd))
+    sp = np.log1p(np.exp(xd))
+    cdf = 0.5 * (1 + verf(xd / np.sqrt(2)))
+    want = {
+        "abs": np.abs(xd), "sign": np.sign(xd), "sin": np.sin(xd), "cos": np.cos(xd),
+        "arctan": np.arctan(xd), "erf": verf(xd), "erf_dx": 2 / np.sqrt(np.pi) * np.exp(-xd * xd),
+        "softplus": sp, "mish": xd * np.tanh(sp), "gelu_apprx_sigmoid": xd / (1 + np.exp(-1.702 * xd)),
+        "gelu_dx": cdf + xd * np.exp(-xd * xd / 2) / np.sqrt(2 * np.pi), "silu_dx": sig * (1 + xd * (1 - sig)),
+        "exp": np.exp(xd), "tanh": np.tanh(xd), "sigmoid": sig, "gelu": xd * cdf,
+        "gelu_apprx_tanh": 0.5 * xd * (1 + np.tanh(np.sqrt(2 / np.pi) * (xd + 0.044715 * xd ** 3))),
+        "silu": xd * sig, "relu": np.maximum(xd, 0), "square": xd * xd,
+    }
+    got = k.unary_functions(x)
+    for name, w in want.items():
+        close(got[name], w, np.float32, name)

@@ -103,8 +103,40 @@ fn act(func: ActFunc, x: f32) -> f32 {
         ActFunc::Rsqrt => 1.0 / x.sqrt(),
         ActFunc::Square => x * x,
         ActFunc::Reciprocal => 1.0 / x,
+        ActFunc::Abs => x.abs(),
+        ActFunc::Sign => {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                x
+            }
+        }
+        ActFunc::Sin => x.sin(),
+        ActFunc::Cos => x.cos(),
+        ActFunc::Tan => x.tan(),
+        ActFunc::Arctan => x.atan(),
+        ActFunc::Erf => libm::erf(x),
+        ActFunc::ErfDx => 2.0 / std::f64::consts::PI.sqrt() * (-x * x).exp(),
+        ActFunc::Softplus => softplus(x),
+        ActFunc::Mish => x * softplus(x).tanh(),
+        ActFunc::GeluApproxSigmoid => x / (1.0 + (-1.702 * x).exp()),
+        ActFunc::GeluDx => {
+            let cdf = 0.5 * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
+            cdf + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()
+        }
+        ActFunc::SiluDx => {
+            let s = 1.0 / (1.0 + (-x).exp());
+            s * (1.0 + x * (1.0 - s))
+        }
     };
     y as f32
+}
+
+/// `ln(1 + e^x)` without overflow.
+fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
 
 impl Machine {

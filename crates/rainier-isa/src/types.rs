@@ -314,10 +314,36 @@ pub enum ActFunc {
     Rsqrt,
     Square,
     Reciprocal,
+    /// `|x|`.
+    Abs,
+    /// -1, 0 or 1.
+    Sign,
+    /// sine.
+    Sin,
+    /// cosine.
+    Cos,
+    /// tangent.
+    Tan,
+    /// arctangent.
+    Arctan,
+    /// the error function.
+    Erf,
+    /// `2/√π · e^(−x²)`.
+    ErfDx,
+    /// `ln(1 + e^x)`.
+    Softplus,
+    /// `x · tanh(softplus(x))`.
+    Mish,
+    /// `x · sigmoid(1.702 x)`.
+    GeluApproxSigmoid,
+    /// `Φ(x) + x · φ(x)`, the derivative of gelu.
+    GeluDx,
+    /// `σ(x) · (1 + x · (1 − σ(x)))`, the derivative of silu.
+    SiluDx,
 }
 
 impl ActFunc {
-    pub const ALL: [ActFunc; 13] = [
+    pub const ALL: [ActFunc; 26] = [
         ActFunc::Identity,
         ActFunc::Exp,
         ActFunc::Log,
@@ -331,6 +357,19 @@ impl ActFunc {
         ActFunc::Rsqrt,
         ActFunc::Square,
         ActFunc::Reciprocal,
+        ActFunc::Abs,
+        ActFunc::Sign,
+        ActFunc::Sin,
+        ActFunc::Cos,
+        ActFunc::Tan,
+        ActFunc::Arctan,
+        ActFunc::Erf,
+        ActFunc::ErfDx,
+        ActFunc::Softplus,
+        ActFunc::Mish,
+        ActFunc::GeluApproxSigmoid,
+        ActFunc::GeluDx,
+        ActFunc::SiluDx,
     ];
 
     pub fn name(self) -> &'static str {
@@ -348,6 +387,19 @@ impl ActFunc {
             ActFunc::Rsqrt => "rsqrt",
             ActFunc::Square => "square",
             ActFunc::Reciprocal => "reciprocal",
+            ActFunc::Abs => "abs",
+            ActFunc::Sign => "sign",
+            ActFunc::Sin => "sin",
+            ActFunc::Cos => "cos",
+            ActFunc::Tan => "tan",
+            ActFunc::Arctan => "arctan",
+            ActFunc::Erf => "erf",
+            ActFunc::ErfDx => "erf_dx",
+            ActFunc::Softplus => "softplus",
+            ActFunc::Mish => "mish",
+            ActFunc::GeluApproxSigmoid => "gelu_apprx_sigmoid",
+            ActFunc::GeluDx => "gelu_dx",
+            ActFunc::SiluDx => "silu_dx",
         }
     }
 

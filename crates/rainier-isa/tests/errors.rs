@@ -35,8 +35,8 @@ fn parse_errors_name_line_column_and_problem() {
             "must be a comparison",
         ),
         (
-            "activation sb[0:1]@0:f32[4], sb[0:1]@0:f32[4] func=softplus",
-            "unknown activation function 'softplus'",
+            "activation sb[0:1]@0:f32[4], sb[0:1]@0:f32[4] func=hardswish",
+            "unknown activation function 'hardswish'",
         ),
         ("memset sb[0:1]@0:f32[4] value=1 S[3]", "expected '>=' or '++'"),
         ("memset sb[0:1]@0:f32[4] value=1 $", "unexpected character '$'"),

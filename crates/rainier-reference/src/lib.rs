@@ -203,6 +203,49 @@ pub fn activation(func: &str, x: f64) -> f64 {
         "rsqrt" => 1.0 / x.sqrt(),
         "square" => x * x,
         "reciprocal" => 1.0 / x,
+        "abs" => {
+            if x < 0.0 {
+                -x
+            } else {
+                x
+            }
+        }
+        "sign" => {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                x
+            }
+        }
+        "sin" => x.sin(),
+        "cos" => x.cos(),
+        "tan" => x.tan(),
+        "arctan" => x.atan(),
+        "erf" => erf(x),
+        "erf_dx" => 2.0 / std::f64::consts::PI.sqrt() * (-(x * x)).exp(),
+        // ln(1 + e^x), written as log of a sum (not the simulator's stable form).
+        "softplus" => {
+            if x > 30.0 {
+                x
+            } else {
+                (1.0 + x.exp()).ln()
+            }
+        }
+        "mish" => {
+            let sp = if x > 30.0 { x } else { (1.0 + x.exp()).ln() };
+            x * sp.tanh()
+        }
+        "gelu_apprx_sigmoid" => x * (1.0 / (1.0 + (-1.702 * x).exp())),
+        "gelu_dx" => {
+            0.5 * (1.0 + erf(x / 2f64.sqrt()))
+                + x * (-(x * x) / 2.0).exp() / (2.0 * std::f64::consts::PI).sqrt()
+        }
+        "silu_dx" => {
+            let s = 1.0 / (1.0 + (-x).exp());
+            s + x * s * (1.0 - s)
+        }
         other => panic!("unknown activation {other}"),
     }
 }

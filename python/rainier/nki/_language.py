@@ -369,6 +369,19 @@ rsqrt = _unary("rsqrt")
 square = _unary("square")
 reciprocal = _unary("reciprocal")
 negative = _unary("negative")
+abs = _unary("abs")  # noqa: A001 - NKI's name
+sign = _unary("sign")
+sin = _unary("sin")
+cos = _unary("cos")
+tan = _unary("tan")
+arctan = _unary("arctan")
+erf = _unary("erf")
+erf_dx = _unary("erf_dx")
+softplus = _unary("softplus")
+mish = _unary("mish")
+gelu_apprx_sigmoid = _unary("gelu_apprx_sigmoid")
+gelu_dx = _unary("gelu_dx")
+silu_dx = _unary("silu_dx")
 
 
 def _missing(name):
@@ -380,14 +393,13 @@ def _missing(name):
     return f
 
 
-for _name in ("abs", "sin", "cos", "tan", "arctan", "erf", "erf_dx", "gelu_dx",
-              "gelu_apprx_sigmoid", "gelu_apprx_sigmoid_dx", "silu_dx", "softplus", "mish",
-              "ceil", "floor", "trunc", "sign", "power", "fmod", "mod", "bitwise_and",
+for _name in ("gelu_apprx_sigmoid_dx", "ceil", "floor", "trunc", "sign", "power", "fmod", "mod", "bitwise_and",
               "bitwise_or", "bitwise_xor", "invert", "left_shift", "right_shift", "logical_and",
               "logical_or", "logical_xor", "logical_not", "abs_max", "abs_min",
               "random_seed", "atomic_rmw", "all_reduce",
               "loop_reduce", "softmax", "rms_norm", "prod", "var", "all"):
-    globals()[_name] = _missing(_name)
+    if _name not in globals():
+        globals()[_name] = _missing(_name)
 
 
 def sum(x, axis, dtype=None, mask=None, keepdims=False, **_):  # noqa: A001 - NKI's name

@@ -28,7 +28,10 @@ ACT = {
     "exp": "exp", "log": "log", "tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu",
     "gelu": "gelu", "gelu_apprx_tanh": "gelu_tanh", "silu": "silu", "sqrt": "sqrt",
     "rsqrt": "rsqrt", "square": "square", "reciprocal": "reciprocal", "copy": "identity",
-    "identity": "identity",
+    "identity": "identity", "abs": "abs", "sign": "sign", "sin": "sin", "cos": "cos",
+    "tan": "tan", "arctan": "arctan", "erf": "erf", "erf_dx": "erf_dx", "softplus": "softplus",
+    "mish": "mish", "gelu_apprx_sigmoid": "gelu_apprx_sigmoid", "gelu_dx": "gelu_dx",
+    "silu_dx": "silu_dx", "absolute": "abs",
 }
 REDUCE = {"add": "add", "max": "max", "min": "min", "maximum": "max", "minimum": "min", "sum": "add"}
 
