@@ -37,9 +37,9 @@ def rng(request):
     return np.random.default_rng(seed)
 
 
-def load_module(path, name=None, stubs=()):
-    """Imports a kernel file by path (with empty stand-ins for modules it imports but does not
-    need here, e.g. torch_xla)."""
+def load_module(path, name=None, stubs=(), stub_attrs=None):
+    """Imports a kernel file by path (with stand-ins for modules it imports but does not need
+    here, e.g. torch_xla; ``stub_attrs`` gives them attributes)."""
     import importlib.util
     import types
 
@@ -47,6 +47,9 @@ def load_module(path, name=None, stubs=()):
         parts = s.split(".")
         for i in range(1, len(parts) + 1):
             sys.modules.setdefault(".".join(parts[:i]), types.ModuleType(".".join(parts[:i])))
+    for mod, attrs in (stub_attrs or {}).items():
+        for k, v in attrs.items():
+            setattr(sys.modules[mod], k, v)
     name = name or f"k_{abs(hash(str(path)))}"
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)

@@ -94,3 +94,42 @@ def test_mamba(rng, version):
     C = rng.standard_normal((bsz, st, seq)).astype(np.float32)
     out = getattr(m, f"mamba_{version}")(delta, u, A, B, C)
     close(out, np_mamba(delta, u, A, B, C), np.float32, f"mamba {version}")
+
+
+@pytest.mark.parametrize("script", ["getting_started_jax.py", "getting_started_torch.py"])
+def test_getting_started_kernels(rng, script):
+    """The framework scripts' kernels, called with NumPy instead of JAX/PyTorch tensors."""
+    m = current(f"aws-neuron-sdk/{script}")
+    a = rng.standard_normal((128, 512)).astype(np.float32)
+    b = rng.standard_normal((128, 512)).astype(np.float32)
+    np.testing.assert_array_equal(m.nki_tensor_add_kernel(a, b), a + b)
+
+
+def test_layout_violation_is_a_clear_error(rng):
+    """The layout guide's counter-example loads 256 rows into one tile: refused at its line."""
+    m = current("aws-neuron-sdk/layout-violation.py")
+    x = rng.standard_normal((256, 512)).astype(np.float32)
+    with pytest.raises(rn.NkiError, match=r"layout-violation\.py:\d+: a tile has at most 128 partitions"):
+        m.tensor_exp_kernel_(x)
+
+
+def test_python_error_in_an_sdk_fragment_keeps_its_line(rng):
+    """layout-loop.py uses an undefined name (i_f) inside the kernel: a NameError whose
+    traceback names the kernel file and line."""
+    import traceback
+
+    m = current("aws-neuron-sdk/layout-loop.py", stubs=["torch_neuronx"],
+                stub_attrs={"torch_neuronx": {"nki_jit": __import__("nki").jit}})
+    x = rng.standard_normal((256, 512)).astype(np.float32)
+    with pytest.raises(NameError) as e:
+        m.tensor_exp_kernel_(x)
+    frames = [(f.filename, f.lineno) for f in traceback.extract_tb(e.tb)]
+    assert any(fn.endswith("layout-loop.py") for fn, _ in frames), frames
+
+
+def test_mxfp_kernels_name_what_is_missing():
+    """The Trn3 MX matmul samples need nc_matmul_mx / quantize_mx, which Rainier lacks."""
+    import nki.isa as nisa
+
+    with pytest.raises(rn.NotSupportedError, match="not supported by Rainier: nki.isa.nc_matmul_mx"):
+        nisa.nc_matmul_mx(None, None, None, None, None)
