@@ -70,3 +70,12 @@ def close(got, want, dtype, what=""):
     scale = max(np.abs(want).max(), 1e-30)
     err = np.abs(got - want).max() / scale
     assert err <= tol, f"{what}: max error {err:.3g} of the largest value exceeds {tol:g} ({dtype})"
+
+
+def run_main(path, monkeypatch):
+    """Runs a kernel file's own ``__main__`` (its NumPy check asserts)."""
+    import runpy
+
+    monkeypatch.syspath_prepend(str(path.parent))
+    monkeypatch.setattr("sys.argv", [str(path)])
+    runpy.run_path(str(path), run_name="__main__")

@@ -1,14 +1,12 @@
 """The current-dialect kernels (../shared/nki/kernels/current, `import nki`), unmodified, on
 fresh random inputs against NumPy (tolerances as in conftest.close)."""
 
-import runpy
-
 import ml_dtypes
 import numpy as np
 import pytest
 
 import rainier.nki as rn
-from conftest import close, load_module, need_shared
+from conftest import close, load_module, need_shared, run_main
 from test_legacy_kernels import np_mamba, ref_matmul
 
 BF16 = ml_dtypes.bfloat16
@@ -26,10 +24,7 @@ def current(rel, **kw):
     "aws-neuron-sdk/getting_started_baremetal.py",
 ])
 def test_main_runs_unmodified(script, monkeypatch):
-    path = need_shared() / "kernels/current" / script
-    monkeypatch.syspath_prepend(str(path.parent))
-    monkeypatch.setattr("sys.argv", [str(path)])
-    runpy.run_path(str(path), run_name="__main__")
+    run_main(need_shared() / "kernels/current" / script, monkeypatch)
 
 
 def test_tensor_add_sets_chip_from_environment(rng, monkeypatch):

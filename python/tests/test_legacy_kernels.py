@@ -2,14 +2,12 @@
 random inputs against NumPy. Tolerances (relative to the largest reference value): fp32 2e-5,
 fp16 2e-3, bf16 1.6e-2 (see conftest.close); matmuls accumulate in fp32 from exact products."""
 
-import runpy
-
 import ml_dtypes
 import numpy as np
 import pytest
 
 import rainier.nki as rn
-from conftest import close, load_module, need_shared
+from conftest import close, load_module, need_shared, run_main
 
 BF16 = ml_dtypes.bfloat16
 
@@ -28,9 +26,7 @@ def legacy(rel, **kw):
 ])
 def test_tutorial_main_runs_unmodified(script, monkeypatch):
     """The kernel file's own `__main__` (its NumPy check asserts)."""
-    path = need_shared() / "kernels/legacy/nki-samples" / script
-    monkeypatch.syspath_prepend(str(path.parent))
-    runpy.run_path(str(path), run_name="__main__")
+    run_main(need_shared() / "kernels/legacy/nki-samples" / script, monkeypatch)
 
 
 @pytest.mark.parametrize("chip", ["trn1", "trn2", "trn3"])

@@ -439,6 +439,17 @@ impl Options {
         }
     }
 
+    /// A required `key=add|max|min`.
+    fn reduce_op(&mut self, key: &str, op_col: u32) -> Result<ReduceOp, ParseError> {
+        let (w, col) = self
+            .word(key)?
+            .ok_or_else(|| self.err(op_col, format!("missing option {key}=add|max|min")))?;
+        ReduceOp::ALL
+            .into_iter()
+            .find(|o| o.name() == w)
+            .ok_or_else(|| self.err(col, format!("unknown reduce op '{w}' (known: add, max, min)")))
+    }
+
     /// `reduce_cmd=idle|reset|reduce|reset_reduce` (default idle).
     fn reduce_cmd(&mut self) -> Result<crate::ReduceCmd, ParseError> {
         match self.word("reduce_cmd")? {
@@ -734,12 +745,7 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
         }
         "tensor_reduce" => {
             let (dst, src) = (next(), next());
-            let (w, col) = opts
-                .word("op")?
-                .ok_or_else(|| opts.err(op_col, "missing option op=add|max|min".into()))?;
-            let op = ReduceOp::ALL.into_iter().find(|o| o.name() == w).ok_or_else(|| {
-                opts.err(col, format!("unknown reduce op '{w}' (known: add, max, min)"))
-            })?;
+            let op = opts.reduce_op("op", op_col)?;
             let axes = opts.int("axes", 1, 4)?.map_or(src.dims.len() as u32, |a| a as u32);
             Op::TensorReduce { dst, src, op, axes, negate: opts.bool("negate")? }
         }
@@ -842,12 +848,7 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
         }
         "tensor_partition_reduce" => {
             let (dst, src) = (next(), next());
-            let (w, col) = opts
-                .word("op")?
-                .ok_or_else(|| opts.err(op_col, "missing option op=add|max|min".into()))?;
-            let op = ReduceOp::ALL.into_iter().find(|o| o.name() == w).ok_or_else(|| {
-                opts.err(col, format!("unknown reduce op '{w}' (known: add, max, min)"))
-            })?;
+            let op = opts.reduce_op("op", op_col)?;
             Op::PartitionReduce { dst, src, op }
         }
         "local_gather" => {
@@ -926,12 +927,7 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
             let operand0 = opts
                 .scalar("operand0")?
                 .ok_or_else(|| opts.err(op_col, "missing option operand0=IMM|TILE".into()))?;
-            let (w, col) = opts
-                .word("reduce_op")?
-                .ok_or_else(|| opts.err(op_col, "missing option reduce_op=add|max|min".into()))?;
-            let reduce_op = ReduceOp::ALL.into_iter().find(|o| o.name() == w).ok_or_else(|| {
-                opts.err(col, format!("unknown reduce op '{w}' (known: add, max, min)"))
-            })?;
+            let reduce_op = opts.reduce_op("reduce_op", op_col)?;
             let reduce = opts
                 .tile("reduce")?
                 .ok_or_else(|| opts.err(op_col, "missing option reduce=TILE".into()))?;

@@ -63,6 +63,13 @@ fn engine_of(name: &str) -> Result<Engine, NkiError> {
         .ok_or_else(|| NkiError::Input(format!("unknown engine '{name}' in the trace")))
 }
 
+fn reduce_of(name: &str) -> Result<ReduceOp, NkiError> {
+    ReduceOp::ALL
+        .into_iter()
+        .find(|o| o.name() == name)
+        .ok_or_else(|| NkiError::Input(format!("unknown reduce operator '{name}'")))
+}
+
 fn reduce_cmd_of(name: &str) -> Result<ReduceCmd, NkiError> {
     ReduceCmd::ALL
         .into_iter()
@@ -259,10 +266,7 @@ impl<'a> Lowering<'a> {
                 (engine_of(engine)?, Op::TensorScalar { dst: t(dst)?, src: t(src)?, stages })
             }
             OpSpec::TensorReduce { dst, src, reduce, axes, negate } => {
-                let op =
-                    ReduceOp::ALL.into_iter().find(|o| o.name() == reduce).ok_or_else(|| {
-                        NkiError::Input(format!("unknown reduce operator '{reduce}'"))
-                    })?;
+                let op = reduce_of(reduce)?;
                 // The reduced dims are the innermost `axes` of the access as traced: merge the
                 // kept and the reduced dims separately so the boundary survives.
                 let split = src.dims.len().saturating_sub(*axes as usize);
@@ -375,10 +379,7 @@ impl<'a> Lowering<'a> {
                 Op::StreamShuffle { dst: t(dst)?, src: t(src)?, mask: mask.clone() },
             ),
             OpSpec::PartitionReduce { dst, src, reduce } => {
-                let op =
-                    ReduceOp::ALL.into_iter().find(|o| o.name() == reduce).ok_or_else(|| {
-                        NkiError::Input(format!("unknown reduce operator '{reduce}'"))
-                    })?;
+                let op = reduce_of(reduce)?;
                 (Engine::GpSimd, Op::PartitionReduce { dst: t(dst)?, src: t(src)?, op })
             }
             OpSpec::LocalGather { dst, src, index, elems, valid } => (
@@ -466,10 +467,7 @@ impl<'a> Lowering<'a> {
                 },
             ),
             OpSpec::TensorScalarReduce { dst, src, op0, operand0, reverse0, reduce_op, reduce } => {
-                let rop =
-                    ReduceOp::ALL.into_iter().find(|o| o.name() == reduce_op).ok_or_else(|| {
-                        NkiError::Input(format!("unknown reduce operator '{reduce_op}'"))
-                    })?;
+                let rop = reduce_of(reduce_op)?;
                 (
                     Engine::Vector,
                     Op::TensorScalarReduce {

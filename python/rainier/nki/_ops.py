@@ -253,14 +253,6 @@ def emit_scan(dst, in0, in1, initial, op0, op1, reverse0=False, reverse1=False):
                   "reverse0": bool(reverse0), "reverse1": bool(reverse1)}, dst)
 
 
-def emit_bn_stats(dst, src):
-    return _emit({"op": "bn_stats", "dst": acc(dst), "src": acc(src)}, dst)
-
-
-def emit_bn_aggr(dst, src):
-    return _emit({"op": "bn_aggr", "dst": acc(dst), "src": acc(src)}, dst)
-
-
 def emit_stt(dst, src, operand0, in1, op0, op1, reverse0=False, reverse1=False):
     return _emit({"op": "scalar_tensor_tensor", "dst": acc(dst), "src": acc(src),
                   "operand0": scalar_operand(operand0), "in1": acc(in1), "op0": op0, "op1": op1,

@@ -146,11 +146,11 @@ def tensor_tensor_scan(dst, data0, data1, initial, op0, op1, reverse0=False, rev
 
 
 def bn_stats(dst, data, name=None, **_):
-    o.emit_bn_stats(dst, data)
+    o.emit_simple("bn_stats", dst, src=data)
 
 
 def bn_aggr(dst, data, name=None, **_):
-    o.emit_bn_aggr(dst, data)
+    o.emit_simple("bn_aggr", dst, src=data)
 
 
 def reciprocal(dst, data, name=None, **_):

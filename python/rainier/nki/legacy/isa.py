@@ -162,33 +162,28 @@ def tensor_tensor_scan(data0, data1, initial, op0, op1, reverse0=False, reverse1
     return o.produced(out, i, o.mask_ranges(mask))
 
 
-def bn_stats(data, mask=None, dtype=None, **_):
-    """Per partition ``(count, mean, var·count)`` of the even then odd elements: ``[P, 6]``."""
-    out = o.fresh((data.partitions, 6), dtype or data.dtype)
+def _one_source(kind, data, shape, dtype, mask):
+    """An instruction of one source into a fresh tile of ``shape`` (``None``: data's)."""
+    out = o.fresh(shape or data.shape, dtype or data.dtype)
     r = o.masked(mask, out, data)
     if r is None:
         return out
-    i = o.emit_bn_stats(r[0], r[1])
-    return o.produced(out, i, o.mask_ranges(mask))
+    return o.produced(out, o.emit_simple(kind, r[0], src=r[1]), o.mask_ranges(mask))
+
+
+def bn_stats(data, mask=None, dtype=None, **_):
+    """Per partition ``(count, mean, var·count)`` of the even then odd elements: ``[P, 6]``."""
+    return _one_source("bn_stats", data, (data.partitions, 6), dtype, mask)
 
 
 def bn_aggr(data, mask=None, dtype=None, **_):
     """Mean and variance per partition from ``bn_stats`` triples: ``[P, 2]``."""
-    out = o.fresh((data.partitions, 2), dtype or data.dtype)
-    r = o.masked(mask, out, data)
-    if r is None:
-        return out
-    i = o.emit_bn_aggr(r[0], r[1])
-    return o.produced(out, i, o.mask_ranges(mask))
+    return _one_source("bn_aggr", data, (data.partitions, 2), dtype, mask)
 
 
 def reciprocal(data, dtype=None, mask=None, **_):
     """``1 / data`` on the Vector engine."""
-    out = o.fresh(data.shape, dtype or data.dtype)
-    r = o.masked(mask, out, data)
-    if r is None:
-        return out
-    return o.produced(out, o.emit_simple("reciprocal", r[0], src=r[1]), o.mask_ranges(mask))
+    return _one_source("reciprocal", data, None, dtype, mask)
 
 
 def scalar_tensor_tensor(data, op0, operand0, op1, operand1, reverse0=False, reverse1=False,
@@ -303,11 +298,7 @@ def dropout(data, prob, mask=None, dtype=None, **_):
 
 def max8(src, mask=None, dtype=None, **_):
     """The 8 largest values of each partition, descending: ``[P, 8]``."""
-    out = o.fresh((src.partitions, 8), dtype or src.dtype)
-    r = o.masked(mask, out, src)
-    if r is None:
-        return out
-    return o.produced(out, o.emit_simple("max8", r[0], src=r[1]), o.mask_ranges(mask))
+    return _one_source("max8", src, (src.partitions, 8), dtype, mask)
 
 
 def nc_find_index8(data, vals, mask=None, dtype=None, **_):
