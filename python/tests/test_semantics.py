@@ -99,3 +99,31 @@ def test_indirect_out_of_range_is_an_index_error(k, rng):
     idx = np.array([[3], [16]], dtype=np.int32)
     with pytest.raises(IndexError, match="out of bounds for axis 0 with size 128"):
         k.gather_rows(table, idx)
+
+
+def test_masked_indirect_load_keeps_its_rows(k, rng):
+    table = rng.standard_normal((300, 16)).astype(np.float32)
+    idx = rng.integers(0, 300, (128, 1)).astype(np.int32)
+    want = np.zeros((128, 16), np.float32)
+    want[64:] = table[idx[64:, 0]]
+    np.testing.assert_array_equal(k.masked_indirect_load(table, idx), want)
+
+
+def test_indirect_indices_are_bounded_by_the_view(k, rng):
+    table = rng.standard_normal((300, 8)).astype(np.float32)
+    ok = rng.integers(0, 100, (16, 1)).astype(np.int32)
+    np.testing.assert_array_equal(k.indirect_from_a_view(table, ok), table[ok[:, 0]])
+    bad = ok.copy()
+    bad[0, 0] = 150
+    with pytest.raises(IndexError, match="index 150 is out of bounds for axis 0 with size 100"):
+        k.indirect_from_a_view(table, bad)
+
+
+def test_integer_indices_and_scatter_add_are_exact(k):
+    big = 16_777_217  # 2^24 + 1: not an fp32 value
+    table = np.full((20, 4), big, dtype=np.int32)
+    idx = (np.arange(128) % 10).reshape(128, 1).astype(np.int32)
+    ones = np.ones((128, 4), dtype=np.int32)
+    want = table.copy()
+    want[:10] += (13 - (np.arange(10) >= 8)).reshape(10, 1)  # rows 0..7 picked 13 times, 8..9 12
+    np.testing.assert_array_equal(k.int_scatter_add(table, idx, ones), want)

@@ -334,8 +334,8 @@ impl Machine {
     pub fn execute(&mut self, op: &Op) -> Result<(), ExecError> {
         match op {
             Op::DmaCopy { dst, src } => self.dma(dst, src),
-            Op::DmaIndirect { dst, src, index, oob_skip, accumulate } => {
-                self.dma_indirect(dst, src, index, *oob_skip, *accumulate)
+            Op::DmaIndirect { dst, src, index, oob_skip, accumulate, rows } => {
+                self.dma_indirect(dst, src, index, *oob_skip, *accumulate, *rows)
             }
             Op::Matmul { dst, stationary, moving, accumulate, double_row } => {
                 self.matmul(dst, stationary, moving, *accumulate, *double_row)
@@ -418,13 +418,17 @@ impl Machine {
                 let f = (src.free_len() as usize).max(1);
                 let scale = self.scalar_values(scale, parts)?;
                 let bias = match bias {
-                    Some(b) => self.read_tile(b)?,
-                    None => vec![0.0; parts],
+                    Some(b) => Some(self.read_tile(b)?),
+                    None => None,
                 };
+                // Without a bias no addition happens (so -0.0 keeps its sign).
                 let y: Vec<f32> = x
                     .iter()
                     .enumerate()
-                    .map(|(i, &v)| act(*func, v * scale[i / f] + bias[i / f]))
+                    .map(|(i, &v)| {
+                        let a = v * scale[i / f];
+                        act(*func, bias.as_ref().map_or(a, |b| a + b[i / f]))
+                    })
                     .collect();
                 if let Some(r) = reduce {
                     let sums: Vec<f32> =
@@ -917,6 +921,7 @@ impl Machine {
         index: &Tile,
         oob_skip: bool,
         accumulate: bool,
+        bound: u32,
     ) -> Result<(), ExecError> {
         let hbm_is_dst = matches!(dst, DmaOperand::Hbm(_));
         let (h, t) = match (dst, src) {
@@ -926,7 +931,7 @@ impl Machine {
                 return Err(ExecError::Shape("dma_indirect needs one HBM and one SBUF side".into()))
             }
         };
-        let rows = self.read_tile(index)?;
+        let rows = self.read_tile_i64(index)?;
         let len =
             self.hbm.get(h.tensor).map_or(0, |b| b.len() / self.hbm_dtypes[h.tensor].size_bytes())
                 as i64;
@@ -935,16 +940,20 @@ impl Machine {
             if h.dims.len() > 1 { h.dims[1..].to_vec() } else { vec![Dim { stride: 1, size: 1 }] };
         let (lo, hi) = pattern_extent(&inner);
         for (r, &row) in rows.iter().enumerate() {
-            let first = h.offset as i64 + row as i64 * outer.stride;
-            if first + lo < 0 || first + hi >= len {
+            let first = h.offset as i64 + row * outer.stride;
+            let outside_tensor = first + lo < 0 || first + hi >= len;
+            let outside_view = bound > 0 && !(0..i64::from(bound)).contains(&row);
+            if outside_tensor || outside_view {
                 if oob_skip {
                     continue;
                 }
-                // NumPy's wording, as NKI's simulator reports it.
-                return Err(ExecError::IndexOutOfRange(format!(
-                    "index {} is out of bounds for axis 0 with size {len}",
-                    first + lo
-                )));
+                // NumPy's wording, as NKI's simulator reports it: the flat element past the
+                // tensor, or the row past the indexed view.
+                return Err(ExecError::IndexOutOfRange(if outside_tensor {
+                    format!("index {} is out of bounds for axis 0 with size {len}", first + lo)
+                } else {
+                    format!("index {row} is out of bounds for axis 0 with size {bound}")
+                }));
             }
             let hrow = DmaOperand::Hbm(HbmAccess {
                 tensor: h.tensor,
@@ -958,15 +967,43 @@ impl Machine {
             });
             let (d, s) = if hbm_is_dst { (hrow, trow) } else { (trow, hrow) };
             if accumulate {
-                let a = self.read_operand(&d)?;
-                let b = self.read_operand(&s)?;
-                let sum: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
-                self.write_operand(&d, &sum)?;
+                self.add_into(&d, &s)?;
             } else {
                 self.dma(&d, &s)?;
             }
         }
         Ok(())
+    }
+
+    /// `d += s` elementwise: fp32 for float destinations, exact for integer ones.
+    fn add_into(&mut self, d: &DmaOperand, s: &DmaOperand) -> Result<(), ExecError> {
+        let (rd, dd, ad) = self.dma_addresses(d)?;
+        let (rs, ds, as_) = self.dma_addresses(s)?;
+        let (ed, es) = (dd.size_bytes(), ds.size_bytes());
+        let vals: Vec<(f64, f64)> = {
+            let (md, ms) = (self.region(rd), self.region(rs));
+            ad.iter()
+                .zip(&as_)
+                .map(|(&x, &y)| (int_or_f64(dd, &md[x..x + ed]), int_or_f64(ds, &ms[y..y + es])))
+                .collect()
+        };
+        let mem = self.region_mut(rd);
+        for (&a, (x, y)) in ad.iter().zip(vals) {
+            if dd.is_int() {
+                dd.store_i64((x + y) as i64, &mut mem[a..a + ed]);
+            } else {
+                dd.store(x as f32 + y as f32, &mut mem[a..a + ed]);
+            }
+        }
+        Ok(())
+    }
+
+    /// The integer values of an integer tile, exactly (no fp32 rounding).
+    fn read_tile_i64(&self, t: &Tile) -> Result<Vec<i64>, ExecError> {
+        let (r, addrs) = self.tile_addresses(t)?;
+        let esz = t.dtype.size_bytes();
+        let mem = self.region(r);
+        Ok(addrs.iter().map(|&a| int_or_f64(t.dtype, &mem[a..a + esz]) as i64).collect())
     }
 
     fn read_operand(&self, o: &DmaOperand) -> Result<Vec<f32>, ExecError> {
@@ -1145,4 +1182,17 @@ fn uniform(seed: u32, p: u64, e: u64) -> f32 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
     (z >> 40) as f32 / (1u64 << 24) as f32
+}
+
+/// An element as f64: integers exactly, floats through their fp32 value.
+fn int_or_f64(d: DType, b: &[u8]) -> f64 {
+    match d {
+        DType::I32 => f64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        DType::U32 => f64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        DType::I16 => f64::from(i16::from_le_bytes([b[0], b[1]])),
+        DType::U16 => f64::from(u16::from_le_bytes([b[0], b[1]])),
+        DType::I8 => f64::from(b[0] as i8),
+        DType::U8 => f64::from(b[0]),
+        _ => f64::from(d.load(b)),
+    }
 }

@@ -428,7 +428,7 @@ proptest! {
         let dst = a.tile(Memory::Sbuf, 0, parts, DType::F32, &[cols], 0);
         m.write_tile(&dst, &vec![-9.0; (parts as u64 * cols) as usize]).unwrap_or_else(|e| panic!("{e}"));
         let src = DmaOperand::Hbm(HbmAccess { tensor: 0, offset: 0, dims: vec![rainier_isa::Dim { stride: cols as i64, size: u64::from(parts) }, rainier_isa::Dim { stride: 1, size: cols }] });
-        m.execute(&Op::DmaIndirect { dst: DmaOperand::Tile(dst.clone()), src: src.clone(), index: idx.clone(), oob_skip: true, accumulate: false }).unwrap_or_else(|e| panic!("{e}"));
+        m.execute(&Op::DmaIndirect { dst: DmaOperand::Tile(dst.clone()), src: src.clone(), index: idx.clone(), oob_skip: true, accumulate: false, rows: 0 }).unwrap_or_else(|e| panic!("{e}"));
         let got = read(&m, &dst);
         for p in 0..parts as usize {
             let row = rows_of[p] as i64;
@@ -439,11 +439,11 @@ proptest! {
         }
         // Out-of-range rows are an error unless skipped.
         if rows_of.iter().any(|&v| v < 0.0 || v >= rows as f32) {
-            let e = m.execute(&Op::DmaIndirect { dst: DmaOperand::Tile(dst.clone()), src: src.clone(), index: idx.clone(), oob_skip: false, accumulate: false });
+            let e = m.execute(&Op::DmaIndirect { dst: DmaOperand::Tile(dst.clone()), src: src.clone(), index: idx.clone(), oob_skip: false, accumulate: false, rows: 0 });
             prop_assert!(matches!(e, Err(rainier_funcsim::ExecError::IndexOutOfRange(_))));
         }
         // Scatter-add the gathered rows back: every in-range row gains each time it was picked.
-        m.execute(&Op::DmaIndirect { dst: src, src: DmaOperand::Tile(dst), index: idx, oob_skip: true, accumulate: true }).unwrap_or_else(|e| panic!("{e}"));
+        m.execute(&Op::DmaIndirect { dst: src, src: DmaOperand::Tile(dst), index: idx, oob_skip: true, accumulate: true, rows: 0 }).unwrap_or_else(|e| panic!("{e}"));
         let mut want: Vec<f64> = hbm_vals.iter().map(|&v| f64::from(v)).collect();
         for &row in &rows_of {
             let row = row as i64;

@@ -838,7 +838,9 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
                     return Err(opts.err(col, format!("unknown oob '{w}' (known: error, skip)")))
                 }
             };
+            let rows = opts.int("rows", 0, i64::from(u32::MAX))?.unwrap_or(0) as u32;
             Op::DmaIndirect {
+                rows,
                 dst,
                 src,
                 index: next(),

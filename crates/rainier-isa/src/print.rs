@@ -109,7 +109,10 @@ impl Program {
         let mut opts: Vec<String> = Vec::new();
         let operands: Vec<String> = match &ins.op {
             Op::DmaCopy { dst, src } => vec![dma(dst, &self.tensors), dma(src, &self.tensors)],
-            Op::DmaIndirect { dst, src, index, oob_skip, accumulate } => {
+            Op::DmaIndirect { dst, src, index, oob_skip, accumulate, rows } => {
+                if *rows > 0 {
+                    opts.push(format!("rows={rows}"));
+                }
                 if *oob_skip {
                     opts.push("oob=skip".into());
                 }

@@ -219,8 +219,8 @@ pub static OPCODES: &[OpcodeInfo] = &[
         name: "dma_indirect",
         engines: &[Sync, Scalar, Vector, Tensor, GpSimd],
         operands: "dst, src (one an HBM access, the other an SBUF tile of R partitions), index [R, 1] (SBUF, integer)",
-        options: "[oob=error|skip] [accumulate=true]",
-        semantics: "as dma_copy, except that the HBM side's outer dimension is indexed: transfer row r (partition r of the tile) uses HBM element offset + index[r] * outer stride. A row outside the tensor is an error (oob=error, the default) or is skipped (oob=skip); accumulate adds into dst in fp32 (scatter-add) instead of overwriting",
+        options: "[oob=error|skip] [accumulate=true] [rows=INT]",
+        semantics: "as dma_copy, except that the HBM side's outer dimension is indexed: transfer row r (partition r of the tile) uses HBM element offset + index[r] * outer stride. An index outside [0, rows) (rows=0: anywhere in the tensor) or a row outside the tensor is an error (oob=error, the default) or is skipped (oob=skip); accumulate adds into dst (scatter-add: fp32 for floats, exact for integers) instead of overwriting; indices are read exactly as integers",
         rules: "exactly one HBM side whose outer dim has R rows; the tile side R partitions; index [R, 1], integer dtype, in SBUF; equal element counts; no PSUM",
     },
     OpcodeInfo {

@@ -596,7 +596,15 @@ pub enum Op {
     /// `dma_copy` whose HBM side's outer dimension is indexed by data: transfer row `r` uses
     /// HBM row `index[r]` (an integer `[R, 1]` SBUF tile) instead of `r`. Out-of-range rows
     /// are an error, or skipped with `oob_skip`; `accumulate` adds into dst (scatter-add).
-    DmaIndirect { dst: DmaOperand, src: DmaOperand, index: Tile, oob_skip: bool, accumulate: bool },
+    /// `rows` bounds the index (the indexed axis's size; 0: the whole tensor).
+    DmaIndirect {
+        dst: DmaOperand,
+        src: DmaOperand,
+        index: Tile,
+        oob_skip: bool,
+        accumulate: bool,
+        rows: u32,
+    },
     /// A running reduction through the Vector engine's accumulator registers: per partition,
     /// `reg = op1(src[i] op0 operand0, reg); dst[i] = reg` in fp32 along the elements; the
     /// registers start at op1's identity (`reset_reduce`), at `init` (`load_reduce`) or as they

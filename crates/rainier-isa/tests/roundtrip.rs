@@ -247,15 +247,15 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
             }),
         (tile(), tile(), prop::sample::select(ReduceOp::ALL.to_vec()))
             .prop_map(|(dst, src, op)| Op::PartitionReduce { dst, src, op }),
-        (dma_operand(n), dma_operand(n), tile(), any::<bool>(), any::<bool>()).prop_map(
-            |(dst, src, index, oob_skip, accumulate)| Op::DmaIndirect {
+        (dma_operand(n), dma_operand(n), tile(), any::<bool>(), any::<bool>(), any::<u32>())
+            .prop_map(|(dst, src, index, oob_skip, accumulate, rows)| Op::DmaIndirect {
+                rows,
                 dst,
                 src,
                 index,
                 oob_skip,
                 accumulate
-            }
-        ),
+            }),
         (
             (tile(), tile(), alu(), scalar(), any::<bool>()),
             (alu(), prop::sample::select(ReduceCmd::ALL.to_vec()), prop::option::of(scalar()))

@@ -211,7 +211,7 @@ impl<'a> Lowering<'a> {
         let t = |a: &Access| self.tile(a);
         Ok(Some(match op {
             OpSpec::Fence => return Ok(None),
-            OpSpec::Dma { dst, src, index, oob_skip, accumulate } => {
+            OpSpec::Dma { dst, src, index, oob_skip, accumulate, rows } => {
                 // A store is triggered from the queue of the engine that produced its data, so
                 // it does not hold up the loads queued behind it on the Sync engine.
                 let engine = if self.trace.tensors[src.t].buffer.is_hbm() {
@@ -231,6 +231,7 @@ impl<'a> Lowering<'a> {
                         index: t(i)?,
                         oob_skip: *oob_skip,
                         accumulate: *accumulate,
+                        rows: *rows,
                     },
                 };
                 (engine, op)

@@ -160,6 +160,9 @@ pub enum OpSpec {
         oob_skip: bool,
         #[serde(default)]
         accumulate: bool,
+        /// The indexed axis's size: indices outside `[0, rows)` are out of range.
+        #[serde(default)]
+        rows: u32,
     },
     Matmul {
         dst: Access,

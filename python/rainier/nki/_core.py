@@ -312,6 +312,8 @@ class Tracer:
         dt_s = prod["dst"].get("dt", tmp["dtype"])
         same = dt_t == dt_s
         if kind == "dma":
+            if "index" in prod:
+                return buf == "sbuf" and (same or dt_s == "f32")  # the other side is HBM
             return buf != "psum" and (same or dt_s == "f32")
         if kind == "matmul" or (kind == "transpose" and prod.get("engine") == "tensor"):
             return buf == "psum" and same
@@ -656,9 +658,10 @@ class Mask:
 class View:
     """A tile or tensor slice: an affine access into one tensor."""
 
-    __slots__ = ("tensor", "p0", "off", "axes", "dt", "checks", "ind")
+    __slots__ = ("tensor", "p0", "off", "axes", "dt", "checks", "ind", "ind_rows")
 
-    def __init__(self, tensor: Tensor, p0: int, off: int, axes, dt=None, checks=None, ind=None):
+    def __init__(self, tensor: Tensor, p0: int, off: int, axes, dt=None, checks=None, ind=None,
+                 ind_rows=0):
         self.tensor = tensor
         self.p0 = p0
         self.off = off
@@ -667,8 +670,10 @@ class View:
         # Index bounds to check once masks have cut the axes: [(size, const, [(axis, coeff)])]
         # with the axes' first index in `checks[-1]` (see `restrict`).
         self.checks = checks
-        # Indirect access (HBM only): the first axis's rows come from this [R, 1] index tile.
+        # Indirect access (HBM only): the first axis's rows come from this [R, 1] index tile;
+        # indices must lie in [0, ind_rows).
         self.ind = ind
+        self.ind_rows = ind_rows
 
     # -- properties NKI code reads
     @property
@@ -912,7 +917,7 @@ def index_view(v: View, key) -> View:
         key = tuple(key.exprs)
     key = _norm_key(key, len(v.axes))
     p0, off = v.p0, v.off
-    ind = None
+    ind, ind_rows = None, 0
     bounds = []
     basic = []  # (stride, size, is_part) from slices
     grid: dict[int, tuple] = {}  # grid axis -> (size, stride, is_part)
@@ -927,7 +932,7 @@ def index_view(v: View, key) -> View:
                 unsupported("a tile of indices on an axis other than the first")
             if c_is_float(k.dtype):
                 fail(f"indices must be integers, not {k.dtype}")
-            ind = k
+            ind, ind_rows = k, size
             grid[0] = (k.partitions, stride, False, -1)
             nd = max(nd, 1)
             continue
@@ -987,7 +992,7 @@ def index_view(v: View, key) -> View:
     if not axes:
         axes = [(1, 1, False)]
     checks = (bounds, [0] * len(axes)) if bounds else None
-    return View(v.tensor, p0, off, axes, v.dt, checks, ind)
+    return View(v.tensor, p0, off, axes, v.dt, checks, ind, ind_rows)
 
 
 def reshape_view(v: View, shape) -> View:
@@ -1040,7 +1045,8 @@ def restrict(v: View, ranges: dict) -> View:
             continue
         if part:
             p0 += lo
-        else:
+        elif not (axis == 0 and v.ind is not None):
+            # (An indexed axis's rows come from the index tile, which is cut instead.)
             off += lo * s
         axes[axis] = (s, hi - lo, part)
         if origin is not None:
@@ -1049,7 +1055,8 @@ def restrict(v: View, ranges: dict) -> View:
     if ind is not None:
         # The index tile's partitions are the rows of axis 0: cut them with it.
         ind = restrict(ind, {k: r for k, r in ranges.items() if k[0] == 0})
-    return View(v.tensor, p0, off, axes, v.dt, (checks[0], origin) if checks else None, ind)
+    return View(v.tensor, p0, off, axes, v.dt, (checks[0], origin) if checks else None, ind,
+                v.ind_rows)
 
 
 def new_tile(shape, dtype, buffer="sbuf", name="") -> View:

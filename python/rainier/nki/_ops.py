@@ -162,7 +162,9 @@ def emit_dma(dst: View, src: View, oob_skip=False, accumulate=False):
         unsupported("a DMA indexed by tiles on both sides")
     op = {"op": "dma", "dst": acc(dst), "src": acc(src)}
     if ind is not None:
-        op.update({"index": acc(ind), "oob_skip": bool(oob_skip), "accumulate": bool(accumulate)})
+        rows = dst.ind_rows if dst.ind is not None else src.ind_rows
+        op.update({"index": acc(ind), "oob_skip": bool(oob_skip), "accumulate": bool(accumulate),
+                   "rows": int(rows)})
     elif accumulate:
         unsupported("a DMA read-modify-write (dst_rmw_op) that is not indexed by a tile")
     return _emit(op, dst)

@@ -108,6 +108,8 @@ def _collect_outputs(ret, out_views):
             # An on-chip tile returned (as the simulator allows): stored to a new HBM output.
             from . import _ops
 
+            if c.tracer().grid:
+                c.fail("an SPMD kernel must return HBM tensors (each instance would return its own tile)")
             out = c.hbm_tensor(ret.shape, ret.dtype, "output", t.name)
             _ops.store(out, ret)
             ret, t = out, out.tensor

@@ -134,3 +134,39 @@ def gather_rows(table, idx):
     nisa.dma_copy(dst=acc, src=table)
     nisa.dma_copy(dst=acc[ix[i_p, 0], i_f], src=rows, dst_rmw_op=nl.add)
     return out, acc
+
+
+@nki.jit
+def masked_indirect_load(table, idx):
+    """Only partitions 64.. load their rows; the rest keep zeros."""
+    out = nl.ndarray((128, table.shape[1]), dtype=table.dtype, buffer=nl.shared_hbm)
+    i_p = nl.arange(128)[:, None]
+    i_f = nl.arange(table.shape[1])[None, :]
+    ix = nl.load(idx)
+    z = nl.zeros((128, table.shape[1]), dtype=table.dtype)
+    z[i_p, i_f] = nl.load(table[ix[i_p, 0], i_f], mask=(i_p >= 64))
+    nl.store(out, value=z)
+    return out
+
+
+@nki.jit
+def indirect_from_a_view(table, idx):
+    """Indices count rows of the view table[0:100], not of the whole tensor."""
+    out = nl.ndarray((idx.shape[0], table.shape[1]), dtype=table.dtype, buffer=nl.shared_hbm)
+    sub = table[0:100, :]
+    ix = nl.load(idx)
+    i_p = nl.arange(idx.shape[0])[:, None]
+    i_f = nl.arange(table.shape[1])[None, :]
+    out[...] = nl.load(sub[ix[i_p, 0], i_f])
+    return out
+
+
+@nki.jit
+def int_scatter_add(table, idx, ones):
+    acc = nl.ndarray(table.shape, dtype=table.dtype, buffer=nl.shared_hbm)
+    nisa.dma_copy(dst=acc, src=table)
+    i_p = nl.arange(idx.shape[0])[:, None]
+    i_f = nl.arange(table.shape[1])[None, :]
+    ix = nl.load(idx)
+    nisa.dma_copy(dst=acc[ix[i_p, 0], i_f], src=nl.load(ones), dst_rmw_op=nl.add)
+    return acc
