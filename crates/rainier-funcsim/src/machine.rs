@@ -1006,23 +1006,6 @@ impl Machine {
         Ok(addrs.iter().map(|&a| int_or_f64(t.dtype, &mem[a..a + esz]) as i64).collect())
     }
 
-    fn read_operand(&self, o: &DmaOperand) -> Result<Vec<f32>, ExecError> {
-        let (r, dt, addrs) = self.dma_addresses(o)?;
-        let mem = self.region(r);
-        let esz = dt.size_bytes();
-        Ok(addrs.iter().map(|&a| dt.load(&mem[a..a + esz])).collect())
-    }
-
-    fn write_operand(&mut self, o: &DmaOperand, values: &[f32]) -> Result<(), ExecError> {
-        let (r, dt, addrs) = self.dma_addresses(o)?;
-        let esz = dt.size_bytes();
-        let mem = self.region_mut(r);
-        for (&a, &v) in addrs.iter().zip(values) {
-            dt.store(v, &mut mem[a..a + esz]);
-        }
-        Ok(())
-    }
-
     fn dma(&mut self, dst: &DmaOperand, src: &DmaOperand) -> Result<(), ExecError> {
         let (rs, ds, a_src) = self.dma_addresses(src)?;
         let (rd, dd, a_dst) = self.dma_addresses(dst)?;
