@@ -824,7 +824,9 @@ class View:
     def _bin(self, o, op, reverse=False):
         from . import _ops
 
-        return _ops.binary(o, self, op) if reverse else _ops.binary(self, o, op)
+        # Comparisons give 0/1 uint8 tiles, as nl.less & co. do by default (dtype=bool).
+        dt = np.uint8 if op in ("lt", "le", "gt", "ge") else None
+        return _ops.binary(o, self, op, dtype=dt) if reverse else _ops.binary(self, o, op, dtype=dt)
 
     def __add__(self, o):
         return self._bin(o, "add")
