@@ -227,3 +227,47 @@ def test_unary_functions_match_numpy(k, rng):
     got = k.unary_functions(x)
     for name, w in want.items():
         close(got[name], w, np.float32, name)
+
+
+def test_command_line_errors_are_one_line(tmp_path):
+    kernel = HERE / "kernels" / "small_kernels.py"
+    cases = [
+        ([f"{kernel}::raises_inside", "--random", "x=128x512:float32"], "small_kernels.py:53: ZeroDivisionError"),
+        ([f"{kernel}::scale_rows", "--random", "x=128x64:float32", "--arg", "factor=2.0",
+          "--trace", str(tmp_path / "no" / "t.json")], "FileNotFoundError"),
+        ([f"{kernel}::scale_rows", "--random", "x=128x64:float32", "--grid", "0"], "--grid 0"),
+        ([f"{kernel}::scale_rows", "--random", "x=0x64:float32", "--arg", "factor=1.0"], "empty"),
+        ([f"{kernel}::copy_loop_affine", "--random", "x=128x64:float32", "--time-only", "--save", "o"], "--save needs values"),
+    ]
+    for args, want in cases:
+        p = subprocess.run([sys.executable, "-m", "rainier.nki", *args], capture_output=True, text=True)
+        err = [l for l in p.stderr.strip().splitlines() if not l.startswith("random inputs")]
+        assert p.returncode != 0 and len(err) == 1 and want in err[0], (args, p.stderr)
+        assert "Traceback" not in p.stderr
+
+
+def test_range_keywords_and_transpose_mode(rng):
+    import nki
+    import nki.isa as nisa
+    import nki.language as nl
+
+    @nki.jit
+    def k(x):
+        out = nl.ndarray((128, 128), dtype=x.dtype, buffer=nl.shared_hbm)
+        acc = nl.ndarray((128, 128), dtype=nl.float32, buffer=nl.sbuf)
+        nisa.memset(acc, 0.0)
+        for i in nl.sequential_range(0, stop=4, step=2):
+            t = nl.ndarray((128, 128), dtype=x.dtype, buffer=nl.sbuf)
+            nisa.dma_copy(dst=t, src=x[i])
+            nisa.tensor_tensor(dst=acc, data1=acc, data2=t, op=nl.add)
+        ps = nl.ndarray((128, 128), dtype=nl.float32, buffer=nl.psum)
+        ident = nl.ndarray((128, 128), dtype=nl.float32, buffer=nl.sbuf)
+        nisa.memset(ident, 0.0)
+        nisa.nc_matmul(ps, acc, ident, is_transpose=True)  # the data is the stationary
+        res = nl.ndarray((128, 128), dtype=x.dtype, buffer=nl.sbuf)
+        nisa.tensor_copy(dst=res, src=ps)
+        nisa.dma_copy(dst=out, src=res)
+        return out
+
+    x = rng.standard_normal((4, 128, 128)).astype(np.float32)
+    np.testing.assert_array_equal(k(x), (x[0] + x[2]).T)

@@ -127,3 +127,54 @@ def test_integer_indices_and_scatter_add_are_exact(k):
     want = table.copy()
     want[:10] += (13 - (np.arange(10) >= 8)).reshape(10, 1)  # rows 0..7 picked 13 times, 8..9 12
     np.testing.assert_array_equal(k.int_scatter_add(table, idx, ones), want)
+
+
+def test_hbm_bitcast_view_moves_bits(rng):
+    import nki
+    import nki.isa as nisa
+    import nki.language as nl
+
+    @nki.jit
+    def bits(x):
+        out = nl.ndarray(x.shape, dtype=nl.int32, buffer=nl.shared_hbm)
+        t = nl.ndarray(x.shape, dtype=nl.int32, buffer=nl.sbuf)
+        nisa.dma_copy(dst=t, src=x.view(nl.int32))
+        nisa.dma_copy(dst=out, src=t)
+        return out
+
+    x = rng.standard_normal((128, 16)).astype(np.float32)
+    np.testing.assert_array_equal(bits(x), x.view(np.int32))
+
+
+def test_matmul_accumulate_none_tracks_partitions(rng):
+    """accumulate=None: the second matmul writes other partitions, so it must not accumulate
+    onto whatever that reused PSUM held."""
+    import nki
+    import nki.isa as nisa
+    import nki.language as nl
+
+    @nki.jit
+    def halves(a, b):
+        out = nl.ndarray((128, 64), dtype=nl.float32, buffer=nl.shared_hbm)
+        for _ in nl.affine_range(8):  # every PSUM bank holds 100s
+            junk = nl.ndarray((128, 512), dtype=nl.float32, buffer=nl.psum)
+            nisa.memset(junk, 100.0)
+            tmp = nl.ndarray((128, 512), dtype=nl.float32, buffer=nl.sbuf)
+            nisa.tensor_copy(dst=tmp, src=junk)
+            nisa.dma_copy(dst=out, src=tmp[:, 0:64])
+        sa = nl.ndarray((32, 64), dtype=nl.float32, buffer=nl.sbuf)
+        sb = nl.ndarray((32, 64), dtype=nl.float32, buffer=nl.sbuf)
+        nisa.dma_copy(dst=sa, src=a)
+        nisa.dma_copy(dst=sb, src=b)
+        ps = nl.ndarray((128, 64), dtype=nl.float32, buffer=nl.psum)
+        nisa.nc_matmul(ps[0:64, :], sa, sb)
+        nisa.nc_matmul(ps[64:128, :], sa, sb)
+        res = nl.ndarray((128, 64), dtype=nl.float32, buffer=nl.sbuf)
+        nisa.tensor_copy(dst=res, src=ps)
+        nisa.dma_copy(dst=out, src=res)
+        return out
+
+    a = rng.standard_normal((32, 64)).astype(np.float32)
+    b = rng.standard_normal((32, 64)).astype(np.float32)
+    ref = a.astype(np.float64).T @ b
+    close(halves(a, b), np.vstack([ref, ref]), np.float32)

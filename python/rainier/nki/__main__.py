@@ -24,6 +24,7 @@ import importlib.util
 import json
 import os
 import sys
+import traceback
 
 import numpy as np
 
@@ -75,6 +76,20 @@ def _load_kernel(target):
     return getattr(mod, func)
 
 
+def _describe(e: BaseException, target: str) -> str:
+    """One line for an exception: where in the kernel file it happened, what it was."""
+    from . import NkiError
+
+    if isinstance(e, NkiError):
+        return str(e).splitlines()[0] if "\n" not in str(e) else " ".join(str(e).split())
+    path = os.path.abspath(target.rsplit("::", 1)[0])
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if os.path.abspath(f.filename) == path]
+    if isinstance(e, SyntaxError) and e.filename:
+        return f"{e.filename}:{e.lineno}: SyntaxError: {e.msg}"
+    where = f"{frames[-1].filename}:{frames[-1].lineno}: " if frames else ""
+    return f"{where}{type(e).__name__}: {e}"
+
+
 def _report(res) -> str:
     lines = [f"{res.kernel} on {res.chip}: {res.time_ns / 1000:.3f} us device time, "
              f"{res.instructions} instructions"]
@@ -110,9 +125,12 @@ def main(argv=None):
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     a = p.parse_args(argv)
 
-    from . import NkiError, install, run
+    from . import install, run
     from ._runner import TensorType
 
+    if a.time_only and a.save:
+        print("error: --save needs values; drop --time-only", file=sys.stderr)
+        return 2
     install()
     try:
         kernel = _load_kernel(a.kernel)
@@ -129,24 +147,42 @@ def main(argv=None):
             rng = np.random.default_rng(seed)
             for name, spec in randoms.items():
                 shape, dt = _random_spec(spec)
-                kwargs[name] = (TensorType(shape, dt) if a.time_only
-                                else rng.uniform(-1, 1, shape).astype(dt))
+                if a.time_only:
+                    kwargs[name] = TensorType(shape, dt)
+                elif np.issubdtype(np.dtype(dt), np.integer):
+                    lo = 0 if np.issubdtype(np.dtype(dt), np.unsignedinteger) else -100
+                    kwargs[name] = rng.integers(lo, 100, shape).astype(dt)
+                else:
+                    kwargs[name] = rng.uniform(-1, 1, shape).astype(dt)
         for name, lit in _parse_pairs(a.arg, "--arg").items():
             try:
                 kwargs[name] = ast.literal_eval(lit)
             except (ValueError, SyntaxError):
                 raise SystemExit(f"error: --arg {name}={lit} is not a Python literal") from None
-        grid = tuple(int(g) for g in a.grid.split(",")) if a.grid else None
+        grid = None
+        if a.grid:
+            try:
+                grid = tuple(int(g) for g in a.grid.split(","))
+            except ValueError:
+                raise SystemExit(f"error: --grid {a.grid} is not a list of integers (e.g. 2,2)") from None
+            if any(g <= 0 for g in grid):
+                raise SystemExit(f"error: --grid {a.grid}: every dimension must be positive")
         res = run(kernel, chip=a.chip, grid=grid, values=False if a.time_only else None, **kwargs)
-    except (NkiError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if a.trace:
+            res.write_trace(a.trace)
+        if a.save and res.outputs is not None:
+            outs = res.outputs
+            if isinstance(outs, dict):
+                outs = list(outs.values())
+            elif not isinstance(outs, (tuple, list)):
+                outs = [outs]
+            for i, o in enumerate(outs):
+                np.save(f"{a.save}_{i}.npy", o)
+    except SystemExit:
+        raise
+    except Exception as e:  # noqa: BLE001 - one line for anything the kernel or a file raised
+        print(f"error: {_describe(e, a.kernel)}", file=sys.stderr)
         return 1
-    if a.trace:
-        res.write_trace(a.trace)
-    if a.save and res.outputs is not None:
-        outs = res.outputs if isinstance(res.outputs, (tuple, list)) else [res.outputs]
-        for i, o in enumerate(outs):
-            np.save(f"{a.save}_{i}.npy", o)
     if a.json:
         print(json.dumps(res.summary, indent=2, sort_keys=True))
     else:

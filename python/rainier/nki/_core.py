@@ -212,6 +212,14 @@ def where() -> str:
     t = _state.tracer
     if t is None:
         return "<kernel>"
+    code = getattr(t, "kernel_code", None)
+    if code is not None:
+        # Outside the kernel's body (binding its arguments, collecting its results): its def.
+        f = sys._getframe(1)
+        while f is not None and f.f_code is not code:
+            f = f.f_back
+        if f is None:
+            return f"{code.co_filename}:{code.co_firstlineno}"
     s = source_ref()
     return f"{t.files[s[0]]}:{s[1]}"
 

@@ -65,32 +65,34 @@ tile_size = _TileSize()
 # -- loops
 
 
-def _range_args(args):
-    r = range(*[int(a) for a in args])
-    return r
+def _range_args(start, stop, step):
+    """``range(start, stop, step)`` with NKI's signature ``(start, stop=None, step=1)``."""
+    if stop is None:
+        start, stop = 0, start
+    return range(int(start), int(stop), int(step))
 
 
-def affine_range(*args, **_):
+def affine_range(start, stop=None, step=1, **_):
     """Iterations without loop-carried dependencies: they may overlap in time."""
-    return iter(_range_args(args))
+    return iter(_range_args(start, stop, step))
 
 
-def static_range(*args, **_):
-    return iter(_range_args(args))
+def static_range(start, stop=None, step=1, **_):
+    return iter(_range_args(start, stop, step))
 
 
-def sequential_range(*args, **_):
+def sequential_range(start, stop=None, step=1, **_):
     """Iterations in order: each starts after the previous one has finished."""
     first = True
-    for i in _range_args(args):
+    for i in _range_args(start, stop, step):
         if not first:
             c.tracer().emit({"op": "fence"})
         first = False
         yield i
 
 
-def dynamic_range(*args, **_):
-    return sequential_range(*args)
+def dynamic_range(start, stop=None, step=1, **_):
+    return sequential_range(start, stop, step)
 
 
 # -- SPMD

@@ -161,6 +161,14 @@ def emit_dma(dst: View, src: View, oob_skip=False, accumulate=False):
     if dst.ind is not None and src.ind is not None:
         unsupported("a DMA indexed by tiles on both sides")
     op = {"op": "dma", "dst": acc(dst), "src": acc(src)}
+    # A bitcast view of HBM (x.view(dtype)): the bytes move as the tensor's own dtype into a
+    # tile of the view's dtype, which then reads them as that dtype.
+    for h, t, hk, tk in ((src, dst, "src", "dst"), (dst, src, "dst", "src")):
+        if not h.tensor.on_chip and h.dt is not None and t.tensor.on_chip:
+            if c.dtype_name(t.dtype) != c.dtype_name(h.dt):
+                unsupported("a DMA between a bitcast HBM view and a tile of another dtype")
+            op[hk].pop("dt", None)
+            op[tk]["dt"] = c.dtype_name(h.tensor.dtype)
     if ind is not None:
         rows = dst.ind_rows if dst.ind is not None else src.ind_rows
         op.update({"index": acc(ind), "oob_skip": bool(oob_skip), "accumulate": bool(accumulate),

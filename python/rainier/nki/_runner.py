@@ -163,6 +163,7 @@ def trace_kernel(fn, args, kwargs, chip, grid=(), core=0):
     ``core``; returns (tracer, inputs, structure)."""
     name = getattr(fn, "__name__", "kernel")
     t = c.Tracer(chip, name)
+    t.kernel_code = getattr(fn, "__code__", None)
     prev = c._state.tracer
     c._state.tracer = t
     try:

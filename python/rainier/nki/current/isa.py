@@ -18,8 +18,9 @@ def _span_written(dst) -> bool:
     t = dst.tensor
     spans = t.__dict__.setdefault("written", [])
     lo, hi = o._byte_span(dst)
-    hit = any(a < hi and lo < b for a, b in spans)
-    spans.append((lo, hi))
+    p0, p1 = dst.p0, dst.p0 + dst.partitions
+    hit = any(a < hi and lo < b and q0 < p1 and p0 < q1 for a, b, q0, q1 in spans)
+    spans.append((lo, hi, p0, p1))
     return hit
 
 
@@ -47,7 +48,8 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
               is_transpose=False, accumulate=None, tile_position=(), tile_size=(), perf_mode=None,
               name=None, **_):
     if is_transpose:
-        o.emit_transpose(dst, moving if moving is not None else stationary, "tensor")
+        # The data is the stationary operand (the moving one is the identity).
+        o.emit_transpose(dst, stationary, "tensor")
         return
     written = _span_written(dst)
     acc = written if accumulate is None else bool(accumulate)
@@ -91,6 +93,9 @@ def activation(dst, op, data, bias=None, scale=1.0, reduce_op=None, reduce_res=N
             bias = None
     if reduce_res is not None and reduce_name(reduce_op or "add") != "add":
         c.unsupported("nki.isa.activation with a reduce other than add")
+    cmd = getattr(reduce_cmd, "name", reduce_cmd)
+    if cmd not in (None, "idle", "reset_reduce"):
+        c.unsupported(f"nki.isa.activation with reduce_cmd={cmd} (the Scalar engine's accumulator registers)")
     o.emit_activation(dst, data, act_name(op), scale=scale, bias=bias, reduce=reduce_res)
 
 

@@ -20,7 +20,8 @@ def nc_matmul(stationary, moving, is_stationary_onezero=False, is_moving_onezero
     ``tile_position``/``tile_size`` (PE-array row/column tiling) compute the same values; the
     timing model runs such matmuls one after another (docs/nki.md)."""
     if is_transpose:
-        return o.transpose(moving, mask=mask)
+        # The data is the stationary operand (the moving one is the identity).
+        return o.transpose(stationary, mask=mask)
     return o.nc_matmul(stationary, moving, mask=mask, double_row=o.is_double_row(perf_mode))
 
 
@@ -33,6 +34,9 @@ def nc_transpose(data, mask=None, dtype=None, engine=unknown_engine, **_):
 def activation(op, data, bias=None, scale=1.0, reduce_op=None, reduce_res=None,
                reduce_cmd=None, mask=None, dtype=None, **_):
     func = act_name(op)
+    cmd = getattr(reduce_cmd, "name", reduce_cmd)
+    if cmd not in (None, "idle", "reset_reduce"):
+        c.unsupported(f"nki.isa.activation with reduce_cmd={cmd} (the Scalar engine's accumulator registers)")
     if isinstance(bias, (int, float)):
         bias = None if bias == 0 else _const_column(data.partitions, bias)
     out = o.fresh(data.shape, dtype or data.dtype)
