@@ -271,3 +271,13 @@ def test_range_keywords_and_transpose_mode(rng):
 
     x = rng.standard_normal((4, 128, 128)).astype(np.float32)
     np.testing.assert_array_equal(k(x), (x[0] + x[2]).T)
+
+
+def test_softmax_and_rms_norm(k, rng):
+    x = (rng.standard_normal((128, 300)) * 3).astype(np.float32)
+    w = rng.standard_normal((1, 300)).astype(np.float32)
+    sm, rms = k.softmax_and_rmsnorm(x, w)
+    xd = x.astype(np.float64)
+    e = np.exp(xd - xd.max(axis=1, keepdims=True))
+    close(sm, e / e.sum(axis=1, keepdims=True), np.float32, "softmax")
+    close(rms, xd / np.sqrt((xd * xd).mean(axis=1, keepdims=True) + 1e-6) * w, np.float32, "rms_norm")

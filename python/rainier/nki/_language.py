@@ -399,7 +399,7 @@ for _name in ("gelu_apprx_sigmoid_dx", "ceil", "floor", "trunc", "sign", "power"
               "bitwise_or", "bitwise_xor", "invert", "left_shift", "right_shift", "logical_and",
               "logical_or", "logical_xor", "logical_not", "abs_max", "abs_min",
               "random_seed", "atomic_rmw", "all_reduce",
-              "loop_reduce", "softmax", "rms_norm", "prod", "var", "all"):
+              "loop_reduce", "prod", "var", "all"):
     if _name not in globals():
         globals()[_name] = _missing(_name)
 
@@ -446,6 +446,52 @@ def gather_flattened(data, indices, mask=None, dtype=None, **_):
 def dropout(x, rate, dtype=None, mask=None, **_):
     """Zeros each element with probability ``rate`` (Vector engine ``dropout``; no rescaling)."""
     return o.dropout(None, x, rate, dtype, mask)
+
+
+def _trailing(x, axis):
+    axes = [axis] if isinstance(axis, int) else list(axis)
+    axes = sorted(a % x.ndim for a in axes)
+    if 0 in axes or axes != list(range(x.ndim - len(axes), x.ndim)):
+        c.fail(f"axis {axis}: must be the trailing free dimensions of a {x.ndim}-D tile")
+    return axes
+
+
+def softmax(x, axis, dtype=None, compute_dtype=None, mask=None, **_):
+    """``exp(x - max) / sum`` along the trailing free axes: a Vector max, a ScalarE exp with
+    the negated max as bias and a fused sum, a Vector reciprocal and a multiply."""
+    _trailing(x, axis)
+    if x.ndim != 2:
+        unsupported("nl.softmax of a tile with more than one free dimension")
+    dt = dtype or compute_dtype or x.dtype
+    neg_max = o.reduce(x, "max", axis, dtype=np.float32, mask=mask, negate=True)
+    e = o.fresh(x.shape, np.float32)
+    total = o.fresh((x.partitions, 1), np.float32)
+    r = o.masked(mask, e, x, neg_max, total)
+    if r is None:
+        return e
+    o.emit_activation(r[0], r[1], "exp", bias=r[2], reduce=r[3])
+    inv = o.fresh((x.partitions, 1), np.float32)
+    o.emit_simple("reciprocal", inv, src=total)
+    return o.binary(e, inv, "multiply", dtype=dt, mask=mask)
+
+
+def rms_norm(x, w, axis, n, epsilon=1e-06, dtype=None, compute_dtype=None, mask=None, **_):
+    """``x / sqrt(mean(x²) + epsilon) * w`` along the trailing free axes (``n`` values)."""
+    _trailing(x, axis)
+    if x.ndim != 2:
+        unsupported("nl.rms_norm of a tile with more than one free dimension")
+    dt = dtype or compute_dtype or x.dtype
+    sq = o.fresh(x.shape, np.float32)
+    ss = o.fresh((x.partitions, 1), np.float32)
+    r = o.masked(mask, sq, x, ss)
+    if r is None:
+        return sq
+    o.emit_activation(r[0], r[1], "square", reduce=r[2])
+    ms = o.binary(ss, 1.0 / float(n), "multiply", dtype=np.float32)
+    ms = o.binary(ms, float(epsilon), "add", dtype=np.float32)
+    rstd = o.unary("rsqrt", ms, dtype=np.float32)
+    y = o.binary(x, rstd, "multiply", dtype=np.float32, mask=mask)
+    return o.binary(y, w, "multiply", dtype=dt, mask=mask)
 
 
 def rand(shape, dtype=np.float32, **_):

@@ -125,3 +125,14 @@ def unary_functions(x):
         nl.store(o, value=getattr(nl, n)(t))
         outs[n] = o
     return outs
+
+
+@nki.jit
+def softmax_and_rmsnorm(x, w):
+    sm = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    rn_ = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    t = nl.load(x)
+    g = nl.load(w)
+    nl.store(sm, value=nl.softmax(t, axis=1))
+    nl.store(rn_, value=nl.rms_norm(t, g.broadcast_to(t.shape), axis=1, n=x.shape[1]))
+    return sm, rn_
