@@ -281,3 +281,21 @@ def test_softmax_and_rms_norm(k, rng):
     e = np.exp(xd - xd.max(axis=1, keepdims=True))
     close(sm, e / e.sum(axis=1, keepdims=True), np.float32, "softmax")
     close(rms, xd / np.sqrt((xd * xd).mean(axis=1, keepdims=True) + 1e-6) * w, np.float32, "rms_norm")
+
+
+def test_validate_reports_published_points():
+    """`python -m rainier.nki validate` runs timings.json points (two quick ones here) and
+    reports predicted vs measured; accuracy is issue 13's subject, not asserted."""
+    from conftest import need_shared
+
+    shared = need_shared().parent
+    p = subprocess.run([sys.executable, "-m", "rainier.nki", "validate", "--shared", str(shared),
+                        "--only", "layernorm-tutorial-v1", "--only", "mamba-tutorial-v1-small",
+                        "--json"], capture_output=True, text=True, check=True)
+    out = json.loads(p.stdout)
+    assert [r["id"] for r in out["points"]] == ["layernorm-tutorial-v1", "mamba-tutorial-v1-small"]
+    for r in out["points"]:
+        assert r["predicted_us"] > 0 and r["measured_us"] > 0 and "error_percent" in r
+    bad = subprocess.run([sys.executable, "-m", "rainier.nki", "validate", "--shared", str(shared),
+                          "--only", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "no point nope" in bad.stderr

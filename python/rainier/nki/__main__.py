@@ -9,6 +9,7 @@ Examples::
         --save out --json
     python -m rainier.nki mm.py::nki_matmul_fully_optimized_ --chip trn1 --time-only \\
         --random lhsT=8192x4096:bfloat16 --random rhs=8192x8192:bfloat16
+    python -m rainier.nki validate      # the timing model against published hardware times
 
 Tensor arguments come from ``.npy`` files (``--input``) or are drawn at random
 (``--random NAME=SHAPE:DTYPE``, uniform in [-1, 1), seed printed); other arguments are Python
@@ -107,6 +108,11 @@ def _report(res) -> str:
 
 
 def main(argv=None):
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["validate"]:
+        from .validate import main as validate_main
+
+        return validate_main(args[1:])
     p = argparse.ArgumentParser(
         prog="python -m rainier.nki", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,7 +129,7 @@ def main(argv=None):
     p.add_argument("--save", metavar="PREFIX", help="write each output to PREFIX_<i>.npy")
     p.add_argument("--trace", metavar="FILE.json", help="write a Chrome/Perfetto trace")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    a = p.parse_args(argv)
+    a = p.parse_args(args)
 
     from . import install, run
     from ._runner import TensorType
