@@ -439,6 +439,16 @@ impl Options {
         }
     }
 
+    /// A required `key=ALU_OP`.
+    fn required_alu(&mut self, key: &str, op_col: u32) -> Result<AluOp, ParseError> {
+        self.alu(key)?.ok_or_else(|| self.err(op_col, format!("missing option {key}=ALU_OP")))
+    }
+
+    /// A required `key=IMM|TILE`.
+    fn required_scalar(&mut self, key: &str, op_col: u32) -> Result<ScalarOperand, ParseError> {
+        self.scalar(key)?.ok_or_else(|| self.err(op_col, format!("missing option {key}=IMM|TILE")))
+    }
+
     /// A required `key=add|max|min`.
     fn reduce_op(&mut self, key: &str, op_col: u32) -> Result<ReduceOp, ParseError> {
         let (w, col) = self
@@ -752,14 +762,8 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
         "tensor_copy" => Op::TensorCopy { dst: next(), src: next() },
         "tensor_tensor_scan" => {
             let (dst, in0, in1) = (next(), next(), next());
-            let mut alu = |key: &str| {
-                opts.alu(key)?
-                    .ok_or_else(|| opts.err(op_col, format!("missing option {key}=ALU_OP")))
-            };
-            let (op0, op1) = (alu("op0")?, alu("op1")?);
-            let initial = opts
-                .scalar("initial")?
-                .ok_or_else(|| opts.err(op_col, "missing option initial=IMM|TILE".into()))?;
+            let (op0, op1) = (opts.required_alu("op0", op_col)?, opts.required_alu("op1", op_col)?);
+            let initial = opts.required_scalar("initial", op_col)?;
             Op::TensorTensorScan {
                 dst,
                 in0,
@@ -777,9 +781,7 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
         "sequence_bounds" => Op::SequenceBounds { dst: next(), src: next() },
         "dropout" => {
             let (dst, src) = (next(), next());
-            let prob = opts
-                .scalar("prob")?
-                .ok_or_else(|| opts.err(op_col, "missing option prob=IMM|TILE".into()))?;
+            let prob = opts.required_scalar("prob", op_col)?;
             let seed = opts.int("seed", 0, i64::from(u32::MAX))?.unwrap_or(0) as u32;
             Op::Dropout { dst, src, prob, seed }
         }
@@ -807,14 +809,8 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
         }
         "tensor_scalar_cumulative" => {
             let (dst, src) = (next(), next());
-            let mut alu = |key: &str| {
-                opts.alu(key)?
-                    .ok_or_else(|| opts.err(op_col, format!("missing option {key}=ALU_OP")))
-            };
-            let (op0, op1) = (alu("op0")?, alu("op1")?);
-            let operand0 = opts
-                .scalar("operand0")?
-                .ok_or_else(|| opts.err(op_col, "missing option operand0=IMM|TILE".into()))?;
+            let (op0, op1) = (opts.required_alu("op0", op_col)?, opts.required_alu("op1", op_col)?);
+            let operand0 = opts.required_scalar("operand0", op_col)?;
             let reverse0 = opts.bool("reverse0")?;
             let reduce_cmd = match opts.word("reduce_cmd")? {
                 None => crate::ReduceCmd::ResetReduce,
@@ -864,11 +860,8 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
         }
         "range_select" => {
             let (dst, src, bound0, bound1) = (next(), next(), next(), next());
-            let mut cmp = |key: &str| {
-                opts.alu(key)?
-                    .ok_or_else(|| opts.err(op_col, format!("missing option {key}=CMP_OP")))
-            };
-            let (cmp0, cmp1) = (cmp("cmp0")?, cmp("cmp1")?);
+            let (cmp0, cmp1) =
+                (opts.required_alu("cmp0", op_col)?, opts.required_alu("cmp1", op_col)?);
             let range_start = opts
                 .int("range_start", i64::from(i32::MIN), i64::from(i32::MAX))?
                 .unwrap_or(0) as i32;
@@ -890,9 +883,7 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
         }
         "select_reduce" => {
             let (dst, predicate, on_true) = (next(), next(), next());
-            let on_false = opts
-                .scalar("on_false")?
-                .ok_or_else(|| opts.err(op_col, "missing option on_false=IMM|TILE".into()))?;
+            let on_false = opts.required_scalar("on_false", op_col)?;
             let reverse = opts.bool("reverse")?;
             let reduce_cmd = opts.reduce_cmd()?;
             let reduce = opts.tile("reduce")?;
@@ -902,14 +893,8 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
         "nc_find_index8" => Op::FindIndex8 { dst: next(), data: next(), vals: next() },
         "scalar_tensor_tensor" => {
             let (dst, src, in1) = (next(), next(), next());
-            let mut alu = |key: &str| {
-                opts.alu(key)?
-                    .ok_or_else(|| opts.err(op_col, format!("missing option {key}=ALU_OP")))
-            };
-            let (op0, op1) = (alu("op0")?, alu("op1")?);
-            let operand0 = opts
-                .scalar("operand0")?
-                .ok_or_else(|| opts.err(op_col, "missing option operand0=IMM|TILE".into()))?;
+            let (op0, op1) = (opts.required_alu("op0", op_col)?, opts.required_alu("op1", op_col)?);
+            let operand0 = opts.required_scalar("operand0", op_col)?;
             Op::ScalarTensorTensor {
                 dst,
                 src,
@@ -926,9 +911,7 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
             let op0 = opts
                 .alu("op0")?
                 .ok_or_else(|| opts.err(op_col, "missing option op0=ALU_OP".into()))?;
-            let operand0 = opts
-                .scalar("operand0")?
-                .ok_or_else(|| opts.err(op_col, "missing option operand0=IMM|TILE".into()))?;
+            let operand0 = opts.required_scalar("operand0", op_col)?;
             let reduce_op = opts.reduce_op("reduce_op", op_col)?;
             let reduce = opts
                 .tile("reduce")?

@@ -545,7 +545,7 @@ def _reshaped_like(dst: View, like: View) -> View:
     it = iter(axes)
     for s, n, p in like.axes:
         if n == 1:
-            out.append((0, 1, p and False))
+            out.append((0, 1, False))
         else:
             out.append(next(it))
     return View(dst.tensor, dst.p0, dst.off, out, dst.dt)
