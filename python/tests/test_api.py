@@ -238,6 +238,9 @@ def test_command_line_errors_are_one_line(tmp_path):
         ([f"{kernel}::scale_rows", "--random", "x=128x64:float32", "--grid", "0"], "--grid 0"),
         ([f"{kernel}::scale_rows", "--random", "x=0x64:float32", "--arg", "factor=1.0"], "empty"),
         ([f"{kernel}::copy_loop_affine", "--random", "x=128x64:float32", "--time-only", "--save", "o"], "--save needs values"),
+        ([f"{kernel}::copy_loop_affine", "--random", "x=128,1000000000:float32", "--time-only"],
+         "the kernel's HBM tensors need more than"),
+        ([f"{kernel}::copy_loop_affine", "--random", "x=128x64:float99"], "unknown dtype 'float99'"),
     ]
     for args, want in cases:
         p = subprocess.run([sys.executable, "-m", "rainier.nki", *args], capture_output=True, text=True)

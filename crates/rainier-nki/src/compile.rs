@@ -98,7 +98,6 @@ fn byte_range(a: &Access, esz: u64) -> (i128, i128) {
 
 struct Lowering<'a> {
     trace: &'a Trace,
-    chip: &'a ChipParams,
     dtypes: Vec<DType>,
     /// Per on-chip tensor: its units (sorted by start) when split into blocks.
     units: Vec<Unit>,
@@ -594,9 +593,27 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
         let file = trace.files.get(s[0] as usize).map_or("<kernel>", String::as_str);
         format!("{file}:{}", s[1])
     };
+    let mut hbm_bytes = 0u64;
     for (t, spec) in trace.tensors.iter().enumerate() {
         check_tensor(spec, dtypes[t], parts)
             .map_err(|m| NkiError::Kernel { at: where_(spec.src), message: m })?;
+        if spec.buffer.is_hbm() {
+            let bytes = spec
+                .shape
+                .iter()
+                .try_fold(dtypes[t].size_bytes() as u64, |a, &d| a.checked_mul(d))
+                .unwrap_or(u64::MAX);
+            hbm_bytes = hbm_bytes.saturating_add(bytes);
+            if hbm_bytes > chip.hbm_bytes.value {
+                return Err(NkiError::Kernel {
+                    at: where_(spec.src),
+                    message: format!(
+                        "the kernel's HBM tensors need more than the {} bytes of one {} chip (at '{}')",
+                        chip.hbm_bytes.value, chip.chip, spec.name
+                    ),
+                });
+            }
+        }
     }
 
     // Which on-chip tensors can be split into blocks: every access within one block.
@@ -683,15 +700,8 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
         hbm_index[t] = Some(n_hbm);
         n_hbm += 1;
     }
-    let mut low = Lowering {
-        trace,
-        chip,
-        dtypes,
-        units,
-        unit_of_tensor,
-        hbm_index,
-        last_writer: HashMap::new(),
-    };
+    let mut low =
+        Lowering { trace, dtypes, units, unit_of_tensor, hbm_index, last_writer: HashMap::new() };
     let mut sources = Vec::with_capacity(trace.ops.len());
     for op in &trace.ops {
         if matches!(op.i, OpSpec::Fence) {
@@ -730,7 +740,6 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
         }
         other => NkiError::Input(other.to_string()),
     })?;
-    let _ = low.chip;
     Ok(Compiled { program, sources, hbm_index: low.hbm_index, sbuf_peak_bytes, psum_peak_bytes })
 }
 

@@ -55,9 +55,9 @@ def _random_spec(spec):
     """``8192x4096:bfloat16`` -> (shape, dtype)."""
     shape_s, _, dt = spec.partition(":")
     try:
-        shape = tuple(int(s) for s in shape_s.lower().split("x"))
+        shape = tuple(int(s) for s in shape_s.lower().replace(",", "x").split("x"))
     except ValueError:
-        raise SystemExit(f"error: bad shape '{shape_s}' (write e.g. 128x512)") from None
+        raise SystemExit(f"error: bad shape '{shape_s}' (write e.g. 128x512 or 128,512)") from None
     return shape, _dtype(dt or "float32")
 
 

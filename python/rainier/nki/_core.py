@@ -266,6 +266,14 @@ class Tracer:
         self.names.add(name)
         return name
 
+    def source_of(self, code) -> list:
+        """``[file index, line]`` of a function's definition."""
+        idx = self.file_ids.get(code.co_filename)
+        if idx is None:
+            idx = self.file_ids[code.co_filename] = len(self.files)
+            self.files.append(code.co_filename)
+        return [idx, code.co_firstlineno]
+
     def constant(self, arr, name):
         """An HBM input tensor holding ``arr`` (shared constants), one per distinct value."""
         key = (arr.shape, arr.dtype.str, arr.tobytes())

@@ -176,6 +176,9 @@ def trace_kernel(fn, args, kwargs, chip, grid=(), core=0):
                     c.fail(f"argument '{pname}' is a 0-d array; pass a Python number")
                 arr = value
                 v = c.hbm_tensor(arr.shape, arr.dtype, "input", pname)
+                if t.kernel_code is not None:
+                    # An argument is declared where the kernel is defined.
+                    v.tensor.spec["src"] = t.source_of(t.kernel_code)
                 inputs.append((v.tensor.name, arr))
                 new_args[pname] = v
             else:
