@@ -12,7 +12,7 @@ use crate::alloc::Arena;
 
 /// Alignment of SBUF allocations within a partition (assumption: NKI's `sbuf_min_align` value
 /// is not public; 64 B keeps every dtype and DMA descriptor aligned).
-const SBUF_ALIGN: u64 = 64;
+pub const SBUF_ALIGN: u64 = 64;
 /// Most instructions a kernel may have (each costs a few hundred bytes of host memory; gemm
 /// 8192³ needs 134k).
 pub const MAX_INSTRUCTIONS: usize = 4_000_000;

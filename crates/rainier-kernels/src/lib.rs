@@ -26,7 +26,7 @@ mod rowwise;
 pub use alloc::Arena;
 pub use attention::{attention, AttentionShape};
 pub use attention_bwd::{attention_backward, attention_backward_chunked};
-pub use builder::{KernelBuilder, KernelError, MAX_INSTRUCTIONS};
+pub use builder::{KernelBuilder, KernelError, MAX_INSTRUCTIONS, SBUF_ALIGN};
 pub use gemm::gemm;
 pub use loss::{cross_entropy, cross_entropy_backward};
 pub use optim::{adamw, AdamW};

@@ -11,14 +11,11 @@ use rainier_isa::{
     ActFunc, Affine, AluOp, Dim, DmaOperand, Engine, HbmAccess, Memory, Op, Program, ReduceCmd,
     ReduceOp, ScalarOperand, ScalarStage, TensorKind, Tile,
 };
-use rainier_kernels::{Arena, KernelBuilder};
+use rainier_kernels::{Arena, KernelBuilder, SBUF_ALIGN};
 use rainier_tensor::DType;
 
 use crate::trace::{Access, Buffer, OpSpec, ScalarSpec, SourceRef, TensorSpec, Trace};
 use crate::NkiError;
-
-/// SBUF allocation alignment within a partition (assumption, as the kernel builder's).
-const SBUF_ALIGN: u64 = 64;
 
 /// A compiled kernel: the program, the kernel source line of each instruction, and where each
 /// on-chip tensor went.
