@@ -110,9 +110,18 @@ fn run_trace(
     Ok(NativeRun { outcome, chip, files: trace.files })
 }
 
+/// The NeuronCore figures the front end needs, from `rainier-arch` (the one place hardware
+/// numbers live): `(partitions, sbuf_bytes_per_partition, psum_bytes_per_partition)`.
+#[pyfunction]
+fn core_params(chip: &str) -> PyResult<(u32, u32, u32)> {
+    let c = Chip::from_str(chip).map_err(|e| PyValueError::new_err(e.to_string()))?.params().core;
+    Ok((c.partitions.value, c.sbuf_bytes_per_partition.value, c.psum_bytes_per_partition.value))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_trace, m)?)?;
+    m.add_function(wrap_pyfunction!(core_params, m)?)?;
     m.add_class::<NativeRun>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

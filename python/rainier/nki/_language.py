@@ -56,7 +56,15 @@ class _TileSize:
     bn_stats_fmax = 512
     psum_min_align = 4
     sbuf_min_align = 64
-    total_available_sbuf_size = 192 * 1024
+
+    @property
+    def total_available_sbuf_size(self):
+        """SBUF bytes per partition of the chip being traced (from rainier-arch)."""
+        from .. import _native
+        from ._runner import chip_of
+
+        t = c._state.tracer
+        return _native.core_params(t.chip if t is not None else chip_of())[1]
 
 
 tile_size = _TileSize()
