@@ -218,12 +218,17 @@ pub struct TimingParams {
     /// drain, write-back, semaphore): what a dependent instruction waits beyond the issue
     /// interval.
     pub completion_latency_cycles: Sourced<u32>,
+    /// VectorE's completion latency (its own, shorter pipeline).
+    pub vector_completion_latency_cycles: Sourced<u32>,
     /// Cycles an engine spends triggering a DMA (descriptors prepared at load time).
     pub dma_trigger_cycles: Sourced<u32>,
     /// Innermost strides wider than this many bytes halve an engine's access bandwidth.
     pub stride_penalty_bytes: Sourced<u32>,
     /// Practical bytes per ns of one DMA engine.
     pub dma_engine_bytes_per_ns: Sourced<f64>,
+    /// Elements per ns one DMA queue moves on one DMA engine (a queue's datapath moves
+    /// elements, casting through fp32); the engine's queues share its byte rate.
+    pub dma_queue_elements_per_ns: Sourced<f64>,
     /// Latency from a DMA trigger to its data starting to move (descriptor fetch, queueing,
     /// cross-engine semaphore-to-start).
     pub dma_fixed_latency_ns: Sourced<f64>,
@@ -231,6 +236,9 @@ pub struct TimingParams {
     pub dma_descriptor_ns: Sourced<f64>,
     /// Partitions served by one DMA engine (128 / 16).
     pub dma_partitions_per_engine: Sourced<u32>,
+    /// Kernel start-up and tear-down that a measured device latency (`nki.benchmark`'s
+    /// NCLatency) includes beyond the instructions' own time.
+    pub launch_overhead_ns: Sourced<f64>,
     /// Vector-engine performance modes of NeuronCore-v3+ (2x/4x for 16-bit SBUF operands).
     pub vector_perf_modes: Sourced<bool>,
 }
@@ -258,6 +266,10 @@ fn timing(generation: Generation) -> TimingParams {
         } else {
             assumed(200, "NeuronCore-v2 figure (derived from [N-perf]) carried over")
         },
+        vector_completion_latency_cycles: carried(
+            "[N-arch2] VectorE: back-to-back instructions each depending on the previous one's output add a static overhead of ~100 engine cycles",
+            100,
+        ),
         dma_trigger_cycles: assumed(64, "no published figure; one MIN_II on the issuing sequencer"),
         stride_penalty_bytes: carried("[N-arch2] innermost stride > 16 B halves bandwidth", 16),
         dma_engine_bytes_per_ns: match generation {
@@ -265,9 +277,23 @@ fn timing(generation: Generation) -> TimingParams {
             Generation::V3 => doc(23.0, "[N-dmabw, N-dma] Trn2 23 B/ns (32 KiB in 1,416 ns)"),
             Generation::V4 => doc(33.0, "[N-dmabw] Trn3 33 B/ns"),
         },
+        dma_queue_elements_per_ns: {
+            let bytes = match generation {
+                Generation::V2 => 17.0,
+                Generation::V3 => 23.0,
+                Generation::V4 => 33.0,
+            };
+            let grade = if v2 { derived } else { assumed };
+            grade(bytes / 4.0, "the practical bytes/ns per DMA engine [N-dmabw] taken as measured with 4-byte elements on one queue: a queue's datapath moves elements (casting through fp32 [N-dma]), so 2-byte data on one queue moves at half the byte rate, and an engine reaches its byte rate only with transfers on two or more queues. The trn1 bf16 matmul tutorial, whose nl.loads all go through one queue (qSyncIO0 in the tutorials' profiles), runs at 100-106 GB/s per core in all four versions (timings.json); compiled decode streams bf16 weights at >= 167 GB/s per core (trn1 llama3-70b TPOT, validation data). v3/v4: the v2 relation carried over (range: bytes/4 to bytes/2 per ns)")
+        },
         dma_fixed_latency_ns: doc(1300.0, "[N-dmabw] ~1.3 us descriptor setup + sync + semaphore-to-start"),
         dma_descriptor_ns: assumed(20.0, "fitted to [N-dmabw] guidance: <256 B per partition badly overhead-bound, >=2 KiB recommended, >=4 KiB saturates"),
         dma_partitions_per_engine: doc(8, "[N-dma, N-arch2] each engine serves 8 of 128 partitions"),
+        launch_overhead_ns: if v2 {
+            derived(38_600.0, "the Mamba tutorial's mamba_v1 at 256 and 4096 channels (172.93 us with VectorE 98.71 % active, 2.34 ms with 92.16 %): the same VectorE time per (state, channel tile) iteration in both leaves 38.6 us outside the active period (timings.json)")
+        } else {
+            assumed(38_600.0, "NeuronCore-v2 figure (derived from the Mamba tutorial) carried over; range 10-80 us")
+        },
         vector_perf_modes: if v2 {
             doc(false, "[N-arch3] performance modes are new in NeuronCore-v3")
         } else {
@@ -427,9 +453,15 @@ impl ChipParams {
             row("timing.min_ii_cycles", &c.timing.min_ii_cycles),
             row("timing.gpsimd_startup_cycles", &c.timing.gpsimd_startup_cycles),
             row("timing.completion_latency_cycles", &c.timing.completion_latency_cycles),
+            row(
+                "timing.vector_completion_latency_cycles",
+                &c.timing.vector_completion_latency_cycles,
+            ),
             row("timing.dma_trigger_cycles", &c.timing.dma_trigger_cycles),
             row("timing.stride_penalty_bytes", &c.timing.stride_penalty_bytes),
             row("timing.dma_engine_bytes_per_ns", &c.timing.dma_engine_bytes_per_ns),
+            row("timing.dma_queue_elements_per_ns", &c.timing.dma_queue_elements_per_ns),
+            row("timing.launch_overhead_ns", &c.timing.launch_overhead_ns),
             row("timing.dma_fixed_latency_ns", &c.timing.dma_fixed_latency_ns),
             row("timing.dma_descriptor_ns", &c.timing.dma_descriptor_ns),
             row("timing.dma_partitions_per_engine", &c.timing.dma_partitions_per_engine),

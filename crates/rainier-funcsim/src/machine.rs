@@ -333,8 +333,8 @@ impl Machine {
     /// Executes one instruction's semantics (no semaphore effects; see [`crate::run`]).
     pub fn execute(&mut self, op: &Op) -> Result<(), ExecError> {
         match op {
-            Op::DmaCopy { dst, src } => self.dma(dst, src),
-            Op::DmaIndirect { dst, src, index, oob_skip, accumulate, rows } => {
+            Op::DmaCopy { dst, src, .. } => self.dma(dst, src),
+            Op::DmaIndirect { dst, src, index, oob_skip, accumulate, rows, .. } => {
                 self.dma_indirect(dst, src, index, *oob_skip, *accumulate, *rows)
             }
             Op::Matmul { dst, stationary, moving, accumulate, double_row } => {

@@ -428,7 +428,7 @@ proptest! {
         let dst = a.tile(Memory::Sbuf, 0, parts, DType::F32, &[cols], 0);
         m.write_tile(&dst, &vec![-9.0; (parts as u64 * cols) as usize]).unwrap_or_else(|e| panic!("{e}"));
         let src = DmaOperand::Hbm(HbmAccess { tensor: 0, offset: 0, dims: vec![rainier_isa::Dim { stride: cols as i64, size: u64::from(parts) }, rainier_isa::Dim { stride: 1, size: cols }] });
-        m.execute(&Op::DmaIndirect { dst: DmaOperand::Tile(dst.clone()), src: src.clone(), index: idx.clone(), oob_skip: true, accumulate: false, rows: 0 }).unwrap_or_else(|e| panic!("{e}"));
+        m.execute(&Op::DmaIndirect { dst: DmaOperand::Tile(dst.clone()), src: src.clone(), index: idx.clone(), oob_skip: true, accumulate: false, rows: 0, queue: 0 }).unwrap_or_else(|e| panic!("{e}"));
         let got = read(&m, &dst);
         for p in 0..parts as usize {
             let row = rows_of[p] as i64;
@@ -439,11 +439,11 @@ proptest! {
         }
         // Out-of-range rows are an error unless skipped.
         if rows_of.iter().any(|&v| v < 0.0 || v >= rows as f32) {
-            let e = m.execute(&Op::DmaIndirect { dst: DmaOperand::Tile(dst.clone()), src: src.clone(), index: idx.clone(), oob_skip: false, accumulate: false, rows: 0 });
+            let e = m.execute(&Op::DmaIndirect { dst: DmaOperand::Tile(dst.clone()), src: src.clone(), index: idx.clone(), oob_skip: false, accumulate: false, rows: 0, queue: 0 });
             prop_assert!(matches!(e, Err(rainier_funcsim::ExecError::IndexOutOfRange(_))));
         }
         // Scatter-add the gathered rows back: every in-range row gains each time it was picked.
-        m.execute(&Op::DmaIndirect { dst: src, src: DmaOperand::Tile(dst), index: idx, oob_skip: true, accumulate: true, rows: 0 }).unwrap_or_else(|e| panic!("{e}"));
+        m.execute(&Op::DmaIndirect { dst: src, src: DmaOperand::Tile(dst), index: idx, oob_skip: true, accumulate: true, rows: 0, queue: 0 }).unwrap_or_else(|e| panic!("{e}"));
         let mut want: Vec<f64> = hbm_vals.iter().map(|&v| f64::from(v)).collect();
         for &row in &rows_of {
             let row = row as i64;
@@ -850,7 +850,7 @@ proptest! {
         let mut a = Alloc::new();
         let tile = a.tile(Memory::Sbuf, 0, rows as u32, dst_d, &[n], 0);
         let src = HbmAccess { tensor: 0, offset: col0, dims: vec![rainier_isa::Dim { stride: width as i64, size: rows }, rainier_isa::Dim { stride: step, size: n }] };
-        m.execute(&Op::DmaCopy { dst: DmaOperand::Tile(tile.clone()), src: DmaOperand::Hbm(src) }).unwrap_or_else(|e| panic!("{e}"));
+        m.execute(&Op::DmaCopy { dst: DmaOperand::Tile(tile.clone()), src: DmaOperand::Hbm(src), queue: 0 }).unwrap_or_else(|e| panic!("{e}"));
         let got = read(&m, &tile);
         for row in 0..rows as usize {
             for j in 0..n as usize {
@@ -859,13 +859,13 @@ proptest! {
             }
         }
         let out = HbmAccess { tensor: 1, offset: 0, dims: dims_of(&[rows, n]) };
-        m.execute(&Op::DmaCopy { dst: DmaOperand::Hbm(out), src: DmaOperand::Tile(tile.clone()) }).unwrap_or_else(|e| panic!("{e}"));
+        m.execute(&Op::DmaCopy { dst: DmaOperand::Hbm(out), src: DmaOperand::Tile(tile.clone()), queue: 0 }).unwrap_or_else(|e| panic!("{e}"));
         let y: Vec<f64> = m.hbm(1).chunks(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect();
         prop_assert_eq!(&y, &got);
         // SBUF -> SBUF, reshaping [rows, n] into [rows, n] with a partition offset and a cast.
         let shifted = a.tile(Memory::Sbuf, 0, rows as u32, DType::F32, &[n], 0);
         let shifted = rainier_isa::Tile { start_partition: 128 - rows as u32, ..shifted };
-        m.execute(&Op::DmaCopy { dst: DmaOperand::Tile(shifted.clone()), src: DmaOperand::Tile(tile) }).unwrap_or_else(|e| panic!("{e}"));
+        m.execute(&Op::DmaCopy { dst: DmaOperand::Tile(shifted.clone()), src: DmaOperand::Tile(tile), queue: 0 }).unwrap_or_else(|e| panic!("{e}"));
         prop_assert_eq!(read(&m, &shifted), got);
     }
 }

@@ -21,7 +21,7 @@ use crate::table::opcode;
 use crate::{
     contiguous_dims, ActFunc, Affine, AluOp, Dim, DmaOperand, Engine, HbmAccess, Instruction,
     Memory, Op, Program, ReduceOp, ScalarOperand, ScalarStage, SemWait, TensorDecl, TensorKind,
-    Tile,
+    Tile, DMA_QUEUES,
 };
 
 /// A syntax error with its 1-based line and column.
@@ -716,7 +716,11 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
             let (Some(dst), Some(src)) = (d.next(), d.next()) else {
                 return Err(opts.err(op_col, "dma_copy takes dst, src".into()));
             };
-            Op::DmaCopy { dst, src }
+            Op::DmaCopy {
+                dst,
+                src,
+                queue: opts.int("queue", 0, DMA_QUEUES - 1)?.unwrap_or(0) as u8,
+            }
         }
         "nc_matmul" => Op::Matmul {
             dst: next(),
@@ -837,6 +841,7 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
             let rows = opts.int("rows", 0, i64::from(u32::MAX))?.unwrap_or(0) as u32;
             Op::DmaIndirect {
                 rows,
+                queue: opts.int("queue", 0, DMA_QUEUES - 1)?.unwrap_or(0) as u8,
                 dst,
                 src,
                 index: next(),

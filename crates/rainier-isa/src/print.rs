@@ -108,8 +108,16 @@ impl Program {
         let mut s = String::from(ins.op.name());
         let mut opts: Vec<String> = Vec::new();
         let operands: Vec<String> = match &ins.op {
-            Op::DmaCopy { dst, src } => vec![dma(dst, &self.tensors), dma(src, &self.tensors)],
-            Op::DmaIndirect { dst, src, index, oob_skip, accumulate, rows } => {
+            Op::DmaCopy { dst, src, queue } => {
+                if *queue > 0 {
+                    opts.push(format!("queue={queue}"));
+                }
+                vec![dma(dst, &self.tensors), dma(src, &self.tensors)]
+            }
+            Op::DmaIndirect { dst, src, index, oob_skip, accumulate, rows, queue } => {
+                if *queue > 0 {
+                    opts.push(format!("queue={queue}"));
+                }
                 if *rows > 0 {
                     opts.push(format!("rows={rows}"));
                 }

@@ -481,7 +481,8 @@ impl Affine {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// `dst[i] = cast(src[i])` over the row-major element order of both access patterns.
-    DmaCopy { dst: DmaOperand, src: DmaOperand },
+    /// `queue` is the DMA queue (of the issuing engine's, on each DMA engine) it runs on.
+    DmaCopy { dst: DmaOperand, src: DmaOperand, queue: u8 },
     /// `dst[m, n] (+)= Σ_k stationary[k, m] · moving[k, n]`, fp32 accumulation. With
     /// `double_row` (fp8, v3+) each operand is `[128, 2, X]`: the contraction runs over the
     /// partition and the row, `Σ_p Σ_r stationary[p, r, m] · moving[p, r, n]`.
@@ -604,6 +605,7 @@ pub enum Op {
         oob_skip: bool,
         accumulate: bool,
         rows: u32,
+        queue: u8,
     },
     /// A running reduction through the Vector engine's accumulator registers: per partition,
     /// `reg = op1(src[i] op0 operand0, reg); dst[i] = reg` in fp32 along the elements; the
@@ -722,9 +724,17 @@ impl Op {
     }
 
     /// The two sides of a DMA (`dma_copy` or `dma_indirect`), destination first.
+    /// The DMA queue a transfer runs on (`None`: not a DMA).
+    pub fn dma_queue(&self) -> Option<u8> {
+        match self {
+            Op::DmaCopy { queue, .. } | Op::DmaIndirect { queue, .. } => Some(*queue),
+            _ => None,
+        }
+    }
+
     pub fn dma_operands(&self) -> Option<(&DmaOperand, &DmaOperand)> {
         match self {
-            Op::DmaCopy { dst, src } | Op::DmaIndirect { dst, src, .. } => Some((dst, src)),
+            Op::DmaCopy { dst, src, .. } | Op::DmaIndirect { dst, src, .. } => Some((dst, src)),
             _ => None,
         }
     }
@@ -741,7 +751,7 @@ impl Op {
     pub fn for_each_tile<'a>(&'a self, mut f: impl FnMut(&'a Tile, Access)) {
         use Access::*;
         match self {
-            Op::DmaCopy { dst, src } => {
+            Op::DmaCopy { dst, src, .. } => {
                 if let DmaOperand::Tile(t) = src {
                     f(t, Read);
                 }
@@ -923,6 +933,9 @@ pub struct Instruction {
     /// has landed).
     pub signals: Vec<u32>,
 }
+
+/// DMA queues per DMA engine (IDs 0-15) [N-dma, DRV `DMA_QUEUE_PER_ENG 16`].
+pub const DMA_QUEUES: i64 = 16;
 
 /// What a declared HBM tensor is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -350,7 +350,7 @@ impl Checker<'_> {
         });
         let gen = self.core.generation;
         match op {
-            Op::DmaCopy { dst, src } => {
+            Op::DmaCopy { dst, src, .. } => {
                 for (name, o) in [("dst", dst), ("src", src)] {
                     if let DmaOperand::Hbm(h) = o {
                         self.hbm(name, h);

@@ -73,7 +73,11 @@ fn dma_operand(n: usize) -> impl Strategy<Value = DmaOperand> {
 
 fn op(n: usize) -> impl Strategy<Value = Op> {
     prop_oneof![
-        (dma_operand(n), dma_operand(n)).prop_map(|(dst, src)| Op::DmaCopy { dst, src }),
+        (dma_operand(n), dma_operand(n), 0u8..16).prop_map(|(dst, src, queue)| Op::DmaCopy {
+            dst,
+            src,
+            queue
+        }),
         (tile(), tile(), tile(), any::<bool>(), any::<bool>()).prop_map(
             |(dst, stationary, moving, accumulate, double_row)| Op::Matmul {
                 dst,
@@ -247,14 +251,17 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
             }),
         (tile(), tile(), prop::sample::select(ReduceOp::ALL.to_vec()))
             .prop_map(|(dst, src, op)| Op::PartitionReduce { dst, src, op }),
-        (dma_operand(n), dma_operand(n), tile(), any::<bool>(), any::<bool>(), any::<u32>())
-            .prop_map(|(dst, src, index, oob_skip, accumulate, rows)| Op::DmaIndirect {
-                rows,
-                dst,
-                src,
-                index,
-                oob_skip,
-                accumulate
+        (
+            dma_operand(n),
+            dma_operand(n),
+            tile(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<u32>(),
+            0u8..16
+        )
+            .prop_map(|(dst, src, index, oob_skip, accumulate, rows, queue)| {
+                Op::DmaIndirect { rows, queue, dst, src, index, oob_skip, accumulate }
             }),
         (
             (tile(), tile(), alu(), scalar(), any::<bool>()),

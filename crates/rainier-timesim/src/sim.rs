@@ -123,11 +123,15 @@ struct Transfer {
     p0: u32,
     p1: u32,
     bytes_per_partition: u64,
+    elements_per_partition: u64,
     descriptors_per_partition: u64,
     /// How many sides are HBM: the bytes use the core's HBM share once per side (an
     /// HBM -> HBM copy reads and writes it).
     hbm_sides: u64,
 }
+
+/// DMA queues per (DMA engine, issuing engine).
+const QUEUES: usize = rainier_isa::DMA_QUEUES as usize;
 
 /// Most tiles one instruction touches (`activation`: src, scale, bias, dst, reduce).
 const MAX_TILES: usize = 6;
@@ -176,6 +180,14 @@ fn engine_hz(chip: &ChipParams, e: Engine) -> f64 {
     }
 }
 
+/// Cycles from an instruction's issue slot ending to its result being usable.
+fn completion_latency(core: &rainier_arch::CoreParams, e: Engine) -> u32 {
+    match e {
+        Engine::Vector => core.timing.vector_completion_latency_cycles.value,
+        _ => core.timing.completion_latency_cycles.value,
+    }
+}
+
 /// Contiguous elements at the inner end of a pattern.
 fn contiguous_run(dims: &[rainier_isa::Dim]) -> u64 {
     let mut run = 1u64;
@@ -215,6 +227,7 @@ fn transfer(program: &Program, dst: &DmaOperand, src: &DmaOperand) -> Option<Tra
                 p0: 0,
                 p1: rows as u32,
                 bytes_per_partition: per * esize(dst).max(esize(src)),
+                elements_per_partition: per,
                 descriptors_per_partition: per.div_ceil(run),
                 hbm_sides,
             });
@@ -226,6 +239,7 @@ fn transfer(program: &Program, dst: &DmaOperand, src: &DmaOperand) -> Option<Tra
         p0: t.start_partition,
         p1: t.start_partition + t.partitions,
         bytes_per_partition: free * esize(dst).max(esize(src)),
+        elements_per_partition: free,
         descriptors_per_partition: free.div_ceil(run),
         hbm_sides,
     })
@@ -268,7 +282,7 @@ fn plan(chip: &ChipParams, program: &Program, index: usize) -> Plan {
     };
     Plan {
         issue_ps: ps_from_cycles(c.cycles, hz),
-        latency_ps: ps_from_cycles(u64::from(core.timing.completion_latency_cycles.value), hz),
+        latency_ps: ps_from_cycles(u64::from(completion_latency(core, ins.engine)), hz),
         cycles: c.cycles,
         load_stationary,
         regions,
@@ -276,7 +290,7 @@ fn plan(chip: &ChipParams, program: &Program, index: usize) -> Plan {
         tiles,
         banks,
         transfer: match &ins.op {
-            Op::DmaCopy { dst, src } => transfer(program, dst, src),
+            Op::DmaCopy { dst, src, .. } => transfer(program, dst, src),
             // Each indexed row is its own descriptor run.
             Op::DmaIndirect { dst, src, .. } => transfer(program, dst, src).map(|mut t| {
                 t.descriptors_per_partition = t.descriptors_per_partition.max(1);
@@ -359,6 +373,8 @@ pub fn simulate(
     let per_engine = tp.dma_partitions_per_engine.value.max(1);
     // Integer rates (bytes per microsecond) keep the per-piece arithmetic exact and cheap.
     let engine_bytes_per_us = ((tp.dma_engine_bytes_per_ns.value * 1000.0).round() as u64).max(1);
+    let queue_elements_per_us =
+        ((tp.dma_queue_elements_per_ns.value * 1000.0).round() as u64).max(1);
     let hbm_bytes_per_us =
         ((chip.hbm_bytes_per_s.value / f64::from(chip.cores_per_chip.value) / 1e6).round() as u64)
             .max(1);
@@ -370,7 +386,10 @@ pub fn simulate(
     let mut sems: Vec<SemHistory> =
         vec![SemHistory::default(); chip.core.semaphores.value as usize];
     let mut banks = [BankState::default(); 8];
-    let mut dma_free = vec![0u64; dma_engines];
+    // Per (DMA engine, triggering engine) queue: when its last transfer finishes; per DMA
+    // engine: when the bytes given to it so far have moved at its byte rate.
+    let mut queue_free = vec![0u64; dma_engines * Engine::ALL.len() * QUEUES];
+    let mut engine_acc = vec![0u64; dma_engines];
     let mut hbm_free = 0u64;
     let mut stationary: Option<(Region, u64)> = None;
     let mut last_matmul_end = u64::MAX;
@@ -483,6 +502,7 @@ pub fn simulate(
         }
         let mut complete = done;
         if let Some(tr) = p.transfer {
+            let queue = ins.op.dma_queue().unwrap_or(0).min(QUEUES as u8 - 1);
             let data_start = start + issue + dma_latency_ps;
             dma.transfers += 1;
             let mut first_start = u64::MAX;
@@ -493,16 +513,23 @@ pub fn simulate(
                 let parts = u64::from(next.min(tr.p1) - part);
                 let q = ((part / per_engine) % dma_engines as u32) as usize;
                 let bytes = parts * tr.bytes_per_partition;
-                let s = data_start.max(dma_free[q]);
-                let mut finish = s
-                    + bytes * 1_000_000 / engine_bytes_per_us
-                    + parts * tr.descriptors_per_partition * descriptor_ps;
+                let elements = parts * tr.elements_per_partition;
+                // A transfer runs on its queue of this DMA engine (the issuing engine's queue
+                // `queue`), in order behind the queue's earlier transfers; a queue moves at most
+                // its element rate, and the queues of one DMA engine share its byte rate.
+                let lane = (q * Engine::ALL.len() + e) * QUEUES + usize::from(queue);
+                let s = data_start.max(queue_free[lane]);
+                engine_acc[q] = s.max(engine_acc[q]) + bytes * 1_000_000 / engine_bytes_per_us;
+                let mut finish = (s
+                    + elements * 1_000_000 / queue_elements_per_us
+                    + parts * tr.descriptors_per_partition * descriptor_ps)
+                    .max(engine_acc[q]);
                 if tr.hbm_sides > 0 {
                     hbm_free =
                         s.max(hbm_free) + tr.hbm_sides * bytes * 1_000_000 / hbm_bytes_per_us;
                     finish = finish.max(hbm_free);
                 }
-                dma_free[q] = finish;
+                queue_free[lane] = finish;
                 dma.bytes += bytes;
                 dma.per_engine_busy_ps[q] += finish - s;
                 first_start = first_start.min(s);

@@ -109,7 +109,7 @@ fn one_dma_engine_moves_32_kib_in_1_4_us() {
 /// 128 partitions spread over all 16 DMA engines; HBM bandwidth per core caps the total.
 #[test]
 fn wide_dma_uses_sixteen_engines_and_respects_hbm_share() {
-    let text = "hbm x: bf16[128, 16384] input\ndma_copy sb[0:128]@0:bf16[16384], x S[0]++\n";
+    let text = "hbm x: f32[128, 8192] input\ndma_copy sb[0:128]@0:f32[8192], x S[0]++\n";
     let chip = Chip::Trn2.params();
     let r = simulate(&parse(text).unwrap_or_else(|e| panic!("{e}")), &chip, None, true)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -128,6 +128,22 @@ fn wide_dma_uses_sixteen_engines_and_respects_hbm_share() {
         achieved <= share * 1.001 && achieved > share * 0.9,
         "{achieved} B/ns vs share {share}"
     );
+}
+
+/// A DMA engine moves elements: 2-byte data at half the byte rate of 4-byte data (the trn1
+/// matmul tutorial's bf16 loads run at ~100-106 GB/s per core, timings.json).
+#[test]
+fn dma_engines_move_bf16_at_half_the_fp32_byte_rate() {
+    let one = |dt: &str, n: usize| {
+        let text = format!("hbm x: {dt}[8, {n}] input\ndma_copy sb[0:8]@0:{dt}[{n}], x S[0]++\n");
+        let r = timing(&parse(&text).unwrap_or_else(|e| panic!("{e}")), Chip::Trn1);
+        let piece =
+            r.slices.iter().find(|s| matches!(s.track, Track::Dma(_))).map(|s| s.duration_ps);
+        piece.unwrap_or_else(|| panic!("no DMA piece")) as f64
+    };
+    // The same bytes: 8 partitions x 16 KiB.
+    let (f32_ps, bf16_ps) = (one("f32", 4096), one("bf16", 8192));
+    assert!(within(bf16_ps / f32_ps, 2.0, 0.05), "bf16 {bf16_ps} ps vs f32 {f32_ps} ps");
 }
 
 fn random_input(shape: &[usize], seed: u64) -> HostTensor {
