@@ -52,17 +52,22 @@ def test_benchmark_latency_is_the_simulated_time(k, rng):
     b(x)
     lat = b.benchmark_result.nc_latency
     assert lat.get_latency_percentile(50) == lat.get_latency_percentile(99)
-    assert lat.get_latency_percentile(99) == pytest.approx(b.last_result.time_ns / 1000)
+    # NCLatency counts the launch overhead besides the instructions' own time.
+    res = b.last_result
+    assert res.launch_overhead_ns > 0
+    assert lat.get_latency_percentile(99) == pytest.approx(res.device_latency_ns / 1000)
+    assert res.device_latency_ns == pytest.approx(res.time_ns + res.launch_overhead_ns)
 
 
-def test_sequential_range_does_not_overlap(k, rng):
+def test_sequential_range_is_ordered_by_data_only(k, rng):
+    """`sequential_range` is not a barrier (the compiler only respects the loop-carried
+    dependencies): iterations without any overlap as `affine_range` ones do."""
     x = rng.standard_normal((1024, 512)).astype(np.float32)
     a = rn.run(k.copy_loop_affine, x)
     s = rn.run(k.copy_loop_sequential, x)
     close(a.outputs, np.exp(x.astype(np.float64)), np.float32)
     np.testing.assert_array_equal(a.outputs, s.outputs)
-    # Independent iterations overlap loads with compute; sequential ones cannot.
-    assert s.time_ns > 1.3 * a.time_ns, (a.time_ns, s.time_ns)
+    assert s.time_ns == pytest.approx(a.time_ns), (a.time_ns, s.time_ns)
 
 
 def test_chip_from_environment(k, rng, monkeypatch):
@@ -302,3 +307,23 @@ def test_validate_reports_published_points():
     bad = subprocess.run([sys.executable, "-m", "rainier.nki", "validate", "--shared", str(shared),
                           "--only", "nope"], capture_output=True, text=True)
     assert bad.returncode == 1 and "no point nope" in bad.stderr
+
+
+def test_validate_targets():
+    """Issue 13's calibration targets on the published trn1 kernels of timings.json: median
+    |error| <= 15 % and every point that runs within 2x (the one that needs SBUF spilling does
+    not run, and is named in docs/timing.md). The scaling table runs in `validate` itself."""
+    from conftest import need_shared
+
+    shared = need_shared().parent
+    p = subprocess.run([sys.executable, "-m", "rainier.nki", "validate", "--shared", str(shared),
+                        "--no-scaling", "--json"], capture_output=True, text=True, check=True)
+    out = json.loads(p.stdout)
+    assert len(out["points"]) >= 10
+    assert out["median_abs_error_percent"] <= 15.0, out["median_abs_error_percent"]
+    for r in out["points"]:
+        if "predicted_us" in r:
+            q = r["predicted_us"] / r["measured_us"]
+            assert 0.5 <= q <= 2.0, (r["id"], q)
+        else:
+            assert r["id"] == "mamba-tutorial-v2-long", r

@@ -3,7 +3,7 @@
 //! then every traced instruction lowered to the ISA through [`KernelBuilder::push`], which
 //! derives the semaphores from the data each instruction touches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
 
 use rainier_arch::ChipParams;
@@ -220,7 +220,7 @@ impl<'a> Lowering<'a> {
                 let indexed = index.is_some();
                 let (dst, src) = (self.dma_operand(dst, indexed)?, self.dma_operand(src, indexed)?);
                 let op = match index {
-                    None => Op::DmaCopy { dst, src },
+                    None => Op::DmaCopy { dst, src, queue: 0 },
                     Some(i) => Op::DmaIndirect {
                         dst,
                         src,
@@ -228,6 +228,7 @@ impl<'a> Lowering<'a> {
                         oob_skip: *oob_skip,
                         accumulate: *accumulate,
                         rows: *rows,
+                        queue: 0,
                     },
                 };
                 (engine, op)
@@ -759,9 +760,12 @@ fn check_tensor(spec: &TensorSpec, dtype: DType, parts: u32) -> Result<(), Strin
     Ok(())
 }
 
-/// Places every unit by liveness: sweeping the program, units whose last use has passed are
-/// freed before those first used at an instruction are placed (next fit, so freed memory is
-/// reused only after the rest has cycled: a ring of buffers across loop iterations).
+/// Places every unit by liveness, sweeping the program. Memory of a unit whose last use has
+/// passed is reused as late as possible: dead units wait in a queue and are released, oldest
+/// first, only when a placement would otherwise fail, and placement is next fit. So successive
+/// loop iterations rotate through as many buffers as fit, and a load of the next iteration
+/// does not reuse (and wait for) the buffer the current one is still reading, as a compiler
+/// that prefetches allocates them. Reports the peak bytes of live units.
 fn allocate(
     trace: &Trace,
     chip: &ChipParams,
@@ -770,50 +774,52 @@ fn allocate(
 ) -> Result<(u64, u64), NkiError> {
     let core = &chip.core;
     let bank = u64::from(core.psum_bank_bytes());
+    let is_psum = |u: &Unit| trace.tensors[u.tensor].buffer == Buffer::Psum;
+    let size = |u: &Unit| if is_psum(u) { u.bytes.div_ceil(bank) * bank } else { u.bytes };
     let mut sbuf = Arena::new(u64::from(core.sbuf_bytes_per_partition.value));
     let mut psum = Arena::new(u64::from(core.psum_bytes_per_partition.value));
     let mut by_first: Vec<usize> = (0..units.len()).collect();
     by_first.sort_by_key(|&u| (units[u].first, u));
     let mut by_last: Vec<usize> = (0..units.len()).collect();
     by_last.sort_by_key(|&u| (units[u].last, u));
-    let (mut next_free, mut peak_s, mut peak_p) = (0usize, 0u64, 0u64);
+    // Dead units not yet released, per memory, oldest first.
+    let mut dead: [VecDeque<usize>; 2] = [VecDeque::new(), VecDeque::new()];
+    let (mut next_dead, mut live, mut peak) = (0usize, [0u64; 2], [0u64; 2]);
     for &u in &by_first {
         let first = units[u].first;
-        while next_free < by_last.len() && units[by_last[next_free]].last < first {
-            let v = units[by_last[next_free]];
-            let psum_unit = trace.tensors[v.tensor].buffer == Buffer::Psum;
-            let (arena, size) = if psum_unit {
-                (&mut psum, v.bytes.div_ceil(bank) * bank)
-            } else {
-                (&mut sbuf, v.bytes)
+        while next_dead < by_last.len() && units[by_last[next_dead]].last < first {
+            let v = by_last[next_dead];
+            let m = usize::from(is_psum(&units[v]));
+            live[m] -= size(&units[v]);
+            dead[m].push_back(v);
+            next_dead += 1;
+        }
+        let m = usize::from(is_psum(&units[u]));
+        let (arena, align, what) =
+            if m == 1 { (&mut psum, bank, "PSUM") } else { (&mut sbuf, SBUF_ALIGN, "SBUF") };
+        let bytes = size(&units[u]);
+        let addr = loop {
+            if let Some(a) = arena.alloc(bytes, align) {
+                break a;
+            }
+            let Some(v) = dead[m].pop_front() else {
+                let spec = &trace.tensors[units[u].tensor];
+                return Err(NkiError::OutOfMemory {
+                    at: where_(spec.src),
+                    message: format!(
+                        "tensor '{}' needs {bytes} bytes per partition of {what} but the largest free block is {} of {} bytes ({} bytes in use by live tensors)",
+                        spec.name,
+                        arena.largest(),
+                        arena.capacity(),
+                        arena.capacity() - arena.free_bytes()
+                    ),
+                });
             };
-            arena.release(v.addr, size);
-            next_free += 1;
-        }
-        let spec = &trace.tensors[units[u].tensor];
-        let is_psum = spec.buffer == Buffer::Psum;
-        let (arena, size, align, what) = if is_psum {
-            (&mut psum, units[u].bytes.div_ceil(bank) * bank, bank, "PSUM")
-        } else {
-            (&mut sbuf, units[u].bytes, SBUF_ALIGN, "SBUF")
+            arena.release(units[v].addr, size(&units[v]));
         };
-        let addr = arena.alloc(size, align).ok_or_else(|| NkiError::OutOfMemory {
-            at: where_(spec.src),
-            message: format!(
-                "tensor '{}' needs {size} bytes per partition of {what} but the largest free block is {} of {} bytes ({} bytes in use by live tensors)",
-                spec.name,
-                arena.largest(),
-                arena.capacity(),
-                arena.capacity() - arena.free_bytes()
-            ),
-        })?;
-        let used = arena.capacity() - arena.free_bytes();
-        if is_psum {
-            peak_p = peak_p.max(used);
-        } else {
-            peak_s = peak_s.max(used);
-        }
         units[u].addr = addr;
+        live[m] += bytes;
+        peak[m] = peak[m].max(live[m]);
     }
-    Ok((peak_s, peak_p))
+    Ok((peak[0], peak[1]))
 }

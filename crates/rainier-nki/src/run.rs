@@ -79,6 +79,8 @@ impl Outcome {
         json!({
             "chip": chip.chip.name(),
             "time_ns": r.time_ns(),
+            "launch_overhead_ns": chip.core.timing.launch_overhead_ns.value,
+            "device_latency_ns": r.time_ns() + chip.core.timing.launch_overhead_ns.value,
             "instructions": self.compiled.program.instructions.len(),
             "instructions_by_opcode": by_op,
             "engines": self.engines(),

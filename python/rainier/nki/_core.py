@@ -207,6 +207,25 @@ def op_accesses(op: dict):
                         yield o
 
 
+# Instructions that only write their ``dst`` (activation also its optional ``reduce``) and
+# compute it from their operands alone: candidates for common-subexpression elimination.
+_PURE = frozenset({"tensor_tensor", "tensor_scalar", "tensor_copy", "activation", "tensor_reduce",
+                   "tensor_tensor_scan", "scalar_tensor_tensor", "bn_stats", "bn_aggr",
+                   "reciprocal"})
+
+
+def _written(ins: dict):
+    """Tensors an instruction may write: ``dst`` (and activation's ``reduce``) of a pure one,
+    every tensor it touches otherwise."""
+    if ins["op"] in _PURE:
+        yield ins["dst"]["t"]
+        if isinstance(ins.get("reduce"), dict):
+            yield ins["reduce"]["t"]
+    else:
+        for a in op_accesses(ins):
+            yield a["t"]
+
+
 def where() -> str:
     """``file:line`` of the kernel line being traced, for error messages."""
     t = _state.tracer
@@ -342,8 +361,62 @@ class Tracer:
             return False
         return same or dt_s == "f32"
 
+    def eliminate_common_subexpressions(self):
+        """Common-subexpression elimination, as the compiler's loop-invariant code motion does:
+        a pure compute instruction whose SBUF temporary result repeats an earlier one (same
+        operation on the same operand versions, same destination layout) is dropped, and its
+        readers read the earlier result (``delta * u`` inside a loop over states is computed
+        once). Only instructions on the allowlist below are pure; any other instruction is taken
+        to write every tensor it touches."""
+        ops = self.ops
+        writes: dict[int, int] = {}
+        for op in ops:
+            for t in _written(op["i"]):
+                writes[t] = writes.get(t, 0) + 1
+        version: dict[int, int] = {}
+        seen: dict[str, int] = {}
+        rename: dict[int, int] = {}
+        drop = set()
+        for k, op in enumerate(ops):
+            ins = op["i"]
+            for a in op_accesses(ins):
+                a["t"] = rename.get(a["t"], a["t"])
+            key = self._cse_key(ins, version, writes)
+            if key is not None:
+                first = seen.get(key)
+                if first is None:
+                    seen[key] = ins["dst"]["t"]
+                elif self._same_layout(first, ins["dst"]["t"]):
+                    rename[ins["dst"]["t"]] = first
+                    drop.add(k)
+                    continue
+            for t in _written(ins):
+                version[t] = version.get(t, 0) + 1
+        if drop:
+            self.ops = [op for k, op in enumerate(ops) if k not in drop]
+
+    def _cse_key(self, ins: dict, version: dict, writes: dict) -> str | None:
+        """The identity of a pure instruction writing a fresh SBUF temporary once, else None."""
+        if ins["op"] not in _PURE or isinstance(ins.get("reduce"), dict):
+            return None
+        dst = ins.get("dst")
+        if not isinstance(dst, dict) or writes.get(dst["t"]) != 1 or version.get(dst["t"]):
+            return None
+        if self.tensors[dst["t"]]["buffer"] != "sbuf":
+            return None
+        canon = json.loads(json.dumps(ins))
+        for a in op_accesses(canon):
+            a["t"] = -1 if a is canon["dst"] else f"{a['t']}@{version.get(a['t'], 0)}"
+        return json.dumps(canon, sort_keys=True)
+
+    def _same_layout(self, a: int, b: int) -> bool:
+        ta, tb = self.tensors[a], self.tensors[b]
+        return {k: v for k, v in ta.items() if k != "name"} == {
+            k: v for k, v in tb.items() if k != "name"}
+
     def to_json(self) -> str:
         self.elide_copies()
+        self.eliminate_common_subexpressions()
         return json.dumps(
             {"kernel": self.name, "files": self.files, "tensors": self.tensors, "ops": self.ops},
             separators=(",", ":"))

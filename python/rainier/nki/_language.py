@@ -90,13 +90,11 @@ def static_range(start, stop=None, step=1, **_):
 
 
 def sequential_range(start, stop=None, step=1, **_):
-    """Iterations in order: each starts after the previous one has finished."""
-    first = True
-    for i in _range_args(start, stop, step):
-        if not first:
-            c.tracer().emit({"op": "fence"})
-        first = False
-        yield i
+    """Iterations in program order. Not a barrier: as the Neuron compiler does, only the data
+    dependencies between iterations order them (tracked like any other), so loads of the next
+    iteration may overlap compute of this one (the fully optimised matmul tutorial reaches 85 %
+    of peak with its K loop a ``sequential_range``)."""
+    return iter(_range_args(start, stop, step))
 
 
 def dynamic_range(start, stop=None, step=1, **_):

@@ -849,9 +849,15 @@ def _broadcast_by_dma(flat: View, shape) -> View:
     return _bcast_free(out, shape) if out.shape != tuple(shape) else out
 
 
+# fp32 elements per partition of a partition broadcast left in PSUM (two of its eight banks);
+# larger ones, and 16-bit ones (whose consumers expect their dtype), are copied to SBUF.
+_PSUM_BROADCAST_MAX = 1024
+
+
 def broadcast_to(x: View, shape) -> View:
     """``x`` broadcast to ``shape``: along free axes by a stride-0 view; across partitions by a
-    matmul of a ones row with ``x`` (exact: one product per output) and a copy to SBUF."""
+    matmul of a ones row with ``x`` (exact: one product per output), left in PSUM when small and
+    fp32, else copied to SBUF."""
     shape = tuple(int(s) for s in shape)
     if x.partitions == shape[0] or not x.tensor.on_chip:
         v = _bcast_free(x, shape)
@@ -877,6 +883,15 @@ def broadcast_to(x: View, shape) -> View:
             emit_copy(out, ps)
             return _bcast_free(out, shape)
         fail(f"cannot broadcast {x.shape} to {shape}")
+    if is_f32 and nfree <= _PSUM_BROADCAST_MAX:
+        # The compiler's lowering: engines read the broadcast where TensorE left it (a Vector
+        # operand in PSUM also streams at one element per cycle [N-isa-226 tensor_tensor]).
+        ps = fresh((shape[0], nfree), np.float32, "psum")
+        for k in range(0, nfree, 512):
+            kw = min(512, nfree - k)
+            emit_matmul(c.index_view(ps, (slice(None), slice(k, k + kw))), ones,
+                        c.index_view(flat, (slice(None), slice(k, k + kw))), False)
+        return c.reshape_view(ps, shape) if len(shape) > 2 else ps
     out = fresh((shape[0], nfree), src.dtype)
     chunk = 2048  # fp32 elements of one PSUM tile of four banks
     for j in range(0, nfree, chunk):

@@ -50,7 +50,9 @@ class RunResult:
     """A simulated kernel run.
 
     - ``outputs``: NumPy arrays in the kernel's return structure (None for time-only runs)
-    - ``time_ns``: simulated device time
+    - ``time_ns``: simulated time of the kernel's instructions, first to last
+    - ``device_latency_ns``: ``time_ns`` plus the launch overhead a measured device latency
+      (``nki.benchmark``'s NCLatency) includes (``launch_overhead_ns``, see docs/timing.md)
     - ``engines``: per engine (tensor, vector, scalar, gpsimd): busy ns, utilisation, instructions;
       ``engines["dma"]``: transfers, bytes, busy ns, utilisation and average bandwidth
     - ``instructions``: NeuronCore instructions executed
@@ -64,6 +66,8 @@ class RunResult:
         self.kernel = kernel
         self.chip = summary["chip"]
         self.time_ns = summary["time_ns"]
+        self.launch_overhead_ns = summary["launch_overhead_ns"]
+        self.device_latency_ns = self.time_ns + self.launch_overhead_ns
         self.instructions = summary["instructions"]
         self.engines = {e["engine"]: EngineStats(e) for e in summary["engines"]}
         self.engines["dma"] = EngineStats(summary["dma"])
@@ -379,7 +383,7 @@ class _Latency:
 class BenchmarkResult:
     def __init__(self, res: RunResult):
         self.result = res
-        self.nc_latency = _Latency(res.time_ns / 1000.0)
+        self.nc_latency = _Latency(res.device_latency_ns / 1000.0)
 
 
 class _Benchmark(Kernel):
@@ -393,7 +397,8 @@ class _Benchmark(Kernel):
 def benchmark(func=None, warmup=None, iters=None, save_neff_name=None, save_trace_name=None,
               **options):
     """``nki.benchmark(warmup=, iters=)(kernel)``: runs once on the deterministic model;
-    ``.benchmark_result.nc_latency.get_latency_percentile(p)`` is the device time in µs."""
+    ``.benchmark_result.nc_latency.get_latency_percentile(p)`` is the device latency in µs
+    (the instructions' time plus the launch overhead, as NCLatency counts it)."""
 
     def wrap(f):
         fn = getattr(f, "func", f)
