@@ -18,6 +18,8 @@ pub const SBUF_ALIGN: u64 = 64;
 pub const MAX_INSTRUCTIONS: usize = 4_000_000;
 /// Semaphores reserved for the engines' completion counters (`S[0..5]`, by `Engine::index`).
 const ENGINE_SEMAPHORES: u32 = 5;
+/// DMA queues the library kernels' transfers rotate through (per issuing engine).
+const KERNEL_DMA_QUEUES: u8 = 4;
 
 /// Why a kernel could not be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -133,6 +135,7 @@ pub struct KernelBuilder {
     /// DMAs issued per pool semaphore (index = semaphore - ENGINE_SEMAPHORES).
     dma_issued: Vec<u32>,
     next_dma: usize,
+    next_queue: u8,
     /// Waits for everything issued before the last [`KernelBuilder::fence`], and which engines
     /// have not yet taken them (in-order engines need them on their first instruction only).
     fence_waits: Vec<SemWait>,
@@ -156,6 +159,7 @@ impl KernelBuilder {
             engine_counts: [0; 5],
             dma_issued: vec![0; pool],
             next_dma: 0,
+            next_queue: 0,
             fence_waits: Vec::new(),
             fence_pending: [false; 5],
         }
@@ -434,13 +438,24 @@ impl KernelBuilder {
 
     /// `dma_copy dst, src`, triggered from the Sync engine.
     pub fn dma(&mut self, dst: DmaOperand, src: DmaOperand) {
-        self.push(Engine::Sync, Op::DmaCopy { dst, src });
+        let queue = self.rotate_queue();
+        self.push(Engine::Sync, Op::DmaCopy { dst, src, queue });
     }
 
     /// `dma_copy dst, src`, triggered from `engine`'s queue: a transfer that must wait for
     /// results (a store) then does not hold up the loads queued behind it on the Sync engine.
     pub fn dma_from(&mut self, engine: Engine, dst: DmaOperand, src: DmaOperand) {
-        self.push(engine, Op::DmaCopy { dst, src });
+        let queue = self.rotate_queue();
+        self.push(engine, Op::DmaCopy { dst, src, queue });
+    }
+
+    /// The next of [`KERNEL_DMA_QUEUES`] queues, round robin: a queue moves elements at a
+    /// quarter of a DMA engine's byte rate (docs/timing.md), so 2-byte transfers reach the
+    /// engines' rate only spread over queues, as production kernels spread them.
+    fn rotate_queue(&mut self) -> u8 {
+        let q = self.next_queue;
+        self.next_queue = (q + 1) % KERNEL_DMA_QUEUES;
+        q
     }
 
     /// `nc_matmul dst, stationary, moving` on the Tensor engine.

@@ -1,14 +1,24 @@
 //! `gemm`: `c[M, N] = aᵀ · b` for `a: [K, M]`, `b: [K, N]` in HBM (the contraction on the
 //! partition axis, as TensorE wants it), any M, N, K, fp32 output.
 //!
-//! Tiling: 128 (K) x 128 (M) stationary tiles, 128 x 512 moving tiles, one PSUM bank per
-//! [128, 512] output block. For each 512-wide column block of `b`, its K strip is loaded once
-//! (when it takes at most half an SBUF partition; a longer K streams `b` step by step).
-//! Rows of `c` go in super-blocks of 512: each K step loads one [128, 512] strip of `a` (1 KiB
-//! contiguous per partition, so DMA descriptors are not overhead-bound) and feeds four matmuls,
-//! one per 128-row block, accumulating in four PSUM banks. The Vector engine evacuates each
-//! bank to SBUF and a DMA stores it (triggered from the GpSimd queue so that loads keep
-//! flowing). Next-fit reuse of freed tiles and the builder's dependency tracking turn this into
+//! The bound is DMA: a 128 x 128 x 512 matmul consumes its operands faster than 16 DMA engines
+//! bring them unless each loaded element feeds many matmuls. Per 128-row K
+//! step, an output block of `Mc x Nb` loads `128 (Mc + Nb)` elements for
+//! `(Mc / 128)(Nb / 512)` matmuls; so the blocks are as large as SBUF allows, the way the
+//! tutorial's fully optimised kernel blocks (85 % of peak on trn1, `timings.json`):
+//!
+//! - column blocks of `b` up to 2048 wide (`Nb`); for each, row chunks of `c` (`Mc`);
+//! - K in blocks of steps: a block's `b` tiles (`[128, Nb]` per step) and `a` tiles
+//!   (`[128, Mc]`) are loaded once and every matmul of the chunk reads them;
+//! - matmuls accumulate over the K block in PSUM, four banks at a time (one bank per
+//!   `[128, 512]` output tile; the other four fill meanwhile), then the Vector engine adds each
+//!   bank into the chunk's fp32 accumulator in SBUF (copies it, for the first K block);
+//! - when all of K is one block (the whole K strip fits), the banks are copied out and stored
+//!   directly; otherwise the accumulators are stored after the last K block. Loads are
+//!   triggered from the Sync engine and stores from the GpSimd engine, so loads keep flowing;
+//!   the builder spreads them over DMA queues.
+//!
+//! Next-fit reuse of freed tiles and the builder's dependency tracking turn this into
 //! multi-buffering.
 //!
 //! fp8 on NeuronCore-v3/v4 uses the `double_row` perf mode: each K step covers 256 rows, held
@@ -16,16 +26,19 @@
 //! 128-row step — twice the throughput [N-arch3]. A K remainder below 256 runs single-row.
 
 use rainier_arch::Chip;
-use rainier_isa::{contiguous_dims, Dim, DmaOperand, Engine, Program, Tile};
+use rainier_isa::{contiguous_dims, AluOp, Dim, DmaOperand, Engine, Program, Tile};
 use rainier_tensor::DType;
 
 use crate::{KernelBuilder, KernelError};
 
 const KT: u64 = 128;
 const MT: u64 = 128;
+/// Output columns per PSUM bank (2 KiB of fp32).
 const NT: u64 = 512;
-/// Rows of `c` per super-block: four PSUM banks of accumulators, leaving four for the next.
-const M_SUPER: u64 = 4 * MT;
+/// PSUM banks accumulating at once, leaving the other four to fill meanwhile.
+const GROUP_BANKS: u64 = 4;
+/// Widest column block of `b`.
+const NB_MAX: u64 = 4 * NT;
 
 /// One contraction step: `rows` halves of `ksz` rows each from `k0` (2 with double row).
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +62,51 @@ fn blocks(len: u64, tile: u64) -> impl Iterator<Item = (u64, u64)> {
     (0..len.div_ceil(tile)).map(move |i| (i * tile, tile.min(len - i * tile)))
 }
 
+/// Block sizes for one gemm: column block `nb`, row chunk `mc`, K steps per block `kb`.
+#[derive(Debug, Clone, Copy)]
+struct Blocking {
+    nb: u64,
+    mc: u64,
+    kb: usize,
+}
+
+impl Blocking {
+    /// The largest blocks that fit: the whole K strip of `b` if it takes at most half of a
+    /// partition (one K block, PSUM accumulation only, the strip loaded once per column block
+    /// and read by every row chunk of one PSUM group's rows); else K blocks whose `b` tiles take an eighth, and fp32
+    /// accumulators for `mc` rows taking at most three eighths.
+    fn choose(sbuf: u64, m: u64, n: u64, steps: &[KStep], esz: u64) -> Self {
+        let nb = n.min(NB_MAX);
+        let step_bytes = |s: &KStep, w: u64| s.rows * w * esz;
+        let strip: u64 = steps.iter().map(|s| step_bytes(s, nb)).sum();
+        if strip <= sbuf / 2 {
+            // The strip is read by every chunk, so chunks only need to fill one PSUM group:
+            // small chunks let the first matmuls start as soon as their a tiles arrive.
+            let group_rows = (GROUP_BANKS / nb.div_ceil(NT)).max(1) * MT;
+            return Blocking { nb, mc: m.min(group_rows), kb: steps.len().max(1) };
+        }
+        let widest = steps.iter().map(|s| step_bytes(s, nb)).max().unwrap_or(1).max(1);
+        let kb = ((sbuf / 8) / widest).max(1) as usize;
+        let acc_per_tile = nb * 4;
+        let tiles = ((sbuf * 3 / 8) / acc_per_tile).max(1);
+        Blocking { nb, mc: m.min(tiles * MT), kb }
+    }
+}
+
+/// Columns `c0..c0 + w` of each of a step tile's `rows` halves (each `width` wide).
+fn columns(t: &Tile, rows: u64, width: u64, c0: u64, w: u64) -> Tile {
+    let esz = t.dtype.size_bytes() as u64;
+    Tile {
+        offset_bytes: t.offset_bytes + c0 * esz,
+        dims: if rows == 2 {
+            vec![Dim { stride: width as i64, size: 2 }, Dim { stride: 1, size: w }]
+        } else {
+            contiguous_dims(&[w])
+        },
+        ..t.clone()
+    }
+}
+
 /// The gemm program for `chip`; inputs `a` and `b` are `dtype` in HBM, output `c` is fp32.
 pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program, KernelError> {
     if m == 0 || n == 0 || k == 0 {
@@ -64,15 +122,12 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
     let fp8 = matches!(dtype, DType::Fp8E4m3 | DType::Fp8E5m2 | DType::Fp8E4m3fn);
     let steps = k_steps(k, fp8 && chip.params().core.has_fp8_double_row());
     let esz = dtype.size_bytes() as u64;
+    let sbuf = u64::from(chip.params().core.sbuf_bytes_per_partition.value);
+    let plan = Blocking::choose(sbuf, m, n, &steps, esz);
     // Loads rows `k0..k0 + rows·ksz` of `src` (columns `c0..c0 + width`) into a tile of `ksz`
     // partitions holding the `rows` halves side by side: one DMA, the halves as the middle
-    // dimension of the HBM pattern (1 KiB per partition at width 512, as for a bf16 step).
-    let load = |kb: &mut KernelBuilder,
-                src,
-                step: KStep,
-                c0: u64,
-                width: u64|
-     -> Result<Tile, KernelError> {
+    // dimension of the HBM pattern.
+    let load = |kb: &mut KernelBuilder, src, step: KStep, c0: u64, width: u64| {
         let t = kb.sbuf(step.ksz as u32, dtype, &[step.rows * width])?;
         let mut hbm = kb.block(src, step.k0..step.k0 + step.ksz, c0..c0 + width);
         if step.rows == 2 {
@@ -80,67 +135,100 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
             hbm.dims.insert(1, Dim { stride: row_stride * step.ksz as i64, size: 2 });
         }
         kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(hbm));
-        Ok(t)
+        Ok::<Tile, KernelError>(t)
     };
-    // The K strip of b for a column block stays in SBUF when it takes at most half of a
-    // partition; a longer K streams b with a's steps instead (re-read per row super-block).
-    let strip_bytes = steps.iter().map(|s| s.rows * NT.min(n) * esz).sum::<u64>();
-    let keep_strip =
-        strip_bytes <= u64::from(chip.params().core.sbuf_bytes_per_partition.value) / 2;
-    for (n0, nsz) in blocks(n, NT) {
-        let mut b_strip = Vec::new();
-        if keep_strip {
-            for &step in &steps {
-                b_strip.push(load(&mut kb, b, step, n0, nsz)?);
+    let k_blocks: Vec<&[KStep]> = steps.chunks(plan.kb).collect();
+    let single = k_blocks.len() == 1;
+    for (n0, nsz) in blocks(n, plan.nb) {
+        let n_tiles: Vec<(u64, u64)> = blocks(nsz, NT).collect();
+        // With one K block, the strip is loaded with the first row chunk's a tiles (step by
+        // step, so the first matmuls start early) and kept for the other chunks.
+        let mut strip: Vec<Tile> = Vec::new();
+        let group = (GROUP_BANKS / n_tiles.len() as u64).max(1) as usize;
+        for (mc0, mcsz) in blocks(m, plan.mc) {
+            let m_tiles: Vec<(u64, u64)> = blocks(mcsz, MT).collect();
+            let mut accs = Vec::new();
+            if !single {
+                for &(_, msz) in &m_tiles {
+                    accs.push(kb.sbuf(msz as u32, DType::F32, &[nsz])?);
+                }
             }
-        }
-        for (ms0, mssz) in blocks(m, M_SUPER) {
-            let row_blocks: Vec<(u64, u64)> = blocks(mssz, MT).collect();
-            let mut accs = Vec::with_capacity(row_blocks.len());
-            for &(_, msz) in &row_blocks {
-                accs.push(kb.psum(msz as u32, DType::F32, &[nsz])?);
-            }
-            for (i, &step) in steps.iter().enumerate() {
-                let a_strip = load(&mut kb, a, step, ms0, mssz)?;
-                let b_tile = match b_strip.get(i) {
-                    Some(t) => t.clone(),
-                    None => load(&mut kb, b, step, n0, nsz)?,
-                };
-                for (acc, &(m0, msz)) in accs.iter().zip(&row_blocks) {
-                    // Rows of this block in each half: [rows, msz] with the halves mssz apart.
-                    let stationary = Tile {
-                        offset_bytes: a_strip.offset_bytes + m0 * esz,
-                        dims: if step.rows == 2 {
-                            vec![Dim { stride: mssz as i64, size: 2 }, Dim { stride: 1, size: msz }]
-                        } else {
-                            contiguous_dims(&[msz])
-                        },
-                        ..a_strip.clone()
-                    };
-                    if step.rows == 2 {
-                        kb.matmul_double_row(acc, &stationary, &b_tile, i > 0);
-                    } else {
-                        kb.matmul(acc, &stationary, &b_tile, i > 0);
+            for (kbi, kblock) in k_blocks.iter().enumerate() {
+                let mut b_tiles = Vec::with_capacity(kblock.len());
+                let mut a_tiles = Vec::with_capacity(kblock.len());
+                let first_chunk = strip.is_empty();
+                for &step in kblock.iter() {
+                    if !single {
+                        b_tiles.push(load(&mut kb, b, step, n0, nsz)?);
+                    } else if first_chunk {
+                        strip.push(load(&mut kb, b, step, n0, nsz)?);
+                    }
+                    a_tiles.push(load(&mut kb, a, step, mc0, mcsz)?);
+                }
+                let b_tiles = if single { &strip } else { &b_tiles };
+                for (g, tiles) in m_tiles.chunks(group).enumerate() {
+                    // One PSUM bank per (row tile, column tile) of the group.
+                    let mut banks = Vec::with_capacity(tiles.len() * n_tiles.len());
+                    for &(_, msz) in tiles {
+                        for &(_, ntsz) in &n_tiles {
+                            banks.push(kb.psum(msz as u32, DType::F32, &[ntsz])?);
+                        }
+                    }
+                    for (i, step) in kblock.iter().enumerate() {
+                        for (r, &(m0, msz)) in tiles.iter().enumerate() {
+                            let stationary = columns(&a_tiles[i], step.rows, mcsz, m0, msz);
+                            for (j, &(c0, ntsz)) in n_tiles.iter().enumerate() {
+                                let moving = columns(&b_tiles[i], step.rows, nsz, c0, ntsz);
+                                let acc = &banks[r * n_tiles.len() + j];
+                                if step.rows == 2 {
+                                    kb.matmul_double_row(acc, &stationary, &moving, i > 0);
+                                } else {
+                                    kb.matmul(acc, &stationary, &moving, i > 0);
+                                }
+                            }
+                        }
+                    }
+                    for (r, &(m0, msz)) in tiles.iter().enumerate() {
+                        for (j, &(c0, ntsz)) in n_tiles.iter().enumerate() {
+                            let bank = &banks[r * n_tiles.len() + j];
+                            if single {
+                                let out = kb.sbuf(msz as u32, DType::F32, &[ntsz])?;
+                                kb.copy(Engine::Vector, &out, bank);
+                                let row = mc0 + m0;
+                                let col = n0 + c0;
+                                let dst = kb.block(c, row..row + msz, col..col + ntsz);
+                                let src = DmaOperand::Tile(out.clone());
+                                kb.dma_from(Engine::GpSimd, DmaOperand::Hbm(dst), src);
+                                kb.free(&out)?;
+                            } else {
+                                let acc = columns(&accs[g * group + r], 1, nsz, c0, ntsz);
+                                if kbi == 0 {
+                                    kb.copy(Engine::Vector, &acc, bank);
+                                } else {
+                                    kb.tensor_tensor(Engine::Vector, &acc, &acc, bank, AluOp::Add);
+                                }
+                            }
+                            kb.free(bank)?;
+                        }
                     }
                 }
-                kb.free(&a_strip)?;
-                if !keep_strip {
-                    kb.free(&b_tile)?;
+                for t in &a_tiles {
+                    kb.free(t)?;
+                }
+                if !single {
+                    for t in b_tiles {
+                        kb.free(t)?;
+                    }
                 }
             }
-            for (acc, &(m0, msz)) in accs.iter().zip(&row_blocks) {
-                let out = kb.sbuf(msz as u32, DType::F32, &[nsz])?;
-                kb.copy(Engine::Vector, &out, acc);
-                kb.free(acc)?;
-                // Stores wait for results: trigger them from the (otherwise idle) GpSimd queue
-                // so the Sync queue keeps prefetching the next blocks' operands.
-                let row = ms0 + m0;
+            for (acc, &(m0, msz)) in accs.iter().zip(&m_tiles) {
+                let row = mc0 + m0;
                 let dst = kb.block(c, row..row + msz, n0..n0 + nsz);
-                kb.dma_from(Engine::GpSimd, DmaOperand::Hbm(dst), DmaOperand::Tile(out.clone()));
-                kb.free(&out)?;
+                kb.dma_from(Engine::GpSimd, DmaOperand::Hbm(dst), DmaOperand::Tile(acc.clone()));
+                kb.free(acc)?;
             }
         }
-        for t in &b_strip {
+        for t in &strip {
             kb.free(t)?;
         }
     }

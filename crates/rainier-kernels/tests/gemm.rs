@@ -151,14 +151,15 @@ fn gemm_timing_reaches_a_reasonable_fraction_of_peak() {
         100.0 * fraction,
         100.0 * tensor.busy_ps as f64 / r.time_ps as f64
     );
-    // Regression floor: 68% today (DMA-bound at this size); a serialized pipeline (no
-    // multi-buffering) gives ~9%.
-    assert!(fraction > 0.6, "{fraction}");
+    // Regression floor: 62% today, DMA-bound at this size (the fp32 output is as many bytes
+    // as both bf16 inputs together). A serialized pipeline (no multi-buffering) gives ~9%.
+    assert!(fraction > 0.55, "{fraction}");
 }
 
 /// Issue #4's target: gemm 4096³ bf16 on one trn2 NeuronCore reaches >= 85% of TensorE peak
-/// in the model (98.7% today; the model has no semaphore-propagation or PSUM write-back
-/// latency, so hardware will be lower).
+/// in the model (96%, TensorE-bound: unverified, no TensorE-bound kernel has been measured; on
+/// trn1 the library gemm and the tutorial's blocked kernel are DMA-bound at 85%, which the
+/// model reproduces for the tutorial, timings.json).
 #[test]
 fn gemm_4096_cubed_reaches_85_percent_of_peak_on_trn2() {
     let n = 4096u64;
