@@ -3,12 +3,22 @@
 //! partitions, as TensorE contracts over partitions), `v: [kv_heads, seq, d]`, output
 //! `o: [heads, seq, d]`.
 //!
-//! Per 128-query block, K/V stream in blocks of 512 keys (one PSUM bank of fp32 scores):
-//! `s = qᵀk` on TensorE; on diagonal blocks of a causal head the scores are masked with
-//! `affine_select` (GpSimd, via SBUF); the running row max `m`, sum `l` and output `o` are
-//! updated online (`p = exp(scale·(s - m_new))` with the row sum fused on ScalarE,
-//! `corr = exp(scale·(m_old - m_new))`, `o = o·corr + p·v`); `p` is transposed on TensorE in
-//! 128 x 128 chunks so that `p·v` contracts over keys on partitions. `o / l` is stored at the end.
+//! Structured the way production NKI flash attention is:
+//!
+//! - query blocks of 128 go in groups of [`GROUP`] that share every K/V block: a block of up to
+//!   1024 keys is loaded once (K with long rows, V as `[128 keys, chunk, d]`) and read by every
+//!   query block of the group that sees it, so K/V traffic is a quarter of one pass per block;
+//! - per (query block, key block) step, `s = qᵀk` fills two PSUM banks on TensorE; on the
+//!   diagonal step of a causal head a precomputed `[128, 128]` mask (0 or -inf) is added to the
+//!   last 128 scores in PSUM; the row max comes from one Vector reduction over the block, and
+//!   `p = exp(scale·(s - m_new))` with its row sum fused is one ScalarE instruction reading PSUM;
+//! - `p` is transposed on TensorE in 128 x 128 chunks into one PSUM bank in bf16 (a transpose is
+//!   exact in the input dtype), evacuated to SBUF partly by VectorE and mostly by ScalarE (the
+//!   engines are balanced), and `p·v` accumulates over the chunks in one bank;
+//! - the running sum and output are updated with fused `scalar_tensor_tensor`s
+//!   (`l = l·corr + l_blk`, `o = o·corr + p·v`), `o / l` is stored at the end;
+//! - steps are emitted as a software pipeline (scores of later steps issued before the softmax
+//!   and PV of earlier ones), and each step's four PSUM banks leave room for the next step's.
 
 use std::collections::VecDeque;
 
@@ -22,12 +32,15 @@ use rainier_tensor::DType;
 use crate::{KernelBuilder, KernelError};
 
 const QT: u64 = 128;
-const KT: u64 = 512;
+/// Keys per step: two PSUM banks of fp32 scores, one of their bf16 transposes.
+const KT: u64 = 1024;
 const CHUNK: u64 = 128;
 /// Key blocks whose QKᵀ is issued ahead of the softmax being processed.
-const LOOKAHEAD: usize = 2;
-/// Query blocks whose key steps are interleaved.
-const INTERLEAVE: usize = 4;
+const LOOKAHEAD: usize = 1;
+/// Query blocks sharing each K/V block, their key steps interleaved.
+const GROUP: usize = 32;
+/// Of each step's transposed chunks, this many are evacuated by VectorE, the rest by ScalarE.
+const VECTOR_EVAC_CHUNKS: u64 = 3;
 /// Stands for -inf in masked scores (finite, so `exp` of it scaled is exactly 0).
 const MASKED: f32 = -3.0e38;
 
@@ -99,16 +112,15 @@ pub fn attention(chip: Chip, shape: &AttentionShape, dtype: DType) -> Result<Pro
     let o = kb.output("o", dtype, &[nh, seq, d])?;
     let scale = 1.0 / (d as f32).sqrt();
     let group = heads / kv_heads;
-    // Every (head, query block, key block) step in order; the loads and QKᵀ of step i + 1 are
-    // issued before the softmax and PV of step i, so TensorE always has independent work
-    // queued while the other engines finish a block.
-    // Query blocks go in groups of `INTERLEAVE` whose key steps are interleaved round-robin:
-    // each block's online softmax is a serial, latency-bound chain, and interleaving gives the
-    // engines independent chains to overlap.
+    // Every (head, query block, key block) step in order. Query blocks go in groups of
+    // `GROUP` whose key steps are interleaved round-robin: each block's online softmax is a
+    // serial, latency-bound chain, and interleaving gives the engines independent chains to
+    // overlap; the blocks of a group share the K/V block of each round.
     let mut steps = Vec::new();
+    let mut kv_blocks: Vec<KvBlock> = Vec::new();
     let q_blocks: Vec<(u64, u64)> =
         (0..nh).flat_map(|h| (0..seq).step_by(QT as usize).map(move |q0| (h, q0))).collect();
-    for group in q_blocks.chunks(INTERLEAVE) {
+    for group in q_blocks.chunks(GROUP) {
         let per_block: Vec<Vec<Step>> = group
             .iter()
             .map(|&(h, q0)| {
@@ -122,33 +134,161 @@ pub fn attention(chip: Chip, shape: &AttentionShape, dtype: DType) -> Result<Pro
                         ksz: KT.min(k_end - i * KT),
                         first: i == 0,
                         last: i + 1 == n,
+                        kv: 0,
                     })
                     .collect()
             })
             .collect();
         let rounds = per_block.iter().map(Vec::len).max().unwrap_or(0);
         for r in 0..rounds {
-            steps.extend(per_block.iter().filter_map(|b| b.get(r).copied()));
+            // One K/V block per (head, round): a group may span two heads.
+            let mut round: Vec<Step> = per_block.iter().filter_map(|b| b.get(r).copied()).collect();
+            let base = kv_blocks.len();
+            for st in &mut round {
+                let found = kv_blocks[base..].iter().position(|b| b.h == st.h && b.k0 == st.k0);
+                let at = found.map_or_else(
+                    || {
+                        kv_blocks.push(KvBlock {
+                            h: st.h,
+                            k0: st.k0,
+                            ksz: 0,
+                            k_left: 0,
+                            v_left: 0,
+                        });
+                        kv_blocks.len() - 1
+                    },
+                    |i| base + i,
+                );
+                let kvb = &mut kv_blocks[at];
+                kvb.ksz = kvb.ksz.max(st.ksz);
+                kvb.k_left += 1;
+                kvb.v_left += 1;
+                st.kv = at;
+            }
+            steps.extend(round);
         }
     }
-    let ctx = Ctx { q, k, v, o, d, seq, heads, kv_heads, group, dtype, scale, causal };
+    let mask = if causal { Some(causal_mask(&mut kb)?) } else { None };
+    let ctx = Ctx { q, k, v, o, d, seq, heads, kv_heads, group, dtype, scale, mask };
+    let mut kv: Vec<Option<KvTiles>> = (0..kv_blocks.len()).map(|_| None).collect();
     // Query-block states by (head, q0). Each step goes through three phases emitted in a
     // software pipeline: scores (QKᵀ), then LOOKAHEAD steps later its softmax statistics and
     // exp, then one step later its PV and accumulation; so each engine's in-order queue holds
     // independent work from different steps instead of one step's dependency chain.
-    let mut pipe = Pipeline { blocks: Vec::new(), scored: VecDeque::new(), exped: VecDeque::new() };
+    let mut pipe = Pipeline {
+        blocks: Vec::new(),
+        scored: VecDeque::new(),
+        exped: VecDeque::new(),
+        transposed: VecDeque::new(),
+        multiplied: VecDeque::new(),
+    };
     for step in &steps {
         if step.first {
             let b = start_block(&mut kb, &ctx, step)?;
             pipe.blocks.push(((step.h, step.q0), b));
         }
+        if kv[step.kv].is_none() {
+            kv[step.kv] = Some(load_kv(&mut kb, &ctx, step.h, &kv_blocks[step.kv])?);
+        }
         let q_t = pipe.block(step)?.q_t.clone();
-        let scores = issue_scores(&mut kb, &ctx, step, &q_t)?;
+        let k_t = kv[step.kv].as_ref().map(|t| t.k_t.clone()).ok_or_else(pipeline_error)?;
+        let scores = issue_scores(&mut kb, &ctx, step, &q_t, &k_t)?;
+        let kvb = &mut kv_blocks[step.kv];
+        kvb.k_left -= 1;
+        if kvb.k_left == 0 {
+            kb.free(&k_t)?;
+        }
         pipe.scored.push_back((*step, scores));
-        pipe.advance(&mut kb, &ctx, LOOKAHEAD, 1)?;
+        pipe.advance(&mut kb, &ctx, &mut kv, &mut kv_blocks, LOOKAHEAD)?;
     }
-    pipe.advance(&mut kb, &ctx, 0, 0)?;
+    pipe.drain(&mut kb, &ctx, &mut kv, &mut kv_blocks)?;
+    if let Some(m) = &ctx.mask {
+        kb.free(&m.identity)?;
+        kb.free(&m.mask)?;
+    }
     kb.finish()
+}
+
+fn pipeline_error() -> KernelError {
+    KernelError::Shape { what: "attention".into(), detail: "pipeline state".into() }
+}
+
+/// One K/V block: keys `k0..k0 + ksz` of head `h`'s K/V head, with the steps still to read
+/// its K and its V.
+#[derive(Debug, Clone, Copy)]
+struct KvBlock {
+    h: u64,
+    k0: u64,
+    ksz: u64,
+    k_left: u64,
+    v_left: u64,
+}
+
+/// A loaded K/V block.
+#[derive(Debug)]
+struct KvTiles {
+    k_t: Tile,
+    v_t: Tile,
+}
+
+/// The causal mask, added to a diagonal block's scores by a TensorE matmul accumulating into
+/// their PSUM bank (`s += Iᵀ · mask`, exact in fp32): an identity and a `[128, 128]` tile of 0
+/// where key j <= query i and -inf (`MASKED`) above the diagonal.
+#[derive(Debug)]
+struct CausalMask {
+    identity: Tile,
+    mask: Tile,
+}
+
+fn causal_mask(kb: &mut KernelBuilder) -> Result<CausalMask, KernelError> {
+    let select =
+        |kb: &mut KernelBuilder, t: &Tile, base: i32, channel: i32, step: i32, off: f32| {
+            let affine = Affine { base, channel_multiplier: channel, steps: vec![step] };
+            kb.push(
+                Engine::GpSimd,
+                Op::AffineSelect {
+                    dst: t.clone(),
+                    src: t.clone(),
+                    affine,
+                    cmp: AluOp::Ge,
+                    on_false: off,
+                },
+            );
+        };
+    let mask = kb.sbuf(QT as u32, DType::F32, &[QT])?;
+    kb.push(Engine::GpSimd, Op::Memset { dst: mask.clone(), value: 0.0 });
+    select(kb, &mask, 0, 1, -1, MASKED);
+    // Ones where i - j >= 0 and j - i >= 0.
+    let identity = kb.sbuf(QT as u32, DType::F32, &[QT])?;
+    kb.push(Engine::GpSimd, Op::Memset { dst: identity.clone(), value: 1.0 });
+    select(kb, &identity, 0, 1, -1, 0.0);
+    select(kb, &identity, 0, -1, 1, 0.0);
+    Ok(CausalMask { identity, mask })
+}
+
+/// Loads K `[d, ksz]` (rows of `ksz` contiguous keys) and V `[128 keys, chunk, d]`.
+fn load_kv(kb: &mut KernelBuilder, c: &Ctx, h: u64, b: &KvBlock) -> Result<KvTiles, KernelError> {
+    let (d, seq, hk) = (c.d, c.seq, c.kv_head(h));
+    let chunks = b.ksz / CHUNK;
+    let k_t = kb.sbuf(d as u32, c.dtype, &[b.ksz])?;
+    let src = HbmAccess {
+        tensor: c.k,
+        offset: hk * d * seq + b.k0,
+        dims: vec![Dim { stride: seq as i64, size: d }, Dim { stride: 1, size: b.ksz }],
+    };
+    kb.dma(DmaOperand::Tile(k_t.clone()), DmaOperand::Hbm(src));
+    let v_t = kb.sbuf(CHUNK as u32, c.dtype, &[chunks, d])?;
+    let src = HbmAccess {
+        tensor: c.v,
+        offset: (hk * seq + b.k0) * d,
+        dims: vec![
+            Dim { stride: d as i64, size: CHUNK },
+            Dim { stride: (CHUNK * d) as i64, size: chunks },
+            Dim { stride: 1, size: d },
+        ],
+    };
+    kb.dma(DmaOperand::Tile(v_t.clone()), DmaOperand::Hbm(src));
+    Ok(KvTiles { k_t, v_t })
 }
 
 /// One key block of one query block of one head.
@@ -162,6 +302,8 @@ struct Step {
     first: bool,
     /// The last key block of its query block.
     last: bool,
+    /// Its K/V block.
+    kv: usize,
 }
 
 /// What every step needs to know.
@@ -178,7 +320,8 @@ struct Ctx {
     group: u64,
     dtype: DType,
     scale: f32,
-    causal: bool,
+    /// The causal mask (causal heads only).
+    mask: Option<CausalMask>,
 }
 
 impl Ctx {
@@ -191,16 +334,16 @@ impl Ctx {
 #[derive(Debug)]
 struct QBlock {
     q_t: Tile,
-    m: Tile,
+    /// `-scale ·` the running row max (the exp's bias).
+    neg_m: Tile,
     l: Tile,
     acc: Tile,
 }
 
-/// A step's scores (PSUM) and its V block, issued ahead of its softmax.
+/// A step's scores (PSUM), issued ahead of its softmax.
 #[derive(Debug)]
 struct Scores {
     s_ps: Tile,
-    v_t: Tile,
 }
 
 fn start_block(kb: &mut KernelBuilder, c: &Ctx, st: &Step) -> Result<QBlock, KernelError> {
@@ -211,13 +354,13 @@ fn start_block(kb: &mut KernelBuilder, c: &Ctx, st: &Step) -> Result<QBlock, Ker
         dims: vec![Dim { stride: c.seq as i64, size: c.d }, Dim { stride: 1, size: QT }],
     };
     kb.dma(DmaOperand::Tile(q_t.clone()), DmaOperand::Hbm(src));
-    let m = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    kb.push(Engine::Vector, Op::Memset { dst: m.clone(), value: MASKED });
+    let neg_m = kb.sbuf(QT as u32, DType::F32, &[1])?;
+    kb.push(Engine::GpSimd, Op::Memset { dst: neg_m.clone(), value: -MASKED });
     let l = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    kb.push(Engine::Vector, Op::Memset { dst: l.clone(), value: 0.0 });
+    kb.push(Engine::GpSimd, Op::Memset { dst: l.clone(), value: 0.0 });
     let acc = kb.sbuf(QT as u32, DType::F32, &[c.d])?;
     kb.push(Engine::GpSimd, Op::Memset { dst: acc.clone(), value: 0.0 });
-    Ok(QBlock { q_t, m, l, acc })
+    Ok(QBlock { q_t, neg_m, l, acc })
 }
 
 fn issue_scores(
@@ -225,33 +368,19 @@ fn issue_scores(
     c: &Ctx,
     st: &Step,
     q_t: &Tile,
+    k_t: &Tile,
 ) -> Result<Scores, KernelError> {
-    let (d, seq, hk) = (c.d, c.seq, c.kv_head(st.h));
-    let chunks = st.ksz / CHUNK;
-    let k_t = kb.sbuf(d as u32, c.dtype, &[st.ksz])?;
-    let src = HbmAccess {
-        tensor: c.k,
-        offset: hk * d * seq + st.k0,
-        dims: vec![Dim { stride: seq as i64, size: d }, Dim { stride: 1, size: st.ksz }],
-    };
-    kb.dma(DmaOperand::Tile(k_t.clone()), DmaOperand::Hbm(src));
-    // v block as [128 keys, chunk, d]
-    let v_t = kb.sbuf(CHUNK as u32, c.dtype, &[chunks, d])?;
-    let src = HbmAccess {
-        tensor: c.v,
-        offset: (hk * seq + st.k0) * d,
-        dims: vec![
-            Dim { stride: d as i64, size: CHUNK },
-            Dim { stride: (CHUNK * d) as i64, size: chunks },
-            Dim { stride: 1, size: d },
-        ],
-    };
-    kb.dma(DmaOperand::Tile(v_t.clone()), DmaOperand::Hbm(src));
-    // s = qᵀ k  [128 queries, ksz keys]
+    // s = qᵀ k  [128 queries, ksz keys], one matmul per 512-key PSUM bank.
     let s_ps = kb.psum(QT as u32, DType::F32, &[st.ksz])?;
-    kb.matmul(&s_ps, q_t, &k_t, false);
-    kb.free(&k_t)?;
-    Ok(Scores { s_ps, v_t })
+    for c0 in (0..st.ksz).step_by(512) {
+        let w = 512.min(st.ksz - c0);
+        kb.matmul(&columns(&s_ps, c0, w), q_t, &columns(k_t, c0, w), false);
+    }
+    if let Some(m) = c.mask.as_ref().filter(|_| st.k0 + st.ksz > st.q0) {
+        // The diagonal chunk: keys q0..q0 + 128 are the step's last 128 (ksz ends there).
+        kb.matmul(&columns(&s_ps, st.ksz - QT, QT), &m.identity, &m.mask, true);
+    }
+    Ok(Scores { s_ps })
 }
 
 /// Steps between phases, and the state of every query block in flight.
@@ -262,56 +391,124 @@ struct Pipeline {
     scored: VecDeque<(Step, Scores)>,
     /// Steps whose probabilities are computed, oldest first.
     exped: VecDeque<(Step, Probs)>,
+    /// Steps whose pᵀ is in SBUF, awaiting `p·v`, oldest first.
+    transposed: VecDeque<(Step, Transposed)>,
+    /// Steps whose `p·v` is issued, awaiting the accumulator update, oldest first.
+    multiplied: VecDeque<(Step, Product)>,
 }
 
 impl Pipeline {
     fn position(&self, st: &Step) -> Result<usize, KernelError> {
-        self.blocks.iter().position(|(key, _)| *key == (st.h, st.q0)).ok_or_else(|| {
-            KernelError::Shape { what: "attention".into(), detail: "pipeline state".into() }
-        })
+        self.blocks.iter().position(|(key, _)| *key == (st.h, st.q0)).ok_or_else(pipeline_error)
     }
 
     fn block(&self, st: &Step) -> Result<&QBlock, KernelError> {
         Ok(&self.blocks[self.position(st)?].1)
     }
 
-    /// Runs phase 2 until at most `scored` steps wait for it, and phase 3 until at most
-    /// `exped` steps wait for it (finishing query blocks whose last step is done).
+    /// Once more than `lookahead` steps have scores: the oldest gets its softmax (phase 2),
+    /// the step before it its pᵀ (phase 3), the one before that its `p·v` (phase 4) and the
+    /// one before that its accumulator update (phase 5), so each engine's in-order queue
+    /// interleaves independent work of different steps instead of waiting on one step's
+    /// chain.
     fn advance(
         &mut self,
         kb: &mut KernelBuilder,
         c: &Ctx,
-        scored: usize,
-        exped: usize,
+        kv: &mut [Option<KvTiles>],
+        kv_blocks: &mut [KvBlock],
+        lookahead: usize,
     ) -> Result<(), KernelError> {
-        while self.scored.len() > scored || self.exped.len() > exped {
-            if self.scored.len() > scored {
-                if let Some((st, sc)) = self.scored.pop_front() {
-                    let at = self.position(&st)?;
-                    let pr = softmax_stats(kb, c, &st, sc, &mut self.blocks[at].1)?;
-                    self.exped.push_back((st, pr));
-                }
+        while self.scored.len() > lookahead {
+            self.phase2(kb, c)?;
+            while self.exped.len() > 1 {
+                self.phase3(kb, c)?;
             }
-            while self.exped.len() > exped.max(usize::from(self.scored.len() > scored)) {
-                let Some((st, pr)) = self.exped.pop_front() else { break };
-                let at = self.position(&st)?;
-                accumulate(kb, c, &st, pr, &mut self.blocks[at].1)?;
-                if st.last {
-                    let (_, b) = self.blocks.remove(at);
-                    finish_block(kb, c, &st, b)?;
-                }
+            while self.transposed.len() > 1 {
+                self.phase4(kb, c, kv, kv_blocks)?;
             }
+            while self.multiplied.len() > 1 {
+                self.phase5(kb, c)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every phase of every step still in flight.
+    fn drain(
+        &mut self,
+        kb: &mut KernelBuilder,
+        c: &Ctx,
+        kv: &mut [Option<KvTiles>],
+        kv_blocks: &mut [KvBlock],
+    ) -> Result<(), KernelError> {
+        while !(self.scored.is_empty()
+            && self.exped.is_empty()
+            && self.transposed.is_empty()
+            && self.multiplied.is_empty())
+        {
+            self.phase2(kb, c)?;
+            self.phase3(kb, c)?;
+            self.phase4(kb, c, kv, kv_blocks)?;
+            self.phase5(kb, c)?;
+        }
+        Ok(())
+    }
+
+    fn phase2(&mut self, kb: &mut KernelBuilder, c: &Ctx) -> Result<(), KernelError> {
+        if let Some((st, sc)) = self.scored.pop_front() {
+            let at = self.position(&st)?;
+            let pr = softmax_stats(kb, c, &st, sc, &mut self.blocks[at].1)?;
+            self.exped.push_back((st, pr));
+        }
+        Ok(())
+    }
+
+    fn phase3(&mut self, kb: &mut KernelBuilder, c: &Ctx) -> Result<(), KernelError> {
+        if let Some((st, pr)) = self.exped.pop_front() {
+            let t = transpose_p(kb, c, &st, pr)?;
+            self.transposed.push_back((st, t));
+        }
+        Ok(())
+    }
+
+    fn phase4(
+        &mut self,
+        kb: &mut KernelBuilder,
+        c: &Ctx,
+        kv: &mut [Option<KvTiles>],
+        kv_blocks: &mut [KvBlock],
+    ) -> Result<(), KernelError> {
+        let Some((st, t)) = self.transposed.pop_front() else { return Ok(()) };
+        let v_t = kv[st.kv].as_ref().map(|t| t.v_t.clone()).ok_or_else(pipeline_error)?;
+        let product = multiply_v(kb, c, &st, t, &v_t)?;
+        let kvb = &mut kv_blocks[st.kv];
+        kvb.v_left -= 1;
+        if kvb.v_left == 0 {
+            kb.free(&v_t)?;
+            kv[st.kv] = None;
+        }
+        self.multiplied.push_back((st, product));
+        Ok(())
+    }
+
+    fn phase5(&mut self, kb: &mut KernelBuilder, c: &Ctx) -> Result<(), KernelError> {
+        let Some((st, product)) = self.multiplied.pop_front() else { return Ok(()) };
+        let at = self.position(&st)?;
+        update_acc(kb, product, &mut self.blocks[at].1)?;
+        if st.last {
+            let (_, b) = self.blocks.remove(at);
+            finish_block(kb, c, &st, b)?;
         }
         Ok(())
     }
 }
 
-/// A step's probabilities, its correction factor and its V block, between the two phases.
+/// A step's probabilities and its correction factor, between the two phases.
 #[derive(Debug)]
 struct Probs {
     p: Tile,
     corr: Tile,
-    v_t: Tile,
 }
 
 /// Phase 2: mask, row max, `p = exp(scale·(s - m_new))` with its row sum, `corr`, and `l`.
@@ -323,84 +520,75 @@ fn softmax_stats(
     b: &mut QBlock,
 ) -> Result<Probs, KernelError> {
     let scale = c.scale;
-    let Scores { s_ps, v_t } = sc;
-    let mut s_sb = None;
-    let scores = if c.causal && st.k0 + st.ksz > st.q0 {
-        // Keep key j for query i where (q0 + i) - (k0 + j) >= 0.
-        let t = kb.sbuf(QT as u32, DType::F32, &[st.ksz])?;
-        kb.copy(Engine::Vector, &t, &s_ps);
-        let affine = Affine {
-            base: (st.q0 as i64 - st.k0 as i64) as i32,
-            channel_multiplier: 1,
-            steps: vec![-1],
-        };
-        kb.push(
-            Engine::GpSimd,
-            Op::AffineSelect {
-                dst: t.clone(),
-                src: t.clone(),
-                affine,
-                cmp: AluOp::Ge,
-                on_false: MASKED,
-            },
-        );
-        s_sb = Some(t.clone());
-        t
-    } else {
-        s_ps.clone()
-    };
+    let Scores { s_ps } = sc;
     let m_blk = kb.sbuf(QT as u32, DType::F32, &[1])?;
     kb.push(
         Engine::Vector,
         Op::TensorReduce {
             dst: m_blk.clone(),
-            src: scores.clone(),
+            src: s_ps.clone(),
             op: ReduceOp::Max,
             axes: 1,
             negate: false,
         },
     );
-    let m_new = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    kb.tensor_tensor(Engine::Vector, &m_new, &b.m, &m_blk, AluOp::Max);
-    kb.free(&m_blk)?;
+    // neg = min(neg_m, -scale · m_blk) = -scale · max(m, m_blk), one instruction.
     let neg = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    kb.tensor_scalar(
+    kb.push(
         Engine::Vector,
-        &neg,
-        &m_new,
-        &[(AluOp::Multiply, ScalarOperand::Imm(-scale))],
+        Op::ScalarTensorTensor {
+            dst: neg.clone(),
+            src: m_blk.clone(),
+            operand0: ScalarOperand::Imm(-scale),
+            in1: b.neg_m.clone(),
+            op0: AluOp::Multiply,
+            op1: AluOp::Min,
+            reverse0: false,
+            reverse1: false,
+        },
     );
+    kb.free(&m_blk)?;
     let p = kb.sbuf(QT as u32, c.dtype, &[st.ksz])?;
     let l_blk = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    kb.activation(&p, &scores, ActFunc::Exp, ScalarOperand::Imm(scale), Some(&neg), Some(&l_blk));
+    kb.activation(&p, &s_ps, ActFunc::Exp, ScalarOperand::Imm(scale), Some(&neg), Some(&l_blk));
+    // corr = exp(scale · (m_old - m_new)) = exp(neg - neg_m).
     let corr = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    kb.activation(&corr, &b.m, ActFunc::Exp, ScalarOperand::Imm(scale), Some(&neg), None);
-    kb.free(&neg)?;
+    kb.activation(&corr, &b.neg_m, ActFunc::Exp, ScalarOperand::Imm(-1.0), Some(&neg), None);
     kb.free(&s_ps)?;
-    if let Some(t) = s_sb {
-        kb.free(&t)?;
-    }
-    kb.free(&b.m)?;
-    b.m = m_new;
-    kb.tensor_tensor(Engine::Vector, &b.l, &b.l, &corr, AluOp::Multiply);
-    kb.tensor_tensor(Engine::Vector, &b.l, &b.l, &l_blk, AluOp::Add);
+    kb.free(&b.neg_m)?;
+    b.neg_m = neg;
+    // l = l·corr + l_blk on the otherwise idle GpSimd engine (off the critical path).
+    kb.tensor_tensor(Engine::GpSimd, &b.l, &b.l, &corr, AluOp::Multiply);
+    kb.tensor_tensor(Engine::GpSimd, &b.l, &b.l, &l_blk, AluOp::Add);
     kb.free(&l_blk)?;
-    Ok(Probs { p, corr, v_t })
+    Ok(Probs { p, corr })
 }
 
-/// Phase 3: `acc = acc · corr + p · v`, contracting over keys: all pᵀ chunks into one PSUM
-/// bank on TensorE, one ScalarE evacuation, then the matmuls.
-fn accumulate(
+/// A step's `p·v` (PSUM) and its correction factor, awaiting the accumulator update.
+#[derive(Debug)]
+struct Product {
+    o_ps: Tile,
+    corr: Tile,
+}
+
+/// A step's pᵀ in SBUF and its correction factor, awaiting `p·v`.
+#[derive(Debug)]
+struct Transposed {
+    pt: Tile,
+    corr: Tile,
+}
+
+/// Phase 3: pᵀ, the 128 x 128 chunks transposed into one PSUM bank (in p's dtype: a transpose
+/// is exact) on TensorE, evacuated to SBUF by VectorE and ScalarE.
+fn transpose_p(
     kb: &mut KernelBuilder,
     c: &Ctx,
     st: &Step,
     pr: Probs,
-    b: &mut QBlock,
-) -> Result<(), KernelError> {
-    let d = c.d;
+) -> Result<Transposed, KernelError> {
     let chunks = st.ksz / CHUNK;
-    let Probs { p, corr, v_t } = pr;
-    let pt_ps = kb.psum(CHUNK as u32, DType::F32, &[chunks * QT])?;
+    let Probs { p, corr } = pr;
+    let pt_ps = kb.psum(CHUNK as u32, c.dtype, &[chunks * QT])?;
     for j in 0..chunks {
         kb.push(
             Engine::Tensor,
@@ -408,22 +596,59 @@ fn accumulate(
         );
     }
     let pt = kb.sbuf(CHUNK as u32, c.dtype, &[chunks * QT])?;
-    kb.activation(&pt, &pt_ps, ActFunc::Identity, ScalarOperand::Imm(1.0), None, None);
+    let on_vector = VECTOR_EVAC_CHUNKS.min(chunks);
+    if on_vector > 0 {
+        let w = on_vector * QT;
+        kb.copy(Engine::Vector, &columns(&pt, 0, w), &columns(&pt_ps, 0, w));
+    }
+    if chunks > on_vector {
+        let (c0, w) = (on_vector * QT, (chunks - on_vector) * QT);
+        let (dst, src) = (columns(&pt, c0, w), columns(&pt_ps, c0, w));
+        if kb.chip().core.scalar_has_tensor_copy() {
+            kb.copy(Engine::Scalar, &dst, &src);
+        } else {
+            kb.activation(&dst, &src, ActFunc::Identity, ScalarOperand::Imm(1.0), None, None);
+        }
+    }
     kb.free(&pt_ps)?;
+    kb.free(&p)?;
+    Ok(Transposed { pt, corr })
+}
+
+/// Phase 4: `p · v`, contracting over keys, into one PSUM bank.
+fn multiply_v(
+    kb: &mut KernelBuilder,
+    c: &Ctx,
+    st: &Step,
+    t: Transposed,
+    v_t: &Tile,
+) -> Result<Product, KernelError> {
+    let (d, chunks) = (c.d, st.ksz / CHUNK);
+    let Transposed { pt, corr } = t;
     let o_ps = kb.psum(QT as u32, DType::F32, &[d])?;
     for j in 0..chunks {
-        kb.matmul(&o_ps, &columns(&pt, j * QT, QT), &columns(&v_t, j * d, d), j > 0);
+        kb.matmul(&o_ps, &columns(&pt, j * QT, QT), &columns(v_t, j * d, d), j > 0);
     }
     kb.free(&pt)?;
-    kb.free(&p)?;
-    kb.free(&v_t)?;
-    kb.tensor_scalar(
+    Ok(Product { o_ps, corr })
+}
+
+/// Phase 5: `acc = acc · corr + o_ps` in one instruction.
+fn update_acc(kb: &mut KernelBuilder, product: Product, b: &mut QBlock) -> Result<(), KernelError> {
+    let Product { o_ps, corr } = product;
+    kb.push(
         Engine::Vector,
-        &b.acc,
-        &b.acc,
-        &[(AluOp::Multiply, ScalarOperand::Vector(corr.clone()))],
+        Op::ScalarTensorTensor {
+            dst: b.acc.clone(),
+            src: b.acc.clone(),
+            operand0: ScalarOperand::Vector(corr.clone()),
+            in1: o_ps.clone(),
+            op0: AluOp::Multiply,
+            op1: AluOp::Add,
+            reverse0: false,
+            reverse1: false,
+        },
     );
-    kb.tensor_tensor(Engine::Vector, &b.acc, &b.acc, &o_ps, AluOp::Add);
     kb.free(&corr)?;
     kb.free(&o_ps)?;
     Ok(())
@@ -432,7 +657,7 @@ fn accumulate(
 fn finish_block(kb: &mut KernelBuilder, c: &Ctx, st: &Step, b: QBlock) -> Result<(), KernelError> {
     let out = kb.sbuf(QT as u32, c.dtype, &[c.d])?;
     kb.tensor_scalar(
-        Engine::Vector,
+        Engine::GpSimd,
         &out,
         &b.acc,
         &[(AluOp::Divide, ScalarOperand::Vector(b.l.clone()))],
@@ -443,7 +668,7 @@ fn finish_block(kb: &mut KernelBuilder, c: &Ctx, st: &Step, b: QBlock) -> Result
         dims: vec![Dim { stride: c.d as i64, size: QT }, Dim { stride: 1, size: c.d }],
     };
     kb.dma(DmaOperand::Hbm(dst), DmaOperand::Tile(out.clone()));
-    for t in [&out, &b.acc, &b.l, &b.m, &b.q_t] {
+    for t in [&out, &b.acc, &b.l, &b.neg_m, &b.q_t] {
         kb.free(t)?;
     }
     Ok(())
