@@ -245,33 +245,32 @@ pub struct TimingParams {
 
 fn timing(generation: Generation) -> TimingParams {
     let v2 = generation == Generation::V2;
-    let carried = |v2_src: &'static str, v: u32| {
+    // `v3_v4`: why the v2 figure is carried over, with the range it could be off by.
+    let carried = |v2_src: &'static str, v: u32, v3_v4: &'static str| {
         if v2 {
             doc(v, v2_src)
         } else {
-            assumed(
-                v,
-                "NeuronCore-v2 value carried over: no v3/v4 figure is published (neuron-arch §11)",
-            )
+            assumed(v, v3_v4)
         }
     };
     TimingParams {
-        matmul_init_cycles: carried("[N-arch2, N-isa-226] MM_INIT_LATENCY = 64", 64),
+        matmul_init_cycles: carried("[N-arch2, N-isa-226] MM_INIT_LATENCY = 64", 64, "NeuronCore-v2 value carried over: no v3/v4 figure is published (the current ISA reference has no cost formulas); range 32-128"),
         matmul_fp32_factor: doc(4, "[N-isa-226] fp32 matmul costs 4x; [T-schema] FP32 4.0x"),
-        fast_weight_load_factor: carried("[N-perf] LoadStationary up to 4x faster than a matmul", 4),
-        min_ii_cycles: carried("[N-isa-226] MIN_II ~ 64 cycles", 64),
-        gpsimd_startup_cycles: carried("[N-isa-226] ~150-cycle GpSimd start-up", 150),
+        fast_weight_load_factor: carried("[N-perf] LoadStationary up to 4x faster than a matmul", 4, "NeuronCore-v2 value carried over (fast weight load is named for v3/v4 without a factor); range 2-8"),
+        min_ii_cycles: carried("[N-isa-226] MIN_II ~ 64 cycles", 64, "NeuronCore-v2 value carried over: no v3/v4 figure is published; range 32-128 cycles"),
+        gpsimd_startup_cycles: carried("[N-isa-226] ~150-cycle GpSimd start-up", 150, "NeuronCore-v2 value carried over: no v3/v4 figure is published; range 75-300 cycles"),
         completion_latency_cycles: if v2 {
             derived(200, "[N-perf] dependent 1-element ScalarE instructions every 189 ns = 264 cycles at 1.4 GHz, minus MIN_II 64")
         } else {
-            assumed(200, "NeuronCore-v2 figure (derived from [N-perf]) carried over")
+            assumed(200, "NeuronCore-v2 figure (derived from [N-perf]) carried over; range 100-400 cycles")
         },
         vector_completion_latency_cycles: carried(
             "[N-arch2] VectorE: back-to-back instructions each depending on the previous one's output add a static overhead of ~100 engine cycles",
             100,
+            "NeuronCore-v2 figure [N-arch2] carried over; range 50-200 cycles",
         ),
         dma_trigger_cycles: assumed(64, "no published figure; one MIN_II on the issuing sequencer"),
-        stride_penalty_bytes: carried("[N-arch2] innermost stride > 16 B halves bandwidth", 16),
+        stride_penalty_bytes: carried("[N-arch2] innermost stride > 16 B halves bandwidth", 16, "NeuronCore-v2 rule carried over; range 16-64 B"),
         dma_engine_bytes_per_ns: match generation {
             Generation::V2 => doc(17.0, "[N-dmabw] Trn1 17 B/ns per DMA engine"),
             Generation::V3 => doc(23.0, "[N-dmabw, N-dma] Trn2 23 B/ns (32 KiB in 1,416 ns)"),
