@@ -178,3 +178,64 @@ def test_matmul_accumulate_none_tracks_partitions(rng):
     b = rng.standard_normal((32, 64)).astype(np.float32)
     ref = a.astype(np.float64).T @ b
     close(halves(a, b), np.vstack([ref, ref]), np.float32)
+
+
+def test_fast_exponential_on_trn3(rng):
+    """nisa.exponential (NeuronCore-v4): exp(x - max) with the running sum through the Vector
+    accumulator registers over two calls (reset_reduce, then reduce); refused on trn2."""
+    import nki
+    import nki.isa as nisa
+    import nki.language as nl
+
+    import rainier.nki as rn
+
+    @nki.jit
+    def softmax_parts(x, m):
+        out = nl.ndarray(x.shape, dtype=nl.float32, buffer=nl.shared_hbm)
+        sums = nl.ndarray((x.shape[0], 1), dtype=nl.float32, buffer=nl.shared_hbm)
+        xt = nl.ndarray(x.shape, dtype=nl.float32, buffer=nl.sbuf)
+        mt = nl.ndarray((x.shape[0], 1), dtype=nl.float32, buffer=nl.sbuf)
+        nisa.dma_copy(dst=xt, src=x)
+        nisa.dma_copy(dst=mt, src=m)
+        y = nl.ndarray(x.shape, dtype=nl.float32, buffer=nl.sbuf)
+        s = nl.ndarray((x.shape[0], 1), dtype=nl.float32, buffer=nl.sbuf)
+        half = x.shape[1] // 2
+        nisa.exponential(dst=y[:, 0:half], src=xt[:, 0:half], max_value=mt,
+                         reduce_cmd=nisa.reduce_cmd.reset_reduce)
+        nisa.exponential(dst=y[:, half:], src=xt[:, half:], max_value=mt, reduce_res=s,
+                         reduce_cmd=nisa.reduce_cmd.reduce)
+        nisa.dma_copy(dst=out, src=y)
+        nisa.dma_copy(dst=sums, src=s)
+        return out, sums
+
+    x = rng.uniform(-4, 2, (128, 96)).astype(np.float32)
+    m = rng.uniform(-1, 1, (128, 1)).astype(np.float32)
+    y, s = rn.run(softmax_parts, x, m, chip="trn3").outputs
+    want = np.exp(x.astype(np.float64) - m)
+    close(y, want, np.float32, "exponential")
+    close(s, want.sum(axis=1, keepdims=True), np.float32, "running sum")
+    with pytest.raises(rn.NkiError, match="NeuronCore-v4"):
+        rn.run(softmax_parts, x, m, chip="trn2")
+
+
+def test_partition_broadcast_reaches_gpsimd(rng):
+    """A small fp32 partition broadcast stays in PSUM for VectorE, and is copied to SBUF for a
+    GpSimd instruction (GpSimd cannot reach PSUM)."""
+    import neuronxcc.nki as nki
+    import neuronxcc.nki.isa as nisa
+    import neuronxcc.nki.language as nl
+
+    @nki.jit
+    def add_row(x, row):
+        out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+        xt = nl.load(x)
+        r = nl.load(row)
+        b = r.broadcast_to((128, 64))
+        y = nisa.tensor_tensor(xt, b, op=nl.add, engine=nisa.gpsimd_engine)
+        z = nisa.tensor_tensor(y, b, op=nl.add)
+        nl.store(out, value=z)
+        return out
+
+    x = rng.standard_normal((128, 64)).astype(np.float32)
+    row = rng.standard_normal((1, 64)).astype(np.float32)
+    close(add_row(x, row), x.astype(np.float64) + 2 * row, np.float32)

@@ -328,6 +328,11 @@ impl CoreParams {
         self.generation >= Generation::V3
     }
 
+    /// Whether VectorE has the fast `exponential` (4x ScalarE exp throughput) [N-arch4].
+    pub fn has_fast_exponential(&self) -> bool {
+        self.generation >= Generation::V4
+    }
+
     /// Whether `nc_matmul` accepts OCP fp8 e4m3fn inputs and may write bf16 into PSUM.
     pub fn has_v4_matmul(&self) -> bool {
         self.generation >= Generation::V4

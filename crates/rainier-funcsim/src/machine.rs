@@ -722,6 +722,37 @@ impl Machine {
                 }
                 self.write_tile(dst, &out)
             }
+            Op::Exponential { dst, src, max, reduce_cmd, init, reduce } => {
+                let x = self.read_tile(src)?;
+                let parts = src.partitions as usize;
+                let f = (src.free_len() as usize).max(1);
+                let m = self.scalar_values(max, parts)?;
+                let out: Vec<f32> =
+                    x.iter().enumerate().map(|(i, &v)| (v - m[i / f]).exp()).collect();
+                let s = src.start_partition as usize;
+                let start: Vec<f32> = match (reduce_cmd, init) {
+                    (ReduceCmd::LoadReduce, Some(i)) => self.scalar_values(i, parts)?,
+                    (ReduceCmd::Reduce | ReduceCmd::Idle, _) => (0..parts)
+                        .map(|p| self.vector_accumulators.get(s + p).copied().unwrap_or(0.0))
+                        .collect(),
+                    _ => vec![0.0; parts],
+                };
+                for (p, row) in out.chunks(f).enumerate() {
+                    let reg = match reduce_cmd {
+                        ReduceCmd::Idle | ReduceCmd::Reset => start[p],
+                        _ => row.iter().fold(start[p], |a, &y| a + y),
+                    };
+                    if let Some(a) = self.vector_accumulators.get_mut(s + p) {
+                        *a = reg;
+                    }
+                }
+                if let Some(r) = reduce {
+                    let end = (s + parts).min(self.vector_accumulators.len());
+                    let regs = self.vector_accumulators[s..end].to_vec();
+                    self.write_tile(r, &regs)?;
+                }
+                self.write_tile(dst, &out)
+            }
             Op::Dropout { dst, src, prob, seed } => {
                 let x = self.read_tile(src)?;
                 let f = (src.free_len() as usize).max(1);

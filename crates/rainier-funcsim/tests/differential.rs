@@ -8,8 +8,8 @@
 //! - `tensor_reduce`, `nc_matmul`: bit-exact against the reference with the stated fp32
 //!   accumulation order, and within the classical bound n·u₃₂·Σ|terms| + 1 ulp(dst) of exact
 //!   f64 math.
-//! - `activation`: within 1 ulp of the destination dtype (+1e-12 relative) of the f64 function
-//!   at the same fp32 argument; reductions within n·u₃₂·Σ|y| + 1e-6.
+//! - `activation`, `exponential`: within 1 ulp of the destination dtype (+1e-12 relative) of
+//!   the f64 function at the same fp32 argument; reductions within n·u₃₂·Σ|y| + 1e-6.
 
 mod common;
 
@@ -494,6 +494,48 @@ proptest! {
                     prop_assert!(same(got[p * n + i], reg), "{cmd:?} p {p} i {i}: got {} want {reg}", got[p * n + i]);
                 }
                 regs[p] = reg;
+            }
+        }
+    }
+
+    /// exponential (NeuronCore-v4): exp(src - max) per partition, then reset_reduce, reduce and
+    /// load_reduce sums through the accumulator registers, against f64 exp of the fp32
+    /// difference (1 ulp of the destination dtype) and f64 sums (n·u₃₂·Σ|y| + 1e-6).
+    #[test]
+    fn exponential_chain(seed: u64, parts in 1u32..=128, n in 1u64..=64, d in prop::sample::select(vec![DType::F32, DType::Bf16, DType::F16])) {
+        let mut m = machine(Chip::Trn3);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let (p0, parts) = partition_range(parts, seed as u32);
+        let src = a.tile(Memory::Sbuf, p0, parts, DType::F32, &[n], 0);
+        let dst = a.tile(Memory::Sbuf, p0, parts, d, &[n], 0);
+        let mx = a.tile(Memory::Sbuf, p0, parts, DType::F32, &[1], 0);
+        let init = a.tile(Memory::Sbuf, p0, parts, DType::F32, &[1], 0);
+        let sums = a.tile(Memory::Sbuf, p0, parts, DType::F32, &[1], 0);
+        let x = fill(&mut m, &src, &mut r, -6.0, 2.0);
+        let mv = fill(&mut m, &mx, &mut r, -1.0, 1.0);
+        let iv = fill(&mut m, &init, &mut r, 0.0, 4.0);
+        let n = n as usize;
+        let mut regs = vec![0.0f64; parts as usize];
+        for cmd in [ReduceCmd::ResetReduce, ReduceCmd::Reduce, ReduceCmd::Idle, ReduceCmd::LoadReduce] {
+            let init_op = (cmd == ReduceCmd::LoadReduce).then(|| ScalarOperand::Vector(init.clone()));
+            m.execute(&Op::Exponential { dst: dst.clone(), src: src.clone(), max: ScalarOperand::Vector(mx.clone()), reduce_cmd: cmd,
+                                         init: init_op, reduce: Some(sums.clone()) }).unwrap_or_else(|e| panic!("{e}"));
+            let (got, got_sum) = (read(&m, &dst), read(&m, &sums));
+            for p in 0..parts as usize {
+                let mut abs = 0.0;
+                let mut total = 0.0;
+                for i in 0..n {
+                    let y = reference::activation("exp", r32(x[p * n + i] - mv[p]));
+                    let tol = ulp(d, y) + 1e-12 * y.abs();
+                    prop_assert!((got[p * n + i] - y).abs() <= tol, "{cmd:?} p {p} i {i}: {} vs {y}", got[p * n + i]);
+                    total += y;
+                    abs += y.abs();
+                }
+                let want_reg = match cmd { ReduceCmd::ResetReduce => total, ReduceCmd::Reduce => regs[p] + total, ReduceCmd::LoadReduce => iv[p] + total, _ => regs[p] };
+                let bound = (n as f64 + 2.0) * 2f64.powi(-24) * (abs + regs[p].abs() + iv[p].abs()) + 1e-6;
+                prop_assert!((got_sum[p] - want_reg).abs() <= bound, "{cmd:?} p {p}: sum {} vs {want_reg}", got_sum[p]);
+                regs[p] = want_reg;
             }
         }
     }

@@ -783,6 +783,26 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
         "max8" => Op::Max8 { dst: next(), src: next() },
         "gather" => Op::Gather { dst: next(), src: next(), index: next() },
         "sequence_bounds" => Op::SequenceBounds { dst: next(), src: next() },
+        "exponential" => {
+            let (dst, src) = (next(), next());
+            let max = opts.scalar("max")?.unwrap_or(ScalarOperand::Imm(0.0));
+            let reduce_cmd = match opts.word("reduce_cmd")? {
+                None => crate::ReduceCmd::Idle,
+                Some((w, col)) => {
+                    crate::ReduceCmd::ALL.into_iter().find(|c| c.name() == w).ok_or_else(|| {
+                        let known: Vec<&str> =
+                            crate::ReduceCmd::ALL.iter().map(|c| c.name()).collect();
+                        opts.err(
+                            col,
+                            format!("unknown reduce_cmd '{w}' (known: {})", known.join(", ")),
+                        )
+                    })?
+                }
+            };
+            let init = opts.scalar("init")?;
+            let reduce = opts.tile("reduce")?;
+            Op::Exponential { dst, src, max, reduce_cmd, init, reduce }
+        }
         "dropout" => {
             let (dst, src) = (next(), next());
             let prob = opts.required_scalar("prob", op_col)?;

@@ -180,6 +180,21 @@ impl Program {
                 vec![dst.to_string(), src.to_string(), index.to_string()]
             }
             Op::SequenceBounds { dst, src } => vec![dst.to_string(), src.to_string()],
+            Op::Exponential { dst, src, max, reduce_cmd, init, reduce } => {
+                if *max != ScalarOperand::Imm(0.0) {
+                    opts.push(format!("max={}", scalar(max)));
+                }
+                if *reduce_cmd != crate::ReduceCmd::Idle {
+                    opts.push(format!("reduce_cmd={}", reduce_cmd.name()));
+                }
+                if let Some(i) = init {
+                    opts.push(format!("init={}", scalar(i)));
+                }
+                if let Some(r) = reduce {
+                    opts.push(format!("reduce={r}"));
+                }
+                vec![dst.to_string(), src.to_string()]
+            }
             Op::Dropout { dst, src, prob, seed } => {
                 opts.push(format!("prob={} seed={seed}", scalar(prob)));
                 vec![dst.to_string(), src.to_string()]

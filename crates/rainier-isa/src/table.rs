@@ -271,6 +271,14 @@ pub static OPCODES: &[OpcodeInfo] = &[
         semantics: "dst[p, i] = u(p, i) < prob[p] ? 0 : src[p, i], u uniform in [0, 1) from a counter-based generator (SplitMix64 of seed, partition, element): deterministic, and not the engine's RNG stream (assumption)",
         rules: "src and dst the same shape; a tile prob is [P, 1]",
     },
+    OpcodeInfo {
+        name: "exponential",
+        engines: &[Vector],
+        operands: "dst, src",
+        options: "[max=IMM|TILE[P,1]] [reduce_cmd=idle|reset|reduce|reset_reduce|load_reduce] [init=IMM|TILE[P,1]] [reduce=TILE[P,1]]",
+        semantics: "dst[p, i] = cast(exp(src[p, i] - max[p])) in fp32 (max defaults to 0); the Vector engine's accumulator register of each partition then holds: idle (the default) its value, reset 0, reduce its value plus the sum of the fp32 exponentials in element order, reset_reduce that sum from 0, load_reduce that sum from init; reduce (optional) receives the registers. NeuronCore-v4's fast exponential [N-arch4]",
+        rules: "NeuronCore-v4 or later; src and dst the same shape; max, init and reduce [P, 1]; init only with load_reduce, which needs it",
+    },
 ];
 
 /// The table row of `name`.

@@ -636,6 +636,18 @@ pub enum Op {
     /// `dst = u < prob ? 0 : src` with `u` uniform in [0, 1) per element from a deterministic
     /// counter-based generator seeded by `seed` (the engine's RNG stream is not modelled).
     Dropout { dst: Tile, src: Tile, prob: ScalarOperand, seed: u32 },
+    /// `dst[i] = exp(src[i] - max)` in fp32 on the Vector engine (NeuronCore-v4); the
+    /// accumulator registers sum the fp32 exponentials per partition as `reduce_cmd` says
+    /// (`reset_reduce`: from 0, `reduce`: onto them, `load_reduce`: from `init`; `reset`
+    /// zeroes them, `idle` leaves them), and `reduce` (optional) receives them.
+    Exponential {
+        dst: Tile,
+        src: Tile,
+        max: ScalarOperand,
+        reduce_cmd: ReduceCmd,
+        init: Option<ScalarOperand>,
+        reduce: Option<Tile>,
+    },
 }
 
 /// How an instruction uses a tile.
@@ -682,6 +694,7 @@ impl Op {
             Op::Gather { .. } => "gather",
             Op::SequenceBounds { .. } => "sequence_bounds",
             Op::Dropout { .. } => "dropout",
+            Op::Exponential { .. } => "exponential",
         }
     }
 
@@ -719,6 +732,7 @@ impl Op {
             Op::Gather { .. } => 28,
             Op::SequenceBounds { .. } => 29,
             Op::Dropout { .. } => 30,
+            Op::Exponential { .. } => 31,
         };
         &crate::OPCODES[row]
     }
@@ -813,6 +827,18 @@ impl Op {
                     f(t, Read);
                 }
                 f(dst, Write);
+            }
+            Op::Exponential { dst, src, max, init, reduce, .. } => {
+                f(src, Read);
+                for s in [Some(max), init.as_ref()].into_iter().flatten() {
+                    if let ScalarOperand::Vector(t) = s {
+                        f(t, Read);
+                    }
+                }
+                f(dst, Write);
+                if let Some(r) = reduce {
+                    f(r, Write);
+                }
             }
             Op::StreamShuffle { dst, src, mask } => {
                 f(src, Read);

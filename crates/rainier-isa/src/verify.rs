@@ -350,7 +350,10 @@ impl Checker<'_> {
         });
         let gen = self.core.generation;
         match op {
-            Op::DmaCopy { dst, src, .. } => {
+            Op::DmaCopy { dst, src, queue } => {
+                if i64::from(*queue) >= crate::DMA_QUEUES {
+                    self.fail(format!("queue={queue}: a DMA engine has queues 0-15"));
+                }
                 for (name, o) in [("dst", dst), ("src", src)] {
                     if let DmaOperand::Hbm(h) = o {
                         self.hbm(name, h);
@@ -444,7 +447,10 @@ impl Checker<'_> {
                 }
             }
             Op::Reciprocal { dst, src } => self.same_shape("src", src, "dst", dst),
-            Op::DmaIndirect { dst, src, index, .. } => {
+            Op::DmaIndirect { dst, src, index, queue, .. } => {
+                if i64::from(*queue) >= crate::DMA_QUEUES {
+                    self.fail(format!("queue={queue}: a DMA engine has queues 0-15"));
+                }
                 let (h, t) = match (dst, src) {
                     (DmaOperand::Hbm(h), DmaOperand::Tile(t))
                     | (DmaOperand::Tile(t), DmaOperand::Hbm(h)) => (h, t),
@@ -535,6 +541,27 @@ impl Checker<'_> {
             Op::SequenceBounds { dst, src } => {
                 if dst.partitions != src.partitions || dst.free_len() != 2 * src.free_len() {
                     self.fail(format!("dst must be [{}, 2, {}]", src.partitions, src.free_len()));
+                }
+            }
+            Op::Exponential { dst, src, max, reduce_cmd, init, reduce } => {
+                if self.core.generation < Generation::V4 {
+                    self.fail(format!(
+                        "exponential needs NeuronCore-v4 or later, not {}",
+                        self.core.generation
+                    ));
+                }
+                self.same_shape("src", src, "dst", dst);
+                for (what, s) in [("max", Some(max)), ("init", init.as_ref())] {
+                    if let Some(ScalarOperand::Vector(v)) = s {
+                        self.per_partition(what, v, src);
+                    }
+                }
+                if let Some(r) = reduce {
+                    self.per_partition("reduce", r, src);
+                }
+                let load = *reduce_cmd == crate::ReduceCmd::LoadReduce;
+                if load != init.is_some() {
+                    self.fail("init= goes with reduce_cmd=load_reduce, and load_reduce needs it");
                 }
             }
             Op::Dropout { dst, src, prob, .. } => {

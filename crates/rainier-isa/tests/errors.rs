@@ -111,6 +111,16 @@ fn generation_rules() {
     let p = parse(bf16).unwrap_or_else(|e| panic!("{e}"));
     let e = verify(&p, &Chip::Trn2.params().core).err().map(|v| v.to_string()).unwrap_or_default();
     assert!(e.contains("double_row needs fp8 inputs"), "{e}");
+    // The fast exponential: v4 only; init goes with load_reduce.
+    let ok = "exponential sb[0:128]@0:bf16[64], sb[0:128]@128:f32[64] max=sb[0:128]@512:f32[1] reduce_cmd=reset_reduce reduce=sb[0:128]@516:f32[1]";
+    let p = parse(ok).unwrap_or_else(|e| panic!("{e}"));
+    assert!(verify(&p, &Chip::Trn3.params().core).is_ok());
+    let e = verify(&p, &Chip::Trn2.params().core).err().map(|v| v.to_string()).unwrap_or_default();
+    assert!(e.contains("exponential needs NeuronCore-v4"), "{e}");
+    let p = parse("exponential sb[0:128]@0:f32[64], sb[0:128]@256:f32[64] reduce_cmd=load_reduce")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let e = verify(&p, &Chip::Trn3.params().core).err().map(|v| v.to_string()).unwrap_or_default();
+    assert!(e.contains("load_reduce needs it"), "{e}");
 }
 
 #[test]
@@ -174,6 +184,7 @@ nc_match_replace8 sb[0:1]@0:f32[16], sb[0:1]@64:f32[16], sb[0:1]@128:f32[8] imm=
 gather sb[0:1]@0:f32[4], sb[0:1]@16:f32[8], sb[0:1]@64:u32[4]
 sequence_bounds sb[0:1]@0:f32[8], sb[0:1]@64:f32[4]
 dropout sb[0:1]@0:f32[4], sb[0:1]@16:f32[4] prob=0.5 seed=3
+exponential sb[0:1]@0:f32[4], sb[0:1]@16:f32[4] max=1 reduce_cmd=reset_reduce
 nc_stream_shuffle sb[0:32]@0:f32[4], sb[0:32]@16:f32[4] mask=[1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 255]
 ",
     )

@@ -292,6 +292,22 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
             prob,
             seed
         }),
+        (
+            tile(),
+            tile(),
+            scalar(),
+            prop::sample::select(ReduceCmd::ALL.to_vec()),
+            prop::option::of(scalar()),
+            prop::option::of(tile())
+        )
+            .prop_map(|(dst, src, max, reduce_cmd, init, reduce)| Op::Exponential {
+                dst,
+                src,
+                max,
+                reduce_cmd,
+                init,
+                reduce
+            }),
     ]
 }
 

@@ -73,23 +73,27 @@ struct Blocking {
 impl Blocking {
     /// The largest blocks that fit: the whole K strip of `b` if it takes at most half of a
     /// partition (one K block, PSUM accumulation only, the strip loaded once per column block
-    /// and read by every row chunk of one PSUM group's rows); else K blocks whose `b` tiles take an eighth, and fp32
-    /// accumulators for `mc` rows taking at most three eighths.
+    /// and read by every row chunk of one PSUM group's rows); else K blocks whose `b` tiles
+    /// and whose chunk's `a` tiles each take an eighth, and fp32 accumulators for `mc` rows at
+    /// most three eighths.
     fn choose(sbuf: u64, m: u64, n: u64, steps: &[KStep], esz: u64) -> Self {
         let nb = n.min(NB_MAX);
-        let step_bytes = |s: &KStep, w: u64| s.rows * w * esz;
-        let strip: u64 = steps.iter().map(|s| step_bytes(s, nb)).sum();
-        if strip <= sbuf / 2 {
-            // The strip is read by every chunk, so chunks only need to fill one PSUM group:
-            // small chunks let the first matmuls start as soon as their a tiles arrive.
-            let group_rows = (GROUP_BANKS / nb.div_ceil(NT)).max(1) * MT;
-            return Blocking { nb, mc: m.min(group_rows), kb: steps.len().max(1) };
+        // Bytes per partition of one column (of a or b) over all of K.
+        let column: u64 = steps.iter().map(|s| s.rows * esz).sum::<u64>().max(1);
+        // The strip is read by every chunk, so chunks only need to fill one PSUM group:
+        // small chunks let the first matmuls start as soon as their a tiles arrive. The
+        // chunk's a tiles for all of K must take at most an eighth.
+        let group_rows = m.min((GROUP_BANKS / nb.div_ceil(NT)).max(1) * MT);
+        if column * nb <= sbuf / 2 && column * group_rows <= sbuf / 8 {
+            return Blocking { nb, mc: group_rows, kb: steps.len().max(1) };
         }
-        let widest = steps.iter().map(|s| step_bytes(s, nb)).max().unwrap_or(1).max(1);
-        let kb = ((sbuf / 8) / widest).max(1) as usize;
-        let acc_per_tile = nb * 4;
-        let tiles = ((sbuf * 3 / 8) / acc_per_tile).max(1);
-        Blocking { nb, mc: m.min(tiles * MT), kb }
+        // K blocks: b tiles in an eighth, the chunk's a tiles in another eighth, fp32
+        // accumulators in three eighths.
+        let widest = steps.iter().map(|s| s.rows * esz).max().unwrap_or(1).max(1);
+        let kb = ((sbuf / 8) / (widest * nb)).max(1);
+        let by_acc = (sbuf * 3 / 8) / (nb * 4) * MT;
+        let by_a = (sbuf / 8) / (kb * widest) / MT * MT;
+        Blocking { nb, mc: m.min(by_acc.min(by_a).max(MT)), kb: kb as usize }
     }
 }
 

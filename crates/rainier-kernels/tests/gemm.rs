@@ -119,6 +119,29 @@ fn very_long_k_streams_b() {
     check(&p, chip, &a, &b, (m, n, k)).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// K blocks with fp32 accumulators in SBUF over several row tiles (the a tiles of a chunk
+/// budgeted beside the b tiles), full and partial tiles, against the f64 reference; and shapes
+/// whose K strip nearly fills SBUF build.
+#[test]
+fn k_blocked_gemm_with_several_row_tiles() {
+    for (chip, dtype, (m, n, k), seed) in [
+        (Chip::Trn1, DType::F32, (256u64, 512u64, 3200u64), 11u64),
+        (Chip::Trn1, DType::F32, (130, 2100, 1700), 12),
+    ] {
+        let p = gemm(chip, m, n, k, dtype).unwrap_or_else(|e| panic!("{e}"));
+        let (a, b) = (random(dtype, &[k, m], seed), random(dtype, &[k, n], seed + 100));
+        check(&p, chip, &a, &b, (m, n, k)).unwrap_or_else(|e| panic!("{m}x{n}x{k}: {e}"));
+    }
+    for (chip, dtype, (m, n, k)) in [
+        (Chip::Trn1, DType::F32, (512u64, 512u64, 6144u64)),
+        (Chip::Trn1, DType::Bf16, (512, 256, 16384)),
+        (Chip::Trn2, DType::Bf16, (512, 512, 14336)),
+        (Chip::Trn1, DType::Bf16, (4096, 512, 16384)),
+    ] {
+        assert!(gemm(chip, m, n, k, dtype).is_ok(), "{m}x{n}x{k} {dtype} on {chip}");
+    }
+}
+
 #[test]
 fn kernels_that_do_not_fit_get_a_clear_error() {
     let mut kb = KernelBuilder::new(Chip::Trn1);

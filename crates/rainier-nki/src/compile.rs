@@ -352,6 +352,17 @@ impl<'a> Lowering<'a> {
                     init: init.as_ref().map(|i| self.scalar(i)).transpose()?,
                 },
             ),
+            OpSpec::Exponential { dst, src, max, reduce_cmd, init, reduce } => (
+                Engine::Vector,
+                Op::Exponential {
+                    dst: t(dst)?,
+                    src: t(src)?,
+                    max: self.scalar(max)?,
+                    reduce_cmd: reduce_cmd_of(reduce_cmd)?,
+                    init: init.as_ref().map(|i| self.scalar(i)).transpose()?,
+                    reduce: reduce.as_ref().map(t).transpose()?,
+                },
+            ),
             OpSpec::MatchReplace8 { dst, data, vals, imm, indices } => (
                 Engine::Vector,
                 Op::MatchReplace8 {

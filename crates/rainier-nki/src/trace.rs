@@ -146,6 +146,10 @@ fn scalar_one() -> ScalarSpec {
     ScalarSpec::Imm(1.0)
 }
 
+fn scalar_zero() -> ScalarSpec {
+    ScalarSpec::Imm(0.0)
+}
+
 /// An NKI instruction with virtual operands (see `docs/isa.md` for the semantics of each).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -338,6 +342,17 @@ pub enum OpSpec {
         #[serde(default)]
         init: Option<ScalarSpec>,
     },
+    Exponential {
+        dst: Access,
+        src: Access,
+        #[serde(default = "scalar_zero")]
+        max: ScalarSpec,
+        reduce_cmd: String,
+        #[serde(default)]
+        init: Option<ScalarSpec>,
+        #[serde(default)]
+        reduce: Option<Access>,
+    },
     PartitionReduce {
         dst: Access,
         src: Access,
@@ -412,6 +427,18 @@ impl OpSpec {
                 v.push((data, false));
                 v.push((vals, false));
                 v.push((dst, true));
+            }
+            OpSpec::Exponential { dst, src, max, init, reduce, .. } => {
+                v.push((src, false));
+                for s in [Some(max), init.as_ref()].into_iter().flatten() {
+                    if let ScalarSpec::Tile(t) = s {
+                        v.push((t, false));
+                    }
+                }
+                v.push((dst, true));
+                if let Some(r) = reduce {
+                    v.push((r, true));
+                }
             }
             OpSpec::TensorScalarCumulative { dst, src, operand0, init, .. } => {
                 v.push((src, false));
@@ -579,6 +606,7 @@ impl OpSpec {
             OpSpec::Dropout { .. } => "dropout",
             OpSpec::MatchReplace8 { .. } => "nc_match_replace8",
             OpSpec::TensorScalarCumulative { .. } => "tensor_scalar_cumulative",
+            OpSpec::Exponential { .. } => "exponential",
             OpSpec::RangeSelect { .. } => "range_select",
             OpSpec::SelectReduce { .. } => "select_reduce",
             OpSpec::Fence => "fence",

@@ -147,6 +147,9 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
         // dropout `max(MIN_II, N)` [N-isa-226]; gather and sequence_bounds are unpublished:
         // GpSimd `150 + K` and `150 + 2N` (assumptions).
         Op::Dropout { src, .. } => plain(min_ii.max(stream(src.free_len()))),
+        // NeuronCore-v4's fast exponential: "4x ScalarE exp throughput" [N-arch4], ScalarE's
+        // exp being `N` cycles at the same clock: `max(MIN_II, N / 4)`.
+        Op::Exponential { src, .. } => plain(min_ii.max(stream(src.free_len()) / 4)),
         Op::Gather { index, .. } => plain(startup + stream(index.free_len())),
         Op::SequenceBounds { src, .. } => plain(startup + stream(2 * src.free_len())),
         // Unpublished: as tensor_scalar on the Vector engine, `max(MIN_II, N)` (assumption).

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use rainier_arch::ChipParams;
 use rainier_funcsim::{Machine, RunError};
@@ -301,6 +301,36 @@ fn plan(chip: &ChipParams, program: &Program, index: usize) -> Plan {
     }
 }
 
+/// The spans a DMA engine's byte rate is reserved for, in time order (disjoint). A transfer
+/// takes the first gap of its length at or after its start, so a transfer committed later but
+/// starting earlier (another queue) is not held behind one that waits on its own queue.
+#[derive(Debug, Default, Clone)]
+struct Slots(VecDeque<(u64, u64)>);
+
+impl Slots {
+    /// Reserves `len` from `at` on; returns the end. Spans ending before `now` (no later
+    /// transfer can start before it: instructions commit in start order) are dropped.
+    fn reserve(&mut self, now: u64, at: u64, len: u64) -> u64 {
+        while self.0.front().is_some_and(|&(_, e)| e <= now) {
+            self.0.pop_front();
+        }
+        let mut begin = at;
+        let mut index = self.0.len();
+        for (k, &(a, e)) in self.0.iter().enumerate() {
+            if e <= begin {
+                continue;
+            }
+            if a >= begin + len {
+                index = k;
+                break;
+            }
+            begin = begin.max(e);
+        }
+        self.0.insert(index, (begin, begin + len));
+        begin + len
+    }
+}
+
 /// Completion times of one semaphore's increments, sorted.
 #[derive(Debug, Default, Clone)]
 struct SemHistory(Vec<u64>);
@@ -386,10 +416,10 @@ pub fn simulate(
     let mut sems: Vec<SemHistory> =
         vec![SemHistory::default(); chip.core.semaphores.value as usize];
     let mut banks = [BankState::default(); 8];
-    // Per (DMA engine, triggering engine) queue: when its last transfer finishes; per DMA
-    // engine: when the bytes given to it so far have moved at its byte rate.
+    // Per (DMA engine, issuing engine, queue): when its last transfer finishes; per DMA
+    // engine: the spans its byte rate is reserved for.
     let mut queue_free = vec![0u64; dma_engines * Engine::ALL.len() * QUEUES];
-    let mut engine_acc = vec![0u64; dma_engines];
+    let mut engine_slots: Vec<Slots> = vec![Slots::default(); dma_engines];
     let mut hbm_free = 0u64;
     let mut stationary: Option<(Region, u64)> = None;
     let mut last_matmul_end = u64::MAX;
@@ -519,11 +549,12 @@ pub fn simulate(
                 // its element rate, and the queues of one DMA engine share its byte rate.
                 let lane = (q * Engine::ALL.len() + e) * QUEUES + usize::from(queue);
                 let s = data_start.max(queue_free[lane]);
-                engine_acc[q] = s.max(engine_acc[q]) + bytes * 1_000_000 / engine_bytes_per_us;
+                let byte_time = bytes * 1_000_000 / engine_bytes_per_us;
+                let slot_end = engine_slots[q].reserve(start, s, byte_time);
                 let mut finish = (s
                     + elements * 1_000_000 / queue_elements_per_us
                     + parts * tr.descriptors_per_partition * descriptor_ps)
-                    .max(engine_acc[q]);
+                    .max(slot_end);
                 if tr.hbm_sides > 0 {
                     hbm_free =
                         s.max(hbm_free) + tr.hbm_sides * bytes * 1_000_000 / hbm_bytes_per_us;
@@ -531,7 +562,7 @@ pub fn simulate(
                 }
                 queue_free[lane] = finish;
                 dma.bytes += bytes;
-                dma.per_engine_busy_ps[q] += finish - s;
+                dma.per_engine_busy_ps[q] += byte_time;
                 first_start = first_start.min(s);
                 complete = complete.max(finish);
                 if record {

@@ -178,7 +178,18 @@ def emit_dma(dst: View, src: View, oob_skip=False, accumulate=False):
     return _emit(op, dst)
 
 
+def reachable(v: View, engine: str) -> View:
+    """``v``, or for GpSimd (which cannot reach PSUM) an SBUF copy of a partition broadcast the
+    front end left in PSUM."""
+    if engine == "gpsimd" and getattr(v.tensor, "psum_broadcast", False):
+        tmp = fresh(v.shape, v.dtype)
+        emit_copy(tmp, v)
+        return tmp
+    return v
+
+
 def emit_copy(dst: View, src: View, engine="vector"):
+    src = reachable(src, engine)
     if engine == "scalar" and c.tracer().generation == 2:
         return emit_activation(dst, src, "identity")
     return _emit({"op": "tensor_copy", "dst": acc(dst), "src": acc(src), "engine": engine}, dst)
@@ -222,6 +233,7 @@ def emit_memset(dst: View, value, engine="vector"):
 
 
 def emit_tensor_tensor(dst, a, b, op, engine="vector"):
+    a, b = reachable(a, engine), reachable(b, engine)
     if a.tensor.buffer == "psum" and b.tensor.buffer == "psum":
         # The Vector engine reads one PSUM operand per instruction.
         tmp = c.new_tile(b.shape, b.dtype)
@@ -232,6 +244,7 @@ def emit_tensor_tensor(dst, a, b, op, engine="vector"):
 
 
 def emit_tensor_scalar(dst, src, stages, engine="vector"):
+    src = reachable(src, engine)
     st = [{"alu": op, "operand": scalar_operand(x), "reverse": bool(rev)} for op, x, rev in stages]
     return _emit({"op": "tensor_scalar", "dst": acc(dst), "src": acc(src), "stages": st,
                   "engine": engine}, dst)
@@ -344,6 +357,21 @@ def emit_cumulative(dst, src, op0, imm0, op1, imm1=None, reduce_cmd=None, revers
           "reduce_cmd": cmd}
     if imm1 is not None:
         op["init"] = scalar_operand(imm1)
+    return _emit(op, dst)
+
+
+def emit_exponential(dst, src, max_value=0.0, reduce_res=None, reduce_cmd=None, reduce_init=0.0):
+    """``dst = exp(src - max_value)`` on the Vector engine (NeuronCore-v4), summing into the
+    accumulator registers as ``reduce_cmd`` says."""
+    cmd = getattr(reduce_cmd, "name", reduce_cmd) or "idle"
+    op = {"op": "exponential", "dst": acc(dst), "src": acc(src),
+          "max": scalar_operand(max_value), "reduce_cmd": cmd}
+    if cmd == "load_reduce":
+        op["init"] = scalar_operand(reduce_init)
+    elif not (isinstance(reduce_init, (int, float)) and float(reduce_init) == 0.0):
+        fail("exponential: reduce_init is only used with reduce_cmd=load_reduce")
+    if reduce_res is not None:
+        op["reduce"] = acc(reduce_res)
     return _emit(op, dst)
 
 
@@ -883,7 +911,7 @@ def broadcast_to(x: View, shape) -> View:
             emit_copy(out, ps)
             return _bcast_free(out, shape)
         fail(f"cannot broadcast {x.shape} to {shape}")
-    if is_f32 and nfree <= _PSUM_BROADCAST_MAX:
+    if c.dtype_name(src.dtype) == "f32" and nfree <= _PSUM_BROADCAST_MAX:
         # The compiler's lowering: engines read the broadcast where TensorE left it (a Vector
         # operand in PSUM also streams at one element per cycle [N-isa-226 tensor_tensor]).
         ps = fresh((shape[0], nfree), np.float32, "psum")
@@ -891,6 +919,7 @@ def broadcast_to(x: View, shape) -> View:
             kw = min(512, nfree - k)
             emit_matmul(c.index_view(ps, (slice(None), slice(k, k + kw))), ones,
                         c.index_view(flat, (slice(None), slice(k, k + kw))), False)
+        ps.tensor.psum_broadcast = True
         return c.reshape_view(ps, shape) if len(shape) > 2 else ps
     out = fresh((shape[0], nfree), src.dtype)
     chunk = 2048  # fp32 elements of one PSUM tile of four banks

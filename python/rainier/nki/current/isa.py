@@ -207,6 +207,11 @@ def tensor_scalar_cumulative(dst, src, op0, op1, imm0, imm1=None, reduce_cmd=Non
     o.emit_cumulative(dst, src, op0, imm0, op1, imm1, reduce_cmd, False)
 
 
+def exponential(dst, src, max_value=0.0, reduce_res=None, reduce_cmd=None, reduce_init=0.0,
+                name=None, **_):
+    o.emit_exponential(dst, src, max_value, reduce_res, reduce_cmd, reduce_init)
+
+
 def nc_stream_shuffle(dst, src, shuffle_mask, name=None, **_):
     o.emit_stream_shuffle(dst, src, shuffle_mask)
 
