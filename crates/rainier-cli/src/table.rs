@@ -28,15 +28,18 @@ struct Case {
 fn cases() -> Vec<Case> {
     let mut v = Vec::new();
     let bf16 = DType::Bf16;
-    for tokens in [128u64, 512, 2048] {
-        for (n, k) in [(4096u64, 4096u64), (14336, 4096), (4096, 14336), (8192, 8192)] {
-            v.push(Case {
-                kernel: "gemm",
-                dtype: bf16,
-                shape: vec![("m", tokens), ("n", n), ("k", k)],
-                flops: 2.0 * (tokens * n * k) as f64,
-                build: Box::new(move |c| rainier_kernels::gemm(c, tokens, n, k, bf16)),
-            });
+    // bf16, then fp8 (e4m3: double row on NeuronCore-v3/v4, the bf16 rate on v2).
+    for dtype in [bf16, DType::Fp8E4m3] {
+        for tokens in [128u64, 512, 2048] {
+            for (n, k) in [(4096u64, 4096u64), (14336, 4096), (4096, 14336), (8192, 8192)] {
+                v.push(Case {
+                    kernel: "gemm",
+                    dtype,
+                    shape: vec![("m", tokens), ("n", n), ("k", k)],
+                    flops: 2.0 * (tokens * n * k) as f64,
+                    build: Box::new(move |c| rainier_kernels::gemm(c, tokens, n, k, dtype)),
+                });
+            }
         }
     }
     type RowwiseFn = fn(Chip, u64, u64, DType) -> Result<Program, KernelError>;
@@ -96,23 +99,32 @@ fn cases() -> Vec<Case> {
             build: Box::new(move |c| rainier_kernels::adamw(c, params, &AdamW::default())),
         });
     }
-    for seq in [1024u64, 4096] {
-        for causal in [false, true] {
-            let s = AttentionShape { batch: 1, heads: 1, kv_heads: 1, seq, head_dim: 128, causal };
-            v.push(Case {
-                kernel: "attention",
-                dtype: bf16,
-                shape: vec![("seq", seq), ("head_dim", 128), ("causal", u64::from(causal))],
-                flops: s.flops(),
-                build: Box::new(move |c| rainier_kernels::attention(c, &s, bf16)),
-            });
-            v.push(Case {
-                kernel: "attention-bwd",
-                dtype: bf16,
-                shape: vec![("seq", seq), ("head_dim", 128), ("causal", u64::from(causal))],
-                flops: 2.5 * s.flops(),
-                build: Box::new(move |c| rainier_kernels::attention_backward(c, &s, bf16)),
-            });
+    // Attention at head dim 128 over sequences 1K-16K (the backward to 8K) and at head dim 64
+    // at 1K and 4K; the planners read the causal head-dim-128 curve.
+    for (head_dim, seqs) in [(64u64, &[1024u64, 4096][..]), (128, &[1024, 2048, 4096, 8192, 16384])]
+    {
+        for &seq in seqs {
+            for causal in [false, true] {
+                let s = AttentionShape { batch: 1, heads: 1, kv_heads: 1, seq, head_dim, causal };
+                let shape =
+                    vec![("seq", seq), ("head_dim", head_dim), ("causal", u64::from(causal))];
+                v.push(Case {
+                    kernel: "attention",
+                    dtype: bf16,
+                    shape: shape.clone(),
+                    flops: s.flops(),
+                    build: Box::new(move |c| rainier_kernels::attention(c, &s, bf16)),
+                });
+                if seq <= 8192 {
+                    v.push(Case {
+                        kernel: "attention-bwd",
+                        dtype: bf16,
+                        shape,
+                        flops: 2.5 * s.flops(),
+                        build: Box::new(move |c| rainier_kernels::attention_backward(c, &s, bf16)),
+                    });
+                }
+            }
         }
     }
     v
