@@ -23,6 +23,8 @@
 //! `dq` and `dk` are scaled by `scale` when stored. 2.5× the forward's FLOPs (five matmuls per
 //! score instead of two).
 
+use std::collections::VecDeque;
+
 use rainier_arch::Chip;
 use rainier_isa::{
     ActFunc, Affine, AluOp, Dim, DmaOperand, Engine, HbmAccess, Op, Program, ScalarOperand, Tile,
@@ -33,6 +35,8 @@ use crate::{AttentionShape, KernelBuilder, KernelError};
 
 /// Queries and keys per block (one partition each).
 const B: u64 = 128;
+/// Steps whose scores are issued ahead of the gradients being issued.
+const LOOKAHEAD: usize = 2;
 
 /// The backward program; `q, k, v, o, dout` and the outputs in `dtype`, `lse` fp32.
 pub fn attention_backward(
@@ -141,20 +145,22 @@ pub fn attention_backward_chunked(
                     }
                     let dv_ps = kb.psum(B as u32, DType::F32, &[d])?;
                     let dk_ps = kb.psum(B as u32, DType::F32, &[d])?;
+                    // Software pipeline: the scores and ds of the next `LOOKAHEAD` steps are
+                    // issued before a step's gradient matmuls, so TensorE has independent work
+                    // queued while the other engines finish a step.
+                    let mut pending: VecDeque<(Probs, &QueryBlock, bool)> = VecDeque::new();
                     for i in from..qe {
                         let qb = &queries[(i - qs) as usize];
-                        let acc = i > from;
-                        step(
-                            &mut kb,
-                            qb,
-                            key,
-                            &dv_ps,
-                            &dk_ps,
-                            acc,
-                            causal && i == j,
-                            scale,
-                            dtype,
-                        )?;
+                        let probs = scores(&mut kb, qb, key, causal && i == j, scale, dtype)?;
+                        pending.push_back((probs, qb, i > from));
+                        if pending.len() > LOOKAHEAD {
+                            if let Some((pr, pqb, acc)) = pending.pop_front() {
+                                gradients(&mut kb, pqb, key, &dv_ps, &dk_ps, acc, pr, dtype)?;
+                            }
+                        }
+                    }
+                    while let Some((pr, pqb, acc)) = pending.pop_front() {
+                        gradients(&mut kb, pqb, key, &dv_ps, &dk_ps, acc, pr, dtype)?;
                     }
                     kb.tensor_tensor(Engine::Vector, &key.dv, &key.dv, &dv_ps, AluOp::Add);
                     kb.tensor_tensor(Engine::Vector, &key.dk, &key.dk, &dk_ps, AluOp::Add);
@@ -183,20 +189,21 @@ pub fn attention_backward_chunked(
     kb.finish()
 }
 
-/// One (key block, query block) step: recomputes p, then dv and dk (accumulated in PSUM over
-/// the query blocks), and dq (added to its fp32 accumulator).
-#[allow(clippy::too_many_arguments)]
-fn step(
+/// A step's recomputed probabilities and `ds`, between its two halves.
+struct Probs {
+    p: Tile,
+    ds: Tile,
+}
+
+/// The first half of a (key block, query block) step: recomputes p and `ds = p ∘ (dp − D)`.
+fn scores(
     kb: &mut KernelBuilder,
     qb: &QueryBlock,
     key: &KeyBlock,
-    dv_ps: &Tile,
-    dk_ps: &Tile,
-    acc: bool,
     diagonal: bool,
     scale: f32,
     dtype: DType,
-) -> Result<(), KernelError> {
+) -> Result<Probs, KernelError> {
     // s = qᵀk, p = exp(scale·s − lse)
     let s_ps = kb.psum(B as u32, DType::F32, &[B])?;
     kb.matmul(&s_ps, &qb.q_t, &key.k_t, false);
@@ -231,6 +238,23 @@ fn step(
     let ds = kb.sbuf(B as u32, dtype, &[B])?;
     kb.tensor_tensor(Engine::GpSimd, &ds, &centered, &p, AluOp::Multiply);
     kb.free(&centered)?;
+    Ok(Probs { p, ds })
+}
+
+/// The second half: dv and dk (accumulated in PSUM over the query blocks), and dq (added to
+/// its fp32 accumulator).
+#[allow(clippy::too_many_arguments)]
+fn gradients(
+    kb: &mut KernelBuilder,
+    qb: &QueryBlock,
+    key: &KeyBlock,
+    dv_ps: &Tile,
+    dk_ps: &Tile,
+    acc: bool,
+    pr: Probs,
+    dtype: DType,
+) -> Result<(), KernelError> {
+    let Probs { p, ds } = pr;
     // dv += pᵀ dout, dk += dsᵀ q (contracting over queries on partitions)
     kb.matmul(dv_ps, &p, &qb.do_qd, acc);
     kb.matmul(dk_ps, &ds, &qb.q_qd, acc);
