@@ -133,8 +133,14 @@ fn cases() -> Vec<Case> {
 /// The table (CSV) and the raw runs (JSON) for `chip`.
 pub(crate) fn generate(chip: Chip) -> Result<(String, String)> {
     let params = chip.params();
+    // TensorE peak per dtype: fp32 at a quarter, fp8 at twice bf16 on v3+ (double row).
     let peak = |d: DType| {
-        let factor = if d == DType::F32 { 0.25 } else { 1.0 };
+        let fp8 = matches!(d, DType::Fp8E4m3 | DType::Fp8E5m2 | DType::Fp8E4m3fn);
+        let factor = match d {
+            DType::F32 => 0.25,
+            _ if fp8 && params.core.has_fp8_double_row() => 2.0,
+            _ => 1.0,
+        };
         128.0 * 128.0 * 2.0 * params.core.tensor_clock_hz.value * factor
     };
     let hbm_share = params.hbm_bytes_per_s.value / f64::from(params.cores_per_chip.value);

@@ -544,7 +544,7 @@ impl Checker<'_> {
                 }
             }
             Op::Exponential { dst, src, max, reduce_cmd, init, reduce } => {
-                if self.core.generation < Generation::V4 {
+                if !self.core.has_fast_exponential() {
                     self.fail(format!(
                         "exponential needs NeuronCore-v4 or later, not {}",
                         self.core.generation

@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use rainier_arch::Chip;
 use rainier_isa::{
     contiguous_dims, ActFunc, Affine, AluOp, Dim, DmaOperand, Engine, HbmAccess, Op, Program,
-    ReduceCmd, ReduceOp, ScalarOperand, Tile,
+    ReduceOp, ScalarOperand, Tile,
 };
 use rainier_tensor::DType;
 
@@ -169,8 +169,7 @@ pub fn attention(chip: Chip, shape: &AttentionShape, dtype: DType) -> Result<Pro
         }
     }
     let mask = if causal { Some(causal_mask(&mut kb)?) } else { None };
-    let fast_exp = kb.chip().core.has_fast_exponential();
-    let ctx = Ctx { q, k, v, o, d, seq, heads, kv_heads, group, dtype, scale, mask, fast_exp };
+    let ctx = Ctx { q, k, v, o, d, seq, heads, kv_heads, group, dtype, scale, mask };
     let mut kv: Vec<Option<KvTiles>> = (0..kv_blocks.len()).map(|_| None).collect();
     // Query-block states by (head, q0). Each step goes through three phases emitted in a
     // software pipeline: scores (QKᵀ), then LOOKAHEAD steps later its softmax statistics and
@@ -323,9 +322,6 @@ struct Ctx {
     scale: f32,
     /// The causal mask (causal heads only).
     mask: Option<CausalMask>,
-    /// NeuronCore-v4: `exp` on VectorE's fast `exponential` (q pre-scaled, the running max
-    /// kept as is), leaving ScalarE the pᵀ evacuation.
-    fast_exp: bool,
 }
 
 impl Ctx {
@@ -338,8 +334,7 @@ impl Ctx {
 #[derive(Debug)]
 struct QBlock {
     q_t: Tile,
-    /// `-scale ·` the running row max (the exp's bias); with the fast exponential, the
-    /// running max of the pre-scaled scores.
+    /// `-scale ·` the running row max (the exp's bias).
     neg_m: Tile,
     l: Tile,
     acc: Tile,
@@ -359,13 +354,8 @@ fn start_block(kb: &mut KernelBuilder, c: &Ctx, st: &Step) -> Result<QBlock, Ker
         dims: vec![Dim { stride: c.seq as i64, size: c.d }, Dim { stride: 1, size: QT }],
     };
     kb.dma(DmaOperand::Tile(q_t.clone()), DmaOperand::Hbm(src));
-    if c.fast_exp {
-        // Scores come out scaled: s = (scale · q)ᵀ k.
-        kb.activation(&q_t, &q_t, ActFunc::Identity, ScalarOperand::Imm(c.scale), None, None);
-    }
     let neg_m = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    let start = if c.fast_exp { MASKED } else { -MASKED };
-    kb.push(Engine::GpSimd, Op::Memset { dst: neg_m.clone(), value: start });
+    kb.push(Engine::GpSimd, Op::Memset { dst: neg_m.clone(), value: -MASKED });
     let l = kb.sbuf(QT as u32, DType::F32, &[1])?;
     kb.push(Engine::GpSimd, Op::Memset { dst: l.clone(), value: 0.0 });
     let acc = kb.sbuf(QT as u32, DType::F32, &[c.d])?;
@@ -542,9 +532,6 @@ fn softmax_stats(
             negate: false,
         },
     );
-    if c.fast_exp {
-        return fast_softmax_stats(kb, c, st, s_ps, m_blk, b);
-    }
     // neg = min(neg_m, -scale · m_blk) = -scale · max(m, m_blk), one instruction.
     let neg = kb.sbuf(QT as u32, DType::F32, &[1])?;
     kb.push(
@@ -593,36 +580,6 @@ fn end_stats(kb: &mut KernelBuilder, b: &mut QBlock, o: StatsOut) -> Result<Prob
     Ok(Probs { p, corr })
 }
 
-/// Phase 2 with VectorE's fast exponential (NeuronCore-v4), on pre-scaled scores:
-/// `m_new = max(m, m_blk)`, `p = exp(s - m_new)` with its row sum through the accumulator
-/// registers, `corr = exp(m - m_new)`.
-fn fast_softmax_stats(
-    kb: &mut KernelBuilder,
-    c: &Ctx,
-    st: &Step,
-    s_ps: Tile,
-    m_blk: Tile,
-    b: &mut QBlock,
-) -> Result<Probs, KernelError> {
-    let m_new = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    kb.tensor_tensor(Engine::Vector, &m_new, &b.neg_m, &m_blk, AluOp::Max);
-    kb.free(&m_blk)?;
-    let p = kb.sbuf(QT as u32, c.dtype, &[st.ksz])?;
-    let l_blk = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    let exp = |dst: &Tile, src: &Tile, reduce: Option<&Tile>| Op::Exponential {
-        dst: dst.clone(),
-        src: src.clone(),
-        max: ScalarOperand::Vector(m_new.clone()),
-        reduce_cmd: if reduce.is_some() { ReduceCmd::ResetReduce } else { ReduceCmd::Idle },
-        init: None,
-        reduce: reduce.cloned(),
-    };
-    kb.push(Engine::Vector, exp(&p, &s_ps, Some(&l_blk)));
-    let corr = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    kb.push(Engine::Vector, exp(&corr, &b.neg_m, None));
-    end_stats(kb, b, StatsOut { s_ps, state: m_new, p, corr, l_blk })
-}
-
 /// A step's `p·v` (PSUM) and its correction factor, awaiting the accumulator update.
 #[derive(Debug)]
 struct Product {
@@ -655,7 +612,7 @@ fn transpose_p(
         );
     }
     let pt = kb.sbuf(CHUNK as u32, c.dtype, &[chunks * QT])?;
-    let on_vector = if c.fast_exp { 0 } else { VECTOR_EVAC_CHUNKS.min(chunks) };
+    let on_vector = VECTOR_EVAC_CHUNKS.min(chunks);
     if on_vector > 0 {
         let w = on_vector * QT;
         kb.copy(Engine::Vector, &columns(&pt, 0, w), &columns(&pt_ps, 0, w));

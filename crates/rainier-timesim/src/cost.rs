@@ -148,8 +148,17 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
         // GpSimd `150 + K` and `150 + 2N` (assumptions).
         Op::Dropout { src, .. } => plain(min_ii.max(stream(src.free_len()))),
         // NeuronCore-v4's fast exponential: "4x ScalarE exp throughput" [N-arch4], ScalarE's
-        // exp being `N` cycles at the same clock: `max(MIN_II, N / 4)`.
-        Op::Exponential { src, .. } => plain(min_ii.max(stream(src.free_len()) / 4)),
+        // exp being `N` cycles at the same clock: `max(MIN_II, N / 4)` from SBUF. From PSUM
+        // VectorE reads as it does elsewhere here (assumption): 2 elements per cycle for
+        // 16-bit data, 1 for 32-bit.
+        Op::Exponential { src, .. } => {
+            let rate = match (src.memory, is16(src.dtype)) {
+                (Memory::Sbuf, _) => 4,
+                (Memory::Psum, true) => 2,
+                (Memory::Psum, false) => 1,
+            };
+            plain(min_ii.max(stream(src.free_len()) / rate))
+        }
         Op::Gather { index, .. } => plain(startup + stream(index.free_len())),
         Op::SequenceBounds { src, .. } => plain(startup + stream(2 * src.free_len())),
         // Unpublished: as tensor_scalar on the Vector engine, `max(MIN_II, N)` (assumption).

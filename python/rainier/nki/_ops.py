@@ -368,7 +368,7 @@ def emit_exponential(dst, src, max_value=0.0, reduce_res=None, reduce_cmd=None, 
           "max": scalar_operand(max_value), "reduce_cmd": cmd}
     if cmd == "load_reduce":
         op["init"] = scalar_operand(reduce_init)
-    elif not (isinstance(reduce_init, (int, float)) and float(reduce_init) == 0.0):
+    elif reduce_init is not None and not (is_scalar(reduce_init) and float(reduce_init) == 0.0):
         fail("exponential: reduce_init is only used with reduce_cmd=load_reduce")
     if reduce_res is not None:
         op["reduce"] = acc(reduce_res)
