@@ -170,7 +170,7 @@ pub fn attention(chip: Chip, shape: &AttentionShape, dtype: DType) -> Result<Pro
     }
     let mask = if causal { Some(causal_mask(&mut kb)?) } else { None };
     let ctx = Ctx { q, k, v, o, d, seq, heads, kv_heads, group, dtype, scale, mask };
-    let mut kv: Vec<Option<KvTiles>> = (0..kv_blocks.len()).map(|_| None).collect();
+    let kv_tiles: Vec<Option<KvTiles>> = (0..kv_blocks.len()).map(|_| None).collect();
     // Query-block states by (head, q0). Each step goes through three phases emitted in a
     // software pipeline: scores (QKᵀ), then LOOKAHEAD steps later its softmax statistics and
     // exp, then one step later its PV and accumulation; so each engine's in-order queue holds
@@ -181,27 +181,31 @@ pub fn attention(chip: Chip, shape: &AttentionShape, dtype: DType) -> Result<Pro
         exped: VecDeque::new(),
         transposed: VecDeque::new(),
         multiplied: VecDeque::new(),
+        kv_tiles,
+        kv_blocks,
     };
     for step in &steps {
         if step.first {
             let b = start_block(&mut kb, &ctx, step)?;
             pipe.blocks.push(((step.h, step.q0), b));
         }
-        if kv[step.kv].is_none() {
-            kv[step.kv] = Some(load_kv(&mut kb, &ctx, step.h, &kv_blocks[step.kv])?);
+        if pipe.kv_tiles[step.kv].is_none() {
+            let tiles = load_kv(&mut kb, &ctx, step.h, &pipe.kv_blocks[step.kv])?;
+            pipe.kv_tiles[step.kv] = Some(tiles);
         }
         let q_t = pipe.block(step)?.q_t.clone();
-        let k_t = kv[step.kv].as_ref().map(|t| t.k_t.clone()).ok_or_else(pipeline_error)?;
+        let k_t =
+            pipe.kv_tiles[step.kv].as_ref().map(|t| t.k_t.clone()).ok_or_else(pipeline_error)?;
         let scores = issue_scores(&mut kb, &ctx, step, &q_t, &k_t)?;
-        let kvb = &mut kv_blocks[step.kv];
+        let kvb = &mut pipe.kv_blocks[step.kv];
         kvb.k_left -= 1;
         if kvb.k_left == 0 {
             kb.free(&k_t)?;
         }
         pipe.scored.push_back((*step, scores));
-        pipe.advance(&mut kb, &ctx, &mut kv, &mut kv_blocks, LOOKAHEAD)?;
+        pipe.advance(&mut kb, &ctx, LOOKAHEAD)?;
     }
-    pipe.drain(&mut kb, &ctx, &mut kv, &mut kv_blocks)?;
+    pipe.drain(&mut kb, &ctx)?;
     if let Some(m) = &ctx.mask {
         kb.free(&m.identity)?;
         kb.free(&m.mask)?;
@@ -395,6 +399,9 @@ struct Pipeline {
     transposed: VecDeque<(Step, Transposed)>,
     /// Steps whose `p·v` is issued, awaiting the accumulator update, oldest first.
     multiplied: VecDeque<(Step, Product)>,
+    /// Loaded K/V blocks (None: not loaded yet or freed) and their readers.
+    kv_tiles: Vec<Option<KvTiles>>,
+    kv_blocks: Vec<KvBlock>,
 }
 
 impl Pipeline {
@@ -415,8 +422,6 @@ impl Pipeline {
         &mut self,
         kb: &mut KernelBuilder,
         c: &Ctx,
-        kv: &mut [Option<KvTiles>],
-        kv_blocks: &mut [KvBlock],
         lookahead: usize,
     ) -> Result<(), KernelError> {
         while self.scored.len() > lookahead {
@@ -425,7 +430,7 @@ impl Pipeline {
                 self.phase3(kb, c)?;
             }
             while self.transposed.len() > 1 {
-                self.phase4(kb, c, kv, kv_blocks)?;
+                self.phase4(kb, c)?;
             }
             while self.multiplied.len() > 1 {
                 self.phase5(kb, c)?;
@@ -435,13 +440,7 @@ impl Pipeline {
     }
 
     /// Runs every phase of every step still in flight.
-    fn drain(
-        &mut self,
-        kb: &mut KernelBuilder,
-        c: &Ctx,
-        kv: &mut [Option<KvTiles>],
-        kv_blocks: &mut [KvBlock],
-    ) -> Result<(), KernelError> {
+    fn drain(&mut self, kb: &mut KernelBuilder, c: &Ctx) -> Result<(), KernelError> {
         while !(self.scored.is_empty()
             && self.exped.is_empty()
             && self.transposed.is_empty()
@@ -449,7 +448,7 @@ impl Pipeline {
         {
             self.phase2(kb, c)?;
             self.phase3(kb, c)?;
-            self.phase4(kb, c, kv, kv_blocks)?;
+            self.phase4(kb, c)?;
             self.phase5(kb, c)?;
         }
         Ok(())
@@ -472,21 +471,16 @@ impl Pipeline {
         Ok(())
     }
 
-    fn phase4(
-        &mut self,
-        kb: &mut KernelBuilder,
-        c: &Ctx,
-        kv: &mut [Option<KvTiles>],
-        kv_blocks: &mut [KvBlock],
-    ) -> Result<(), KernelError> {
+    fn phase4(&mut self, kb: &mut KernelBuilder, c: &Ctx) -> Result<(), KernelError> {
         let Some((st, t)) = self.transposed.pop_front() else { return Ok(()) };
-        let v_t = kv[st.kv].as_ref().map(|t| t.v_t.clone()).ok_or_else(pipeline_error)?;
+        let tiles = self.kv_tiles[st.kv].as_ref();
+        let v_t = tiles.map(|t| t.v_t.clone()).ok_or_else(pipeline_error)?;
         let product = multiply_v(kb, c, &st, t, &v_t)?;
-        let kvb = &mut kv_blocks[st.kv];
+        let kvb = &mut self.kv_blocks[st.kv];
         kvb.v_left -= 1;
         if kvb.v_left == 0 {
             kb.free(&v_t)?;
-            kv[st.kv] = None;
+            self.kv_tiles[st.kv] = None;
         }
         self.multiplied.push_back((st, product));
         Ok(())
