@@ -340,6 +340,17 @@ impl Machine {
             Op::Matmul { dst, stationary, moving, accumulate, double_row } => {
                 self.matmul(dst, stationary, moving, *accumulate, *double_row)
             }
+            Op::MatmulMx {
+                dst,
+                stationary,
+                moving,
+                stationary_scale,
+                moving_scale,
+                accumulate,
+            } => {
+                self.matmul_mx(dst, stationary, moving, stationary_scale, moving_scale, *accumulate)
+            }
+            Op::QuantizeMx { dst, src, scale } => self.quantize_mx(dst, src, scale),
             Op::Transpose { dst, src } => self.transpose(dst, src),
             Op::TensorTensor { dst, in0, in1, op } => {
                 let a = self.read_tile(in0)?;
@@ -1108,6 +1119,108 @@ impl Machine {
         self.write_tile(dst, &out)
     }
 
+    /// MX data `[K, F]` dequantized into fp32 as `[4K, F]`, row `4k + q` holding element `q`
+    /// of partition `k`'s packed elements times their group's scale.
+    fn mx_dequantize(&self, data: &Tile, scale: &Tile) -> Result<Vec<f32>, ExecError> {
+        let (k, f) = (data.partitions as usize, data.free_len() as usize);
+        if scale.partitions != rainier_isa::mx_scale_partitions(data.partitions)
+            || scale.free_len() as usize != f
+        {
+            return Err(ExecError::Shape("nc_matmul_mx scale tile shape".into()));
+        }
+        let (rd, ad) = self.tile_addresses(data)?;
+        let esz = data.dtype.size_bytes();
+        let bytes = self.read_raw(rd, &ad, esz);
+        let (rs, a_scale) = self.tile_addresses(scale)?;
+        let scales = self.read_raw(rs, &a_scale, 1);
+        let mut out = vec![0f32; 4 * k * f];
+        for p in 0..k {
+            let sp = rainier_isa::mx_scale_partition(p as u32) as usize;
+            for j in 0..f {
+                let vals = data.dtype.unpack_x4(&bytes[(p * f + j) * esz..][..esz]);
+                let x = e8m0(scales[sp * f + j]);
+                for (q, v) in vals.into_iter().enumerate() {
+                    out[(4 * p + q) * f + j] = v * x;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn matmul_mx(
+        &mut self,
+        dst: &Tile,
+        stationary: &Tile,
+        moving: &Tile,
+        stationary_scale: &Tile,
+        moving_scale: &Tile,
+        accumulate: bool,
+    ) -> Result<(), ExecError> {
+        let k = stationary.partitions as usize;
+        let (m, n) = (stationary.free_len() as usize, moving.free_len() as usize);
+        if moving.partitions as usize != k
+            || dst.partitions as usize != m
+            || dst.free_len() as usize != n
+            || !stationary.dtype.is_packed()
+            || !moving.dtype.is_packed()
+        {
+            return Err(ExecError::Shape("nc_matmul_mx operand shapes".into()));
+        }
+        let s = self.mx_dequantize(stationary, stationary_scale)?;
+        let v = self.mx_dequantize(moving, moving_scale)?;
+        // Dequantized values carry at most 4 significant bits, so their products are exact in
+        // fp32 unless a product leaves fp32's normal range.
+        let tame = |x: &f32| *x == 0.0 || (2f32.powi(-60)..=2f32.powi(60)).contains(&x.abs());
+        let exact = s.iter().all(tame) && v.iter().all(tame);
+        let mut out = vec![0f32; m * n];
+        matmul_f32(&s, &v, 4 * k, m, n, exact, &mut out);
+        if accumulate {
+            let old = self.read_tile(dst)?;
+            out.iter_mut().zip(&old).for_each(|(o, &p)| *o += p);
+        }
+        self.write_tile(dst, &out)
+    }
+
+    fn quantize_mx(&mut self, dst: &Tile, src: &Tile, scale: &Tile) -> Result<(), ExecError> {
+        let (p, f) = (dst.partitions as usize, dst.free_len() as usize);
+        let Some(emax) = dst.dtype.packed_max_exponent() else {
+            return Err(ExecError::Shape("quantize_mx dst must be MX data".into()));
+        };
+        if src.partitions as usize != p
+            || src.free_len() as usize != 4 * f
+            || p % 8 != 0
+            || scale.partitions != rainier_isa::mx_scale_partitions(dst.partitions)
+            || scale.free_len() as usize != f
+        {
+            return Err(ExecError::Shape("quantize_mx operand shapes".into()));
+        }
+        let x = self.read_tile(src)?;
+        let esz = dst.dtype.size_bytes();
+        let mut data = vec![0u8; p * f * esz];
+        let (rs, a_scale) = self.tile_addresses(scale)?;
+        let mut scale_addrs = Vec::with_capacity(p / 8 * f);
+        let mut scale_bytes = Vec::with_capacity(p / 8 * f);
+        for g in 0..p / 8 {
+            let sp = rainier_isa::mx_scale_partition(8 * g as u32) as usize;
+            for j in 0..f {
+                let group = |r: usize| &x[(8 * g + r) * 4 * f + 4 * j..][..4];
+                let vals = (0..8).flat_map(group).copied();
+                let (byte, x_scale) = mx_scale(vals, emax);
+                for r in 0..8 {
+                    let v = group(r);
+                    let q: [f32; 4] = std::array::from_fn(|i| v[i] / x_scale);
+                    dst.dtype.pack_x4(q, &mut data[((8 * g + r) * f + j) * esz..]);
+                }
+                scale_addrs.push(a_scale[sp * f + j]);
+                scale_bytes.push(byte);
+            }
+        }
+        let (rd, a_dst) = self.tile_addresses(dst)?;
+        self.write_raw(rd, &a_dst, esz, &data);
+        self.write_raw(rs, &scale_addrs, 1, &scale_bytes);
+        Ok(())
+    }
+
     fn transpose(&mut self, dst: &Tile, src: &Tile) -> Result<(), ExecError> {
         let (p, f) = (src.partitions as usize, src.free_len() as usize);
         if dst.partitions as usize != f || dst.free_len() as usize != p {
@@ -1186,6 +1299,36 @@ fn aggregate(row: &[f32]) -> [f32; 2] {
         return [0.0, 0.0];
     }
     [mean, m2 / n]
+}
+
+/// The value of an e8m0 scale byte, `2^(b − 127)` (255 is NaN) [OCP MX v1.0].
+fn e8m0(b: u8) -> f32 {
+    match b {
+        255 => f32::NAN,
+        0 => f32::from_bits(0x0040_0000), // 2^-127, an fp32 subnormal
+        _ => f32::from_bits(u32::from(b) << 23),
+    }
+}
+
+/// `quantize_mx`'s scale of a group: the e8m0 byte of `X = 2^(⌊log2 amax⌋ − (E_max − 1))`
+/// clamped to 0..=254, and `X` itself; an all-zero group gets 0 (2^-127), a group with NaN or
+/// Inf 255 and a NaN `X` (assumption).
+fn mx_scale(vals: impl Iterator<Item = f32>, emax: i32) -> (u8, f32) {
+    let mut amax = 0f32;
+    for v in vals {
+        if !v.is_finite() {
+            return (255, f32::NAN);
+        }
+        amax = amax.max(v.abs());
+    }
+    if amax == 0.0 {
+        return (0, e8m0(0));
+    }
+    let bits = amax.to_bits();
+    let biased = (bits >> 23) as i32;
+    let log2 = if biased > 0 { biased - 127 } else { (31 - bits.leading_zeros() as i32) - 149 };
+    let byte = (log2 - (emax - 1) + 127).clamp(0, 254) as u8;
+    (byte, e8m0(byte))
 }
 
 /// A uniform value in [0, 1) for element `e` of partition `p` under `seed`: SplitMix64 of the

@@ -609,8 +609,10 @@ fn operand_count(op: &str) -> usize {
         | "local_gather"
         | "dma_indirect"
         | "nc_match_replace8"
+        | "quantize_mx"
         | "gather" => 3,
         "select" | "range_select" => 4,
+        "nc_matmul_mx" => 5,
         _ => 2,
     }
 }
@@ -729,6 +731,15 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
             accumulate: opts.bool("accumulate")?,
             double_row: opts.bool("double_row")?,
         },
+        "nc_matmul_mx" => Op::MatmulMx {
+            dst: next(),
+            stationary: next(),
+            moving: next(),
+            stationary_scale: next(),
+            moving_scale: next(),
+            accumulate: opts.bool("accumulate")?,
+        },
+        "quantize_mx" => Op::QuantizeMx { dst: next(), src: next(), scale: next() },
         "nc_transpose" => Op::Transpose { dst: next(), src: next() },
         "tensor_tensor" => {
             let (dst, in0, in1) = (next(), next(), next());

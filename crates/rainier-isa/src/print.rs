@@ -180,6 +180,25 @@ impl Program {
                 vec![dst.to_string(), src.to_string(), index.to_string()]
             }
             Op::SequenceBounds { dst, src } => vec![dst.to_string(), src.to_string()],
+            Op::MatmulMx {
+                dst,
+                stationary,
+                moving,
+                stationary_scale,
+                moving_scale,
+                accumulate,
+            } => {
+                if *accumulate {
+                    opts.push("accumulate=true".into());
+                }
+                [dst, stationary, moving, stationary_scale, moving_scale]
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect()
+            }
+            Op::QuantizeMx { dst, src, scale } => {
+                vec![dst.to_string(), src.to_string(), scale.to_string()]
+            }
             Op::Exponential { dst, src, max, reduce_cmd, init, reduce } => {
                 if *max != ScalarOperand::Imm(0.0) {
                     opts.push(format!("max={}", scalar(max)));

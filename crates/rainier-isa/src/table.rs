@@ -279,6 +279,22 @@ pub static OPCODES: &[OpcodeInfo] = &[
         semantics: "dst[p, i] = cast(exp(src[p, i] - max[p])) in fp32 (max defaults to 0); the Vector engine's accumulator register of each partition then holds: idle (the default) its value, reset 0, reduce its value plus the sum of the fp32 exponentials in element order, reset_reduce that sum from 0, load_reduce that sum from init; reduce (optional) receives the registers. NeuronCore-v4's fast exponential [N-arch4]",
         rules: "NeuronCore-v4 or later; src and dst the same shape; max, init and reduce [P, 1]; init only with load_reduce, which needs it",
     },
+    OpcodeInfo {
+        name: "nc_matmul_mx",
+        engines: &[Tensor],
+        operands: "dst (PSUM), stationary [K, M] x4 (SBUF), moving [K, N] x4 (SBUF), stationary_scale u8 (SBUF), moving_scale u8 (SBUF)",
+        options: "accumulate=true|false (default false)",
+        semantics: "MX matmul (OCP Microscaling v1.0): dst[m, n] = (accumulate ? dst[m, n] : 0) + Σ_{k, q} s[k, m, q] · v[k, n, q], where s[k, m, q] is element q of the packed stationary element [k, m] times 2^(scale − 127) of its group's stationary_scale byte, dequantized into fp32 (round to nearest even), and likewise v. A group is 8 partitions × one packed element (32 values); the scale of data partition p is in scale partition 32·(p / 32) + (p % 32) / 8 (the first four partitions of each quadrant), free index as the data's. Products are rounded to fp32 (exact unless they leave fp32's range) and summed in fp32 in the order (k, q), k-major, from +0 (assumption, as nc_matmul); scale byte 255 (NaN in e8m0) makes its group NaN. Four times the contraction of a bf16 nc_matmul in the same time [N-arch4].",
+        rules: "NeuronCore-v4 or later; stationary and moving fp8e5m2x4, fp8e4m3fnx4 or fp4e2m1fnx4 (may differ); K = partitions of both, a multiple of 32 up to 128, starting on a quadrant; M <= 128 and even; N within nc_matmul's v4 limits; dst [M, N] f32 or bf16 in PSUM; scales u8 with K / 8 partitions (K = 32) or K partitions, and M (N) free elements",
+    },
+    OpcodeInfo {
+        name: "quantize_mx",
+        engines: &[Vector],
+        operands: "dst [P, F] fp8e5m2x4|fp8e4m3fnx4 (SBUF), src [P, 4·F] bf16|f16 (SBUF), scale u8 (SBUF)",
+        options: "",
+        semantics: "For each group of 8 partitions × 4 consecutive elements of src (packed element j of dst): amax = max |x|, X = 2^(⌊log2 amax⌋ − (E_max − 1)) with E_max 15 (e5m2) or 8 (e4m3fn), the scale byte ⌊log2 X⌋ + 127 clamped to 0..254 (an all-zero group gets 0, X = 2^-127; a group with NaN or Inf gets 255 and NaN data: assumption), dst element q of [p, j] = the element format's saturating round-to-nearest-even of src[p, 4j + q] / X. X is twice the OCP sample algorithm's, so the largest value of a group never saturates [N-isa `quantize_mx`]. Scales go where nc_matmul_mx reads them.",
+        rules: "NeuronCore-v4 or later; P a multiple of 32 up to 128, starting on a quadrant; src free size 4× dst's; scale u8 with P / 8 partitions (P = 32) or P partitions, and F free elements",
+    },
 ];
 
 /// The table row of `name`.

@@ -648,6 +648,39 @@ pub enum Op {
         init: Option<ScalarOperand>,
         reduce: Option<Tile>,
     },
+    /// MX matmul (NeuronCore-v4): `dst[m, n] = (accumulate ? dst : 0) + Σ_{k, q}
+    /// S[k, m, q] · 2^(ss(k, m) − 127) · V[k, n, q] · 2^(sv(k, n) − 127)` over the partitions `k`
+    /// and the four packed elements `q` of each x4 element; the scales are one byte per group of
+    /// 8 partitions × 1 packed element (32 values), laid out as [`mx_scale_partition`] says.
+    MatmulMx {
+        dst: Tile,
+        stationary: Tile,
+        moving: Tile,
+        stationary_scale: Tile,
+        moving_scale: Tile,
+        accumulate: bool,
+    },
+    /// `quantize_mx` (NeuronCore-v4, Vector engine): bf16/fp16 `src [P, 4F]` to MXFP8
+    /// `dst [P, F]` (x4-packed along the free axis) and one scale byte per group of 8
+    /// partitions × 4 elements, scale `X = 2^(⌊log2 amax⌋ − (E_max − 1))`.
+    QuantizeMx { dst: Tile, src: Tile, scale: Tile },
+}
+
+/// The scale-tile partition (relative to the scale tile's start) that holds the MX scales of
+/// data partition `p` (relative to the data tile's start): groups of 8 partitions, four groups
+/// per 32-partition quadrant, each quadrant's scales in the first four partitions of that
+/// quadrant (data of at most 32 partitions: scale partitions 0..P/8) [N-isa `quantize_mx`].
+pub fn mx_scale_partition(p: u32) -> u32 {
+    32 * (p / 32) + (p % 32) / 8
+}
+
+/// Partitions a scale tile of MX data with `data_partitions` partitions must have.
+pub fn mx_scale_partitions(data_partitions: u32) -> u32 {
+    if data_partitions <= 32 {
+        data_partitions / 8
+    } else {
+        data_partitions
+    }
 }
 
 /// How an instruction uses a tile.
@@ -695,6 +728,8 @@ impl Op {
             Op::SequenceBounds { .. } => "sequence_bounds",
             Op::Dropout { .. } => "dropout",
             Op::Exponential { .. } => "exponential",
+            Op::MatmulMx { .. } => "nc_matmul_mx",
+            Op::QuantizeMx { .. } => "quantize_mx",
         }
     }
 
@@ -733,6 +768,8 @@ impl Op {
             Op::SequenceBounds { .. } => 29,
             Op::Dropout { .. } => 30,
             Op::Exponential { .. } => 31,
+            Op::MatmulMx { .. } => 32,
+            Op::QuantizeMx { .. } => 33,
         };
         &crate::OPCODES[row]
     }
@@ -827,6 +864,24 @@ impl Op {
                     f(t, Read);
                 }
                 f(dst, Write);
+            }
+            Op::MatmulMx {
+                dst,
+                stationary,
+                moving,
+                stationary_scale,
+                moving_scale,
+                accumulate,
+            } => {
+                for t in [stationary, stationary_scale, moving, moving_scale] {
+                    f(t, Read);
+                }
+                f(dst, if *accumulate { ReadWrite } else { Write });
+            }
+            Op::QuantizeMx { dst, src, scale } => {
+                f(src, Read);
+                f(dst, Write);
+                f(scale, Write);
             }
             Op::Exponential { dst, src, max, init, reduce, .. } => {
                 f(src, Read);

@@ -324,6 +324,105 @@ impl Checker<'_> {
         }
     }
 
+    /// Packed MX tiles are for DMA, `quantize_mx` and `nc_matmul_mx` only.
+    fn packed_operands(&mut self, op: &Op) {
+        if matches!(op, Op::DmaCopy { .. } | Op::MatmulMx { .. } | Op::QuantizeMx { .. }) {
+            return;
+        }
+        let mut packed = None;
+        op.for_each_tile(|t, _| {
+            if t.dtype.is_packed() {
+                packed = Some(t.dtype);
+            }
+        });
+        if let Some(d) = packed {
+            self.fail(format!(
+                "{d} is MX packed data: only dma_copy, quantize_mx and nc_matmul_mx take it"
+            ));
+        }
+    }
+
+    fn v4_only(&mut self, what: &str) {
+        if self.core.generation < Generation::V4 {
+            self.fail(format!("{what} needs NeuronCore-v4 or later, not {}", self.core.generation));
+        }
+    }
+
+    /// MX data [P, F] with its scale tile: P a multiple of 32 up to 128 on a quadrant, and the
+    /// scale layout of [`crate::mx_scale_partitions`].
+    fn mx_data(&mut self, what: &str, data: &Tile, scale: &Tile) {
+        let p = data.partitions;
+        if p == 0 || p % 32 != 0 || p > 128 || data.start_partition % 32 != 0 {
+            self.fail(format!(
+                "{what} has partitions {}..{}: MX data spans whole 32-partition quadrants (a multiple of 32, at most 128)",
+                data.start_partition,
+                data.start_partition + p
+            ));
+        }
+        if scale.dtype != DType::U8 {
+            self.fail(format!("{what}'s scale must be u8 (e8m0 bytes), found {}", scale.dtype));
+        }
+        let want = crate::mx_scale_partitions(p);
+        if scale.partitions != want || scale.free_len() != data.free_len() {
+            self.fail(format!(
+                "{what}'s scale must be [{want}, {}] (one byte per 8 partitions x 1 packed element, four per quadrant), found [{}, {}]",
+                data.free_len(),
+                scale.partitions,
+                scale.free_len()
+            ));
+        }
+        if scale.memory != Memory::Sbuf {
+            self.fail(format!("{what}'s scale must be in SBUF"));
+        }
+    }
+
+    fn matmul_mx(&mut self, dst: &Tile, s: &Tile, v: &Tile, s_scale: &Tile, v_scale: &Tile) {
+        self.v4_only("nc_matmul_mx");
+        for (name, t) in [("stationary", s), ("moving", v)] {
+            if !t.dtype.is_packed() {
+                self.fail(format!(
+                    "{name} dtype {} is not MX data (fp8e5m2x4, fp8e4m3fnx4 or fp4e2m1fnx4)",
+                    t.dtype
+                ));
+            }
+        }
+        self.mx_data("stationary", s, s_scale);
+        self.mx_data("moving", v, v_scale);
+        if s.free_len() % 2 != 0 {
+            self.fail(format!("stationary free size M = {} must be even", s.free_len()));
+        }
+        // Shapes, PSUM and the M/N limits as nc_matmul's (the packed dtypes are checked above).
+        let (mut s16, mut v16) = (s.clone(), v.clone());
+        s16.dtype = DType::Bf16;
+        v16.dtype = DType::Bf16;
+        self.matmul(dst, &s16, &v16, false);
+    }
+
+    fn quantize_mx(&mut self, dst: &Tile, src: &Tile, scale: &Tile) {
+        self.v4_only("quantize_mx");
+        if !matches!(dst.dtype, DType::Fp8E5m2x4 | DType::Fp8E4m3fnx4) {
+            self.fail(format!("dst dtype {} must be fp8e5m2x4 or fp8e4m3fnx4", dst.dtype));
+        }
+        if !matches!(src.dtype, DType::Bf16 | DType::F16) {
+            self.fail(format!("src dtype {} must be bf16 or f16", src.dtype));
+        }
+        if src.partitions != dst.partitions || src.free_len() != 4 * dst.free_len() {
+            self.fail(format!(
+                "src [{}, {}] must be [P, 4·F] for dst [P, F] = [{}, {}]",
+                src.partitions,
+                src.free_len(),
+                dst.partitions,
+                dst.free_len()
+            ));
+        }
+        self.mx_data("dst", dst, scale);
+        for (name, t) in [("dst", dst), ("src", src)] {
+            if t.memory != Memory::Sbuf {
+                self.fail(format!("{name} must be in SBUF"));
+            }
+        }
+    }
+
     fn op(&mut self, engine: Engine, op: &Op) {
         let eng = Some(engine);
         // Memory permissions, bounds, shapes of every tile.
@@ -348,11 +447,23 @@ impl Checker<'_> {
                 }
             }
         });
+        self.packed_operands(op);
         let gen = self.core.generation;
         match op {
             Op::DmaCopy { dst, src, queue } => {
                 if i64::from(*queue) >= crate::DMA_QUEUES {
                     self.fail(format!("queue={queue}: a DMA engine has queues 0-15"));
+                }
+                let dtype_of = |o: &DmaOperand| match o {
+                    DmaOperand::Tile(t) => Some(t.dtype),
+                    DmaOperand::Hbm(h) => self.program.tensors.get(h.tensor).map(|d| d.dtype),
+                };
+                if let (Some(a), Some(b)) = (dtype_of(dst), dtype_of(src)) {
+                    if a != b && (a.is_packed() || b.is_packed()) {
+                        self.fail(format!(
+                            "DMA cannot convert {b} to {a}: MX packed data moves as it is"
+                        ));
+                    }
                 }
                 for (name, o) in [("dst", dst), ("src", src)] {
                     if let DmaOperand::Hbm(h) = o {
@@ -543,6 +654,10 @@ impl Checker<'_> {
                     self.fail(format!("dst must be [{}, 2, {}]", src.partitions, src.free_len()));
                 }
             }
+            Op::MatmulMx { dst, stationary, moving, stationary_scale, moving_scale, .. } => {
+                self.matmul_mx(dst, stationary, moving, stationary_scale, moving_scale)
+            }
+            Op::QuantizeMx { dst, src, scale } => self.quantize_mx(dst, src, scale),
             Op::Exponential { dst, src, max, reduce_cmd, init, reduce } => {
                 if !self.core.has_fast_exponential() {
                     self.fail(format!(

@@ -121,6 +121,49 @@ fn generation_rules() {
         .unwrap_or_else(|e| panic!("{e}"));
     let e = verify(&p, &Chip::Trn3.params().core).err().map(|v| v.to_string()).unwrap_or_default();
     assert!(e.contains("load_reduce needs it"), "{e}");
+    // MX: v4 only; quadrant-sized data, the scale layout, packed data only where MX is.
+    let mx = "nc_matmul_mx ps[0:128]@0:f32[512], sb[0:128]@0:fp8e4m3fnx4[128], sb[0:128]@512:fp4e2m1fnx4[512], sb[0:128]@2048:u8[128], sb[0:128]@2176:u8[512]\n\
+              quantize_mx sb[0:64]@0:fp8e5m2x4[16], sb[0:64]@64:bf16[64], sb[0:64]@192:u8[16]";
+    let p = parse(mx).unwrap_or_else(|e| panic!("{e}"));
+    if let Err(e) = verify(&p, &Chip::Trn3.params().core) {
+        panic!("{e}");
+    }
+    let e = verify(&p, &Chip::Trn2.params().core).err().map(|v| v.to_string()).unwrap_or_default();
+    assert!(e.contains("nc_matmul_mx needs NeuronCore-v4"), "{e}");
+    assert!(e.contains("quantize_mx needs NeuronCore-v4"), "{e}");
+    for (bad, want) in [
+        (
+            "quantize_mx sb[0:16]@0:fp8e5m2x4[16], sb[0:16]@64:bf16[64], sb[0:2]@192:u8[16]",
+            "whole 32-partition quadrants",
+        ),
+        (
+            "quantize_mx sb[0:64]@0:fp8e5m2x4[16], sb[0:64]@64:bf16[64], sb[0:8]@192:u8[16]",
+            "scale must be [64, 16]",
+        ),
+        (
+            "quantize_mx sb[0:32]@0:fp4e2m1fnx4[16], sb[0:32]@64:bf16[64], sb[0:4]@192:u8[16]",
+            "must be fp8e5m2x4 or fp8e4m3fnx4",
+        ),
+        (
+            "quantize_mx sb[0:32]@0:fp8e5m2x4[16], sb[0:32]@64:f32[64], sb[0:4]@512:u8[16]",
+            "must be bf16 or f16",
+        ),
+        ("tensor_copy sb[0:32]@0:fp8e5m2x4[16], sb[0:32]@64:fp8e5m2x4[16]", "MX packed data"),
+        (
+            "nc_matmul_mx ps[0:128]@0:f32[512], sb[0:128]@0:bf16[128], sb[0:128]@512:fp4e2m1fnx4[512], sb[0:128]@2048:u8[128], sb[0:128]@2176:u8[512]",
+            "stationary dtype bf16 is not MX data",
+        ),
+        (
+            "nc_matmul_mx ps[0:127]@0:f32[512], sb[0:128]@0:fp8e5m2x4[127], sb[0:128]@512:fp8e5m2x4[512], sb[0:128]@2048:u8[127], sb[0:128]@2176:u8[512]",
+            "must be even",
+        ),
+        ("hbm a: u32[64] input\ndma_copy sb[0:1]@0:fp8e5m2x4[64], a", "DMA cannot convert"),
+    ] {
+        let p = parse(bad).unwrap_or_else(|e| panic!("{e}"));
+        let e =
+            verify(&p, &Chip::Trn3.params().core).err().map(|v| v.to_string()).unwrap_or_default();
+        assert!(e.contains(want), "{bad}: {e}");
+    }
 }
 
 #[test]
@@ -185,6 +228,8 @@ gather sb[0:1]@0:f32[4], sb[0:1]@16:f32[8], sb[0:1]@64:u32[4]
 sequence_bounds sb[0:1]@0:f32[8], sb[0:1]@64:f32[4]
 dropout sb[0:1]@0:f32[4], sb[0:1]@16:f32[4] prob=0.5 seed=3
 exponential sb[0:1]@0:f32[4], sb[0:1]@16:f32[4] max=1 reduce_cmd=reset_reduce
+nc_matmul_mx ps[0:32]@0:bf16[8], sb[0:32]@0:fp8e5m2x4[4], sb[0:32]@16:fp4e2m1fnx4[8], sb[0:4]@64:u8[4], sb[0:4]@68:u8[8] accumulate=true
+quantize_mx sb[0:32]@0:fp8e4m3fnx4[4], sb[0:32]@16:bf16[16], sb[0:4]@64:u8[4]
 nc_stream_shuffle sb[0:32]@0:f32[4], sb[0:32]@16:f32[4] mask=[1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 255]
 ",
     )

@@ -308,6 +308,17 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
                 init,
                 reduce
             }),
+        (tile(), tile(), tile(), tile(), tile(), any::<bool>()).prop_map(
+            |(dst, stationary, moving, stationary_scale, moving_scale, accumulate)| Op::MatmulMx {
+                dst,
+                stationary,
+                moving,
+                stationary_scale,
+                moving_scale,
+                accumulate
+            }
+        ),
+        (tile(), tile(), tile()).prop_map(|(dst, src, scale)| Op::QuantizeMx { dst, src, scale }),
     ]
 }
 

@@ -382,6 +382,101 @@ pub fn moments(xs: &[f64]) -> (f64, f64, f64) {
     (n, mean, xs.iter().map(|x| (x - mean) * (x - mean)).sum())
 }
 
+/// The value of an OCP minifloat bit pattern (`fp8e5m2`, `fp8e4m3fn` or `fp4e2m1`, the
+/// pattern in the low bits of `bits`), from the format's field widths [OCP MX v1.0 §5.3].
+///
+/// # Panics
+/// On an unknown format name (a test-code bug).
+pub fn decode_minifloat(format: &str, bits: u8) -> f64 {
+    let (exp_bits, man_bits, bias) = match format {
+        "fp8e5m2" => (5, 2, 15),
+        "fp8e4m3fn" => (4, 3, 7),
+        "fp4e2m1" => (2, 1, 1),
+        other => panic!("unknown minifloat {other}"),
+    };
+    let width = 1 + exp_bits + man_bits;
+    let sign = if (bits >> (width - 1)) & 1 == 1 { -1.0 } else { 1.0 };
+    let exp = i32::from((bits >> man_bits) & ((1 << exp_bits) - 1));
+    let man = f64::from(bits & ((1 << man_bits) - 1));
+    let all_ones = (1 << exp_bits) - 1;
+    match format {
+        "fp8e5m2" if exp == all_ones => {
+            return if man == 0.0 { sign * f64::INFINITY } else { f64::NAN }
+        }
+        "fp8e4m3fn" if exp == all_ones && man == 7.0 => return f64::NAN,
+        _ => {}
+    }
+    let frac = man / f64::from(1 << man_bits);
+    if exp == 0 {
+        sign * frac * 2f64.powi(1 - bias)
+    } else {
+        sign * (1.0 + frac) * 2f64.powi(exp - bias)
+    }
+}
+
+/// The MX scale-tile row holding the scale of data partition `p`: groups of 8 partitions, the
+/// four groups of each 32-partition quadrant in that quadrant's first four rows.
+pub fn mx_scale_row(p: usize) -> usize {
+    p / 32 * 32 + p % 32 / 8
+}
+
+/// MX data dequantized: `data[k][f]` packed elements of `element_bytes` bytes, each holding four
+/// `format` values (fp8: one per byte; fp4: two per byte, low nibble first), times
+/// `2^(scale − 127)` of the scale byte at `scale[mx_scale_row(k)][f]` (255: NaN), each product
+/// rounded to fp32. Returns `[4k][f]` with row `4·k + q` holding element `q`.
+pub fn mx_dequantize(format: &str, data: &[u8], scale: &[u8], k: usize, f: usize) -> Vec<f64> {
+    let eb = if format == "fp4e2m1" { 2 } else { 4 };
+    let mut out = vec![0.0; 4 * k * f];
+    for p in 0..k {
+        for j in 0..f {
+            let e = &data[(p * f + j) * eb..][..eb];
+            let s = scale[mx_scale_row(p) * f + j];
+            let x = if s == 255 { f64::NAN } else { 2f64.powi(i32::from(s) - 127) };
+            for q in 0..4 {
+                let bits = if eb == 2 { (e[q / 2] >> (4 * (q % 2))) & 0xf } else { e[q] };
+                out[(4 * p + q) * f + j] = round_to("f32", decode_minifloat(format, bits) * x);
+            }
+        }
+    }
+    out
+}
+
+/// `quantize_mx` as NKI documents it: per group of 8 rows × 4 consecutive columns of `x`
+/// (`[p][4·f]`), `X = 2^(⌊log2 max|x|⌋ − (E_max − 1))` (`E_max` 15 for e5m2, 8 for e4m3fn), the
+/// scale byte `log2 X + 127` clamped to 0..=254 (0 for an all-zero group), and each value
+/// `round_to(format, x / X)`. Returns the values `[p][4·f]` and the scale bytes `[p/8][f]`.
+pub fn quantize_mx(format: &str, x: &[f64], p: usize, f: usize) -> (Vec<f64>, Vec<u8>) {
+    let emax = if format == "fp8e5m2" { 15 } else { 8 };
+    let mut vals = vec![0.0; p * 4 * f];
+    let mut scales = vec![0u8; p / 8 * f];
+    for g in 0..p / 8 {
+        for j in 0..f {
+            let idx = |r: usize, q: usize| (8 * g + r) * 4 * f + 4 * j + q;
+            let amax = (0..32).map(|i| x[idx(i / 4, i % 4)].abs()).fold(0.0, f64::max);
+            let byte = if amax == 0.0 {
+                0
+            } else {
+                // ⌊log2 amax⌋ by comparison with powers of two.
+                let mut e = 0i32;
+                while 2f64.powi(e) > amax {
+                    e -= 1;
+                }
+                while 2f64.powi(e + 1) <= amax {
+                    e += 1;
+                }
+                (e - (emax - 1) + 127).clamp(0, 254)
+            };
+            scales[g * f + j] = byte as u8;
+            let xs = 2f64.powi(byte - 127);
+            for i in 0..32 {
+                let at = idx(i / 4, i % 4);
+                vals[at] = round_to(format, x[at] / xs);
+            }
+        }
+    }
+    (vals, scales)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,11 +25,19 @@ pub enum DType {
     I16,
     U16,
     U32,
+    /// Four OCP fp8 e5m2 values packed in 32 bits (element `q` in byte `q`): the data of an
+    /// MXFP8 tile on NeuronCore-v4 (`nl.float8_e5m2_x4`); the four lie along the contraction.
+    Fp8E5m2x4,
+    /// Four OCP fp8 e4m3fn values packed in 32 bits (`nl.float8_e4m3fn_x4`).
+    Fp8E4m3fnx4,
+    /// Four OCP fp4 e2m1fn values packed in 16 bits (element `q` in nibble `q`, low nibble
+    /// first): MXFP4 data (`nl.float4_e2m1fn_x4`).
+    Fp4E2m1fnx4,
 }
 
 /// An unknown data-type name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown dtype '{0}' (known: f32, bf16, f16, tf32, fp8e4m3, fp8e4m3fn, fp8e5m2, i32, u8, i8, i16, u16, u32)")]
+#[error("unknown dtype '{0}' (known: f32, bf16, f16, tf32, fp8e4m3, fp8e4m3fn, fp8e5m2, i32, u8, i8, i16, u16, u32, fp8e5m2x4, fp8e4m3fnx4, fp4e2m1fnx4)")]
 pub struct UnknownDType(pub String);
 
 /// Bit layout of an 8-bit float.
@@ -93,6 +101,39 @@ impl Minifloat {
     }
 }
 
+/// The eight magnitudes of OCP fp4 e2m1 (bias 1, one mantissa bit, no Inf or NaN), by code.
+const E2M1_MAGNITUDES: [f32; 8] = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0];
+
+fn e2m1_decode(nibble: u8) -> f32 {
+    let m = E2M1_MAGNITUDES[usize::from(nibble & 7)];
+    if nibble & 8 != 0 {
+        -m
+    } else {
+        m
+    }
+}
+
+/// Rounds to the nearest e2m1 value, ties to the even code, saturating at ±6; NaN becomes
+/// +6 (e2m1 has no NaN; the OCP spec leaves the conversion to the implementation: assumption).
+fn e2m1_encode(x: f32) -> u8 {
+    if x.is_nan() {
+        return 7;
+    }
+    let sign = if x.is_sign_negative() { 8 } else { 0 };
+    let a = x.abs();
+    let mut best = 0u8;
+    for code in 1..8u8 {
+        let (dc, db) = (
+            (E2M1_MAGNITUDES[code as usize] - a).abs(),
+            (E2M1_MAGNITUDES[best as usize] - a).abs(),
+        );
+        if dc < db || (dc == db && code % 2 == 0) {
+            best = code;
+        }
+    }
+    sign | best
+}
+
 /// Rounds fp32 to nearest, ties to even, keeping `keep` mantissa bits; Inf and NaN pass through.
 fn round_mantissa(x: f32, keep: u32) -> f32 {
     if !x.is_finite() {
@@ -115,7 +156,7 @@ fn f32_to_int(x: f32, lo: f32, hi: f32) -> f64 {
 
 impl DType {
     /// Every dtype, in a fixed order.
-    pub const ALL: [DType; 13] = [
+    pub const ALL: [DType; 16] = [
         DType::F32,
         DType::Bf16,
         DType::F16,
@@ -129,6 +170,9 @@ impl DType {
         DType::I16,
         DType::U16,
         DType::U32,
+        DType::Fp8E5m2x4,
+        DType::Fp8E4m3fnx4,
+        DType::Fp4E2m1fnx4,
     ];
 
     /// The assembly name.
@@ -147,6 +191,9 @@ impl DType {
             DType::I16 => "i16",
             DType::U16 => "u16",
             DType::U32 => "u32",
+            DType::Fp8E5m2x4 => "fp8e5m2x4",
+            DType::Fp8E4m3fnx4 => "fp8e4m3fnx4",
+            DType::Fp4E2m1fnx4 => "fp4e2m1fnx4",
         }
     }
 
@@ -154,14 +201,63 @@ impl DType {
     pub fn size_bytes(self) -> usize {
         match self {
             DType::F32 | DType::Tf32 | DType::I32 | DType::U32 => 4,
-            DType::Bf16 | DType::F16 | DType::I16 | DType::U16 => 2,
+            DType::Fp8E5m2x4 | DType::Fp8E4m3fnx4 => 4,
+            DType::Bf16 | DType::F16 | DType::I16 | DType::U16 | DType::Fp4E2m1fnx4 => 2,
             DType::Fp8E4m3 | DType::Fp8E4m3fn | DType::Fp8E5m2 | DType::U8 | DType::I8 => 1,
         }
     }
 
-    /// Whether this is a floating-point type.
+    /// Whether this is a floating-point type (one value per element; the packed MX types are
+    /// neither float nor int).
     pub fn is_float(self) -> bool {
-        !self.is_int()
+        !self.is_int() && !self.is_packed()
+    }
+
+    /// Whether this is one of the 4-packed MX data types.
+    pub fn is_packed(self) -> bool {
+        matches!(self, DType::Fp8E5m2x4 | DType::Fp8E4m3fnx4 | DType::Fp4E2m1fnx4)
+    }
+
+    /// The largest unbiased exponent of a packed type's elements (`E_max` of the OCP MX spec:
+    /// e5m2 15, e4m3fn 8, e2m1 2).
+    pub fn packed_max_exponent(self) -> Option<i32> {
+        match self {
+            DType::Fp8E5m2x4 => Some(15),
+            DType::Fp8E4m3fnx4 => Some(8),
+            DType::Fp4E2m1fnx4 => Some(2),
+            _ => None,
+        }
+    }
+
+    /// The four values of one packed element (`size_bytes()` little-endian bytes), element
+    /// `q` first along the contraction.
+    ///
+    /// # Panics
+    /// If `self` is not a packed type.
+    pub fn unpack_x4(self, b: &[u8]) -> [f32; 4] {
+        match self {
+            DType::Fp8E5m2x4 => std::array::from_fn(|q| DType::Fp8E5m2.load(&b[q..q + 1])),
+            DType::Fp8E4m3fnx4 => std::array::from_fn(|q| DType::Fp8E4m3fn.load(&b[q..q + 1])),
+            DType::Fp4E2m1fnx4 => std::array::from_fn(|q| e2m1_decode(b[q / 2] >> (4 * (q % 2)))),
+            _ => panic!("unpack_x4 of the unpacked dtype {self}"),
+        }
+    }
+
+    /// Packs four values, each rounded to nearest even and saturated as its element format
+    /// does, into one packed element.
+    ///
+    /// # Panics
+    /// If `self` is not a packed type.
+    pub fn pack_x4(self, v: [f32; 4], out: &mut [u8]) {
+        match self {
+            DType::Fp8E5m2x4 => (0..4).for_each(|q| out[q] = E5M2.encode(v[q])),
+            DType::Fp8E4m3fnx4 => (0..4).for_each(|q| out[q] = E4M3FN.encode(v[q])),
+            DType::Fp4E2m1fnx4 => {
+                out[0] = e2m1_encode(v[0]) | e2m1_encode(v[1]) << 4;
+                out[1] = e2m1_encode(v[2]) | e2m1_encode(v[3]) << 4;
+            }
+            _ => panic!("pack_x4 into the unpacked dtype {self}"),
+        }
     }
 
     /// Whether this is an integer type.
@@ -194,7 +290,9 @@ impl DType {
             DType::Bf16 => 7,
             DType::F16 | DType::Tf32 => 10,
             DType::Fp8E4m3 | DType::Fp8E4m3fn => 3,
-            DType::Fp8E5m2 => 2,
+            DType::Fp8E5m2 | DType::Fp8E5m2x4 => 2,
+            DType::Fp8E4m3fnx4 => 3,
+            DType::Fp4E2m1fnx4 => 1,
             DType::I32 | DType::U8 | DType::I8 | DType::I16 | DType::U16 | DType::U32 => {
                 return 0.5
             }
@@ -204,6 +302,8 @@ impl DType {
 
     /// Reads one element (little-endian, `size_bytes()` long) as fp32. Exact for every float
     /// dtype; int32 values beyond 2^24 round to nearest even as any int -> fp32 conversion does.
+    /// A packed MX element reads as its bits' unsigned integer (the verifier keeps packed
+    /// tiles out of arithmetic; [`DType::unpack_x4`] gives its four values).
     #[inline]
     pub fn load(self, b: &[u8]) -> f32 {
         match self {
@@ -216,7 +316,10 @@ impl DType {
             DType::I8 => f32::from(b[0] as i8),
             DType::I16 => f32::from(i16::from_le_bytes([b[0], b[1]])),
             DType::U16 => f32::from(u16::from_le_bytes([b[0], b[1]])),
-            DType::U32 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32,
+            DType::U32 | DType::Fp8E5m2x4 | DType::Fp8E4m3fnx4 => {
+                u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32
+            }
+            DType::Fp4E2m1fnx4 => f32::from(u16::from_le_bytes([b[0], b[1]])),
         }
     }
 
@@ -247,9 +350,12 @@ impl DType {
             DType::U16 => {
                 out[..2].copy_from_slice(&(f32_to_int(v, 0.0, 65535.0) as u16).to_le_bytes())
             }
-            DType::U32 => {
+            DType::U32 | DType::Fp8E5m2x4 | DType::Fp8E4m3fnx4 => {
                 let i = f32_to_int(v, 0.0, u32::MAX as f32).clamp(0.0, f64::from(u32::MAX));
                 out[..4].copy_from_slice(&(i as u32).to_le_bytes());
+            }
+            DType::Fp4E2m1fnx4 => {
+                out[..2].copy_from_slice(&(f32_to_int(v, 0.0, 65535.0) as u16).to_le_bytes())
             }
         }
     }
@@ -349,6 +455,9 @@ impl FromStr for DType {
             "int16" => Some(DType::I16),
             "uint16" => Some(DType::U16),
             "uint32" => Some(DType::U32),
+            "float8_e5m2_x4" => Some(DType::Fp8E5m2x4),
+            "float8_e4m3fn_x4" => Some(DType::Fp8E4m3fnx4),
+            "float4_e2m1fn_x4" => Some(DType::Fp4E2m1fnx4),
             _ => None,
         };
         alias
@@ -496,6 +605,40 @@ mod tests {
                 assert_eq!(&bytes[i * d.size_bytes()..(i + 1) * d.size_bytes()], &one[..], "{d}");
                 assert_eq!(decoded[i].to_bits(), d.load(&one).to_bits(), "{d}");
             }
+        }
+    }
+
+    /// The OCP MX v1.0 element formats: every e2m1 code, and packing order.
+    #[test]
+    fn packed_mx_elements() {
+        let fp4 = DType::Fp4E2m1fnx4;
+        let codes = [0x10u8, 0x32]; // nibbles 0, 1, 2, 3 in element order
+        assert_eq!(fp4.unpack_x4(&codes), [0.0, 0.5, 1.0, 1.5]);
+        assert_eq!(fp4.unpack_x4(&[0xf7, 0x9c]), [6.0, -6.0, -2.0, -0.5]);
+        let mut b = [0u8; 2];
+        // Ties to the even code: 0.25 -> 0, 1.25 -> 1.0, 2.5 -> 2, 3.5 -> 4, 5 -> 4; saturation.
+        fp4.pack_x4([0.25, 1.25, 2.5, 3.5], &mut b);
+        assert_eq!(fp4.unpack_x4(&b), [0.0, 1.0, 2.0, 4.0]);
+        fp4.pack_x4([5.0, 100.0, -0.75, -0.7], &mut b);
+        assert_eq!(fp4.unpack_x4(&b), [4.0, 6.0, -1.0, -0.5]);
+        let mut w = [0u8; 4];
+        DType::Fp8E4m3fnx4.pack_x4([1.0, -2.0, 448.0, 1e6], &mut w);
+        assert_eq!(w, [0x38, 0xc0, 0x7e, 0x7e]);
+        assert_eq!(DType::Fp8E4m3fnx4.unpack_x4(&w), [1.0, -2.0, 448.0, 448.0]);
+        DType::Fp8E5m2x4.pack_x4([1.0, -2.0, 57344.0, 0.0], &mut w);
+        assert_eq!(DType::Fp8E5m2x4.unpack_x4(&w), [1.0, -2.0, 57344.0, 0.0]);
+        for d in [DType::Fp8E5m2x4, DType::Fp8E4m3fnx4, DType::Fp4E2m1fnx4] {
+            assert!(d.is_packed() && !d.is_float() && !d.is_int());
+        }
+    }
+
+    /// Every e2m1 pattern decodes and re-encodes to itself.
+    #[test]
+    fn fp4_every_pattern_round_trips() {
+        for code in 0..16u8 {
+            let v = e2m1_decode(code);
+            let back = e2m1_encode(v);
+            assert!(back == code || (v == 0.0 && back & 7 == 0), "{code:#x}");
         }
     }
 

@@ -56,6 +56,16 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
                 load_stationary_cycles: m.div_ceil(fast).max(1) * factor,
             }
         }
+        // MX: K = 4 × partitions in the time of a bf16 matmul of the same M and N, "4x BF16
+        // throughput" [N-arch4]; LoadStationary as bf16's (assumption).
+        Op::MatmulMx { stationary, moving, .. } => {
+            let (m, n) = (stationary.free_len(), moving.free_len());
+            let init = u64::from(tp.matmul_init_cycles.value);
+            let fast = u64::from(tp.fast_weight_load_factor.value).max(1);
+            Cost { cycles: m.min(init).max(n), load_stationary_cycles: m.div_ceil(fast).max(1) }
+        }
+        // quantize_mx: 4 elements per partition per cycle [N-arch4], `max(MIN_II, N / 4)`.
+        Op::QuantizeMx { src, .. } => plain(min_ii.max(stream(src.free_len()).div_ceil(4))),
         Op::Transpose { src, .. } => {
             let (p, f) = (u64::from(src.partitions), src.free_len());
             if engine == Engine::Tensor {

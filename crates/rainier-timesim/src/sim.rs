@@ -278,6 +278,10 @@ fn plan(chip: &ChipParams, program: &Program, index: usize) -> Plan {
                 | stationary.free_len();
             Some((ps_from_cycles(c.load_stationary_cycles, hz), Region::of(stationary), key))
         }
+        Op::MatmulMx { stationary, .. } => {
+            let key = (stationary.dtype as u64) << 56 | stationary.free_len();
+            Some((ps_from_cycles(c.load_stationary_cycles, hz), Region::of(stationary), key))
+        }
         _ => None,
     };
     Plan {
