@@ -122,9 +122,71 @@ def test_python_error_in_an_sdk_fragment_keeps_its_line(rng):
     assert any(fn.endswith("layout-loop.py") for fn, _ in frames), frames
 
 
-def test_mxfp_kernels_name_what_is_missing():
-    """The Trn3 MX matmul samples need nc_matmul_mx / quantize_mx, which Rainier lacks."""
-    import nki.isa as nisa
+# -- the MXFP matmul tutorial for Trn3 (nki-samples mxfp-matmul), unmodified
 
-    with pytest.raises(rn.NotSupportedError, match="not supported by Rainier: nki.isa.nc_matmul_mx"):
-        nisa.nc_matmul_mx(None, None, None, None, None)
+def _mx():
+    kernels = current("nki-samples/mxfp-matmul/mx_kernels.py")
+    utils = current("nki-samples/mxfp-matmul/mx_cpu_utils.py")
+    import nki.language as nl
+
+    x4 = {ml_dtypes.float8_e5m2: nl.float8_e5m2_x4, ml_dtypes.float8_e4m3fn: nl.float8_e4m3fn_x4,
+          ml_dtypes.float4_e2m1fn: nl.float4_e2m1fn_x4}
+    return kernels, utils, x4
+
+
+def _mx_close(out, golden):
+    """bf16 output of an fp32 sum: within one bf16 ulp of the golden's fp32 value (the
+    tutorial itself checks rtol = atol = 5e-2)."""
+    assert out.dtype == BF16 and out.shape == golden.shape
+    o = out.astype(np.float32)
+    np.testing.assert_allclose(o, golden, rtol=2.0**-8, atol=1e-6 * np.abs(golden).max())
+
+
+@pytest.mark.parametrize("q", ["float8_e5m2", "float8_e4m3fn", "float4_e2m1fn"])
+def test_mx_offline_quantized_matmul(q, rng):
+    k, u, x4 = _mx()
+    q = getattr(ml_dtypes, q)
+    np.random.seed(int(rng.integers(2**31)))  # the tutorial's generator draws from np.random
+    _, _, st, st_scale = u.generate_stabilized_mx_data(q, (128, 512))
+    _, _, mv, mv_scale = u.generate_stabilized_mx_data(q, (128, 2048))
+    out = k.kernel_offline_quantized_mx_matmul(st, st_scale, mv, mv_scale, x4[q])
+    assert k.kernel_offline_quantized_mx_matmul.last_result.chip == "trn3"  # platform_target
+    _mx_close(out, u.nc_matmul_mx_golden(st, mv, st_scale, mv_scale, q, q))
+
+
+@pytest.mark.parametrize("qs,qm", [("float4_e2m1fn", "float8_e5m2"), ("float8_e5m2", "float8_e5m2"),
+                                   ("float8_e4m3fn", "float8_e4m3fn")])
+def test_mx_on_device_quantize_matmul(qs, qm, rng):
+    """Quantize-MX on the Vector engine with the documented scale (twice the OCP sample
+    algorithm's, which the tutorial's golden uses): stabilized data quantizes exactly under both."""
+    k, u, x4 = _mx()
+    qs, qm = getattr(ml_dtypes, qs), getattr(ml_dtypes, qm)
+    np.random.seed(int(rng.integers(2**31)))
+    _, _, st, st_scale = u.generate_stabilized_mx_data(qs, (128, 512))
+    mv, _, _, _ = u.generate_stabilized_mx_data(qm, (128, 2048))
+    out = k.kernel_on_device_quantize_matmul_mx(st, st_scale, mv.astype(BF16), x4[qs], x4[qm])
+    md, ms = u.quantize_mx_golden(mv, qm)
+    _mx_close(out, u.nc_matmul_mx_golden(st, md, st_scale, ms, qs, qm))
+
+
+@pytest.mark.parametrize("use_tensor_copy", [True, False])
+def test_mx_copy_strided_quantize_matmul(use_tensor_copy, rng):
+    """The interleaved layout built by a strided tensor_copy or DMA, then both operands
+    quantized on device: against the unquantized product with the tutorial's tolerance."""
+    k, u, x4 = _mx()
+    q = ml_dtypes.float8_e5m2
+    np.random.seed(int(rng.integers(2**31)))
+    st, _, _, _ = u.generate_stabilized_mx_data(q, (512, 128))
+    mv, _, _, _ = u.generate_stabilized_mx_data(q, (512, 512))
+    out = k.kernel_copy_strided_quantize_matmul_mx(st.astype(BF16), mv.astype(BF16), x4[q],
+                                                   use_tensor_copy)
+    np.testing.assert_allclose(out.astype(np.float32), st.T @ mv, rtol=5e-2, atol=5e-2)
+
+
+def test_mx_needs_trn3(rng):
+    k, u, x4 = _mx()
+    q = ml_dtypes.float8_e5m2
+    _, _, st, st_scale = u.generate_stabilized_mx_data(q, (128, 512))
+    _, _, mv, mv_scale = u.generate_stabilized_mx_data(q, (128, 2048))
+    with pytest.raises(rn.NkiError, match="nc_matmul_mx needs NeuronCore-v4"):
+        rn.run(k.kernel_offline_quantized_mx_matmul, st, st_scale, mv, mv_scale, x4[q], chip="trn2")

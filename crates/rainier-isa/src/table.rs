@@ -290,7 +290,7 @@ pub static OPCODES: &[OpcodeInfo] = &[
     OpcodeInfo {
         name: "quantize_mx",
         engines: &[Vector],
-        operands: "dst [P, F] fp8e5m2x4|fp8e4m3fnx4 (SBUF), src [P, 4·F] bf16|f16 (SBUF), scale u8 (SBUF)",
+        operands: "dst [P, F] fp8e5m2x4 or fp8e4m3fnx4 (SBUF), src [P, 4·F] bf16 or f16 (SBUF), scale u8 (SBUF)",
         options: "",
         semantics: "For each group of 8 partitions × 4 consecutive elements of src (packed element j of dst): amax = max |x|, X = 2^(⌊log2 amax⌋ − (E_max − 1)) with E_max 15 (e5m2) or 8 (e4m3fn), the scale byte ⌊log2 X⌋ + 127 clamped to 0..254 (an all-zero group gets 0, X = 2^-127; a group with NaN or Inf gets 255 and NaN data: assumption), dst element q of [p, j] = the element format's saturating round-to-nearest-even of src[p, 4j + q] / X. X is twice the OCP sample algorithm's, so the largest value of a group never saturates [N-isa `quantize_mx`]. Scales go where nc_matmul_mx reads them.",
         rules: "NeuronCore-v4 or later; P a multiple of 32 up to 128, starting on a quadrant; src free size 4× dst's; scale u8 with P / 8 partitions (P = 32) or P partitions, and F free elements",

@@ -243,6 +243,27 @@ impl<'a> Lowering<'a> {
                     double_row: *double_row,
                 },
             ),
+            OpSpec::MatmulMx {
+                dst,
+                stationary,
+                moving,
+                stationary_scale,
+                moving_scale,
+                accumulate,
+            } => (
+                Engine::Tensor,
+                Op::MatmulMx {
+                    dst: t(dst)?,
+                    stationary: t(stationary)?,
+                    moving: t(moving)?,
+                    stationary_scale: t(stationary_scale)?,
+                    moving_scale: t(moving_scale)?,
+                    accumulate: *accumulate,
+                },
+            ),
+            OpSpec::QuantizeMx { dst, src, scale } => {
+                (Engine::Vector, Op::QuantizeMx { dst: t(dst)?, src: t(src)?, scale: t(scale)? })
+            }
             OpSpec::Transpose { dst, src, engine } => {
                 (engine_of(engine)?, Op::Transpose { dst: t(dst)?, src: t(src)? })
             }

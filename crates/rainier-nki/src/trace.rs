@@ -178,6 +178,22 @@ pub enum OpSpec {
         #[serde(default)]
         double_row: bool,
     },
+    /// MX matmul (v4): packed operands with their scale tiles.
+    MatmulMx {
+        dst: Access,
+        stationary: Access,
+        moving: Access,
+        stationary_scale: Access,
+        moving_scale: Access,
+        #[serde(default)]
+        accumulate: bool,
+    },
+    /// `quantize_mx` (v4, Vector engine).
+    QuantizeMx {
+        dst: Access,
+        src: Access,
+        scale: Access,
+    },
     Transpose {
         dst: Access,
         src: Access,
@@ -536,6 +552,19 @@ impl OpSpec {
                 v.push((moving, false));
                 v.push((dst, true));
             }
+            OpSpec::MatmulMx {
+                dst, stationary, moving, stationary_scale, moving_scale, ..
+            } => {
+                for a in [stationary, stationary_scale, moving, moving_scale] {
+                    v.push((a, false));
+                }
+                v.push((dst, true));
+            }
+            OpSpec::QuantizeMx { dst, src, scale } => {
+                v.push((src, false));
+                v.push((dst, true));
+                v.push((scale, true));
+            }
             OpSpec::TensorTensor { dst, in0, in1, .. } => {
                 v.push((in0, false));
                 v.push((in1, false));
@@ -580,6 +609,8 @@ impl OpSpec {
         match self {
             OpSpec::Dma { .. } => "dma_copy",
             OpSpec::Matmul { .. } => "nc_matmul",
+            OpSpec::MatmulMx { .. } => "nc_matmul_mx",
+            OpSpec::QuantizeMx { .. } => "quantize_mx",
             OpSpec::Transpose { .. } => "nc_transpose",
             OpSpec::TensorTensor { .. } => "tensor_tensor",
             OpSpec::TensorScalar { .. } => "tensor_scalar",

@@ -53,6 +53,25 @@ _DTYPE_NAMES = {
 _BY_NAME = {v: k for k, v in _DTYPE_NAMES.items()}
 
 
+class _Packed:
+    """An MX 4-packed dtype of NeuronCore-v4 (``nl.float8_e5m2_x4`` & co.): four fp8 or fp4
+    values per element along the contraction; NumPy holds an element as ``holder``."""
+
+    def __init__(self, name, rname, itemsize, holder):
+        self.name, self.rname, self.itemsize, self.holder = name, rname, itemsize, holder
+
+    def __repr__(self):
+        return f"nl.{self.name}"
+
+
+float8_e5m2_x4 = _Packed("float8_e5m2_x4", "fp8e5m2x4", 4, np.uint32)
+float8_e4m3fn_x4 = _Packed("float8_e4m3fn_x4", "fp8e4m3fnx4", 4, np.uint32)
+float4_e2m1fn_x4 = _Packed("float4_e2m1fn_x4", "fp4e2m1fnx4", 2, np.uint16)
+_BY_NAME.update({p.rname: p for p in (float8_e5m2_x4, float8_e4m3fn_x4, float4_e2m1fn_x4)})
+# OCP e8m0 scale bytes (``nl.float8_e8m0fnu``) are uint8 to the NeuronCore.
+_E8M0 = np.dtype(ml_dtypes.float8_e8m0fnu) if hasattr(ml_dtypes, "float8_e8m0fnu") else None
+
+
 class _TF32:
     """NKI's tfloat32: fp32 storage whose mantissa TensorE rounds to 10 bits."""
 
@@ -70,13 +89,15 @@ def dtype_name(dt) -> str:
     """Rainier's name of a NumPy/ml_dtypes dtype; an error for dtypes the NeuronCore model lacks."""
     if dt is tfloat32:
         return "tf32"
+    if isinstance(dt, _Packed):
+        return dt.rname
     if dt is bool or dt is np.bool_:
         return "u8"
     try:
         d = np.dtype(dt)
     except TypeError as e:
         raise NkiError(f"not a dtype: {dt!r}") from e
-    if d == np.bool_:
+    if d == np.bool_ or d == _E8M0:
         return "u8"
     name = _DTYPE_NAMES.get(d)
     if name is None:
@@ -89,6 +110,8 @@ def np_dtype(dt):
     """The NumPy dtype that holds values of ``dt``."""
     if dt is tfloat32:
         return np.dtype(np.float32)
+    if isinstance(dt, _Packed):
+        return np.dtype(dt.holder)
     if dt is bool or dt is np.bool_:
         return np.dtype(np.uint8)
     return np.dtype(dt)
@@ -98,7 +121,13 @@ def itemsize(dt) -> int:
     return 4 if dt is tfloat32 else np_dtype(dt).itemsize
 
 
+def is_packed(dt) -> bool:
+    return isinstance(dt, _Packed)
+
+
 def is_float(dt) -> bool:
+    if isinstance(dt, _Packed):
+        return False
     return dt is tfloat32 or np_dtype(dt).kind in "fV" or np_dtype(dt) in (
         np.dtype(ml_dtypes.bfloat16), np.dtype(ml_dtypes.float8_e4m3), np.dtype(ml_dtypes.float8_e4m3fn),
         np.dtype(ml_dtypes.float8_e5m2))
@@ -485,6 +514,25 @@ class Tensor:
     def on_chip(self):
         return self.buffer in ("sbuf", "psum")
 
+    def retype(self, dtype):
+        """Reinterprets an HBM tensor's bytes as a flat tensor of ``dtype`` (what
+        ``.ap(dtype=...)`` means, e.g. uint32 words as ``nl.float8_e5m2_x4``); the kernel's
+        argument keeps its bytes."""
+        if dtype_name(dtype) == dtype_name(self.dtype):
+            return
+        if getattr(self, "accessed", False):
+            unsupported(f"viewing HBM tensor '{self.name}' as {dtype} after an instruction "
+                        f"accessed it as {self.dtype}")
+        total = int(np.prod(self.shape)) * itemsize(self.dtype)
+        if total % itemsize(dtype):
+            fail(f"HBM tensor '{self.name}' has {total} bytes, not a whole number of {dtype}")
+        self.dtype = dtype
+        self.shape = (total // itemsize(dtype),)
+        self.strides = [1]
+        self.spec["dtype"] = dtype_name(dtype)
+        self.spec["shape"] = [self.shape[0]]
+        self.spec["retyped"] = True
+
     def full(self) -> "View":
         axes = [(self.strides[i], d, self.on_chip and i == self.par) for i, d in enumerate(self.shape)]
         return View(self, 0, 0, axes)
@@ -818,6 +866,7 @@ class View:
         self.check_bounds()
         t = self.tensor
         if not t.on_chip:
+            t.accessed = True
             a = {"t": t.id, "off": self.off, "dims": [[s, n] for s, n, _ in self.axes]}
         else:
             parts = [i for i, ax in enumerate(self.axes) if ax[2]]
@@ -893,12 +942,24 @@ class View:
         pattern; the first pair steps over partitions."""
         if scalar_offset is not None or vector_offset is not None:
             unsupported(".ap() with a scalar_offset/vector_offset (dynamic or indirect access)")
-        if dtype is not None and dtype_name(dtype) != dtype_name(self.dtype):
-            unsupported(".ap(dtype=...) reinterpreting the element type")
         t = self.tensor
+        dt = self.dt
+        if dtype is not None and dtype_name(dtype) != dtype_name(self.dtype):
+            # ``.ap(dtype=...)`` reads the same bytes as another dtype, the pattern and offset
+            # counting elements of that dtype.
+            if not t.on_chip:
+                start = self.off * itemsize(self.dtype)
+                t.retype(dtype)
+                if start % itemsize(dtype):
+                    fail(f".ap(dtype={dtype}) of '{t.name}' starts inside a {dtype} element")
+                axes = [(int(step), int(num), False) for step, num in pattern]
+                return View(t, 0, start // itemsize(dtype) + int(offset), axes)
+            if itemsize(dtype) != itemsize(self.dtype):
+                unsupported(".ap(dtype=...) changing the element size of an on-chip tile")
+            dt = dtype
         if not t.on_chip:
             axes = [(int(step), int(num), False) for step, num in pattern]
-            return View(t, 0, self.off + int(offset), axes, self.dt)
+            return View(t, 0, self.off + int(offset), axes, dt)
         # On chip the first pair walks partitions (its step is the per-partition size in the
         # flattened layout); the offset counts elements of that layout too.
         per_part = t.spec["bytes"] // itemsize(self.dtype)
@@ -907,7 +968,7 @@ class View:
             unsupported(f".ap() stepping {pstep} elements over partitions of '{t.name}'")
         p_off, f_off = divmod(int(offset), per_part) if per_part else (0, int(offset))
         axes = [(1, int(pnum), True)] + [(int(step), int(num), False) for step, num in rest]
-        return View(t, self.p0 + p_off, self.off + f_off, axes, self.dt)
+        return View(t, self.p0 + p_off, self.off + f_off, axes, dt)
 
     # -- arithmetic builds instructions (the compiler picks the engine)
     def _bin(self, o, op, reverse=False):

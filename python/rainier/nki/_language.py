@@ -30,6 +30,12 @@ int16 = np.int16
 uint16 = np.uint16
 uint32 = np.uint32
 bool_ = np.bool_
+# NeuronCore-v4 MX: 4-packed data types and the OCP e8m0 scale type.
+float8_e5m2_x4 = c.float8_e5m2_x4
+float8_e4m3fn_x4 = c.float8_e4m3fn_x4
+float4_e2m1fn_x4 = c.float4_e2m1fn_x4
+if hasattr(ml_dtypes, "float8_e8m0fnu"):
+    float8_e8m0fnu = ml_dtypes.float8_e8m0fnu
 
 
 class _Finfo:

@@ -221,7 +221,7 @@ def run(kernel, *args, chip=None, grid=None, values=None, trace=True, **kwargs) 
     grid = grid if grid is not None else getattr(kernel, "grid", ())
     if isinstance(grid, int):
         grid = (grid,)
-    chip = chip_of(chip)
+    chip = chip_of(chip or getattr(kernel, "options", {}).get("platform_target"))
     natives, summaries = [], []
     arrays = None
     # One program per NeuronCore of an LNC grid; each later core starts from the HBM outputs
@@ -276,9 +276,13 @@ def _launch(t, chip, inputs, values, trace):
 
     native_inputs = []
     if values:
+        specs = {s["name"]: s for s in t.tensors}
         for name, arr in inputs:
-            dt = c.dtype_name(arr.dtype)
-            native_inputs.append((name, dt, list(arr.shape), np.ascontiguousarray(arr).tobytes()))
+            dt, shape = c.dtype_name(arr.dtype), list(arr.shape)
+            spec = specs.get(name)
+            if spec is not None and spec.get("retyped"):
+                dt, shape = spec["dtype"], spec["shape"]  # the same bytes as the kernel sees them
+            native_inputs.append((name, dt, shape, np.ascontiguousarray(arr).tobytes()))
     try:
         return _native.run_trace(t.to_json(), chip, native_inputs, values, trace)
     except RuntimeError as e:

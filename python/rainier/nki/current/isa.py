@@ -56,6 +56,27 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     o.nc_matmul(stationary, moving, dst=dst, accumulate=acc, double_row=o.is_double_row(perf_mode))
 
 
+def nc_matmul_mx(dst, stationary, moving, stationary_scale, moving_scale, tile_position=None,
+                 tile_size=None, accumulate=None, name=None, **_):
+    """MX matmul (NeuronCore-v4). Row tiling (``tile_position``/``tile_size``) computes the
+    same values; Rainier times every MX matmul as one on the whole array."""
+    if c.tracer().generation < 4:
+        c.fail("nc_matmul_mx needs NeuronCore-v4 (trn3)")
+    written = _span_written(dst)
+    acc = written if accumulate is None else bool(accumulate)
+    o._emit({"op": "matmul_mx", "dst": o.acc(dst), "stationary": o.acc(stationary),
+             "moving": o.acc(moving), "stationary_scale": o.acc(stationary_scale),
+             "moving_scale": o.acc(moving_scale), "accumulate": acc}, dst)
+
+
+def quantize_mx(dst, src, dst_scale, name=None, **_):
+    """bf16/fp16 to MXFP8 data and scales on the Vector engine (NeuronCore-v4)."""
+    if c.tracer().generation < 4:
+        c.fail("quantize_mx needs NeuronCore-v4 (trn3)")
+    o._emit({"op": "quantize_mx", "dst": o.acc(dst), "src": o.acc(src),
+             "scale": o.acc(dst_scale)}, dst)
+
+
 def nc_transpose(dst, data, engine=unknown_engine, name=None, **_):
     default = "tensor" if dst.tensor.buffer == "psum" else "vector"
     o.emit_transpose(dst, data, engine_name(engine, default, ("tensor", "vector")))
