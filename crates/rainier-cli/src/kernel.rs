@@ -19,17 +19,34 @@ pub(crate) enum KernelDType {
     Fp16,
     Fp8,
     Fp32,
+    /// OCP MXFP8 (e4m3fn elements, e8m0 scales per 32 values; NeuronCore-v4, gemm only).
+    Mxfp8,
+    /// OCP MXFP4 (e2m1 elements, e8m0 scales per 32 values; NeuronCore-v4, gemm only).
+    Mxfp4,
 }
 
 impl KernelDType {
-    fn dtype(self) -> DType {
+    /// The element type, MX packed types included.
+    fn any_dtype(self) -> DType {
         match self {
             KernelDType::Bf16 => DType::Bf16,
             KernelDType::Fp16 => DType::F16,
             // Neuron's fp8 e4m3 (the OCP e4m3fn variant exists only on NeuronCore-v4).
             KernelDType::Fp8 => DType::Fp8E4m3,
             KernelDType::Fp32 => DType::F32,
+            KernelDType::Mxfp8 => DType::Fp8E4m3fnx4,
+            KernelDType::Mxfp4 => DType::Fp4E2m1fnx4,
         }
+    }
+
+    /// The element type of a kernel other than gemm (which alone takes the MX types).
+    fn dtype(self) -> Result<DType> {
+        let d = self.any_dtype();
+        if d.is_packed() {
+            let name = format!("{self:?}").to_lowercase();
+            bail!("--dtype {name}: MX types are for gemm only (the others compute on one value per element)");
+        }
+        Ok(d)
     }
 
     /// TensorE MACs per PE per cycle for this dtype: 1 for 16-bit, 1/4 for fp32, and for fp8
@@ -40,6 +57,8 @@ impl KernelDType {
             KernelDType::Fp32 => 0.25,
             KernelDType::Fp8 if generation >= Generation::V3 => 2.0,
             KernelDType::Fp8 => 1.0,
+            // nc_matmul_mx: four values per PE per cycle [N-arch4].
+            KernelDType::Mxfp8 | KernelDType::Mxfp4 => 4.0,
         }
     }
 }
@@ -186,7 +205,7 @@ fn positive(name: &str, v: u64, max: u64) -> Result<u64> {
 pub(crate) fn gemm(m: u64, n: u64, k: u64, opts: &KernelOpts) -> Result<()> {
     let (m, n, k) =
         (positive("m", m, 1 << 20)?, positive("n", n, 1 << 20)?, positive("k", k, 1 << 20)?);
-    let (chip, dtype) = (opts.chip, opts.dtype.dtype());
+    let (chip, dtype) = (opts.chip, opts.dtype.any_dtype());
     let program = rainier_kernels::gemm(chip, m, n, k, dtype)
         .with_context(|| format!("gemm {m}x{n}x{k} on {chip}"))?;
     let built = Built {
@@ -197,21 +216,36 @@ pub(crate) fn gemm(m: u64, n: u64, k: u64, opts: &KernelOpts) -> Result<()> {
         flops: 2.0 * (m * n * k) as f64,
     };
     report_kernel(&built, opts, || {
-        let (a, b) = (
-            random(dtype, &[k as usize, m as usize], -1.0, 1.0),
-            random(dtype, &[k as usize, n as usize], -1.0, 1.0),
-        );
-        let inputs = BTreeMap::from([("a".to_string(), a.clone()), ("b".to_string(), b.clone())]);
+        let (ku, mu, nu) = (k as usize, m as usize, n as usize);
+        let (inputs, av, bv) = if dtype.is_packed() {
+            // MX: random values quantized on the host (the kernel takes offline-quantized data).
+            let values = |cols: usize| random(DType::F32, &[ku, cols], -1.0, 1.0).to_f32();
+            let (a, a_scale) = rainier_kernels::quantize_mx_host(dtype, ku, mu, &values(mu));
+            let (b, b_scale) = rainier_kernels::quantize_mx_host(dtype, ku, nu, &values(nu));
+            let av = rainier_kernels::dequantize_mx_host(&a, &a_scale);
+            let bv = rainier_kernels::dequantize_mx_host(&b, &b_scale);
+            let inputs = BTreeMap::from([
+                ("a".to_string(), a),
+                ("b".to_string(), b),
+                ("a_scale".to_string(), a_scale),
+                ("b_scale".to_string(), b_scale),
+            ]);
+            (inputs, av, bv)
+        } else {
+            let (a, b) = (random(dtype, &[ku, mu], -1.0, 1.0), random(dtype, &[ku, nu], -1.0, 1.0));
+            let f64s = |t: &HostTensor| t.to_f32().into_iter().map(f64::from).collect::<Vec<_>>();
+            let (av, bv) = (f64s(&a), f64s(&b));
+            (BTreeMap::from([("a".to_string(), a), ("b".to_string(), b)]), av, bv)
+        };
         let res = rainier_funcsim::run(&built.program, &chip.params(), &inputs)?;
         let c = res.outputs["c"].to_f32();
-        let (av, bv) = (a.to_f32(), b.to_f32());
         let (mu, nu, ku) = (m as usize, n as usize, k as usize);
         let total = mu * nu;
         let mut worst = 0f64;
         for i in (0..total).step_by((total / CHECK_SAMPLES).max(1)) {
             let (mi, ni) = (i / nu, i % nu);
-            let col_a: Vec<f64> = (0..ku).map(|kk| f64::from(av[kk * mu + mi])).collect();
-            let col_b: Vec<f64> = (0..ku).map(|kk| f64::from(bv[kk * nu + ni])).collect();
+            let col_a: Vec<f64> = (0..ku).map(|kk| av[kk * mu + mi]).collect();
+            let col_b: Vec<f64> = (0..ku).map(|kk| bv[kk * nu + ni]).collect();
             let want = rainier_reference::matmul(&col_a, &col_b, ku, 1, 1)[0];
             let scale: f64 = col_a
                 .iter()
@@ -260,7 +294,7 @@ fn rowwise_check(
 
 pub(crate) fn rmsnorm(rows: u64, cols: u64, opts: &KernelOpts) -> Result<()> {
     let (rows, cols) = (positive("rows", rows, 1 << 24)?, positive("cols", cols, 1 << 24)?);
-    let (chip, dtype) = (opts.chip, opts.dtype.dtype());
+    let (chip, dtype) = (opts.chip, opts.dtype.dtype()?);
     let program = rainier_kernels::rmsnorm(chip, rows, cols, dtype)
         .with_context(|| format!("rmsnorm {rows}x{cols} on {chip}"))?;
     let built = Built {
@@ -288,7 +322,7 @@ pub(crate) fn rmsnorm(rows: u64, cols: u64, opts: &KernelOpts) -> Result<()> {
 
 pub(crate) fn softmax(rows: u64, cols: u64, opts: &KernelOpts) -> Result<()> {
     let (rows, cols) = (positive("rows", rows, 1 << 24)?, positive("cols", cols, 1 << 24)?);
-    let (chip, dtype) = (opts.chip, opts.dtype.dtype());
+    let (chip, dtype) = (opts.chip, opts.dtype.dtype()?);
     let program = rainier_kernels::softmax(chip, rows, cols, dtype)
         .with_context(|| format!("softmax {rows}x{cols} on {chip}"))?;
     let built = Built {
@@ -338,7 +372,7 @@ pub(crate) enum Rowwise {
 pub(crate) fn rowwise(kind: Rowwise, shape: &RowsCols, opts: &KernelOpts) -> Result<()> {
     let (rows, cols) =
         (positive("rows", shape.rows, 1 << 24)?, positive("cols", shape.cols, 1 << 24)?);
-    let (chip, dtype) = (opts.chip, opts.dtype.dtype());
+    let (chip, dtype) = (opts.chip, opts.dtype.dtype()?);
     let (name, build, flops_per_elem, what): (&str, BuildFn, f64, &str) = match kind {
         Rowwise::Layernorm => {
             ("layernorm", rainier_kernels::layernorm, 8.0, "layernorm y = (x - mean) / std · w + b")
@@ -572,7 +606,7 @@ fn attention_built(
 
 pub(crate) fn attention(a: &AttentionArgs, opts: &KernelOpts) -> Result<()> {
     let shape = a.shape()?;
-    let (chip, dtype) = (opts.chip, opts.dtype.dtype());
+    let (chip, dtype) = (opts.chip, opts.dtype.dtype()?);
     let program = rainier_kernels::attention(chip, &shape, dtype)
         .with_context(|| format!("attention on {chip}"))?;
     let built = attention_built("attention", "forward", &shape, dtype, program, shape.flops());
@@ -631,7 +665,7 @@ pub(crate) fn attention(a: &AttentionArgs, opts: &KernelOpts) -> Result<()> {
 /// random inputs (o and lse from the f64 forward) against f64 gradients.
 pub(crate) fn attention_bwd(a: &AttentionArgs, opts: &KernelOpts) -> Result<()> {
     let shape = a.shape()?;
-    let (chip, dtype) = (opts.chip, opts.dtype.dtype());
+    let (chip, dtype) = (opts.chip, opts.dtype.dtype()?);
     let program = rainier_kernels::attention_backward(chip, &shape, dtype)
         .with_context(|| format!("attention-bwd on {chip}"))?;
     // Five matmuls per score (s, dp, dv, dk, dq) against the forward's two.
@@ -693,7 +727,7 @@ pub(crate) fn cross_entropy(
 ) -> Result<()> {
     let (rows, vocab) =
         (positive("rows", rows, 1 << 24)?, positive("vocab", vocab, (1 << 24) - 1)?);
-    let (chip, dtype) = (opts.chip, opts.dtype.dtype());
+    let (chip, dtype) = (opts.chip, opts.dtype.dtype()?);
     let build = if backward {
         rainier_kernels::cross_entropy_backward
     } else {

@@ -25,11 +25,16 @@ struct Case {
 
 /// Hidden sizes of common models (Llama-3 8B 4096, 70B 8192) and their MLP widths, at token
 /// counts from a decode batch to a training micro-batch.
-fn cases() -> Vec<Case> {
+fn cases(chip: Chip) -> Vec<Case> {
     let mut v = Vec::new();
     let bf16 = DType::Bf16;
-    // bf16, then fp8 (e4m3: double row on NeuronCore-v3/v4, the bf16 rate on v2).
-    for dtype in [bf16, DType::Fp8E4m3] {
+    // bf16, then fp8 (e4m3: double row on NeuronCore-v3/v4, the bf16 rate on v2), then on
+    // NeuronCore-v4 MXFP8 (e4m3fn) and MXFP4 with offline-quantized inputs.
+    let mut gemm_dtypes = vec![bf16, DType::Fp8E4m3];
+    if chip.params().core.generation >= rainier_arch::Generation::V4 {
+        gemm_dtypes.extend([DType::Fp8E4m3fnx4, DType::Fp4E2m1fnx4]);
+    }
+    for dtype in gemm_dtypes {
         for tokens in [128u64, 512, 2048] {
             for (n, k) in [(4096u64, 4096u64), (14336, 4096), (4096, 14336), (8192, 8192)] {
                 v.push(Case {
@@ -133,11 +138,13 @@ fn cases() -> Vec<Case> {
 /// The table (CSV) and the raw runs (JSON) for `chip`.
 pub(crate) fn generate(chip: Chip) -> Result<(String, String)> {
     let params = chip.params();
-    // TensorE peak per dtype: fp32 at a quarter, fp8 at twice bf16 on v3+ (double row).
+    // TensorE peak per dtype: fp32 at a quarter, fp8 at twice bf16 on v3+ (double row), MX
+    // at four times [N-arch4].
     let peak = |d: DType| {
         let fp8 = matches!(d, DType::Fp8E4m3 | DType::Fp8E5m2 | DType::Fp8E4m3fn);
         let factor = match d {
             DType::F32 => 0.25,
+            _ if d.is_packed() => 4.0,
             _ if fp8 && params.core.has_fp8_double_row() => 2.0,
             _ => 1.0,
         };
@@ -148,7 +155,7 @@ pub(crate) fn generate(chip: Chip) -> Result<(String, String)> {
         "kernel,dtype,shape,time_ns,flops,hbm_bytes,tflops,peak_fraction,hbm_fraction,bottleneck\n",
     );
     let mut runs = Vec::new();
-    for case in cases() {
+    for case in cases(chip) {
         let shape: Vec<String> = case.shape.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let shape = shape.join(" ");
         let program =

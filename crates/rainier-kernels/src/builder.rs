@@ -493,6 +493,28 @@ impl KernelBuilder {
         );
     }
 
+    /// `nc_matmul_mx dst, stationary, moving, stationary_scale, moving_scale` (NeuronCore-v4):
+    /// packed MX operands `[K, M]` and `[K, N]` contracting over `4·K` values.
+    pub fn matmul_mx(
+        &mut self,
+        dst: &Tile,
+        stationary: (&Tile, &Tile),
+        moving: (&Tile, &Tile),
+        accumulate: bool,
+    ) {
+        self.push(
+            Engine::Tensor,
+            Op::MatmulMx {
+                dst: dst.clone(),
+                stationary: stationary.0.clone(),
+                moving: moving.0.clone(),
+                stationary_scale: stationary.1.clone(),
+                moving_scale: moving.1.clone(),
+                accumulate,
+            },
+        );
+    }
+
     /// `tensor_tensor dst, a, b op=op` on `engine`.
     pub fn tensor_tensor(&mut self, engine: Engine, dst: &Tile, a: &Tile, b: &Tile, op: AluOp) {
         self.push(

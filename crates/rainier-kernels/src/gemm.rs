@@ -24,6 +24,14 @@
 //! fp8 on NeuronCore-v3/v4 uses the `double_row` perf mode: each K step covers 256 rows, held
 //! as two 128-row halves side by side in the free dimension (`[128, 2, X]`), in the time of a
 //! 128-row step — twice the throughput [N-arch3]. A K remainder below 256 runs single-row.
+//!
+//! MX on NeuronCore-v4 (`dtype` one of the packed types): the inputs are offline-quantized in
+//! the layout `nc_matmul_mx` reads, `a [K/4, M]` and `b [K/4, N]` packed four values along K
+//! (row `r`, element `q` is contraction index `4r + q`) with e8m0 scales `a_scale [K/32, M]`
+//! and `b_scale [K/32, N]` (one per 8 packed rows × 1 column, as OCP MX groups 32 values).
+//! Each K step is 128 packed rows (512 values) in the time of a bf16 step [N-arch4]; its scale
+//! rows go to the first four partitions of each 32-partition quadrant of a scale tile, four
+//! DMAs per step as the MX tutorial's `load_scales_scattered` does. K must be a multiple of 128.
 
 use rainier_arch::Chip;
 use rainier_isa::{contiguous_dims, AluOp, Dim, DmaOperand, Engine, Program, Tile};
@@ -111,27 +119,76 @@ fn columns(t: &Tile, rows: u64, width: u64, c0: u64, w: u64) -> Tile {
     }
 }
 
-/// The gemm program for `chip`; inputs `a` and `b` are `dtype` in HBM, output `c` is fp32.
+/// One K step of an operand in SBUF: its data tile and, for MX, its scale tile.
+#[derive(Debug, Clone)]
+struct Operand {
+    data: Tile,
+    scale: Option<Tile>,
+}
+
+impl Operand {
+    /// Columns `c0..c0 + w` of the step tile(s), `width` wide.
+    fn columns(&self, rows: u64, width: u64, c0: u64, w: u64) -> Operand {
+        Operand {
+            data: columns(&self.data, rows, width, c0, w),
+            scale: self.scale.as_ref().map(|s| columns(s, 1, width, c0, w)),
+        }
+    }
+
+    fn free(&self, kb: &mut KernelBuilder) -> Result<(), KernelError> {
+        kb.free(&self.data)?;
+        self.scale.as_ref().map_or(Ok(()), |s| kb.free(s))
+    }
+}
+
+fn shape_error(detail: String) -> KernelError {
+    KernelError::Shape { what: "gemm".into(), detail }
+}
+
+/// The gemm program for `chip`; inputs `a` and `b` are `dtype` in HBM (with `a_scale` and
+/// `b_scale` for the MX types), output `c` is fp32.
 pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program, KernelError> {
     if m == 0 || n == 0 || k == 0 {
-        return Err(KernelError::Shape {
-            what: "gemm".into(),
-            detail: format!("M={m}, N={n}, K={k} must be positive"),
-        });
+        return Err(shape_error(format!("M={m}, N={n}, K={k} must be positive")));
+    }
+    let mx = dtype.is_packed();
+    if mx && chip.params().core.generation < rainier_arch::Generation::V4 {
+        return Err(shape_error(format!("{dtype} (MX) needs NeuronCore-v4 (trn3), not {chip}")));
+    }
+    if mx && k % 128 != 0 {
+        return Err(shape_error(format!(
+            "K={k}: MX data is packed in groups of 32 values over 8 partitions of 4, so K must be a multiple of 128 (pad it)"
+        )));
+    }
+    if mx && m % 2 != 0 {
+        return Err(shape_error(format!(
+            "M={m}: nc_matmul_mx takes an even stationary free size, so M must be even (pad it)"
+        )));
     }
     let mut kb = KernelBuilder::new(chip);
-    let a = kb.input("a", dtype, &[k, m])?;
-    let b = kb.input("b", dtype, &[k, n])?;
+    // HBM rows of a and b: K values, or K/4 packed MX elements.
+    let rows = if mx { k / 4 } else { k };
+    let a = kb.input("a", dtype, &[rows, m])?;
+    let b = kb.input("b", dtype, &[rows, n])?;
+    let scales = if mx {
+        Some((
+            kb.input("a_scale", DType::U8, &[k / 32, m])?,
+            kb.input("b_scale", DType::U8, &[k / 32, n])?,
+        ))
+    } else {
+        None
+    };
     let c = kb.output("c", DType::F32, &[m, n])?;
     let fp8 = matches!(dtype, DType::Fp8E4m3 | DType::Fp8E5m2 | DType::Fp8E4m3fn);
-    let steps = k_steps(k, fp8 && chip.params().core.has_fp8_double_row());
-    let esz = dtype.size_bytes() as u64;
+    let steps = k_steps(rows, fp8 && chip.params().core.has_fp8_double_row());
+    // SBUF bytes per partition of one column per step (an MX scale byte with each element).
+    let esz = dtype.size_bytes() as u64 + u64::from(mx);
     let sbuf = u64::from(chip.params().core.sbuf_bytes_per_partition.value);
     let plan = Blocking::choose(sbuf, m, n, &steps, esz);
     // Loads rows `k0..k0 + rows·ksz` of `src` (columns `c0..c0 + width`) into a tile of `ksz`
     // partitions holding the `rows` halves side by side: one DMA, the halves as the middle
-    // dimension of the HBM pattern.
-    let load = |kb: &mut KernelBuilder, src, step: KStep, c0: u64, width: u64| {
+    // dimension of the HBM pattern. MX: the step's scale rows too, four per quadrant.
+    let load = |kb: &mut KernelBuilder, src: usize, step: KStep, c0: u64, width: u64| {
         let t = kb.sbuf(step.ksz as u32, dtype, &[step.rows * width])?;
         let mut hbm = kb.block(src, step.k0..step.k0 + step.ksz, c0..c0 + width);
         if step.rows == 2 {
@@ -139,7 +196,26 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
             hbm.dims.insert(1, Dim { stride: row_stride * step.ksz as i64, size: 2 });
         }
         kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(hbm));
-        Ok::<Tile, KernelError>(t)
+        let scale = match scales {
+            Some((a_scale, b_scale)) => {
+                let src_scale = if src == a { a_scale } else { b_scale };
+                let parts = rainier_isa::mx_scale_partitions(step.ksz as u32);
+                let s = kb.sbuf(parts, DType::U8, &[width])?;
+                let row0 = step.k0 / 8;
+                for q in 0..(step.ksz / 32).max(1) {
+                    let quadrant = Tile {
+                        start_partition: s.start_partition + 32 * q as u32,
+                        partitions: 4,
+                        ..s.clone()
+                    };
+                    let hbm = kb.block(src_scale, row0 + 4 * q..row0 + 4 * q + 4, c0..c0 + width);
+                    kb.dma(DmaOperand::Tile(quadrant), DmaOperand::Hbm(hbm));
+                }
+                Some(s)
+            }
+            None => None,
+        };
+        Ok::<Operand, KernelError>(Operand { data: t, scale })
     };
     let k_blocks: Vec<&[KStep]> = steps.chunks(plan.kb).collect();
     let single = k_blocks.len() == 1;
@@ -147,7 +223,7 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
         let n_tiles: Vec<(u64, u64)> = blocks(nsz, NT).collect();
         // With one K block, the strip is loaded with the first row chunk's a tiles (step by
         // step, so the first matmuls start early) and kept for the other chunks.
-        let mut strip: Vec<Tile> = Vec::new();
+        let mut strip: Vec<Operand> = Vec::new();
         let group = (GROUP_BANKS / n_tiles.len() as u64).max(1) as usize;
         for (mc0, mcsz) in blocks(m, plan.mc) {
             let m_tiles: Vec<(u64, u64)> = blocks(mcsz, MT).collect();
@@ -169,7 +245,7 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
                     }
                     a_tiles.push(load(&mut kb, a, step, mc0, mcsz)?);
                 }
-                let b_tiles = if single { &strip } else { &b_tiles };
+                let b_tiles: &[Operand] = if single { &strip } else { &b_tiles };
                 for (g, tiles) in m_tiles.chunks(group).enumerate() {
                     // One PSUM bank per (row tile, column tile) of the group.
                     let mut banks = Vec::with_capacity(tiles.len() * n_tiles.len());
@@ -180,14 +256,18 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
                     }
                     for (i, step) in kblock.iter().enumerate() {
                         for (r, &(m0, msz)) in tiles.iter().enumerate() {
-                            let stationary = columns(&a_tiles[i], step.rows, mcsz, m0, msz);
+                            let st = a_tiles[i].columns(step.rows, mcsz, m0, msz);
                             for (j, &(c0, ntsz)) in n_tiles.iter().enumerate() {
-                                let moving = columns(&b_tiles[i], step.rows, nsz, c0, ntsz);
+                                let mv = b_tiles[i].columns(step.rows, nsz, c0, ntsz);
                                 let acc = &banks[r * n_tiles.len() + j];
-                                if step.rows == 2 {
-                                    kb.matmul_double_row(acc, &stationary, &moving, i > 0);
-                                } else {
-                                    kb.matmul(acc, &stationary, &moving, i > 0);
+                                match (&st.scale, &mv.scale) {
+                                    (Some(ss), Some(ms)) => {
+                                        kb.matmul_mx(acc, (&st.data, ss), (&mv.data, ms), i > 0)
+                                    }
+                                    _ if step.rows == 2 => {
+                                        kb.matmul_double_row(acc, &st.data, &mv.data, i > 0)
+                                    }
+                                    _ => kb.matmul(acc, &st.data, &mv.data, i > 0),
                                 }
                             }
                         }
@@ -217,11 +297,11 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
                     }
                 }
                 for t in &a_tiles {
-                    kb.free(t)?;
+                    t.free(&mut kb)?;
                 }
                 if !single {
                     for t in b_tiles {
-                        kb.free(t)?;
+                        t.free(&mut kb)?;
                     }
                 }
             }
@@ -233,8 +313,77 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
             }
         }
         for t in &strip {
-            kb.free(t)?;
+            t.free(&mut kb)?;
         }
     }
     kb.finish()
+}
+
+/// Host-side MX quantization of `values` (`[k][cols]` row-major, contraction first) into
+/// `gemm`'s MX inputs: packed data `[k/4, cols]` (row `r`, element `q` = value row `4r + q`) and
+/// e8m0 scales `[k/32, cols]`, with `quantize_mx`'s documented block scale
+/// `2^(⌊log2 amax⌋ − (E_max − 1))` per 32 values of one column (E_max 15 e5m2, 8 e4m3fn, 2
+/// e2m1) and each value rounded to nearest even, saturating.
+///
+/// # Panics
+/// If `dtype` is not packed, `k` is not a multiple of 32 or `values` is not `k · cols` long
+/// (caller bugs).
+pub fn quantize_mx_host(
+    dtype: DType,
+    k: usize,
+    cols: usize,
+    values: &[f32],
+) -> (rainier_tensor::HostTensor, rainier_tensor::HostTensor) {
+    let emax = dtype.packed_max_exponent().expect("a packed MX dtype");
+    assert!(k % 32 == 0 && values.len() == k * cols, "MX values [{k}, {cols}]");
+    let esz = dtype.size_bytes();
+    let mut data = vec![0u8; k / 4 * cols * esz];
+    let mut scale = vec![0u8; k / 32 * cols];
+    for g in 0..k / 32 {
+        for col in 0..cols {
+            let at = |i: usize| values[(32 * g + i) * cols + col];
+            let amax = (0..32).map(|i| at(i).abs()).fold(0f32, f32::max);
+            let byte = if amax > 0.0 && amax.is_finite() {
+                // ⌊log2 amax⌋ from the exponent field (subnormals as the smallest binade).
+                let log2 = ((amax.to_bits() >> 23) as i32).max(1) - 127;
+                (log2 - (emax - 1) + 127).clamp(0, 254)
+            } else {
+                0
+            };
+            scale[g * cols + col] = byte as u8;
+            let x = 2f32.powi(byte - 127);
+            for r in 0..8 {
+                let q: [f32; 4] = std::array::from_fn(|i| at(4 * r + i) / x);
+                let row = 8 * g + r;
+                dtype.pack_x4(q, &mut data[(row * cols + col) * esz..][..esz]);
+            }
+        }
+    }
+    let t = |dtype, shape: [usize; 2], data| rainier_tensor::HostTensor {
+        dtype,
+        shape: shape.to_vec(),
+        data,
+    };
+    (t(dtype, [k / 4, cols], data), t(DType::U8, [k / 32, cols], scale))
+}
+
+/// The values of `gemm`'s MX input (`[k/4, cols]` data, `[k/32, cols]` scales) as `[k][cols]`.
+pub fn dequantize_mx_host(
+    data: &rainier_tensor::HostTensor,
+    scale: &rainier_tensor::HostTensor,
+) -> Vec<f64> {
+    let (rows, cols) = (data.shape[0], data.shape[1]);
+    let esz = data.dtype.size_bytes();
+    let mut out = vec![0f64; 4 * rows * cols];
+    for r in 0..rows {
+        for col in 0..cols {
+            let vals = data.dtype.unpack_x4(&data.data[(r * cols + col) * esz..][..esz]);
+            let s = scale.data[r / 8 * cols + col];
+            let x = if s == 255 { f64::NAN } else { 2f64.powi(i32::from(s) - 127) };
+            for (q, v) in vals.into_iter().enumerate() {
+                out[(4 * r + q) * cols + col] = f64::from(v) * x;
+            }
+        }
+    }
+    out
 }

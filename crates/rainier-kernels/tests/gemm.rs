@@ -193,3 +193,56 @@ fn gemm_4096_cubed_reaches_85_percent_of_peak_on_trn2() {
     let fraction = 2.0 * (n * n * n) as f64 / (r.time_ps as f64 * 1e-12) / peak;
     assert!(fraction >= 0.85, "{fraction}");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, max_shrink_iters: 32, ..ProptestConfig::default() })]
+
+    /// MX on trn3 (MXFP8 e4m3fn/e5m2, MXFP4): inputs quantized on the host, the product of the
+    /// dequantized values in f64 within the fp32-accumulation bound over K; timing mode agrees.
+    #[test]
+    fn mx_gemm_matches_reference(half_m in 1u64..100, n in 1u64..600, k32 in 1u64..8, seed: u64,
+                                 dtype in prop::sample::select(vec![DType::Fp8E4m3fnx4, DType::Fp8E5m2x4, DType::Fp4E2m1fnx4])) {
+        let (k, m) = (128 * k32, 2 * half_m);
+        let chip = Chip::Trn3;
+        let p = gemm(chip, m, n, k, dtype).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let uses_mx = p.instructions.iter().any(|i| matches!(i.op, rainier_isa::Op::MatmulMx { .. }));
+        prop_assert!(uses_mx);
+        let (mu, nu, ku) = (m as usize, n as usize, k as usize);
+        let values = |len: usize, s: u64| -> Vec<f32> {
+            let mut r = rand::rngs::StdRng::seed_from_u64(s);
+            // Magnitudes spread over 2^-6..2^6 so the groups' scales differ.
+            (0..len).map(|_| r.gen_range(-1.0f32..1.0) * 2f32.powi(r.gen_range(-6..6))).collect()
+        };
+        let (a, a_scale) = rainier_kernels::quantize_mx_host(dtype, ku, mu, &values(ku * mu, seed));
+        let (b, b_scale) = rainier_kernels::quantize_mx_host(dtype, ku, nu, &values(ku * nu, seed ^ 1));
+        let av = rainier_kernels::dequantize_mx_host(&a, &a_scale);
+        let bv = rainier_kernels::dequantize_mx_host(&b, &b_scale);
+        let inputs = BTreeMap::from([
+            ("a".to_string(), a), ("b".to_string(), b),
+            ("a_scale".to_string(), a_scale), ("b_scale".to_string(), b_scale),
+        ]);
+        let params = chip.params();
+        let f = rainier_funcsim::run(&p, &params, &inputs).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let got = f.outputs["c"].to_f32();
+        let want = rainier_reference::matmul(&av, &bv, ku, mu, nu);
+        for i in 0..mu * nu {
+            let (mi, ni) = (i / nu, i % nu);
+            let scale: f64 = (0..ku).map(|kk| (av[kk * mu + mi] * bv[kk * nu + ni]).abs()).sum();
+            let bound = (k as f64 + 2.0) * 2f64.powi(-24) * scale + 1e-30;
+            prop_assert!((f64::from(got[i]) - want[i]).abs() <= bound, "c[{mi}, {ni}] = {} vs {}", got[i], want[i]);
+        }
+        let t = rainier_timesim::simulate(&p, &params, Some(&inputs), false).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(t.machine.as_ref() == Some(&f.machine));
+    }
+}
+
+/// MX is refused before NeuronCore-v4 and for K not a multiple of 128, with the reason.
+#[test]
+fn mx_gemm_shape_errors() {
+    let e = gemm(Chip::Trn2, 128, 128, 512, DType::Fp8E4m3fnx4).err().map(|e| e.to_string());
+    assert!(e.unwrap_or_default().contains("needs NeuronCore-v4"));
+    let e = gemm(Chip::Trn3, 128, 128, 500, DType::Fp4E2m1fnx4).err().map(|e| e.to_string());
+    assert!(e.unwrap_or_default().contains("multiple of 128"));
+    let e = gemm(Chip::Trn3, 127, 128, 512, DType::Fp4E2m1fnx4).err().map(|e| e.to_string());
+    assert!(e.unwrap_or_default().contains("M must be even"));
+}

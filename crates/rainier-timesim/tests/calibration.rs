@@ -65,6 +65,26 @@ fn back_to_back_matmul_interval_and_fp32_factor() {
     }
 }
 
+/// [N-arch4]: an MX matmul contracts 4 × 128 values in the time of a bf16 matmul of the same M
+/// and N (512 cycles at 2.4 GHz), and quantize_mx converts 4 elements per partition per cycle.
+#[test]
+fn mx_matmul_runs_at_the_bf16_interval_with_four_times_the_contraction() {
+    let mut text = String::new();
+    for i in 0..10 {
+        let acc = if i > 0 { " accumulate=true" } else { "" };
+        text.push_str(&format!("nc_matmul_mx ps[0:128]@0:f32[512], sb[0:128]@0:fp8e4m3fnx4[128], sb[0:128]@512:fp8e4m3fnx4[512], sb[0:128]@2560:u8[128], sb[0:128]@2688:u8[512]{acc}\n"));
+    }
+    let r = timing(&parse(&text).unwrap_or_else(|e| panic!("{e}")), Chip::Trn3);
+    let mm: Vec<_> = r.slices.iter().filter(|s| s.track == Track::Engine(Engine::Tensor)).collect();
+    let interval_ns = (mm[9].start_ps - mm[1].start_ps) as f64 / 8.0 / 1000.0;
+    assert!(within(interval_ns, 213.333, 0.01), "{interval_ns} ns");
+    let q = "quantize_mx sb[0:128]@0:fp8e5m2x4[1024], sb[0:128]@4096:bf16[4096], sb[0:128]@16384:u8[1024]";
+    let r = timing(&parse(q).unwrap_or_else(|e| panic!("{e}")), Chip::Trn3);
+    // 4096 elements / 4 per cycle at the Vector engine's 1.2 GHz on v4 [N-arch4].
+    let vector = busy_ns(&r, Engine::Vector);
+    assert!(within(vector, 1024.0 / 1.2, 0.1), "quantize_mx {vector} ns");
+}
+
 /// [N-perf]: dependent 1-element ScalarE instructions on NeuronCore-v2 issue about every 189 ns.
 #[test]
 fn dependent_scalar_chain_on_v2() {
