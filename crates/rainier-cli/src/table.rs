@@ -104,10 +104,11 @@ fn cases(chip: Chip) -> Vec<Case> {
             build: Box::new(move |c| rainier_kernels::adamw(c, params, &AdamW::default())),
         });
     }
-    // Attention at head dim 128 over sequences 1K-16K (the backward to 8K) and at head dim 64
-    // at 1K and 4K; the planners read the causal head-dim-128 curve.
-    for (head_dim, seqs) in [(64u64, &[1024u64, 4096][..]), (128, &[1024, 2048, 4096, 8192, 16384])]
-    {
+    // Attention forward and backward at head dim 128 over sequences 1K-32K and at head dim 64
+    // at 1K, 4K, 16K and 32K (the non-causal backward to 16K: at 32K it alone would double the
+    // sweep); the planners read the causal head-dim-128 curves.
+    let d128: &[u64] = &[1024, 2048, 4096, 8192, 16384, 32768];
+    for (head_dim, seqs) in [(64u64, &[1024u64, 4096, 16384, 32768][..]), (128, d128)] {
         for &seq in seqs {
             for causal in [false, true] {
                 let s = AttentionShape { batch: 1, heads: 1, kv_heads: 1, seq, head_dim, causal };
@@ -120,7 +121,7 @@ fn cases(chip: Chip) -> Vec<Case> {
                     flops: s.flops(),
                     build: Box::new(move |c| rainier_kernels::attention(c, &s, bf16)),
                 });
-                if seq <= 8192 {
+                if causal || seq <= 16384 {
                     v.push(Case {
                         kernel: "attention-bwd",
                         dtype: bf16,

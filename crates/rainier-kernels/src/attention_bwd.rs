@@ -5,7 +5,10 @@
 //! position: `dq: [heads, seq, d]`, `dk, dv: [kv_heads, seq, d]`.
 //!
 //! Per K/V head the key blocks `k_j`, `v_j` (and `k_j` transposed) stay in SBUF, with fp32
-//! `dk`, `dv` accumulators. Per query head, each query block's `q_i` and `dout_i` (and their
+//! `dk`, `dv` accumulators — all of them, or for long sequences a chunk of them at a time (the
+//! key side streamed): the query side is then prepared again per key chunk and each query
+//! block's fp32 `dq` goes to an HBM scratch accumulator between chunks (loaded back by the
+//! next), until the chunk after which no key block reaches it. Per query head, each query block's `q_i` and `dout_i` (and their
 //! transposes, made on TensorE), `-lse_i` and `D_i = rowsum(dout_i ∘ o_i)` (an elementwise
 //! product and a matmul against ones) are prepared once, with an fp32 `dq` accumulator. Then
 //! for every key block `j` and query block `i` (`i ≥ j` when causal):
@@ -44,16 +47,18 @@ pub fn attention_backward(
     shape: &AttentionShape,
     dtype: DType,
 ) -> Result<Program, KernelError> {
-    attention_backward_chunked(chip, shape, dtype, None)
+    attention_backward_chunked(chip, shape, dtype, None, None)
 }
 
-/// [`attention_backward`] with at most `max_query_blocks` query blocks in SBUF at once
-/// (`None`: as many as fit), to exercise the chunked schedule at small shapes.
+/// [`attention_backward`] with at most `max_query_blocks` query blocks and `max_key_blocks`
+/// key blocks in SBUF at once (`None`: as many as fit), to exercise the chunked schedules at
+/// small shapes.
 pub fn attention_backward_chunked(
     chip: Chip,
     shape: &AttentionShape,
     dtype: DType,
     max_query_blocks: Option<u64>,
+    max_key_blocks: Option<u64>,
 ) -> Result<Program, KernelError> {
     let AttentionShape { batch, heads, kv_heads, seq, head_dim: d, causal } = *shape;
     let bad = |detail: String| KernelError::Shape { what: "attention-bwd".into(), detail };
@@ -90,15 +95,24 @@ pub fn attention_backward_chunked(
     let query_side = (2 * B * esz + 2 * d * esz + 8 + 4 * d) * 11 / 10;
     let transient = 8 * 1024;
     let sbuf = u64::from(chip.params().core.sbuf_bytes_per_partition.value);
-    let room = sbuf.saturating_sub(transient + blocks * key_side);
+    // All key blocks when they leave room for four query blocks (or all of them); else the key
+    // side streamed in chunks taking half of SBUF.
+    let usable = sbuf.saturating_sub(transient);
+    let all_keys = blocks * key_side + blocks.min(4) * query_side <= usable;
+    let key_chunk = if all_keys { blocks } else { (usable / 2 / key_side).max(1) };
+    let key_chunk = key_chunk.min(max_key_blocks.unwrap_or(u64::MAX)).max(1);
+    let room = usable.saturating_sub(key_chunk * key_side);
     let chunk = (room / query_side).min(blocks).min(max_query_blocks.unwrap_or(u64::MAX));
     if chunk == 0 {
-        let longest = (sbuf.saturating_sub(transient + query_side) / key_side) * B;
         return Err(bad(format!(
-            "seq={seq}, head_dim={d}, {dtype}: the K/V blocks of a whole sequence need {} bytes per SBUF partition, {chip} has {sbuf}; the longest sequence that fits is {longest}",
-            blocks * key_side + query_side + transient
+            "seq={seq}, head_dim={d}, {dtype}: one key block and one query block need {} bytes per SBUF partition, {chip} has {sbuf}",
+            key_side + query_side + transient
         )));
     }
+    let key_chunks: Vec<(u64, u64)> = (0..blocks)
+        .step_by(key_chunk as usize)
+        .map(|ks| (ks, (ks + key_chunk).min(blocks)))
+        .collect();
     let mut kb = KernelBuilder::new(chip);
     let t = Tensors {
         q: kb.input("q", dtype, &[nh, d, seq])?,
@@ -111,14 +125,21 @@ pub fn attention_backward_chunked(
         dk: kb.output("dk", dtype, &[nkv, seq, d])?,
         dv: kb.output("dv", dtype, &[nkv, seq, d])?,
     };
+    // fp32 dq partial sums between key chunks.
+    let dq_acc = if key_chunks.len() > 1 {
+        Some(kb.scratch("dq_acc", DType::F32, &[nh, seq, d])?)
+    } else {
+        None
+    };
     let scale = 1.0 / (d as f32).sqrt();
     let group = heads / kv_heads;
     let ones = kb.sbuf(d as u32, DType::F32, &[1])?;
     kb.push(Engine::GpSimd, Op::Memset { dst: ones.clone(), value: 1.0 });
-    for hk in 0..nkv {
-        // K/V blocks of this K/V head, k transposed to [keys, d], fp32 accumulators.
-        let mut keys = Vec::with_capacity(blocks as usize);
-        for j in 0..blocks {
+    for (hk, &(ks, ke)) in (0..nkv).flat_map(|hk| key_chunks.iter().map(move |c| (hk, c))) {
+        // K/V blocks of this chunk of this K/V head, k transposed to [keys, d], fp32
+        // accumulators.
+        let mut keys = Vec::with_capacity((ke - ks) as usize);
+        for j in ks..ke {
             let k_t = load_cols(&mut kb, t.k, hk, j, d, seq, dtype)?;
             let v_t = load_cols(&mut kb, t.v, hk, j, d, seq, dtype)?;
             let k_kd = transpose(&mut kb, &k_t, dtype)?;
@@ -130,15 +151,20 @@ pub fn attention_backward_chunked(
         }
         // Query heads sharing this K/V head.
         let first = (hk / kv_heads) * heads + (hk % kv_heads) * group;
+        // Causal: query blocks before the chunk see none of its keys.
+        let q_from = if causal { ks } else { 0 };
         for h in first..first + group {
-            for qs in (0..blocks).step_by(chunk as usize) {
+            for qs in (q_from..blocks).step_by(chunk as usize) {
                 let qe = (qs + chunk).min(blocks);
                 let mut queries = Vec::with_capacity((qe - qs) as usize);
                 for i in qs..qe {
-                    queries.push(prepare_queries(&mut kb, &t, h, i, d, seq, dtype, &ones)?);
+                    // The dq partial sum of earlier key chunks, if any.
+                    let partial = dq_acc.filter(|_| ks > 0);
+                    let qb = prepare_queries(&mut kb, &t, h, i, d, seq, dtype, &ones, partial)?;
+                    queries.push(qb);
                 }
                 for (j, key) in keys.iter().enumerate() {
-                    let j = j as u64;
+                    let j = ks + j as u64;
                     let from = if causal { j.max(qs) } else { qs };
                     if from >= qe {
                         continue;
@@ -168,7 +194,16 @@ pub fn attention_backward_chunked(
                     kb.free(&dk_ps)?;
                 }
                 for (i, qb) in (qs..qe).zip(queries) {
-                    store_rows(&mut kb, t.dq, h, i, d, seq, &qb.dq, scale, dtype)?;
+                    // Final once no later key chunk reaches block i.
+                    let last = if causal { i < ke } else { ke == blocks };
+                    match dq_acc {
+                        Some(acc) if !last => {
+                            let dst = rows(acc, h, i, d, seq);
+                            let src = DmaOperand::Tile(qb.dq.clone());
+                            kb.dma_from(Engine::GpSimd, DmaOperand::Hbm(dst), src);
+                        }
+                        _ => store_rows(&mut kb, t.dq, h, i, d, seq, &qb.dq, scale, dtype)?,
+                    }
                     for tile in
                         [&qb.q_t, &qb.do_t, &qb.q_qd, &qb.do_qd, &qb.neg_lse, &qb.delta, &qb.dq]
                     {
@@ -177,9 +212,9 @@ pub fn attention_backward_chunked(
                 }
             }
         }
-        for (j, key) in keys.into_iter().enumerate() {
-            store_rows(&mut kb, t.dk, hk, j as u64, d, seq, &key.dk, scale, dtype)?;
-            store_rows(&mut kb, t.dv, hk, j as u64, d, seq, &key.dv, 1.0, dtype)?;
+        for (j, key) in (ks..ke).zip(keys) {
+            store_rows(&mut kb, t.dk, hk, j, d, seq, &key.dk, scale, dtype)?;
+            store_rows(&mut kb, t.dv, hk, j, d, seq, &key.dv, 1.0, dtype)?;
             for tile in [&key.k_t, &key.v_t, &key.k_kd, &key.dk, &key.dv] {
                 kb.free(tile)?;
             }
@@ -341,7 +376,17 @@ fn transpose(kb: &mut KernelBuilder, src: &Tile, dtype: DType) -> Result<Tile, K
     Ok(out)
 }
 
-/// Loads query block `i` of head `h` and prepares what every key block needs.
+/// Rows `i·128..` of head `h` of a `[heads, seq, d]` HBM tensor.
+fn rows(tensor: usize, h: u64, i: u64, d: u64, seq: u64) -> HbmAccess {
+    HbmAccess {
+        tensor,
+        offset: (h * seq + i * B) * d,
+        dims: vec![Dim { stride: d as i64, size: B }, Dim { stride: 1, size: d }],
+    }
+}
+
+/// Loads query block `i` of head `h` and prepares what every key block needs; its fp32 dq
+/// accumulator starts at zero, or at the partial sum in the `partial` HBM tensor.
 #[allow(clippy::too_many_arguments)]
 fn prepare_queries(
     kb: &mut KernelBuilder,
@@ -352,6 +397,7 @@ fn prepare_queries(
     seq: u64,
     dtype: DType,
     ones: &Tile,
+    partial: Option<usize>,
 ) -> Result<QueryBlock, KernelError> {
     let q_t = load_cols(kb, t.q, h, i, d, seq, dtype)?;
     let do_t = load_cols(kb, t.dout, h, i, d, seq, dtype)?;
@@ -384,7 +430,10 @@ fn prepare_queries(
     );
     kb.free(&lse)?;
     let dq = kb.sbuf(B as u32, DType::F32, &[d])?;
-    kb.push(Engine::GpSimd, Op::Memset { dst: dq.clone(), value: 0.0 });
+    match partial {
+        Some(acc) => kb.dma(DmaOperand::Tile(dq.clone()), DmaOperand::Hbm(rows(acc, h, i, d, seq))),
+        None => kb.push(Engine::GpSimd, Op::Memset { dst: dq.clone(), value: 0.0 }),
+    }
     Ok(QueryBlock { q_t, do_t, q_qd, do_qd, neg_lse, delta, dq })
 }
 
@@ -403,11 +452,7 @@ fn store_rows(
 ) -> Result<(), KernelError> {
     let out = kb.sbuf(B as u32, dtype, &[d])?;
     kb.tensor_scalar(Engine::Vector, &out, acc, &[(AluOp::Multiply, ScalarOperand::Imm(scale))]);
-    let dst = HbmAccess {
-        tensor,
-        offset: (h * seq + j * B) * d,
-        dims: vec![Dim { stride: d as i64, size: B }, Dim { stride: 1, size: d }],
-    };
+    let dst = rows(tensor, h, j, d, seq);
     kb.dma_from(Engine::GpSimd, DmaOperand::Hbm(dst), DmaOperand::Tile(out.clone()));
     kb.free(&out)?;
     Ok(())

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rainier_arch::{Chip, ChipParams};
 use rainier_isa::{
@@ -41,7 +41,7 @@ pub enum KernelError {
 }
 
 /// The memory an access touches, for dependency tracking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Space {
     Sbuf,
     Psum,
@@ -49,7 +49,7 @@ enum Space {
 }
 
 /// A box of memory: partitions `[p0, p1)` (HBM: 0..1) and bytes `[b0, b1)` (HBM: elements).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Region {
     space: Space,
     p0: u32,
@@ -95,7 +95,7 @@ impl Region {
 }
 
 /// How a later instruction learns that an earlier one is done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Token {
     /// The `n`-th compute instruction of an engine (`S[engine] >= n`).
     Engine(Engine, u32),
@@ -111,12 +111,127 @@ struct Record {
 }
 
 /// The outstanding accesses of one memory space. A read conflicts only with writes; a write
-/// with both, so reads of never-written memory (weights in HBM) cost nothing to track.
+/// with both, so reads of never-written memory (weights in HBM) cost nothing to track. Reads
+/// are kept one per (region, reader): a later read of the same region by the same in-order
+/// engine (or on the same DMA semaphore, whose waits cover every transfer issued on it)
+/// stands for the earlier ones, so a tile read by thousands of matmuls is one record.
 #[derive(Debug)]
 struct SpaceRecords {
     space: Space,
-    writes: Vec<Record>,
-    reads: Vec<Record>,
+    writes: RecordSet,
+    reads: RecordSet,
+    /// The read record of each (region, reader).
+    read_ids: HashMap<(Region, Reader), usize>,
+}
+
+/// Bytes (HBM: elements) per page of a [`RecordSet`]'s index.
+const PAGE: i128 = 1024;
+/// Records spanning more pages than this are kept in one list every query scans.
+const MAX_PAGES: i128 = 64;
+
+/// Records indexed by the pages of their byte range, so a query looks only at the records
+/// whose pages it shares (a kernel keeps thousands of tiles live; scanning them all per
+/// instruction made long attention kernels quadratic to build).
+#[derive(Debug, Default)]
+struct RecordSet {
+    slots: Vec<Option<Record>>,
+    free: Vec<usize>,
+    pages: HashMap<i128, Vec<usize>>,
+    wide: Vec<usize>,
+}
+
+impl RecordSet {
+    fn pages_of(r: &Region) -> Option<std::ops::RangeInclusive<i128>> {
+        let (first, last) = (r.b0.div_euclid(PAGE), (r.b1 - 1).div_euclid(PAGE));
+        (last - first < MAX_PAGES).then_some(first..=last)
+    }
+
+    fn insert(&mut self, rec: Record) -> usize {
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id] = Some(rec);
+                id
+            }
+            None => {
+                self.slots.push(Some(rec));
+                self.slots.len() - 1
+            }
+        };
+        match Self::pages_of(&rec.region) {
+            Some(pages) => pages.for_each(|p| self.pages.entry(p).or_default().push(id)),
+            None => self.wide.push(id),
+        }
+        id
+    }
+
+    /// Ids of the records that may overlap `a` (each at most once; a superset).
+    fn candidates(&self, a: &Region) -> Vec<usize> {
+        let mut ids: Vec<usize> = self.wide.clone();
+        match Self::pages_of(a) {
+            Some(pages) => {
+                for p in pages {
+                    if let Some(v) = self.pages.get(&p) {
+                        ids.extend_from_slice(v);
+                    }
+                }
+            }
+            None => ids.extend(self.slots.iter().enumerate().filter_map(|(i, s)| s.map(|_| i))),
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    fn overlapping<'a>(&'a self, a: &'a Region) -> impl Iterator<Item = &'a Record> + 'a {
+        self.candidates(a)
+            .into_iter()
+            .filter_map(move |i| self.slots[i].as_ref().filter(|r| r.region.overlaps(a)))
+    }
+
+    fn get_mut(&mut self, id: usize) -> Option<&mut Record> {
+        self.slots.get_mut(id).and_then(Option::as_mut)
+    }
+
+    /// Removes the records `a` covers; returns them.
+    fn remove_covered(&mut self, a: &Region) -> Vec<Record> {
+        let mut removed = Vec::new();
+        for id in self.candidates(a) {
+            let Some(rec) = self.slots[id].filter(|r| a.covers(&r.region)) else { continue };
+            self.slots[id] = None;
+            self.free.push(id);
+            match Self::pages_of(&rec.region) {
+                Some(pages) => {
+                    for p in pages {
+                        if let Some(v) = self.pages.get_mut(&p) {
+                            v.retain(|&i| i != id);
+                            if v.is_empty() {
+                                self.pages.remove(&p);
+                            }
+                        }
+                    }
+                }
+                None => self.wide.retain(|&i| i != id),
+            }
+            removed.push(rec);
+        }
+        removed
+    }
+}
+
+/// Who read a region, for [`SpaceRecords::reads`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Reader {
+    Engine(Engine),
+    Dma(u32),
+}
+
+impl Token {
+    fn reader(self) -> Reader {
+        match self {
+            Token::Engine(e, _) => Reader::Engine(e),
+            Token::Dma(s) => Reader::Dma(s),
+        }
+    }
 }
 
 /// Builds one NeuronCore program. See the crate docs for the synchronization scheme.
@@ -367,8 +482,8 @@ impl KernelBuilder {
         let mut waits: BTreeMap<u32, u32> = BTreeMap::new();
         for (a, write) in &accesses {
             let Some(sr) = self.records.iter().find(|r| r.space == a.space) else { continue };
-            let conflicting = sr.writes.iter().chain(if *write { &sr.reads[..] } else { &[] });
-            for r in conflicting.filter(|r| r.region.overlaps(a)) {
+            let reads = write.then(|| sr.reads.overlapping(a)).into_iter().flatten();
+            for r in sr.writes.overlapping(a).chain(reads) {
                 let (sem, value) = match r.token {
                     // In-order engines: earlier compute instructions of this engine are done first.
                     Token::Engine(e, _) if e == engine && !is_dma => continue,
@@ -408,8 +523,9 @@ impl KernelBuilder {
                 None => {
                     self.records.push(SpaceRecords {
                         space: region.space,
-                        writes: Vec::new(),
-                        reads: Vec::new(),
+                        writes: RecordSet::default(),
+                        reads: RecordSet::default(),
+                        read_ids: HashMap::new(),
                     });
                     self.records.len() - 1
                 }
@@ -418,11 +534,20 @@ impl KernelBuilder {
             if write {
                 // A write that covers an older access orders everything after it behind that
                 // access (it waited for it, or follows it on the same in-order engine).
-                sr.writes.retain(|r| !region.covers(&r.region));
-                sr.reads.retain(|r| !region.covers(&r.region));
-                sr.writes.push(Record { region, token });
+                sr.writes.remove_covered(&region);
+                for r in sr.reads.remove_covered(&region) {
+                    sr.read_ids.remove(&(r.region, r.token.reader()));
+                }
+                sr.writes.insert(Record { region, token });
             } else {
-                sr.reads.push(Record { region, token });
+                let key = (region, token.reader());
+                match sr.read_ids.get(&key).and_then(|&id| sr.reads.get_mut(id)) {
+                    Some(r) => r.token = token,
+                    None => {
+                        let id = sr.reads.insert(Record { region, token });
+                        sr.read_ids.insert(key, id);
+                    }
+                }
             }
         }
         self.instructions.push(Instruction {
