@@ -239,3 +239,36 @@ def test_partition_broadcast_reaches_gpsimd(rng):
     x = rng.standard_normal((128, 64)).astype(np.float32)
     row = rng.standard_normal((1, 64)).astype(np.float32)
     close(add_row(x, row), x.astype(np.float64) + 2 * row, np.float32)
+
+
+def test_sbuf_spilling_keeps_values(rng):
+    """Four 64 KiB-per-partition tiles live at once exceed trn1's 192 KiB SBUF partitions: the
+    compiler spills (stores to HBM after a last use, reloads before the next) and the sum is
+    still NumPy's, bit for bit; the run reports the spills. trn2's 192 KiB too; trn3's bigger
+    SBUF needs none."""
+    import nki
+    import nki.isa as nisa
+    import nki.language as nl
+
+    @nki.jit
+    def sum4(a, b, c, d):
+        out = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.shared_hbm)
+        tiles = []
+        for x in (a, b, c, d):
+            t = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.sbuf)
+            nisa.dma_copy(dst=t, src=x)
+            tiles.append(t)
+        acc = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.sbuf)
+        nisa.tensor_tensor(dst=acc, data1=tiles[0], data2=tiles[1], op=nl.add)
+        for t in tiles[2:]:
+            nisa.tensor_tensor(dst=acc, data1=acc, data2=t, op=nl.add)
+        nisa.dma_copy(dst=out, src=acc)
+        return out
+
+    xs = [rng.standard_normal((128, 16384)).astype(np.float32) for _ in range(4)]
+    res = rn.run(sum4, *xs, chip="trn1")
+    np.testing.assert_array_equal(res.outputs, ((xs[0] + xs[1]) + xs[2]) + xs[3])
+    assert res.summary["sbuf_spills"] >= 1
+    assert res.summary["sbuf_peak_bytes_per_partition"] <= 192 * 1024
+    small = [x[:, :4096] for x in xs]
+    assert rn.run(sum4, *small, chip="trn1").summary["sbuf_spills"] == 0

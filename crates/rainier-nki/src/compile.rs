@@ -29,9 +29,24 @@ pub struct Compiled {
     /// Most SBUF / PSUM bytes per partition live at once.
     pub sbuf_peak_bytes: u64,
     pub psum_peak_bytes: u64,
+    /// SBUF spills: units stored to HBM and loaded back because the live set did not fit.
+    pub spills: usize,
 }
 
-/// An allocation unit: a whole on-chip tensor, or one block of it.
+/// A unit stored to HBM after op `store_after` and loaded back (as unit `after`, possibly
+/// elsewhere in SBUF) before op `reload_before`.
+#[derive(Debug, Clone, Copy)]
+struct Spill {
+    before: usize,
+    after: usize,
+    store_after: usize,
+    reload_before: usize,
+    /// Element column of the slot in the spill tensor of the unit's dtype.
+    column: u64,
+}
+
+/// An allocation unit: a whole on-chip tensor, or one block of it, over one live range (a
+/// spilled unit becomes two: before the spill and after the reload).
 #[derive(Debug, Clone, Copy)]
 struct Unit {
     tensor: usize,
@@ -101,6 +116,8 @@ struct Lowering<'a> {
     unit_of_tensor: Vec<Vec<usize>>,
     hbm_index: Vec<Option<usize>>,
     last_writer: HashMap<usize, Engine>,
+    /// The trace op being lowered (picks a spilled unit's live range).
+    current_op: usize,
 }
 
 impl<'a> Lowering<'a> {
@@ -134,7 +151,15 @@ impl<'a> Lowering<'a> {
         let (lo, _) = byte_range(a, esz);
         let us = &self.unit_of_tensor[a.t];
         let at = us.partition_point(|&u| i128::from(self.units[u].start) <= lo);
-        us.get(at.saturating_sub(1)).copied().ok_or_else(|| {
+        // The units of that start (several when spilled): the one live at this op.
+        let start = us.get(at.saturating_sub(1)).map(|&u| self.units[u].start);
+        let live = us.iter().copied().filter(|&u| Some(self.units[u].start) == start);
+        let now = self.current_op;
+        let mut live: Vec<usize> = live.collect();
+        if live.len() > 1 {
+            live.retain(|&u| self.units[u].first <= now && now <= self.units[u].last);
+        }
+        live.first().copied().ok_or_else(|| {
             let spec = &self.trace.tensors[a.t];
             NkiError::Input(format!(
                 "'{}' is in {:?}, which this instruction cannot reach (only DMA moves data to and from HBM)",
@@ -660,6 +685,14 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
     // Per tensor: (first, last) use, and per block for splittable ones.
     let mut block_use: HashMap<(usize, u64), (usize, usize)> = HashMap::new();
     let mut whole_use: Vec<Option<(usize, usize)>> = vec![None; trace.tensors.len()];
+    // The ops that use each tensor and block, in order (for spilling).
+    let mut block_ops: HashMap<(usize, u64), Vec<usize>> = HashMap::new();
+    let mut whole_ops: Vec<Vec<usize>> = vec![Vec::new(); trace.tensors.len()];
+    let push_op = |v: &mut Vec<usize>, i: usize| {
+        if v.last() != Some(&i) {
+            v.push(i);
+        }
+    };
     for (i, op) in trace.ops.iter().enumerate() {
         let indexed = matches!(op.i, OpSpec::Dma { index: Some(_), .. });
         for (a, _) in op.i.accesses() {
@@ -674,6 +707,7 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
             }
             let u = whole_use[a.t].get_or_insert((i, i));
             u.1 = i;
+            push_op(&mut whole_ops[a.t], i);
             if splittable[a.t] {
                 let esz = match &a.dt {
                     Some(d) => dtype_of(d)?.size_bytes() as u64,
@@ -686,6 +720,7 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
                 } else {
                     let e = block_use.entry((a.t, b0)).or_insert((i, i));
                     e.1 = i;
+                    push_op(block_ops.entry((a.t, b0)).or_default(), i);
                 }
             }
         }
@@ -694,21 +729,29 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
     let mut unit_of_tensor: Vec<Vec<usize>> = vec![Vec::new(); trace.tensors.len()];
     let mut blocks: Vec<((usize, u64), (usize, usize))> = block_use.into_iter().collect();
     blocks.sort_unstable_by_key(|&(k, _)| k);
+    let mut uses: Vec<Vec<usize>> = Vec::new();
     for ((t, b), (first, last)) in blocks {
         if splittable[t] {
             let bb = trace.tensors[t].block_bytes;
-            unit_of_tensor[t].push(units.len());
             units.push(Unit { tensor: t, start: b * bb, bytes: bb, first, last, addr: 0 });
+            uses.push(block_ops.remove(&(t, b)).unwrap_or_default());
         }
     }
     for (t, u) in whole_use.iter().enumerate() {
         if let (Some((first, last)), false) = (u, splittable[t]) {
-            unit_of_tensor[t].push(units.len());
             let bytes = trace.tensors[t].bytes;
             units.push(Unit { tensor: t, start: 0, bytes, first: *first, last: *last, addr: 0 });
+            uses.push(std::mem::take(&mut whole_ops[t]));
         }
     }
-    let (sbuf_peak_bytes, psum_peak_bytes) = allocate(trace, chip, &mut units, &where_)?;
+    let alloc = allocate(trace, chip, &dtypes, &mut units, &mut uses, &where_)?;
+    let (sbuf_peak_bytes, psum_peak_bytes) = alloc.peak;
+    for (u, unit) in units.iter().enumerate() {
+        unit_of_tensor[unit.tensor].push(u);
+    }
+    for us in &mut unit_of_tensor {
+        us.sort_by_key(|&u| (units[u].start, units[u].first));
+    }
 
     // HBM tensors in trace order.
     let mut b = KernelBuilder::new(chip.chip);
@@ -730,10 +773,50 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
         hbm_index[t] = Some(n_hbm);
         n_hbm += 1;
     }
-    let mut low =
-        Lowering { trace, dtypes, units, unit_of_tensor, hbm_index, last_writer: HashMap::new() };
+    // One spill tensor per dtype spilled: [128, columns] of that dtype.
+    let mut spill_tensor: HashMap<DType, usize> = HashMap::new();
+    for (&dtype, &cols) in &alloc.spill_columns {
+        let name = format!("spill_{dtype}");
+        let r = b.scratch(&name, dtype, &[u64::from(parts), cols]);
+        spill_tensor.insert(dtype, r.map_err(|e| NkiError::Input(e.to_string()))?);
+    }
+    let spill_dma = |b: &mut KernelBuilder, units: &[Unit], s: &Spill, store: bool| {
+        let unit = units[if store { s.before } else { s.after }];
+        let spec = &trace.tensors[unit.tensor];
+        let dtype = dtypes[unit.tensor];
+        let n = unit.bytes / dtype.size_bytes() as u64;
+        let tile = Tile::new(Memory::Sbuf, 0..spec.partitions, unit.addr, dtype, &[n]);
+        let hbm =
+            b.block(spill_tensor[&dtype], 0..u64::from(spec.partitions), s.column..s.column + n);
+        let (t, h) = (DmaOperand::Tile(tile), DmaOperand::Hbm(hbm));
+        if store {
+            b.dma(h, t);
+        } else {
+            b.dma(t, h);
+        }
+    };
+    let mut reloads: HashMap<usize, Vec<Spill>> = HashMap::new();
+    let mut stores: HashMap<usize, Vec<Spill>> = HashMap::new();
+    for s in &alloc.spills {
+        reloads.entry(s.reload_before).or_default().push(*s);
+        stores.entry(s.store_after).or_default().push(*s);
+    }
+    let mut low = Lowering {
+        trace,
+        dtypes: dtypes.clone(),
+        units,
+        unit_of_tensor,
+        hbm_index,
+        last_writer: HashMap::new(),
+        current_op: 0,
+    };
     let mut sources = Vec::with_capacity(trace.ops.len());
-    for op in &trace.ops {
+    for (i, op) in trace.ops.iter().enumerate() {
+        for s in reloads.get(&i).into_iter().flatten() {
+            spill_dma(&mut b, &low.units, s, false);
+            sources.push(op.s);
+        }
+        low.current_op = i;
         if matches!(op.i, OpSpec::Fence) {
             b.fence();
             continue;
@@ -742,7 +825,13 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
             NkiError::Input(m) => NkiError::Kernel { at: low.src(op.s), message: m },
             other => other,
         })?;
-        let Some((engine, isa)) = lowered else { continue };
+        let Some((engine, isa)) = lowered else {
+            for s in stores.get(&i).into_iter().flatten() {
+                spill_dma(&mut b, &low.units, s, true);
+                sources.push(op.s);
+            }
+            continue;
+        };
         if engine != Engine::Sync {
             if let Some((dst, _)) = op.i.accesses().into_iter().rev().find(|(_, w)| *w) {
                 if !trace.tensors[dst.t].buffer.is_hbm() {
@@ -757,6 +846,10 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
         }
         b.push(engine, isa);
         sources.push(op.s);
+        for s in stores.get(&i).into_iter().flatten() {
+            spill_dma(&mut b, &low.units, s, true);
+            sources.push(op.s);
+        }
     }
     let lines: Vec<u32> = sources.iter().map(|s| s[1]).collect();
     let program = b.into_program(lines).map_err(|e| match e {
@@ -770,7 +863,14 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
         }
         other => NkiError::Input(other.to_string()),
     })?;
-    Ok(Compiled { program, sources, hbm_index: low.hbm_index, sbuf_peak_bytes, psum_peak_bytes })
+    Ok(Compiled {
+        program,
+        sources,
+        hbm_index: low.hbm_index,
+        sbuf_peak_bytes,
+        psum_peak_bytes,
+        spills: alloc.spills.len(),
+    })
 }
 
 fn check_tensor(spec: &TensorSpec, dtype: DType, parts: u32) -> Result<(), String> {
@@ -792,66 +892,147 @@ fn check_tensor(spec: &TensorSpec, dtype: DType, parts: u32) -> Result<(), Strin
     Ok(())
 }
 
+/// What [`allocate`] decided.
+struct Allocation {
+    /// Most SBUF / PSUM bytes per partition live at once.
+    peak: (u64, u64),
+    spills: Vec<Spill>,
+    /// Columns of the spill tensor of each dtype.
+    spill_columns: HashMap<DType, u64>,
+}
+
 /// Places every unit by liveness, sweeping the program. Memory of a unit whose last use has
 /// passed is reused as late as possible: dead units wait in a queue and are released, oldest
 /// first, only when a placement would otherwise fail, and placement is next fit. So successive
 /// loop iterations rotate through as many buffers as fit, and a load of the next iteration
 /// does not reuse (and wait for) the buffer the current one is still reading, as a compiler
 /// that prefetches allocates them. Reports the peak bytes of live units.
+///
+/// When SBUF cannot hold the live set, a live unit not used by the op at hand is spilled, as a
+/// compiler spills: the one whose next use is farthest (Belady's choice; the Neuron compiler's
+/// policy is not published, so this is an assumption). It is stored to an HBM scratch tensor
+/// after its last use so far and loaded back, as a new unit, before its next use. PSUM is not
+/// spilled (an error, as before).
 fn allocate(
     trace: &Trace,
     chip: &ChipParams,
-    units: &mut [Unit],
+    dtypes: &[DType],
+    units: &mut Vec<Unit>,
+    uses: &mut Vec<Vec<usize>>,
     where_: &dyn Fn(SourceRef) -> String,
-) -> Result<(u64, u64), NkiError> {
+) -> Result<Allocation, NkiError> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
     let core = &chip.core;
     let bank = u64::from(core.psum_bank_bytes());
     let is_psum = |u: &Unit| trace.tensors[u.tensor].buffer == Buffer::Psum;
     let size = |u: &Unit| if is_psum(u) { u.bytes.div_ceil(bank) * bank } else { u.bytes };
     let mut sbuf = Arena::new(u64::from(core.sbuf_bytes_per_partition.value));
     let mut psum = Arena::new(u64::from(core.psum_bytes_per_partition.value));
-    let mut by_first: Vec<usize> = (0..units.len()).collect();
-    by_first.sort_by_key(|&u| (units[u].first, u));
-    let mut by_last: Vec<usize> = (0..units.len()).collect();
-    by_last.sort_by_key(|&u| (units[u].last, u));
-    // Dead units not yet released, per memory, oldest first.
+    let mut pending: BinaryHeap<Reverse<(usize, usize)>> =
+        units.iter().enumerate().map(|(u, x)| Reverse((x.first, u))).collect();
+    // Placed units by last use, to retire them; dead units not yet released, oldest first.
+    let mut placed: BinaryHeap<Reverse<(usize, usize)>> = BinaryHeap::new();
     let mut dead: [VecDeque<usize>; 2] = [VecDeque::new(), VecDeque::new()];
-    let (mut next_dead, mut live, mut peak) = (0usize, [0u64; 2], [0u64; 2]);
-    for &u in &by_first {
-        let first = units[u].first;
-        while next_dead < by_last.len() && units[by_last[next_dead]].last < first {
-            let v = by_last[next_dead];
+    let (mut live, mut peak) = ([0u64; 2], [0u64; 2]);
+    // Live SBUF units (placed, not yet dead), for choosing what to spill.
+    let mut live_sbuf: Vec<usize> = Vec::new();
+    let mut spills = Vec::new();
+    let mut spill_columns: HashMap<DType, u64> = HashMap::new();
+    // Spill slots: (dtype, column, columns, free from op).
+    let mut slots: Vec<(DType, u64, u64, usize)> = Vec::new();
+    while let Some(Reverse((first, u))) = pending.pop() {
+        while let Some(&Reverse((last, v))) = placed.peek() {
+            if last >= first {
+                break;
+            }
+            placed.pop();
+            if units[v].last != last {
+                continue; // shortened by a spill: retired already
+            }
             let m = usize::from(is_psum(&units[v]));
             live[m] -= size(&units[v]);
             dead[m].push_back(v);
-            next_dead += 1;
+            live_sbuf.retain(|&x| x != v);
         }
         let m = usize::from(is_psum(&units[u]));
-        let (arena, align, what) =
-            if m == 1 { (&mut psum, bank, "PSUM") } else { (&mut sbuf, SBUF_ALIGN, "SBUF") };
         let bytes = size(&units[u]);
         let addr = loop {
+            let (arena, align) = if m == 1 { (&mut psum, bank) } else { (&mut sbuf, SBUF_ALIGN) };
             if let Some(a) = arena.alloc(bytes, align) {
                 break a;
             }
-            let Some(v) = dead[m].pop_front() else {
+            if let Some(v) = dead[m].pop_front() {
+                arena.release(units[v].addr, size(&units[v]));
+                continue;
+            }
+            // Spill the live SBUF unit whose next use is farthest.
+            let victim = (m == 0)
+                .then(|| {
+                    live_sbuf
+                        .iter()
+                        .copied()
+                        .filter(|&v| !uses[v].contains(&first))
+                        .filter_map(|v| uses[v].iter().find(|&&i| i > first).map(|&n| (n, v)))
+                        .max_by_key(|&(next, v)| (next, Reverse(v)))
+                })
+                .flatten();
+            let Some((next, v)) = victim else {
                 let spec = &trace.tensors[units[u].tensor];
+                let what = if m == 1 { "PSUM" } else { "SBUF" };
                 return Err(NkiError::OutOfMemory {
                     at: where_(spec.src),
                     message: format!(
-                        "tensor '{}' needs {bytes} bytes per partition of {what} but the largest free block is {} of {} bytes ({} bytes in use by live tensors)",
+                        "tensor '{}' needs {bytes} bytes per partition of {what} but the largest free block is {} of {} bytes ({} bytes in use by live tensors{})",
                         spec.name,
                         arena.largest(),
                         arena.capacity(),
-                        arena.capacity() - arena.free_bytes()
+                        arena.capacity() - arena.free_bytes(),
+                        if m == 0 { ", none of which can be spilled" } else { "" }
                     ),
                 });
             };
+            let (before, after): (Vec<usize>, Vec<usize>) =
+                uses[v].iter().partition(|&&i| i < first);
+            let store_after = *before.last().unwrap_or(&units[v].first);
+            let mut tail = units[v];
+            tail.first = next;
+            tail.addr = 0;
+            units[v].last = store_after;
+            uses[v] = before;
+            let w = units.len();
+            units.push(tail);
+            uses.push(after);
+            pending.push(Reverse((next, w)));
+            // The slot: reuse one whose reload is emitted before this store.
+            let dtype = dtypes[tail.tensor];
+            let cols = tail.bytes / dtype.size_bytes() as u64;
+            let slot = slots.iter_mut().find(|s| s.0 == dtype && s.2 >= cols && s.3 <= store_after);
+            let column = match slot {
+                Some(s) => {
+                    s.3 = next;
+                    s.1
+                }
+                None => {
+                    let c = spill_columns.entry(dtype).or_insert(0);
+                    let column = *c;
+                    *c += cols;
+                    slots.push((dtype, column, cols, next));
+                    column
+                }
+            };
+            spills.push(Spill { before: v, after: w, store_after, reload_before: next, column });
+            live[0] -= size(&units[v]);
+            live_sbuf.retain(|&x| x != v);
             arena.release(units[v].addr, size(&units[v]));
         };
         units[u].addr = addr;
         live[m] += bytes;
         peak[m] = peak[m].max(live[m]);
+        placed.push(Reverse((units[u].last, u)));
+        if m == 0 {
+            live_sbuf.push(u);
+        }
     }
-    Ok((peak[0], peak[1]))
+    Ok(Allocation { peak: (peak[0], peak[1]), spills, spill_columns })
 }

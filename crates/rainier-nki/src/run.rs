@@ -93,6 +93,7 @@ impl Outcome {
             },
             "sbuf_peak_bytes_per_partition": self.compiled.sbuf_peak_bytes,
             "psum_peak_bytes_per_partition": self.compiled.psum_peak_bytes,
+            "sbuf_spills": self.compiled.spills,
         })
     }
 

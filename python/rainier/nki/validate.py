@@ -117,6 +117,7 @@ def run_point(point: dict, nki_dir: pathlib.Path) -> dict:
     out["predicted_us"] = res.device_latency_ns / 1000.0
     out["error_percent"] = (out["predicted_us"] / point["value"] - 1.0) * 100.0
     out["instructions"] = res.instructions
+    out["sbuf_spills"] = res.summary.get("sbuf_spills", 0)
     published = _published_utilisation(point)
     if published:
         # Activity over the kernel's own time (the profiler's "during execution" view).
@@ -177,6 +178,8 @@ def _row(r: dict) -> str:
     util = " ".join(f"{e} {u['predicted']:.0f}% (hw {u['published']:.0f}%)"
                     for e, u in r.get("utilisation_percent", {}).items())
     note = f"  [{r['note']}]" if "note" in r else ""
+    if r.get("sbuf_spills"):
+        note += f"  [{r['sbuf_spills']} SBUF spills]"
     return (f"{r['id']:<34} {r['chip']:<5} {r['predicted_us']:>13.1f} {r['measured_us']:>12.1f} "
             f"{r['error_percent']:>+7.1f}%  {util}{note}")
 
