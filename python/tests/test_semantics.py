@@ -272,3 +272,34 @@ def test_sbuf_spilling_keeps_values(rng):
     assert res.summary["sbuf_peak_bytes_per_partition"] <= 192 * 1024
     small = [x[:, :4096] for x in xs]
     assert rn.run(sum4, *small, chip="trn1").summary["sbuf_spills"] == 0
+
+
+def test_ap_dtype_reinterprets_inputs_only_and_stale_views_fail(rng):
+    """``.ap(dtype=...)`` views a kernel input's bytes as another dtype; a view made before it
+    (offsets in the old dtype) is refused, and so is reinterpreting a non-input."""
+    import nki
+    import nki.isa as nisa
+    import nki.language as nl
+
+    @nki.jit
+    def stale(x):
+        out = nl.ndarray((128, 64), dtype=nl.uint16, buffer=nl.shared_hbm)
+        early = x[0:128, 0:32]
+        x.ap(pattern=[[64, 128], [1, 64]], offset=0, dtype=nl.uint16)
+        t = nl.ndarray((128, 32), dtype=nl.uint32, buffer=nl.sbuf)
+        nisa.dma_copy(dst=t, src=early)
+        return out
+
+    x = rng.integers(0, 2**31, (128, 32), dtype=np.uint32)
+    with pytest.raises(rn.NkiError, match="made before .ap"):
+        rn.run(stale, x, chip="trn3")
+
+    @nki.jit
+    def halves(x):
+        out = nl.ndarray((128, 64), dtype=nl.uint16, buffer=nl.shared_hbm)
+        t = nl.ndarray((128, 64), dtype=nl.uint16, buffer=nl.sbuf)
+        nisa.dma_copy(dst=t, src=x.ap(pattern=[[64, 128], [1, 64]], offset=0, dtype=nl.uint16))
+        nisa.dma_copy(dst=out, src=t)
+        return out
+
+    np.testing.assert_array_equal(rn.run(halves, x, chip="trn3").outputs, x.view(np.uint16))

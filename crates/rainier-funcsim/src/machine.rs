@@ -1123,10 +1123,12 @@ impl Machine {
     /// of partition `k`'s packed elements times their group's scale.
     fn mx_dequantize(&self, data: &Tile, scale: &Tile) -> Result<Vec<f32>, ExecError> {
         let (k, f) = (data.partitions as usize, data.free_len() as usize);
-        if scale.partitions != rainier_isa::mx_scale_partitions(data.partitions)
+        if k % 32 != 0
+            || k > 128
+            || scale.partitions != rainier_isa::mx_scale_partitions(data.partitions)
             || scale.free_len() as usize != f
         {
-            return Err(ExecError::Shape("nc_matmul_mx scale tile shape".into()));
+            return Err(ExecError::Shape("nc_matmul_mx data or scale tile shape".into()));
         }
         let (rd, ad) = self.tile_addresses(data)?;
         let esz = data.dtype.size_bytes();
@@ -1188,7 +1190,8 @@ impl Machine {
         };
         if src.partitions as usize != p
             || src.free_len() as usize != 4 * f
-            || p % 8 != 0
+            || p % 32 != 0
+            || p > 128
             || scale.partitions != rainier_isa::mx_scale_partitions(dst.partitions)
             || scale.free_len() as usize != f
         {

@@ -3,7 +3,7 @@
 //! then every traced instruction lowered to the ISA through [`KernelBuilder::push`], which
 //! derives the semaphores from the data each instruction touches.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::str::FromStr;
 
 use rainier_arch::ChipParams;
@@ -776,7 +776,10 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
     // One spill tensor per dtype spilled: [128, columns] of that dtype.
     let mut spill_tensor: HashMap<DType, usize> = HashMap::new();
     for (&dtype, &cols) in &alloc.spill_columns {
-        let name = format!("spill_{dtype}");
+        let mut name = format!("spill_{dtype}");
+        while trace.tensors.iter().any(|t| t.name == name) {
+            name.push('_'); // a kernel tensor of that name
+        }
         let r = b.scratch(&name, dtype, &[u64::from(parts), cols]);
         spill_tensor.insert(dtype, r.map_err(|e| NkiError::Input(e.to_string()))?);
     }
@@ -898,7 +901,7 @@ struct Allocation {
     peak: (u64, u64),
     spills: Vec<Spill>,
     /// Columns of the spill tensor of each dtype.
-    spill_columns: HashMap<DType, u64>,
+    spill_columns: BTreeMap<DType, u64>,
 }
 
 /// Places every unit by liveness, sweeping the program. Memory of a unit whose last use has
@@ -938,7 +941,7 @@ fn allocate(
     // Live SBUF units (placed, not yet dead), for choosing what to spill.
     let mut live_sbuf: Vec<usize> = Vec::new();
     let mut spills = Vec::new();
-    let mut spill_columns: HashMap<DType, u64> = HashMap::new();
+    let mut spill_columns: BTreeMap<DType, u64> = BTreeMap::new();
     // Spill slots: (dtype, column, columns, free from op).
     let mut slots: Vec<(DType, u64, u64, usize)> = Vec::new();
     while let Some(Reverse((first, u))) = pending.pop() {

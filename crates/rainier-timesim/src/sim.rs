@@ -278,8 +278,10 @@ fn plan(chip: &ChipParams, program: &Program, index: usize) -> Plan {
                 | stationary.free_len();
             Some((ps_from_cycles(c.load_stationary_cycles, hz), Region::of(stationary), key))
         }
-        Op::MatmulMx { stationary, .. } => {
-            let key = (stationary.dtype as u64) << 56 | stationary.free_len();
+        Op::MatmulMx { stationary, stationary_scale, .. } => {
+            // The scales load with the data: a different scale tile is a new LoadStationary.
+            let scale_at = stationary_scale.offset_bytes & 0xff_ffff;
+            let key = (stationary.dtype as u64) << 56 | scale_at << 16 | stationary.free_len();
             Some((ps_from_cycles(c.load_stationary_cycles, hz), Region::of(stationary), key))
         }
         _ => None,

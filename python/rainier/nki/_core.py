@@ -520,6 +520,8 @@ class Tensor:
         argument keeps its bytes."""
         if dtype_name(dtype) == dtype_name(self.dtype):
             return
+        if self.kind != "input":
+            unsupported(f".ap(dtype=...) reinterpreting '{self.name}', which is not a kernel input")
         if getattr(self, "accessed", False):
             unsupported(f"viewing HBM tensor '{self.name}' as {dtype} after an instruction "
                         f"accessed it as {self.dtype}")
@@ -532,6 +534,8 @@ class Tensor:
         self.spec["dtype"] = dtype_name(dtype)
         self.spec["shape"] = [self.shape[0]]
         self.spec["retyped"] = True
+        # Views made before count elements of the old dtype: they may no longer be used.
+        self.generation = getattr(self, "generation", 0) + 1
 
     def full(self) -> "View":
         axes = [(self.strides[i], d, self.on_chip and i == self.par) for i, d in enumerate(self.shape)]
@@ -795,7 +799,7 @@ class Mask:
 class View:
     """A tile or tensor slice: an affine access into one tensor."""
 
-    __slots__ = ("tensor", "p0", "off", "axes", "dt", "checks", "ind", "ind_rows")
+    __slots__ = ("tensor", "p0", "off", "axes", "dt", "checks", "ind", "ind_rows", "generation")
 
     def __init__(self, tensor: Tensor, p0: int, off: int, axes, dt=None, checks=None, ind=None,
                  ind_rows=0):
@@ -811,6 +815,8 @@ class View:
         # indices must lie in [0, ind_rows).
         self.ind = ind
         self.ind_rows = ind_rows
+        # The tensor's dtype generation this view's offsets count in (see Tensor.retype).
+        self.generation = getattr(tensor, "generation", 0)
 
     # -- properties NKI code reads
     @property
@@ -866,6 +872,9 @@ class View:
         self.check_bounds()
         t = self.tensor
         if not t.on_chip:
+            if self.generation != getattr(t, "generation", 0):
+                fail(f"a view of '{t.name}' made before .ap(dtype=...) reinterpreted its bytes "
+                     "counts elements of the old dtype; make the view from the .ap() result")
             t.accessed = True
             a = {"t": t.id, "off": self.off, "dims": [[s, n] for s, n, _ in self.axes]}
         else:
