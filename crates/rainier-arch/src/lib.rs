@@ -328,6 +328,12 @@ impl CoreParams {
         self.generation >= Generation::V3
     }
 
+    /// Whether TensorE runs transposes in the background, two at once ("~2x on long transpose
+    /// chains") [N-arch4].
+    pub fn has_background_transpose(&self) -> bool {
+        self.generation >= Generation::V4
+    }
+
     /// Whether VectorE has the fast `exponential` (4x ScalarE exp throughput) [N-arch4].
     pub fn has_fast_exponential(&self) -> bool {
         self.generation >= Generation::V4

@@ -69,7 +69,11 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
         Op::Transpose { src, .. } => {
             let (p, f) = (u64::from(src.partitions), src.free_len());
             if engine == Engine::Tensor {
-                plain(p.max(f.min(64)))
+                // NeuronCore-v4's background transposes run two at once: half the issue time
+                // ("~2x on long transpose chains" [N-arch4]; overlap with matmuls beyond that
+                // is not modelled).
+                let cycles = p.max(f.min(64));
+                plain(if core.has_background_transpose() { cycles.div_ceil(2) } else { cycles })
             } else {
                 plain(min_ii.max(stream(f)))
             }

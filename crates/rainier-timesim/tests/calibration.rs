@@ -85,6 +85,21 @@ fn mx_matmul_runs_at_the_bf16_interval_with_four_times_the_contraction() {
     assert!(within(vector, 1024.0 / 1.2, 0.1), "quantize_mx {vector} ns");
 }
 
+/// TensorE transposes: `max(P, min(64, F))` cycles back to back [N-isa-226]; NeuronCore-v4 runs
+/// them in the background two at once, "~2x on long transpose chains" [N-arch4].
+#[test]
+fn tensor_transposes_twice_as_fast_on_v4() {
+    let text = "nc_transpose ps[0:128]@0:f32[128], sb[0:128]@0:bf16[128]\n".repeat(10);
+    let p = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    for (chip, cycles) in [(Chip::Trn2, 128.0), (Chip::Trn3, 64.0)] {
+        let r = timing(&p, chip);
+        let mm: Vec<_> =
+            r.slices.iter().filter(|s| s.track == Track::Engine(Engine::Tensor)).collect();
+        let interval_ns = (mm[9].start_ps - mm[1].start_ps) as f64 / 8.0 / 1000.0;
+        assert!(within(interval_ns, cycles / 2.4, 0.02), "{chip}: {interval_ns} ns");
+    }
+}
+
 /// [N-perf]: dependent 1-element ScalarE instructions on NeuronCore-v2 issue about every 189 ns.
 #[test]
 fn dependent_scalar_chain_on_v2() {
