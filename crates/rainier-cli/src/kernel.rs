@@ -118,6 +118,9 @@ pub(crate) fn report_kernel(
 ) -> Result<()> {
     let chip = opts.chip;
     let params = chip.params();
+    if opts.check {
+        check_fits_host(&built.program)?; // before the (long) timing run
+    }
     let report = rainier_timesim::simulate(&built.program, &params, None, opts.trace.is_some())?;
     if let Some(trace) = &opts.trace {
         let text = serde_json::to_string(&rainier_timesim::chrome_trace(
@@ -185,6 +188,30 @@ pub(crate) fn report_kernel(
     }
     if check.is_some_and(|(err, bound)| err > bound) {
         bail!("{} check failed", built.kernel);
+    }
+    Ok(())
+}
+
+/// Refuses a `--check` whose host memory would pass the functional simulator's limit, before
+/// anything is allocated: per element of every HBM tensor, the host copy and the simulator's
+/// HBM copy in its dtype, an fp32 conversion and an f64 reference value (an upper bound of what
+/// the checks hold at once).
+fn check_fits_host(program: &rainier_isa::Program) -> Result<()> {
+    let bytes: u128 = program
+        .tensors
+        .iter()
+        .map(|t| {
+            let n: u128 = t.shape.iter().map(|&d| u128::from(d)).product();
+            n * (2 * t.dtype.size_bytes() as u128 + 4 + 8)
+        })
+        .sum();
+    let limit = u128::from(rainier_funcsim::HOST_HBM_LIMIT_BYTES);
+    if bytes > limit {
+        bail!(
+            "--check would need about {:.1} GiB of host memory (inputs, outputs and their f64 reference), over the {} GiB limit: check a smaller shape (timing alone runs at any shape)",
+            bytes as f64 / (1u64 << 30) as f64,
+            limit >> 30
+        );
     }
     Ok(())
 }

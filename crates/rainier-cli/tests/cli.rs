@@ -940,3 +940,24 @@ fn serve_errors_are_one_line() {
         assert!(err.contains(needle) && err.trim().lines().count() == 1, "{args:?}: {err}");
     }
 }
+
+/// `--check` at a shape whose host copies pass the functional simulator's limit is refused with
+/// the memory it would need, before allocating it (it used to abort allocating 64 GiB).
+#[test]
+fn kernel_check_refuses_shapes_beyond_host_memory() {
+    let o = rainier(&[
+        "kernel",
+        "residual-add",
+        "--rows",
+        "65536",
+        "--cols",
+        "16384",
+        "--chip",
+        "trn2",
+        "--check",
+    ]);
+    assert!(!o.status.success());
+    let e = text(&o.stderr);
+    assert!(e.contains("--check would need about") && e.contains("GiB of host memory"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+}
