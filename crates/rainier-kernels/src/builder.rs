@@ -507,6 +507,14 @@ impl KernelBuilder {
         let token = if is_dma {
             let k = self.next_dma;
             self.next_dma = (self.next_dma + 1) % self.dma_issued.len();
+            // A semaphore's transfers complete in order: each waits for the previous one on
+            // its semaphore (issued a whole pool of DMAs earlier, so rarely a real wait).
+            // Without it a later, quicker transfer could bring the count to a value a reader
+            // of an earlier one waits for (transfers on different queues land out of order).
+            if self.dma_issued[k] > 0 {
+                let v = waits.entry(k as u32 + ENGINE_SEMAPHORES).or_insert(0);
+                *v = (*v).max(self.dma_issued[k]);
+            }
             self.dma_issued[k] += 1;
             Token::Dma(k as u32 + ENGINE_SEMAPHORES)
         } else {
