@@ -961,3 +961,47 @@ fn kernel_check_refuses_shapes_beyond_host_memory() {
     assert!(e.contains("--check would need about") && e.contains("GiB of host memory"), "{e}");
     assert_eq!(e.trim().lines().count(), 1, "{e}");
 }
+
+/// inf2 has no scale-out network: a serving replica that spans instances is refused (it used
+/// to report TTFT/TPOT inf with exit 0), and the search finds no such plan.
+#[test]
+fn serve_refuses_replicas_across_inf2_instances() {
+    let o = rainier(&[
+        "serve",
+        "--model",
+        "llama3-8b",
+        "--chip",
+        "inf2",
+        "--chips",
+        "24",
+        "--tp",
+        "48",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("inf2 has no scale-out network"), "{}", text(&o.stderr));
+    let o = rainier(&[
+        "serve",
+        "--model",
+        "llama3.1-405b",
+        "--chip",
+        "inf2",
+        "--chips",
+        "64",
+        "--search",
+        "--json",
+    ]);
+    assert!(!o.status.success(), "{}", text(&o.stdout));
+    let o = rainier(&[
+        "serve",
+        "--model",
+        "llama3-8b",
+        "--chip",
+        "inf2",
+        "--chips",
+        "24",
+        "--tp",
+        "24",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(!text(&o.stdout).contains(" inf "), "{}", text(&o.stdout));
+}

@@ -254,6 +254,16 @@ impl<'a> Server<'a> {
             )));
         }
         let replicas = ranks / replica;
+        // Without a scale-out network a replica's ranks must share one node (replicas
+        // themselves need no network between them).
+        let replica_chips = replica.div_ceil(u64::from(per_chip));
+        let node_chips = u64::from(chip.node.scale_up_domain_chips);
+        if chip.node.scale_out_bits_per_s.value <= 0.0 && replica_chips > node_chips {
+            return Err(PlanError::Invalid(format!(
+                "tp × pp = {tp} × {pp} ranks span {replica_chips} chips, but {} has no scale-out network: a replica fits in one {} ({node_chips} chips)",
+                chip.name, chip.node.name
+            )));
+        }
         if tp > model.heads.max(model.kv_heads) * 4 {
             return Err(PlanError::Invalid(format!(
                 "tp {tp} is far above the model's {} heads",
