@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use rainier_hw::{Catalog, Framework};
 use rainier_model::{Model, Recompute};
@@ -216,6 +216,10 @@ pub(crate) struct TrainArgs {
     /// and the top plans.
     #[arg(long)]
     search: bool,
+    /// Print a plan that does not fit in device memory instead of refusing it (marked
+    /// DOES NOT FIT; the exit status is still 0).
+    #[arg(long)]
+    allow_oversubscribed: bool,
     /// Plans in the --search table.
     #[arg(long, default_value_t = 10)]
     top: usize,
@@ -355,6 +359,13 @@ pub(crate) fn train(args: &TrainArgs) -> Result<()> {
         return Ok(());
     }
     let report = evaluate(&model, chip, &cfg)?;
+    if !report.fits && !args.allow_oversubscribed {
+        let m = &report.memory_gib_per_device;
+        bail!(
+            "the plan does not fit: {:.2} GiB per device of {:.2} (parameters {:.2}, gradients {:.2}, optimizer {:.2}, activations {:.2}, other {:.2}); more chips, --zero 3, --recompute full, larger --tp/--pp or --search may fit, --allow-oversubscribed prints it anyway",
+            m.total, m.capacity, m.params, m.grads, m.optimizer, m.activations, m.other
+        );
+    }
     if args.json {
         out(&serde_json::to_string_pretty(&report)?);
     } else {

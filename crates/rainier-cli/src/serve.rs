@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use rainier_plan::{
     serve, serve_search, KvFormat, ServeConfig, ServeReport, TrainConfig, WeightFormat,
@@ -97,6 +97,10 @@ pub(crate) struct ServeArgs {
     /// Find the cheapest plan and concurrency that meets the SLO (continuous batching).
     #[arg(long)]
     search: bool,
+    /// Print a plan that does not fit in device memory instead of refusing it (marked
+    /// DOES NOT FIT; the exit status is still 0).
+    #[arg(long)]
+    allow_oversubscribed: bool,
     /// Trainium logical NeuronCore size (1 or 2).
     #[arg(long)]
     lnc: Option<u32>,
@@ -131,6 +135,13 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     };
     let report =
         if args.search { serve_search(&model, chip, &cfg)? } else { serve(&model, chip, &cfg)? };
+    if !report.fits && !args.allow_oversubscribed {
+        let m = &report.memory_gib_per_device;
+        bail!(
+            "the plan does not fit: {:.2} GiB per device of {:.2} (weights {:.2}, KV cache {:.2}, activations {:.2}, other {:.2}); more chips, larger --tp/--pp, fp8 weights, a smaller --batch or --search may fit, --allow-oversubscribed prints it anyway",
+            m.total, m.capacity, m.weights, m.kv_cache, m.activations, m.other
+        );
+    }
     if args.json {
         out(&serde_json::to_string_pretty(&report)?);
     } else {

@@ -1005,3 +1005,45 @@ fn serve_refuses_replicas_across_inf2_instances() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(!text(&o.stdout).contains(" inf "), "{}", text(&o.stdout));
 }
+
+/// A plan that does not fit in device memory is refused with its memory (it used to print a
+/// full report with exit 0); `--allow-oversubscribed` prints it, marked.
+#[test]
+fn plans_that_do_not_fit_are_refused() {
+    let train = [
+        "train",
+        "--model",
+        "llama3-70b",
+        "--chip",
+        "h100",
+        "--chips",
+        "8",
+        "--seq",
+        "8192",
+        "--global-batch",
+        "64",
+    ];
+    let o = rainier(&train);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("the plan does not fit: 151.75 GiB per device of 74.51"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = rainier(&[&train[..], &["--allow-oversubscribed"]].concat());
+    assert!(o.status.success() && text(&o.stdout).contains("DOES NOT FIT"), "{}", text(&o.stderr));
+    let o = rainier(&[
+        "serve",
+        "--model",
+        "llama3.1-405b",
+        "--chip",
+        "h100",
+        "--chips",
+        "4",
+        "--batch",
+        "4",
+        "--json",
+    ]);
+    assert!(!o.status.success() && o.stdout.is_empty());
+    assert!(text(&o.stderr).contains("the plan does not fit"), "{}", text(&o.stderr));
+}
