@@ -142,6 +142,12 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
             m.total, m.capacity, m.weights, m.kv_cache, m.activations, m.other
         );
     }
+    if report.continuous.max_concurrency == 0 && !args.allow_oversubscribed {
+        bail!(
+            "continuous batching cannot run: the KV cache of a replica holds no {}-token sequence beside the weights and the prefill workspace (as a serving engine refuses to start); more chips, larger --tp, an fp8 KV cache or shorter sequences may fit, --allow-oversubscribed prints the static batch anyway",
+            report.input_len + report.output_len
+        );
+    }
     if args.json {
         out(&serde_json::to_string_pretty(&report)?);
     } else {

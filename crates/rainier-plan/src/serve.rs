@@ -793,7 +793,9 @@ pub fn serve(model: &Model, chip: &Chip, cfg: &ServeConfig) -> Result<ServeRepor
     let mut plans: Vec<(u64, u64)> =
         tps.iter().flat_map(|&tp| pps.iter().map(move |&pp| (tp, pp))).collect();
     plans.sort_by_key(|&(tp, pp)| (tp * pp, pp));
-    let mut last = None;
+    // The smallest replica whose static batch fits and whose KV cache holds a sequence for
+    // continuous batching; else the smallest that fits; else the smallest.
+    let (mut fitting, mut last) = (None, None);
     let mut error = None;
     for (tp, pp) in plans {
         let server = match Server::new(model, chip, cfg, tp, pp, ep) {
@@ -805,14 +807,16 @@ pub fn serve(model: &Model, chip: &Chip, cfg: &ServeConfig) -> Result<ServeRepor
             }
         };
         let report = server.report(batch, true, false);
-        if report.fits {
+        if report.fits && report.continuous.max_concurrency > 0 {
             return Ok(report);
         }
-        if last.is_none() {
+        if report.fits && fitting.is_none() {
+            fitting = Some(report);
+        } else if last.is_none() {
             last = Some(report);
         }
     }
-    match (last, error) {
+    match (fitting.or(last), error) {
         (Some(report), _) => Ok(report),
         (None, Some(e)) => Err(e),
         (None, None) => Err(PlanError::NoPlan(format!(
