@@ -1047,3 +1047,34 @@ fn plans_that_do_not_fit_are_refused() {
     assert!(!o.status.success() && o.stdout.is_empty());
     assert!(text(&o.stderr).contains("the plan does not fit"), "{}", text(&o.stderr));
 }
+
+/// `--check` tolerances follow the dtype (fp8 rmsnorm and softmax used to fail always, fp16
+/// softmax on subnormal outputs; fp8 element-wise bounds were 1.0 and could not fail), and
+/// `--seed` replays a check bit for bit, the seed reported.
+#[test]
+fn kernel_checks_use_dtype_tolerances_and_replay_seeds() {
+    let check = |kernel: &str, dtype: &str, seed: &str| {
+        let o = rainier(&[
+            "kernel", kernel, "--rows", "128", "--cols", "1024", "--chip", "trn2", "--dtype",
+            dtype, "--check", "--seed", seed, "--json",
+        ]);
+        assert!(o.status.success(), "{kernel} {dtype}: {}", text(&o.stderr));
+        let v: serde_json::Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+        v["check"].clone()
+    };
+    for (kernel, dtype) in [
+        ("rmsnorm", "fp8"),
+        ("softmax", "fp8"),
+        ("softmax", "fp16"),
+        ("swiglu", "fp8"),
+        ("gelu", "fp16"),
+    ] {
+        let c = check(kernel, dtype, "7");
+        assert_eq!(c["passed"], true, "{kernel} {dtype}: {c}");
+        assert!(c["tolerance"].as_f64().unwrap_or(1.0) < 0.5, "{kernel} {dtype}: {c}");
+        assert_eq!(c["seed"], 7);
+        assert_eq!(check(kernel, dtype, "7"), c, "--seed 7 replays");
+    }
+    assert_ne!(check("softmax", "fp16", "7"), check("softmax", "fp16", "8"));
+}

@@ -283,6 +283,18 @@ impl DType {
         matches!(self, DType::Fp8E4m3 | DType::Fp8E4m3fn | DType::Fp8E5m2)
     }
 
+    /// The smallest positive normal value of a float type (below it values are subnormal and
+    /// their relative precision falls off: error bounds turn absolute there); 1 for integers.
+    pub fn min_normal(self) -> f64 {
+        match self {
+            DType::F32 | DType::Tf32 | DType::Bf16 => 2f64.powi(-126),
+            DType::F16 | DType::Fp8E5m2 | DType::Fp8E5m2x4 => 2f64.powi(-14),
+            DType::Fp8E4m3 | DType::Fp8E4m3fn | DType::Fp8E4m3fnx4 => 2f64.powi(-6),
+            DType::Fp4E2m1fnx4 => 1.0,
+            DType::I32 | DType::U8 | DType::I8 | DType::I16 | DType::U16 | DType::U32 => 1.0,
+        }
+    }
+
     /// Unit roundoff (half an ulp at 1.0) of a float type; 0.5 for integers (round to nearest).
     pub fn unit_roundoff(self) -> f64 {
         let man_bits = match self {
