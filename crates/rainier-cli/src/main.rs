@@ -268,6 +268,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// An impossible result (infinite or NaN) is an error, never a report.
+fn ensure_finite(figures: &[(&str, f64)]) -> anyhow::Result<()> {
+    for &(what, v) in figures {
+        if !v.is_finite() {
+            anyhow::bail!(
+                "the predicted {what} is {v}: an input (a catalog figure, a model dimension) makes the result impossible"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Prints to stdout (the one place the CLI does so). A reader that stops early (`| head`)
 /// ends the program quietly and successfully, as Unix tools do; any other write failure is a
 /// one-line error.

@@ -359,6 +359,11 @@ pub(crate) fn train(args: &TrainArgs) -> Result<()> {
         return Ok(());
     }
     let report = evaluate(&model, chip, &cfg)?;
+    crate::ensure_finite(&[
+        ("step time", report.step_time_s),
+        ("tokens/s", report.tokens_per_s),
+        ("MFU", report.mfu),
+    ])?;
     if !report.fits && !args.allow_oversubscribed {
         let m = &report.memory_gib_per_device;
         bail!(

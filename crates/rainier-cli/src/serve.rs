@@ -135,6 +135,11 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     };
     let report =
         if args.search { serve_search(&model, chip, &cfg)? } else { serve(&model, chip, &cfg)? };
+    crate::ensure_finite(&[
+        ("TTFT", report.ttft_ms),
+        ("TPOT", report.tpot_ms),
+        ("output tokens/s", report.output_tokens_per_s),
+    ])?;
     if !report.fits && !args.allow_oversubscribed {
         let m = &report.memory_gib_per_device;
         bail!(

@@ -1078,3 +1078,51 @@ fn kernel_checks_use_dtype_tolerances_and_replay_seeds() {
     }
     assert_ne!(check("softmax", "fp16", "7"), check("softmax", "fp16", "8"));
 }
+
+/// A catalog override with an implausible figure (bf16 peak 1e-300 FLOP/s, bandwidth 1e-300,
+/// latency 1e300) is refused naming the figure and its range; it used to give inf/NaN results
+/// with exit 0.
+#[test]
+fn implausible_catalog_figures_are_refused() {
+    let built_in = rainier(&["chips", "--json"]);
+    let catalog: serde_json::Value = serde_json::from_slice(&built_in.stdout).expect("json");
+    let h100 = catalog["chips"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "h100"))
+        .cloned()
+        .expect("h100 in the catalog");
+    for (path, value, field) in [
+        (&["peak_flops", "bf16"][..], 1e-300, "peak_flops.bf16"),
+        (&["hbm_bytes_per_s"][..], 1e-300, "hbm_bytes_per_s"),
+        (&["node", "scale_up_latency_s"][..], 1e300, "node.scale_up_latency_s"),
+    ] {
+        let mut chip = h100.clone();
+        let mut at = &mut chip;
+        for key in path {
+            at = &mut at[*key];
+        }
+        at["value"] = serde_json::json!(value);
+        let file = scratch("implausible").join("catalog.json");
+        let mut doc = catalog.clone();
+        doc["chips"] = serde_json::json!([chip]);
+        std::fs::write(&file, doc.to_string()).expect("write");
+        let o = rainier(&[
+            "train",
+            "--model",
+            "llama3-8b",
+            "--chip",
+            "h100",
+            "--chips",
+            "8",
+            "--seq",
+            "4096",
+            "--global-batch",
+            "64",
+            "--catalog",
+            file.to_str().expect("utf8"),
+        ]);
+        assert!(!o.status.success(), "{field}: {}", text(&o.stdout));
+        let e = text(&o.stderr);
+        assert!(e.contains(field) && e.contains("plausible range"), "{field}: {e}");
+    }
+}

@@ -244,6 +244,29 @@ impl Catalog {
     }
 }
 
+/// The range a catalog figure must lie in, `(low, high, unit)`: wide enough for any chip,
+/// past or what-if (from a 2010s GPU to a chip 100× beyond a GB200), narrow enough to catch a
+/// unit slip or a value that would make every result 0, inf or NaN (zero, where a figure may
+/// be zero, is checked separately).
+fn plausible_range(field: &str) -> Option<(f64, f64, &'static str)> {
+    Some(match field {
+        "peak_flops.bf16" | "peak_flops.fp8" | "peak_flops.fp32" => (1e11, 1e18, "FLOP/s"),
+        "matmul_ceiling" => (0.05, 1.0, "of peak"),
+        "hbm_bytes" => (1e9, 1e14, "bytes"),
+        "hbm_bytes_per_s" => (1e10, 1e15, "bytes/s"),
+        "power_w" | "node.system_w_per_chip" => (1.0, 1e5, "W"),
+        "node.scale_up_bytes_per_s_per_dir" | "node.ultra.bytes_per_s_per_dir" => {
+            (1e8, 1e15, "bytes/s")
+        }
+        "node.scale_out_bits_per_s" => (1e8, 1e15, "bits/s"),
+        "node.scale_up_latency_s" | "node.scale_out_latency_s" | "node.ultra.latency_s" => {
+            (1e-9, 1e-1, "s")
+        }
+        "node.usd_per_chip_hour" | "node.usd_per_chip_hour_committed" => (1e-3, 1e4, "$/h"),
+        _ => return None,
+    })
+}
+
 impl Chip {
     /// Every sourced figure with a dotted name, for listings.
     pub fn figures(&self) -> Vec<(&'static str, &Sourced)> {
@@ -298,6 +321,13 @@ impl Chip {
             }
             if figure.source.trim().is_empty() {
                 return Err(format!("{field} has no source"));
+            }
+            if let Some((lo, hi, unit)) = plausible_range(field) {
+                if v != 0.0 && !(lo..=hi).contains(&v) {
+                    return Err(format!(
+                        "{field} = {v:e} is outside the plausible range {lo:e}..{hi:e} {unit} (a typo or a unit slip? what-if chips stay within it)"
+                    ));
+                }
             }
         }
         let domain = u64::from(self.node.scale_up_domain_chips);
