@@ -254,6 +254,20 @@ enum KernelCommand {
     },
 }
 
+/// `text` with control characters other than newline and tab escaped (`\u{1b}`), so an error
+/// that quotes bad input cannot drive the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -261,7 +275,7 @@ fn main() -> ExitCode {
         Err(e) => {
             #[allow(clippy::print_stderr)]
             {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", printable(&format!("{e:#}")));
             }
             ExitCode::FAILURE
         }

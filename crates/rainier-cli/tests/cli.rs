@@ -1126,3 +1126,47 @@ fn implausible_catalog_figures_are_refused() {
         assert!(e.contains(field) && e.contains("plausible range"), "{field}: {e}");
     }
 }
+
+/// `--lnc` on a chip without logical NeuronCores is an error, not ignored.
+#[test]
+fn lnc_on_a_gpu_is_refused() {
+    let o = rainier(&[
+        "train",
+        "--model",
+        "llama3-8b",
+        "--chip",
+        "h100",
+        "--chips",
+        "8",
+        "--seq",
+        "4096",
+        "--global-batch",
+        "64",
+        "--lnc",
+        "7",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("not a Trainium chip"), "{}", text(&o.stderr));
+}
+
+/// Control bytes of bad input are escaped in error messages, never echoed raw.
+#[test]
+fn errors_escape_control_bytes() {
+    let o = rainier(&[
+        "train",
+        "--model",
+        "llama\u{1b}[31m\u{7}x",
+        "--chip",
+        "h100",
+        "--chips",
+        "8",
+        "--seq",
+        "4096",
+        "--global-batch",
+        "64",
+    ]);
+    assert!(!o.status.success());
+    let e = text(&o.stderr);
+    assert!(!e.contains('\u{1b}') && !e.contains('\u{7}'), "{e:?}");
+    assert!(e.contains("\\u{1b}"), "{e:?}");
+}

@@ -407,10 +407,18 @@ impl Options {
     fn f32(&mut self, key: &str) -> Result<Option<f32>, ParseError> {
         match self.take(key) {
             None => Ok(None),
-            Some((Value::Num(s), col)) => s
-                .parse::<f32>()
-                .map(Some)
-                .map_err(|_| self.err(col, format!("{key}: '{s}' is not a number"))),
+            Some((Value::Num(s), col)) => match s.parse::<f32>() {
+                // A finite literal beyond fp32's range would silently become inf.
+                Ok(v) if v.is_infinite() && !s.to_ascii_lowercase().contains("inf") => Err(self
+                    .err(
+                        col,
+                        format!(
+                            "{key}: {s} is beyond fp32's range (±3.4e38; write inf for infinity)"
+                        ),
+                    )),
+                Ok(v) => Ok(Some(v)),
+                Err(_) => Err(self.err(col, format!("{key}: '{s}' is not a number"))),
+            },
             Some((Value::Ident(s), col)) => {
                 let v = match s.to_ascii_lowercase().as_str() {
                     "inf" => f32::INFINITY,

@@ -193,6 +193,15 @@ fn isa_doc_is_fresh() {
 }
 
 /// `Op::info` and the table agree on every mnemonic.
+/// A finite literal beyond fp32's range is an error, not a silent inf.
+#[test]
+fn immediates_beyond_fp32_are_refused() {
+    let e = parse("memset sb[0:1]@0:f32[4] value=1e39").err().map(|e| e.to_string());
+    assert!(e.unwrap_or_default().contains("beyond fp32's range"));
+    assert!(parse("memset sb[0:1]@0:f32[4] value=inf").is_ok());
+    assert!(parse("memset sb[0:1]@0:f32[4] value=3e38").is_ok());
+}
+
 #[test]
 fn op_info_rows_match_names() {
     let p = parse(

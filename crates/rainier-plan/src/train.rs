@@ -246,7 +246,13 @@ pub struct TrainReport {
 /// Ranks per chip: NeuronCores at the logical-core size on Trainium, else 1.
 pub fn ranks_per_chip(chip: &Chip, lnc: Option<u32>) -> Result<u32, PlanError> {
     if chip.family != Family::Neuron {
-        return Ok(1);
+        return match lnc {
+            None => Ok(1),
+            Some(_) => Err(PlanError::Invalid(format!(
+                "--lnc sets Trainium's logical NeuronCore size; {} is not a Trainium chip",
+                chip.name
+            ))),
+        };
     }
     // Trn1/Inf2 (NeuronCore-v2) have no LNC setting: each core is a rank.
     let default = if chip.cores_per_chip >= 8 { 2 } else { 1 };

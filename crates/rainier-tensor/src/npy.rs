@@ -145,9 +145,15 @@ fn parse_header(h: &str) -> Result<(DType, bool, Vec<usize>), NpyError> {
     let end = descr[1..].find(quote).ok_or_else(|| bad("unterminated 'descr' string"))?;
     let dtype = dtype_of(&descr[1..1 + end])?;
     let fortran = value_after("fortran_order")?;
-    let fortran = if fortran.starts_with("True") {
+    // The literal must end where a Python token ends (`Falsey` is not `False`).
+    let literal = |word: &str| {
+        fortran.strip_prefix(word).is_some_and(|rest| {
+            rest.chars().next().is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+        })
+    };
+    let fortran = if literal("True") {
         true
-    } else if fortran.starts_with("False") {
+    } else if literal("False") {
         false
     } else {
         return Err(bad("'fortran_order' is neither True nor False"));
@@ -219,6 +225,9 @@ mod tests {
         let err = read(&replace(b"<f4", b">f4")[..]).err().map(|e| e.to_string());
         assert!(err.unwrap_or_default().contains(">f4"));
         assert!(matches!(read(&replace(b"False", b"True ")[..]), Err(NpyError::FortranOrder)));
+        // Not a Python literal: refused, not read as False.
+        let err = read(&replace(b"False,", b"Falsey")[..]).err().map(|e| e.to_string());
+        assert!(err.unwrap_or_default().contains("neither True nor False"));
         let t = HostTensor::from_f32(DType::Bf16, &[1], &[1.0]);
         assert!(matches!(write(&t, Vec::new()), Err(NpyError::NoNumpyDType(DType::Bf16))));
     }
