@@ -390,6 +390,7 @@ fn run(cli: Cli) -> Result<()> {
         },
         Command::Verify { program, chip } => {
             let p = load_program(&program)?;
+            check_hbm_capacity(&program, &p, chip)?;
             rainier_isa::verify(&p, &chip.params().core)
                 .map_err(|v| anyhow!("{}: {v}", program.display()))?;
             out(&format!(
@@ -429,9 +430,26 @@ struct SimRequest<'a> {
     trace: Option<&'a Path>,
 }
 
+/// The program's HBM tensors must fit in one chip's HBM.
+fn check_hbm_capacity(path: &Path, program: &rainier_isa::Program, chip: Chip) -> Result<()> {
+    let bytes: u128 =
+        program.tensors.iter().map(|t| u128::from(t.len()) * t.dtype.size_bytes() as u128).sum();
+    let capacity = chip.params().hbm_bytes.value;
+    if bytes > u128::from(capacity) {
+        bail!(
+            "{}: the HBM tensors take {:.1} GiB, one {chip} has {:.1} GiB",
+            path.display(),
+            bytes as f64 / (1u64 << 30) as f64,
+            capacity as f64 / (1u64 << 30) as f64
+        );
+    }
+    Ok(())
+}
+
 fn sim(req: &SimRequest<'_>) -> Result<()> {
     let (path, chip) = (req.path, req.chip);
     let program = load_program(path)?;
+    check_hbm_capacity(path, &program, chip)?;
     if req.no_values && !(req.inputs.is_empty() && req.outputs.is_empty()) {
         bail!("--no-values models time only: drop --input/--output, or drop --no-values to compute values");
     }
@@ -448,7 +466,16 @@ fn sim(req: &SimRequest<'_>) -> Result<()> {
     }
     let mut wanted = Vec::new();
     for arg in req.outputs {
-        wanted.push(split_binding(arg, "--output")?);
+        let (name, file) = split_binding(arg, "--output")?;
+        // Bad outputs are errors before the simulation, not after it.
+        if !program.tensors.iter().any(|t| t.name == name) {
+            bail!("--output {name}: the program has no tensor '{name}'");
+        }
+        let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            bail!("--output {name}: the folder of {} does not exist", file.display());
+        }
+        wanted.push((name, file));
     }
     let params = chip.params();
     let values = (!req.no_values).then_some(&given);

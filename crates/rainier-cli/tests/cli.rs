@@ -1170,3 +1170,44 @@ fn errors_escape_control_bytes() {
     assert!(!e.contains('\u{1b}') && !e.contains('\u{7}'), "{e:?}");
     assert!(e.contains("\\u{1b}"), "{e:?}");
 }
+
+/// `verify` and `sim` refuse HBM tensors beyond one chip's HBM (a 1 TiB tensor passed on
+/// trn2), and `sim` refuses a bad `--output` before simulating (it failed after the run).
+#[test]
+fn hbm_capacity_and_outputs_are_checked_first() {
+    let d = scratch("hbm-capacity");
+    let big = d.join("big.asm");
+    std::fs::write(
+        &big,
+        "hbm big: u8[1099511627776] input\nhbm o: f32[4] output\ndma_copy sb[0:1]@0:f32[4], o\n",
+    )
+    .expect("write");
+    let big = big.to_str().expect("utf8");
+    for args in
+        [&["verify", big, "--chip", "trn2"][..], &["sim", big, "--chip", "trn2", "--no-values"][..]]
+    {
+        let o = rainier(args);
+        assert!(!o.status.success());
+        assert!(text(&o.stderr).contains("one trn2 has 96.0 GiB"), "{}", text(&o.stderr));
+    }
+    let missing = d.join("no-such-folder").join("y.npy");
+    let o = rainier(&[
+        "sim",
+        "examples/asm/softmax.asm",
+        "--chip",
+        "trn2",
+        "--output",
+        &format!("y={}", missing.display()),
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("does not exist"), "{}", text(&o.stderr));
+    let o = rainier(&[
+        "sim",
+        "examples/asm/softmax.asm",
+        "--chip",
+        "trn2",
+        "--output",
+        "nope=/tmp/x.npy",
+    ]);
+    assert!(text(&o.stderr).contains("no tensor 'nope'"), "{}", text(&o.stderr));
+}
