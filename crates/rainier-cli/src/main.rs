@@ -468,8 +468,17 @@ fn sim(req: &SimRequest<'_>) -> Result<()> {
     for arg in req.outputs {
         let (name, file) = split_binding(arg, "--output")?;
         // Bad outputs are errors before the simulation, not after it.
-        if !program.tensors.iter().any(|t| t.name == name) {
-            bail!("--output {name}: the program has no tensor '{name}'");
+        let outputs: Vec<&str> = program
+            .tensors
+            .iter()
+            .filter(|t| t.kind == rainier_isa::TensorKind::Output)
+            .map(|t| t.name.as_str())
+            .collect();
+        if !outputs.contains(&name.as_str()) {
+            bail!(
+                "--output {name}: the program has no output tensor '{name}' (outputs: {})",
+                outputs.join(", ")
+            );
         }
         let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
         if dir.is_some_and(|d| !d.is_dir()) {

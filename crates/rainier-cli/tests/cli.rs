@@ -1209,5 +1209,5 @@ fn hbm_capacity_and_outputs_are_checked_first() {
         "--output",
         "nope=/tmp/x.npy",
     ]);
-    assert!(text(&o.stderr).contains("no tensor 'nope'"), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("no output tensor 'nope'"), "{}", text(&o.stderr));
 }
