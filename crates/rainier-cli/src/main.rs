@@ -437,7 +437,7 @@ fn check_hbm_capacity(path: &Path, program: &rainier_isa::Program, chip: Chip) -
     let capacity = chip.params().hbm_bytes.value;
     if bytes > u128::from(capacity) {
         bail!(
-            "{}: the HBM tensors take {:.1} GiB, one {chip} has {:.1} GiB",
+            "{}: the HBM tensors take {:.1} GiB, more than the HBM of one {chip} chip ({:.1} GiB)",
             path.display(),
             bytes as f64 / (1u64 << 30) as f64,
             capacity as f64 / (1u64 << 30) as f64

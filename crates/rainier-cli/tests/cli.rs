@@ -1188,7 +1188,11 @@ fn hbm_capacity_and_outputs_are_checked_first() {
     {
         let o = rainier(args);
         assert!(!o.status.success());
-        assert!(text(&o.stderr).contains("one trn2 has 96.0 GiB"), "{}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains("more than the HBM of one trn2 chip (96.0 GiB)"),
+            "{}",
+            text(&o.stderr)
+        );
     }
     let missing = d.join("no-such-folder").join("y.npy");
     let o = rainier(&[
