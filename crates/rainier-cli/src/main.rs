@@ -432,10 +432,9 @@ struct SimRequest<'a> {
 
 /// The program's HBM tensors must fit in one chip's HBM.
 fn check_hbm_capacity(path: &Path, program: &rainier_isa::Program, chip: Chip) -> Result<()> {
-    let bytes: u128 =
-        program.tensors.iter().map(|t| u128::from(t.len()) * t.dtype.size_bytes() as u128).sum();
+    let bytes = program.hbm_bytes();
     let capacity = chip.params().hbm_bytes.value;
-    if bytes > u128::from(capacity) {
+    if bytes > capacity {
         bail!(
             "{}: the HBM tensors take {:.1} GiB, more than the HBM of one {chip} chip ({:.1} GiB)",
             path.display(),

@@ -1140,7 +1140,7 @@ impl Machine {
             let sp = rainier_isa::mx_scale_partition(p as u32) as usize;
             for j in 0..f {
                 let vals = data.dtype.unpack_x4(&bytes[(p * f + j) * esz..][..esz]);
-                let x = e8m0(scales[sp * f + j]);
+                let x = rainier_tensor::e8m0(scales[sp * f + j]);
                 for (q, v) in vals.into_iter().enumerate() {
                     out[(4 * p + q) * f + j] = v * x;
                 }
@@ -1207,8 +1207,8 @@ impl Machine {
             let sp = rainier_isa::mx_scale_partition(8 * g as u32) as usize;
             for j in 0..f {
                 let group = |r: usize| &x[(8 * g + r) * 4 * f + 4 * j..][..4];
-                let vals = (0..8).flat_map(group).copied();
-                let (byte, x_scale) = mx_scale(vals, emax);
+                let byte = rainier_tensor::mx_scale_byte((0..8).flat_map(group).copied(), emax);
+                let x_scale = rainier_tensor::e8m0(byte);
                 for r in 0..8 {
                     let v = group(r);
                     let q: [f32; 4] = std::array::from_fn(|i| v[i] / x_scale);
@@ -1302,36 +1302,6 @@ fn aggregate(row: &[f32]) -> [f32; 2] {
         return [0.0, 0.0];
     }
     [mean, m2 / n]
-}
-
-/// The value of an e8m0 scale byte, `2^(b − 127)` (255 is NaN) [OCP MX v1.0].
-fn e8m0(b: u8) -> f32 {
-    match b {
-        255 => f32::NAN,
-        0 => f32::from_bits(0x0040_0000), // 2^-127, an fp32 subnormal
-        _ => f32::from_bits(u32::from(b) << 23),
-    }
-}
-
-/// `quantize_mx`'s scale of a group: the e8m0 byte of `X = 2^(⌊log2 amax⌋ − (E_max − 1))`
-/// clamped to 0..=254, and `X` itself; an all-zero group gets 0 (2^-127), a group with NaN or
-/// Inf 255 and a NaN `X` (assumption).
-fn mx_scale(vals: impl Iterator<Item = f32>, emax: i32) -> (u8, f32) {
-    let mut amax = 0f32;
-    for v in vals {
-        if !v.is_finite() {
-            return (255, f32::NAN);
-        }
-        amax = amax.max(v.abs());
-    }
-    if amax == 0.0 {
-        return (0, e8m0(0));
-    }
-    let bits = amax.to_bits();
-    let biased = (bits >> 23) as i32;
-    let log2 = if biased > 0 { biased - 127 } else { (31 - bits.leading_zeros() as i32) - 149 };
-    let byte = (log2 - (emax - 1) + 127).clamp(0, 254) as u8;
-    (byte, e8m0(byte))
 }
 
 /// A uniform value in [0, 1) for element `e` of partition `p` under `seed`: SplitMix64 of the

@@ -60,11 +60,7 @@ pub fn prepare(
     chip: &ChipParams,
     inputs: &BTreeMap<String, HostTensor>,
 ) -> Result<Machine, RunError> {
-    let declared: u64 = program
-        .tensors
-        .iter()
-        .map(|t| t.len().saturating_mul(t.dtype.size_bytes() as u64))
-        .fold(0, u64::saturating_add);
+    let declared = program.hbm_bytes();
     for (limit, limit_name) in [
         (chip.hbm_bytes.value, format!("the HBM of one {} chip", chip.chip)),
         (HOST_HBM_LIMIT_BYTES, "the functional simulator's host limit".to_string()),

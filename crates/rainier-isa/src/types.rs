@@ -1075,6 +1075,14 @@ impl PartialEq for Program {
 }
 
 impl Program {
+    /// Bytes of all declared HBM tensors (saturating).
+    pub fn hbm_bytes(&self) -> u64 {
+        self.tensors
+            .iter()
+            .map(|t| t.len().saturating_mul(t.dtype.size_bytes() as u64))
+            .fold(0, u64::saturating_add)
+    }
+
     /// The declared tensor called `name`.
     pub fn tensor(&self, name: &str) -> Option<(usize, &TensorDecl)> {
         self.tensors.iter().enumerate().find(|(_, t)| t.name == name)

@@ -249,8 +249,42 @@ impl Checker<'_> {
                 self.fail("double_row inputs have two rows: even free sizes [2, M] and [2, N]");
             }
         }
-        let (k, m, n) =
-            (stationary.partitions, stationary.free_len() / rows, moving.free_len() / rows);
+        let (m, n) = (stationary.free_len() / rows, moving.free_len() / rows);
+        self.matmul_shape(dst, stationary, moving, m, n);
+        let allowed = [
+            DType::F32,
+            DType::Tf32,
+            DType::Bf16,
+            DType::F16,
+            DType::Fp8E4m3,
+            DType::Fp8E5m2,
+            DType::Fp8E4m3fn,
+        ];
+        for (name, t) in [("stationary", stationary), ("moving", moving)] {
+            if !allowed.contains(&t.dtype) {
+                self.fail(format!("{name} dtype {} is not a matmul input type", t.dtype));
+            }
+        }
+        let wide = |d: DType| matches!(d, DType::F32 | DType::Tf32);
+        if wide(stationary.dtype) != wide(moving.dtype) {
+            self.fail(format!(
+                "stationary {} and moving {} cannot pair: fp32/tf32 pairs only with fp32/tf32",
+                stationary.dtype, moving.dtype
+            ));
+        }
+        let (a, b) = (stationary.dtype, moving.dtype);
+        if (a == DType::Fp8E4m3 && b == DType::Fp8E4m3fn)
+            || (a == DType::Fp8E4m3fn && b == DType::Fp8E4m3)
+        {
+            self.fail("legacy fp8e4m3 cannot be mixed with fp8e4m3fn");
+        }
+    }
+
+    /// The rules every TensorE matmul shares: K partitions on both inputs, M and N within the
+    /// generation's limits, dst `[M, N]` in PSUM (one bank before v4) in an allowed dtype.
+    fn matmul_shape(&mut self, dst: &Tile, stationary: &Tile, moving: &Tile, m: u64, n: u64) {
+        let c = self.core;
+        let k = stationary.partitions;
         if moving.partitions != k {
             self.fail(format!(
                 "stationary has {k} partitions (K) but moving has {}",
@@ -294,33 +328,6 @@ impl Checker<'_> {
             if lo >= 0 && hi > lo && (lo as u64) / bank != (hi as u64 - 1) / bank {
                 self.fail(format!("dst bytes {lo}..{hi} cross a {bank}-byte PSUM bank boundary"));
             }
-        }
-        let allowed = [
-            DType::F32,
-            DType::Tf32,
-            DType::Bf16,
-            DType::F16,
-            DType::Fp8E4m3,
-            DType::Fp8E5m2,
-            DType::Fp8E4m3fn,
-        ];
-        for (name, t) in [("stationary", stationary), ("moving", moving)] {
-            if !allowed.contains(&t.dtype) {
-                self.fail(format!("{name} dtype {} is not a matmul input type", t.dtype));
-            }
-        }
-        let wide = |d: DType| matches!(d, DType::F32 | DType::Tf32);
-        if wide(stationary.dtype) != wide(moving.dtype) {
-            self.fail(format!(
-                "stationary {} and moving {} cannot pair: fp32/tf32 pairs only with fp32/tf32",
-                stationary.dtype, moving.dtype
-            ));
-        }
-        let (a, b) = (stationary.dtype, moving.dtype);
-        if (a == DType::Fp8E4m3 && b == DType::Fp8E4m3fn)
-            || (a == DType::Fp8E4m3fn && b == DType::Fp8E4m3)
-        {
-            self.fail("legacy fp8e4m3 cannot be mixed with fp8e4m3fn");
         }
     }
 
@@ -391,11 +398,7 @@ impl Checker<'_> {
         if s.free_len() % 2 != 0 {
             self.fail(format!("stationary free size M = {} must be even", s.free_len()));
         }
-        // Shapes, PSUM and the M/N limits as nc_matmul's (the packed dtypes are checked above).
-        let (mut s16, mut v16) = (s.clone(), v.clone());
-        s16.dtype = DType::Bf16;
-        v16.dtype = DType::Bf16;
-        self.matmul(dst, &s16, &v16, false);
+        self.matmul_shape(dst, s, v, s.free_len(), v.free_len());
     }
 
     fn quantize_mx(&mut self, dst: &Tile, src: &Tile, scale: &Tile) {

@@ -342,16 +342,9 @@ pub fn quantize_mx_host(
     for g in 0..k / 32 {
         for col in 0..cols {
             let at = |i: usize| values[(32 * g + i) * cols + col];
-            let amax = (0..32).map(|i| at(i).abs()).fold(0f32, f32::max);
-            let byte = if amax > 0.0 && amax.is_finite() {
-                // ⌊log2 amax⌋ from the exponent field (subnormals as the smallest binade).
-                let log2 = ((amax.to_bits() >> 23) as i32).max(1) - 127;
-                (log2 - (emax - 1) + 127).clamp(0, 254)
-            } else {
-                0
-            };
-            scale[g * cols + col] = byte as u8;
-            let x = 2f32.powi(byte - 127);
+            let byte = rainier_tensor::mx_scale_byte((0..32).map(at), emax);
+            scale[g * cols + col] = byte;
+            let x = rainier_tensor::e8m0(byte);
             for r in 0..8 {
                 let q: [f32; 4] = std::array::from_fn(|i| at(4 * r + i) / x);
                 let row = 8 * g + r;
@@ -378,8 +371,7 @@ pub fn dequantize_mx_host(
     for r in 0..rows {
         for col in 0..cols {
             let vals = data.dtype.unpack_x4(&data.data[(r * cols + col) * esz..][..esz]);
-            let s = scale.data[r / 8 * cols + col];
-            let x = if s == 255 { f64::NAN } else { 2f64.powi(i32::from(s) - 127) };
+            let x = f64::from(rainier_tensor::e8m0(scale.data[r / 8 * cols + col]));
             for (q, v) in vals.into_iter().enumerate() {
                 out[(4 * r + q) * cols + col] = f64::from(v) * x;
             }

@@ -151,15 +151,14 @@ impl<'a> Lowering<'a> {
         let (lo, _) = byte_range(a, esz);
         let us = &self.unit_of_tensor[a.t];
         let at = us.partition_point(|&u| i128::from(self.units[u].start) <= lo);
-        // The units of that start (several when spilled): the one live at this op.
-        let start = us.get(at.saturating_sub(1)).map(|&u| self.units[u].start);
-        let live = us.iter().copied().filter(|&u| Some(self.units[u].start) == start);
+        let before = &us[..at];
+        // The units of that start are its live ranges in order (several once spilled): the
+        // last one begun by this op.
+        let start = before.last().map(|&u| self.units[u].start);
         let now = self.current_op;
-        let mut live: Vec<usize> = live.collect();
-        if live.len() > 1 {
-            live.retain(|&u| self.units[u].first <= now && now <= self.units[u].last);
-        }
-        live.first().copied().ok_or_else(|| {
+        let mut same_start =
+            before.iter().rev().take_while(|&&u| Some(self.units[u].start) == start);
+        same_start.find(|&&u| self.units[u].first <= now).or(before.last()).copied().ok_or_else(|| {
             let spec = &self.trace.tensors[a.t];
             NkiError::Input(format!(
                 "'{}' is in {:?}, which this instruction cannot reach (only DMA moves data to and from HBM)",

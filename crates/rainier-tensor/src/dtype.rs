@@ -134,6 +134,36 @@ fn e2m1_encode(x: f32) -> u8 {
     sign | best
 }
 
+/// The value of an OCP e8m0 scale byte, `2^(byte − 127)`; 255 is NaN [OCP MX v1.0].
+pub fn e8m0(byte: u8) -> f32 {
+    match byte {
+        255 => f32::NAN,
+        0 => f32::from_bits(0x0040_0000), // 2^-127, an fp32 subnormal
+        _ => f32::from_bits(u32::from(byte) << 23),
+    }
+}
+
+/// The e8m0 scale byte NeuronCore-v4's `quantize_mx` gives a group of values: the block scale
+/// `X = 2^(⌊log2 amax⌋ − (E_max − 1))` [N-isa `quantize_mx`] clamped to bytes 0..=254; an
+/// all-zero group gets 0 (2^-127), a group with NaN or Inf 255 (NaN; assumption).
+pub fn mx_scale_byte(group: impl IntoIterator<Item = f32>, emax: i32) -> u8 {
+    let mut amax = 0f32;
+    for v in group {
+        if !v.is_finite() {
+            return 255;
+        }
+        amax = amax.max(v.abs());
+    }
+    if amax == 0.0 {
+        return 0;
+    }
+    let bits = amax.to_bits();
+    let biased = (bits >> 23) as i32;
+    // ⌊log2 amax⌋, subnormals from their leading bit.
+    let log2 = if biased > 0 { biased - 127 } else { (31 - bits.leading_zeros() as i32) - 149 };
+    (log2 - (emax - 1) + 127).clamp(0, 254) as u8
+}
+
 /// Rounds fp32 to nearest, ties to even, keeping `keep` mantissa bits; Inf and NaN pass through.
 fn round_mantissa(x: f32, keep: u32) -> f32 {
     if !x.is_finite() {

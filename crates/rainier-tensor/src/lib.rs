@@ -17,7 +17,7 @@
 mod dtype;
 pub mod npy;
 
-pub use dtype::{DType, UnknownDType};
+pub use dtype::{e8m0, mx_scale_byte, DType, UnknownDType};
 
 /// A dense, row-major (C order) tensor on the host.
 #[derive(Debug, Clone, PartialEq)]
