@@ -83,6 +83,20 @@ def test_chips_differ_in_time(k, rng):
     assert t["trn1"] != t["trn2"] != t["trn3"]
 
 
+def test_dma_transpose_uses_the_hardware_transpose_on_v3(k, rng):
+    # NeuronCore-v3+ has the DMA engines' transpose (one instruction at half a copy's rate);
+    # v2 moves the tile element by element, one dma_copy per source column.
+    a = rng.standard_normal((128, 128)).astype(np.float16)
+    for chip, instruction in (("trn2", "dma_transpose "), ("trn3", "dma_transpose "), ("trn1", None)):
+        res = rn.run(k.dma_transpose_on_chip, a, chip=chip)
+        np.testing.assert_array_equal(res.outputs, a.T)
+        text = res.program_text()
+        if instruction:
+            assert text.count(instruction) == 1, chip
+        else:
+            assert "dma_transpose" not in text and text.count("dma_copy") >= 128
+
+
 def test_negative_stride_and_broadcasts(k, rng):
     x = rng.standard_normal((128, 96)).astype(np.float32)
     np.testing.assert_array_equal(k.reverse_columns(x), x[:, ::-1])

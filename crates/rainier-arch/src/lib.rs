@@ -234,6 +234,8 @@ pub struct TimingParams {
     pub dma_fixed_latency_ns: Sourced<f64>,
     /// DMA engine time per descriptor (one contiguous run of bytes).
     pub dma_descriptor_ns: Sourced<f64>,
+    /// Fraction of a DMA engine's copy byte rate that an SBUF -> SBUF `dma_transpose` moves.
+    pub dma_transpose_rate_fraction: Sourced<f64>,
     /// Partitions served by one DMA engine (128 / 16).
     pub dma_partitions_per_engine: Sourced<u32>,
     /// Kernel start-up and tear-down that a measured device latency (`nki.benchmark`'s
@@ -288,6 +290,12 @@ fn timing(generation: Generation) -> TimingParams {
         dma_fixed_latency_ns: doc(1300.0, "[N-dmabw] ~1.3 us descriptor setup + sync + semaphore-to-start"),
         dma_descriptor_ns: assumed(20.0, "fitted to [N-dmabw] guidance: <256 B per partition badly overhead-bound, >=2 KiB recommended, >=4 KiB saturates"),
         dma_partitions_per_engine: doc(8, "[N-dma, N-arch2] each engine serves 8 of 128 partitions"),
+        dma_transpose_rate_fraction: match generation {
+            Generation::V3 => doc(0.5, "[N-arch3] DMA transpose SBUF -> SBUF reaches up to 50 % of copy throughput (the upper bound; range 0.25-0.5)"),
+            // v2 has no hardware DGE transpose (the verifier refuses dma_transpose there).
+            Generation::V2 => assumed(0.5, "unused: NeuronCore-v2 has no hardware DGE transpose"),
+            Generation::V4 => assumed(0.5, "the Trn2 figure [N-arch3] carried over; range 0.25-1.0"),
+        },
         launch_overhead_ns: if v2 {
             derived(38_600.0, "the Mamba tutorial's mamba_v1 at 256 and 4096 channels (172.93 us with VectorE 98.71 % active, 2.34 ms with 92.16 %): the same VectorE time per (state, channel tile) iteration in both leaves 38.6 us outside the active period (timings.json)")
         } else {
@@ -475,6 +483,7 @@ impl ChipParams {
             row("timing.dma_fixed_latency_ns", &c.timing.dma_fixed_latency_ns),
             row("timing.dma_descriptor_ns", &c.timing.dma_descriptor_ns),
             row("timing.dma_partitions_per_engine", &c.timing.dma_partitions_per_engine),
+            row("timing.dma_transpose_rate_fraction", &c.timing.dma_transpose_rate_fraction),
             row("timing.vector_perf_modes", &c.timing.vector_perf_modes),
         ]
     }

@@ -143,7 +143,7 @@ pub(crate) fn report_kernel(
         * opts.dtype.peak_factor(params.core.generation);
     let achieved = built.flops / seconds;
     let hbm_share = params.hbm_bytes_per_s.value / f64::from(params.cores_per_chip.value);
-    let hbm_fraction = report.dma.bytes as f64 / seconds / hbm_share;
+    let hbm_fraction = report.dma.hbm_bytes as f64 / seconds / hbm_share;
     let seed = opts.seed.unwrap_or_else(|| rand::thread_rng().gen());
     let check = if opts.check {
         seed_inputs(seed);
@@ -161,7 +161,7 @@ pub(crate) fn report_kernel(
             "dtype": format!("{:?}", opts.dtype).to_lowercase(),
             "time_ns": report.time_ns(),
             "flops": built.flops,
-            "hbm_bytes": report.dma.bytes,
+            "hbm_bytes": report.dma.hbm_bytes,
             "tflops": achieved / 1e12,
             "peak_fraction": achieved / peak,
             "hbm_fraction": hbm_fraction,
@@ -185,7 +185,7 @@ pub(crate) fn report_kernel(
             report.time_ns() / 1000.0,
             achieved / 1e12,
             100.0 * achieved / peak,
-            report.dma.bytes as f64 / seconds / 1e9,
+            report.dma.hbm_bytes as f64 / seconds / 1e9,
             100.0 * hbm_fraction,
             built.program.instructions.len()
         ));

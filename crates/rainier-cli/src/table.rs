@@ -166,7 +166,7 @@ pub(crate) fn generate(chip: Chip) -> Result<(String, String)> {
         let (tflops, pf, hf) = (
             case.flops / seconds / 1e12,
             case.flops / seconds / peak(case.dtype),
-            r.dma.bytes as f64 / seconds / hbm_share,
+            r.dma.hbm_bytes as f64 / seconds / hbm_share,
         );
         let neck = Engine::ALL
             .iter()
@@ -181,7 +181,7 @@ pub(crate) fn generate(chip: Chip) -> Result<(String, String)> {
             case.dtype,
             r.time_ns(),
             case.flops,
-            r.dma.bytes
+            r.dma.hbm_bytes
         );
         let engines: serde_json::Map<String, Value> = Engine::ALL
             .iter()
@@ -197,7 +197,7 @@ pub(crate) fn generate(chip: Chip) -> Result<(String, String)> {
             "instructions": program.instructions.len(),
             "time_ps": r.time_ps,
             "engines": engines,
-            "dma": { "transfers": r.dma.transfers, "bytes": r.dma.bytes, "busy_ps": r.dma.busy_ps },
+            "dma": { "transfers": r.dma.transfers, "bytes": r.dma.bytes, "hbm_bytes": r.dma.hbm_bytes, "busy_ps": r.dma.busy_ps },
         }));
     }
     let doc = json!({

@@ -352,6 +352,7 @@ impl Machine {
             }
             Op::QuantizeMx { dst, src, scale } => self.quantize_mx(dst, src, scale),
             Op::Transpose { dst, src } => self.transpose(dst, src),
+            Op::DmaTranspose { dst, src, .. } => self.dma_transpose(dst, src),
             Op::TensorTensor { dst, in0, in1, op } => {
                 let a = self.read_tile(in0)?;
                 let b = self.read_tile(in1)?;
@@ -1221,6 +1222,29 @@ impl Machine {
         let (rd, a_dst) = self.tile_addresses(dst)?;
         self.write_raw(rd, &a_dst, esz, &data);
         self.write_raw(rs, &scale_addrs, 1, &scale_bytes);
+        Ok(())
+    }
+
+    /// `dst[f, p] = src[p, f]` as raw elements (a bit copy, NaN payloads kept).
+    fn dma_transpose(&mut self, dst: &Tile, src: &Tile) -> Result<(), ExecError> {
+        let (p, f) = (src.partitions as usize, src.free_len() as usize);
+        if dst.partitions as usize != f || dst.free_len() as usize != p || dst.dtype != src.dtype {
+            return Err(ExecError::Shape(
+                "dma_transpose dst must be [src free, src partitions] of src's dtype".into(),
+            ));
+        }
+        let (rs, a_src) = self.tile_addresses(src)?;
+        let (rd, a_dst) = self.tile_addresses(dst)?;
+        let esz = src.dtype.size_bytes();
+        let bytes = self.read_raw(rs, &a_src, esz);
+        let mut out = vec![0u8; bytes.len()];
+        for i in 0..p {
+            for j in 0..f {
+                let (s, d) = ((i * f + j) * esz, (j * p + i) * esz);
+                out[d..d + esz].copy_from_slice(&bytes[s..s + esz]);
+            }
+        }
+        self.write_raw(rd, &a_dst, esz, &out);
         Ok(())
     }
 

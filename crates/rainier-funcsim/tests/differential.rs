@@ -869,6 +869,19 @@ proptest! {
     }
 
     #[test]
+    fn dma_transpose_is_a_bit_exact_transpose(seed: u64, blocks in 1u32..=8, f in 1u64..=128, d in prop::sample::select(vec![DType::Bf16, DType::F32, DType::F16, DType::I32])) {
+        let mut m = machine(Chip::Trn2);
+        let mut r = rng(seed);
+        let mut a = Alloc::new();
+        let p = 16 * blocks;
+        let src = a.tile(Memory::Sbuf, 128 - p, p, d, &[f], 0);
+        let dst = a.tile(Memory::Sbuf, 0, f as u32, d, &[u64::from(p)], 0);
+        let x = fill(&mut m, &src, &mut r, -4.0, 4.0);
+        m.execute(&Op::DmaTranspose { dst: dst.clone(), src, queue: 3 }).unwrap_or_else(|e| panic!("{e}"));
+        prop_assert_eq!(read(&m, &dst), reference::transpose(&x, p as usize, f as usize));
+    }
+
+    #[test]
     fn dma_copy_with_cast_and_strides(seed: u64, rows in 1u64..=64, cols in 1u64..=96, src_d in prop::sample::select(vec![DType::F32, DType::F16, DType::I32, DType::U8]),
                                       dst_d in dtype(), col0 in 0u64..8, step in 1i64..3) {
         // HBM x[rows, cols + 8] -> SBUF (every `step`-th column from col0 .. in the free pattern)

@@ -748,6 +748,11 @@ fn instruction(c: &mut Cursor<'_>, tensors: &[TensorDecl]) -> Result<Instruction
             accumulate: opts.bool("accumulate")?,
         },
         "quantize_mx" => Op::QuantizeMx { dst: next(), src: next(), scale: next() },
+        "dma_transpose" => Op::DmaTranspose {
+            dst: next(),
+            src: next(),
+            queue: opts.int("queue", 0, DMA_QUEUES - 1)?.unwrap_or(0) as u8,
+        },
         "nc_transpose" => Op::Transpose { dst: next(), src: next() },
         "tensor_tensor" => {
             let (dst, in0, in1) = (next(), next(), next());

@@ -199,6 +199,12 @@ impl Program {
             Op::QuantizeMx { dst, src, scale } => {
                 vec![dst.to_string(), src.to_string(), scale.to_string()]
             }
+            Op::DmaTranspose { dst, src, queue } => {
+                if *queue > 0 {
+                    opts.push(format!("queue={queue}"));
+                }
+                vec![dst.to_string(), src.to_string()]
+            }
             Op::Exponential { dst, src, max, reduce_cmd, init, reduce } => {
                 if *max != ScalarOperand::Imm(0.0) {
                     opts.push(format!("max={}", scalar(max)));

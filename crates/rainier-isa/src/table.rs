@@ -295,6 +295,14 @@ pub static OPCODES: &[OpcodeInfo] = &[
         semantics: "For each group of 8 partitions × 4 consecutive elements of src (packed element j of dst): amax = max |x|, X = 2^(⌊log2 amax⌋ − (E_max − 1)) with E_max 15 (e5m2) or 8 (e4m3fn), the scale byte ⌊log2 X⌋ + 127 clamped to 0..254 (an all-zero group gets 0, X = 2^-127; a group with NaN or Inf gets 255 and NaN data: assumption), dst element q of [p, j] = the element format's saturating round-to-nearest-even of src[p, 4j + q] / X. X is twice the OCP sample algorithm's, so the largest value of a group never saturates [N-isa `quantize_mx`]. Scales go where nc_matmul_mx reads them.",
         rules: "NeuronCore-v4 or later; P a multiple of 32 up to 128, starting on a quadrant; src free size 4× dst's; scale u8 with P / 8 partitions (P = 32) or P partitions, and F free elements",
     },
+    OpcodeInfo {
+        name: "dma_transpose",
+        engines: &[Sync, Scalar, Vector, Tensor, GpSimd],
+        operands: "dst [F, P] (SBUF), src [P, F] (SBUF)",
+        options: "queue=0..15 (default 0): the issuing engine's DMA queue it runs on",
+        semantics: "dst[f, p] = src[p, f], a bit copy, by the DMA engines' hardware transpose (hardware DGE) [N-arch3, N-isa `dma_transpose`]; the issuing engine only triggers it, `S[k]++` fires when the data has landed. Moves its bytes at a fraction of a copy's rate (SBUF to SBUF: up to 50 % on Trn2 [N-arch3]).",
+        rules: "NeuronCore-v3 or later (v2 has no hardware DGE: transposes by DMA are element-granular dma_copy); both tiles SBUF, equal 2- or 4-byte dtypes; src partitions a multiple of 16 (the hardware transposes blocks of 16 source rows into 16 contiguous elements of each dst partition [N-isa `dma_transpose`, N-arch3]); dst partitions = src free size, dst free size = src partitions",
+    },
 ];
 
 /// The table row of `name`.

@@ -664,6 +664,9 @@ pub enum Op {
     /// `dst [P, F]` (x4-packed along the free axis) and one scale byte per group of 8
     /// partitions × 4 elements, scale `X = 2^(⌊log2 amax⌋ − (E_max − 1))`.
     QuantizeMx { dst: Tile, src: Tile, scale: Tile },
+    /// `dma_transpose` (NeuronCore-v3+, hardware DGE): `dst[f, p] = src[p, f]`, SBUF to SBUF,
+    /// bit-exact, run by the DMA engines on queue `queue` of the issuing engine.
+    DmaTranspose { dst: Tile, src: Tile, queue: u8 },
 }
 
 /// The scale-tile partition (relative to the scale tile's start) that holds the MX scales of
@@ -730,6 +733,7 @@ impl Op {
             Op::Exponential { .. } => "exponential",
             Op::MatmulMx { .. } => "nc_matmul_mx",
             Op::QuantizeMx { .. } => "quantize_mx",
+            Op::DmaTranspose { .. } => "dma_transpose",
         }
     }
 
@@ -770,6 +774,7 @@ impl Op {
             Op::Exponential { .. } => 31,
             Op::MatmulMx { .. } => 32,
             Op::QuantizeMx { .. } => 33,
+            Op::DmaTranspose { .. } => 34,
         };
         &crate::OPCODES[row]
     }
@@ -778,9 +783,16 @@ impl Op {
     /// The DMA queue a transfer runs on (`None`: not a DMA).
     pub fn dma_queue(&self) -> Option<u8> {
         match self {
-            Op::DmaCopy { queue, .. } | Op::DmaIndirect { queue, .. } => Some(*queue),
+            Op::DmaCopy { queue, .. }
+            | Op::DmaIndirect { queue, .. }
+            | Op::DmaTranspose { queue, .. } => Some(*queue),
             _ => None,
         }
+    }
+
+    /// Whether the DMA engines run it (the issuing engine only triggers it).
+    pub fn is_dma(&self) -> bool {
+        self.dma_queue().is_some()
     }
 
     pub fn dma_operands(&self) -> Option<(&DmaOperand, &DmaOperand)> {
@@ -824,7 +836,9 @@ impl Op {
                 f(moving, Read);
                 f(dst, if *accumulate { ReadWrite } else { Write });
             }
-            Op::Transpose { dst, src } | Op::TensorCopy { dst, src } => {
+            Op::Transpose { dst, src }
+            | Op::TensorCopy { dst, src }
+            | Op::DmaTranspose { dst, src, .. } => {
                 f(src, Read);
                 f(dst, Write);
             }

@@ -401,6 +401,45 @@ impl Checker<'_> {
         self.matmul_shape(dst, s, v, s.free_len(), v.free_len());
     }
 
+    fn dma_transpose(&mut self, dst: &Tile, src: &Tile, queue: u8) {
+        if self.core.generation < Generation::V3 {
+            self.fail(format!(
+                "dma_transpose needs NeuronCore-v3 or later (hardware DGE), not {}",
+                self.core.generation
+            ));
+        }
+        if i64::from(queue) >= crate::DMA_QUEUES {
+            self.fail(format!("queue={queue}: a DMA engine has queues 0-15"));
+        }
+        for (name, t) in [("dst", dst), ("src", src)] {
+            if t.memory != Memory::Sbuf {
+                self.fail(format!("{name} must be in SBUF"));
+            }
+        }
+        if dst.dtype != src.dtype
+            || !matches!(src.dtype.size_bytes(), 2 | 4)
+            || src.dtype.is_packed()
+        {
+            self.fail(format!(
+                "dst and src must have one 2- or 4-byte dtype, found {} and {}",
+                dst.dtype, src.dtype
+            ));
+        }
+        let (p, f) = (u64::from(src.partitions), src.free_len());
+        if p % 16 != 0 {
+            self.fail(format!(
+                "src has {p} partitions: the DMA transposes blocks of 16 rows, so a multiple of 16"
+            ));
+        }
+        if u64::from(dst.partitions) != f || dst.free_len() != p {
+            self.fail(format!(
+                "dst must be [{f}, {p}] for src [{p}, {f}], found [{}, {}]",
+                dst.partitions,
+                dst.free_len()
+            ));
+        }
+    }
+
     fn quantize_mx(&mut self, dst: &Tile, src: &Tile, scale: &Tile) {
         self.v4_only("quantize_mx");
         if !matches!(dst.dtype, DType::Fp8E5m2x4 | DType::Fp8E4m3fnx4) {
@@ -429,7 +468,7 @@ impl Checker<'_> {
     fn op(&mut self, engine: Engine, op: &Op) {
         let eng = Some(engine);
         // Memory permissions, bounds, shapes of every tile.
-        let is_dma = op.dma_operands().is_some();
+        let is_dma = op.is_dma();
         let mut n = 0;
         op.for_each_tile(|t, access| {
             n += 1;
@@ -661,6 +700,7 @@ impl Checker<'_> {
                 self.matmul_mx(dst, stationary, moving, stationary_scale, moving_scale)
             }
             Op::QuantizeMx { dst, src, scale } => self.quantize_mx(dst, src, scale),
+            Op::DmaTranspose { dst, src, queue } => self.dma_transpose(dst, src, *queue),
             Op::Exponential { dst, src, max, reduce_cmd, init, reduce } => {
                 if !self.core.has_fast_exponential() {
                     self.fail(format!(

@@ -167,6 +167,29 @@ fn generation_rules() {
 }
 
 #[test]
+fn dma_transpose_rules() {
+    let ok = "dma_transpose sb[0:128]@0:bf16[32], sb[0:32]@256:bf16[128] queue=2";
+    let p = parse(ok).unwrap_or_else(|e| panic!("{e}"));
+    for chip in [Chip::Trn2, Chip::Trn3] {
+        verify(&p, &chip.params().core).unwrap_or_else(|e| panic!("{chip}: {e}"));
+    }
+    let e = verify(&p, &Chip::Trn1.params().core).err().map(|v| v.to_string()).unwrap_or_default();
+    assert!(e.contains("dma_transpose needs NeuronCore-v3"), "{e}");
+    for (bad, want) in [
+        ("dma_transpose sb[0:128]@0:bf16[24], sb[0:24]@256:bf16[128]", "a multiple of 16"),
+        ("dma_transpose sb[0:128]@0:bf16[16], sb[0:32]@256:bf16[128]", "dst must be [128, 32]"),
+        ("dma_transpose sb[0:128]@0:f32[32], sb[0:32]@256:bf16[128]", "one 2- or 4-byte dtype"),
+        ("dma_transpose sb[0:128]@0:u8[32], sb[0:32]@256:u8[128]", "one 2- or 4-byte dtype"),
+        ("dma_transpose ps[0:128]@0:bf16[32], sb[0:32]@256:bf16[128]", "DMA cannot access PSUM"),
+    ] {
+        let p = parse(bad).unwrap_or_else(|e| panic!("{e}"));
+        let e =
+            verify(&p, &Chip::Trn2.params().core).err().map(|v| v.to_string()).unwrap_or_default();
+        assert!(e.contains(want), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn the_example_programs_verify_on_every_chip() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/asm");
     for name in ["matmul.asm", "softmax.asm", "mm_stream.asm"] {
@@ -239,6 +262,7 @@ dropout sb[0:1]@0:f32[4], sb[0:1]@16:f32[4] prob=0.5 seed=3
 exponential sb[0:1]@0:f32[4], sb[0:1]@16:f32[4] max=1 reduce_cmd=reset_reduce
 nc_matmul_mx ps[0:32]@0:bf16[8], sb[0:32]@0:fp8e5m2x4[4], sb[0:32]@16:fp4e2m1fnx4[8], sb[0:4]@64:u8[4], sb[0:4]@68:u8[8] accumulate=true
 quantize_mx sb[0:32]@0:fp8e4m3fnx4[4], sb[0:32]@16:bf16[16], sb[0:4]@64:u8[4]
+dma_transpose sb[0:4]@0:bf16[16], sb[0:16]@64:bf16[4] queue=3
 nc_stream_shuffle sb[0:32]@0:f32[4], sb[0:32]@16:f32[4] mask=[1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 255]
 ",
     )

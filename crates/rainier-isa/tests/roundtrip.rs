@@ -319,6 +319,11 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
             }
         ),
         (tile(), tile(), tile()).prop_map(|(dst, src, scale)| Op::QuantizeMx { dst, src, scale }),
+        (tile(), tile(), 0u8..16).prop_map(|(dst, src, queue)| Op::DmaTranspose {
+            dst,
+            src,
+            queue
+        }),
     ]
 }
 

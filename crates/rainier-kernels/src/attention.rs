@@ -12,13 +12,16 @@
 //!   diagonal step of a causal head a precomputed `[128, 128]` mask (0 or -inf) is added to the
 //!   last 128 scores in PSUM; the row max comes from one Vector reduction over the block, and
 //!   `p = exp(scale·(s - m_new))` with its row sum fused is one ScalarE instruction reading PSUM;
-//! - `p` is transposed on TensorE in 128 x 128 chunks into one PSUM bank in bf16 (a transpose is
-//!   exact in the input dtype), evacuated to SBUF partly by VectorE and mostly by ScalarE (the
-//!   engines are balanced), and `p·v` accumulates over the chunks in one bank;
-//! - the running sum and output are updated with fused `scalar_tensor_tensor`s
-//!   (`l = l·corr + l_blk`, `o = o·corr + p·v`), `o / l` is stored at the end;
+//! - `p` is transposed in 128 x 128 chunks: on v3+ up to [`DMA_TRANSPOSE_CHUNKS`] of them by the
+//!   DMA engines' hardware transpose (`dma_transpose`, SBUF to SBUF), the rest on TensorE into
+//!   one PSUM bank in bf16 (a transpose is exact in the input dtype) evacuated by ScalarE
+//!   (VectorE carries the row max); `p·v` accumulates over the chunks in one bank;
+//! - the running max and output are updated with fused instructions
+//!   (`neg = min(neg, -scale·m_blk)`, `o = o·corr + p·v`), `l = l·corr + l_blk` on GpSimd, and
+//!   `o / l` is stored at the end;
 //! - steps are emitted as a software pipeline (scores of later steps issued before the softmax
-//!   and PV of earlier ones), and each step's four PSUM banks leave room for the next step's.
+//!   and PV of earlier ones; with DMA transposes, [`DMA_PV_LAG`] steps of them in flight), and
+//!   each step's PSUM banks leave room for the next step's.
 
 use std::collections::VecDeque;
 
@@ -39,8 +42,14 @@ const CHUNK: u64 = 128;
 const LOOKAHEAD: usize = 1;
 /// Query blocks sharing each K/V block, their key steps interleaved.
 const GROUP: usize = 32;
-/// Of each step's transposed chunks, this many are evacuated by VectorE, the rest by ScalarE.
-const VECTOR_EVAC_CHUNKS: u64 = 3;
+/// On v3+, up to this many of a step's 128-key pᵀ chunks go by `dma_transpose`, the rest on
+/// TensorE through PSUM: the DMA moves a transpose at half a copy's rate [N-arch3], and with
+/// every chunk on it the DMA engines saturate once K/V blocks are reloaded per query group
+/// (seq 8K+); half and half is the best split measured over seq 1K-32K (docs/kernels.md).
+const DMA_TRANSPOSE_CHUNKS: u64 = 4;
+/// With pᵀ by DMA (its ~1.3 µs fixed latency [N-dmabw] on every step's chain), this many
+/// steps' transposes are in flight before the oldest one's `p·v` is issued.
+const DMA_PV_LAG: usize = 4;
 /// Stands for -inf in masked scores (finite, so `exp` of it scaled is exactly 0).
 const MASKED: f32 = -3.0e38;
 
@@ -169,7 +178,11 @@ pub fn attention(chip: Chip, shape: &AttentionShape, dtype: DType) -> Result<Pro
         }
     }
     let mask = if causal { Some(causal_mask(&mut kb)?) } else { None };
-    let ctx = Ctx { q, k, v, o, d, seq, heads, kv_heads, group, dtype, scale, mask };
+    // Part of pᵀ by the DMA engines' hardware transpose where there is one (v3+, NKI's
+    // `dma_transpose`), taking it off TensorE and out of PSUM.
+    let dma_transposes = chip.params().core.generation >= rainier_arch::Generation::V3;
+    let ctx =
+        Ctx { q, k, v, o, d, seq, heads, kv_heads, group, dtype, scale, mask, dma_transposes };
     let kv_tiles: Vec<Option<KvTiles>> = (0..kv_blocks.len()).map(|_| None).collect();
     // Query-block states by (head, q0). Each step goes through three phases emitted in a
     // software pipeline: scores (QKᵀ), then LOOKAHEAD steps later its softmax statistics and
@@ -183,6 +196,7 @@ pub fn attention(chip: Chip, shape: &AttentionShape, dtype: DType) -> Result<Pro
         multiplied: VecDeque::new(),
         kv_tiles,
         kv_blocks,
+        pv_lag: if ctx.dma_transposes { DMA_PV_LAG } else { 1 },
     };
     for step in &steps {
         if step.first {
@@ -203,7 +217,7 @@ pub fn attention(chip: Chip, shape: &AttentionShape, dtype: DType) -> Result<Pro
             kb.free(&k_t)?;
         }
         pipe.scored.push_back((*step, scores));
-        pipe.advance(&mut kb, &ctx, LOOKAHEAD)?;
+        pipe.advance(&mut kb, &ctx)?;
     }
     pipe.drain(&mut kb, &ctx)?;
     if let Some(m) = &ctx.mask {
@@ -326,6 +340,8 @@ struct Ctx {
     scale: f32,
     /// The causal mask (causal heads only).
     mask: Option<CausalMask>,
+    /// pᵀ by `dma_transpose` (else on TensorE through PSUM).
+    dma_transposes: bool,
 }
 
 impl Ctx {
@@ -402,6 +418,8 @@ struct Pipeline {
     /// Loaded K/V blocks (None: not loaded yet or freed) and their readers.
     kv_tiles: Vec<Option<KvTiles>>,
     kv_blocks: Vec<KvBlock>,
+    /// Steps whose pᵀ is issued before the oldest one's `p·v` is.
+    pv_lag: usize,
 }
 
 impl Pipeline {
@@ -418,18 +436,13 @@ impl Pipeline {
     /// one before that its accumulator update (phase 5), so each engine's in-order queue
     /// interleaves independent work of different steps instead of waiting on one step's
     /// chain.
-    fn advance(
-        &mut self,
-        kb: &mut KernelBuilder,
-        c: &Ctx,
-        lookahead: usize,
-    ) -> Result<(), KernelError> {
-        while self.scored.len() > lookahead {
+    fn advance(&mut self, kb: &mut KernelBuilder, c: &Ctx) -> Result<(), KernelError> {
+        while self.scored.len() > LOOKAHEAD {
             self.phase2(kb, c)?;
             while self.exped.len() > 1 {
                 self.phase3(kb, c)?;
             }
-            while self.transposed.len() > 1 {
+            while self.transposed.len() > self.pv_lag {
                 self.phase4(kb, c)?;
             }
             while self.multiplied.len() > 1 {
@@ -528,18 +541,14 @@ fn softmax_stats(
     );
     // neg = min(neg_m, -scale · m_blk) = -scale · max(m, m_blk), one instruction.
     let neg = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    kb.push(
+    kb.tensor_scalar(
         Engine::Vector,
-        Op::ScalarTensorTensor {
-            dst: neg.clone(),
-            src: m_blk.clone(),
-            operand0: ScalarOperand::Imm(-scale),
-            in1: b.neg_m.clone(),
-            op0: AluOp::Multiply,
-            op1: AluOp::Min,
-            reverse0: false,
-            reverse1: false,
-        },
+        &neg,
+        &m_blk,
+        &[
+            (AluOp::Multiply, ScalarOperand::Imm(-scale)),
+            (AluOp::Min, ScalarOperand::Vector(b.neg_m.clone())),
+        ],
     );
     kb.free(&m_blk)?;
     let p = kb.sbuf(QT as u32, c.dtype, &[st.ksz])?;
@@ -596,8 +605,21 @@ fn transpose_p(
     st: &Step,
     pr: Probs,
 ) -> Result<Transposed, KernelError> {
-    let chunks = st.ksz / CHUNK;
+    let all = st.ksz / CHUNK;
     let Probs { p, corr } = pr;
+    let pt = kb.sbuf(CHUNK as u32, c.dtype, &[all * QT])?;
+    let by_dma = if c.dma_transposes { DMA_TRANSPOSE_CHUNKS.min(all) } else { 0 };
+    let chunks = all - by_dma;
+    // The last chunks by DMA straight into SBUF, triggered from TensorE (in order behind the
+    // exp they wait for, ahead of the PV that reads them).
+    for j in chunks..all {
+        let (dst, src) = (columns(&pt, j * QT, QT), columns(&p, j * CHUNK, CHUNK));
+        kb.dma_transpose_from(Engine::Tensor, &dst, &src);
+    }
+    if chunks == 0 {
+        kb.free(&p)?;
+        return Ok(Transposed { pt, corr });
+    }
     let pt_ps = kb.psum(CHUNK as u32, c.dtype, &[chunks * QT])?;
     for j in 0..chunks {
         kb.push(
@@ -605,20 +627,13 @@ fn transpose_p(
             Op::Transpose { dst: columns(&pt_ps, j * QT, QT), src: columns(&p, j * CHUNK, CHUNK) },
         );
     }
-    let pt = kb.sbuf(CHUNK as u32, c.dtype, &[chunks * QT])?;
-    let on_vector = VECTOR_EVAC_CHUNKS.min(chunks);
-    if on_vector > 0 {
-        let w = on_vector * QT;
-        kb.copy(Engine::Vector, &columns(&pt, 0, w), &columns(&pt_ps, 0, w));
-    }
-    if chunks > on_vector {
-        let (c0, w) = (on_vector * QT, (chunks - on_vector) * QT);
-        let (dst, src) = (columns(&pt, c0, w), columns(&pt_ps, c0, w));
-        if kb.chip().core.scalar_has_tensor_copy() {
-            kb.copy(Engine::Scalar, &dst, &src);
-        } else {
-            kb.activation(&dst, &src, ActFunc::Identity, ScalarOperand::Imm(1.0), None, None);
-        }
+    // ScalarE evacuates: VectorE carries the row max, the busiest reading of PSUM.
+    let w = chunks * QT;
+    let dst = columns(&pt, 0, w);
+    if kb.chip().core.scalar_has_tensor_copy() {
+        kb.copy(Engine::Scalar, &dst, &pt_ps);
+    } else {
+        kb.activation(&dst, &pt_ps, ActFunc::Identity, ScalarOperand::Imm(1.0), None, None);
     }
     kb.free(&pt_ps)?;
     kb.free(&p)?;

@@ -458,7 +458,7 @@ impl KernelBuilder {
     /// Appends `op` on `engine`, with the semaphore waits its data dependencies need and a
     /// signal for those who will depend on it.
     pub fn push(&mut self, engine: Engine, op: Op) {
-        let is_dma = op.dma_operands().is_some();
+        let is_dma = op.is_dma();
         let indirect = matches!(op, Op::DmaIndirect { .. });
         let mut accesses: Vec<(Region, bool)> = Vec::with_capacity(6);
         op.for_each_tile(|t, a| accesses.push((Region::of_tile(t), a != Access::Read)));
@@ -580,6 +580,12 @@ impl KernelBuilder {
     pub fn dma_from(&mut self, engine: Engine, dst: DmaOperand, src: DmaOperand) {
         let queue = self.rotate_queue();
         self.push(engine, Op::DmaCopy { dst, src, queue });
+    }
+
+    /// `dma_transpose dst, src` (SBUF to SBUF, NeuronCore-v3+), triggered from `engine`'s queue.
+    pub fn dma_transpose_from(&mut self, engine: Engine, dst: &Tile, src: &Tile) {
+        let queue = self.rotate_queue();
+        self.push(engine, Op::DmaTranspose { dst: dst.clone(), src: src.clone(), queue });
     }
 
     /// The next of [`KERNEL_DMA_QUEUES`] queues, round robin: a queue moves elements at a

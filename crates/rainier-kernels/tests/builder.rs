@@ -165,7 +165,7 @@ fn dma_semaphore_reuse_keeps_transfers_ordered() {
     // previous transfer on it, so the semaphore counts its transfers in order.
     let mut issued: BTreeMap<u32, u32> = BTreeMap::new();
     for ins in &p.instructions {
-        if let Some(&s) = ins.signals.first().filter(|_| ins.op.dma_operands().is_some()) {
+        if let Some(&s) = ins.signals.first().filter(|_| ins.op.is_dma()) {
             let n = issued.entry(s).or_insert(0);
             if *n > 0 {
                 assert!(ins.waits.iter().any(|w| w.semaphore == s && w.value >= *n), "{ins:?}");

@@ -291,6 +291,13 @@ impl<'a> Lowering<'a> {
             OpSpec::Transpose { dst, src, engine } => {
                 (engine_of(engine)?, Op::Transpose { dst: t(dst)?, src: t(src)? })
             }
+            OpSpec::DmaTranspose { dst, src } => {
+                // Triggered from the queue of the engine that produced the source.
+                let esz = self.access_dtype(src)?.size_bytes() as u64;
+                let u = self.unit_at(src, esz)?;
+                let engine = self.last_writer.get(&u).copied().unwrap_or(Engine::Sync);
+                (engine, Op::DmaTranspose { dst: t(dst)?, src: t(src)?, queue: 0 })
+            }
             OpSpec::TensorTensor { dst, in0, in1, alu, engine } => (
                 engine_of(engine)?,
                 Op::TensorTensor { dst: t(dst)?, in0: t(in0)?, in1: t(in1)?, op: alu_of(alu)? },

@@ -87,6 +87,7 @@ impl Outcome {
             "dma": {
                 "transfers": dma.transfers,
                 "bytes": dma.bytes,
+                "hbm_bytes": dma.hbm_bytes,
                 "busy_ns": dma.busy_ps as f64 / 1000.0,
                 "utilization": dma.busy_ps as f64 / r.time_ps.max(1) as f64,
                 "bandwidth_gb_per_s": if time_s > 0.0 { dma.bytes as f64 / time_s / 1e9 } else { 0.0 },

@@ -199,6 +199,11 @@ pub enum OpSpec {
         src: Access,
         engine: String,
     },
+    /// `dma_transpose` of an on-chip 2-D tile (v3+ hardware DGE).
+    DmaTranspose {
+        dst: Access,
+        src: Access,
+    },
     TensorTensor {
         dst: Access,
         in0: Access,
@@ -429,6 +434,7 @@ impl OpSpec {
                 v.push((dst, true));
             }
             OpSpec::Transpose { dst, src, .. }
+            | OpSpec::DmaTranspose { dst, src }
             | OpSpec::TensorCopy { dst, src, .. }
             | OpSpec::TensorReduce { dst, src, .. }
             | OpSpec::AffineSelect { dst, src, .. }
@@ -612,6 +618,7 @@ impl OpSpec {
             OpSpec::MatmulMx { .. } => "nc_matmul_mx",
             OpSpec::QuantizeMx { .. } => "quantize_mx",
             OpSpec::Transpose { .. } => "nc_transpose",
+            OpSpec::DmaTranspose { .. } => "dma_transpose",
             OpSpec::TensorTensor { .. } => "tensor_tensor",
             OpSpec::TensorScalar { .. } => "tensor_scalar",
             OpSpec::TensorReduce { .. } => "tensor_reduce",

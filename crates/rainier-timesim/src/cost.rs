@@ -40,7 +40,7 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
     let stream = |n: u64| if penalty { 2 * n } else { n };
     let plain = |cycles| Cost { cycles, load_stationary_cycles: 0 };
     match op {
-        Op::DmaCopy { .. } | Op::DmaIndirect { .. } => {
+        Op::DmaCopy { .. } | Op::DmaIndirect { .. } | Op::DmaTranspose { .. } => {
             plain(u64::from(tp.dma_trigger_cycles.value))
         }
         Op::Matmul { stationary, moving, double_row, .. } => {

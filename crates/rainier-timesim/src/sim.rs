@@ -54,7 +54,10 @@ pub struct EngineStats {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DmaStats {
     pub transfers: u64,
+    /// Bytes the DMA engines moved.
     pub bytes: u64,
+    /// Bytes read from or written to HBM (an HBM -> HBM copy counts twice, SBUF -> SBUF not).
+    pub hbm_bytes: u64,
     /// Time during which at least one transfer was moving data (union of each transfer's span
     /// from its first piece starting to its last piece finishing).
     pub busy_ps: u64,
@@ -128,6 +131,8 @@ struct Transfer {
     /// How many sides are HBM: the bytes use the core's HBM share once per side (an
     /// HBM -> HBM copy reads and writes it).
     hbm_sides: u64,
+    /// A hardware DMA transpose: its bytes move at `dma_transpose_rate_fraction` of a copy's.
+    transpose: bool,
 }
 
 /// DMA queues per (DMA engine, issuing engine).
@@ -230,6 +235,7 @@ fn transfer(program: &Program, dst: &DmaOperand, src: &DmaOperand) -> Option<Tra
                 elements_per_partition: per,
                 descriptors_per_partition: per.div_ceil(run),
                 hbm_sides,
+                transpose: false,
             });
         }
     };
@@ -242,7 +248,23 @@ fn transfer(program: &Program, dst: &DmaOperand, src: &DmaOperand) -> Option<Tra
         elements_per_partition: free,
         descriptors_per_partition: free.div_ceil(run),
         hbm_sides,
+        transpose: false,
     })
+}
+
+/// A `dma_transpose`: the engines serving dst's partitions write each dst row as one run
+/// (the transpose itself is the DMA hardware's, priced by its rate fraction).
+fn transpose_transfer(dst: &Tile) -> Transfer {
+    let free = dst.free_len();
+    Transfer {
+        p0: dst.start_partition,
+        p1: dst.start_partition + dst.partitions,
+        bytes_per_partition: free * dst.dtype.size_bytes() as u64,
+        elements_per_partition: free,
+        descriptors_per_partition: 1,
+        hbm_sides: 0,
+        transpose: true,
+    }
 }
 
 fn plan(chip: &ChipParams, program: &Program, index: usize) -> Plan {
@@ -297,6 +319,7 @@ fn plan(chip: &ChipParams, program: &Program, index: usize) -> Plan {
         banks,
         transfer: match &ins.op {
             Op::DmaCopy { dst, src, .. } => transfer(program, dst, src),
+            Op::DmaTranspose { dst, .. } => Some(transpose_transfer(dst)),
             // Each indexed row is its own descriptor run.
             Op::DmaIndirect { dst, src, .. } => transfer(program, dst, src).map(|mut t| {
                 t.descriptors_per_partition = t.descriptors_per_partition.max(1);
@@ -409,6 +432,10 @@ pub fn simulate(
     let per_engine = tp.dma_partitions_per_engine.value.max(1);
     // Integer rates (bytes per microsecond) keep the per-piece arithmetic exact and cheap.
     let engine_bytes_per_us = ((tp.dma_engine_bytes_per_ns.value * 1000.0).round() as u64).max(1);
+    let transpose_bytes_per_us =
+        ((tp.dma_engine_bytes_per_ns.value * tp.dma_transpose_rate_fraction.value * 1000.0).round()
+            as u64)
+            .max(1);
     let queue_elements_per_us =
         ((tp.dma_queue_elements_per_ns.value * 1000.0).round() as u64).max(1);
     let hbm_bytes_per_us =
@@ -555,7 +582,8 @@ pub fn simulate(
                 // its element rate, and the queues of one DMA engine share its byte rate.
                 let lane = (q * Engine::ALL.len() + e) * QUEUES + usize::from(queue);
                 let s = data_start.max(queue_free[lane]);
-                let byte_time = bytes * 1_000_000 / engine_bytes_per_us;
+                let rate = if tr.transpose { transpose_bytes_per_us } else { engine_bytes_per_us };
+                let byte_time = bytes * 1_000_000 / rate;
                 let slot_end = engine_slots[q].reserve(start, s, byte_time);
                 let mut finish = (s
                     + elements * 1_000_000 / queue_elements_per_us
@@ -568,6 +596,7 @@ pub fn simulate(
                 }
                 queue_free[lane] = finish;
                 dma.bytes += bytes;
+                dma.hbm_bytes += tr.hbm_sides * bytes;
                 dma.per_engine_busy_ps[q] += byte_time;
                 first_start = first_start.min(s);
                 complete = complete.max(finish);

@@ -181,6 +181,26 @@ fn dma_engines_move_bf16_at_half_the_fp32_byte_rate() {
     assert!(within(bf16_ps / f32_ps, 2.0, 0.05), "bf16 {bf16_ps} ps vs f32 {f32_ps} ps");
 }
 
+/// [N-arch3]: a DMA transpose SBUF -> SBUF moves at up to 50 % of a copy's throughput: eight
+/// of them spread over eight queues take a DMA engine twice as long as eight copies.
+#[test]
+fn dma_transpose_moves_at_half_the_copy_rate() {
+    let run = |op: &str| {
+        let text: String = (0..8)
+            .map(|q| {
+                let (dst, src) = (q * 8192, q * 8192 + 4096);
+                format!("{op} sb[0:128]@{dst}:bf16[128], sb[0:128]@{src}:bf16[128] queue={q}\n")
+            })
+            .collect();
+        let r = timing(&parse(&text).unwrap_or_else(|e| panic!("{e}")), Chip::Trn2);
+        assert_eq!(r.dma.bytes, 8 * 128 * 128 * 2);
+        (r.dma.per_engine_busy_ps[0] as f64, r.dma.busy_ps as f64)
+    };
+    let ((copy, copy_span), (transpose, transpose_span)) = (run("dma_copy"), run("dma_transpose"));
+    assert!(within(transpose / copy, 2.0, 0.01), "transpose {transpose} ps vs copy {copy} ps");
+    assert!(transpose_span > 1.5 * copy_span, "{transpose_span} vs {copy_span}");
+}
+
 fn random_input(shape: &[usize], seed: u64) -> HostTensor {
     let mut s = seed | 1;
     let v: Vec<f32> = (0..shape.iter().product::<usize>())

@@ -136,3 +136,12 @@ def softmax_and_rmsnorm(x, w):
     nl.store(sm, value=nl.softmax(t, axis=1))
     nl.store(rn_, value=nl.rms_norm(t, g.broadcast_to(t.shape), axis=1, n=x.shape[1]))
     return sm, rn_
+
+
+@nki.jit
+def dma_transpose_on_chip(a):
+    """b = aᵀ by a DMA transpose of the loaded tile (SBUF to SBUF)."""
+    b_sb = nisa.dma_transpose(nl.load(a))
+    b = nl.ndarray(b_sb.shape, dtype=b_sb.dtype, buffer=nl.shared_hbm)
+    nl.store(b, value=b_sb)
+    return b
