@@ -11,6 +11,7 @@
 
 mod parse;
 mod print;
+mod races;
 mod table;
 mod types;
 mod verify;
@@ -18,4 +19,4 @@ mod verify;
 pub use parse::{parse, ParseError};
 pub use table::{isa_markdown, opcode, OpcodeInfo, OPCODES};
 pub use types::*;
-pub use verify::{verify, Violation, Violations};
+pub use verify::{verify, verify_rules, Violation, Violations};

@@ -937,8 +937,22 @@ impl Checker<'_> {
     }
 }
 
-/// Checks `program` against the rules of `core`. `Ok` means every instruction is legal.
+/// Checks `program` against the rules of `core`, then for data races (conflicting accesses no
+/// semaphore orders, see `races.rs`). `Ok` means every instruction is legal and the result does
+/// not depend on timing.
 pub fn verify(program: &Program, core: &CoreParams) -> Result<(), Violations> {
+    verify_rules(program, core)?;
+    let races = crate::races::races(program);
+    if races.is_empty() {
+        Ok(())
+    } else {
+        Err(Violations(races))
+    }
+}
+
+/// The hardware rules of [`verify`] without its data-race analysis: for programs whose
+/// synchronization is correct by construction (the kernel builder's), before they run.
+pub fn verify_rules(program: &Program, core: &CoreParams) -> Result<(), Violations> {
     let mut c = Checker { core, program, index: 0, opcode: "", out: Vec::new() };
     for (i, ins) in program.instructions.iter().enumerate() {
         c.index = i;

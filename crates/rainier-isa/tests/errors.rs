@@ -123,7 +123,7 @@ fn generation_rules() {
     assert!(e.contains("load_reduce needs it"), "{e}");
     // MX: v4 only; quadrant-sized data, the scale layout, packed data only where MX is.
     let mx = "nc_matmul_mx ps[0:128]@0:f32[512], sb[0:128]@0:fp8e4m3fnx4[128], sb[0:128]@512:fp4e2m1fnx4[512], sb[0:128]@2048:u8[128], sb[0:128]@2176:u8[512]\n\
-              quantize_mx sb[0:64]@0:fp8e5m2x4[16], sb[0:64]@64:bf16[64], sb[0:64]@192:u8[16]";
+              quantize_mx sb[0:64]@8192:fp8e5m2x4[16], sb[0:64]@8256:bf16[64], sb[0:64]@8384:u8[16]";
     let p = parse(mx).unwrap_or_else(|e| panic!("{e}"));
     if let Err(e) = verify(&p, &Chip::Trn3.params().core) {
         panic!("{e}");
@@ -271,4 +271,91 @@ nc_stream_shuffle sb[0:32]@0:f32[4], sb[0:32]@16:f32[4] mask=[1, 0, 2, 3, 4, 5, 
     for ins in &p.instructions {
         assert_eq!(ins.op.info().name, ins.op.name());
     }
+}
+
+fn races_of(text: &str) -> String {
+    let p = parse(text).unwrap_or_else(|e| panic!("{e}"));
+    verify(&p, &Chip::Trn2.params().core).err().map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// Issue 19's reproducer: GpSimd overwrites a tile VectorE reads, with no semaphore between
+/// them (the result depended on the chip's timing).
+#[test]
+fn unsynchronised_conflicts_are_data_races_naming_both_lines() {
+    let racy = "hbm x: f32[128, 64] input
+hbm y: f32[128, 64] output
+dma_copy sb[0:128]@0:f32[64], x S[5]++
+tensor_scalar sb[0:128]@256:f32[64], sb[0:128]@0:f32[64] op0=add operand0=1 S[5]>=1 S[0]++
+memset sb[0:128]@0:f32[64] value=1 engine=gpsimd
+dma_copy y, sb[0:128]@256:f32[64] S[0]>=1
+";
+    let e = races_of(racy);
+    assert!(e.contains("line 5 (instruction #2 memset): data race with line 4 (instruction #1 tensor_scalar on vector)"), "{e}");
+    assert!(e.contains("SBUF partitions 0..128 bytes 0..256"), "{e}");
+    // ... and with the DMA that wrote the tile (GpSimd never waited for it).
+    assert!(
+        e.contains("data race with line 3 (instruction #0 dma_copy on sync): it writes"),
+        "{e}"
+    );
+    // GpSimd waiting for VectorE (which itself waited for the DMA) orders all three.
+    let ordered = racy.replace("value=1 engine=gpsimd", "value=1 engine=gpsimd S[0]>=1");
+    assert_eq!(races_of(&ordered), "");
+    // Disjoint bytes never race.
+    let disjoint = racy.replace("memset sb[0:128]@0:f32[64]", "memset sb[0:128]@1024:f32[64]");
+    assert_eq!(races_of(&disjoint), "");
+}
+
+#[test]
+fn a_dma_is_known_done_only_through_its_semaphore() {
+    // The issuing engine's later instructions do not wait for its DMA.
+    let e = races_of(
+        "hbm x: f32[128, 64] input
+dma_copy sb[0:128]@0:f32[64], x engine=vector S[5]++
+tensor_scalar sb[0:128]@256:f32[64], sb[0:128]@0:f32[64] op0=add operand0=1
+",
+    );
+    assert!(e.contains("data race with line 2 (instruction #0 dma_copy on vector)"), "{e}");
+    // A DMA that reads a tile its engine has just written must wait for it too.
+    let e = races_of(
+        "hbm y: f32[128, 64] output
+tensor_scalar sb[0:128]@0:f32[64], sb[0:128]@1024:f32[64] op0=add operand0=1 engine=scalar
+dma_copy y, sb[0:128]@0:f32[64] engine=scalar
+",
+    );
+    assert!(e.contains("data race with line 2 (instruction #0 tensor_scalar on scalar)"), "{e}");
+}
+
+#[test]
+fn semaphore_knowledge_is_transitive_and_counts_only_ordered_signals() {
+    // ScalarE learns the DMA is done through VectorE, which waited for it.
+    assert_eq!(
+        races_of(
+            "hbm x: f32[128, 64] input
+dma_copy sb[0:128]@0:f32[64], x S[5]++
+memset sb[0:128]@1024:f32[4] value=0 S[5]>=1 S[0]++
+activation sb[0:128]@512:f32[64], sb[0:128]@0:f32[64] func=exp S[0]>=1
+"
+        ),
+        ""
+    );
+    // Two unordered DMAs signal S[5]: S[5] >= 1 may be either, so reading the second's
+    // destination races with it.
+    let two = "hbm x: f32[128, 64] input
+dma_copy sb[0:128]@0:f32[64], x S[5]++
+dma_copy sb[0:128]@256:f32[64], x engine=gpsimd S[5]++
+tensor_copy sb[0:128]@512:f32[64], sb[0:128]@256:f32[64] S[5]>=1
+";
+    let e = races_of(two);
+    let want = "line 3 (instruction #1 dma_copy): data race with line 4 (instruction #2 tensor_copy on vector): it reads";
+    assert!(e.contains(want), "{e}");
+    // Waiting for both is enough...
+    assert_eq!(races_of(&two.replace("S[5]>=1\n", "S[5]>=2\n")), "");
+    // ... and so is a chain: the second DMA starts after the first has landed, so S[5] >= 1
+    // means the first and S[5] >= 2 both.
+    let chained = two.replace("engine=gpsimd S[5]++", "engine=gpsimd S[5]>=1 S[5]++");
+    let read_first = chained.replace(
+        "sb[0:128]@512:f32[64], sb[0:128]@256:f32[64] S[5]>=1",
+        "sb[0:128]@512:f32[64], sb[0:128]@0:f32[64] S[5]>=1",
+    );
+    assert_eq!(races_of(&read_first), "");
 }

@@ -2,9 +2,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use rainier_arch::{Chip, ChipParams};
 use rainier_isa::{
-    pattern_extent, verify, Access, ActFunc, AluOp, DmaOperand, Engine, HbmAccess, Instruction,
-    Memory, Op, Program, ScalarOperand, ScalarStage, SemWait, TensorDecl, TensorKind, Tile,
-    Violations,
+    pattern_extent, verify_rules, Access, ActFunc, AluOp, DmaOperand, Engine, HbmAccess,
+    Instruction, Memory, Op, Program, ScalarOperand, ScalarStage, SemWait, TensorDecl, TensorKind,
+    Tile, Violations,
 };
 use rainier_tensor::DType;
 
@@ -721,7 +721,8 @@ impl KernelBuilder {
             return Err(KernelError::TooLarge { limit: MAX_INSTRUCTIONS });
         }
         let program = Program { tensors: self.tensors, instructions: self.instructions, lines };
-        verify(&program, &self.chip.core)?;
+        // Race-free by construction (the simulators check races before running).
+        verify_rules(&program, &self.chip.core)?;
         Ok(program)
     }
 
@@ -732,7 +733,7 @@ impl KernelBuilder {
         }
         let program =
             Program { tensors: self.tensors, instructions: self.instructions, lines: Vec::new() };
-        verify(&program, &self.chip.core)?;
+        verify_rules(&program, &self.chip.core)?;
         Ok(program)
     }
 }

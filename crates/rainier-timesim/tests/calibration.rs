@@ -290,3 +290,29 @@ fn independent_engines_overlap() {
         + r.engines[Engine::Scalar.index()].busy_ps) as f64;
     assert!(total < 0.8 * sum, "no overlap: {total} vs {sum}");
 }
+
+/// A program whose result depends on timing (Vector reads a tile GpSimd writes, no semaphore
+/// between them: 0 on trn1/trn2, 1 on trn3 before races were detected) does not run: both
+/// simulators refuse it with the two instructions' lines.
+#[test]
+fn racy_programs_are_refused_by_both_simulators() {
+    let text = "hbm y: f32[128, 4] output
+memset sb[0:128]@0:f32[4] value=0 S[0]++
+memset sb[0:128]@0:f32[4] value=1 engine=gpsimd
+dma_copy y, sb[0:128]@0:f32[4] S[0]>=1
+";
+    let p = parse(text).unwrap_or_else(|e| panic!("{e}"));
+    for chip in Chip::ALL {
+        let f =
+            rainier_funcsim::run(&p, &chip.params(), &BTreeMap::new()).err().map(|e| e.to_string());
+        let t = simulate(&p, &chip.params(), None, false).err().map(|e| e.to_string());
+        for e in [f, t] {
+            let e = e.unwrap_or_default();
+            assert!(e.contains("line 3 (instruction #1 memset): data race with line 2 (instruction #0 memset on vector): it writes"), "{chip}: {e}");
+            assert!(
+                e.contains("line 4 (instruction #2 dma_copy): data race with line 3"),
+                "{chip}: {e}"
+            );
+        }
+    }
+}
