@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use rainier_plan::{
     compare, compare_serve, CompareConfig, CompareReport, ServeCompareReport, TrainConfig,
@@ -62,6 +62,12 @@ pub(crate) struct CompareArgs {
 pub(crate) fn run(args: &CompareArgs) -> Result<()> {
     let catalog = load_catalog(args.catalog.as_deref())?;
     let model = load_model(&args.model)?;
+    if args.serve && args.budget_usd.is_some() {
+        bail!(
+            "--budget-usd sizes a training run by its cost, and serving has no run length: \
+             use --chips with --serve (the report gives $/M tokens and $/chip-hour)"
+        );
+    }
     if args.serve {
         let base = args.serve_job.config(args.chips);
         let cfg = rainier_plan::ServeConfig {

@@ -277,14 +277,27 @@ pub(crate) fn load_catalog(path: Option<&Path>) -> Result<Catalog> {
     }
 }
 
+/// A model from a preset name, a config.json file, or a Hugging Face snapshot directory (its
+/// `config.json`). A directory without one does not hide the preset of the same name.
 pub(crate) fn load_model(name: &str) -> Result<Model> {
     let path = Path::new(name);
-    if name.ends_with(".json") || path.exists() {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {name}"))?;
-        Ok(Model::from_config_json(&text, name)?)
+    let config = if path.is_dir() {
+        let inner = path.join("config.json");
+        if !inner.is_file() && Model::preset(name).is_ok() {
+            return Ok(Model::preset(name)?);
+        }
+        if !inner.is_file() {
+            bail!("{name} is a directory without a config.json (and not a preset)");
+        }
+        inner
+    } else if name.ends_with(".json") || path.exists() {
+        path.to_path_buf()
     } else {
-        Ok(Model::preset(name)?)
-    }
+        return Ok(Model::preset(name)?);
+    };
+    let text = std::fs::read_to_string(&config)
+        .with_context(|| format!("cannot read {}", config.display()))?;
+    Ok(Model::from_config_json(&text, &config.display().to_string())?)
 }
 
 pub(crate) fn precision(p: PrecisionArg) -> Precision {

@@ -89,8 +89,9 @@ pub(crate) struct ServeArgs {
     /// Expert parallelism over replicas (MoE).
     #[arg(long)]
     ep: Option<u64>,
-    /// Static batch: sequences served together [default: 1].
-    #[arg(long)]
+    /// Static batch: sequences served together [default: 1]. Not with --search, which finds
+    /// the concurrency of continuous batching itself.
+    #[arg(long, conflicts_with = "search")]
     batch: Option<u64>,
     #[command(flatten)]
     job: ServeJobArgs,

@@ -629,8 +629,12 @@ fn train_errors_are_one_line_and_nonzero() {
             "field `num_attention_heads` is missing",
         ),
         (
+            vec!["--model", "llama2-7b", "--chip", "h100", "--tp", "8", "--pp", "2", "--dp", "1"],
+            "tp × cp × pp × dp = 8 × 1 × 2 × 1 = 16, but 8 × h100 has 8 ranks",
+        ),
+        (
             vec!["--model", "llama2-7b", "--chip", "h100", "--tp", "3", "--pp", "1", "--dp", "1"],
-            "tp × cp × pp × dp",
+            "tp 3 does not divide the attention heads",
         ),
     ] {
         let mut full = vec!["train", "--chips", "8", "--seq", "4096", "--global-batch", "64"];
@@ -1214,4 +1218,121 @@ fn hbm_capacity_and_outputs_are_checked_first() {
         "nope=/tmp/x.npy",
     ]);
     assert!(text(&o.stderr).contains("no output tensor 'nope'"), "{}", text(&o.stderr));
+}
+
+/// Issue 19, defect 10: a directory named like a preset does not hide it; a Hugging Face
+/// snapshot directory is read through its config.json; a plain directory is a clear error.
+#[test]
+fn model_directories_and_presets() {
+    let d = scratch("model-dirs");
+    std::fs::create_dir_all(d.join("llama3-8b")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(d.join("snapshot")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(d.join("snapshot/config.json"), "{}").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(d.join("empty")).unwrap_or_else(|e| panic!("{e}"));
+    let run = |model: &str| {
+        Command::new(env!("CARGO_BIN_EXE_rainier"))
+            .args(["train", "--model", model, "--chip", "trn2", "--chips", "64"])
+            .args(["--seq", "4096", "--global-batch", "256"])
+            .current_dir(&d)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot start rainier: {e}"))
+    };
+    let o = run("llama3-8b");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).starts_with("llama3-8b on 64 × trn2"), "{}", text(&o.stdout));
+    assert_clean_error(&run("snapshot"), "snapshot/config.json: field `model_type` is missing");
+    assert_clean_error(&run("empty"), "empty is a directory without a config.json");
+}
+
+/// Issue 19, defect 10: `compare --serve` does not silently ignore `--budget-usd`.
+#[test]
+fn compare_serve_refuses_a_budget() {
+    let o = rainier(&["compare", "--serve", "--budget-usd", "1e6"]);
+    assert_clean_error(&o, "--budget-usd sizes a training run");
+}
+
+/// Issue 19, defect 3: `verify` names both instructions of a data race and exits 1.
+#[test]
+fn verify_reports_data_races() {
+    let d = scratch("race");
+    let path = d.join("race.asm");
+    std::fs::write(
+        &path,
+        "hbm y: f32[128, 4] output\nmemset sb[0:128]@0:f32[4] value=0 S[0]++\nmemset sb[0:128]@0:f32[4] value=1 engine=gpsimd\ndma_copy y, sb[0:128]@0:f32[4] S[0]>=1\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let p = path.display().to_string();
+    for cmd in [
+        vec!["verify", p.as_str(), "--chip", "trn3"],
+        vec!["sim", p.as_str(), "--chip", "trn1", "--no-values"],
+    ] {
+        let o = rainier(&cmd);
+        assert_clean_error(&o, "line 3 (instruction #1 memset): data race with line 2 (instruction #0 memset on vector)");
+    }
+}
+
+fn train_json(args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["train", "--model", "llama3-8b", "--chip", "h100", "--seq", "8192"];
+    full.extend(args);
+    full.push("--json");
+    let o = rainier(&full);
+    assert!(o.status.success(), "{:?}: {}", args, text(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Issue 19, defects 8 and 9: a search on more chips is never slower (it may leave chips idle),
+/// the plan it prints re-runs with the same --chips and its degrees, and the default plan
+/// leaves chips idle where the batch cannot fill the cluster.
+#[test]
+fn idle_chips_are_allowed_everywhere() {
+    let search = |chips: &str| train_json(&["--chips", chips, "--global-batch", "64", "--search"]);
+    let (small, large) = (search("2048"), search("4096"));
+    let tps = |r: &serde_json::Value| r["tokens_per_s"].as_f64().unwrap_or(0.0);
+    assert!(tps(&large) >= tps(&small), "{} < {}", tps(&large), tps(&small));
+    let p = &large["plan"];
+    let used = p["chips_used"].as_u64().unwrap_or(0);
+    assert!(used < 4096, "{p}");
+    let deg = |k: &str| p[k].as_u64().unwrap_or(0).to_string();
+    let (tp, cp, pp, dp, vpp, mb) =
+        (deg("tp"), deg("cp"), deg("pp"), deg("dp"), deg("vpp"), deg("micro_batch"));
+    let again = train_json(&[
+        "--chips",
+        "4096",
+        "--global-batch",
+        "64",
+        "--tp",
+        &tp,
+        "--cp",
+        &cp,
+        "--pp",
+        &pp,
+        "--dp",
+        &dp,
+        "--vpp",
+        &vpp,
+        "--micro-batch",
+        &mb,
+    ]);
+    assert_eq!(again["plan"]["chips_used"].as_u64(), Some(used));
+    let million = train_json(&["--chips", "1000000", "--global-batch", "256"]);
+    assert!(million["plan"]["chips_used"].as_u64().unwrap_or(0) < 1_000_000, "{million}");
+}
+
+/// Issue 19, defect 10: `serve --search` does not silently replace a given `--batch`.
+#[test]
+fn serve_search_refuses_a_static_batch() {
+    let o = rainier(&[
+        "serve",
+        "--model",
+        "llama3-8b",
+        "--chip",
+        "h100",
+        "--chips",
+        "8",
+        "--batch",
+        "4",
+        "--search",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("'--batch <BATCH>' cannot be used with '--search'"));
 }

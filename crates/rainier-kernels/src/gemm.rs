@@ -181,6 +181,12 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
     let c = kb.output("c", DType::F32, &[m, n])?;
     let fp8 = matches!(dtype, DType::Fp8E4m3 | DType::Fp8E5m2 | DType::Fp8E4m3fn);
     let steps = k_steps(rows, fp8 && chip.params().core.has_fp8_double_row());
+    // One matmul per (128 rows of c, 512 columns, K step) at least: refuse before building
+    // what could not be held.
+    let matmuls = u128::from(m.div_ceil(128)) * u128::from(n.div_ceil(512)) * steps.len() as u128;
+    if matmuls > crate::MAX_INSTRUCTIONS as u128 {
+        return Err(KernelError::TooLarge { limit: crate::MAX_INSTRUCTIONS });
+    }
     // SBUF bytes per partition of one column per step (an MX scale byte with each element).
     let esz = dtype.size_bytes() as u64 + u64::from(mx);
     let sbuf = u64::from(chip.params().core.sbuf_bytes_per_partition.value);

@@ -246,3 +246,14 @@ fn mx_gemm_shape_errors() {
     let e = gemm(Chip::Trn3, 127, 128, 512, DType::Fp4E2m1fnx4).err().map(|e| e.to_string());
     assert!(e.unwrap_or_default().contains("M must be even"));
 }
+
+/// Issue 19, defect 10: a gemm beyond the instruction limit is refused from its shape, before
+/// it is built (65536³ took 16 s and 2.3 GB to refuse; 33.5M matmuls would be needed).
+#[test]
+fn oversized_gemm_is_refused_before_building() {
+    let e = gemm(Chip::Trn2, 65536, 65536, 65536, DType::Bf16)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("too large to build"), "{e}");
+}

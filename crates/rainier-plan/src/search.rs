@@ -132,7 +132,9 @@ pub(crate) fn choose(planner: &Planner) -> Result<TrainReport, PlanError> {
         placements: vec![cfg.placement.unwrap_or(Placement::DpInner)],
         vpp: Some(cfg.vpp.unwrap_or(1)),
         dp: cfg.dp,
-        partial: false,
+        // As in the search: chips may stay idle (reported as `chips_used`), so given degrees
+        // that use fewer ranks than the cluster has run as given.
+        partial: true,
     };
     let result = run(planner, &space, 1, None)?;
     match result.ranked.first() {
@@ -336,14 +338,13 @@ fn run(
         .map(|&(tp, cp, ep, mb)| {
             let mut found = Found::default();
             let mut costs = None;
-            for &pp in &space.pps {
-                let Some(dp) = tp
-                    .checked_mul(cp)
-                    .and_then(|x| x.checked_mul(pp))
-                    .and_then(|inner| choose_dp(planner, space, &batch_divisors, inner, mb, ep))
-                else {
-                    continue;
-                };
+            for (pp, dp) in space.pps.iter().flat_map(|&pp| {
+                let inner = tp.checked_mul(cp).and_then(|x| x.checked_mul(pp));
+                let dps = inner.map_or_else(Vec::new, |inner| {
+                    choose_dp(planner, space, &batch_divisors, inner, mb, ep)
+                });
+                dps.into_iter().map(move |dp| (pp, dp))
+            }) {
                 let vpps: Vec<u64> = match space.vpp {
                     Some(v) => vec![v],
                     None if pp == 1 => vec![1],
@@ -398,9 +399,11 @@ fn run(
     Ok(found)
 }
 
-/// The data-parallel degree for `inner = tp × cp × pp`: the config's, the exact fill of the
-/// cluster, or (idle allowed) the largest that divides the batch per micro-batch size, fits
-/// the cluster and is a multiple of `ep`.
+/// The data-parallel degrees to try for `inner = tp × cp × pp`: the config's, the exact fill
+/// of the cluster, or (idle chips allowed) every one that divides the batch per micro-batch
+/// size, fits the cluster and is a multiple of `ep`, largest first: fewer replicas can be
+/// faster (more micro-batches per pipeline, a smaller bubble), so a larger cluster is never
+/// worse than a smaller one.
 fn choose_dp(
     planner: &Planner,
     space: &Space,
@@ -408,20 +411,25 @@ fn choose_dp(
     inner: u64,
     mb: u64,
     ep: u64,
-) -> Option<u64> {
+) -> Vec<u64> {
     let limit = planner.ranks / inner;
     if limit == 0 {
-        return None;
+        return Vec::new();
     }
     if let Some(dp) = space.dp {
-        return Some(dp);
+        return vec![dp];
     }
     let per_mb = planner.cfg.global_batch / mb;
     if planner.cfg.global_batch % mb != 0 {
-        return None;
+        return Vec::new();
     }
     if !space.partial {
-        return (planner.ranks % inner == 0).then_some(limit);
+        return if planner.ranks % inner == 0 { vec![limit] } else { Vec::new() };
     }
-    divisors.iter().rev().copied().find(|&d| d <= limit && per_mb % d == 0 && d % ep == 0)
+    divisors
+        .iter()
+        .rev()
+        .copied()
+        .filter(|&d| d <= limit && per_mb % d == 0 && d % ep == 0)
+        .collect()
 }

@@ -292,7 +292,9 @@ pub fn evaluate(model: &Model, chip: &Chip, cfg: &TrainConfig) -> Result<TrainRe
                 zero: cfg.zero,
                 placement: cfg.placement.unwrap_or(Placement::DpInner),
             };
-            planner.check(&d, false)?;
+            // Degrees that use fewer ranks than the cluster has leave chips idle (as a
+            // searched plan may), reported as `chips_used`.
+            planner.check(&d, true)?;
             let costs = planner.layer_costs(d.tp, d.cp, d.ep, d.mb);
             let outcome = planner.outcome(&costs, &d);
             Ok(planner.report(&d, &outcome, false))
