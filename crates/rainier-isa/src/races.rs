@@ -27,6 +27,10 @@ const MAX_REPORTED: usize = 64;
 /// Bytes per page of the region index (per partition on chip; of the tensor in HBM).
 const PAGE: i128 = 512;
 const HBM_PAGE: i128 = 1 << 20;
+/// An HBM record spanning more pages than this goes on its tensor's list of wide records
+/// instead (scanned by every access there), so sparse accesses over huge tensors cost no more
+/// memory than others.
+const MAX_PAGES: i128 = 64;
 
 /// Where an access lands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -174,6 +178,8 @@ struct Records {
     sbuf: Vec<PageList>,
     psum: Vec<PageList>,
     hbm: HashMap<(usize, i128), PageList>,
+    /// Records wider than [`MAX_PAGES`] pages, per space.
+    wide: HashMap<Space, PageList>,
 }
 
 type PageList = Vec<(usize, u32)>;
@@ -214,7 +220,23 @@ impl Records {
     /// Ids of live records overlapping `r` (each once).
     fn overlapping(&mut self, r: &Region, ids: &mut Vec<usize>) {
         ids.clear();
-        for p in Self::page_keys(r) {
+        if let Some(list) = self.wide.get_mut(&r.space) {
+            list.retain(|&(id, g)| self.generation[id] == g);
+            ids.extend(
+                list.iter()
+                    .map(|&(id, _)| id)
+                    .filter(|&id| self.slab[id].as_ref().is_some_and(|rec| rec.region.overlaps(r))),
+            );
+        }
+        let pages = Self::page_keys(r);
+        // A wide HBM access scans the live records instead of every page it spans.
+        if Self::is_wide(r) {
+            self.scan_all(r, ids);
+            ids.sort_unstable();
+            ids.dedup();
+            return;
+        }
+        for p in pages {
             let Some(v) = self.page(r.space, p, false) else { continue };
             let mut list = std::mem::take(v);
             list.retain(|&(id, g)| self.generation[id] == g);
@@ -231,6 +253,21 @@ impl Records {
         ids.dedup();
     }
 
+    /// An HBM region over more than [`MAX_PAGES`] pages (on-chip memories have few pages).
+    fn is_wide(r: &Region) -> bool {
+        let pages = Self::page_keys(r);
+        matches!(r.space, Space::Hbm(_)) && pages.end() - pages.start() >= MAX_PAGES
+    }
+
+    /// Every live record overlapping `r`, from the slab.
+    fn scan_all(&self, r: &Region, ids: &mut Vec<usize>) {
+        ids.extend(
+            self.slab.iter().enumerate().filter_map(|(id, rec)| {
+                rec.as_ref().filter(|rec| rec.region.overlaps(r)).map(|_| id)
+            }),
+        );
+    }
+
     fn insert(&mut self, rec: Record) {
         let id = self.free.pop().unwrap_or_else(|| {
             self.slab.push(None);
@@ -238,7 +275,13 @@ impl Records {
             self.slab.len() - 1
         });
         let g = self.generation[id];
-        for p in Self::page_keys(&rec.region) {
+        let pages = Self::page_keys(&rec.region);
+        if Self::is_wide(&rec.region) {
+            self.wide.entry(rec.region.space).or_default().push((id, g));
+            self.slab[id] = Some(rec);
+            return;
+        }
+        for p in pages {
             if let Some(v) = self.page(rec.region.space, p, true) {
                 v.push((id, g));
             }
@@ -470,7 +513,9 @@ impl Pass<'_> {
                         if !is_dma {
                             done_k[nsem + e] = pos + 1;
                         }
-                        for &s in &ins.signals {
+                        // Its signals: a chain's count is this instruction's number; another
+                        // semaphore's count may include signals not ordered before it.
+                        for &s in ins.signals.iter().filter(|&&s| self.chain[s as usize]) {
                             done_k[s as usize] = done_k[s as usize].max(count[s as usize]);
                         }
                         for (su, n, waits) in keep_at {

@@ -358,4 +358,14 @@ tensor_copy sb[0:128]@512:f32[64], sb[0:128]@256:f32[64] S[5]>=1
         "sb[0:128]@512:f32[64], sb[0:128]@0:f32[64] S[5]>=1",
     );
     assert_eq!(races_of(&read_first), "");
+    // A compute instruction's completion says nothing about the count of a semaphore it
+    // shares with an unordered DMA (found in review: S[1] reached 2 in the schedule).
+    let e = races_of(
+        "hbm a: f32[128, 4] input
+dma_copy sb[0:128]@0:f32[4], a S[1]++
+memset sb[0:128]@64:f32[4] value=1 engine=gpsimd S[0]++ S[1]++
+tensor_copy sb[0:128]@128:f32[4], sb[0:128]@0:f32[4] S[0]>=1
+",
+    );
+    assert!(e.contains("line 4 (instruction #2 tensor_copy): data race with line 2"), "{e}");
 }
