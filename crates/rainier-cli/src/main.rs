@@ -546,16 +546,18 @@ fn write_npy(t: &HostTensor, file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Min, max and mean, read element by element (no widened copy: a 1 GiB u8 output needed
+/// 4 GiB more for its summary).
 fn stats(t: &HostTensor) -> (f64, f64, f64) {
-    let v = t.to_f32();
-    let (mut lo, mut hi, mut sum) = (f64::INFINITY, f64::NEG_INFINITY, 0.0);
-    for &x in &v {
-        let x = f64::from(x);
+    let (mut lo, mut hi, mut sum, mut n) = (f64::INFINITY, f64::NEG_INFINITY, 0.0, 0usize);
+    for b in t.data.chunks_exact(t.dtype.size_bytes().max(1)) {
+        let x = f64::from(t.dtype.load(b));
         lo = lo.min(x);
         hi = hi.max(x);
         sum += x;
+        n += 1;
     }
-    (lo, hi, sum / v.len().max(1) as f64)
+    (lo, hi, sum / n.max(1) as f64)
 }
 
 fn shape_text(shape: &[usize]) -> String {
