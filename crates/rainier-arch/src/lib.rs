@@ -325,6 +325,11 @@ impl CoreParams {
         self.generation >= Generation::V3
     }
 
+    /// Whether the DMA engines transpose in hardware (`dma_transpose`, hardware DGE) [N-arch3].
+    pub fn has_dma_transpose(&self) -> bool {
+        self.generation >= Generation::V3
+    }
+
     /// Whether ScalarE executes `tensor_copy` (NeuronCore-v2 needs `activation(copy)` instead).
     pub fn scalar_has_tensor_copy(&self) -> bool {
         self.generation >= Generation::V3

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use rainier_hw::{Catalog, Framework};
 use rainier_model::{Model, Recompute};
@@ -283,11 +283,10 @@ pub(crate) fn load_model(name: &str) -> Result<Model> {
     let path = Path::new(name);
     let config = if path.is_dir() {
         let inner = path.join("config.json");
-        if !inner.is_file() && Model::preset(name).is_ok() {
-            return Ok(Model::preset(name)?);
-        }
         if !inner.is_file() {
-            bail!("{name} is a directory without a config.json (and not a preset)");
+            return Model::preset(name).map_err(|_| {
+                anyhow!("{name} is a directory without a config.json (and not a preset)")
+            });
         }
         inner
     } else if name.ends_with(".json") || path.exists() {

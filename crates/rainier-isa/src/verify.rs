@@ -402,7 +402,7 @@ impl Checker<'_> {
     }
 
     fn dma_transpose(&mut self, dst: &Tile, src: &Tile, queue: u8) {
-        if self.core.generation < Generation::V3 {
+        if !self.core.has_dma_transpose() {
             self.fail(format!(
                 "dma_transpose needs NeuronCore-v3 or later (hardware DGE), not {}",
                 self.core.generation

@@ -180,7 +180,7 @@ pub fn attention(chip: Chip, shape: &AttentionShape, dtype: DType) -> Result<Pro
     let mask = if causal { Some(causal_mask(&mut kb)?) } else { None };
     // Part of pᵀ by the DMA engines' hardware transpose where there is one (v3+, NKI's
     // `dma_transpose`), taking it off TensorE and out of PSUM.
-    let dma_transposes = chip.params().core.generation >= rainier_arch::Generation::V3;
+    let dma_transposes = chip.params().core.has_dma_transpose();
     let ctx =
         Ctx { q, k, v, o, d, seq, heads, kv_heads, group, dtype, scale, mask, dma_transposes };
     let kv_tiles: Vec<Option<KvTiles>> = (0..kv_blocks.len()).map(|_| None).collect();
@@ -196,7 +196,6 @@ pub fn attention(chip: Chip, shape: &AttentionShape, dtype: DType) -> Result<Pro
         multiplied: VecDeque::new(),
         kv_tiles,
         kv_blocks,
-        pv_lag: if ctx.dma_transposes { DMA_PV_LAG } else { 1 },
     };
     for step in &steps {
         if step.first {
@@ -418,8 +417,6 @@ struct Pipeline {
     /// Loaded K/V blocks (None: not loaded yet or freed) and their readers.
     kv_tiles: Vec<Option<KvTiles>>,
     kv_blocks: Vec<KvBlock>,
-    /// Steps whose pᵀ is issued before the oldest one's `p·v` is.
-    pv_lag: usize,
 }
 
 impl Pipeline {
@@ -442,7 +439,9 @@ impl Pipeline {
             while self.exped.len() > 1 {
                 self.phase3(kb, c)?;
             }
-            while self.transposed.len() > self.pv_lag {
+            // Steps whose pᵀ is issued before the oldest one's `p·v` is.
+            let pv_lag = if c.dma_transposes { DMA_PV_LAG } else { 1 };
+            while self.transposed.len() > pv_lag {
                 self.phase4(kb, c)?;
             }
             while self.multiplied.len() > 1 {
