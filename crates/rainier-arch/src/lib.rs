@@ -243,6 +243,9 @@ pub struct TimingParams {
     pub launch_overhead_ns: Sourced<f64>,
     /// Vector-engine performance modes of NeuronCore-v3+ (2x/4x for 16-bit SBUF operands).
     pub vector_perf_modes: Sourced<bool>,
+    /// Elements per partition per cycle that a VectorE streaming instruction moves outside its
+    /// 16-bit performance modes (the data-path width over 128 lanes).
+    pub vector_lane_elements_per_cycle: Sourced<u32>,
 }
 
 fn timing(generation: Generation) -> TimingParams {
@@ -305,6 +308,11 @@ fn timing(generation: Generation) -> TimingParams {
             doc(false, "[N-arch3] performance modes are new in NeuronCore-v3")
         } else {
             doc(true, "[N-arch3] 4x tensor_copy/tensor_scalar, 2x tensor_tensor on 16-bit SBUF")
+        },
+        vector_lane_elements_per_cycle: match generation {
+            Generation::V2 => doc(1, "[N-arch2] VectorE data path 128 elements/cycle in and out: one per lane"),
+            Generation::V3 => derived(2, "[N-arch3] VectorE data path 512 elements/cycle for BF16/FP16, 256 for other dtypes, over 128 lanes: 2 per lane per cycle for every dtype (the 16-bit 4x modes go beyond it). Range 1-2: the performance-mode text names only 16-bit modes, and the '1.0 TFLOPS FP32' figure does not fix the width; 1 would make NC-v3's VectorE slower than NC-v2's (0.96 vs 1.12 GHz)"),
+            Generation::V4 => derived(2, "[N-arch4] VectorE data path 512 elements/cycle for BF16/FP16/FP8, 256 for other dtypes: 2 per lane per cycle (range 1-2, as for NC-v3)"),
         },
     }
 }
@@ -490,6 +498,7 @@ impl ChipParams {
             row("timing.dma_partitions_per_engine", &c.timing.dma_partitions_per_engine),
             row("timing.dma_transpose_rate_fraction", &c.timing.dma_transpose_rate_fraction),
             row("timing.vector_perf_modes", &c.timing.vector_perf_modes),
+            row("timing.vector_lane_elements_per_cycle", &c.timing.vector_lane_elements_per_cycle),
         ]
     }
 }

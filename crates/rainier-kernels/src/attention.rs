@@ -10,15 +10,16 @@
 //!   query block of the group that sees it, so K/V traffic is a quarter of one pass per block;
 //! - per (query block, key block) step, `s = qᵀk` fills two PSUM banks on TensorE; on the
 //!   diagonal step of a causal head a precomputed `[128, 128]` mask (0 or -inf) is added to the
-//!   last 128 scores in PSUM; the row max comes from one Vector reduction over the block, and
-//!   `p = exp(scale·(s - m_new))` with its row sum fused is one ScalarE instruction reading PSUM;
+//!   last 128 scores in PSUM; VectorE copies the scores to SBUF in the pass that takes their
+//!   row max (freeing the banks early), and `p = exp(scale·(s - m_new))` with its row sum fused
+//!   is one instruction reading SBUF (ScalarE, or VectorE's fast exponential on v4);
 //! - `p` is transposed in 128 x 128 chunks: on v3+ up to [`DMA_TRANSPOSE_CHUNKS`] of them by the
 //!   DMA engines' hardware transpose (`dma_transpose`, SBUF to SBUF), the rest on TensorE into
 //!   one PSUM bank in bf16 (a transpose is exact in the input dtype) evacuated by ScalarE
 //!   (VectorE carries the row max); `p·v` accumulates over the chunks in one bank;
 //! - the running max and output are updated with fused instructions
 //!   (`neg = min(neg, -scale·m_blk)`, `o = o·corr + p·v`), `l = l·corr + l_blk` on GpSimd, and
-//!   `o / l` is stored at the end;
+//!   `o / l` is stored at the end; a query block's first step writes them directly;
 //! - steps are emitted as a software pipeline (scores of later steps issued before the softmax
 //!   and PV of earlier ones; with DMA transposes, [`DMA_PV_LAG`] steps of them in flight), and
 //!   each step's PSUM banks leave room for the next step's.
@@ -28,7 +29,7 @@ use std::collections::VecDeque;
 use rainier_arch::Chip;
 use rainier_isa::{
     contiguous_dims, ActFunc, Affine, AluOp, Dim, DmaOperand, Engine, HbmAccess, Op, Program,
-    ReduceOp, ScalarOperand, Tile,
+    ReduceCmd, ReduceOp, ScalarOperand, Tile,
 };
 use rainier_tensor::DType;
 
@@ -48,8 +49,9 @@ const GROUP: usize = 32;
 /// (seq 8K+); half and half is the best split measured over seq 1K-32K (docs/kernels.md).
 const DMA_TRANSPOSE_CHUNKS: u64 = 4;
 /// With pᵀ by DMA (its ~1.3 µs fixed latency [N-dmabw] on every step's chain), this many
-/// steps' transposes are in flight before the oldest one's `p·v` is issued.
-const DMA_PV_LAG: usize = 4;
+/// steps' transposes are in flight before the oldest one's `p·v` is issued (2 measured best
+/// over 1-4 at seq 4096 causal on trn2 and trn3).
+const DMA_PV_LAG: usize = 2;
 /// Stands for -inf in masked scores (finite, so `exp` of it scaled is exactly 0).
 const MASKED: f32 = -3.0e38;
 
@@ -181,8 +183,23 @@ pub fn attention(chip: Chip, shape: &AttentionShape, dtype: DType) -> Result<Pro
     // Part of pᵀ by the DMA engines' hardware transpose where there is one (v3+, NKI's
     // `dma_transpose`), taking it off TensorE and out of PSUM.
     let dma_transposes = chip.params().core.has_dma_transpose();
-    let ctx =
-        Ctx { q, k, v, o, d, seq, heads, kv_heads, group, dtype, scale, mask, dma_transposes };
+    let fast_exp = chip.params().core.has_fast_exponential();
+    let ctx = Ctx {
+        q,
+        k,
+        v,
+        o,
+        d,
+        seq,
+        heads,
+        kv_heads,
+        group,
+        dtype,
+        scale,
+        mask,
+        dma_transposes,
+        fast_exp,
+    };
     let kv_tiles: Vec<Option<KvTiles>> = (0..kv_blocks.len()).map(|_| None).collect();
     // Query-block states by (head, q0). Each step goes through three phases emitted in a
     // software pipeline: scores (QKᵀ), then LOOKAHEAD steps later its softmax statistics and
@@ -341,6 +358,8 @@ struct Ctx {
     mask: Option<CausalMask>,
     /// pᵀ by `dma_transpose` (else on TensorE through PSUM).
     dma_transposes: bool,
+    /// The exp on VectorE's fast exponential (NeuronCore-v4) instead of ScalarE.
+    fast_exp: bool,
 }
 
 impl Ctx {
@@ -349,14 +368,16 @@ impl Ctx {
     }
 }
 
-/// The running state of one query block.
+/// The running state of one query block; `None` before its first key step sets it (the
+/// first step writes its statistics and output directly instead of updating initial values).
 #[derive(Debug)]
 struct QBlock {
     q_t: Tile,
-    /// `-scale ·` the running row max (the exp's bias).
-    neg_m: Tile,
-    l: Tile,
-    acc: Tile,
+    /// The running row max as the exp takes it: `-scale · m` (ScalarE's bias), or `scale · m`
+    /// with the fast exponential.
+    m: Option<Tile>,
+    l: Option<Tile>,
+    acc: Option<Tile>,
 }
 
 /// A step's scores (PSUM), issued ahead of its softmax.
@@ -373,13 +394,7 @@ fn start_block(kb: &mut KernelBuilder, c: &Ctx, st: &Step) -> Result<QBlock, Ker
         dims: vec![Dim { stride: c.seq as i64, size: c.d }, Dim { stride: 1, size: QT }],
     };
     kb.dma(DmaOperand::Tile(q_t.clone()), DmaOperand::Hbm(src));
-    let neg_m = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    kb.push(Engine::GpSimd, Op::Memset { dst: neg_m.clone(), value: -MASKED });
-    let l = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    kb.push(Engine::GpSimd, Op::Memset { dst: l.clone(), value: 0.0 });
-    let acc = kb.sbuf(QT as u32, DType::F32, &[c.d])?;
-    kb.push(Engine::GpSimd, Op::Memset { dst: acc.clone(), value: 0.0 });
-    Ok(QBlock { q_t, neg_m, l, acc })
+    Ok(QBlock { q_t, m: None, l: None, acc: None })
 }
 
 fn issue_scores(
@@ -514,10 +529,15 @@ impl Pipeline {
 #[derive(Debug)]
 struct Probs {
     p: Tile,
-    corr: Tile,
+    /// None on a query block's first step.
+    corr: Option<Tile>,
 }
 
-/// Phase 2: mask, row max, `p = exp(scale·(s - m_new))` with its row sum, `corr`, and `l`.
+/// Phase 2: the row max, `p = exp(scale·(s - m_new))` with its row sum, `corr`, and `l`.
+///
+/// VectorE copies the scores out of PSUM (fp32, exact) in the same pass that takes their row
+/// max, so the PSUM banks are free for the next step's QKᵀ as soon as VectorE has read them,
+/// and the exp reads SBUF: on ScalarE, or on NeuronCore-v4 by VectorE's fast exponential.
 fn softmax_stats(
     kb: &mut KernelBuilder,
     c: &Ctx,
@@ -528,57 +548,100 @@ fn softmax_stats(
     let scale = c.scale;
     let Scores { s_ps } = sc;
     let m_blk = kb.sbuf(QT as u32, DType::F32, &[1])?;
+    let s = kb.sbuf(QT as u32, DType::F32, &[st.ksz])?;
+    // The fast exponential subtracts its max unscaled, so its path scales the copy instead.
+    let copy_scale = if c.fast_exp { scale } else { 1.0 };
     kb.push(
         Engine::Vector,
-        Op::TensorReduce {
-            dst: m_blk.clone(),
+        Op::TensorScalarReduce {
+            dst: s.clone(),
             src: s_ps.clone(),
-            op: ReduceOp::Max,
-            axes: 1,
-            negate: false,
+            op0: AluOp::Multiply,
+            operand0: ScalarOperand::Imm(copy_scale),
+            reverse0: false,
+            reduce_op: ReduceOp::Max,
+            reduce: m_blk.clone(),
         },
     );
-    // neg = min(neg_m, -scale · m_blk) = -scale · max(m, m_blk), one instruction.
-    let neg = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    kb.tensor_scalar(
-        Engine::Vector,
-        &neg,
-        &m_blk,
-        &[
-            (AluOp::Multiply, ScalarOperand::Imm(-scale)),
-            (AluOp::Min, ScalarOperand::Vector(b.neg_m.clone())),
-        ],
-    );
-    kb.free(&m_blk)?;
-    let p = kb.sbuf(QT as u32, c.dtype, &[st.ksz])?;
-    let l_blk = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    kb.activation(&p, &s_ps, ActFunc::Exp, ScalarOperand::Imm(scale), Some(&neg), Some(&l_blk));
-    // corr = exp(scale · (m_old - m_new)) = exp(neg - neg_m).
-    let corr = kb.sbuf(QT as u32, DType::F32, &[1])?;
-    kb.activation(&corr, &b.neg_m, ActFunc::Exp, ScalarOperand::Imm(-1.0), Some(&neg), None);
-    end_stats(kb, b, StatsOut { s_ps, state: neg, p, corr, l_blk })
-}
-
-/// What a softmax step produced, for [`end_stats`].
-struct StatsOut {
-    s_ps: Tile,
-    /// The new running-max state.
-    state: Tile,
-    p: Tile,
-    corr: Tile,
-    l_blk: Tile,
-}
-
-/// Frees the scores, installs the new running-max state, `l = l·corr + l_blk` on the otherwise
-/// idle GpSimd engine (off the critical path).
-fn end_stats(kb: &mut KernelBuilder, b: &mut QBlock, o: StatsOut) -> Result<Probs, KernelError> {
-    let StatsOut { s_ps, state, p, corr, l_blk } = o;
     kb.free(&s_ps)?;
-    kb.free(&b.neg_m)?;
-    b.neg_m = state;
-    kb.tensor_tensor(Engine::GpSimd, &b.l, &b.l, &corr, AluOp::Multiply);
-    kb.tensor_tensor(Engine::GpSimd, &b.l, &b.l, &l_blk, AluOp::Add);
-    kb.free(&l_blk)?;
+    let old = b.m.take();
+    let (corr, l_blk, p) = if c.fast_exp {
+        // m = max(m_old, scale · m_blk); p = exp(s' - m); corr = exp(m_old - m).
+        let m = match &old {
+            Some(old) => {
+                let m = kb.sbuf(QT as u32, DType::F32, &[1])?;
+                kb.tensor_tensor(Engine::Vector, &m, &m_blk, old, AluOp::Max);
+                kb.free(&m_blk)?;
+                m
+            }
+            None => m_blk,
+        };
+        let p = kb.sbuf(QT as u32, c.dtype, &[st.ksz])?;
+        let l_blk = kb.sbuf(QT as u32, DType::F32, &[1])?;
+        let exp = |kb: &mut KernelBuilder, dst: &Tile, src: &Tile, sum: Option<&Tile>| {
+            let reduce_cmd = if sum.is_some() { ReduceCmd::ResetReduce } else { ReduceCmd::Idle };
+            kb.push(
+                Engine::Vector,
+                Op::Exponential {
+                    dst: dst.clone(),
+                    src: src.clone(),
+                    max: ScalarOperand::Vector(m.clone()),
+                    reduce_cmd,
+                    init: None,
+                    reduce: sum.cloned(),
+                },
+            );
+        };
+        exp(kb, &p, &s, Some(&l_blk));
+        kb.free(&s)?;
+        let corr = match old {
+            Some(old) => {
+                let corr = kb.sbuf(QT as u32, DType::F32, &[1])?;
+                exp(kb, &corr, &old, None);
+                kb.free(&old)?;
+                Some(corr)
+            }
+            None => None,
+        };
+        b.m = Some(m);
+        (corr, l_blk, p)
+    } else {
+        // neg = min(neg_m, -scale · m_blk) = -scale · max(m, m_blk), one instruction.
+        let neg = kb.sbuf(QT as u32, DType::F32, &[1])?;
+        let mut stages = vec![(AluOp::Multiply, ScalarOperand::Imm(-scale))];
+        if let Some(old) = &old {
+            stages.push((AluOp::Min, ScalarOperand::Vector(old.clone())));
+        }
+        kb.tensor_scalar(Engine::Vector, &neg, &m_blk, &stages);
+        kb.free(&m_blk)?;
+        let p = kb.sbuf(QT as u32, c.dtype, &[st.ksz])?;
+        let l_blk = kb.sbuf(QT as u32, DType::F32, &[1])?;
+        kb.activation(&p, &s, ActFunc::Exp, ScalarOperand::Imm(scale), Some(&neg), Some(&l_blk));
+        kb.free(&s)?;
+        // corr = exp(scale · (m_old - m_new)) = exp(neg - neg_m).
+        let corr = match old {
+            Some(old) => {
+                let corr = kb.sbuf(QT as u32, DType::F32, &[1])?;
+                let bias = Some(&neg);
+                kb.activation(&corr, &old, ActFunc::Exp, ScalarOperand::Imm(-1.0), bias, None);
+                kb.free(&old)?;
+                Some(corr)
+            }
+            None => None,
+        };
+        b.m = Some(neg);
+        (corr, l_blk, p)
+    };
+    // l = l·corr + l_blk on the otherwise idle GpSimd engine (off the critical path); the
+    // first step's l_blk is l.
+    match (&b.l, &corr) {
+        (Some(l), Some(corr)) => {
+            kb.tensor_tensor(Engine::GpSimd, l, l, corr, AluOp::Multiply);
+            kb.tensor_tensor(Engine::GpSimd, l, l, &l_blk, AluOp::Add);
+            kb.free(&l_blk)?;
+        }
+        _ => b.l = Some(l_blk),
+    }
     Ok(Probs { p, corr })
 }
 
@@ -586,14 +649,14 @@ fn end_stats(kb: &mut KernelBuilder, b: &mut QBlock, o: StatsOut) -> Result<Prob
 #[derive(Debug)]
 struct Product {
     o_ps: Tile,
-    corr: Tile,
+    corr: Option<Tile>,
 }
 
 /// A step's pᵀ in SBUF and its correction factor, awaiting `p·v`.
 #[derive(Debug)]
 struct Transposed {
     pt: Tile,
-    corr: Tile,
+    corr: Option<Tile>,
 }
 
 /// Phase 3: pᵀ, the 128 x 128 chunks transposed into one PSUM bank (in p's dtype: a transpose
@@ -626,7 +689,8 @@ fn transpose_p(
             Op::Transpose { dst: columns(&pt_ps, j * QT, QT), src: columns(&p, j * CHUNK, CHUNK) },
         );
     }
-    // ScalarE evacuates: VectorE carries the row max, the busiest reading of PSUM.
+    // ScalarE evacuates: VectorE carries the row max (splitting the copy between the two, or
+    // giving it to VectorE, measured slower at seq 4096 causal on trn2 and trn3).
     let w = chunks * QT;
     let dst = columns(&pt, 0, w);
     if kb.chip().core.scalar_has_tensor_copy() {
@@ -657,34 +721,47 @@ fn multiply_v(
     Ok(Product { o_ps, corr })
 }
 
-/// Phase 5: `acc = acc · corr + o_ps` in one instruction.
+/// Phase 5: `acc = acc · corr + o_ps` in one instruction, or `acc = o_ps` on the first step.
 fn update_acc(kb: &mut KernelBuilder, product: Product, b: &mut QBlock) -> Result<(), KernelError> {
     let Product { o_ps, corr } = product;
-    kb.push(
-        Engine::Vector,
-        Op::ScalarTensorTensor {
-            dst: b.acc.clone(),
-            src: b.acc.clone(),
-            operand0: ScalarOperand::Vector(corr.clone()),
-            in1: o_ps.clone(),
-            op0: AluOp::Multiply,
-            op1: AluOp::Add,
-            reverse0: false,
-            reverse1: false,
-        },
-    );
-    kb.free(&corr)?;
+    match (&b.acc, corr) {
+        (Some(acc), Some(corr)) => {
+            kb.push(
+                Engine::Vector,
+                Op::ScalarTensorTensor {
+                    dst: acc.clone(),
+                    src: acc.clone(),
+                    operand0: ScalarOperand::Vector(corr.clone()),
+                    in1: o_ps.clone(),
+                    op0: AluOp::Multiply,
+                    op1: AluOp::Add,
+                    reverse0: false,
+                    reverse1: false,
+                },
+            );
+            kb.free(&corr)?;
+        }
+        (None, None) => {
+            let acc = kb.sbuf(QT as u32, DType::F32, &[o_ps.free_len()])?;
+            kb.copy(Engine::Vector, &acc, &o_ps);
+            b.acc = Some(acc);
+        }
+        _ => return Err(pipeline_error()),
+    }
     kb.free(&o_ps)?;
     Ok(())
 }
 
 fn finish_block(kb: &mut KernelBuilder, c: &Ctx, st: &Step, b: QBlock) -> Result<(), KernelError> {
+    let (Some(acc), Some(l), Some(m)) = (b.acc, b.l, b.m) else {
+        return Err(pipeline_error());
+    };
     let out = kb.sbuf(QT as u32, c.dtype, &[c.d])?;
     kb.tensor_scalar(
         Engine::GpSimd,
         &out,
-        &b.acc,
-        &[(AluOp::Divide, ScalarOperand::Vector(b.l.clone()))],
+        &acc,
+        &[(AluOp::Divide, ScalarOperand::Vector(l.clone()))],
     );
     let dst = HbmAccess {
         tensor: c.o,
@@ -692,7 +769,7 @@ fn finish_block(kb: &mut KernelBuilder, c: &Ctx, st: &Step, b: QBlock) -> Result
         dims: vec![Dim { stride: c.d as i64, size: QT }, Dim { stride: 1, size: c.d }],
     };
     kb.dma(DmaOperand::Hbm(dst), DmaOperand::Tile(out.clone()));
-    for t in [&out, &b.acc, &b.l, &b.neg_m, &b.q_t] {
+    for t in [&out, &acc, &l, &m, &b.q_t] {
         kb.free(t)?;
     }
     Ok(())

@@ -36,8 +36,17 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
     let perf_modes = tp.vector_perf_modes.value;
     let mut penalty = false;
     op.for_each_tile(|t, _| penalty |= wide_stride(t, tp));
-    // Streaming term: N elements at one per cycle, twice as long with a wide stride.
-    let stream = |n: u64| if penalty { 2 * n } else { n };
+    // Streaming term at one element per lane per cycle, twice as long with a wide stride.
+    let raw = |n: u64| if penalty { 2 * n } else { n };
+    // VectorE's base data-path width: `lanes` elements per lane per cycle; `mode` is a rule's
+    // own speed-up over one per cycle (16-bit modes), the faster of the two applies.
+    let lanes = if engine == Engine::Vector {
+        u64::from(tp.vector_lane_elements_per_cycle.value)
+    } else {
+        1
+    };
+    let at = |n: u64, mode: u64| n.div_ceil(mode.max(lanes).max(1));
+    let stream = |n: u64| at(raw(n), 1);
     let plain = |cycles| Cost { cycles, load_stationary_cycles: 0 };
     match op {
         Op::DmaCopy { .. } | Op::DmaIndirect { .. } | Op::DmaTranspose { .. } => {
@@ -65,7 +74,7 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
             Cost { cycles: m.min(init).max(n), load_stationary_cycles: m.div_ceil(fast).max(1) }
         }
         // quantize_mx: 4 elements per partition per cycle [N-arch4], `max(MIN_II, N / 4)`.
-        Op::QuantizeMx { src, .. } => plain(min_ii.max(stream(src.free_len()).div_ceil(4))),
+        Op::QuantizeMx { src, .. } => plain(min_ii.max(raw(src.free_len()).div_ceil(4))),
         Op::Transpose { src, .. } => {
             let (p, f) = (u64::from(src.partitions), src.free_len());
             if engine == Engine::Tensor {
@@ -87,7 +96,7 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
             let fast_op = matches!(op, AluOp::Add | AluOp::Subtract | AluOp::Multiply);
             let all16 = is16(in0.dtype) && is16(in1.dtype) && is16(dst.dtype);
             let single = one_psum || (all16 && (fast_op || perf_modes));
-            plain(min_ii.max(stream(if single { n } else { 2 * n })))
+            plain(min_ii.max(at(raw(2 * n), if single { 2 } else { 1 })))
         }
         Op::TensorScalar { dst, src, stages } => {
             let n = src.free_len();
@@ -96,10 +105,8 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
                 Engine::Vector => {
                     let vector_operand =
                         stages.iter().any(|s| matches!(s.operand, ScalarOperand::Vector(_)));
-                    plain(
-                        min_ii
-                            .max(stream(n) / vector_mode(src, dst, perf_modes && !vector_operand)),
-                    )
+                    let mode = vector_mode(src, dst, perf_modes && !vector_operand);
+                    plain(min_ii.max(at(raw(n), mode)))
                 }
                 _ => plain(min_ii.max(stream(n))),
             }
@@ -108,7 +115,7 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
             let n = src.free_len();
             match engine {
                 Engine::GpSimd => plain(startup + stream(n)),
-                Engine::Vector => plain(min_ii.max(stream(n) / vector_mode(src, dst, perf_modes))),
+                Engine::Vector => plain(min_ii.max(at(raw(n), vector_mode(src, dst, perf_modes)))),
                 _ => plain(min_ii.max(stream(n))),
             }
         }
@@ -117,7 +124,7 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
             let half = src.dtype == DType::Bf16
                 && dst.dtype == DType::Bf16
                 && matches!(op, ReduceOp::Add | ReduceOp::Max);
-            plain(min_ii.max(if half { stream(n) / 2 } else { stream(n) }))
+            plain(min_ii.max(at(raw(n), if half { 2 } else { 1 })))
         }
         Op::Memset { dst, value } => {
             let n = dst.free_len();
@@ -125,7 +132,7 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
                 return plain(startup + stream(n));
             }
             let half = *value == 0.0 && is16(dst.dtype);
-            plain(min_ii.max(if half { stream(n) / 2 } else { stream(n) }))
+            plain(min_ii.max(at(raw(n), if half { 2 } else { 1 })))
         }
         // Like tensor_copy_predicated with all operands in SBUF: `max(MIN_II, 2N)`.
         Op::Select { dst, .. } => plain(min_ii.max(stream(2 * dst.free_len()))),
@@ -149,7 +156,7 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
                 && *op0 == AluOp::Subtract
                 && *op1 == AluOp::Multiply
                 && n % 2 == 0;
-            plain(min_ii.max(stream(if fast { n } else { 2 * n })))
+            plain(min_ii.max(at(raw(2 * n), if fast { 2 } else { 1 })))
         }
         Op::TensorScalarReduce { src, .. } => plain(min_ii.max(stream(src.free_len())) + min_ii),
         Op::Max8 { src, .. } => plain(min_ii.max(stream(src.free_len()))),
@@ -164,14 +171,14 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
         // NeuronCore-v4's fast exponential: "4x ScalarE exp throughput" [N-arch4], ScalarE's
         // exp being `N` cycles at the same clock: `max(MIN_II, N / 4)` from SBUF. From PSUM
         // VectorE reads as it does elsewhere here (assumption): 2 elements per cycle for
-        // 16-bit data, 1 for 32-bit.
+        // 16-bit data, its base data-path width for 32-bit.
         Op::Exponential { src, .. } => {
             let rate = match (src.memory, is16(src.dtype)) {
                 (Memory::Sbuf, _) => 4,
                 (Memory::Psum, true) => 2,
                 (Memory::Psum, false) => 1,
             };
-            plain(min_ii.max(stream(src.free_len()) / rate))
+            plain(min_ii.max(at(raw(src.free_len()), rate)))
         }
         Op::Gather { index, .. } => plain(startup + stream(index.free_len())),
         Op::SequenceBounds { src, .. } => plain(startup + stream(2 * src.free_len())),

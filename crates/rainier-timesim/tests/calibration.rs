@@ -100,6 +100,32 @@ fn tensor_transposes_twice_as_fast_on_v4() {
     }
 }
 
+/// [N-arch2, N-arch3, N-arch4]: VectorE streams 128 elements per cycle on NeuronCore-v2 and
+/// 256 of a 32-bit dtype on v3/v4 (2 per lane), so a 2048-element fp32 max over PSUM issues every
+/// 2048 cycles on trn1 and 1024 on trn2/trn3; ScalarE stays at one per lane.
+#[test]
+fn vector_data_path_is_two_lanes_wide_for_fp32_from_v3() {
+    let reduce = "tensor_reduce sb[0:128]@{o}:f32[1], ps[0:128]@0:f32[2048] op=max axes=1\n";
+    let text: String = (0..10).map(|i| reduce.replace("{o}", &(4 * i).to_string())).collect();
+    let p = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    for (chip, cycles) in [(Chip::Trn1, 2048.0), (Chip::Trn2, 1024.0), (Chip::Trn3, 1024.0)] {
+        let r = timing(&p, chip);
+        let ops: Vec<_> =
+            r.slices.iter().filter(|s| s.track == Track::Engine(Engine::Vector)).collect();
+        let interval_ns = (ops[9].start_ps - ops[1].start_ps) as f64 / 8.0 / 1000.0;
+        let ghz = chip.params().core.vector_clock_hz.value / 1e9;
+        assert!(within(interval_ns, cycles / ghz, 0.02), "{chip}: {interval_ns} ns");
+    }
+    let act = "activation sb[0:128]@{o}:f32[2048], ps[0:128]@0:f32[2048] func=exp\n";
+    let text: String = (0..10).map(|i| act.replace("{o}", &(8192 * i).to_string())).collect();
+    let p = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let r = timing(&p, Chip::Trn2);
+    let ops: Vec<_> =
+        r.slices.iter().filter(|s| s.track == Track::Engine(Engine::Scalar)).collect();
+    let interval_ns = (ops[9].start_ps - ops[1].start_ps) as f64 / 8.0 / 1000.0;
+    assert!(within(interval_ns, 2048.0 / 1.2, 0.02), "scalar: {interval_ns} ns");
+}
+
 /// [N-perf]: dependent 1-element ScalarE instructions on NeuronCore-v2 issue about every 189 ns.
 #[test]
 fn dependent_scalar_chain_on_v2() {
