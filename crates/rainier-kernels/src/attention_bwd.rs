@@ -23,6 +23,10 @@
 //! dq_i += ds k_j                  TensorE on dsᵀ (transposed on TensorE), VectorE add
 //! ```
 //!
+//! `ds` is one VectorE `scalar_tensor_tensor` reading dp from PSUM. The steps are a software
+//! pipeline: the scores and ds of the next [`LOOKAHEAD`] steps are issued before a step's dv,
+//! dk and dsᵀ, and its dq [`DQ_LAG`] steps after those.
+//!
 //! `dq` and `dk` are scaled by `scale` when stored. 2.5× the forward's FLOPs (five matmuls per
 //! score instead of two).
 
@@ -40,6 +44,9 @@ use crate::{AttentionShape, KernelBuilder, KernelError};
 const B: u64 = 128;
 /// Steps whose scores are issued ahead of the gradients being issued.
 const LOOKAHEAD: usize = 2;
+/// Steps whose dv, dk and dsᵀ are issued before the oldest one's dq (the dq matmul waits for
+/// its dsᵀ evacuation; 2 measured best over 0-2 on trn1-trn3, 0 being the old schedule).
+const DQ_LAG: usize = 2;
 
 /// The backward program; `q, k, v, o, dout` and the outputs in `dtype`, `lse` fp32.
 pub fn attention_backward(
@@ -174,19 +181,37 @@ pub fn attention_backward_chunked(
                     // Software pipeline: the scores and ds of the next `LOOKAHEAD` steps are
                     // issued before a step's gradient matmuls, so TensorE has independent work
                     // queued while the other engines finish a step.
+                    // A step's dq (behind its dsᵀ evacuation) is issued after the next step's
+                    // dv and dk, so TensorE does not wait on the evacuation.
                     let mut pending: VecDeque<(Probs, &QueryBlock, bool)> = VecDeque::new();
+                    let mut deferred: VecDeque<(Tile, &QueryBlock)> = VecDeque::new();
                     for i in from..qe {
                         let qb = &queries[(i - qs) as usize];
                         let probs = scores(&mut kb, qb, key, causal && i == j, scale, dtype)?;
                         pending.push_back((probs, qb, i > from));
                         if pending.len() > LOOKAHEAD {
                             if let Some((pr, pqb, acc)) = pending.pop_front() {
-                                gradients(&mut kb, pqb, key, &dv_ps, &dk_ps, acc, pr, dtype)?;
+                                let ds_t = gradients(&mut kb, pqb, &dv_ps, &dk_ps, acc, pr, dtype)?;
+                                deferred.push_back((ds_t, pqb));
+                            }
+                        }
+                        while deferred.len() > DQ_LAG {
+                            if let Some((ds_t, pqb)) = deferred.pop_front() {
+                                query_gradient(&mut kb, pqb, key, ds_t)?;
                             }
                         }
                     }
                     while let Some((pr, pqb, acc)) = pending.pop_front() {
-                        gradients(&mut kb, pqb, key, &dv_ps, &dk_ps, acc, pr, dtype)?;
+                        let ds_t = gradients(&mut kb, pqb, &dv_ps, &dk_ps, acc, pr, dtype)?;
+                        deferred.push_back((ds_t, pqb));
+                        while deferred.len() > DQ_LAG {
+                            if let Some((ds_t, pqb)) = deferred.pop_front() {
+                                query_gradient(&mut kb, pqb, key, ds_t)?;
+                            }
+                        }
+                    }
+                    while let Some((ds_t, pqb)) = deferred.pop_front() {
+                        query_gradient(&mut kb, pqb, key, ds_t)?;
                     }
                     kb.tensor_tensor(Engine::Vector, &key.dv, &key.dv, &dv_ps, AluOp::Add);
                     kb.tensor_tensor(Engine::Vector, &key.dk, &key.dk, &dk_ps, AluOp::Add);
@@ -259,44 +284,56 @@ fn scores(
             },
         );
     }
-    // dp = doutᵀ v, ds = p ∘ (dp − D)
+    // dp = doutᵀ v, ds = p ∘ (dp − D): one VectorE instruction reading dp from PSUM.
     let dp_ps = kb.psum(B as u32, DType::F32, &[B])?;
     kb.matmul(&dp_ps, &qb.do_t, &key.v_t, false);
-    let centered = kb.sbuf(B as u32, DType::F32, &[B])?;
-    kb.tensor_scalar(
+    let ds = kb.sbuf(B as u32, dtype, &[B])?;
+    kb.push(
         Engine::Vector,
-        &centered,
-        &dp_ps,
-        &[(AluOp::Subtract, ScalarOperand::Vector(qb.delta.clone()))],
+        Op::ScalarTensorTensor {
+            dst: ds.clone(),
+            src: dp_ps.clone(),
+            operand0: ScalarOperand::Vector(qb.delta.clone()),
+            in1: p.clone(),
+            op0: AluOp::Subtract,
+            op1: AluOp::Multiply,
+            reverse0: false,
+            reverse1: false,
+        },
     );
     kb.free(&dp_ps)?;
-    let ds = kb.sbuf(B as u32, dtype, &[B])?;
-    kb.tensor_tensor(Engine::GpSimd, &ds, &centered, &p, AluOp::Multiply);
-    kb.free(&centered)?;
     Ok(Probs { p, ds })
 }
 
-/// The second half: dv and dk (accumulated in PSUM over the query blocks), and dq (added to
-/// its fp32 accumulator).
-#[allow(clippy::too_many_arguments)]
+/// The second half: dv and dk (accumulated in PSUM over the query blocks), and dsᵀ for dq.
 fn gradients(
     kb: &mut KernelBuilder,
     qb: &QueryBlock,
-    key: &KeyBlock,
     dv_ps: &Tile,
     dk_ps: &Tile,
     acc: bool,
     pr: Probs,
     dtype: DType,
-) -> Result<(), KernelError> {
+) -> Result<Tile, KernelError> {
     let Probs { p, ds } = pr;
     // dv += pᵀ dout, dk += dsᵀ q (contracting over queries on partitions)
     kb.matmul(dv_ps, &p, &qb.do_qd, acc);
     kb.matmul(dk_ps, &ds, &qb.q_qd, acc);
     kb.free(&p)?;
-    // dq += ds k: dsᵀ on TensorE, then contract over keys.
+    // dsᵀ on TensorE, for dq (by `dma_transpose` it measured 24-30 % at lags 2-6: the
+    // DMA's fixed latency stays on the chain).
     let ds_t = transpose(kb, &ds, dtype)?;
     kb.free(&ds)?;
+    Ok(ds_t)
+}
+
+/// dq += ds k, contracting over keys, added to the query block's fp32 accumulator.
+fn query_gradient(
+    kb: &mut KernelBuilder,
+    qb: &QueryBlock,
+    key: &KeyBlock,
+    ds_t: Tile,
+) -> Result<(), KernelError> {
     let dq_ps = kb.psum(B as u32, DType::F32, &[key.k_kd.free_len()])?;
     kb.matmul(&dq_ps, &ds_t, &key.k_kd, false);
     kb.free(&ds_t)?;

@@ -114,8 +114,8 @@ pub const STEP_KERNEL_EFFICIENCY: Assumption = Assumption {
 /// [`STEP_KERNEL_EFFICIENCY`] and its own fitted Neuron per-layer cost).
 pub const NEURON_STEP_KERNEL_EFFICIENCY: Assumption = Assumption {
     name: "step.neuron_kernel_efficiency",
-    value: 0.61,
-    why: "fitted on the calibration point trn1-llama2-7b (NeuronX Distributed, Neuron 2.20); checked on trn1-llama2-13b (0.80 before the NeuronCore model was calibrated on measured kernels and the gemm and attention kernels were restructured: faster kernels leave more to this coefficient, which issue 14 replaces with mechanisms)",
+    value: 0.58,
+    why: "fitted on the calibration point trn1-llama2-7b (NeuronX Distributed, Neuron 2.20); checked on trn1-llama2-13b (0.80 before the NeuronCore model was calibrated on measured kernels and the gemm and attention kernels were restructured, 0.61 before the attention backward was pipelined deeper: faster kernels leave more to this coefficient, which issue 14 replaces with mechanisms)",
 };
 
 /// XLA fuses elementwise chains into few large kernels; its per-kernel cost is small.
