@@ -11,6 +11,7 @@ use rainier_isa::Program;
 use rainier_tensor::{npy, DType, HostTensor};
 use rand::{Rng, SeedableRng};
 
+mod cases;
 mod compare;
 mod demo;
 mod kernel;
@@ -134,9 +135,13 @@ enum Command {
     /// the SLO allows, memory per device, $ per million output tokens and joules per token.
     /// --search finds the cheapest plan and concurrency that meets the SLO.
     Serve(serve::ServeArgs),
-    /// Predict every point of the committed validation dataset (published training runs) and
-    /// report predicted vs measured, the error, its median and maximum.
+    /// Predict every point of the committed validation dataset (published training and
+    /// serving runs) and report predicted vs measured, the error, its median and maximum; then
+    /// run the published command-form cases (each a `rainier train|serve` command, its JSON
+    /// field and the measured value; training cases also by plan search) and report each
+    /// family's median and maximum error.
     Validate {
+        /// Print JSON (the published commands under "commands").
         #[arg(long)]
         json: bool,
     },

@@ -280,6 +280,9 @@ pub(crate) fn load_catalog(path: Option<&Path>) -> Result<Catalog> {
 /// A model from a preset name, a config.json file, or a Hugging Face snapshot directory (its
 /// `config.json`). A directory without one does not hide the preset of the same name.
 pub(crate) fn load_model(name: &str) -> Result<Model> {
+    if let Some(text) = crate::cases::model_config(name) {
+        return Ok(Model::from_config_json(text?, name)?);
+    }
     let path = Path::new(name);
     let config = if path.is_dir() {
         let inner = path.join("config.json");
@@ -315,7 +318,24 @@ fn recompute(r: RecomputeArg) -> Recompute {
     }
 }
 
+/// What `rainier train` computes: a plan search, or one plan.
+pub(crate) enum TrainOutput {
+    Search(Box<SearchReport>),
+    Plan(Box<TrainReport>),
+}
+
 pub(crate) fn train(args: &TrainArgs) -> Result<()> {
+    match train_output(args)? {
+        TrainOutput::Search(report) if args.json => out(&serde_json::to_string_pretty(&report)?),
+        TrainOutput::Search(report) => out(&search_text(&report)),
+        TrainOutput::Plan(report) if args.json => out(&serde_json::to_string_pretty(&report)?),
+        TrainOutput::Plan(report) => out(&train_text(&report)),
+    }
+    Ok(())
+}
+
+/// The report `rainier train` prints, or its error.
+pub(crate) fn train_output(args: &TrainArgs) -> Result<TrainOutput> {
     let catalog = load_catalog(args.catalog.as_deref())?;
     let chip = catalog.chip(&args.chip)?;
     let model = load_model(&args.model)?;
@@ -362,13 +382,7 @@ pub(crate) fn train(args: &TrainArgs) -> Result<()> {
         };
         let report = search(&model, chip, &cfg, &options, Some(&tick));
         bar.finish_and_clear();
-        let report = report?;
-        if args.json {
-            out(&serde_json::to_string_pretty(&report)?);
-        } else {
-            out(&search_text(&report));
-        }
-        return Ok(());
+        return Ok(TrainOutput::Search(Box::new(report?)));
     }
     let report = evaluate(&model, chip, &cfg)?;
     crate::ensure_finite(&[
@@ -383,12 +397,7 @@ pub(crate) fn train(args: &TrainArgs) -> Result<()> {
             m.total, m.capacity, m.params, m.grads, m.optimizer, m.activations, m.other
         );
     }
-    if args.json {
-        out(&serde_json::to_string_pretty(&report)?);
-    } else {
-        out(&train_text(&report));
-    }
-    Ok(())
+    Ok(TrainOutput::Plan(Box::new(report)))
 }
 
 fn summary_row(p: &PlanSummary) -> String {
@@ -610,8 +619,16 @@ pub(crate) fn chips(args: &ChipsArgs) -> Result<()> {
 
 pub(crate) fn validate_cmd(json: bool) -> Result<()> {
     let report = validate().map_err(anyhow::Error::msg)?;
+    let bar = crate::progress_bar("published commands");
+    let commands = crate::cases::run(true);
+    bar.finish_and_clear();
+    let commands = commands?;
     if json {
-        out(&serde_json::to_string_pretty(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("commands".into(), serde_json::to_value(&commands)?);
+        }
+        out(&serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     let mut s = String::new();
@@ -654,6 +671,8 @@ pub(crate) fn validate_cmd(json: bool) -> Result<()> {
         100.0 * rainier_plan::INFERENCE_MEDIAN_LIMIT,
         100.0 * rainier_plan::INFERENCE_MAX_LIMIT
     );
-    out(&s);
+    s += "\n\n";
+    s += &crate::cases::text(&commands);
+    out(s.trim_end());
     Ok(())
 }

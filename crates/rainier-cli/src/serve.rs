@@ -118,6 +118,17 @@ pub(crate) struct ServeArgs {
 }
 
 pub(crate) fn run(args: &ServeArgs) -> Result<()> {
+    let report = report(args)?;
+    if args.json {
+        out(&serde_json::to_string_pretty(&report)?);
+    } else {
+        out(&text(&report));
+    }
+    Ok(())
+}
+
+/// The report `rainier serve` prints, or its error.
+pub(crate) fn report(args: &ServeArgs) -> Result<ServeReport> {
     let catalog = load_catalog(args.catalog.as_deref())?;
     let chip = catalog.chip(&args.chip)?;
     let model = load_model(&args.model)?;
@@ -154,12 +165,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
             report.input_len + report.output_len
         );
     }
-    if args.json {
-        out(&serde_json::to_string_pretty(&report)?);
-    } else {
-        out(&text(&report));
-    }
-    Ok(())
+    Ok(report)
 }
 
 fn text(r: &ServeReport) -> String {
