@@ -201,6 +201,11 @@ pub enum HwError {
 
 const BUILT_IN: &str = include_str!("../data/catalog.json");
 
+/// `text` with control characters escaped, so an error quoting a file's text stays one line.
+fn one_line(text: &str) -> String {
+    text.escape_debug().to_string()
+}
+
 impl Catalog {
     /// The catalog compiled into the binary.
     pub fn built_in() -> Catalog {
@@ -211,12 +216,12 @@ impl Catalog {
     /// Parses and checks a catalog file; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Catalog, HwError> {
         let catalog: Catalog = serde_json::from_str(text)
-            .map_err(|e| HwError::Parse { file: file.into(), message: e.to_string() })?;
+            .map_err(|e| HwError::Parse { file: file.into(), message: one_line(&e.to_string()) })?;
         for chip in &catalog.chips {
             chip.check().map_err(|message| HwError::Invalid {
                 file: file.into(),
-                chip: chip.name.clone(),
-                message,
+                chip: one_line(&chip.name),
+                message: one_line(&message),
             })?;
         }
         Ok(catalog)

@@ -49,3 +49,16 @@ fn overrides_replace_and_extend() {
     let e = catalog.with_overrides("{\"chips\": 3}", "mine.json").expect_err("shape");
     assert!(e.to_string().starts_with("mine.json:"), "{e}");
 }
+
+/// Found by the `catalog` fuzz target: a field name with a newline made a two-line error.
+#[test]
+fn errors_quoting_the_file_stay_on_one_line() {
+    for text in [
+        "{\"about\": \"x\", \"chips\": [{\"name\": \"a\", \"cores_p\\nx\": 1}]}",
+        "{\"about\": \"x\", \"chips\": [{\"name\": \"a\\u001b[31m\"}]}",
+    ] {
+        let e = Catalog::built_in().with_overrides(text, "c.json").expect_err("invalid").to_string();
+        assert!(!e.contains('\n') && !e.contains('\u{1b}'), "{e}");
+        assert!(e.starts_with("c.json"), "{e}");
+    }
+}

@@ -163,8 +163,10 @@ impl Model {
 
     /// Reads a Hugging Face `config.json`; `file` names it in errors.
     pub fn from_config_json(text: &str, file: &str) -> Result<Model, ModelError> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| ModelError::Json { file: file.into(), message: e.to_string() })?;
+        let value: Value = serde_json::from_str(text).map_err(|e| ModelError::Json {
+            file: file.into(),
+            message: e.to_string().escape_debug().to_string(),
+        })?;
         let map = value.as_object().ok_or_else(|| ModelError::Json {
             file: file.into(),
             message: "the top level is not an object".into(),
@@ -180,7 +182,10 @@ impl Model {
             "gpt2" => Self::gpt2(&f)?,
             "llama" | "mistral" | "mixtral" | "qwen2" => Self::llama_like(&f, model_type)?,
             other => {
-                return Err(ModelError::UnknownType { file: file.into(), found: other.into() })
+                return Err(ModelError::UnknownType {
+                    file: file.into(),
+                    found: other.escape_debug().to_string(),
+                })
             }
         };
         model.check(&f)?;

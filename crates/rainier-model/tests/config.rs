@@ -173,3 +173,13 @@ fn model_flops_follow_the_stated_convention() {
     let mistral = fixture("mistral-7b-v0.1.json");
     assert!(mistral.mean_context(32768) < 4096.0 && mistral.mean_context(2048) == 1024.0);
 }
+
+/// Found by the `config_json` fuzz target: a `model_type` with a newline made a two-line error.
+#[test]
+fn an_unknown_model_type_is_quoted_on_one_line() {
+    let e = Model::from_config_json("{\"model_type\": \"llamo\\nx\"}", "m.json")
+        .expect_err("unknown type")
+        .to_string();
+    assert!(!e.contains('\n'), "{e}");
+    assert!(e.contains("llamo\\nx"), "{e}");
+}
