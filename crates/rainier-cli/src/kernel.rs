@@ -127,13 +127,7 @@ pub(crate) fn report_kernel(
     }
     let report = rainier_timesim::simulate(&built.program, &params, None, opts.trace.is_some())?;
     if let Some(trace) = &opts.trace {
-        let text = serde_json::to_string(&rainier_timesim::chrome_trace(
-            &built.program,
-            &params,
-            &report,
-        ))?;
-        std::fs::write(trace, text)
-            .with_context(|| format!("--trace: cannot write {}", trace.display()))?;
+        crate::write_trace(trace, &built.program, &params, &report)?;
     }
     let seconds = report.time_ps as f64 * 1e-12;
     let peak = 128.0

@@ -505,10 +505,7 @@ fn sim(req: &SimRequest<'_>) -> Result<()> {
         write_npy(t, file).with_context(|| format!("--output {name}: {}", file.display()))?;
     }
     if let Some(trace) = req.trace {
-        let json = rainier_timesim::chrome_trace(&program, &params, &report);
-        let text = serde_json::to_string(&json)?;
-        std::fs::write(trace, text)
-            .with_context(|| format!("--trace: cannot write {}", trace.display()))?;
+        write_trace(trace, &program, &params, &report)?;
     }
     if req.json {
         let mut v = report::timing_json(&report, &params, path);
@@ -535,18 +532,30 @@ fn sim(req: &SimRequest<'_>) -> Result<()> {
 
 /// Writes a tensor as .npy; dtypes NumPy lacks (bf16, tf32, fp8) are written as float32,
 /// which holds their values exactly.
+/// Streams the Perfetto trace of `report` to `file`.
+fn write_trace(
+    file: &Path,
+    program: &Program,
+    params: &rainier_arch::ChipParams,
+    report: &rainier_timesim::Report,
+) -> Result<()> {
+    let cannot = || format!("--trace: cannot write {}", file.display());
+    let f = std::fs::File::create(file).with_context(cannot)?;
+    rainier_timesim::write_chrome_trace(program, params, report, std::io::BufWriter::new(f))
+        .with_context(cannot)
+}
+
+/// Writes `t` as `.npy`; dtypes NumPy has no type for are written as float32, converted while
+/// streaming (no widened copy in memory).
 fn write_npy(t: &HostTensor, file: &Path) -> Result<()> {
-    let widened;
-    let t = if npy::write(t, std::io::sink()).is_err() {
-        widened = HostTensor::from_f32(DType::F32, &t.shape, &t.to_f32());
-        &widened
-    } else {
-        t
-    };
     let f =
         std::fs::File::create(file).with_context(|| format!("cannot create {}", file.display()))?;
     let mut w = std::io::BufWriter::new(f);
-    npy::write(t, &mut w)?;
+    if npy::descr_of(t.dtype).is_some() {
+        npy::write(t, &mut w)?;
+    } else {
+        npy::write_f32(t, &mut w)?;
+    }
     std::io::Write::flush(&mut w)?;
     Ok(())
 }

@@ -57,7 +57,8 @@ fn errors_quoting_the_file_stay_on_one_line() {
         "{\"about\": \"x\", \"chips\": [{\"name\": \"a\", \"cores_p\\nx\": 1}]}",
         "{\"about\": \"x\", \"chips\": [{\"name\": \"a\\u001b[31m\"}]}",
     ] {
-        let e = Catalog::built_in().with_overrides(text, "c.json").expect_err("invalid").to_string();
+        let e =
+            Catalog::built_in().with_overrides(text, "c.json").expect_err("invalid").to_string();
         assert!(!e.contains('\n') && !e.contains('\u{1b}'), "{e}");
         assert!(e.starts_with("c.json"), "{e}");
     }

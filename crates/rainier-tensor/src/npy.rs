@@ -33,7 +33,8 @@ pub enum NpyError {
     Io(#[from] std::io::Error),
 }
 
-fn descr_of(dtype: DType) -> Option<&'static str> {
+/// The NumPy type string of `dtype`, or `None` where NumPy has none (bf16, fp8, packed MX).
+pub fn descr_of(dtype: DType) -> Option<&'static str> {
     match dtype {
         DType::F32 => Some("<f4"),
         DType::F16 => Some("<f2"),
@@ -108,9 +109,31 @@ pub fn read(mut r: impl Read) -> Result<HostTensor, NpyError> {
 /// Writes one array (format 1.0, or 2.0 when the header needs it).
 pub fn write(t: &HostTensor, mut w: impl Write) -> Result<(), NpyError> {
     let descr = descr_of(t.dtype).ok_or(NpyError::NoNumpyDType(t.dtype))?;
-    let shape = match t.shape.len() {
-        1 => format!("({},)", t.shape[0]),
-        _ => format!("({})", t.shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
+    write_header(descr, &t.shape, &mut w)?;
+    w.write_all(&t.data)?;
+    Ok(())
+}
+
+/// Writes one array as `float32`, converting element by element while streaming (no widened
+/// copy in memory): for dtypes NumPy has no type for (bf16, fp8, the packed MX types).
+pub fn write_f32(t: &HostTensor, mut w: impl Write) -> Result<(), NpyError> {
+    write_header("<f4", &t.shape, &mut w)?;
+    let size = t.dtype.size_bytes().max(1);
+    let mut buf = Vec::with_capacity(4 << 16);
+    for chunk in t.data.chunks(size << 16) {
+        buf.clear();
+        for b in chunk.chunks_exact(size) {
+            buf.extend_from_slice(&t.dtype.load(b).to_le_bytes());
+        }
+        w.write_all(&buf)?;
+    }
+    Ok(())
+}
+
+fn write_header(descr: &str, shape: &[usize], mut w: impl Write) -> Result<(), NpyError> {
+    let shape = match shape.len() {
+        1 => format!("({},)", shape[0]),
+        _ => format!("({})", shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
     };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     // Pad with spaces and end with '\n' so the data starts on a 64-byte boundary.
@@ -126,7 +149,6 @@ pub fn write(t: &HostTensor, mut w: impl Write) -> Result<(), NpyError> {
         w.write_all(&(header.len() as u32).to_le_bytes())?;
     }
     w.write_all(header.as_bytes())?;
-    w.write_all(&t.data)?;
     Ok(())
 }
 
@@ -174,6 +196,23 @@ fn parse_header(h: &str) -> Result<(DType, bool, Vec<usize>), NpyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Dtypes NumPy lacks are written as float32 element by element, equal to `to_f32`, across
+    /// the 64K-element chunk boundary.
+    #[test]
+    fn write_f32_streams_what_to_f32_gives() {
+        for dtype in [DType::Bf16, DType::Fp8E4m3, DType::Fp8E5m2] {
+            let n = (1 << 16) + 37;
+            let vals: Vec<f32> = (0..n).map(|i| ((i * 7919) % 401) as f32 / 16.0 - 12.0).collect();
+            let t = HostTensor::from_f32(dtype, &[n], &vals);
+            assert!(descr_of(dtype).is_none() && write(&t, std::io::sink()).is_err());
+            let mut buf = Vec::new();
+            write_f32(&t, &mut buf).unwrap_or_else(|e| panic!("{e}"));
+            let back = read(&buf[..]).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!((back.dtype, back.shape.clone()), (DType::F32, vec![n]));
+            assert_eq!(back.to_f32(), t.to_f32(), "{dtype}");
+        }
+    }
 
     #[test]
     fn round_trips_every_numpy_dtype() {

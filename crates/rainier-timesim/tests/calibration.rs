@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use rainier_arch::Chip;
 use rainier_isa::{parse, Engine, Program};
 use rainier_tensor::{DType, HostTensor};
-use rainier_timesim::{chrome_trace, simulate, Report, Track};
+use rainier_timesim::{chrome_trace, simulate, write_chrome_trace, Report, Track};
 
 fn example(name: &str) -> Program {
     let path = format!("{}/../../examples/asm/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -277,6 +277,11 @@ fn trace_is_deterministic_and_well_formed() {
     let b = serde_json::to_string(&chrome_trace(&p, &chip, &timing(&p, Chip::Trn2)))
         .unwrap_or_default();
     assert_eq!(a, b);
+    // The streaming writer gives the same bytes, one event in memory at a time.
+    let mut streamed = Vec::new();
+    write_chrome_trace(&p, &chip, &timing(&p, Chip::Trn2), &mut streamed)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(String::from_utf8(streamed).unwrap_or_default(), a);
     let v: serde_json::Value = serde_json::from_str(&a).unwrap_or_default();
     let events = v["traceEvents"].as_array().cloned().unwrap_or_default();
     let slices: Vec<_> = events.iter().filter(|e| e["ph"] == "X").collect();
