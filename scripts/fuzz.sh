@@ -12,6 +12,11 @@ for target in $(cargo fuzz list); do
     # A scratch copy of the corpus: new inputs found in CI are not written into the checkout.
     work="$(mktemp -d)"
     cp -r "corpus/$target/." "$work/"
+    # Real inputs kept elsewhere in the repository are seeds too.
+    case "$target" in
+        asm) cp ../examples/asm/*.asm "$work/" ;;
+        config_json) cp ../crates/rainier-model/presets/*.json ../crates/rainier-cli/data/models/*.json "$work/" ;;
+    esac
     cargo fuzz run -s none "$target" "$work" -- -max_total_time="$seconds" -print_final_stats=0 2>&1 \
         | grep -E "^(Done|INFO: seed corpus)|panicked|SUMMARY|ERROR" || true
     # libFuzzer exits non-zero on a crash; cargo fuzz forwards it, so check artifacts too.
