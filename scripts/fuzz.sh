@@ -15,7 +15,11 @@ for target in $(cargo fuzz list); do
     # Real inputs kept elsewhere in the repository are seeds too.
     case "$target" in
         asm) cp ../examples/asm/*.asm "$work/" ;;
-        config_json) cp ../crates/rainier-model/presets/*.json ../crates/rainier-cli/data/models/*.json "$work/" ;;
+        config_json)
+            for f in ../crates/rainier-model/presets/*.json ../crates/rainier-cli/data/models/*.json; do
+                cp "$f" "$work/$(basename "$(dirname "$f")")-$(basename "$f")"
+            done
+            ;;
     esac
     cargo fuzz run -s none "$target" "$work" -- -max_total_time="$seconds" -print_final_stats=0 2>&1 \
         | grep -E "^(Done|INFO: seed corpus)|panicked|SUMMARY|ERROR" || true
