@@ -274,15 +274,18 @@ pub(crate) fn text(r: &CasesReport) -> String {
     for c in &r.cases {
         let predicted = c.predicted.map_or("-".to_string(), |p| format!("{p:.4}"));
         let search = c.search.as_ref().map_or(String::new(), |s| pct(s.error));
+        let mut why = c.failure.as_ref().map_or(String::new(), |f| format!("  [{f}]"));
+        if let Some(f) = c.search.as_ref().and_then(|s| s.failure.as_ref()) {
+            why += &format!("  [search: {f}]");
+        }
         s += &format!(
-            "{:<56} {:<30} {:>10.4} {:>10} {:>8} {:>9}{}\n",
+            "{:<56} {:<30} {:>10.4} {:>10} {:>8} {:>9}{why}\n",
             c.id,
             c.field,
             c.measured,
             predicted,
             pct(c.error),
             search,
-            c.failure.as_ref().map_or(String::new(), |f| format!("  [{f}]"))
         );
     }
     s += "\nper family (targets: median <= 10 %, none beyond 25 %)\n";

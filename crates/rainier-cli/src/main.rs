@@ -530,8 +530,6 @@ fn sim(req: &SimRequest<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Writes a tensor as .npy; dtypes NumPy lacks (bf16, tf32, fp8) are written as float32,
-/// which holds their values exactly.
 /// Streams the Perfetto trace of `report` to `file`.
 fn write_trace(
     file: &Path,
