@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use rainier_arch::ChipParams;
 use rainier_isa::Engine;
 use rainier_tensor::HostTensor;
-use rainier_timesim::{chrome_trace, simulate, Report};
+use rainier_timesim::{chrome_trace, simulate, write_chrome_trace_mapped, Report};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -103,19 +103,30 @@ impl Outcome {
     pub fn chrome_trace(&self, chip: &ChipParams, files: &[String]) -> Value {
         let mut v = chrome_trace(&self.compiled.program, chip, &self.report);
         if let Some(events) = v.get_mut("traceEvents").and_then(Value::as_array_mut) {
-            for e in events.iter_mut() {
-                let Some(i) = e.pointer("/args/instruction").and_then(Value::as_u64) else {
-                    continue;
-                };
-                let Some(src) = self.compiled.sources.get(i as usize) else { continue };
-                let file = files.get(src[0] as usize).map_or("<kernel>", String::as_str);
-                let short = file.rsplit('/').next().unwrap_or(file);
-                let name = e["name"].as_str().unwrap_or("").to_string();
-                e["name"] = json!(format!("{name} {short}:{}", src[1]));
-                e["args"]["source"] = json!(format!("{file}:{}", src[1]));
-            }
+            events.iter_mut().for_each(|e| self.name_after_source(e, files));
         }
         v
+    }
+
+    /// [`Outcome::chrome_trace`] as JSON text, written one event at a time (the same bytes as
+    /// its `to_string`, without the whole trace as a JSON value in memory).
+    pub fn chrome_trace_text(&self, chip: &ChipParams, files: &[String]) -> String {
+        let mut out = Vec::new();
+        let named = |e: &mut Value| self.name_after_source(e, files);
+        // Writing into memory cannot fail, and serde_json writes UTF-8.
+        let _ =
+            write_chrome_trace_mapped(&self.compiled.program, chip, &self.report, &mut out, named);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    fn name_after_source(&self, e: &mut Value, files: &[String]) {
+        let Some(i) = e.pointer("/args/instruction").and_then(Value::as_u64) else { return };
+        let Some(src) = self.compiled.sources.get(i as usize) else { return };
+        let file = files.get(src[0] as usize).map_or("<kernel>", String::as_str);
+        let short = file.rsplit('/').next().unwrap_or(file);
+        let name = e["name"].as_str().unwrap_or("").to_string();
+        e["name"] = json!(format!("{name} {short}:{}", src[1]));
+        e["args"]["source"] = json!(format!("{file}:{}", src[1]));
     }
 }
 

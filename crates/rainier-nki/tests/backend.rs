@@ -156,3 +156,24 @@ fn hbm_to_hbm_copy_moves_the_data_and_uses_both_sides_bandwidth() {
     let floor_ns = 2.0 * (512.0 * 1024.0 * 4.0) / share * 1e9;
     assert!(r.time_ns() >= floor_ns, "{} < {floor_ns}", r.time_ns());
 }
+
+/// The streamed trace text is the trace value's JSON, slices named after their source lines.
+#[test]
+fn streamed_trace_text_equals_the_trace_value() {
+    let t = trace(json!({
+        "kernel": "h2h", "files": ["dir/k.py"],
+        "tensors": [
+            {"name": "x", "buffer": "input", "dtype": "float32", "shape": [128, 256]},
+            {"name": "y", "buffer": "output", "dtype": "float32", "shape": [128, 256]}
+        ],
+        "ops": [{"s": [0, 7], "i": {"op": "dma", "dst": {"t": 1, "off": 0, "dims": [[256, 128], [1, 256]]},
+                                      "src": {"t": 0, "off": 0, "dims": [[256, 128], [1, 256]]}}}]
+    }));
+    let chip = Chip::Trn1.params();
+    let r = run(&t, &chip, &BTreeMap::new(), RunOptions { values: false, record: true })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let files = vec!["dir/k.py".to_string()];
+    let text = r.chrome_trace_text(&chip, &files);
+    assert_eq!(text, r.chrome_trace(&chip, &files).to_string());
+    assert!(text.contains("\"dma_copy k.py:7\""), "{text}");
+}

@@ -48,7 +48,7 @@ impl NativeRun {
 
     /// The Chrome/Perfetto trace as a JSON string (the run must have been recorded).
     fn trace_json(&self, py: Python<'_>) -> String {
-        py.detach(|| self.outcome.chrome_trace(&self.chip, &self.files).to_string())
+        py.detach(|| self.outcome.chrome_trace_text(&self.chip, &self.files))
     }
 
     /// The lowered NeuronCore program in Rainier's assembly.

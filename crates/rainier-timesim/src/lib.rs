@@ -25,4 +25,4 @@ mod sim;
 mod trace;
 
 pub use sim::{simulate, DmaStats, EngineStats, Report, Slice, TimeError, Track};
-pub use trace::{chrome_trace, write_chrome_trace};
+pub use trace::{chrome_trace, write_chrome_trace, write_chrome_trace_mapped};

@@ -31,13 +31,26 @@ pub fn write_chrome_trace(
     program: &Program,
     chip: &ChipParams,
     report: &Report,
+    w: impl Write,
+) -> std::io::Result<()> {
+    write_chrome_trace_mapped(program, chip, report, w, |_| {})
+}
+
+/// [`write_chrome_trace`] with `map` applied to each event before it is written (a front end
+/// naming slices after its own source lines).
+pub fn write_chrome_trace_mapped(
+    program: &Program,
+    chip: &ChipParams,
+    report: &Report,
     mut w: impl Write,
+    mut map: impl FnMut(&mut Value),
 ) -> std::io::Result<()> {
     w.write_all(br#"{"displayTimeUnit":"ns","traceEvents":["#)?;
-    for (i, event) in events(program, chip, report).enumerate() {
+    for (i, mut event) in events(program, chip, report).enumerate() {
         if i > 0 {
             w.write_all(b",")?;
         }
+        map(&mut event);
         serde_json::to_writer(&mut w, &event)?;
     }
     w.write_all(b"]}")?;
