@@ -203,7 +203,9 @@ const BUILT_IN: &str = include_str!("../data/catalog.json");
 
 /// `text` with control characters escaped, so an error quoting a file's text stays one line.
 fn one_line(text: &str) -> String {
-    text.escape_debug().to_string()
+    text.chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
 }
 
 impl Catalog {

@@ -96,6 +96,31 @@ pub enum ModelError {
     UnknownPreset(String),
 }
 
+impl ModelError {
+    /// The same error with control characters in every quoted string escaped (`\n`, `\u{1b}`).
+    fn escaped(self) -> ModelError {
+        let esc = |s: String| -> String {
+            s.chars()
+                .map(
+                    |c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() },
+                )
+                .collect()
+        };
+        match self {
+            ModelError::Json { file, message } => {
+                ModelError::Json { file: esc(file), message: esc(message) }
+            }
+            ModelError::Field { file, field, problem } => {
+                ModelError::Field { file: esc(file), field: esc(field), problem: esc(problem) }
+            }
+            ModelError::UnknownType { file, found } => {
+                ModelError::UnknownType { file: esc(file), found: esc(found) }
+            }
+            ModelError::UnknownPreset(name) => ModelError::UnknownPreset(esc(name)),
+        }
+    }
+}
+
 fn preset_names() -> String {
     PRESETS.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
 }
@@ -161,12 +186,15 @@ impl Model {
         Ok(model)
     }
 
-    /// Reads a Hugging Face `config.json`; `file` names it in errors.
+    /// Reads a Hugging Face `config.json`; `file` names it in errors, which quote the file's
+    /// text with control characters escaped (one line, nothing that drives a terminal).
     pub fn from_config_json(text: &str, file: &str) -> Result<Model, ModelError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| ModelError::Json {
-            file: file.into(),
-            message: e.to_string().escape_debug().to_string(),
-        })?;
+        Self::parse_config_json(text, file).map_err(ModelError::escaped)
+    }
+
+    fn parse_config_json(text: &str, file: &str) -> Result<Model, ModelError> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| ModelError::Json { file: file.into(), message: e.to_string() })?;
         let map = value.as_object().ok_or_else(|| ModelError::Json {
             file: file.into(),
             message: "the top level is not an object".into(),
@@ -182,10 +210,7 @@ impl Model {
             "gpt2" => Self::gpt2(&f)?,
             "llama" | "mistral" | "mixtral" | "qwen2" => Self::llama_like(&f, model_type)?,
             other => {
-                return Err(ModelError::UnknownType {
-                    file: file.into(),
-                    found: other.escape_debug().to_string(),
-                })
+                return Err(ModelError::UnknownType { file: file.into(), found: other.into() })
             }
         };
         model.check(&f)?;

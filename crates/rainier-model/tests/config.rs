@@ -183,3 +183,14 @@ fn an_unknown_model_type_is_quoted_on_one_line() {
     assert!(!e.contains('\n'), "{e}");
     assert!(e.contains("llamo\\nx"), "{e}");
 }
+
+/// Found by the `config_json` fuzz target in CI: a control byte inside a field's value was
+/// echoed raw in the field error.
+#[test]
+fn field_errors_escape_control_characters() {
+    let text = "{\"model_type\": \"gpt2\", \"n_embd\": 64, \"n_layer\": 2, \"n_head\": 2, \
+                \"vocab_size\": 100, \"activation_function\": \"gel\\u001du\"}";
+    let e = Model::from_config_json(text, "m.json").expect_err("unknown activation").to_string();
+    assert!(!e.chars().any(char::is_control), "{e}");
+    assert!(e.contains("gel\\u{1d}u"), "{e}");
+}
