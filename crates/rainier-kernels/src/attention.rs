@@ -545,12 +545,11 @@ fn softmax_stats(
     sc: Scores,
     b: &mut QBlock,
 ) -> Result<Probs, KernelError> {
-    let scale = c.scale;
     let Scores { s_ps } = sc;
     let m_blk = kb.sbuf(QT as u32, DType::F32, &[1])?;
     let s = kb.sbuf(QT as u32, DType::F32, &[st.ksz])?;
     // The fast exponential subtracts its max unscaled, so its path scales the copy instead.
-    let copy_scale = if c.fast_exp { scale } else { 1.0 };
+    let copy_scale = if c.fast_exp { c.scale } else { 1.0 };
     kb.push(
         Engine::Vector,
         Op::TensorScalarReduce {
@@ -565,73 +564,13 @@ fn softmax_stats(
     );
     kb.free(&s_ps)?;
     let old = b.m.take();
-    let (corr, l_blk, p) = if c.fast_exp {
-        // m = max(m_old, scale · m_blk); p = exp(s' - m); corr = exp(m_old - m).
-        let m = match &old {
-            Some(old) => {
-                let m = kb.sbuf(QT as u32, DType::F32, &[1])?;
-                kb.tensor_tensor(Engine::Vector, &m, &m_blk, old, AluOp::Max);
-                kb.free(&m_blk)?;
-                m
-            }
-            None => m_blk,
-        };
-        let p = kb.sbuf(QT as u32, c.dtype, &[st.ksz])?;
-        let l_blk = kb.sbuf(QT as u32, DType::F32, &[1])?;
-        let exp = |kb: &mut KernelBuilder, dst: &Tile, src: &Tile, sum: Option<&Tile>| {
-            let reduce_cmd = if sum.is_some() { ReduceCmd::ResetReduce } else { ReduceCmd::Idle };
-            kb.push(
-                Engine::Vector,
-                Op::Exponential {
-                    dst: dst.clone(),
-                    src: src.clone(),
-                    max: ScalarOperand::Vector(m.clone()),
-                    reduce_cmd,
-                    init: None,
-                    reduce: sum.cloned(),
-                },
-            );
-        };
-        exp(kb, &p, &s, Some(&l_blk));
-        kb.free(&s)?;
-        let corr = match old {
-            Some(old) => {
-                let corr = kb.sbuf(QT as u32, DType::F32, &[1])?;
-                exp(kb, &corr, &old, None);
-                kb.free(&old)?;
-                Some(corr)
-            }
-            None => None,
-        };
-        b.m = Some(m);
-        (corr, l_blk, p)
+    let exp = if c.fast_exp {
+        fast_exp(kb, c, st, s, m_blk, old)?
     } else {
-        // neg = min(neg_m, -scale · m_blk) = -scale · max(m, m_blk), one instruction.
-        let neg = kb.sbuf(QT as u32, DType::F32, &[1])?;
-        let mut stages = vec![(AluOp::Multiply, ScalarOperand::Imm(-scale))];
-        if let Some(old) = &old {
-            stages.push((AluOp::Min, ScalarOperand::Vector(old.clone())));
-        }
-        kb.tensor_scalar(Engine::Vector, &neg, &m_blk, &stages);
-        kb.free(&m_blk)?;
-        let p = kb.sbuf(QT as u32, c.dtype, &[st.ksz])?;
-        let l_blk = kb.sbuf(QT as u32, DType::F32, &[1])?;
-        kb.activation(&p, &s, ActFunc::Exp, ScalarOperand::Imm(scale), Some(&neg), Some(&l_blk));
-        kb.free(&s)?;
-        // corr = exp(scale · (m_old - m_new)) = exp(neg - neg_m).
-        let corr = match old {
-            Some(old) => {
-                let corr = kb.sbuf(QT as u32, DType::F32, &[1])?;
-                let bias = Some(&neg);
-                kb.activation(&corr, &old, ActFunc::Exp, ScalarOperand::Imm(-1.0), bias, None);
-                kb.free(&old)?;
-                Some(corr)
-            }
-            None => None,
-        };
-        b.m = Some(neg);
-        (corr, l_blk, p)
+        scalar_exp(kb, c, st, s, m_blk, old)?
     };
+    let Exped { p, l_blk, corr, state } = exp;
+    b.m = Some(state);
     // l = l·corr + l_blk on the otherwise idle GpSimd engine (off the critical path); the
     // first step's l_blk is l.
     match (&b.l, &corr) {
@@ -643,6 +582,99 @@ fn softmax_stats(
         _ => b.l = Some(l_blk),
     }
     Ok(Probs { p, corr })
+}
+
+/// A step's probabilities, their row sum, the correction of the running sums (`None` on the
+/// first step) and the new running-max state.
+struct Exped {
+    p: Tile,
+    l_blk: Tile,
+    corr: Option<Tile>,
+    state: Tile,
+}
+
+/// ScalarE's exp of SBUF scores `s`: state `neg = -scale · m`, updated as
+/// `min(neg_m, -scale · m_blk)` in one instruction; `corr = exp(neg - neg_m)`. Tiles are
+/// allocated in this order on purpose: the next-fit reuse it gives is the measured one.
+fn scalar_exp(
+    kb: &mut KernelBuilder,
+    c: &Ctx,
+    st: &Step,
+    s: Tile,
+    m_blk: Tile,
+    old: Option<Tile>,
+) -> Result<Exped, KernelError> {
+    let neg = kb.sbuf(QT as u32, DType::F32, &[1])?;
+    let mut stages = vec![(AluOp::Multiply, ScalarOperand::Imm(-c.scale))];
+    if let Some(old) = &old {
+        stages.push((AluOp::Min, ScalarOperand::Vector(old.clone())));
+    }
+    kb.tensor_scalar(Engine::Vector, &neg, &m_blk, &stages);
+    kb.free(&m_blk)?;
+    let p = kb.sbuf(QT as u32, c.dtype, &[st.ksz])?;
+    let l_blk = kb.sbuf(QT as u32, DType::F32, &[1])?;
+    kb.activation(&p, &s, ActFunc::Exp, ScalarOperand::Imm(c.scale), Some(&neg), Some(&l_blk));
+    kb.free(&s)?;
+    let corr = match old {
+        Some(old) => {
+            let corr = kb.sbuf(QT as u32, DType::F32, &[1])?;
+            let bias = Some(&neg);
+            kb.activation(&corr, &old, ActFunc::Exp, ScalarOperand::Imm(-1.0), bias, None);
+            kb.free(&old)?;
+            Some(corr)
+        }
+        None => None,
+    };
+    Ok(Exped { p, l_blk, corr, state: neg })
+}
+
+/// VectorE's fast exponential (NeuronCore-v4) of scaled SBUF scores `s' = scale · s`: state
+/// `m = max(m_old, m_blk)`, `p = exp(s' - m)`, `corr = exp(m_old - m)`.
+fn fast_exp(
+    kb: &mut KernelBuilder,
+    c: &Ctx,
+    st: &Step,
+    s: Tile,
+    m_blk: Tile,
+    old: Option<Tile>,
+) -> Result<Exped, KernelError> {
+    let m = match &old {
+        Some(old) => {
+            let m = kb.sbuf(QT as u32, DType::F32, &[1])?;
+            kb.tensor_tensor(Engine::Vector, &m, &m_blk, old, AluOp::Max);
+            kb.free(&m_blk)?;
+            m
+        }
+        None => m_blk,
+    };
+    let p = kb.sbuf(QT as u32, c.dtype, &[st.ksz])?;
+    let l_blk = kb.sbuf(QT as u32, DType::F32, &[1])?;
+    let exp = |kb: &mut KernelBuilder, dst: &Tile, src: &Tile, sum: Option<&Tile>| {
+        let reduce_cmd = if sum.is_some() { ReduceCmd::ResetReduce } else { ReduceCmd::Idle };
+        kb.push(
+            Engine::Vector,
+            Op::Exponential {
+                dst: dst.clone(),
+                src: src.clone(),
+                max: ScalarOperand::Vector(m.clone()),
+                reduce_cmd,
+                init: None,
+                reduce: sum.cloned(),
+            },
+        );
+    };
+    exp(kb, &p, &s, Some(&l_blk));
+    kb.free(&s)?;
+    let corr = match old {
+        Some(old) => {
+            let corr = kb.sbuf(QT as u32, DType::F32, &[1])?;
+            exp(kb, &corr, &old, None);
+            kb.free(&old)?;
+            Some(corr)
+        }
+        None => None,
+    };
+    Ok(Exped { p, l_blk, corr, state: m })
 }
 
 /// A step's `p·v` (PSUM) and its correction factor, awaiting the accumulator update.
