@@ -591,7 +591,10 @@ pub(crate) fn merge_dims(dims: Vec<Dim>) -> Vec<Dim> {
     let mut merged: Vec<Dim> = Vec::with_capacity(out.len());
     for d in out.into_iter().rev() {
         match merged.last_mut() {
-            Some(inner) if d.stride == inner.stride * inner.size as i64 => {
+            Some(inner)
+                if inner.stride.checked_mul(inner.size as i64) == Some(d.stride)
+                    && inner.size.checked_mul(d.size).is_some() =>
+            {
                 inner.size *= d.size;
             }
             _ => merged.push(d),
@@ -599,6 +602,25 @@ pub(crate) fn merge_dims(dims: Vec<Dim>) -> Vec<Dim> {
     }
     merged.reverse();
     merged
+}
+
+/// Largest size one traced dim may have: the front end writes tensor extents, far below this;
+/// it keeps every product of sizes and strides inside 64 bits.
+const MAX_DIM_SIZE: i64 = 1 << 32;
+/// Largest element stride one traced dim may have (the same bound).
+const MAX_DIM_STRIDE: i64 = 1 << 40;
+
+/// Every dim of `a` has a size in `0..=2³²` and a stride within ±2⁴⁰.
+fn check_dims(a: &Access, what: &str) -> Result<(), String> {
+    for [stride, size] in &a.dims {
+        if !(0..=MAX_DIM_SIZE).contains(size) {
+            return Err(format!("{what}: dim size {size} is outside 0..={MAX_DIM_SIZE}"));
+        }
+        if stride.unsigned_abs() > MAX_DIM_STRIDE as u64 {
+            return Err(format!("{what}: dim stride {stride} is outside ±{MAX_DIM_STRIDE}"));
+        }
+    }
+    Ok(())
 }
 
 fn check_access(
@@ -702,6 +724,8 @@ pub fn compile(trace: &Trace, chip: &ChipParams) -> Result<Compiled, NkiError> {
     for (i, op) in trace.ops.iter().enumerate() {
         let indexed = matches!(op.i, OpSpec::Dma { index: Some(_), .. });
         for (a, _) in op.i.accesses() {
+            check_dims(a, op.i.name())
+                .map_err(|m| NkiError::Kernel { at: where_(op.s), message: m })?;
             // An indexed HBM side's rows are data: the simulator checks them as it runs.
             if !(indexed && trace.tensors.get(a.t).is_some_and(|t| t.buffer.is_hbm())) {
                 check_access(trace, &dtypes, a, op.i.name(), parts)

@@ -132,6 +132,30 @@ fn access_out_of_bounds_is_an_error_at_its_line() {
     assert!(msg.starts_with("k.py:3:") && msg.contains("out of bounds"), "{msg}");
 }
 
+/// Found by the `nki_trace` fuzz target: a negative dim size wrapped to 2⁶⁴ - 28 and overflowed
+/// the dim merge; a huge stride overflowed it the same way.
+#[test]
+fn dims_with_negative_sizes_or_huge_strides_are_errors_at_their_line() {
+    for (dims, word) in
+        [(json!([[64, -28], [1, 64]]), "size"), (json!([[1i64 << 50, 2], [1, 64]]), "stride")]
+    {
+        let t = trace(json!({
+            "kernel": "bad", "files": ["k.py"],
+            "tensors": [
+                {"name": "x", "buffer": "input", "dtype": "float32", "shape": [128, 64]},
+                sbuf("t", 256, 0, 2)
+            ],
+            "ops": [{"s": [0, 4], "i": {"op": "dma", "dst": {"t": 1, "p": 0, "n": 128, "dims": [[1, 64]]},
+                                          "src": {"t": 0, "off": 0, "dims": dims}}}]
+        }));
+        let msg = compile(&t, &Chip::Trn2.params())
+            .map(|_| ())
+            .expect_err("must not compile")
+            .to_string();
+        assert!(msg.starts_with("k.py:4:") && msg.contains(&format!("dim {word}")), "{msg}");
+    }
+}
+
 #[test]
 fn hbm_to_hbm_copy_moves_the_data_and_uses_both_sides_bandwidth() {
     let seed = rand::random::<u64>();
