@@ -18,6 +18,8 @@ pub enum Grade {
     Derived,
     /// A modelling choice with no public source; calibrate when measurements exist.
     Assumed,
+    /// Changed by the user for a what-if chip (a catalog entry's `neuron_core` section).
+    WhatIf,
 }
 
 impl fmt::Display for Grade {
@@ -26,6 +28,7 @@ impl fmt::Display for Grade {
             Grade::Doc => "doc",
             Grade::Derived => "derived",
             Grade::Assumed => "assumed",
+            Grade::WhatIf => "what-if",
         })
     }
 }
@@ -170,6 +173,25 @@ pub struct ChipParams {
     pub hbm_bytes_per_s: Sourced<f64>,
     /// Every NeuronCore of a chip is identical.
     pub core: CoreParams,
+}
+
+impl From<Chip> for ChipParams {
+    fn from(chip: Chip) -> ChipParams {
+        chip.params()
+    }
+}
+
+impl From<&ChipParams> for ChipParams {
+    fn from(params: &ChipParams) -> ChipParams {
+        params.clone()
+    }
+}
+
+impl fmt::Display for ChipParams {
+    /// The chip's name (a what-if chip shows the built-in chip it was derived from).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.chip.fmt(f)
+    }
 }
 
 /// Parameters of one NeuronCore.
@@ -456,7 +478,133 @@ fn row<T: fmt::Display>(name: &'static str, s: &Sourced<T>) -> ProvenanceRow {
     ProvenanceRow { name, value: s.value.to_string(), source: s.source, grade: s.grade }
 }
 
+/// One settable parameter of a [`ChipParams`], by its type.
+enum FieldMut<'a> {
+    U32(&'a mut Sourced<u32>),
+    U64(&'a mut Sourced<u64>),
+    F64(&'a mut Sourced<f64>),
+    Bool(&'a mut Sourced<bool>),
+}
+
+/// The source of every figure [`ChipParams::set`] changes.
+const WHAT_IF_SOURCE: &str = "what-if: set in the chip's catalog entry (`neuron_core`)";
+
 impl ChipParams {
+    /// Sets the parameter `name` (a [`ChipParams::provenance`] name, e.g. `hbm_bytes_per_s`
+    /// or `timing.min_ii_cycles`) to `value`, graded [`Grade::WhatIf`]. Integer and boolean
+    /// parameters take integral values (booleans 0 or 1); every value must be positive
+    /// (booleans excepted). `partitions` is fixed: the kernel library tiles by 128 partitions.
+    ///
+    /// A figure derived from the one set follows it: `timing.dma_queue_elements_per_ns` (a
+    /// queue's element rate, the engine's bytes/ns over 4) scales with
+    /// `timing.dma_engine_bytes_per_ns`; set it after to decouple them.
+    pub fn set(&mut self, name: &str, value: f64) -> Result<(), String> {
+        let engine_rate = self.core.timing.dma_engine_bytes_per_ns.value;
+        self.set_one(name, value)?;
+        if name == "timing.dma_engine_bytes_per_ns" {
+            let queue = self.core.timing.dma_queue_elements_per_ns.value * value / engine_rate;
+            self.set_one("timing.dma_queue_elements_per_ns", queue)?;
+        }
+        Ok(())
+    }
+
+    fn set_one(&mut self, name: &str, value: f64) -> Result<(), String> {
+        if name == "partitions" {
+            return Err(
+                "`partitions` cannot be changed (the kernel library tiles by 128 partitions)"
+                    .into(),
+            );
+        }
+        let Some(field) = self.field_mut(name) else {
+            let names: Vec<&str> =
+                self.provenance().iter().map(|r| r.name).filter(|n| *n != "partitions").collect();
+            return Err(format!(
+                "unknown NeuronCore parameter `{name}` (settable: {})",
+                names.join(", ")
+            ));
+        };
+        let bad = || format!("`{name}` = {value}: not a valid value for this parameter");
+        let integral = value.is_finite() && value.fract() == 0.0;
+        match field {
+            FieldMut::Bool(f) => {
+                if value != 0.0 && value != 1.0 {
+                    return Err(format!("`{name}` = {value}: a switch takes 0 or 1"));
+                }
+                *f = Sourced { value: value == 1.0, source: WHAT_IF_SOURCE, grade: Grade::WhatIf };
+            }
+            FieldMut::U32(f) => {
+                if !integral || value < 1.0 || value > f64::from(u32::MAX) {
+                    return Err(bad());
+                }
+                *f = Sourced { value: value as u32, source: WHAT_IF_SOURCE, grade: Grade::WhatIf };
+            }
+            FieldMut::U64(f) => {
+                if !integral || value < 1.0 || value > 2f64.powi(63) {
+                    return Err(bad());
+                }
+                *f = Sourced { value: value as u64, source: WHAT_IF_SOURCE, grade: Grade::WhatIf };
+            }
+            FieldMut::F64(f) => {
+                if !value.is_finite() || value <= 0.0 {
+                    return Err(bad());
+                }
+                *f = Sourced { value, source: WHAT_IF_SOURCE, grade: Grade::WhatIf };
+            }
+        }
+        Ok(())
+    }
+
+    fn field_mut(&mut self, name: &str) -> Option<FieldMut<'_>> {
+        use FieldMut::{Bool, F64, U32, U64};
+        let c = &mut self.core;
+        let t = &mut c.timing;
+        Some(match name {
+            "cores_per_chip" => U32(&mut self.cores_per_chip),
+            "hbm_bytes" => U64(&mut self.hbm_bytes),
+            "hbm_bytes_per_s" => F64(&mut self.hbm_bytes_per_s),
+            "sbuf_bytes_per_partition" => U32(&mut c.sbuf_bytes_per_partition),
+            "psum_bytes_per_partition" => U32(&mut c.psum_bytes_per_partition),
+            "psum_banks" => U32(&mut c.psum_banks),
+            "matmul_stationary_fmax" => U32(&mut c.matmul_stationary_fmax),
+            "matmul_moving_fmax_fp32" => U32(&mut c.matmul_moving_fmax_fp32),
+            "matmul_moving_fmax_bf16" => U32(&mut c.matmul_moving_fmax_bf16),
+            "psum_access_fmax" => U32(&mut c.psum_access_fmax),
+            "tensor_clock_hz" => F64(&mut c.tensor_clock_hz),
+            "vector_clock_hz" => F64(&mut c.vector_clock_hz),
+            "scalar_clock_hz" => F64(&mut c.scalar_clock_hz),
+            "gpsimd_clock_hz" => F64(&mut c.gpsimd_clock_hz),
+            "dma_engines" => U32(&mut c.dma_engines),
+            "semaphores" => U32(&mut c.semaphores),
+            "timing.matmul_init_cycles" => U32(&mut t.matmul_init_cycles),
+            "timing.matmul_fp32_factor" => U32(&mut t.matmul_fp32_factor),
+            "timing.fast_weight_load_factor" => U32(&mut t.fast_weight_load_factor),
+            "timing.min_ii_cycles" => U32(&mut t.min_ii_cycles),
+            "timing.gpsimd_startup_cycles" => U32(&mut t.gpsimd_startup_cycles),
+            "timing.completion_latency_cycles" => U32(&mut t.completion_latency_cycles),
+            "timing.vector_completion_latency_cycles" => {
+                U32(&mut t.vector_completion_latency_cycles)
+            }
+            "timing.dma_trigger_cycles" => U32(&mut t.dma_trigger_cycles),
+            "timing.stride_penalty_bytes" => U32(&mut t.stride_penalty_bytes),
+            "timing.dma_engine_bytes_per_ns" => F64(&mut t.dma_engine_bytes_per_ns),
+            "timing.dma_queue_elements_per_ns" => F64(&mut t.dma_queue_elements_per_ns),
+            "timing.launch_overhead_ns" => F64(&mut t.launch_overhead_ns),
+            "timing.dma_fixed_latency_ns" => F64(&mut t.dma_fixed_latency_ns),
+            "timing.dma_descriptor_ns" => F64(&mut t.dma_descriptor_ns),
+            "timing.dma_partitions_per_engine" => U32(&mut t.dma_partitions_per_engine),
+            "timing.dma_transpose_rate_fraction" => F64(&mut t.dma_transpose_rate_fraction),
+            "timing.vector_perf_modes" => Bool(&mut t.vector_perf_modes),
+            "timing.vector_lane_elements_per_cycle" => U32(&mut t.vector_lane_elements_per_cycle),
+            _ => return None,
+        })
+    }
+
+    /// A stable 64-bit digest of every value, source and grade (FNV-1a over the `Debug` text):
+    /// equal parameters give equal digests on every platform and run.
+    pub fn digest(&self) -> u64 {
+        fnv1a(format!("{self:?}").as_bytes())
+    }
+
     /// Every parameter with its value, source and grade, in a fixed order.
     pub fn provenance(&self) -> Vec<ProvenanceRow> {
         let c = &self.core;
@@ -503,9 +651,43 @@ impl ChipParams {
     }
 }
 
+/// FNV-1a, 64 bit: a stable hash for cache keys (not for security).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every provenance row but `partitions` can be set; a set value is graded what-if and
+    /// changes the digest; bad names and values are errors naming them.
+    #[test]
+    fn every_listed_parameter_can_be_set() {
+        let base = Chip::Trn2.params();
+        for r in base.provenance() {
+            let mut p = base.clone();
+            let value = if r.value == "true" || r.value == "false" { 0.0 } else { 2.0 };
+            let result = p.set(r.name, value);
+            if r.name == "partitions" {
+                assert!(result.is_err());
+                continue;
+            }
+            result.unwrap_or_else(|e| panic!("{}: {e}", r.name));
+            let row = p.provenance().into_iter().find(|x| x.name == r.name).expect("row");
+            assert_eq!(row.grade, Grade::WhatIf, "{}", r.name);
+            assert_ne!(p.digest(), base.digest(), "{}", r.name);
+        }
+        let mut p = base.clone();
+        assert!(p.set("tensor_clock", 1e9).expect_err("must fail").contains("`tensor_clock`"));
+        assert!(p.set("dma_engines", 1.5).expect_err("must fail").contains("dma_engines"));
+        assert!(p.set("hbm_bytes_per_s", -1.0).is_err());
+        assert!(p.set("hbm_bytes_per_s", f64::NAN).is_err());
+        assert_eq!(base.digest(), Chip::Trn2.params().digest());
+        assert_ne!(base.digest(), Chip::Trn1.params().digest());
+    }
 
     #[test]
     fn chip_names_round_trip() {

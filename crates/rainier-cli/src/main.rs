@@ -222,7 +222,7 @@ enum KernelCommand {
     /// Sweep every kernel over transformer-layer shapes on one chip and write the op-cost table
     /// (DIR/CHIP.csv) and the raw runs (DIR/CHIP.runs.json); --chip all writes every chip's.
     Table {
-        /// trn1, inf2, trn2, trn3 or all.
+        /// trn1, inf2, trn2, trn3, trn4 (the built-in what-if, from the catalog) or all.
         #[arg(long, default_value = "all")]
         chip: String,
         /// Output directory.
@@ -382,11 +382,7 @@ fn run(cli: Cli) -> Result<()> {
             KernelCommand::CrossEntropy { rows, vocab, backward, opts } => {
                 kernel::cross_entropy(rows, vocab, backward, &opts)
             }
-            KernelCommand::Table { chip, out } => {
-                let chips: Vec<Chip> =
-                    if chip == "all" { Chip::ALL.to_vec() } else { vec![chip.parse::<Chip>()?] };
-                chips.into_iter().try_for_each(|c| table::write(c, &out))
-            }
+            KernelCommand::Table { chip, out } => table::write_named(&chip, &out),
             KernelCommand::Attention { shape, opts } => kernel::attention(&shape, &opts),
             KernelCommand::AttentionBwd { shape, opts } => kernel::attention_bwd(&shape, &opts),
             KernelCommand::ResidualAdd { shape, opts } => {

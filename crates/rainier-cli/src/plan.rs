@@ -272,9 +272,30 @@ pub(crate) fn load_catalog(path: Option<&Path>) -> Result<Catalog> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            Ok(catalog.with_overrides(&text, &path.display().to_string())?)
+            let catalog = catalog.with_overrides(&text, &path.display().to_string())?;
+            prepare_neuron_tables(&catalog)?;
+            Ok(catalog)
         }
     }
+}
+
+/// Makes the op-cost table of every what-if Neuron chip in `catalog` (one whose NeuronCore
+/// parameters differ from every built-in chip's): from the on-disk cache, or by running the
+/// kernel sweep on its parameters with a progress bar (seconds per chip).
+fn prepare_neuron_tables(catalog: &Catalog) -> Result<()> {
+    for chip in catalog.chips.iter().filter(|c| c.family == rainier_hw::Family::Neuron) {
+        let params = chip.neuron_params().map_err(|m| anyhow!("chip `{}`: {m}", chip.name))?;
+        if params == params.chip.params() {
+            continue;
+        }
+        let bar = crate::progress_bar("timing the kernel sweep for a what-if chip");
+        rainier_perf::NeuronTable::for_params(&chip.name, &params, &|done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
+        bar.finish_and_clear();
+    }
+    Ok(())
 }
 
 /// A model from a preset name, a config.json file, or a Hugging Face snapshot directory (its

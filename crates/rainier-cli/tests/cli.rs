@@ -503,8 +503,10 @@ fn op_cost_tables_are_fresh() {
     let o = rainier(&["kernel", "table", "--out", &d.display().to_string()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let committed = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tables");
-    for chip in ["trn1", "inf2", "trn2", "trn3"] {
-        for ext in ["csv", "runs.json"] {
+    for chip in ["trn1", "inf2", "trn2", "trn3", "trn4"] {
+        let exts: &[&str] =
+            if chip == "trn4" { &["csv", "runs.json", "key"] } else { &["csv", "runs.json"] };
+        for ext in exts {
             let name = format!("{chip}.{ext}");
             let fresh = std::fs::read(d.join(&name)).unwrap_or_default();
             let old = std::fs::read(format!("{committed}/{name}")).unwrap_or_default();

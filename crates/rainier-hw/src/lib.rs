@@ -23,6 +23,9 @@ pub enum Grade {
     Meas,
     /// No public source: a modelling choice, named so it can be calibrated.
     Assumed,
+    /// Changed by the user to ask "what if" (a catalog override or patch).
+    #[serde(rename = "what-if")]
+    WhatIf,
 }
 
 impl std::fmt::Display for Grade {
@@ -33,6 +36,7 @@ impl std::fmt::Display for Grade {
             Grade::Derived => "derived",
             Grade::Meas => "meas",
             Grade::Assumed => "assumed",
+            Grade::WhatIf => "what-if",
         })
     }
 }
@@ -175,6 +179,11 @@ pub struct Chip {
     /// The simulated NeuronCore whose op-cost tables this chip uses (default: its name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tables: Option<String>,
+    /// NeuronCore parameters set on top of the `tables` chip's (a what-if): names as
+    /// `rainier arch` lists them (`tensor_clock_hz`, `timing.min_ii_cycles`, ...). Chip-level
+    /// figures (cores per chip, HBM capacity and bandwidth) come from this entry's own fields.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub neuron_core: std::collections::BTreeMap<String, Sourced>,
     /// The usual training software stack.
     pub stack: String,
     pub default_framework: Framework,
@@ -309,6 +318,36 @@ impl Chip {
         self.tables.as_deref().unwrap_or(&self.name)
     }
 
+    /// The NeuronCore parameters of a Neuron chip: the built-in chip its `tables` field (or its
+    /// name) names, with this entry's cores per chip, HBM capacity and HBM bandwidth, then every
+    /// `neuron_core` entry set on top (graded what-if). A built-in chip gives exactly its
+    /// built-in parameters.
+    pub fn neuron_params(&self) -> Result<rainier_arch::ChipParams, String> {
+        if self.family != Family::Neuron {
+            return Err("only a Neuron chip has NeuronCore parameters".into());
+        }
+        let base: rainier_arch::Chip = self.table_name().parse().map_err(|_| {
+            format!(
+                "`tables` must name the built-in NeuronCore chip this one builds on (trn1, inf2, trn2, trn3), not `{}`",
+                one_line(self.table_name())
+            )
+        })?;
+        let mut params = base.params();
+        if self.cores_per_chip != params.cores_per_chip.value {
+            params.set("cores_per_chip", f64::from(self.cores_per_chip))?;
+        }
+        if self.hbm_bytes.value != params.hbm_bytes.value as f64 {
+            params.set("hbm_bytes", self.hbm_bytes.value.round())?;
+        }
+        if self.hbm_bytes_per_s.value != params.hbm_bytes_per_s.value {
+            params.set("hbm_bytes_per_s", self.hbm_bytes_per_s.value)?;
+        }
+        for (name, figure) in &self.neuron_core {
+            params.set(name, figure.value).map_err(|m| format!("neuron_core: {}", one_line(&m)))?;
+        }
+        Ok(params)
+    }
+
     fn check(&self) -> Result<(), String> {
         if self.name.is_empty() || self.name != self.name.to_ascii_lowercase() {
             return Err("name must be non-empty lower case".into());
@@ -335,6 +374,16 @@ impl Chip {
                         "{field} = {v:e} is outside the plausible range {lo:e}..{hi:e} {unit} (a typo or a unit slip? what-if chips stay within it)"
                     ));
                 }
+            }
+        }
+        if self.family == Family::Neuron {
+            self.neuron_params()?;
+        } else if !self.neuron_core.is_empty() {
+            return Err("neuron_core is only for Neuron chips".into());
+        }
+        for (name, figure) in &self.neuron_core {
+            if figure.source.trim().is_empty() {
+                return Err(format!("neuron_core.{} has no source", one_line(name)));
             }
         }
         let domain = u64::from(self.node.scale_up_domain_chips);

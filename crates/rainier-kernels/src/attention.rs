@@ -26,7 +26,7 @@
 
 use std::collections::VecDeque;
 
-use rainier_arch::Chip;
+use rainier_arch::ChipParams;
 use rainier_isa::{
     contiguous_dims, ActFunc, Affine, AluOp, Dim, DmaOperand, Engine, HbmAccess, Op, Program,
     ReduceCmd, ReduceOp, ScalarOperand, Tile,
@@ -88,7 +88,12 @@ fn columns(t: &Tile, first: u64, count: u64) -> Tile {
 }
 
 /// The forward attention program; `q`, `k`, `v` in `dtype`, `o` in `dtype`.
-pub fn attention(chip: Chip, shape: &AttentionShape, dtype: DType) -> Result<Program, KernelError> {
+pub fn attention(
+    chip: impl Into<ChipParams>,
+    shape: &AttentionShape,
+    dtype: DType,
+) -> Result<Program, KernelError> {
+    let chip: ChipParams = chip.into();
     let AttentionShape { batch, heads, kv_heads, seq, head_dim: d, causal } = *shape;
     let bad = |detail: String| KernelError::Shape { what: "attention".into(), detail };
     if batch == 0 || heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
@@ -116,7 +121,7 @@ pub fn attention(chip: Chip, shape: &AttentionShape, dtype: DType) -> Result<Pro
     if u128::from(nh) * key_steps * 25 > crate::MAX_INSTRUCTIONS as u128 {
         return Err(KernelError::TooLarge { limit: crate::MAX_INSTRUCTIONS });
     }
-    let mut kb = KernelBuilder::new(chip);
+    let mut kb = KernelBuilder::new(&chip);
     let q = kb.input("q", dtype, &[nh, d, seq])?;
     let k = kb.input("k", dtype, &[nkv, d, seq])?;
     let v = kb.input("v", dtype, &[nkv, seq, d])?;
@@ -182,8 +187,8 @@ pub fn attention(chip: Chip, shape: &AttentionShape, dtype: DType) -> Result<Pro
     let mask = if causal { Some(causal_mask(&mut kb)?) } else { None };
     // Part of pᵀ by the DMA engines' hardware transpose where there is one (v3+, NKI's
     // `dma_transpose`), taking it off TensorE and out of PSUM.
-    let dma_transposes = chip.params().core.has_dma_transpose();
-    let fast_exp = chip.params().core.has_fast_exponential();
+    let dma_transposes = chip.core.has_dma_transpose();
+    let fast_exp = chip.core.has_fast_exponential();
     let ctx = Ctx {
         q,
         k,

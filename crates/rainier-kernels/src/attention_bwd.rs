@@ -32,7 +32,7 @@
 
 use std::collections::VecDeque;
 
-use rainier_arch::Chip;
+use rainier_arch::ChipParams;
 use rainier_isa::{
     ActFunc, Affine, AluOp, Dim, DmaOperand, Engine, HbmAccess, Op, Program, ScalarOperand, Tile,
 };
@@ -50,23 +50,25 @@ const DQ_LAG: usize = 2;
 
 /// The backward program; `q, k, v, o, dout` and the outputs in `dtype`, `lse` fp32.
 pub fn attention_backward(
-    chip: Chip,
+    chip: impl Into<ChipParams>,
     shape: &AttentionShape,
     dtype: DType,
 ) -> Result<Program, KernelError> {
-    attention_backward_chunked(chip, shape, dtype, None, None)
+    let chip: ChipParams = chip.into();
+    attention_backward_chunked(&chip, shape, dtype, None, None)
 }
 
 /// [`attention_backward`] with at most `max_query_blocks` query blocks and `max_key_blocks`
 /// key blocks in SBUF at once (`None`: as many as fit), to exercise the chunked schedules at
 /// small shapes.
 pub fn attention_backward_chunked(
-    chip: Chip,
+    chip: impl Into<ChipParams>,
     shape: &AttentionShape,
     dtype: DType,
     max_query_blocks: Option<u64>,
     max_key_blocks: Option<u64>,
 ) -> Result<Program, KernelError> {
+    let chip: ChipParams = chip.into();
     let AttentionShape { batch, heads, kv_heads, seq, head_dim: d, causal } = *shape;
     let bad = |detail: String| KernelError::Shape { what: "attention-bwd".into(), detail };
     if batch == 0 || heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
@@ -101,7 +103,7 @@ pub fn attention_backward_chunked(
     let key_side = (2 * B * esz + d * esz + 8 * d) * 11 / 10;
     let query_side = (2 * B * esz + 2 * d * esz + 8 + 4 * d) * 11 / 10;
     let transient = 8 * 1024;
-    let sbuf = u64::from(chip.params().core.sbuf_bytes_per_partition.value);
+    let sbuf = u64::from(chip.core.sbuf_bytes_per_partition.value);
     // All key blocks when they leave room for four query blocks (or all of them); else the key
     // side streamed in chunks taking half of SBUF.
     let usable = sbuf.saturating_sub(transient);
@@ -120,7 +122,7 @@ pub fn attention_backward_chunked(
         .step_by(key_chunk as usize)
         .map(|ks| (ks, (ks + key_chunk).min(blocks)))
         .collect();
-    let mut kb = KernelBuilder::new(chip);
+    let mut kb = KernelBuilder::new(&chip);
     let t = Tensors {
         q: kb.input("q", dtype, &[nh, d, seq])?,
         k: kb.input("k", dtype, &[nkv, d, seq])?,

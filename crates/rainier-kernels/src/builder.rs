@@ -259,8 +259,8 @@ pub struct KernelBuilder {
 
 impl KernelBuilder {
     /// An empty kernel for one NeuronCore of `chip`.
-    pub fn new(chip: Chip) -> Self {
-        let chip = chip.params();
+    pub fn new(chip: impl Into<ChipParams>) -> Self {
+        let chip: ChipParams = chip.into();
         let core = &chip.core;
         let pool = core.semaphores.value.saturating_sub(ENGINE_SEMAPHORES).max(1) as usize;
         KernelBuilder {

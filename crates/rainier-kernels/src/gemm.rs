@@ -33,7 +33,7 @@
 //! rows go to the first four partitions of each 32-partition quadrant of a scale tile, four
 //! DMAs per step as the MX tutorial's `load_scales_scattered` does. K must be a multiple of 128.
 
-use rainier_arch::Chip;
+use rainier_arch::ChipParams;
 use rainier_isa::{contiguous_dims, AluOp, Dim, DmaOperand, Engine, Program, Tile};
 use rainier_tensor::DType;
 
@@ -147,12 +147,19 @@ fn shape_error(detail: String) -> KernelError {
 
 /// The gemm program for `chip`; inputs `a` and `b` are `dtype` in HBM (with `a_scale` and
 /// `b_scale` for the MX types), output `c` is fp32.
-pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program, KernelError> {
+pub fn gemm(
+    chip: impl Into<ChipParams>,
+    m: u64,
+    n: u64,
+    k: u64,
+    dtype: DType,
+) -> Result<Program, KernelError> {
+    let chip: ChipParams = chip.into();
     if m == 0 || n == 0 || k == 0 {
         return Err(shape_error(format!("M={m}, N={n}, K={k} must be positive")));
     }
     let mx = dtype.is_packed();
-    if mx && chip.params().core.generation < rainier_arch::Generation::V4 {
+    if mx && chip.core.generation < rainier_arch::Generation::V4 {
         return Err(shape_error(format!("{dtype} (MX) needs NeuronCore-v4 (trn3), not {chip}")));
     }
     if mx && k % 128 != 0 {
@@ -165,7 +172,7 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
             "M={m}: nc_matmul_mx takes an even stationary free size, so M must be even (pad it)"
         )));
     }
-    let mut kb = KernelBuilder::new(chip);
+    let mut kb = KernelBuilder::new(&chip);
     // HBM rows of a and b: K values, or K/4 packed MX elements.
     let rows = if mx { k / 4 } else { k };
     let a = kb.input("a", dtype, &[rows, m])?;
@@ -180,7 +187,7 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
     };
     let c = kb.output("c", DType::F32, &[m, n])?;
     let fp8 = matches!(dtype, DType::Fp8E4m3 | DType::Fp8E5m2 | DType::Fp8E4m3fn);
-    let steps = k_steps(rows, fp8 && chip.params().core.has_fp8_double_row());
+    let steps = k_steps(rows, fp8 && chip.core.has_fp8_double_row());
     // One matmul per (128 rows of c, 512 columns, K step) at least: refuse before building
     // what could not be held.
     let matmuls = u128::from(m.div_ceil(128)) * u128::from(n.div_ceil(512)) * steps.len() as u128;
@@ -189,7 +196,7 @@ pub fn gemm(chip: Chip, m: u64, n: u64, k: u64, dtype: DType) -> Result<Program,
     }
     // SBUF bytes per partition of one column per step (an MX scale byte with each element).
     let esz = dtype.size_bytes() as u64 + u64::from(mx);
-    let sbuf = u64::from(chip.params().core.sbuf_bytes_per_partition.value);
+    let sbuf = u64::from(chip.core.sbuf_bytes_per_partition.value);
     let plan = Blocking::choose(sbuf, m, n, &steps, esz);
     // Loads rows `k0..k0 + rows·ksz` of `src` (columns `c0..c0 + width`) into a tile of `ksz`
     // partitions holding the `rows` halves side by side: one DMA, the halves as the middle

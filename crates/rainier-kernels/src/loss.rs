@@ -11,7 +11,7 @@
 //! - backward: `grad[r, j] = exp(logits[r, j] - lse[r]) - (j == target[r])`, the gradient of
 //!   `loss[r]` (scale it by the upstream gradient, e.g. `1/rows` for a mean).
 
-use rainier_arch::Chip;
+use rainier_arch::ChipParams;
 use rainier_isa::{
     ActFunc, Affine, AluOp, Dim, DmaOperand, Engine, HbmAccess, Op, Program, ReduceOp,
     ScalarOperand, Tile,
@@ -75,13 +75,14 @@ fn load_targets(
 
 /// The forward kernel: outputs `loss` and `lse`, both `[rows]` fp32.
 pub fn cross_entropy(
-    chip: Chip,
+    chip: impl Into<ChipParams>,
     rows: u64,
     vocab: u64,
     dtype: DType,
 ) -> Result<Program, KernelError> {
+    let chip: ChipParams = chip.into();
     check(rows, vocab)?;
-    let mut kb = KernelBuilder::new(chip);
+    let mut kb = KernelBuilder::new(&chip);
     let logits = kb.input("logits", dtype, &[rows, vocab])?;
     let targets = kb.input("target", DType::I32, &[rows])?;
     let loss = kb.output("loss", DType::F32, &[rows])?;
@@ -176,13 +177,14 @@ pub fn cross_entropy(
 /// The backward kernel: `grad [rows, vocab]` in `dtype` from `logits`, `target` and the
 /// forward's `lse`.
 pub fn cross_entropy_backward(
-    chip: Chip,
+    chip: impl Into<ChipParams>,
     rows: u64,
     vocab: u64,
     dtype: DType,
 ) -> Result<Program, KernelError> {
+    let chip: ChipParams = chip.into();
     check(rows, vocab)?;
-    let mut kb = KernelBuilder::new(chip);
+    let mut kb = KernelBuilder::new(&chip);
     let logits = kb.input("logits", dtype, &[rows, vocab])?;
     let targets = kb.input("target", DType::I32, &[rows])?;
     let lse_in = kb.input("lse", DType::F32, &[rows])?;

@@ -7,7 +7,7 @@
 //! p' = p·(1 - lr·λ) - lr/(1-β1^t) · m' / (sqrt(v'/(1-β2^t)) + ε)
 //! ```
 
-use rainier_arch::Chip;
+use rainier_arch::ChipParams;
 use rainier_isa::{ActFunc, AluOp, Engine, Program, ScalarOperand, Tile};
 use rainier_tensor::DType;
 
@@ -38,7 +38,8 @@ const COLS: u64 = 2048;
 
 /// One AdamW step over `params` fp32 parameters: inputs `p`, `g`, `m`, `v` (`[params]`),
 /// outputs `p_out`, `m_out`, `v_out`.
-pub fn adamw(chip: Chip, params: u64, hp: &AdamW) -> Result<Program, KernelError> {
+pub fn adamw(chip: impl Into<ChipParams>, params: u64, hp: &AdamW) -> Result<Program, KernelError> {
+    let chip: ChipParams = chip.into();
     if params == 0 || hp.step == 0 {
         return Err(KernelError::Shape {
             what: "adamw".into(),
@@ -46,7 +47,7 @@ pub fn adamw(chip: Chip, params: u64, hp: &AdamW) -> Result<Program, KernelError
         });
     }
     let dtype = DType::F32;
-    let mut kb = KernelBuilder::new(chip);
+    let mut kb = KernelBuilder::new(&chip);
     let ins: Vec<usize> = ["p", "g", "m", "v"]
         .iter()
         .map(|n| kb.input(n, dtype, &[params]))

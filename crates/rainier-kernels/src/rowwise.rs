@@ -7,7 +7,7 @@
 //! chunk on its own; the normalizations make a statistics pass over the chunks (row sums, or
 //! softmax's online max and sum), then a pass that reloads each chunk and writes its output.
 
-use rainier_arch::Chip;
+use rainier_arch::ChipParams;
 use rainier_isa::{
     ActFunc, AluOp, DmaOperand, Engine, HbmAccess, Op, Program, ReduceOp, ScalarOperand, Tile,
 };
@@ -304,9 +304,15 @@ fn rms_output(
 }
 
 /// `y[r, :] = x[r, :] / sqrt(mean(x[r, :]²) + eps) · w`, with `x`, `w: [cols]` and `y` in `dtype`.
-pub fn rmsnorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, KernelError> {
+pub fn rmsnorm(
+    chip: impl Into<ChipParams>,
+    rows: u64,
+    cols: u64,
+    dtype: DType,
+) -> Result<Program, KernelError> {
+    let chip: ChipParams = chip.into();
     check_shape("rmsnorm", rows, cols)?;
-    let mut kb = KernelBuilder::new(chip);
+    let mut kb = KernelBuilder::new(&chip);
     let x = kb.input("x", dtype, &[rows, cols])?;
     let w = kb.input("w", dtype, &[cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
@@ -386,9 +392,15 @@ fn softmax_output(
 }
 
 /// `y[r, :] = softmax(x[r, :])`, numerically stable (row max subtracted), in `dtype`.
-pub fn softmax(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, KernelError> {
+pub fn softmax(
+    chip: impl Into<ChipParams>,
+    rows: u64,
+    cols: u64,
+    dtype: DType,
+) -> Result<Program, KernelError> {
+    let chip: ChipParams = chip.into();
     check_shape("softmax", rows, cols)?;
-    let mut kb = KernelBuilder::new(chip);
+    let mut kb = KernelBuilder::new(&chip);
     let x = kb.input("x", dtype, &[rows, cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
     if chunked(cols, dtype) {
@@ -450,9 +462,15 @@ pub fn softmax(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program
 }
 
 /// `y = gelu(x) = x · Φ(x)` (erf form), elementwise.
-pub fn gelu(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, KernelError> {
+pub fn gelu(
+    chip: impl Into<ChipParams>,
+    rows: u64,
+    cols: u64,
+    dtype: DType,
+) -> Result<Program, KernelError> {
+    let chip: ChipParams = chip.into();
     check_shape("gelu", rows, cols)?;
-    let mut kb = KernelBuilder::new(chip);
+    let mut kb = KernelBuilder::new(&chip);
     let x = kb.input("x", dtype, &[rows, cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
     pipelined(&mut kb, rows, &[x], cols, dtype, y, |kb, t, p| {
@@ -464,9 +482,15 @@ pub fn gelu(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, K
 }
 
 /// `y = silu(gate) · up` (the SwiGLU MLP's elementwise part), elementwise.
-pub fn swiglu(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, KernelError> {
+pub fn swiglu(
+    chip: impl Into<ChipParams>,
+    rows: u64,
+    cols: u64,
+    dtype: DType,
+) -> Result<Program, KernelError> {
+    let chip: ChipParams = chip.into();
     check_shape("swiglu", rows, cols)?;
-    let mut kb = KernelBuilder::new(chip);
+    let mut kb = KernelBuilder::new(&chip);
     let gate = kb.input("gate", dtype, &[rows, cols])?;
     let up = kb.input("up", dtype, &[rows, cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
@@ -484,13 +508,14 @@ pub fn swiglu(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program,
 
 /// `y = x + residual`, elementwise.
 pub fn residual_add(
-    chip: Chip,
+    chip: impl Into<ChipParams>,
     rows: u64,
     cols: u64,
     dtype: DType,
 ) -> Result<Program, KernelError> {
+    let chip: ChipParams = chip.into();
     check_shape("residual-add", rows, cols)?;
-    let mut kb = KernelBuilder::new(chip);
+    let mut kb = KernelBuilder::new(&chip);
     let x = kb.input("x", dtype, &[rows, cols])?;
     let r = kb.input("residual", dtype, &[rows, cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
@@ -556,9 +581,15 @@ fn ln_output(
 }
 
 /// `y = (x - mean(x)) / sqrt(var(x) + eps) · w + b` along each row; `w`, `b: [cols]`.
-pub fn layernorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, KernelError> {
+pub fn layernorm(
+    chip: impl Into<ChipParams>,
+    rows: u64,
+    cols: u64,
+    dtype: DType,
+) -> Result<Program, KernelError> {
+    let chip: ChipParams = chip.into();
     check_shape("layernorm", rows, cols)?;
-    let mut kb = KernelBuilder::new(chip);
+    let mut kb = KernelBuilder::new(&chip);
     let x = kb.input("x", dtype, &[rows, cols])?;
     let w = kb.input("w", dtype, &[cols])?;
     let bias = kb.input("b", dtype, &[cols])?;
@@ -635,7 +666,13 @@ pub fn layernorm(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Progr
 /// Rotary position embedding as Hugging Face's `apply_rotary_pos_emb` applies it to one head:
 /// `y = x · cos + rotate_half(x) · sin` with `rotate_half([x1, x2]) = [-x2, x1]`, for
 /// `x, cos, sin: [rows, cols]` (`cos`/`sin` hold each frequency twice, as HF expands them).
-pub fn rope(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, KernelError> {
+pub fn rope(
+    chip: impl Into<ChipParams>,
+    rows: u64,
+    cols: u64,
+    dtype: DType,
+) -> Result<Program, KernelError> {
+    let chip: ChipParams = chip.into();
     check_shape("rope", rows, cols)?;
     if cols > 2048 {
         return Err(KernelError::Shape {
@@ -649,7 +686,7 @@ pub fn rope(chip: Chip, rows: u64, cols: u64, dtype: DType) -> Result<Program, K
             detail: format!("cols={cols} must be even (head dim)"),
         });
     }
-    let mut kb = KernelBuilder::new(chip);
+    let mut kb = KernelBuilder::new(&chip);
     let x = kb.input("x", dtype, &[rows, cols])?;
     let cos = kb.input("cos", dtype, &[rows, cols])?;
     let sin = kb.input("sin", dtype, &[rows, cols])?;

@@ -228,7 +228,10 @@ impl CostModel {
         };
         let neuron = match (chip.family, neuron_costs) {
             (Family::Neuron, NeuronCosts::Tables) => {
-                Some(NeuronTable::for_chip(chip.table_name())?)
+                let params = chip
+                    .neuron_params()
+                    .map_err(|message| TableError::Core { chip: chip.name.clone(), message })?;
+                Some(NeuronTable::for_params(&chip.name, &params, &|_, _| {})?)
             }
             _ => None,
         };

@@ -7,8 +7,10 @@
 //! split every op evenly ([`LNC_SPLIT`]), and the per-core HBM share in the tables is the
 //! chip's bandwidth over its cores, so a chip of `c` cores runs `c` per-core tables at once.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
+use rainier_arch::ChipParams;
 use rainier_model::{MemKind, Mlp, Norm};
 
 use crate::gpu::interpolate;
@@ -36,6 +38,12 @@ pub enum TableError {
     Malformed { chip: String, line: usize, message: String },
     #[error("no op-cost table for chip `{0}` (tables exist for trn1, inf2, trn2, trn3)")]
     Missing(String),
+    /// A catalog chip whose NeuronCore cannot be made (unknown base, bad `neuron_core` entry).
+    #[error("chip `{chip}`: {message}")]
+    Core { chip: String, message: String },
+    /// The sweep failed on a what-if chip's parameters.
+    #[error("chip `{chip}`: {message}")]
+    Sweep { chip: String, message: String },
 }
 
 /// `(x, rate)` points sorted by `x` (a log2 size).
@@ -67,14 +75,8 @@ const MEMORY_KERNELS: [&str; 8] = [
     "cross-entropy-backward",
 ];
 
-fn table_text(chip: &str) -> Option<&'static str> {
-    Some(match chip {
-        "trn1" => include_str!("../../../tables/trn1.csv"),
-        "inf2" => include_str!("../../../tables/inf2.csv"),
-        "trn2" => include_str!("../../../tables/trn2.csv"),
-        "trn3" => include_str!("../../../tables/trn3.csv"),
-        _ => return None,
-    })
+fn poisoned(chip: &str) -> TableError {
+    TableError::Sweep { chip: chip.into(), message: "a table generation panicked earlier".into() }
 }
 
 impl NeuronTable {
@@ -83,15 +85,41 @@ impl NeuronTable {
         static TABLES: OnceLock<Vec<(&'static str, Result<NeuronTable, TableError>)>> =
             OnceLock::new();
         let tables = TABLES.get_or_init(|| {
-            ["trn1", "inf2", "trn2", "trn3"]
+            rainier_arch::Chip::ALL
                 .into_iter()
-                .filter_map(|name| Some((name, NeuronTable::parse(table_text(name)?, name))))
+                .map(|c| (c.name(), NeuronTable::parse(rainier_tables::committed(c), c.name())))
                 .collect()
         });
         match tables.iter().find(|(name, _)| *name == chip) {
             Some((_, table)) => table.as_ref().map_err(Clone::clone),
             None => Err(TableError::Missing(chip.into())),
         }
+    }
+
+    /// The table of one NeuronCore of `params` (`chip` names it in errors): a built-in chip's
+    /// committed table, else one generated from the same kernel sweep on these parameters
+    /// (cached on disk and, parsed, for the rest of the process). `progress` is told
+    /// `(cases done, cases)` while a table is generated.
+    pub fn for_params(
+        chip: &str,
+        params: &ChipParams,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<&'static NeuronTable, TableError> {
+        if *params == params.chip.params() {
+            return NeuronTable::for_chip(params.chip.name());
+        }
+        static MADE: OnceLock<Mutex<HashMap<String, &'static NeuronTable>>> = OnceLock::new();
+        let key = rainier_tables::cache_key(params);
+        let made = MADE.get_or_init(Mutex::default);
+        if let Some(table) = made.lock().map_err(|_| poisoned(chip))?.get(&key) {
+            return Ok(table);
+        }
+        let (text, _origin) = rainier_tables::table_for(params, progress)
+            .map_err(|e| TableError::Sweep { chip: chip.into(), message: e.to_string() })?;
+        // One parsed table per distinct parameter set for the life of the process.
+        let table: &'static NeuronTable = Box::leak(Box::new(NeuronTable::parse(&text, chip)?));
+        made.lock().map_err(|_| poisoned(chip))?.insert(key, table);
+        Ok(table)
     }
 
     /// Parses `kernel,dtype,shape,time_ns,flops,hbm_bytes,...` rows.
