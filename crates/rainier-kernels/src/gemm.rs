@@ -154,7 +154,25 @@ pub fn gemm(
     k: u64,
     dtype: DType,
 ) -> Result<Program, KernelError> {
+    gemm_to(chip, m, n, k, dtype, DType::F32)
+}
+
+/// [`gemm`] writing `c` as `out` (fp32, bf16 or fp16): the accumulation stays fp32 in PSUM
+/// and SBUF, and the Vector engine rounds once as it evacuates the last K block, as a layer's
+/// GEMM writes bf16 activations (half the output bytes of fp32, which bound small-K GEMMs).
+pub fn gemm_to(
+    chip: impl Into<ChipParams>,
+    m: u64,
+    n: u64,
+    k: u64,
+    dtype: DType,
+    out: DType,
+) -> Result<Program, KernelError> {
     let chip: ChipParams = chip.into();
+    if !matches!(out, DType::F32 | DType::Bf16 | DType::F16) {
+        return Err(shape_error(format!("output dtype {out}: fp32, bf16 or fp16")));
+    }
+    let out_dtype = out;
     if m == 0 || n == 0 || k == 0 {
         return Err(shape_error(format!("M={m}, N={n}, K={k} must be positive")));
     }
@@ -185,7 +203,7 @@ pub fn gemm(
     } else {
         None
     };
-    let c = kb.output("c", DType::F32, &[m, n])?;
+    let c = kb.output("c", out_dtype, &[m, n])?;
     let fp8 = matches!(dtype, DType::Fp8E4m3 | DType::Fp8E5m2 | DType::Fp8E4m3fn);
     let steps = k_steps(rows, fp8 && chip.core.has_fp8_double_row());
     // One matmul per (128 rows of c, 512 columns, K step) at least: refuse before building
@@ -241,12 +259,20 @@ pub fn gemm(
         for (mc0, mcsz) in blocks(m, plan.mc) {
             let m_tiles: Vec<(u64, u64)> = blocks(mcsz, MT).collect();
             let mut accs = Vec::new();
+            // Narrower outputs: the last K block's sums land in tiles of the output dtype.
+            let mut outs = Vec::new();
             if !single {
                 for &(_, msz) in &m_tiles {
                     accs.push(kb.sbuf(msz as u32, DType::F32, &[nsz])?);
                 }
             }
             for (kbi, kblock) in k_blocks.iter().enumerate() {
+                let last_block = kbi + 1 == k_blocks.len();
+                if !single && last_block && out_dtype != DType::F32 {
+                    for &(_, msz) in &m_tiles {
+                        outs.push(kb.sbuf(msz as u32, out_dtype, &[nsz])?);
+                    }
+                }
                 let mut b_tiles = Vec::with_capacity(kblock.len());
                 let mut a_tiles = Vec::with_capacity(kblock.len());
                 let first_chunk = strip.is_empty();
@@ -289,7 +315,7 @@ pub fn gemm(
                         for (j, &(c0, ntsz)) in n_tiles.iter().enumerate() {
                             let bank = &banks[r * n_tiles.len() + j];
                             if single {
-                                let out = kb.sbuf(msz as u32, DType::F32, &[ntsz])?;
+                                let out = kb.sbuf(msz as u32, out_dtype, &[ntsz])?;
                                 kb.copy(Engine::Vector, &out, bank);
                                 let row = mc0 + m0;
                                 let col = n0 + c0;
@@ -301,6 +327,9 @@ pub fn gemm(
                                 let acc = columns(&accs[g * group + r], 1, nsz, c0, ntsz);
                                 if kbi == 0 {
                                     kb.copy(Engine::Vector, &acc, bank);
+                                } else if let Some(o) = outs.get(g * group + r) {
+                                    let dst = columns(o, 1, nsz, c0, ntsz);
+                                    kb.tensor_tensor(Engine::Vector, &dst, &acc, bank, AluOp::Add);
                                 } else {
                                     kb.tensor_tensor(Engine::Vector, &acc, &acc, bank, AluOp::Add);
                                 }
@@ -318,11 +347,15 @@ pub fn gemm(
                     }
                 }
             }
-            for (acc, &(m0, msz)) in accs.iter().zip(&m_tiles) {
+            for (i, (acc, &(m0, msz))) in accs.iter().zip(&m_tiles).enumerate() {
                 let row = mc0 + m0;
                 let dst = kb.block(c, row..row + msz, n0..n0 + nsz);
-                kb.dma_from(Engine::GpSimd, DmaOperand::Hbm(dst), DmaOperand::Tile(acc.clone()));
+                let src = outs.get(i).unwrap_or(acc);
+                kb.dma_from(Engine::GpSimd, DmaOperand::Hbm(dst), DmaOperand::Tile(src.clone()));
                 kb.free(acc)?;
+                if let Some(o) = outs.get(i) {
+                    kb.free(o)?;
+                }
             }
         }
         for t in &strip {

@@ -27,7 +27,7 @@ pub use alloc::Arena;
 pub use attention::{attention, AttentionShape};
 pub use attention_bwd::{attention_backward, attention_backward_chunked};
 pub use builder::{KernelBuilder, KernelError, MAX_INSTRUCTIONS, SBUF_ALIGN};
-pub use gemm::{dequantize_mx_host, gemm, quantize_mx_host};
+pub use gemm::{dequantize_mx_host, gemm, gemm_to, quantize_mx_host};
 pub use loss::{cross_entropy, cross_entropy_backward};
 pub use optim::{adamw, AdamW};
 pub use rowwise::{

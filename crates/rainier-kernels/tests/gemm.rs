@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use rainier_arch::Chip;
 use rainier_isa::Engine;
-use rainier_kernels::{gemm, KernelBuilder, KernelError};
+use rainier_kernels::{gemm, gemm_to, KernelBuilder, KernelError};
 use rainier_tensor::{DType, HostTensor};
 use rand::{Rng, SeedableRng};
 
@@ -26,7 +26,20 @@ fn check(
     chip: Chip,
     a: &HostTensor,
     b: &HostTensor,
+    mnk: (u64, u64, u64),
+) -> Result<(), TestCaseError> {
+    check_rounded(p, chip, a, b, mnk, 0.0)
+}
+
+/// [`check`] for an output rounded once from fp32 with unit roundoff `out_eps` (relative
+/// below the normal range's bottom 2^-14 of fp16, absolute `out_eps · 2^-14` under it).
+fn check_rounded(
+    p: &rainier_isa::Program,
+    chip: Chip,
+    a: &HostTensor,
+    b: &HostTensor,
     (m, n, k): (u64, u64, u64),
+    out_eps: f64,
 ) -> Result<(), TestCaseError> {
     let inputs = BTreeMap::from([("a".to_string(), a.clone()), ("b".to_string(), b.clone())]);
     let params = chip.params();
@@ -43,7 +56,9 @@ fn check(
         let (mi, ni) = (i / nu, i % nu);
         let scale: f64 =
             (0..k as usize).map(|kk| (av[kk * mu + mi] * bv[kk * nu + ni]).abs()).sum();
-        let bound = (k as f64 + 2.0) * 2f64.powi(-24) * scale + 1e-30;
+        let bound = (k as f64 + 2.0) * 2f64.powi(-24) * scale * (1.0 + out_eps)
+            + out_eps * (want[i].abs() + 2f64.powi(-14))
+            + 1e-30;
         prop_assert!(
             (f64::from(got[i]) - want[i]).abs() <= bound,
             "c[{mi}, {ni}] = {} vs {}",
@@ -75,6 +90,21 @@ proptest! {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 10, max_shrink_iters: 64, ..ProptestConfig::default() })]
+
+    /// bf16 and fp16 outputs (one K block and several): the fp32 bound plus one rounding of
+    /// the result (unit roundoff: 2^-8 bf16, 2^-11 fp16; round to nearest even).
+    #[test]
+    fn gemm_with_narrow_output_matches_reference(m in 1u64..300, n in 1u64..700, k in prop::sample::select(vec![1u64, 130, 300, 9000]),
+                                                 seed: u64,
+                                                 out in prop::sample::select(vec![DType::Bf16, DType::F16]),
+                                                 chip in prop::sample::select(vec![Chip::Trn1, Chip::Trn3])) {
+        println!("seed {seed}");
+        let p = gemm_to(chip, m, n, k, DType::Bf16, out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(p.tensors.iter().find(|t| t.name == "c").map(|t| t.dtype), Some(out));
+        let (a, b) = (random(DType::Bf16, &[k, m], seed), random(DType::Bf16, &[k, n], seed ^ 1));
+        let eps = if out == DType::Bf16 { 2f64.powi(-8) } else { 2f64.powi(-11) };
+        check_rounded(&p, chip, &a, &b, (m, n, k), eps)?;
+    }
 
     /// fp8 (double row on v3/v4 where K allows, single row on v2 and for the remainder):
     /// exact fp8 products, fp32 accumulation, the same bound; timing mode agrees.

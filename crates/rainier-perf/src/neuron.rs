@@ -49,11 +49,96 @@ pub enum TableError {
 /// `(x, rate)` points sorted by `x` (a log2 size).
 type Curve = Vec<(f64, f64)>;
 
+/// Rates on a full grid of `(log2 m, log2 n, log2 k)`.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct GemmGrid {
+    /// The parsed points, in file order.
+    points: Vec<([f64; 3], f64)>,
+    /// Sorted distinct values per axis.
+    axes: [Vec<f64>; 3],
+    /// Rates in `m`-major, then `n`, then `k` order.
+    rates: Vec<f64>,
+}
+
+impl GemmGrid {
+    /// Builds the axes and the dense rate array; every grid point must be present once.
+    fn index(&mut self) -> Result<(), String> {
+        if self.points.is_empty() {
+            return Ok(());
+        }
+        for (a, axis) in self.axes.iter_mut().enumerate() {
+            *axis = self.points.iter().map(|p| p.0[a]).collect();
+            axis.sort_by(f64::total_cmp);
+            axis.dedup();
+        }
+        let [lm, ln, lk] = [0, 1, 2].map(|a| self.axes[a].len());
+        if self.points.len() != lm * ln * lk {
+            return Err(format!(
+                "bf16 gemm rows must cover a full m × n × k grid: {} rows for {lm} × {ln} × {lk}",
+                self.points.len()
+            ));
+        }
+        let mut rates = vec![f64::NAN; lm * ln * lk];
+        for &(p, rate) in &self.points {
+            let at = |a: usize| self.axes[a].iter().position(|&v| v == p[a]).unwrap_or(0);
+            let slot = &mut rates[(at(0) * ln + at(1)) * lk + at(2)];
+            if !slot.is_nan() {
+                return Err(format!(
+                    "gemm m={} n={} k={} appears twice",
+                    p[0].exp2(),
+                    p[1].exp2(),
+                    p[2].exp2()
+                ));
+            }
+            *slot = rate;
+        }
+        self.rates = rates;
+        Ok(())
+    }
+
+    /// The rate at `x` (log2 sizes), trilinear between grid points, clamped at the edges.
+    fn rate(&self, x: [f64; 3]) -> Option<f64> {
+        if self.rates.is_empty() {
+            return None;
+        }
+        // Per axis: the lower grid index and the weight of the upper one.
+        let cell = |a: usize| -> (usize, f64) {
+            let axis = &self.axes[a];
+            let last = axis.len() - 1;
+            if last == 0 || x[a] <= axis[0] {
+                return (0, 0.0);
+            }
+            if x[a] >= axis[last] {
+                return (last - 1, 1.0);
+            }
+            let i = axis.partition_point(|&v| v <= x[a]) - 1;
+            (i, (x[a] - axis[i]) / (axis[i + 1] - axis[i]))
+        };
+        let (cells, dims) = ([cell(0), cell(1), cell(2)], [0, 1, 2].map(|a| self.axes[a].len()));
+        let mut rate = 0.0;
+        for corner in 0..8 {
+            let mut weight = 1.0;
+            let mut index = 0;
+            for a in 0..3 {
+                let (i, w) = cells[a];
+                let up = corner >> a & 1 == 1;
+                let i = if up { (i + 1).min(dims[a] - 1) } else { i };
+                weight *= if up { w } else { 1.0 - w };
+                index = index * dims[a] + i;
+            }
+            if weight > 0.0 {
+                rate += weight * self.rates[index];
+            }
+        }
+        Some(rate)
+    }
+}
+
 /// Interpolated per-core rates of one chip's op-cost table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NeuronTable {
-    /// `(log2 n, log2 k, [(log2 m, FLOP/s)])` per measured `(n, k)`.
-    gemm: Vec<(f64, f64, Curve)>,
+    /// bf16 GEMM rates on the sweep's `m × n × k` grid.
+    gemm: GemmGrid,
     /// `(kernel, [(log2 bytes, bytes/s)])`.
     memory: Vec<(&'static str, Curve)>,
     /// `[(log2 seq, FLOP/s)]` of causal attention at head dim 128, forward and backward.
@@ -125,7 +210,7 @@ impl NeuronTable {
     /// Parses `kernel,dtype,shape,time_ns,flops,hbm_bytes,...` rows.
     pub fn parse(text: &str, chip: &str) -> Result<NeuronTable, TableError> {
         let mut table = NeuronTable {
-            gemm: Vec::new(),
+            gemm: GemmGrid::default(),
             memory: Vec::new(),
             attention: Vec::new(),
             attention_backward: Vec::new(),
@@ -159,11 +244,7 @@ impl NeuronTable {
                 "gemm" if cols[1] != "bf16" => {}
                 "gemm" => {
                     let (m, n, k) = (shape("m")?.log2(), shape("n")?.log2(), shape("k")?.log2());
-                    let rate = number(4)? / seconds;
-                    match table.gemm.iter_mut().find(|g| g.0 == n && g.1 == k) {
-                        Some(g) => g.2.push((m, rate)),
-                        None => table.gemm.push((n, k, vec![(m, rate)])),
-                    }
+                    table.gemm.points.push(([m, n, k], number(4)? / seconds));
                 }
                 "attention" | "attention-bwd" => {
                     if shape("causal")? == 1.0 && shape("head_dim")? == 128.0 {
@@ -192,9 +273,11 @@ impl NeuronTable {
             }
         }
         let by_x = |a: &(f64, f64), b: &(f64, f64)| a.0.total_cmp(&b.0);
-        for g in &mut table.gemm {
-            g.2.sort_by(by_x);
-        }
+        table.gemm.index().map_err(|message| TableError::Malformed {
+            chip: chip.into(),
+            line: 0,
+            message,
+        })?;
         for m in &mut table.memory {
             m.1.sort_by(by_x);
         }
@@ -203,16 +286,15 @@ impl NeuronTable {
         Ok(table)
     }
 
-    /// Per-core seconds of a `[m, k] · [k, n]` GEMM of `flops`: the rate of the nearest
-    /// measured `(n, k)` (log distance), interpolated in `log2 m`.
+    /// Per-core seconds of a `[m, k] · [k, n]` GEMM of `flops`: the simulated rate
+    /// interpolated trilinearly in `(log2 m, log2 n, log2 k)` over the sweep's grid (clamped
+    /// at its edges); below the smallest `m` the rate falls in proportion to `m`.
     pub fn gemm_seconds(&self, m: u64, n: u64, k: u64, flops: f64) -> Option<f64> {
-        let (ln, lk) = ((n.max(1) as f64).log2(), (k.max(1) as f64).log2());
-        let nearest = self.gemm.iter().min_by(|a, b| {
-            ((a.0 - ln).abs() + (a.1 - lk).abs()).total_cmp(&((b.0 - ln).abs() + (b.1 - lk).abs()))
-        })?;
-        let rate = interpolate(&nearest.2, (m.max(1) as f64).log2());
+        let log = |v: u64| (v.max(1) as f64).log2();
+        let rate = self.gemm.rate([log(m), log(n), log(k)])?;
+        let m_min = self.gemm.axes[0].first().map_or(1.0, |l| l.exp2());
         // Small products are slower than the smallest measured one; never faster.
-        let rate = if m < 128 { rate * m as f64 / 128.0 } else { rate };
+        let rate = if (m as f64) < m_min { rate * m.max(1) as f64 / m_min } else { rate };
         Some(flops / rate)
     }
 

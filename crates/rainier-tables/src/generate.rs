@@ -27,8 +27,15 @@ struct Case {
     build: Box<Build>,
 }
 
-/// Hidden sizes of common models (Llama-3 8B 4096, 70B 8192) and their MLP widths, at token
-/// counts from a decode batch to a training micro-batch.
+/// GEMM widths of the sweep (`n` and `k`, each): powers of two from a high-TP shard (Llama-3 70B
+/// at TP 32: out_proj k = 256, qkv n = 320) to an unsharded MLP (16384).
+pub const GEMM_WIDTHS: [u64; 7] = [256, 512, 1024, 2048, 4096, 8192, 16384];
+/// GEMM token counts (`m`) of the sweep, from a decode batch to a training micro-batch.
+pub const GEMM_TOKENS: [u64; 3] = [128, 512, 2048];
+
+/// Every kernel at the shapes transformer layers use: GEMMs on the full `m × n × k` grid
+/// above (the planner interpolates in it), writing bf16 as a layer's GEMMs do; the rest at the hidden sizes of common models
+/// (Llama-3 8B 4096, 70B 8192).
 fn cases(chip: &ChipParams) -> Vec<Case> {
     let mut v = Vec::new();
     let bf16 = DType::Bf16;
@@ -39,14 +46,16 @@ fn cases(chip: &ChipParams) -> Vec<Case> {
         gemm_dtypes.extend([DType::Fp8E4m3fnx4, DType::Fp4E2m1fnx4]);
     }
     for dtype in gemm_dtypes {
-        for tokens in [128u64, 512, 2048] {
-            for (n, k) in [(4096u64, 4096u64), (14336, 4096), (4096, 14336), (8192, 8192)] {
+        for tokens in GEMM_TOKENS {
+            for (n, k) in GEMM_WIDTHS.iter().flat_map(|&n| GEMM_WIDTHS.map(|k| (n, k))) {
                 v.push(Case {
                     kernel: "gemm",
                     dtype,
                     shape: vec![("m", tokens), ("n", n), ("k", k)],
                     flops: 2.0 * (tokens * n * k) as f64,
-                    build: Box::new(move |c| rainier_kernels::gemm(c, tokens, n, k, dtype)),
+                    build: Box::new(move |c| {
+                        rainier_kernels::gemm_to(c, tokens, n, k, dtype, bf16)
+                    }),
                 });
             }
         }

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use rainier_arch::{fnv1a, Chip, ChipParams};
 
-pub use generate::generate;
+pub use generate::{generate, GEMM_TOKENS, GEMM_WIDTHS};
 
 /// Why a table could not be had.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
