@@ -16,26 +16,35 @@ pub(crate) fn write_named(chip: &str, dir: &Path) -> Result<()> {
         catalog.chip(name)?.neuron_params().map_err(|m| anyhow!("chip `{name}`: {m}"))
     };
     if chip == "all" {
+        let mut built_in = Vec::new();
         for c in Chip::ALL {
-            write(c.name(), &c.params(), dir, false)?;
+            built_in.push(write(c.name(), &c.params(), dir, None)?);
         }
+        // The what-if keys digest the tables just written, not the ones compiled in.
+        let tables: [&str; 4] = std::array::from_fn(|i| built_in[i].as_str());
         for (name, _, _) in rainier_tables::COMMITTED_WHAT_IFS {
-            write(name, &what_if(name)?, dir, true)?;
+            write(name, &what_if(name)?, dir, Some(tables))?;
         }
         return Ok(());
     }
     if let Ok(c) = chip.parse::<Chip>() {
-        return write(c.name(), &c.params(), dir, false);
+        return write(c.name(), &c.params(), dir, None).map(|_| ());
     }
     if rainier_tables::COMMITTED_WHAT_IFS.iter().any(|w| w.0 == chip) {
-        return write(chip, &what_if(chip)?, dir, true);
+        let tables = Chip::ALL.map(rainier_tables::committed);
+        return write(chip, &what_if(chip)?, dir, Some(tables)).map(|_| ());
     }
     bail!("unknown chip `{chip}` for `kernel table` (trn1, inf2, trn2, trn3, trn4 or all)")
 }
 
-/// Writes `DIR/NAME.csv` and `DIR/NAME.runs.json` (and, for a what-if chip, `DIR/NAME.key`,
-/// the cache key of its parameters).
-fn write(name: &str, params: &ChipParams, dir: &Path, what_if: bool) -> Result<()> {
+/// Writes `DIR/NAME.csv` and `DIR/NAME.runs.json` and returns the CSV; for a what-if chip also
+/// `DIR/NAME.key`, the cache key of its parameters over the built-in tables `key_over`.
+fn write(
+    name: &str,
+    params: &ChipParams,
+    dir: &Path,
+    key_over: Option<[&str; 4]>,
+) -> Result<String> {
     let bar = crate::progress_bar("timing the kernel sweep");
     let (csv, runs) = rainier_tables::generate(name, params, &|done, total| {
         bar.set_length(total as u64);
@@ -45,15 +54,15 @@ fn write(name: &str, params: &ChipParams, dir: &Path, what_if: bool) -> Result<(
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let csv_path = dir.join(format!("{name}.csv"));
     let runs_path = dir.join(format!("{name}.runs.json"));
-    if what_if {
+    if let Some(tables) = key_over {
         let key_path = dir.join(format!("{name}.key"));
-        std::fs::write(&key_path, rainier_tables::cache_key(params) + "\n")
+        std::fs::write(&key_path, rainier_tables::cache_key_over(params, tables) + "\n")
             .with_context(|| format!("cannot write {}", key_path.display()))?;
     }
-    std::fs::write(&csv_path, csv)
+    std::fs::write(&csv_path, &csv)
         .with_context(|| format!("cannot write {}", csv_path.display()))?;
     std::fs::write(&runs_path, runs)
         .with_context(|| format!("cannot write {}", runs_path.display()))?;
     crate::out(&format!("wrote {} and {}", csv_path.display(), runs_path.display()));
-    Ok(())
+    Ok(csv)
 }

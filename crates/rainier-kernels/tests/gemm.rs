@@ -98,7 +98,6 @@ proptest! {
                                                  seed: u64,
                                                  out in prop::sample::select(vec![DType::Bf16, DType::F16]),
                                                  chip in prop::sample::select(vec![Chip::Trn1, Chip::Trn3])) {
-        println!("seed {seed}");
         let p = gemm_to(chip, m, n, k, DType::Bf16, out).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(p.tensors.iter().find(|t| t.name == "c").map(|t| t.dtype), Some(out));
         let (a, b) = (random(DType::Bf16, &[k, m], seed), random(DType::Bf16, &[k, n], seed ^ 1));
