@@ -2,8 +2,10 @@
 # A short bounded run of every fuzz target from its checked-in corpus.
 #
 # Default (CI): a fixed seed and a fixed number of executions per target (about 10 s each on a
-# 2-core machine), so a run's outcome depends on the code and the corpus only, never on the
-# machine's speed or luck: what passes here passes in CI. FUZZ_SECONDS=N instead explores for N
+# 2-core machine), so a run's length never depends on the machine's speed. The path it takes
+# can still differ between machines (coverage depends on hash-map iteration order, random per
+# process), so a fixed-seed run may find on CI what it did not find here: explore first with
+# FUZZ_SECONDS before relying on it. FUZZ_SECONDS=N instead explores for N
 # seconds per target from a random seed, to find new inputs.
 # Needs cargo-fuzz (`cargo install cargo-fuzz --locked`); RUSTC_BOOTSTRAP lets it pass its flags
 # on the stable toolchain.

@@ -486,6 +486,10 @@ enum FieldMut<'a> {
     Bool(&'a mut Sourced<bool>),
 }
 
+/// How far (a factor either way) [`ChipParams::set`] lets a figure move from the built-in
+/// chip's.
+pub const WHAT_IF_SPAN: f64 = 64.0;
+
 /// The source of every figure [`ChipParams::set`] changes.
 const WHAT_IF_SOURCE: &str = "what-if: set in the chip's catalog entry (`neuron_core`)";
 
@@ -515,6 +519,20 @@ impl ChipParams {
                     .into(),
             );
         }
+        // A what-if stays within WHAT_IF_SPAN× of the built-in chip's figure either way: wide
+        // for any design question, narrow enough to catch a unit slip before the simulator
+        // sizes its state by it.
+        let built_in = self.chip.params().provenance().into_iter().find(|r| r.name == name);
+        if let Some(reference) = built_in.and_then(|r| r.value.parse::<f64>().ok()) {
+            let (lo, hi) = (reference / WHAT_IF_SPAN, reference * WHAT_IF_SPAN);
+            if value.is_finite() && reference > 0.0 && !(lo..=hi).contains(&value) {
+                return Err(format!(
+                    "`{name}` = {value} is outside {lo}..={hi} ({WHAT_IF_SPAN}x either way of {}'s {reference}; a unit slip?)",
+                    self.chip
+                ));
+            }
+        }
+        let integral = value.is_finite() && value.fract() == 0.0;
         let Some(field) = self.field_mut(name) else {
             let names: Vec<&str> =
                 self.provenance().iter().map(|r| r.name).filter(|n| *n != "partitions").collect();
@@ -524,7 +542,6 @@ impl ChipParams {
             ));
         };
         let bad = || format!("`{name}` = {value}: not a valid value for this parameter");
-        let integral = value.is_finite() && value.fract() == 0.0;
         match field {
             FieldMut::Bool(f) => {
                 if value != 0.0 && value != 1.0 {
@@ -669,7 +686,11 @@ mod tests {
         let base = Chip::Trn2.params();
         for r in base.provenance() {
             let mut p = base.clone();
-            let value = if r.value == "true" || r.value == "false" { 0.0 } else { 2.0 };
+            let value = match r.value.parse::<f64>() {
+                Ok(v) if v > 0.0 => 2.0 * v,
+                Ok(_) => 1.0,  // a figure that is 0 where the feature is absent
+                Err(_) => 0.0, // a switch
+            };
             let result = p.set(r.name, value);
             if r.name == "partitions" {
                 assert!(result.is_err());
@@ -685,6 +706,9 @@ mod tests {
         assert!(p.set("dma_engines", 1.5).expect_err("must fail").contains("dma_engines"));
         assert!(p.set("hbm_bytes_per_s", -1.0).is_err());
         assert!(p.set("hbm_bytes_per_s", f64::NAN).is_err());
+        // A unit slip: 1e9 DMA engines (the simulator would size its queues by it).
+        assert!(p.set("dma_engines", 1e9).expect_err("must fail").contains("64x"));
+        assert!(p.set("tensor_clock_hz", 2.4e9 * 64.0).is_ok());
         assert_eq!(base.digest(), Chip::Trn2.params().digest());
         assert_ne!(base.digest(), Chip::Trn1.params().digest());
     }

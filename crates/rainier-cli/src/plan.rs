@@ -590,6 +590,25 @@ pub(crate) fn chips(args: &ChipsArgs) -> Result<()> {
             for (field, f) in chip.figures() {
                 s += &format!("  {field:<36} {:>14.6e}  [{}] {}\n", f.value, f.grade, f.source);
             }
+            for (field, f) in &chip.neuron_core {
+                let field = format!("neuron_core.{field}");
+                s += &format!("  {field:<36} {:>14.6e}  [{}] {}\n", f.value, f.grade, f.source);
+            }
+            if chip.family == rainier_hw::Family::Neuron {
+                let p = chip.neuron_params().map_err(|m| anyhow!("chip `{}`: {m}", chip.name))?;
+                let changed =
+                    p.provenance().into_iter().filter(|r| r.grade == rainier_arch::Grade::WhatIf);
+                let changed: Vec<String> =
+                    changed.map(|r| format!("{} = {}", r.name, r.value)).collect();
+                s += &format!(
+                    "  NeuronCore: {} ({}, {} cores per chip){}{}\n",
+                    p.chip,
+                    p.core.generation,
+                    p.cores_per_chip.value,
+                    if changed.is_empty() { "" } else { ", changed: " },
+                    changed.join(", ")
+                );
+            }
         }
         None => {
             s += &format!(

@@ -14,6 +14,7 @@
 mod generate;
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use rainier_arch::{fnv1a, Chip, ChipParams};
 
@@ -60,16 +61,23 @@ pub fn cache_dir() -> Option<PathBuf> {
 /// The cache key of `params`: a digest of the parameters, of the built-in tables (which pin
 /// the kernels and the timing model) and of this crate's version.
 pub fn cache_key(params: &ChipParams) -> String {
-    cache_key_over(params, Chip::ALL.map(committed))
+    // The committed tables are digested once per process (they are hundreds of KiB).
+    static COMMITTED: OnceLock<u64> = OnceLock::new();
+    key(params, *COMMITTED.get_or_init(|| tables_digest(Chip::ALL.map(committed))))
 }
 
 /// [`cache_key`] over the given built-in tables (in `Chip::ALL` order): what the key will be
 /// once freshly generated tables are committed.
 pub fn cache_key_over(params: &ChipParams, built_in: [&str; 4]) -> String {
-    let mut text = format!("{params:?}\n{}\n", env!("CARGO_PKG_VERSION"));
-    for table in built_in {
-        text.push_str(table);
-    }
+    key(params, tables_digest(built_in))
+}
+
+fn tables_digest(tables: [&str; 4]) -> u64 {
+    fnv1a(tables.concat().as_bytes())
+}
+
+fn key(params: &ChipParams, tables: u64) -> String {
+    let text = format!("{params:?}\n{}\n{tables:016x}", env!("CARGO_PKG_VERSION"));
     format!("{}-{:016x}", params.chip.name(), fnv1a(text.as_bytes()))
 }
 
