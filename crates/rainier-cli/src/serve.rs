@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use rainier_plan::{
-    serve, serve_search, KvFormat, ServeConfig, ServeReport, TrainConfig, WeightFormat,
+    serve, serve_search, KvFormat, NeuronShapes, ServeConfig, ServeReport, TrainConfig,
+    WeightFormat,
 };
 
 use crate::out;
@@ -18,6 +19,12 @@ pub(crate) enum WeightsArg {
     Fp8,
     /// Weight-only int8, dequantized on the fly (bf16 math).
     Int8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum NeuronShapesArg {
+    Buckets,
+    Static,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -105,6 +112,16 @@ pub(crate) struct ServeArgs {
     /// Trainium logical NeuronCore size (1 or 2).
     #[arg(long)]
     lnc: Option<u32>,
+    /// Neuron: the sequence length the inference graphs are compiled for (their K/V cache
+    /// length, the largest bucket) [default: the smallest power of two that holds
+    /// input + output].
+    #[arg(long, value_name = "TOKENS")]
+    compiled_seq: Option<u64>,
+    /// Neuron: how compiled graphs pad sequences. `buckets`: a graph per power of two from
+    /// 128 (NxD Inference's default); `static`: one graph at --compiled-seq (an export
+    /// without bucketing), every prompt and decode step's attention padded to it.
+    #[arg(long, value_enum, default_value = "buckets")]
+    neuron_shapes: NeuronShapesArg,
     #[command(flatten)]
     economics: EconomicsArgs,
     #[command(flatten)]
@@ -132,8 +149,21 @@ pub(crate) fn report(args: &ServeArgs) -> Result<ServeReport> {
     let catalog = load_catalog(args.catalog.as_deref())?;
     let chip = catalog.chip(&args.chip)?;
     let model = load_model(&args.model)?;
+    let neuron_flags =
+        args.compiled_seq.is_some() || args.neuron_shapes != NeuronShapesArg::Buckets;
+    if neuron_flags && chip.family != rainier_hw::Family::Neuron {
+        bail!(
+            "--compiled-seq and --neuron-shapes set the shapes of compiled Neuron graphs; {} is not a Trainium or Inferentia chip",
+            chip.name
+        );
+    }
     let cfg = ServeConfig {
         tp: args.tp,
+        compiled_seq: args.compiled_seq,
+        neuron_shapes: match args.neuron_shapes {
+            NeuronShapesArg::Buckets => NeuronShapes::Buckets,
+            NeuronShapesArg::Static => NeuronShapes::Static,
+        },
         pp: args.pp,
         ep: args.ep,
         batch: args.batch,

@@ -1155,6 +1155,21 @@ fn lnc_on_a_gpu_is_refused() {
     assert!(text(&o.stderr).contains("not a Trainium chip"), "{}", text(&o.stderr));
 }
 
+/// The compiled-graph flags are Neuron's: refused on a GPU; on trn2 a static 4096 graph pads
+/// the prompt, and the notes say so.
+#[test]
+fn compiled_neuron_shapes_are_neuron_only_and_reported() {
+    let base = ["serve", "--model", "llama3-8b", "--chips", "1", "--input-len", "1500"];
+    let o = rainier(&[&base[..], &["--chip", "h100", "--compiled-seq", "4096"]].concat());
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("not a Trainium or Inferentia chip"), "{}", text(&o.stderr));
+    let args =
+        ["--chip", "trn2", "--tp", "4", "--compiled-seq", "4096", "--neuron-shapes", "static"];
+    let o = rainier(&[&base[..], &args, &["--json"]].concat());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("the prompt runs at 4096 tokens"), "{}", text(&o.stdout));
+}
+
 /// Control bytes of bad input are escaped in error messages, never echoed raw.
 #[test]
 fn errors_escape_control_bytes() {

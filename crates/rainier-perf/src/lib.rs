@@ -184,6 +184,9 @@ pub struct CostModel {
     /// fp8 GEMM inputs are quantized by a separate streaming kernel (training stacks) rather
     /// than in the producing kernel's epilogue (inference engines).
     separate_fp8_casts: bool,
+    /// NeuronCore GEMMs read one-byte weights (fp8 or int8 serving): the fp8 rows of the
+    /// tables, whose operands stream at one byte per value.
+    one_byte_weights: bool,
 }
 
 /// Why a cost model could not be made.
@@ -255,6 +258,7 @@ impl CostModel {
             cores_per_rank,
             step_efficiency: STEP_KERNEL_EFFICIENCY.value,
             separate_fp8_casts: true,
+            one_byte_weights: false,
         })
     }
 
@@ -262,6 +266,13 @@ impl CostModel {
     /// (TensorRT-LLM's and vLLM's fused norm/activation + quantize kernels): no cast kernel.
     pub fn with_fused_fp8_casts(self) -> CostModel {
         CostModel { separate_fp8_casts: false, ..self }
+    }
+
+    /// This model with one-byte (fp8 or int8) GEMM weights: on NeuronCores the simulated fp8
+    /// GEMMs, whose weights stream at one byte per value (int8 weight-only serving is taken
+    /// to cost what fp8 does; the dequantize work is not counted).
+    pub fn with_one_byte_weights(self) -> CostModel {
+        CostModel { one_byte_weights: true, ..self }
     }
 
     /// This model with another in-step kernel efficiency (for calibration and what-ifs).
@@ -368,8 +379,11 @@ impl CostModel {
         let fp8_speedup =
             if self.math == MathPrecision::Fp8 { self.peak / self.peak_bf16 } else { 1.0 };
         let per_core = match op.kind {
+            OpKind::Gemm { m, n, k, .. } if self.one_byte_weights => {
+                table.gemm_seconds(m, n, k, op.flops, true)
+            }
             OpKind::Gemm { m, n, k, .. } => {
-                table.gemm_seconds(m, n, k, op.flops).map(|t| t / fp8_speedup)
+                table.gemm_seconds(m, n, k, op.flops, false).map(|t| t / fp8_speedup)
             }
             OpKind::Attention { seq, head_dim, backward, .. } => {
                 table.attention_seconds(seq, head_dim, backward, op.flops)

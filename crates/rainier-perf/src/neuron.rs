@@ -56,8 +56,8 @@ struct GemmGrid {
     points: Vec<([f64; 3], f64)>,
     /// Sorted distinct values per axis.
     axes: [Vec<f64>; 3],
-    /// Rates in `m`-major, then `n`, then `k` order.
-    rates: Vec<f64>,
+    /// Natural logs of the rates, in `m`-major, then `n`, then `k` order.
+    log_rates: Vec<f64>,
 }
 
 impl GemmGrid {
@@ -78,10 +78,10 @@ impl GemmGrid {
                 self.points.len()
             ));
         }
-        let mut rates = vec![f64::NAN; lm * ln * lk];
+        let mut log_rates = vec![f64::NAN; lm * ln * lk];
         for &(p, rate) in &self.points {
             let at = |a: usize| self.axes[a].iter().position(|&v| v == p[a]).unwrap_or(0);
-            let slot = &mut rates[(at(0) * ln + at(1)) * lk + at(2)];
+            let slot = &mut log_rates[(at(0) * ln + at(1)) * lk + at(2)];
             if !slot.is_nan() {
                 return Err(format!(
                     "gemm m={} n={} k={} appears twice",
@@ -90,15 +90,17 @@ impl GemmGrid {
                     p[2].exp2()
                 ));
             }
-            *slot = rate;
+            *slot = rate.ln();
         }
-        self.rates = rates;
+        self.log_rates = log_rates;
         Ok(())
     }
 
-    /// The rate at `x` (log2 sizes), trilinear between grid points, clamped at the edges.
+    /// The rate at `x` (log2 sizes): trilinear in log rate between grid points (a power law
+    /// between them, exact where a GEMM is weight-bound and its rate grows as `m`), clamped at
+    /// the edges.
     fn rate(&self, x: [f64; 3]) -> Option<f64> {
-        if self.rates.is_empty() {
+        if self.log_rates.is_empty() {
             return None;
         }
         // Per axis: the lower grid index and the weight of the upper one.
@@ -127,10 +129,10 @@ impl GemmGrid {
                 index = index * dims[a] + i;
             }
             if weight > 0.0 {
-                rate += weight * self.rates[index];
+                rate += weight * self.log_rates[index];
             }
         }
-        Some(rate)
+        Some(rate.exp())
     }
 }
 
@@ -139,6 +141,9 @@ impl GemmGrid {
 pub struct NeuronTable {
     /// bf16 GEMM rates on the sweep's `m × n × k` grid.
     gemm: GemmGrid,
+    /// fp8 (e4m3) GEMM rates on the same grid: one-byte operands (double row on
+    /// NeuronCore-v3/v4, the bf16 rate on v2).
+    gemm_fp8: GemmGrid,
     /// `(kernel, [(log2 bytes, bytes/s)])`.
     memory: Vec<(&'static str, Curve)>,
     /// `[(log2 seq, FLOP/s)]` of causal attention at head dim 128, forward and backward.
@@ -211,6 +216,7 @@ impl NeuronTable {
     pub fn parse(text: &str, chip: &str) -> Result<NeuronTable, TableError> {
         let mut table = NeuronTable {
             gemm: GemmGrid::default(),
+            gemm_fp8: GemmGrid::default(),
             memory: Vec::new(),
             attention: Vec::new(),
             attention_backward: Vec::new(),
@@ -240,12 +246,14 @@ impl NeuronTable {
             };
             let seconds = number(3)? * 1e-9;
             match cols[0] {
-                // fp8 rows are reported beside the bf16 ones; the planner reads bf16.
-                "gemm" if cols[1] != "bf16" => {}
-                "gemm" => {
+                // The MX rows are reported for users; the planner reads bf16 and fp8.
+                "gemm" if cols[1] == "bf16" || cols[1] == "fp8e4m3" => {
                     let (m, n, k) = (shape("m")?.log2(), shape("n")?.log2(), shape("k")?.log2());
-                    table.gemm.points.push(([m, n, k], number(4)? / seconds));
+                    let grid =
+                        if cols[1] == "bf16" { &mut table.gemm } else { &mut table.gemm_fp8 };
+                    grid.points.push(([m, n, k], number(4)? / seconds));
                 }
+                "gemm" => {}
                 "attention" | "attention-bwd" => {
                     if shape("causal")? == 1.0 && shape("head_dim")? == 128.0 {
                         let point = (shape("seq")?.log2(), number(4)? / seconds);
@@ -273,11 +281,13 @@ impl NeuronTable {
             }
         }
         let by_x = |a: &(f64, f64), b: &(f64, f64)| a.0.total_cmp(&b.0);
-        table.gemm.index().map_err(|message| TableError::Malformed {
-            chip: chip.into(),
-            line: 0,
-            message,
-        })?;
+        for grid in [&mut table.gemm, &mut table.gemm_fp8] {
+            grid.index().map_err(|message| TableError::Malformed {
+                chip: chip.into(),
+                line: 0,
+                message,
+            })?;
+        }
         for m in &mut table.memory {
             m.1.sort_by(by_x);
         }
@@ -286,13 +296,15 @@ impl NeuronTable {
         Ok(table)
     }
 
-    /// Per-core seconds of a `[m, k] · [k, n]` GEMM of `flops`: the simulated rate
-    /// interpolated trilinearly in `(log2 m, log2 n, log2 k)` over the sweep's grid (clamped
-    /// at its edges); below the smallest `m` the rate falls in proportion to `m`.
-    pub fn gemm_seconds(&self, m: u64, n: u64, k: u64, flops: f64) -> Option<f64> {
+    /// Per-core seconds of a `[m, k] · [k, n]` GEMM of `flops` with bf16 operands (or fp8
+    /// ones, `one_byte`): the simulated rate interpolated trilinearly in
+    /// `(log2 m, log2 n, log2 k)` over the sweep's grid (clamped at its edges); below the
+    /// smallest `m` the rate falls in proportion to `m`.
+    pub fn gemm_seconds(&self, m: u64, n: u64, k: u64, flops: f64, one_byte: bool) -> Option<f64> {
+        let grid = if one_byte { &self.gemm_fp8 } else { &self.gemm };
         let log = |v: u64| (v.max(1) as f64).log2();
-        let rate = self.gemm.rate([log(m), log(n), log(k)])?;
-        let m_min = self.gemm.axes[0].first().map_or(1.0, |l| l.exp2());
+        let rate = grid.rate([log(m), log(n), log(k)])?;
+        let m_min = grid.axes[0].first().map_or(1.0, |l| l.exp2());
         // Small products are slower than the smallest measured one; never faster.
         let rate = if (m as f64) < m_min { rate * m.max(1) as f64 / m_min } else { rate };
         Some(flops / rate)
@@ -336,7 +348,10 @@ impl NeuronTable {
                 let (f, b) = (rate("cross-entropy")?, rate("cross-entropy-backward")?);
                 3.0 / (1.0 / f + 2.0 / b)
             }
-            MemKind::Embedding | MemKind::Permute | MemKind::KvCache => return None,
+            // Plain DMA streams (a decode step's K/V cache reads, embedding rows, MoE token
+            // permutes): the chip's simulated streaming rate, which carries its DMA limits
+            // (on NeuronCore-v2 the 16 DMA engines cap a core below its HBM share).
+            MemKind::Embedding | MemKind::Permute | MemKind::KvCache => rate("residual-add")?,
         };
         Some(bytes / rate)
     }

@@ -21,7 +21,7 @@ fn neuron_tables_parse_for_every_generation() {
     for chip in ["trn1", "inf2", "trn2", "trn3"] {
         let t = NeuronTable::for_chip(chip).expect(chip);
         let flops = 2.0 * 4096.0 * 4096.0 * 4096.0;
-        let s = t.gemm_seconds(4096, 4096, 4096, flops).expect("gemm");
+        let s = t.gemm_seconds(4096, 4096, 4096, flops, false).expect("gemm");
         // One NeuronCore: 79-92 TF peak; the tables reach 75-98 % of it on big GEMMs.
         let tflops = flops / s / 1e12;
         assert!((55.0..95.0).contains(&tflops), "{chip}: {tflops}");
@@ -62,6 +62,27 @@ fn costs_are_positive_and_scale_with_work_on_every_chip() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// Decode GEMMs (1-32 tokens) on NeuronCores are weight-bound: the interpolated time never
+/// falls as tokens grow and stays within 25 % of the one-token time up to 32 tokens at a wide
+/// shape.
+#[test]
+fn neuron_decode_gemms_are_weight_bound_at_every_interpolated_batch() {
+    for chip in ["trn1", "inf2", "trn2", "trn3"] {
+        let t = NeuronTable::for_chip(chip).expect(chip);
+        let (n, k) = (6144, 4096);
+        let seconds = |m: u64| t.gemm_seconds(m, n, k, 2.0 * (m * n * k) as f64, false);
+        let seconds = |m: u64| seconds(m).expect("gemm");
+        let one = seconds(1);
+        let mut last = 0.0;
+        for m in 1..=32 {
+            let s = seconds(m);
+            assert!(s >= last * (1.0 - 1e-9), "{chip}: m={m} {s} < {last}");
+            assert!(s <= one * 1.25, "{chip}: m={m} {s} vs one token {one}");
+            last = s;
         }
     }
 }

@@ -42,8 +42,8 @@ pub(crate) const STEP_OVERHEAD_S: Assumption = Assumption {
 
 pub(crate) const NEURON_LAYER_OVERHEAD_S: Assumption = Assumption {
     name: "serve.neuron_layer_overhead_s",
-    value: 120e-6,
-    why: "fixed cost per layer of a compiled Neuron inference graph (engine synchronization, collective handshakes, DMA descriptor setup) beyond its ops; fitted on the calibration point trn1-llama3-70b-bs1 TPOT ((26.48 − 16.9 ms) / 80 layers) and checked on inf2-llama3-8b-bs1",
+    value: 48e-6,
+    why: "fixed cost per layer of a compiled Neuron inference graph beyond its simulated kernels and collectives (engine synchronization between kernels, collective handshakes); the Neuron serving stacks' one fitted coefficient, fitted on the calibration point trn1-llama3-70b-bs1 TPOT ((26.48 − 22.61 − 0.05 ms) / 80 layers = 47.8 µs) and checked on the other Trainium/Inferentia serving points; it was 120 µs while decode GEMMs were a roofline at 0.85 of HBM bandwidth: the simulated kernels' DMA limit (16 engines cap a NeuronCore-v2 at 0.59 of its HBM share) explains 60 % of that",
 };
 
 pub(crate) const CHUNK_TOKENS: Assumption = Assumption {
@@ -75,6 +75,24 @@ pub enum KvFormat {
     Fp8,
 }
 
+/// The sequence lengths a compiled Neuron inference graph runs at (Neuron graphs have static
+/// shapes: a prompt, and a decode step's attention over its context, run at a compiled length
+/// and pay for the padding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NeuronShapes {
+    /// Context-encoding and token-generation graphs per power-of-two bucket from 128 to the
+    /// compiled length, as NxD Inference builds them by default: a prompt (a step's context)
+    /// runs at the smallest bucket that holds it.
+    Buckets,
+    /// One graph at the compiled length (an export without bucketing): every prompt and
+    /// every decode step's attention run at it.
+    Static,
+}
+
+/// The smallest Neuron bucket (NxD Inference's automatic buckets start at 128 tokens).
+const NEURON_MIN_BUCKET: u64 = 128;
+
 /// What the user asks for; `None` means "choose" (with `search`) or the default.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServeConfig {
@@ -93,6 +111,11 @@ pub struct ServeConfig {
     pub lnc: Option<u32>,
     pub neuron_costs: NeuronCosts,
     pub framework: Option<Framework>,
+    /// Neuron: how compiled graphs pad sequences ([`NeuronShapes::Buckets`] by default).
+    pub neuron_shapes: NeuronShapes,
+    /// Neuron: the sequence length the graphs are compiled for (their K/V cache length);
+    /// default the smallest power of two that holds a request (input + output).
+    pub compiled_seq: Option<u64>,
     /// Datacenter and economics (the training config's fields; its sizes are unused).
     pub cluster: TrainConfig,
 }
@@ -114,6 +137,8 @@ impl ServeConfig {
             lnc: None,
             neuron_costs: NeuronCosts::Tables,
             framework: None,
+            neuron_shapes: NeuronShapes::Buckets,
+            compiled_seq: None,
             cluster: TrainConfig::new(chips, 1, 1),
         }
     }
@@ -223,8 +248,7 @@ struct Server<'a> {
     cfg: &'a ServeConfig,
     per_chip: u32,
     cost: CostModel,
-    /// Decode GEMMs on NeuronCores: roofline on the weights actually read (the simulated
-    /// gemm kernel streams bf16 weights at m ≥ 128 only).
+    /// Decode on NeuronCores with int8 weights: the simulated GEMMs with one-byte weights.
     decode_cost: Option<CostModel>,
     topology: Topology,
     formats: InferenceFormats,
@@ -293,12 +317,21 @@ impl<'a> Server<'a> {
             WeightFormat::Bf16 | WeightFormat::Int8 => Precision::Bf16,
         };
         // Serving engines quantize fp8 activations in the kernel that produces them.
-        let cost = CostModel::new(chip, per_chip, precision, framework, cfg.neuron_costs)?
+        let base = CostModel::new(chip, per_chip, precision, framework, cfg.neuron_costs)?
             .with_fused_fp8_casts();
-        let decode_cost = (chip.family == Family::Neuron)
-            .then(|| CostModel::new(chip, per_chip, precision, framework, NeuronCosts::Roofline))
-            .transpose()?
-            .map(CostModel::with_fused_fp8_casts);
+        let neuron = chip.family == Family::Neuron;
+        // A compiled Neuron graph runs the simulated kernels back to back: no launch gaps, so
+        // not the GPU training coefficient; what the graph adds per layer is
+        // NEURON_LAYER_OVERHEAD_S, this stack's one fitted coefficient.
+        let base = if neuron { base.with_step_efficiency(1.0) } else { base };
+        // One-byte weights stream at one byte per value (fp8 everywhere; int8 weight-only
+        // computes in bf16, so only its weight-bound decode GEMMs read the fp8 rows).
+        let cost = match cfg.weights {
+            WeightFormat::Fp8 if neuron => base.clone().with_one_byte_weights(),
+            _ => base.clone(),
+        };
+        let decode_cost =
+            (neuron && cfg.weights == WeightFormat::Int8).then(|| base.with_one_byte_weights());
         let weight_bytes = match cfg.weights {
             WeightFormat::Bf16 => 2.0,
             WeightFormat::Fp8 | WeightFormat::Int8 => 1.0,
@@ -322,6 +355,52 @@ impl<'a> Server<'a> {
             replicas,
             framework,
         })
+    }
+
+    /// The sequence length the graphs are compiled for (Neuron).
+    fn compiled_seq(&self) -> u64 {
+        let request = self.cfg.input_len + self.cfg.output_len.max(1);
+        self.cfg.compiled_seq.unwrap_or_else(|| request.next_power_of_two())
+    }
+
+    /// Tokens of K/V cache a sequence holds: the request, or on Neuron the compiled length
+    /// (the graphs' cache is allocated at it).
+    fn kv_len(&self) -> u64 {
+        match self.chip.family {
+            Family::Neuron => self.compiled_seq(),
+            _ => self.cfg.input_len + self.cfg.output_len.max(1),
+        }
+    }
+
+    /// The length `len` tokens run at: on Neuron the bucket that holds them (or the compiled
+    /// length), elsewhere `len` (dynamic shapes).
+    fn padded(&self, len: u64) -> u64 {
+        if self.chip.family != Family::Neuron {
+            return len;
+        }
+        let max = self.compiled_seq();
+        match self.cfg.neuron_shapes {
+            NeuronShapes::Static => max,
+            NeuronShapes::Buckets => len.max(NEURON_MIN_BUCKET).next_power_of_two().min(max),
+        }
+    }
+
+    /// The mean context a decode step's attention runs at over the output (contexts `I` to
+    /// `I + O`): `I + O/2` with dynamic shapes; on Neuron the mean of the padded contexts.
+    fn decode_context(&self) -> f64 {
+        let (input, output) = (self.cfg.input_len, self.cfg.output_len.max(1));
+        if self.chip.family != Family::Neuron {
+            return input as f64 + output as f64 / 2.0;
+        }
+        // Steps at contexts input..input+output, one bucket's run at a time.
+        let (mut context, end, mut sum) = (input, input + output, 0.0);
+        while context < end {
+            let bucket = self.padded(context.max(1));
+            let run_end = end.min(bucket + 1);
+            sum += bucket as f64 * (run_end - context) as f64;
+            context = run_end;
+        }
+        sum / output as f64
     }
 
     fn batch(&self, sequences: u64, seq: u64) -> Batch {
@@ -533,8 +612,8 @@ impl<'a> Server<'a> {
     /// `n/pp` are in flight, one per stage. A share `N·I/(O·C)` of the steps carries a chunk,
     /// so admissions match completions.
     fn continuous_at(&self, n: u64) -> (f64, f64, f64, f64) {
-        let (input, output) = (self.cfg.input_len as f64, self.cfg.output_len.max(1) as f64);
-        let context = input + output / 2.0;
+        let input = self.cfg.input_len as f64;
+        let context = self.decode_context();
         let mb = n.div_ceil(self.pp);
         let chunk = self.chunk(n);
         let needed = self.prompt_tokens_per_step(n);
@@ -582,7 +661,7 @@ impl<'a> Server<'a> {
     fn report(&self, batch: u64, chosen: bool, continuous_headline: bool) -> ServeReport {
         let (model, cfg, chip) = (self.model, self.cfg, self.chip);
         let (input, output) = (cfg.input_len, cfg.output_len.max(1));
-        let context = input as f64 + output as f64 / 2.0;
+        let context = self.decode_context();
         let ranks = self.tp * self.pp * self.replicas;
         let chips_used = ranks.div_ceil(u64::from(self.per_chip));
         let (n, c_ttft, c_tpot, c_tps, chunk, meets, max) = self.continuous();
@@ -627,12 +706,12 @@ impl<'a> Server<'a> {
             } else {
                 // Static: the batch prefills together, then decodes to the end; with PP a
                 // replica keeps pp such batches in flight, one per stage.
-                let prefill = self.prefill(batch, input);
+                let prefill = self.prefill(batch, self.padded(input));
                 let decode = self.decode(batch, context);
                 let request_s = (prefill.total_ms + (output - 1) as f64 * decode.total_ms) / 1e3;
                 let tps = (batch * output * self.pp) as f64 / request_s * self.replicas as f64;
                 let (usd, joules, _, _) = money(tps, busy(&decode));
-                let kv = (batch * self.pp) as f64 * self.kv_per_sequence((input + output) as f64);
+                let kv = (batch * self.pp) as f64 * self.kv_per_sequence(self.kv_len() as f64);
                 let ws = self.workspace((batch * input) as f64, batch as f64);
                 (
                     batch,
@@ -707,7 +786,17 @@ impl<'a> Server<'a> {
             "continuous batching: each step decodes every sequence in flight; prompts are prefilled in chunks riding on decode steps, N·I/O prompt tokens per step on average (admissions match completions, no queueing)".to_string(),
         ];
         if self.chip.family == Family::Neuron {
-            notes.push("NeuronCore prefill from the simulator's tables; decode GEMMs and KV reads by roofline on the bytes read (the simulated gemm streams bf16 weights at m ≥ 128 only)".into());
+            notes.push("NeuronCore prefill and decode from the simulator's tables (decode GEMMs from the gemm kernel at 1-32 tokens, K/V reads at the simulated streaming rate)".into());
+            let shapes = match self.cfg.neuron_shapes {
+                NeuronShapes::Buckets => "power-of-two buckets from 128",
+                NeuronShapes::Static => "no buckets",
+            };
+            notes.push(format!(
+                "compiled Neuron graphs: sequence length {}, {shapes}; the prompt runs at {} tokens, decode attention at a mean context of {:.0}",
+                self.compiled_seq(),
+                self.padded(self.cfg.input_len),
+                self.decode_context()
+            ));
         }
         if self.cfg.weights == WeightFormat::Int8 {
             notes.push(
@@ -746,6 +835,14 @@ pub(crate) fn check(model: &Model, cfg: &ServeConfig) -> Result<(), PlanError> {
             cfg.input_len + cfg.output_len,
             model.max_positions
         )));
+    }
+    if let Some(seq) = cfg.compiled_seq {
+        if seq < cfg.input_len + cfg.output_len || seq > 1 << 24 {
+            return Err(PlanError::Invalid(format!(
+                "--compiled-seq {seq} must hold a request (input-len + output-len = {}) and be at most 16777216",
+                cfg.input_len + cfg.output_len
+            )));
+        }
     }
     for (name, v) in [("slo-ttft-ms", cfg.slo_ttft_ms), ("slo-tpot-ms", cfg.slo_tpot_ms)] {
         if let Some(v) = v {

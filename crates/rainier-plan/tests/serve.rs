@@ -191,3 +191,35 @@ fn search_reports_memory_at_the_chosen_concurrency() {
     );
     assert!(r.fits && (r.tpot_ms - r.continuous.tpot_ms).abs() < 1e-9);
 }
+
+/// Compiled Neuron graphs pad: with buckets a 1500-token prompt costs what the 2048 bucket
+/// does; one static graph at 4096 costs more in both phases; GPUs (dynamic shapes) pay only
+/// for the prompt they have.
+#[test]
+fn neuron_prompts_run_at_their_compiled_bucket() {
+    use rainier_plan::NeuronShapes;
+    let with = |chip: &str, input: u64, shapes: NeuronShapes| {
+        let cfg = ServeConfig {
+            neuron_shapes: shapes,
+            compiled_seq: (chip == "trn2").then_some(4096),
+            ..one(1, if chip == "trn2" { 4 } else { 1 }, input, 250)
+        };
+        run("llama3-8b", chip, &cfg)
+    };
+    let bucket_1500 = with("trn2", 1500, NeuronShapes::Buckets);
+    let bucket_2048 = with("trn2", 2048, NeuronShapes::Buckets);
+    assert_eq!(bucket_1500.ttft_ms, bucket_2048.ttft_ms);
+    let fixed = with("trn2", 1500, NeuronShapes::Static);
+    assert!(fixed.ttft_ms > 1.5 * bucket_1500.ttft_ms, "{} {}", fixed.ttft_ms, bucket_1500.ttft_ms);
+    assert!(fixed.tpot_ms > bucket_1500.tpot_ms);
+    let gpu_1500 = with("h100", 1500, NeuronShapes::Buckets);
+    let gpu_2048 = with("h100", 2048, NeuronShapes::Buckets);
+    assert!(gpu_1500.ttft_ms < 0.9 * gpu_2048.ttft_ms);
+}
+
+#[test]
+fn a_compiled_length_shorter_than_a_request_is_an_error() {
+    let cfg = ServeConfig { compiled_seq: Some(1024), ..one(1, 4, 1000, 100) };
+    let err = serve(&model("llama3-8b"), &chip("trn2"), &cfg).expect_err("must fail");
+    assert!(err.to_string().contains("--compiled-seq 1024"), "{err}");
+}

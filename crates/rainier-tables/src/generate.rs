@@ -32,6 +32,9 @@ struct Case {
 pub const GEMM_WIDTHS: [u64; 7] = [256, 512, 1024, 2048, 4096, 8192, 16384];
 /// GEMM token counts (`m`) of the sweep, from a decode batch to a training micro-batch.
 pub const GEMM_TOKENS: [u64; 3] = [128, 512, 2048];
+/// Decode token counts (`m` below 128: one sequence to a small decode batch), swept for bf16
+/// and fp8; the MX path needs an even `m` of at least 128 in the tables.
+pub const GEMM_DECODE_TOKENS: [u64; 3] = [1, 8, 32];
 
 /// Every kernel at the shapes transformer layers use: GEMMs on the full `m × n × k` grid
 /// above (the planner interpolates in it), writing bf16 as a layer's GEMMs do; the rest at the hidden sizes of common models
@@ -46,7 +49,8 @@ fn cases(chip: &ChipParams) -> Vec<Case> {
         gemm_dtypes.extend([DType::Fp8E4m3fnx4, DType::Fp4E2m1fnx4]);
     }
     for dtype in gemm_dtypes {
-        for tokens in GEMM_TOKENS {
+        let decode: &[u64] = if dtype.is_packed() { &[] } else { &GEMM_DECODE_TOKENS };
+        for tokens in decode.iter().copied().chain(GEMM_TOKENS) {
             for (n, k) in GEMM_WIDTHS.iter().flat_map(|&n| GEMM_WIDTHS.map(|k| (n, k))) {
                 v.push(Case {
                     kernel: "gemm",

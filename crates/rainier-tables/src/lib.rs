@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 
 use rainier_arch::{fnv1a, Chip, ChipParams};
 
-pub use generate::{generate, GEMM_TOKENS, GEMM_WIDTHS};
+pub use generate::{generate, GEMM_DECODE_TOKENS, GEMM_TOKENS, GEMM_WIDTHS};
 
 /// Why a table could not be had.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
