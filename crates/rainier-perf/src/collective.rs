@@ -214,6 +214,14 @@ impl Topology {
         self.levels[0].domain_chips.saturating_mul(self.ranks_per_chip)
     }
 
+    /// Ranks in one domain of the outermost scale-up level (a Trn2 UltraServer's four
+    /// instances joined by NeuronLink, an NVL72 rack): the largest group that TP, EP or CP
+    /// can span without leaving scale-up links.
+    pub fn scale_up_fabric_ranks(&self) -> u64 {
+        let chips = self.levels.iter().filter(|l| l.scale_up).map(|l| l.domain_chips).max();
+        chips.unwrap_or(1).saturating_mul(self.ranks_per_chip)
+    }
+
     /// Where the members of `group` sit: one span per level the group crosses, innermost
     /// first. `None` if the group does not fit in the network (no scale-out).
     fn spans(&self, group: Group) -> Option<([Span; 8], usize)> {

@@ -165,7 +165,9 @@ pub fn search(
     progress: Option<Progress>,
 ) -> Result<SearchReport, PlanError> {
     let planner = Planner::new(model, chip, cfg)?;
-    let tp_limit = planner.topology.scale_up_ranks().min(planner.ranks);
+    // TP may span the whole scale-up fabric (an UltraServer's instances too), priced on the
+    // levels it crosses; the default plan (`choose`) stays inside one instance.
+    let tp_limit = planner.topology.scale_up_fabric_ranks().min(planner.ranks);
     let seq = cfg.seq;
     let space = Space {
         tps: cfg.tp.map_or_else(

@@ -923,7 +923,7 @@ pub fn serve(model: &Model, chip: &Chip, cfg: &ServeConfig) -> Result<ServeRepor
 }
 
 /// The cheapest plan and concurrency that meets the SLO: every TP the chip's engines run
-/// within the scale-up domain (see `tp_candidates`), PP 1–8, EP over the experts' divisors;
+/// within the scale-up fabric (see `tp_candidates`; a Trn2 UltraServer's 64 chips), PP 1–8, EP over the experts' divisors;
 /// continuous batching at the highest-throughput concurrency that meets the SLO; ranked by
 /// cost per output token.
 pub fn serve_search(
@@ -934,7 +934,9 @@ pub fn serve_search(
     check(model, cfg)?;
     let per_chip = ranks_per_chip(chip, cfg.lnc)?;
     let ranks = cfg.chips * u64::from(per_chip);
-    let domain = Topology::new(chip, per_chip, &cfg.cluster.datacenter).scale_up_ranks();
+    // The search's TP may span the whole scale-up fabric (all four instances of a Trn2
+    // UltraServer); the default plan (`serve`) stays inside one instance's domain.
+    let domain = Topology::new(chip, per_chip, &cfg.cluster.datacenter).scale_up_fabric_ranks();
     let tps: Vec<u64> = match cfg.tp {
         Some(t) => vec![t],
         None => tp_candidates(model, chip, ranks, domain),

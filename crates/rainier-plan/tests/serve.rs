@@ -223,3 +223,15 @@ fn a_compiled_length_shorter_than_a_request_is_an_error() {
     let err = serve(&model("llama3-8b"), &chip("trn2"), &cfg).expect_err("must fail");
     assert!(err.to_string().contains("--compiled-seq 1024"), "{err}");
 }
+
+/// The serving search may span a Trn2 UltraServer's instances: 405B at a 30 ms TPOT needs
+/// more than one instance's 64 NeuronCores of TP, which only trn2u has over NeuronLink.
+#[test]
+fn the_ultraserver_lets_tp_span_instances_where_it_pays() {
+    let cfg = ServeConfig { slo_tpot_ms: Some(30.0), ..ServeConfig::new(64, 1024, 1024) };
+    let m = model("llama3.1-405b");
+    assert!(serve_search(&m, &chip("trn2"), &cfg).is_err(), "one instance cannot meet 30 ms");
+    let r = serve_search(&m, &chip("trn2u"), &cfg).expect("an UltraServer plan");
+    assert!(r.plan.tp > 64, "tp {}", r.plan.tp);
+    assert!(r.tpot_ms <= 30.0);
+}
