@@ -130,6 +130,11 @@ pub(crate) enum PrecisionArg {
     AmpBf16,
     /// fp8 GEMMs (Transformer Engine style), bf16 elsewhere.
     Fp8,
+    /// OCP MXFP8 GEMMs (trn3/trn4: NeuronCore-v4's MX matmul, timed from the simulated MX
+    /// gemm), bf16 elsewhere.
+    Mxfp8,
+    /// OCP MXFP4 GEMMs (trn3/trn4), bf16 elsewhere.
+    Mxfp4,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -328,6 +333,8 @@ pub(crate) fn precision(p: PrecisionArg) -> Precision {
         PrecisionArg::Bf16 => Precision::Bf16,
         PrecisionArg::AmpBf16 => Precision::AmpBf16,
         PrecisionArg::Fp8 => Precision::Fp8,
+        PrecisionArg::Mxfp8 => Precision::Mxfp8,
+        PrecisionArg::Mxfp4 => Precision::Mxfp4,
     }
 }
 

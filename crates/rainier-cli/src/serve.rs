@@ -19,6 +19,11 @@ pub(crate) enum WeightsArg {
     Fp8,
     /// Weight-only int8, dequantized on the fly (bf16 math).
     Int8,
+    /// OCP MXFP8 weights and GEMMs (trn3/trn4: NeuronCore-v4's MX matmul, from the simulated
+    /// MX gemm).
+    Mxfp8,
+    /// OCP MXFP4 weights and GEMMs (trn3/trn4).
+    Mxfp4,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -63,6 +68,8 @@ impl ServeJobArgs {
                 WeightsArg::Bf16 => WeightFormat::Bf16,
                 WeightsArg::Fp8 => WeightFormat::Fp8,
                 WeightsArg::Int8 => WeightFormat::Int8,
+                WeightsArg::Mxfp8 => WeightFormat::Mxfp8,
+                WeightsArg::Mxfp4 => WeightFormat::Mxfp4,
             },
             kv: match self.kv {
                 KvArg::Bf16 => KvFormat::Bf16,

@@ -28,7 +28,7 @@ use rainier_model::{MemKind, Op, OpKind};
 
 pub use collective::{CollectiveKind, Datacenter, Group, Level, Topology, SCALE_UP_MAX_SHARED};
 pub use gpu::{gemm_fit_report, GemmFitReport};
-pub use neuron::{NeuronCosts, NeuronTable, TableError};
+pub use neuron::{GemmOperands, NeuronCosts, NeuronTable, TableError};
 
 /// A named modelling assumption: a coefficient with no catalog source.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -148,14 +148,26 @@ pub enum Precision {
     AmpBf16,
     /// fp8 GEMMs (delayed scaling), bf16 elsewhere.
     Fp8,
+    /// OCP MXFP8 GEMMs (e4m3 values, one e8m0 scale per 32), bf16 elsewhere: NeuronCore-v4's
+    /// `nc_matmul_mx`, timed from the simulated MX gemm (tables' `fp8e4m3fnx4` rows).
+    Mxfp8,
+    /// OCP MXFP4 GEMMs (e2m1 values, one e8m0 scale per 32): the simulated MX gemm's
+    /// `fp4e2m1fnx4` rows.
+    Mxfp4,
 }
 
 impl Precision {
     pub fn math(self) -> MathPrecision {
         match self {
             Precision::Bf16 | Precision::AmpBf16 => MathPrecision::Bf16,
-            Precision::Fp8 => MathPrecision::Fp8,
+            // The chip's fp8 peak is its MX peak where it has one (Trainium3: MXFP8 2.52 PF).
+            Precision::Fp8 | Precision::Mxfp8 | Precision::Mxfp4 => MathPrecision::Fp8,
         }
+    }
+
+    /// An OCP microscaling format.
+    pub fn is_mx(self) -> bool {
+        matches!(self, Precision::Mxfp8 | Precision::Mxfp4)
     }
 }
 
@@ -187,6 +199,8 @@ pub struct CostModel {
     /// NeuronCore GEMMs read one-byte weights (fp8 or int8 serving): the fp8 rows of the
     /// tables, whose operands stream at one byte per value.
     one_byte_weights: bool,
+    /// The training precision (the MX ones read the tables' MX rows).
+    precision: Precision,
 }
 
 /// Why a cost model could not be made.
@@ -196,6 +210,9 @@ pub enum PerfError {
     Table(#[from] TableError),
     #[error("ranks per chip must be positive")]
     NoRanks,
+    /// A precision the chip's matmul unit does not have.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl CostModel {
@@ -238,6 +255,19 @@ impl CostModel {
             }
             _ => None,
         };
+        if precision.is_mx() {
+            let has_mx = chip.family == Family::Neuron
+                && neuron.is_none_or(|t| t.has_mx())
+                && chip
+                    .neuron_params()
+                    .is_ok_and(|p| p.core.generation >= rainier_arch::Generation::V4);
+            if !has_mx {
+                return Err(PerfError::Unsupported(format!(
+                    "MX precisions (mxfp8, mxfp4) run on NeuronCore-v4 chips (trn3, trn4): {} has no MX matmul in this model",
+                    chip.name
+                )));
+            }
+        }
         let cores_per_rank = if chip.family == Family::Neuron {
             f64::from(chip.cores_per_chip) / ranks
         } else {
@@ -259,6 +289,7 @@ impl CostModel {
             step_efficiency: STEP_KERNEL_EFFICIENCY.value,
             separate_fp8_casts: true,
             one_byte_weights: false,
+            precision,
         })
     }
 
@@ -375,15 +406,18 @@ impl CostModel {
 
     fn neuron_seconds(&self, op: &Op) -> f64 {
         let Some(table) = &self.neuron else { return self.roofline(op) };
-        // Tables are bf16; fp8 GEMMs run at the table's efficiency on the fp8 peak.
-        let fp8_speedup =
-            if self.math == MathPrecision::Fp8 { self.peak / self.peak_bf16 } else { 1.0 };
         let per_core = match op.kind {
-            OpKind::Gemm { m, n, k, .. } if self.one_byte_weights => {
-                table.gemm_seconds(m, n, k, op.flops, true)
-            }
             OpKind::Gemm { m, n, k, .. } => {
-                table.gemm_seconds(m, n, k, op.flops, false).map(|t| t / fp8_speedup)
+                // Each format at its own simulated kernel: fp8 e4m3 (double row on v3/v4, the
+                // bf16 rate on v2) and MX, not the bf16 rows scaled by a peak ratio.
+                let operands = match self.precision {
+                    Precision::Mxfp8 => GemmOperands::Mxfp8,
+                    Precision::Mxfp4 => GemmOperands::Mxfp4,
+                    Precision::Fp8 => GemmOperands::Fp8,
+                    _ if self.one_byte_weights => GemmOperands::Fp8,
+                    _ => GemmOperands::Bf16,
+                };
+                table.gemm_seconds(m, n, k, op.flops, operands)
             }
             OpKind::Attention { seq, head_dim, backward, .. } => {
                 table.attention_seconds(seq, head_dim, backward, op.flops)

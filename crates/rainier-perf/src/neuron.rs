@@ -31,6 +31,17 @@ pub enum NeuronCosts {
     Roofline,
 }
 
+/// The operand format of a NeuronCore GEMM: which of the tables' gemm grids it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmOperands {
+    Bf16,
+    /// fp8 e4m3 (double row on NeuronCore-v3/v4, the bf16 rate on v2).
+    Fp8,
+    /// OCP MXFP8 / MXFP4 through `nc_matmul_mx` (NeuronCore-v4).
+    Mxfp8,
+    Mxfp4,
+}
+
 /// A committed table that does not parse.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TableError {
@@ -144,6 +155,9 @@ pub struct NeuronTable {
     /// fp8 (e4m3) GEMM rates on the same grid: one-byte operands (double row on
     /// NeuronCore-v3/v4, the bf16 rate on v2).
     gemm_fp8: GemmGrid,
+    /// MXFP8 and MXFP4 GEMM rates (NeuronCore-v4 tables only; `m` from 128).
+    gemm_mxfp8: GemmGrid,
+    gemm_mxfp4: GemmGrid,
     /// `(kernel, [(log2 bytes, bytes/s)])`.
     memory: Vec<(&'static str, Curve)>,
     /// `[(log2 seq, FLOP/s)]` of causal attention at head dim 128, forward and backward.
@@ -217,6 +231,8 @@ impl NeuronTable {
         let mut table = NeuronTable {
             gemm: GemmGrid::default(),
             gemm_fp8: GemmGrid::default(),
+            gemm_mxfp8: GemmGrid::default(),
+            gemm_mxfp4: GemmGrid::default(),
             memory: Vec::new(),
             attention: Vec::new(),
             attention_backward: Vec::new(),
@@ -246,14 +262,21 @@ impl NeuronTable {
             };
             let seconds = number(3)? * 1e-9;
             match cols[0] {
-                // The MX rows are reported for users; the planner reads bf16 and fp8.
-                "gemm" if cols[1] == "bf16" || cols[1] == "fp8e4m3" => {
+                "gemm" => {
+                    let grid = match cols[1] {
+                        "bf16" => &mut table.gemm,
+                        "fp8e4m3" => &mut table.gemm_fp8,
+                        "fp8e4m3fnx4" => &mut table.gemm_mxfp8,
+                        "fp4e2m1fnx4" => &mut table.gemm_mxfp4,
+                        other => {
+                            return Err(bad(format!(
+                                "gemm dtype `{other}` is not one the planner reads"
+                            )))
+                        }
+                    };
                     let (m, n, k) = (shape("m")?.log2(), shape("n")?.log2(), shape("k")?.log2());
-                    let grid =
-                        if cols[1] == "bf16" { &mut table.gemm } else { &mut table.gemm_fp8 };
                     grid.points.push(([m, n, k], number(4)? / seconds));
                 }
-                "gemm" => {}
                 "attention" | "attention-bwd" => {
                     if shape("causal")? == 1.0 && shape("head_dim")? == 128.0 {
                         let point = (shape("seq")?.log2(), number(4)? / seconds);
@@ -281,7 +304,9 @@ impl NeuronTable {
             }
         }
         let by_x = |a: &(f64, f64), b: &(f64, f64)| a.0.total_cmp(&b.0);
-        for grid in [&mut table.gemm, &mut table.gemm_fp8] {
+        for grid in
+            [&mut table.gemm, &mut table.gemm_fp8, &mut table.gemm_mxfp8, &mut table.gemm_mxfp4]
+        {
             grid.index().map_err(|message| TableError::Malformed {
                 chip: chip.into(),
                 line: 0,
@@ -296,12 +321,29 @@ impl NeuronTable {
         Ok(table)
     }
 
-    /// Per-core seconds of a `[m, k] · [k, n]` GEMM of `flops` with bf16 operands (or fp8
-    /// ones, `one_byte`): the simulated rate interpolated trilinearly in
-    /// `(log2 m, log2 n, log2 k)` over the sweep's grid (clamped at its edges); below the
-    /// smallest `m` the rate falls in proportion to `m`.
-    pub fn gemm_seconds(&self, m: u64, n: u64, k: u64, flops: f64, one_byte: bool) -> Option<f64> {
-        let grid = if one_byte { &self.gemm_fp8 } else { &self.gemm };
+    /// Whether the table has the MX gemm rows (a NeuronCore-v4 chip's).
+    pub fn has_mx(&self) -> bool {
+        !self.gemm_mxfp8.log_rates.is_empty() && !self.gemm_mxfp4.log_rates.is_empty()
+    }
+
+    /// Per-core seconds of a `[m, k] · [k, n]` GEMM of `flops` with `operands`: the simulated
+    /// rate interpolated trilinearly in `(log2 m, log2 n, log2 k)` over the sweep's grid
+    /// (clamped at its edges); below the smallest `m` the rate falls in proportion to `m`.
+    /// `None` when the table lacks that format.
+    pub fn gemm_seconds(
+        &self,
+        m: u64,
+        n: u64,
+        k: u64,
+        flops: f64,
+        operands: GemmOperands,
+    ) -> Option<f64> {
+        let grid = match operands {
+            GemmOperands::Bf16 => &self.gemm,
+            GemmOperands::Fp8 => &self.gemm_fp8,
+            GemmOperands::Mxfp8 => &self.gemm_mxfp8,
+            GemmOperands::Mxfp4 => &self.gemm_mxfp4,
+        };
         let log = |v: u64| (v.max(1) as f64).log2();
         let rate = grid.rate([log(m), log(n), log(k)])?;
         let m_min = grid.axes[0].first().map_or(1.0, |l| l.exp2());

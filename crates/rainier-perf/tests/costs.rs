@@ -2,7 +2,7 @@
 
 use rainier_hw::{Catalog, Framework};
 use rainier_model::{Batch, Model, OpKind};
-use rainier_perf::{gemm_fit_report, CostModel, NeuronCosts, NeuronTable, Precision};
+use rainier_perf::{gemm_fit_report, CostModel, GemmOperands, NeuronCosts, NeuronTable, Precision};
 
 /// Fitted on square shapes only; the held-out training-sized shapes (M ≥ 512) must agree.
 #[test]
@@ -21,7 +21,7 @@ fn neuron_tables_parse_for_every_generation() {
     for chip in ["trn1", "inf2", "trn2", "trn3"] {
         let t = NeuronTable::for_chip(chip).expect(chip);
         let flops = 2.0 * 4096.0 * 4096.0 * 4096.0;
-        let s = t.gemm_seconds(4096, 4096, 4096, flops, false).expect("gemm");
+        let s = t.gemm_seconds(4096, 4096, 4096, flops, GemmOperands::Bf16).expect("gemm");
         // One NeuronCore: 79-92 TF peak; the tables reach 75-98 % of it on big GEMMs.
         let tflops = flops / s / 1e12;
         assert!((55.0..95.0).contains(&tflops), "{chip}: {tflops}");
@@ -74,7 +74,8 @@ fn neuron_decode_gemms_are_weight_bound_at_every_interpolated_batch() {
     for chip in ["trn1", "inf2", "trn2", "trn3"] {
         let t = NeuronTable::for_chip(chip).expect(chip);
         let (n, k) = (6144, 4096);
-        let seconds = |m: u64| t.gemm_seconds(m, n, k, 2.0 * (m * n * k) as f64, false);
+        let seconds =
+            |m: u64| t.gemm_seconds(m, n, k, 2.0 * (m * n * k) as f64, GemmOperands::Bf16);
         let seconds = |m: u64| seconds(m).expect("gemm");
         let one = seconds(1);
         let mut last = 0.0;
@@ -84,5 +85,39 @@ fn neuron_decode_gemms_are_weight_bound_at_every_interpolated_batch() {
             assert!(s <= one * 1.25, "{chip}: m={m} {s} vs one token {one}");
             last = s;
         }
+    }
+}
+
+/// MX GEMMs on NeuronCore-v4 come from the simulated MX gemm rows, not a peak ratio: at
+/// 4096³ on trn3 the MXFP8 time is the table's and 1.5-4× faster than bf16; chips without
+/// NeuronCore-v4's MX matmul refuse the MX precisions.
+#[test]
+fn mx_gemms_come_from_the_simulated_mx_kernel_on_neuroncore_v4_only() {
+    let catalog = Catalog::built_in();
+    let t = NeuronTable::for_chip("trn3").expect("trn3");
+    assert!(t.has_mx());
+    let flops = 2.0 * 4096f64.powi(3);
+    let mx = t.gemm_seconds(4096, 4096, 4096, flops, GemmOperands::Mxfp8).expect("mx row");
+    let bf16 = t.gemm_seconds(4096, 4096, 4096, flops, GemmOperands::Bf16).expect("bf16 row");
+    assert!((1.5..4.0).contains(&(bf16 / mx)), "MXFP8 speed-up {}", bf16 / mx);
+    let trn3 = catalog.chip("trn3").expect("trn3");
+    // One rank per physical core, so the op time is the per-core table time.
+    let cost = CostModel::new(trn3, 8, Precision::Mxfp8, Framework::Fused, NeuronCosts::Tables)
+        .expect("trn3 runs MX")
+        .with_step_efficiency(1.0);
+    let op = rainier_model::Op {
+        name: "gemm",
+        pass: rainier_model::Pass::Forward,
+        kind: OpKind::Gemm { m: 4096, n: 4096, k: 4096, count: 1 },
+        flops,
+        bytes: 3.0 * 2.0 * 4096.0 * 4096.0,
+    };
+    let t_op = cost.op_seconds(&op);
+    assert!(t_op >= mx && t_op < mx * 1.2, "op {t_op} vs row {mx} (+ the activation cast)");
+    for chip in ["trn1", "trn2", "inf2", "h100", "tpu-v5p"] {
+        let c = catalog.chip(chip).expect(chip);
+        let err = CostModel::new(c, 1, Precision::Mxfp4, Framework::Fused, NeuronCosts::Tables)
+            .expect_err("no MX matmul");
+        assert!(err.to_string().contains("NeuronCore-v4"), "{chip}: {err}");
     }
 }

@@ -65,6 +65,10 @@ pub enum WeightFormat {
     Fp8,
     /// Weight-only int8: 1 byte per weight read, dequantized on the fly, bf16 math.
     Int8,
+    /// OCP MXFP8 weights and activations (NeuronCore-v4: the simulated MX gemm).
+    Mxfp8,
+    /// OCP MXFP4 weights and activations (NeuronCore-v4: the simulated MX gemm).
+    Mxfp4,
 }
 
 /// KV-cache format.
@@ -314,6 +318,8 @@ impl<'a> Server<'a> {
         let framework = cfg.framework.unwrap_or(Framework::Fused);
         let precision = match cfg.weights {
             WeightFormat::Fp8 => Precision::Fp8,
+            WeightFormat::Mxfp8 => Precision::Mxfp8,
+            WeightFormat::Mxfp4 => Precision::Mxfp4,
             WeightFormat::Bf16 | WeightFormat::Int8 => Precision::Bf16,
         };
         // Serving engines quantize fp8 activations in the kernel that produces them.
@@ -335,6 +341,9 @@ impl<'a> Server<'a> {
         let weight_bytes = match cfg.weights {
             WeightFormat::Bf16 => 2.0,
             WeightFormat::Fp8 | WeightFormat::Int8 => 1.0,
+            // Values plus one e8m0 scale byte per 32.
+            WeightFormat::Mxfp8 => 1.0 + 1.0 / 32.0,
+            WeightFormat::Mxfp4 => 0.5 + 1.0 / 32.0,
         };
         let kv_bytes = match cfg.kv {
             KvFormat::Bf16 => 2.0,

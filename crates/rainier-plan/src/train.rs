@@ -141,7 +141,7 @@ pub enum PlanError {
     NoPlan(String),
     #[error("step efficiency must be in (0, 1], found {0}")]
     StepEfficiency(f64),
-    #[error("{0}")]
+    #[error(transparent)]
     Perf(#[from] PerfError),
 }
 
@@ -897,10 +897,13 @@ impl<'a> Planner<'a> {
             * in_flight;
         // Logits (bf16) and their fp32 softmax/gradient on the last stage.
         let logits = (tokens * model.vocab.div_ceil(d.tp)) as f64 * (2.0 + 4.0);
-        // amp-bf16 casts fp32 weights to bf16 copies each forward; fp8 keeps fp8 copies.
+        // amp-bf16 casts fp32 weights to bf16 copies each forward; fp8 keeps fp8 copies, MX
+        // ones their values plus an e8m0 scale per 32.
         let copies = match cfg.precision {
             Precision::AmpBf16 => by(2.0, 3),
             Precision::Fp8 => by(1.0, 3),
+            Precision::Mxfp8 => by(1.0 + 1.0 / 32.0, 3),
+            Precision::Mxfp4 => by(0.5 + 1.0 / 32.0, 3),
             Precision::Bf16 => 0.0,
         };
         let reserve = rainier_perf::framework_reserve_gib(self.chip.family) * GIB;
@@ -1023,7 +1026,9 @@ impl<'a> Planner<'a> {
     /// (gradient, weight, fp32 master-or-state) bytes per parameter.
     fn bytes_per_param(&self) -> (f64, f64, f64) {
         match self.cfg.precision {
-            Precision::Bf16 | Precision::Fp8 => (2.0, 2.0, 4.0),
+            Precision::Bf16 | Precision::Fp8 | Precision::Mxfp8 | Precision::Mxfp4 => {
+                (2.0, 2.0, 4.0)
+            }
             Precision::AmpBf16 => (4.0, 4.0, 4.0),
         }
     }
@@ -1032,7 +1037,7 @@ impl<'a> Planner<'a> {
     /// when weights are kept in bf16.
     fn optimizer_state_bytes(&self) -> f64 {
         match self.cfg.precision {
-            Precision::Bf16 | Precision::Fp8 => 12.0,
+            Precision::Bf16 | Precision::Fp8 | Precision::Mxfp8 | Precision::Mxfp4 => 12.0,
             Precision::AmpBf16 => 8.0,
         }
     }
@@ -1121,6 +1126,8 @@ pub fn precision_name(p: Precision) -> &'static str {
         Precision::Bf16 => "bf16",
         Precision::AmpBf16 => "amp-bf16",
         Precision::Fp8 => "fp8",
+        Precision::Mxfp8 => "mxfp8",
+        Precision::Mxfp4 => "mxfp4",
     }
 }
 

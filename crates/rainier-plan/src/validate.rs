@@ -193,6 +193,8 @@ fn validate_with(etas: Etas) -> Result<ValidationReport, String> {
                 "bf16" => Precision::Bf16,
                 "amp-bf16" => Precision::AmpBf16,
                 "fp8" => Precision::Fp8,
+                "mxfp8" => Precision::Mxfp8,
+                "mxfp4" => Precision::Mxfp4,
                 other => return Err(format!("{}: unknown precision {other}", p.id)),
             },
             recompute: Recompute::None,
@@ -293,6 +295,8 @@ fn inference_points(p: &InferencePoint, catalog: &Catalog) -> Result<Vec<Validat
             "bf16" => WeightFormat::Bf16,
             "fp8" => WeightFormat::Fp8,
             "int8" => WeightFormat::Int8,
+            "mxfp8" => WeightFormat::Mxfp8,
+            "mxfp4" => WeightFormat::Mxfp4,
             other => return Err(format!("{}: unknown weights {other}", p.id)),
         },
         kv: match p.kv.as_str() {

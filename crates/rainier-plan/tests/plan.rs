@@ -166,3 +166,29 @@ proptest! {
         prop_assert!(double.tokens_per_s >= sel.tokens_per_s * 0.999);
     }
 }
+
+/// Training in MXFP8/MXFP4 on NeuronCore-v4 (trn3, trn4) from the simulated MX gemm: faster
+/// than bf16, and an error naming the requirement on chips without MX matmul.
+#[test]
+fn mx_training_runs_on_neuroncore_v4_and_is_refused_elsewhere() {
+    let model = Model::preset("llama3-8b").expect("preset");
+    let catalog = Catalog::built_in();
+    let step = |chip: &str, precision| {
+        let c = TrainConfig { precision, ..cfg(64, 4096, 256) };
+        evaluate(&model, catalog.chip(chip).expect(chip), &c)
+    };
+    for chip in ["trn3", "trn4"] {
+        let bf16 = step(chip, rainier_perf::Precision::Bf16).expect("bf16");
+        for mx in [rainier_perf::Precision::Mxfp8, rainier_perf::Precision::Mxfp4] {
+            let r = step(chip, mx).expect("mx");
+            assert!(
+                r.step_time_s < 0.8 * bf16.step_time_s,
+                "{chip} {mx:?}: {} vs {}",
+                r.step_time_s,
+                bf16.step_time_s
+            );
+        }
+    }
+    let err = step("trn2", rainier_perf::Precision::Mxfp8).expect_err("no MX on trn2");
+    assert!(err.to_string().contains("NeuronCore-v4"), "{err}");
+}
