@@ -68,7 +68,24 @@ pub const ASSUMPTIONS: &[Assumption] = &[
     RESERVE_GPU_GIB,
     RESERVE_NEURON_GIB,
     RESERVE_TPU_GIB,
+    LOGIT_BYTES_TPU,
 ];
+
+/// Bytes per logit a training step holds on the last stage: bf16 logits plus their fp32
+/// softmax/gradient (PyTorch stacks materialize both), on TPUs the bf16 logits only.
+pub const LOGIT_BYTES_TPU: Assumption = Assumption {
+    name: "memory.logit_bytes_tpu",
+    value: 2.0,
+    why: "XLA fuses the fp32 upcast, log-softmax and its gradient into the loss, so only the bf16 logits stay live (range 2-6: 6 if the fp32 copy is materialized as on GPUs and NeuronCores)",
+};
+
+/// Bytes per logit held in a training step on a device of this family.
+pub fn logit_bytes(family: Family) -> f64 {
+    match family {
+        Family::Tpu => LOGIT_BYTES_TPU.value,
+        Family::Gpu | Family::Neuron => 2.0 + 4.0,
+    }
+}
 
 /// Framework memory outside the model's tensors, per device (rank), GiB.
 const RESERVE_GPU_GIB: Assumption = Assumption {

@@ -895,8 +895,10 @@ impl<'a> Planner<'a> {
         let activations = (lc.act_bytes[recompute_index(d.recompute)] * n
             + (tokens.div_ceil(d.tp) * model.hidden * ACT_BYTES) as f64)
             * in_flight;
-        // Logits (bf16) and their fp32 softmax/gradient on the last stage.
-        let logits = (tokens * model.vocab.div_ceil(d.tp)) as f64 * (2.0 + 4.0);
+        // Logits (bf16) and their fp32 softmax/gradient on the last stage (bf16 only under
+        // XLA's fused loss: a named assumption).
+        let logit_bytes = rainier_perf::logit_bytes(self.chip.family);
+        let logits = (tokens * model.vocab.div_ceil(d.tp)) as f64 * logit_bytes;
         // amp-bf16 casts fp32 weights to bf16 copies each forward; fp8 keeps fp8 copies, MX
         // ones their values plus an e8m0 scale per 32.
         let copies = match cfg.precision {
