@@ -24,6 +24,8 @@ pub(crate) enum WeightsArg {
     Mxfp8,
     /// OCP MXFP4 weights and GEMMs (trn3/trn4).
     Mxfp4,
+    /// NVFP4 weights and GEMMs (b200/gb200 FP4 tensor cores, at the catalog's FP4 peak).
+    Nvfp4,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -70,6 +72,7 @@ impl ServeJobArgs {
                 WeightsArg::Int8 => WeightFormat::Int8,
                 WeightsArg::Mxfp8 => WeightFormat::Mxfp8,
                 WeightsArg::Mxfp4 => WeightFormat::Mxfp4,
+                WeightsArg::Nvfp4 => WeightFormat::Nvfp4,
             },
             kv: match self.kv {
                 KvArg::Bf16 => KvFormat::Bf16,

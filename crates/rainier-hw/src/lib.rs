@@ -77,6 +77,9 @@ pub struct Peaks {
     pub bf16: Sourced,
     pub fp8: Sourced,
     pub fp32: Sourced,
+    /// FP4 tensor-core peak (NVFP4/MXFP4 on Blackwell), where the chip has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp4: Option<Sourced>,
 }
 
 /// How the chips of one network level are wired.
@@ -266,7 +269,9 @@ impl Catalog {
 /// be zero, is checked separately).
 fn plausible_range(field: &str) -> Option<(f64, f64, &'static str)> {
     Some(match field {
-        "peak_flops.bf16" | "peak_flops.fp8" | "peak_flops.fp32" => (1e11, 1e18, "FLOP/s"),
+        "peak_flops.bf16" | "peak_flops.fp8" | "peak_flops.fp32" | "peak_flops.fp4" => {
+            (1e11, 1e18, "FLOP/s")
+        }
         "matmul_ceiling" => (0.05, 1.0, "of peak"),
         "hbm_bytes" => (1e9, 1e14, "bytes"),
         "hbm_bytes_per_s" => (1e10, 1e15, "bytes/s"),
@@ -303,6 +308,9 @@ impl Chip {
             ("node.system_w_per_chip", &n.system_w_per_chip),
             ("node.pue", &n.pue),
         ];
+        if let Some(fp4) = &self.peak_flops.fp4 {
+            figures.insert(3, ("peak_flops.fp4", fp4));
+        }
         if let Some(ultra) = &n.ultra {
             figures.push(("node.ultra.bytes_per_s_per_dir", &ultra.bytes_per_s_per_dir));
             figures.push(("node.ultra.latency_s", &ultra.latency_s));
@@ -427,6 +435,8 @@ impl Chip {
             MathPrecision::Bf16 => self.peak_flops.bf16.value,
             MathPrecision::Fp8 => self.peak_flops.fp8.value,
             MathPrecision::Fp32 => self.peak_flops.fp32.value,
+            // 0 where the chip has no FP4 tensor cores (cost models refuse that precision).
+            MathPrecision::Fp4 => self.peak_flops.fp4.as_ref().map_or(0.0, |p| p.value),
         }
     }
 
@@ -442,4 +452,6 @@ pub enum MathPrecision {
     Bf16,
     Fp8,
     Fp32,
+    /// NVFP4 (e2m1 values, an e4m3 scale per 16) on FP4 tensor cores.
+    Fp4,
 }

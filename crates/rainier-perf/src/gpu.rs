@@ -25,6 +25,12 @@ pub(crate) const GEMM_EFF_FP8: Assumption = Assumption {
     value: 0.70,
     why: "fitted on the H100 square fp8 GEMMs (torch._scaled_mm)",
 };
+/// No FP4 GEMM was measured: NVFP4 GEMMs on Blackwell are taken at the fp8 efficiency.
+pub(crate) const GEMM_EFF_FP4: Assumption = Assumption {
+    name: "gpu.gemm_eff_fp4",
+    value: 0.70,
+    why: "no FP4 GEMM measurement: the H100 fp8 fit (0.70 of peak) carried to Blackwell's FP4 tensor cores, range 0.5-0.8 (B200 measured fp8 at 76 % of peak, hardware-catalog §4)",
+};
 pub(crate) const KERNEL_OVERHEAD_S: Assumption = Assumption {
     name: "gpu.kernel_overhead_s",
     value: 5e-6,

@@ -44,6 +44,7 @@ pub const ASSUMPTIONS: &[Assumption] = &[
     NEURON_STEP_KERNEL_EFFICIENCY,
     gpu::GEMM_EFF_BF16,
     gpu::GEMM_EFF_FP8,
+    gpu::GEMM_EFF_FP4,
     gpu::KERNEL_OVERHEAD_S,
     gpu::GEMM_STREAM_EFF,
     gpu::SUSTAINED_CLOCK,
@@ -127,8 +128,8 @@ pub const STEP_KERNEL_EFFICIENCY: Assumption = Assumption {
 /// The same for NeuronX Distributed on Trainium: its steps lose more to launch and
 /// synchronization than Megatron's on H100. Fitted by `rainier-plan`'s
 /// `calibrate_neuron_step_efficiency` on trn1-llama2-7b and checked on trn1-llama2-13b.
-/// Used by the training planner for NeuronCore chips (the serving model keeps
-/// [`STEP_KERNEL_EFFICIENCY`] and its own fitted Neuron per-layer cost).
+/// Used by the training planner for NeuronCore chips (the serving model runs Neuron kernels
+/// at their simulated times, efficiency 1, plus its own fitted per-layer cost).
 pub const NEURON_STEP_KERNEL_EFFICIENCY: Assumption = Assumption {
     name: "step.neuron_kernel_efficiency",
     value: 0.58,
@@ -171,6 +172,9 @@ pub enum Precision {
     /// OCP MXFP4 GEMMs (e2m1 values, one e8m0 scale per 32): the simulated MX gemm's
     /// `fp4e2m1fnx4` rows.
     Mxfp4,
+    /// NVFP4 GEMMs (e2m1 values, an e4m3 scale per 16) on Blackwell's FP4 tensor cores, from
+    /// the catalog's FP4 peak.
+    Nvfp4,
 }
 
 impl Precision {
@@ -179,6 +183,7 @@ impl Precision {
             Precision::Bf16 | Precision::AmpBf16 => MathPrecision::Bf16,
             // The chip's fp8 peak is its MX peak where it has one (Trainium3: MXFP8 2.52 PF).
             Precision::Fp8 | Precision::Mxfp8 | Precision::Mxfp4 => MathPrecision::Fp8,
+            Precision::Nvfp4 => MathPrecision::Fp4,
         }
     }
 
@@ -213,8 +218,8 @@ pub struct CostModel {
     /// fp8 GEMM inputs are quantized by a separate streaming kernel (training stacks) rather
     /// than in the producing kernel's epilogue (inference engines).
     separate_fp8_casts: bool,
-    /// NeuronCore GEMMs read one-byte weights (fp8 or int8 serving): the fp8 rows of the
-    /// tables, whose operands stream at one byte per value.
+    /// NeuronCore GEMMs read int8 weight-only weights: below 128 tokens (weight-bound) the fp8
+    /// rows of the tables, whose operands stream at one byte per value; bf16 rows above.
     one_byte_weights: bool,
     /// The training precision (the MX ones read the tables' MX rows).
     precision: Precision,
@@ -252,6 +257,7 @@ impl CostModel {
             Family::Gpu => {
                 let base = match math {
                     MathPrecision::Fp8 => gpu::GEMM_EFF_FP8.value,
+                    MathPrecision::Fp4 => gpu::GEMM_EFF_FP4.value,
                     _ => gpu::GEMM_EFF_BF16.value,
                 };
                 (
@@ -272,6 +278,14 @@ impl CostModel {
             }
             _ => None,
         };
+        if precision == Precision::Nvfp4
+            && (chip.family != Family::Gpu || chip.peak_flops.fp4.is_none())
+        {
+            return Err(PerfError::Unsupported(format!(
+                "NVFP4 runs on FP4 tensor cores (b200, gb200): {} has no FP4 peak in the catalog",
+                chip.name
+            )));
+        }
         if precision.is_mx() {
             let has_mx = chip.family == Family::Neuron
                 && neuron.is_none_or(|t| t.has_mx())
@@ -316,9 +330,9 @@ impl CostModel {
         CostModel { separate_fp8_casts: false, ..self }
     }
 
-    /// This model with one-byte (fp8 or int8) GEMM weights: on NeuronCores the simulated fp8
-    /// GEMMs, whose weights stream at one byte per value (int8 weight-only serving is taken
-    /// to cost what fp8 does; the dequantize work is not counted).
+    /// This model with one-byte weight-only (int8) GEMM weights on NeuronCores: weight-bound
+    /// GEMMs (below 128 tokens) at the simulated fp8 rows, whose weights stream at one byte per
+    /// value; larger ones compute in bf16 (the dequantize work is not counted).
     pub fn with_one_byte_weights(self) -> CostModel {
         CostModel { one_byte_weights: true, ..self }
     }
@@ -431,7 +445,7 @@ impl CostModel {
                     Precision::Mxfp8 => GemmOperands::Mxfp8,
                     Precision::Mxfp4 => GemmOperands::Mxfp4,
                     Precision::Fp8 => GemmOperands::Fp8,
-                    _ if self.one_byte_weights => GemmOperands::Fp8,
+                    _ if self.one_byte_weights && m < 128 => GemmOperands::Fp8,
                     _ => GemmOperands::Bf16,
                 };
                 table.gemm_seconds(m, n, k, op.flops, operands)

@@ -85,7 +85,7 @@ impl GemmGrid {
         let [lm, ln, lk] = [0, 1, 2].map(|a| self.axes[a].len());
         if self.points.len() != lm * ln * lk {
             return Err(format!(
-                "bf16 gemm rows must cover a full m × n × k grid: {} rows for {lm} × {ln} × {lk}",
+                "each dtype's gemm rows must cover a full m × n × k grid: {} rows for {lm} × {ln} × {lk}",
                 self.points.len()
             ));
         }

@@ -69,6 +69,8 @@ pub enum WeightFormat {
     Mxfp8,
     /// OCP MXFP4 weights and activations (NeuronCore-v4: the simulated MX gemm).
     Mxfp4,
+    /// NVFP4 weights and activations (Blackwell FP4 tensor cores, at the catalog's FP4 peak).
+    Nvfp4,
 }
 
 /// KV-cache format.
@@ -320,6 +322,7 @@ impl<'a> Server<'a> {
             WeightFormat::Fp8 => Precision::Fp8,
             WeightFormat::Mxfp8 => Precision::Mxfp8,
             WeightFormat::Mxfp4 => Precision::Mxfp4,
+            WeightFormat::Nvfp4 => Precision::Nvfp4,
             WeightFormat::Bf16 | WeightFormat::Int8 => Precision::Bf16,
         };
         // Serving engines quantize fp8 activations in the kernel that produces them.
@@ -330,12 +333,10 @@ impl<'a> Server<'a> {
         // not the GPU training coefficient; what the graph adds per layer is
         // NEURON_LAYER_OVERHEAD_S, this stack's one fitted coefficient.
         let base = if neuron { base.with_step_efficiency(1.0) } else { base };
-        // One-byte weights stream at one byte per value (fp8 everywhere; int8 weight-only
-        // computes in bf16, so only its weight-bound decode GEMMs read the fp8 rows).
-        let cost = match cfg.weights {
-            WeightFormat::Fp8 if neuron => base.clone().with_one_byte_weights(),
-            _ => base.clone(),
-        };
+        // fp8, MX and NVFP4 select their GEMM rows by precision. int8 weight-only computes in
+        // bf16: in decode its weight-bound GEMMs (below 128 tokens) stream one byte per
+        // weight, as the fp8 rows do.
+        let cost = base.clone();
         let decode_cost =
             (neuron && cfg.weights == WeightFormat::Int8).then(|| base.with_one_byte_weights());
         let weight_bytes = match cfg.weights {
@@ -344,6 +345,8 @@ impl<'a> Server<'a> {
             // Values plus one e8m0 scale byte per 32.
             WeightFormat::Mxfp8 => 1.0 + 1.0 / 32.0,
             WeightFormat::Mxfp4 => 0.5 + 1.0 / 32.0,
+            // Values plus one e4m3 scale byte per 16.
+            WeightFormat::Nvfp4 => 0.5 + 1.0 / 16.0,
         };
         let kv_bytes = match cfg.kv {
             KvFormat::Bf16 => 2.0,
@@ -395,16 +398,17 @@ impl<'a> Server<'a> {
     }
 
     /// The mean context a decode step's attention runs at over the output (contexts `I` to
-    /// `I + O`): `I + O/2` with dynamic shapes; on Neuron the mean of the padded contexts.
+    /// `I + O`): `I + O/2` with dynamic shapes; on Neuron the mean of the padded lengths, a
+    /// step that holds `c` tokens writing position `c` and so running in the bucket of `c + 1`.
     fn decode_context(&self) -> f64 {
         let (input, output) = (self.cfg.input_len, self.cfg.output_len.max(1));
         if self.chip.family != Family::Neuron {
             return input as f64 + output as f64 / 2.0;
         }
-        // Steps at contexts input..input+output, one bucket's run at a time.
-        let (mut context, end, mut sum) = (input, input + output, 0.0);
+        // Steps need lengths input+1 ..= input+output, one bucket's run at a time.
+        let (mut context, end, mut sum) = (input + 1, input + output + 1, 0.0);
         while context < end {
-            let bucket = self.padded(context.max(1));
+            let bucket = self.padded(context);
             let run_end = end.min(bucket + 1);
             sum += bucket as f64 * (run_end - context) as f64;
             context = run_end;
@@ -721,7 +725,7 @@ impl<'a> Server<'a> {
                 let tps = (batch * output * self.pp) as f64 / request_s * self.replicas as f64;
                 let (usd, joules, _, _) = money(tps, busy(&decode));
                 let kv = (batch * self.pp) as f64 * self.kv_per_sequence(self.kv_len() as f64);
-                let ws = self.workspace((batch * input) as f64, batch as f64);
+                let ws = self.workspace((batch * self.padded(input)) as f64, batch as f64);
                 (
                     batch,
                     prefill.total_ms,

@@ -906,6 +906,7 @@ impl<'a> Planner<'a> {
             Precision::Fp8 => by(1.0, 3),
             Precision::Mxfp8 => by(1.0 + 1.0 / 32.0, 3),
             Precision::Mxfp4 => by(0.5 + 1.0 / 32.0, 3),
+            Precision::Nvfp4 => by(0.5 + 1.0 / 16.0, 3),
             Precision::Bf16 => 0.0,
         };
         let reserve = rainier_perf::framework_reserve_gib(self.chip.family) * GIB;
@@ -1028,9 +1029,11 @@ impl<'a> Planner<'a> {
     /// (gradient, weight, fp32 master-or-state) bytes per parameter.
     fn bytes_per_param(&self) -> (f64, f64, f64) {
         match self.cfg.precision {
-            Precision::Bf16 | Precision::Fp8 | Precision::Mxfp8 | Precision::Mxfp4 => {
-                (2.0, 2.0, 4.0)
-            }
+            Precision::Bf16
+            | Precision::Fp8
+            | Precision::Mxfp8
+            | Precision::Mxfp4
+            | Precision::Nvfp4 => (2.0, 2.0, 4.0),
             Precision::AmpBf16 => (4.0, 4.0, 4.0),
         }
     }
@@ -1039,7 +1042,11 @@ impl<'a> Planner<'a> {
     /// when weights are kept in bf16.
     fn optimizer_state_bytes(&self) -> f64 {
         match self.cfg.precision {
-            Precision::Bf16 | Precision::Fp8 | Precision::Mxfp8 | Precision::Mxfp4 => 12.0,
+            Precision::Bf16
+            | Precision::Fp8
+            | Precision::Mxfp8
+            | Precision::Mxfp4
+            | Precision::Nvfp4 => 12.0,
             Precision::AmpBf16 => 8.0,
         }
     }
@@ -1130,6 +1137,7 @@ pub fn precision_name(p: Precision) -> &'static str {
         Precision::Fp8 => "fp8",
         Precision::Mxfp8 => "mxfp8",
         Precision::Mxfp4 => "mxfp4",
+        Precision::Nvfp4 => "nvfp4",
     }
 }
 

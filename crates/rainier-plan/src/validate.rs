@@ -195,6 +195,7 @@ fn validate_with(etas: Etas) -> Result<ValidationReport, String> {
                 "fp8" => Precision::Fp8,
                 "mxfp8" => Precision::Mxfp8,
                 "mxfp4" => Precision::Mxfp4,
+                "nvfp4" => Precision::Nvfp4,
                 other => return Err(format!("{}: unknown precision {other}", p.id)),
             },
             recompute: Recompute::None,
@@ -297,6 +298,7 @@ fn inference_points(p: &InferencePoint, catalog: &Catalog) -> Result<Vec<Validat
             "int8" => WeightFormat::Int8,
             "mxfp8" => WeightFormat::Mxfp8,
             "mxfp4" => WeightFormat::Mxfp4,
+            "nvfp4" => WeightFormat::Nvfp4,
             other => return Err(format!("{}: unknown weights {other}", p.id)),
         },
         kv: match p.kv.as_str() {

@@ -235,3 +235,29 @@ fn the_ultraserver_lets_tp_span_instances_where_it_pays() {
     assert!(r.plan.tp > 64, "tp {}", r.plan.tp);
     assert!(r.tpot_ms <= 30.0);
 }
+
+/// FP4 serving: NVFP4 on Blackwell at its catalog FP4 peak (prefill and decode faster than
+/// fp8, weights a quarter of bf16's plus scales); MXFP4 on Trainium3 from the simulated MX
+/// gemm; each refused where the chip lacks the format.
+#[test]
+fn fp4_serving_runs_where_the_chip_has_fp4_and_is_refused_elsewhere() {
+    let with = |chip: &str, tp: u64, weights| {
+        let cfg = ServeConfig { weights, ..one(4, tp, 1024, 256) };
+        serve(&model("llama3-70b"), &self::chip(chip), &cfg)
+    };
+    for (chip, tp, fp4) in [("b200", 4, WeightFormat::Nvfp4), ("trn3", 4, WeightFormat::Mxfp4)] {
+        let fp8 = with(chip, tp, WeightFormat::Fp8).expect("fp8");
+        let r = with(chip, tp, fp4).expect("fp4");
+        assert!(r.ttft_ms < fp8.ttft_ms && r.tpot_ms < fp8.tpot_ms, "{chip}: {r:?}");
+        let ratio = r.memory_gib_per_device.weights / fp8.memory_gib_per_device.weights;
+        assert!((0.5..0.6).contains(&ratio), "{chip}: weights {ratio}");
+    }
+    for (chip, weights) in [
+        ("h100", WeightFormat::Nvfp4),
+        ("trn2", WeightFormat::Mxfp4),
+        ("b200", WeightFormat::Mxfp4),
+    ] {
+        let err = with(chip, 4, weights).expect_err("no such format");
+        assert!(err.to_string().contains(" run"), "{chip}: {err}");
+    }
+}
