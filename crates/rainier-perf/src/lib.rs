@@ -220,7 +220,7 @@ pub struct CostModel {
     separate_fp8_casts: bool,
     /// NeuronCore GEMMs read int8 weight-only weights: below 128 tokens (weight-bound) the fp8
     /// rows of the tables, whose operands stream at one byte per value; bf16 rows above.
-    one_byte_weights: bool,
+    int8_weights: bool,
     /// The training precision (the MX ones read the tables' MX rows).
     precision: Precision,
 }
@@ -269,12 +269,13 @@ impl CostModel {
             Family::Tpu => (ceiling, 1, tpu_mxu_edge(&chip.name)),
             Family::Neuron => (ceiling, 1, 128),
         };
-        let neuron = match (chip.family, neuron_costs) {
-            (Family::Neuron, NeuronCosts::Tables) => {
-                let params = chip
-                    .neuron_params()
-                    .map_err(|message| TableError::Core { chip: chip.name.clone(), message })?;
-                Some(NeuronTable::for_params(&chip.name, &params, &|_, _| {})?)
+        let core = (chip.family == Family::Neuron)
+            .then(|| chip.neuron_params())
+            .transpose()
+            .map_err(|message| TableError::Core { chip: chip.name.clone(), message })?;
+        let neuron = match (&core, neuron_costs) {
+            (Some(params), NeuronCosts::Tables) => {
+                Some(NeuronTable::for_params(&chip.name, params, &|_, _| {})?)
             }
             _ => None,
         };
@@ -287,11 +288,9 @@ impl CostModel {
             )));
         }
         if precision.is_mx() {
-            let has_mx = chip.family == Family::Neuron
-                && neuron.is_none_or(|t| t.has_mx())
-                && chip
-                    .neuron_params()
-                    .is_ok_and(|p| p.core.generation >= rainier_arch::Generation::V4);
+            // The sweep times the MX gemm on NeuronCore-v4 cores only.
+            let has_mx =
+                core.as_ref().is_some_and(|p| p.core.generation >= rainier_arch::Generation::V4);
             if !has_mx {
                 return Err(PerfError::Unsupported(format!(
                     "MX precisions (mxfp8, mxfp4) run on NeuronCore-v4 chips (trn3, trn4): {} has no MX matmul in this model",
@@ -319,7 +318,7 @@ impl CostModel {
             cores_per_rank,
             step_efficiency: STEP_KERNEL_EFFICIENCY.value,
             separate_fp8_casts: true,
-            one_byte_weights: false,
+            int8_weights: false,
             precision,
         })
     }
@@ -333,8 +332,8 @@ impl CostModel {
     /// This model with one-byte weight-only (int8) GEMM weights on NeuronCores: weight-bound
     /// GEMMs (below 128 tokens) at the simulated fp8 rows, whose weights stream at one byte per
     /// value; larger ones compute in bf16 (the dequantize work is not counted).
-    pub fn with_one_byte_weights(self) -> CostModel {
-        CostModel { one_byte_weights: true, ..self }
+    pub fn with_int8_weights(self) -> CostModel {
+        CostModel { int8_weights: true, ..self }
     }
 
     /// This model with another in-step kernel efficiency (for calibration and what-ifs).
@@ -445,7 +444,7 @@ impl CostModel {
                     Precision::Mxfp8 => GemmOperands::Mxfp8,
                     Precision::Mxfp4 => GemmOperands::Mxfp4,
                     Precision::Fp8 => GemmOperands::Fp8,
-                    _ if self.one_byte_weights && m < 128 => GemmOperands::Fp8,
+                    _ if self.int8_weights && m < 128 => GemmOperands::Fp8,
                     _ => GemmOperands::Bf16,
                 };
                 table.gemm_seconds(m, n, k, op.flops, operands)

@@ -336,9 +336,9 @@ impl<'a> Server<'a> {
         // fp8, MX and NVFP4 select their GEMM rows by precision. int8 weight-only computes in
         // bf16: in decode its weight-bound GEMMs (below 128 tokens) stream one byte per
         // weight, as the fp8 rows do.
-        let cost = base.clone();
         let decode_cost =
-            (neuron && cfg.weights == WeightFormat::Int8).then(|| base.with_one_byte_weights());
+            (neuron && cfg.weights == WeightFormat::Int8).then(|| base.clone().with_int8_weights());
+        let cost = base;
         let weight_bytes = match cfg.weights {
             WeightFormat::Bf16 => 2.0,
             WeightFormat::Fp8 | WeightFormat::Int8 => 1.0,
@@ -369,10 +369,14 @@ impl<'a> Server<'a> {
         })
     }
 
+    /// Tokens of one request: its prompt and output.
+    fn request_len(&self) -> u64 {
+        self.cfg.input_len + self.cfg.output_len.max(1)
+    }
+
     /// The sequence length the graphs are compiled for (Neuron).
     fn compiled_seq(&self) -> u64 {
-        let request = self.cfg.input_len + self.cfg.output_len.max(1);
-        self.cfg.compiled_seq.unwrap_or_else(|| request.next_power_of_two())
+        self.cfg.compiled_seq.unwrap_or_else(|| self.request_len().next_power_of_two())
     }
 
     /// Tokens of K/V cache a sequence holds: the request, or on Neuron the compiled length
@@ -380,7 +384,7 @@ impl<'a> Server<'a> {
     fn kv_len(&self) -> u64 {
         match self.chip.family {
             Family::Neuron => self.compiled_seq(),
-            _ => self.cfg.input_len + self.cfg.output_len.max(1),
+            _ => self.request_len(),
         }
     }
 
@@ -850,10 +854,11 @@ pub(crate) fn check(model: &Model, cfg: &ServeConfig) -> Result<(), PlanError> {
         )));
     }
     if let Some(seq) = cfg.compiled_seq {
-        if seq < cfg.input_len + cfg.output_len || seq > 1 << 24 {
+        if seq < cfg.input_len + cfg.output_len || seq > model.max_positions {
             return Err(PlanError::Invalid(format!(
-                "--compiled-seq {seq} must hold a request (input-len + output-len = {}) and be at most 16777216",
-                cfg.input_len + cfg.output_len
+                "--compiled-seq {seq} must hold a request (input-len + output-len = {}) and stay within the model's max_position_embeddings ({})",
+                cfg.input_len + cfg.output_len,
+                model.max_positions
             )));
         }
     }
