@@ -54,7 +54,7 @@ pub(crate) const CHUNK_TOKENS: Assumption = Assumption {
 
 /// The named assumptions of the serving model.
 pub const SERVE_ASSUMPTIONS: &[Assumption] =
-    &[STEP_OVERHEAD_S, NEURON_LAYER_OVERHEAD_S, CHUNK_TOKENS];
+    &[STEP_OVERHEAD_S, NEURON_LAYER_OVERHEAD_S, CHUNK_TOKENS, NEURON_MIN_BUCKET];
 
 /// Weight format of the matmuls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -96,8 +96,12 @@ pub enum NeuronShapes {
     Static,
 }
 
-/// The smallest Neuron bucket (NxD Inference's automatic buckets start at 128 tokens).
-const NEURON_MIN_BUCKET: u64 = 128;
+/// The smallest Neuron bucket.
+pub(crate) const NEURON_MIN_BUCKET: Assumption = Assumption {
+    name: "serve.neuron_min_bucket",
+    value: 128.0,
+    why: "NxD Inference's automatic context-encoding and token-generation buckets are powers of two from 128 up to the compiled length (its feature guide, recalled: not in the project's corpus); range 64-512",
+};
 
 /// What the user asks for; `None` means "choose" (with `search`) or the default.
 #[derive(Debug, Clone, PartialEq)]
@@ -397,7 +401,9 @@ impl<'a> Server<'a> {
         let max = self.compiled_seq();
         match self.cfg.neuron_shapes {
             NeuronShapes::Static => max,
-            NeuronShapes::Buckets => len.max(NEURON_MIN_BUCKET).next_power_of_two().min(max),
+            NeuronShapes::Buckets => {
+                len.max(NEURON_MIN_BUCKET.value as u64).next_power_of_two().min(max)
+            }
         }
     }
 
