@@ -15,6 +15,7 @@ mod cases;
 mod compare;
 mod demo;
 mod kernel;
+mod models;
 mod plan;
 mod report;
 mod serve;
@@ -125,6 +126,17 @@ enum Command {
     Train(plan::TrainArgs),
     /// List the hardware catalog: chips, nodes, networks, prices and power, with sources.
     Chips(plan::ChipsArgs),
+    /// List the model presets with their layers, attention, experts, parameters (total and
+    /// active per token) and KV cache per token; --model describes one preset, config.json
+    /// or Hugging Face snapshot directory instead.
+    Models {
+        /// A preset name, a config.json, or a directory holding one.
+        #[arg(long)]
+        model: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Plan the same training job on every chip kind in the catalog, each with its own best
     /// plan (a full search), and print time to train, MFU, $/M tokens, total cost, energy,
     /// facility power and goodput side by side with the price sources. With no arguments:
@@ -414,6 +426,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(args) => plan::train(&args),
         Command::Chips(args) => plan::chips(&args),
+        Command::Models { model, json } => models::run(model.as_deref(), json),
         Command::Compare(args) => compare::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Validate { json } => plan::validate_cmd(json),

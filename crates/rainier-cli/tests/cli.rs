@@ -1417,3 +1417,67 @@ fn validate_runs_the_published_commands() {
     ]);
     assert_clean_error(&o, "@models/nope.json: no such validation model");
 }
+
+/// `rainier models` lists every preset with its counts; the new families run in `train` and
+/// `serve`, whose JSON carries the model's total and active parameters.
+#[test]
+fn model_families_list_train_and_serve() {
+    let out = rainier(&["models", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let list = list.as_array().expect("a list");
+    assert_eq!(list.len(), rainier_model::PRESETS.len());
+    let deepseek = list.iter().find(|m| m["name"] == "deepseek-v3").expect("deepseek-v3");
+    assert_eq!(deepseek["latent_attention"], true);
+    assert_eq!(deepseek["moe_layers"], 58);
+    let text_out = rainier(&["models"]);
+    assert!(text(&text_out.stdout).contains("gpt-oss-120b"), "{}", text(&text_out.stdout));
+    let one = rainier(&["models", "--model", "crates/rainier-model/presets/qwen3-32b.json"]);
+    assert!(one.status.success() && text(&one.stdout).contains("qwen3"), "{}", text(&one.stderr));
+
+    let train = rainier(&[
+        "train",
+        "--model",
+        "gpt-oss-20b",
+        "--chip",
+        "trn2",
+        "--chips",
+        "16",
+        "--seq",
+        "4096",
+        "--global-batch",
+        "64",
+        "--json",
+    ]);
+    assert!(train.status.success(), "{}", text(&train.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&train.stdout).expect("json");
+    assert_eq!(
+        r["model_parameters"],
+        rainier_model::Model::preset("gpt-oss-20b").expect("p").params().total()
+    );
+    let active = r["active_parameters_per_token"].as_u64().expect("active");
+    assert!((3.60e9..3.62e9).contains(&(active as f64)), "{active}");
+    assert!(r["mfu"].as_f64().expect("mfu") > 0.0);
+    let serve = rainier(&[
+        "serve",
+        "--model",
+        "deepseek-v3",
+        "--chip",
+        "h200",
+        "--chips",
+        "8",
+        "--weights",
+        "fp8",
+        "--tp",
+        "8",
+        "--input-len",
+        "1024",
+        "--output-len",
+        "128",
+        "--json",
+    ]);
+    assert!(serve.status.success(), "{}", text(&serve.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&serve.stdout).expect("json");
+    assert!(r["model_parameters"].as_u64().expect("total") > 670_000_000_000);
+    assert!(r["tpot_ms"].as_f64().expect("tpot") > 0.0);
+}

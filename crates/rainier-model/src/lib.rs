@@ -15,7 +15,9 @@
 mod config;
 mod ops;
 
-pub use config::{Mlp, Model, ModelError, Moe, Norm, Positions, PRESETS, SUPPORTED_MODEL_TYPES};
+pub use config::{
+    LayerGroup, Mla, Mlp, Model, ModelError, Moe, Norm, Positions, PRESETS, SUPPORTED_MODEL_TYPES,
+};
 pub use ops::{Batch, InferenceFormats, LayerOps, MemKind, Op, OpKind, Pass, Recompute, ACT_BYTES};
 
 /// Parameter counts of a [`Model`], in parameters (not bytes).
@@ -25,19 +27,30 @@ pub struct ParamCount {
     pub embedding: u64,
     /// Learned position embeddings (GPT-2 style), 0 with RoPE.
     pub positions: u64,
-    /// One transformer layer, every expert included.
-    pub per_layer: u64,
-    /// One transformer layer as one token sees it: `top_k` of the experts.
-    pub per_layer_active: u64,
+    /// Every transformer layer, every expert included.
+    pub layers: u64,
+    /// Every transformer layer as one token sees it: `top_k` of the routed experts.
+    pub layers_active: u64,
+    /// The routed experts' part of `layers` (what expert parallelism shards).
+    pub experts: u64,
     /// The LM head if it is not tied to the embedding (else 0: it shares `embedding`).
     pub lm_head: u64,
     /// The final norm.
     pub final_norm: u64,
+    /// Multi-token-prediction modules (outside the model's published size and `total`).
+    pub mtp: u64,
 }
 
 impl ParamCount {
     /// Every parameter stored: what weights, gradients and optimizer states are sized by.
-    pub fn total(&self, layers: u64) -> u64 {
-        self.embedding + self.positions + self.per_layer * layers + self.lm_head + self.final_norm
+    pub fn total(&self) -> u64 {
+        self.embedding + self.positions + self.layers + self.lm_head + self.final_norm
+    }
+
+    /// Parameters one token's forward pass uses, the embedding row included (the convention
+    /// of Qwen's and Meta's "active parameters"; [`crate::Model::matmul_params_active`]
+    /// leaves the embedding out, as OpenAI's and DeepSeek's counts do).
+    pub fn active_with_embedding(&self) -> u64 {
+        self.embedding + self.positions + self.layers_active + self.lm_head + self.final_norm
     }
 }

@@ -130,10 +130,13 @@ impl LayerOps {
 }
 
 impl Model {
-    /// The ops of one transformer layer on one tensor-parallel rank. Backward GEMMs are the
-    /// two products (input and weight gradients); attention backward is flash's five
-    /// matmuls (2.5× the forward FLOPs, the recomputed `QKᵀ` included); a memory-bound op's
-    /// backward moves its inputs, output gradient and input gradients.
+    /// The ops of one transformer layer on one tensor-parallel rank, as the top-level fields
+    /// describe it (for a model whose layers differ, call this on each of its
+    /// [variants](Model::variants)). Backward GEMMs are the two products (input and weight
+    /// gradients); attention backward is flash's five matmuls (2.5× the forward FLOPs, the
+    /// recomputed `QKᵀ` included); a memory-bound op's backward moves its inputs, output
+    /// gradient and input gradients. MLA runs in its training form: keys and values expanded
+    /// from the latent per head, the latent projections replicated on every TP rank.
     pub fn layer_ops(&self, b: Batch) -> LayerOps {
         let tp = b.tp.max(1);
         let t = b.tokens();
@@ -144,20 +147,43 @@ impl Model {
         let kv_heads = self.kv_heads.div_ceil(tp).max(1);
         let q_width = heads * self.head_dim;
         let kv_width = kv_heads * self.head_dim;
-        let ffn = self.ffn.div_ceil(tp);
+        let out_width = heads * self.v_head_dim();
+        let ffn = self.moe.map_or(self.ffn, |m| m.expert_ffn).div_ceil(tp);
         let norm = MemKind::Norm(self.norm);
         let mut ops = LayerOps::default();
 
         // Norm: read x, write y; backward reads x and dy, writes dx.
         ops.memory("input_norm", norm, 2 * t_sp * h * ACT_BYTES, 1.5);
-        ops.gemm("qkv_proj", t, q_width + 2 * kv_width, h, 1);
+        let rope_width = match self.mla {
+            None => {
+                ops.gemm("qkv_proj", t, q_width + 2 * kv_width, h, 1);
+                q_width + kv_width
+            }
+            Some(a) => {
+                let latents = match a.q_lora_rank {
+                    Some(r) => {
+                        ops.gemm("q_down", t, r, h, 1);
+                        ops.gemm("q_up", t, q_width, r, 1);
+                        r + a.kv_lora_rank
+                    }
+                    None => {
+                        ops.gemm("q_proj", t, q_width, h, 1);
+                        a.kv_lora_rank
+                    }
+                };
+                ops.gemm("kv_down", t, a.kv_lora_rank + a.qk_rope_dim, h, 1);
+                ops.memory("latent_norm", norm, 2 * t * latents * ACT_BYTES, 1.5);
+                ops.gemm("kv_up", t, heads * (a.qk_nope_dim + a.v_dim), a.kv_lora_rank, 1);
+                (heads + 1) * a.qk_rope_dim
+            }
+        };
         if self.positions == crate::Positions::Rope {
-            ops.memory("rope", MemKind::Rope, 2 * t * (q_width + kv_width) * ACT_BYTES, 1.0);
+            ops.memory("rope", MemKind::Rope, 2 * t * rope_width * ACT_BYTES, 1.0);
         }
         let (fwd, bwd) = self.attention_ops(b.sequences, heads, b.seq, b.cp.max(1));
         ops.forward.push(fwd);
         ops.backward.push(bwd);
-        ops.gemm("out_proj", t, h, q_width, 1);
+        ops.gemm("out_proj", t, h, out_width, 1);
         ops.memory("residual_add", MemKind::Add, 3 * t_sp * h * ACT_BYTES, 1.0);
         ops.memory("post_norm", norm, 2 * t_sp * h * ACT_BYTES, 1.5);
 
@@ -203,6 +229,22 @@ impl Model {
                     act_backward,
                 );
                 ops.gemm("experts_down", per_expert, h, ffn, local_experts);
+                if moe.shared_ffn > 0 {
+                    // Shared experts: a dense MLP every token passes through, split by TP.
+                    let shared = moe.shared_ffn.div_ceil(tp);
+                    let shared_up = match self.mlp {
+                        Mlp::SwiGlu => 2 * shared,
+                        Mlp::Gelu => shared,
+                    };
+                    ops.gemm("shared_up", t, shared_up, h, 1);
+                    ops.memory(
+                        "shared_act",
+                        MemKind::Activation(self.mlp),
+                        act_bytes * t * shared * ACT_BYTES,
+                        act_backward,
+                    );
+                    ops.gemm("shared_down", t, h, shared, 1);
+                }
             }
         }
         ops.memory("residual_add", MemKind::Add, 3 * t_sp * h * ACT_BYTES, 1.0);
@@ -215,9 +257,12 @@ impl Model {
     fn attention_ops(&self, sequences: u64, heads: u64, seq: u64, cp: u64) -> (Op, Op) {
         let d = self.head_dim;
         let queries = seq.div_ceil(cp);
-        // QKᵀ and PV: 2 matmuls of 2·d FLOPs per (query, key) pair.
+        // QKᵀ and PV: 2·d_qk + 2·d_v FLOPs per (query, key) pair.
         let pairs = (sequences * heads * queries) as f64 * self.mean_context(seq);
-        let flops = 4.0 * pairs * d as f64;
+        let flops = match self.mla {
+            None => 4.0 * pairs * d as f64,
+            Some(a) => 2.0 * pairs * (d + a.v_dim) as f64,
+        };
         // Reads q, k, v, writes o (k, v shared by a group's heads: counted per q head, an
         // upper bound that only matters where attention is memory-bound).
         let bytes = (4 * sequences * heads * queries * d * ACT_BYTES) as f64;
@@ -278,10 +323,41 @@ pub struct InferenceFormats {
 }
 
 impl Model {
-    /// KV-cache bytes per token of context for the whole model (every layer, K and V, all
-    /// KV heads: grouped-query attention stores `kv_heads`, not `heads`).
+    /// KV-cache bytes per token of context for the whole model, before any window caps the
+    /// context (every layer, K and V, all KV heads: grouped-query attention stores
+    /// `kv_heads`, not `heads`; MLA stores its latent and rope key).
     pub fn kv_bytes_per_token(&self, kv_bytes: f64) -> f64 {
-        (self.layers * 2 * self.kv_heads * self.head_dim) as f64 * kv_bytes
+        let elements: u64 =
+            self.variants().iter().map(|(count, v)| count * v.kv_elements_per_layer(1)).sum();
+        elements as f64 * kv_bytes
+    }
+
+    /// Cached elements per token of one layer on one of `tp` ranks: K and V of the rank's KV
+    /// heads, or MLA's latent and rope key (every rank holds them whole).
+    pub fn kv_elements_per_layer(&self, tp: u64) -> u64 {
+        match self.mla {
+            None => 2 * self.kv_heads.div_ceil(tp.max(1)).max(1) * self.head_dim,
+            Some(a) => a.kv_lora_rank + a.qk_rope_dim,
+        }
+    }
+
+    /// Tokens of a `context`-token sequence a layer keeps cached: all of them, the last
+    /// `w` under a sliding window, the current chunk's under chunked attention (at most `c`).
+    pub fn cached_context(&self, context: f64) -> f64 {
+        match (self.sliding_window, self.attention_chunk) {
+            (Some(w), _) => context.min(w as f64),
+            (_, Some(c)) => context.min(c as f64),
+            _ => context,
+        }
+    }
+
+    /// Keys a decoding query at `context` attends to: the cached context, or half a chunk on
+    /// average once the context passes a chunk (the position within the chunk is uniform).
+    fn attended_context(&self, context: f64) -> f64 {
+        match self.attention_chunk {
+            Some(c) if context > c as f64 => c as f64 / 2.0,
+            _ => self.cached_context(context),
+        }
     }
 
     /// Forward ops of one layer for a prefill of `b` (the whole prompt of every sequence),
@@ -300,18 +376,25 @@ impl Model {
     /// core), GEMMs with `m = sequences` reading every weight once.
     pub fn decode_layer_ops(&self, b: Batch, context: f64, formats: InferenceFormats) -> Vec<Op> {
         let step = Batch { seq: 1, cp: 1, ..b };
-        let kv_heads = self.kv_heads.div_ceil(step.tp.max(1)).max(1);
         let heads = self.heads.div_ceil(step.tp.max(1));
-        // A sliding window caps what each query reads.
-        let context = self.sliding_window.map_or(context, |w| context.min(w as f64));
-        let cache = step.sequences as f64 * context * (2 * kv_heads * self.head_dim) as f64;
+        // A sliding window or a chunk caps what each query reads.
+        let context = self.attended_context(context);
+        let cache = step.sequences as f64 * context * self.kv_elements_per_layer(step.tp) as f64;
         self.layer_ops(step)
             .forward
             .into_iter()
             .map(|mut op| {
                 if matches!(op.kind, OpKind::Attention { .. }) {
-                    // q·Kᵀ and p·V for one query per head over the context.
-                    op.flops = 4.0 * (step.sequences * heads * self.head_dim) as f64 * context;
+                    // q·Kᵀ and p·V for one query per head over the context; MLA absorbs
+                    // the key and value expansions into q and the output, so each head
+                    // scores against the latent and rope key and sums latents.
+                    op.flops = match self.mla {
+                        None => 4.0 * (step.sequences * heads * self.head_dim) as f64 * context,
+                        Some(a) => {
+                            let per_key = 2 * (2 * a.kv_lora_rank + a.qk_rope_dim);
+                            (step.sequences * heads * per_key) as f64 * context
+                        }
+                    };
                     op.bytes = cache * formats.kv_bytes
                         + (2 * step.sequences * heads * self.head_dim * ACT_BYTES) as f64;
                     op.kind = OpKind::Memory { kind: MemKind::KvCache };
@@ -382,8 +465,12 @@ impl Model {
         let h = self.hidden;
         let heads = self.heads.div_ceil(tp);
         let q_width = heads * self.head_dim;
-        let kv_width = self.kv_heads.div_ceil(tp).max(1) * self.head_dim;
-        let ffn = self.ffn.div_ceil(tp);
+        let kv_heads = self.kv_heads.div_ceil(tp).max(1);
+        // K and V (V of MLA's `v_head_dim`), and MLA's latents.
+        let kv_width = kv_heads * (self.head_dim + self.v_head_dim());
+        let latents =
+            self.mla.map_or(0, |a| a.q_lora_rank.unwrap_or(0) + a.kv_lora_rank + a.qk_rope_dim);
+        let ffn = self.moe.map_or(self.ffn, |m| m.expert_ffn).div_ceil(tp);
         let layer_input = t_sp * h * ACT_BYTES;
         if recompute == Recompute::Full {
             return layer_input as f64;
@@ -391,8 +478,8 @@ impl Model {
         // Attention block: layer input, norm output, q/k/v, output and its fp32 logsumexp.
         let attention = layer_input
             + t_sp * h * ACT_BYTES
-            + t * (q_width + 2 * kv_width) * ACT_BYTES
-            + t * q_width * ACT_BYTES
+            + t * (q_width + kv_width + latents) * ACT_BYTES
+            + t * heads * self.v_head_dim() * ACT_BYTES
             + t * heads * 4;
         // MLP block: residual stream (norm input), norm output, activation input, and the
         // activation output unless recomputed.
@@ -404,13 +491,26 @@ impl Model {
             None => (t, 0),
             Some(moe) => (t * moe.top_k, t * moe.experts * 4),
         };
-        let act_out =
-            if recompute == Recompute::Selective { 0 } else { mlp_tokens * ffn * ACT_BYTES };
+        let kept_out = |tokens: u64, width: u64| {
+            if recompute == Recompute::Selective {
+                0
+            } else {
+                tokens * width * ACT_BYTES
+            }
+        };
+        let act_out = kept_out(mlp_tokens, ffn);
+        // Shared experts keep their activation input (and output) for every token.
+        let shared = self.moe.map_or(0, |m| {
+            let width = m.shared_ffn.div_ceil(tp);
+            let up = if self.mlp == Mlp::SwiGlu { 2 * width } else { width };
+            t * up * ACT_BYTES + kept_out(t, width)
+        });
         let mlp = 2 * t_sp * h * ACT_BYTES
             + router
             + if self.moe.is_some() { mlp_tokens * h * ACT_BYTES } else { 0 }
             + mlp_tokens * up_width * ACT_BYTES
-            + act_out;
+            + act_out
+            + shared;
         (attention + mlp) as f64
     }
 }

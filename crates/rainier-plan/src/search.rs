@@ -109,8 +109,9 @@ fn divisors(n: u64) -> Vec<u64> {
 }
 
 /// Best plan among those a practitioner would try: TP a power of two inside one node or
-/// instance, PP a power of two dividing the layers, micro-batches 1, 2, 4, the config's
-/// CP/EP/VPP (default 1), recompute and ZeRO. The fastest that fits, else the smallest.
+/// instance, PP a power of two dividing the layers, micro-batches 1, 2, 4, for MoE models EP
+/// a power of two dividing the experts, the config's CP/VPP (default 1), recompute and ZeRO.
+/// The fastest that fits, else the smallest.
 pub(crate) fn choose(planner: &Planner) -> Result<TrainReport, PlanError> {
     let (model, cfg, chip) = (planner.model, planner.cfg, planner.chip);
     let node = u64::from(chip.node.chips) * u64::from(planner.per_chip);
@@ -121,7 +122,13 @@ pub(crate) fn choose(planner: &Planner) -> Result<TrainReport, PlanError> {
             |t| vec![t],
         ),
         cps: vec![cfg.cp.unwrap_or(1)],
-        eps: vec![cfg.ep.unwrap_or(1)],
+        eps: cfg.ep.map_or_else(
+            || match model.moe {
+                Some(moe) => powers(moe.experts).filter(|ep| moe.experts % ep == 0).collect(),
+                None => vec![1],
+            },
+            |e| vec![e],
+        ),
         pps: cfg.pp.map_or_else(
             || powers(model.layers).filter(|pp| model.layers % pp == 0).collect(),
             |p| vec![p],

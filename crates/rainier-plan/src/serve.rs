@@ -219,6 +219,11 @@ pub struct StepBreakdown {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServeReport {
     pub model: String,
+    /// Every parameter stored (the model card's total; DeepSeek's MTP modules aside).
+    pub model_parameters: u64,
+    /// Parameters a token's matmuls use: the active layers and the LM head, without the
+    /// embedding lookup.
+    pub active_parameters_per_token: u64,
     pub chip: String,
     pub chips: u64,
     pub input_len: u64,
@@ -254,6 +259,8 @@ pub struct ServeReport {
 /// Serving cost model of one plan.
 struct Server<'a> {
     model: &'a Model,
+    /// The model's layer kinds, each as a uniform model (`Model::variants`).
+    variants: Vec<(u64, Model)>,
     chip: &'a Chip,
     cfg: &'a ServeConfig,
     per_chip: u32,
@@ -358,6 +365,7 @@ impl<'a> Server<'a> {
         };
         Ok(Server {
             model,
+            variants: model.variants(),
             chip,
             cfg,
             per_chip,
@@ -430,18 +438,30 @@ impl<'a> Server<'a> {
         Batch { sequences, seq, tp: self.tp, cp: 1, ep: self.ep }
     }
 
-    /// Time of a forward step over every layer (the replica's stages in turn) for `ops` of one
-    /// layer, with `tokens` activations crossing TP all-reduces and stage boundaries, plus the
-    /// last stage's sampling for `sequences`.
-    fn step(&self, layer: &[Op], tokens: u64, sequences: u64, decode: bool) -> StepBreakdown {
+    /// `(count, ops of one such layer)` for each of the model's layer kinds.
+    fn layer_ops(&self, ops: impl Fn(&Model) -> Vec<Op>) -> Vec<(u64, Vec<Op>)> {
+        self.variants.iter().map(|(count, variant)| (*count, ops(variant))).collect()
+    }
+
+    /// Time of a forward step over every layer (the replica's stages in turn) for the ops of
+    /// each kind of layer, with `tokens` activations crossing TP all-reduces and stage
+    /// boundaries, plus the last stage's sampling for `sequences`.
+    fn step(
+        &self,
+        kinds: &[(u64, Vec<Op>)],
+        tokens: u64,
+        sequences: u64,
+        decode: bool,
+    ) -> StepBreakdown {
         let model = self.model;
         let cost =
             if decode { self.decode_cost.as_ref().unwrap_or(&self.cost) } else { &self.cost };
         let layers = model.layers as f64;
         let (mut gemm, mut attention, mut other) = (0.0, 0.0, 0.0);
-        for op in layer.iter().chain(&model.sampling_ops(sequences, self.tp, self.formats)) {
-            let last = op.name == "lm_head" || op.name == "final_norm";
-            let t = cost.op_seconds(op) * if last { 1.0 } else { layers };
+        let sampling = model.sampling_ops(sequences, self.tp, self.formats);
+        let per_layer = kinds.iter().flat_map(|(count, ops)| ops.iter().map(|op| (*count, op)));
+        for (count, op) in per_layer.chain(sampling.iter().map(|op| (1, op))) {
+            let t = cost.op_seconds(op) * count as f64;
             match op.kind {
                 OpKind::Gemm { .. } => gemm += t,
                 OpKind::Attention { .. }
@@ -472,7 +492,7 @@ impl<'a> Server<'a> {
                 Group { size: self.ep, stride: self.tp * self.pp },
                 1.0,
             );
-            comm += 2.0 * layers * a2a;
+            comm += 2.0 * model.moe_layers() as f64 * a2a;
         }
         let per_layer =
             if self.chip.family == Family::Neuron { NEURON_LAYER_OVERHEAD_S.value } else { 0.0 };
@@ -490,13 +510,14 @@ impl<'a> Server<'a> {
 
     fn prefill(&self, sequences: u64, tokens_per_sequence: u64) -> StepBreakdown {
         let b = self.batch(sequences, tokens_per_sequence);
-        let layer = self.model.prefill_layer_ops(b, self.formats);
-        self.step(&layer, b.tokens(), sequences, false)
+        let kinds = self.layer_ops(|m| m.prefill_layer_ops(b, self.formats));
+        self.step(&kinds, b.tokens(), sequences, false)
     }
 
     fn decode(&self, sequences: u64, context: f64) -> StepBreakdown {
-        let layer = self.model.decode_layer_ops(self.batch(sequences, 1), context, self.formats);
-        self.step(&layer, sequences, sequences, true)
+        let b = self.batch(sequences, 1);
+        let kinds = self.layer_ops(|m| m.decode_layer_ops(b, context, self.formats));
+        self.step(&kinds, sequences, sequences, true)
     }
 
     /// A decode step of `sequences` that also prefills `chunk` prompt tokens (chunked prefill:
@@ -510,8 +531,9 @@ impl<'a> Server<'a> {
         let tokens = sequences + chunk.ceil() as u64;
         let prompt = self.cfg.input_len.max(1);
         let completed = (chunk / prompt as f64).ceil() as u64;
-        let layer = self.model.decode_layer_ops(self.batch(tokens, 1), context, self.formats);
-        let combined = self.step(&layer, tokens, sequences + completed, true);
+        let b = self.batch(tokens, 1);
+        let kinds = self.layer_ops(|m| m.decode_layer_ops(b, context, self.formats));
+        let combined = self.step(&kinds, tokens, sequences + completed, true);
         let chunk_attention = self.prefill(1, prompt).attention_ms * chunk / prompt as f64;
         let attention = decode.attention_ms + chunk_attention;
         StepBreakdown {
@@ -529,15 +551,13 @@ impl<'a> Server<'a> {
         let p = m.params();
         let (tp, wb) = (self.tp, self.formats.weight_bytes);
         let h = m.hidden;
-        let heads = m.heads.div_ceil(tp);
-        let kv = m.kv_heads.div_ceil(tp).max(1);
-        let attention = (2 * heads + 2 * kv) * m.head_dim * h;
-        let mlp = m.mlp_matrices() * h * m.ffn.div_ceil(tp);
-        let (local_experts, router) = match m.moe {
-            Some(moe) => (moe.experts.div_ceil(self.ep) as f64, h * moe.experts),
-            None => (1.0, 0),
-        };
-        let layer = (attention + router) as f64 + local_experts * mlp as f64;
+        // The mean layer (a stage of a model whose layers differ holds its share of each).
+        let layer = self
+            .variants
+            .iter()
+            .map(|(count, v)| *count as f64 * self.layer_weights(v))
+            .sum::<f64>()
+            / m.layers as f64;
         let layers = m.layers.div_ceil(self.pp) as f64;
         // The embedding table stays bf16 (a lookup); an untied LM head is a quantized GEMM.
         let embedding = (p.embedding + p.positions) as f64 / tp as f64 * ACT_BYTES as f64;
@@ -553,14 +573,51 @@ impl<'a> Server<'a> {
         (weights, reserve)
     }
 
-    /// KV-cache bytes per rank of one sequence at `context` tokens (a sliding window caps it).
+    /// Weights of one layer of a uniform model on one rank, in parameters: heads and MLP
+    /// widths padded to a multiple of TP, `experts/ep` routed experts, MLA's latent
+    /// projections and the router whole on every rank.
+    fn layer_weights(&self, v: &Model) -> f64 {
+        let (tp, h) = (self.tp, v.hidden);
+        let heads = v.heads.div_ceil(tp);
+        let attention = match v.mla {
+            None => (2 * heads + 2 * v.kv_heads.div_ceil(tp).max(1)) * v.head_dim * h,
+            Some(a) => {
+                let q = match a.q_lora_rank {
+                    Some(r) => h * r + r * heads * v.head_dim,
+                    None => h * heads * v.head_dim,
+                };
+                q + h * (a.kv_lora_rank + a.qk_rope_dim)
+                    + a.kv_lora_rank * heads * (a.qk_nope_dim + a.v_dim)
+                    + heads * a.v_dim * h
+            }
+        };
+        let mlp = |ffn: u64| v.mlp_matrices() * h * ffn.div_ceil(tp);
+        match v.moe {
+            None => attention as f64 + mlp(v.ffn) as f64,
+            Some(moe) => {
+                let shared = if moe.shared_ffn > 0 { mlp(moe.shared_ffn) } else { 0 };
+                (attention + h * moe.experts + shared) as f64
+                    + moe.experts.div_ceil(self.ep) as f64 * mlp(moe.expert_ffn) as f64
+            }
+        }
+    }
+
+    /// KV-cache bytes per rank of one sequence at `context` tokens (a sliding window or an
+    /// attention chunk caps what a layer keeps).
     fn kv_per_sequence(&self, context: f64) -> f64 {
         let m = self.model;
-        let ctx = m.sliding_window.map_or(context, |w| context.min(w as f64));
-        let kv_heads = m.kv_heads.div_ceil(self.tp).max(1);
-        ctx * m.layers.div_ceil(self.pp) as f64
-            * (2 * kv_heads * m.head_dim) as f64
-            * self.formats.kv_bytes
+        let stage_layers = m.layers.div_ceil(self.pp) as f64;
+        self.variants
+            .iter()
+            .map(|(count, v)| {
+                let share = *count as f64 / m.layers as f64;
+                v.cached_context(context)
+                    * stage_layers
+                    * v.kv_elements_per_layer(self.tp) as f64
+                    * self.formats.kv_bytes
+                    * share
+            })
+            .sum()
     }
 
     fn capacity(&self) -> f64 {
@@ -571,7 +628,9 @@ impl<'a> Server<'a> {
     /// `sequences`, bytes per rank.
     fn workspace(&self, tokens: f64, sequences: f64) -> f64 {
         let m = self.model;
-        let width = (m.hidden + 2 * m.ffn.div_ceil(self.tp)) as f64;
+        let widest = |v: &Model| v.moe.map_or(v.ffn, |moe| moe.expert_ffn.max(moe.shared_ffn));
+        let ffn = self.variants.iter().map(|(_, v)| widest(v)).max().unwrap_or(m.ffn);
+        let width = (m.hidden + 2 * ffn.div_ceil(self.tp)) as f64;
         tokens * width * ACT_BYTES as f64 + sequences * m.vocab.div_ceil(self.tp) as f64 * 4.0
     }
 
@@ -752,6 +811,8 @@ impl<'a> Server<'a> {
         let total = weights + kv + workspace + reserve;
         ServeReport {
             model: model.name.clone(),
+            model_parameters: model.params().total(),
+            active_parameters_per_token: model.matmul_params_active(),
             chip: chip.name.clone(),
             chips: cfg.chips,
             input_len: input,

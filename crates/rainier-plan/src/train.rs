@@ -224,6 +224,11 @@ pub struct Breakdown {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrainReport {
     pub model: String,
+    /// Every parameter stored (the model card's total; DeepSeek's MTP modules aside).
+    pub model_parameters: u64,
+    /// Parameters a token's matmuls use: the active layers and the LM head, without the
+    /// embedding lookup (the `N` of `6·N`).
+    pub active_parameters_per_token: u64,
     pub chip: String,
     pub chips: u64,
     pub seq: u64,
@@ -457,6 +462,20 @@ pub(crate) struct LayerCosts {
     /// Ring-attention K/V transfers of one layer, forward and backward.
     cp_fwd: f64,
     cp_bwd: f64,
+    /// The fraction of layers that are MoE (and run expert-parallel all-to-alls).
+    moe_share: f64,
+}
+
+/// One layer kind's share of [`LayerCosts`].
+#[derive(Default)]
+struct VariantCosts {
+    forward: f64,
+    backward: f64,
+    tp_gemms: f64,
+    activation: f64,
+    attention_forward: f64,
+    attention_backward: f64,
+    act_bytes: [f64; 3],
 }
 
 /// A plan's numbers, before they become a report.
@@ -508,14 +527,11 @@ impl<'a> Planner<'a> {
             cost = cost.with_step_efficiency(eta);
         }
         let topology = Topology::new(chip, per_chip, &cfg.datacenter);
+        // Per layer on average (models whose layers differ hold their experts unevenly:
+        // stages are sized by the mean layer).
         let p = model.params();
-        let expert_per_layer = match model.moe {
-            Some(moe) if moe.experts > moe.top_k => {
-                (p.per_layer - p.per_layer_active) as f64 / (moe.experts - moe.top_k) as f64
-                    * moe.experts as f64
-            }
-            _ => 0.0,
-        };
+        let layers = model.layers as f64;
+        let expert_per_layer = p.experts as f64 / layers;
         Ok(Planner {
             model,
             chip,
@@ -525,7 +541,7 @@ impl<'a> Planner<'a> {
             framework,
             cost,
             topology,
-            dense_per_layer: p.per_layer as f64 - expert_per_layer,
+            dense_per_layer: p.layers as f64 / layers - expert_per_layer,
             expert_per_layer,
         })
     }
@@ -635,35 +651,31 @@ impl<'a> Planner<'a> {
     }
 
     /// Layer and end costs for one micro-batch at `tp`, `cp`, `ep`: the expensive part of a
-    /// plan (op costs), shared by every plan with these degrees.
+    /// plan (op costs), shared by every plan with these degrees. A model whose layers differ
+    /// gets the mean of its layer kinds, weighted by their counts.
     pub(crate) fn layer_costs(&self, tp: u64, cp: u64, ep: u64, mb: u64) -> LayerCosts {
         let (model, cost) = (self.model, &self.cost);
         let batch = Batch { sequences: mb, seq: self.cfg.seq, tp, cp, ep };
-        let layer = model.layer_ops(batch);
         let time =
             |ops: &[rainier_model::Op]| ops.iter().map(|op| cost.op_seconds(op)).sum::<f64>();
         let (mut layer_fwd, mut layer_bwd, mut tp_gemms, mut activation) = (0.0, 0.0, 0.0, 0.0);
         let (mut attention_fwd, mut attention_bwd) = (0.0, 0.0);
-        for op in layer.forward.iter().chain(&layer.backward) {
-            let t = cost.op_seconds(op);
-            match op.pass {
-                Pass::Forward => layer_fwd += t,
-                Pass::Backward => layer_bwd += t,
-            }
-            match op.kind {
-                OpKind::Gemm { .. } if op.name != "router" => tp_gemms += t,
-                OpKind::Attention { backward: false, .. } => attention_fwd += t,
-                OpKind::Attention { backward: true, .. } => attention_bwd += t,
-                _ => {}
-            }
-            if op.pass == Pass::Forward && op.name.ends_with("_act") {
-                activation += t;
+        let mut act_bytes = [0.0; 3];
+        for (count, variant) in model.variants() {
+            let share = count as f64 / model.layers as f64;
+            let v = self.variant_costs(&variant, batch);
+            layer_fwd += share * v.forward;
+            layer_bwd += share * v.backward;
+            tp_gemms += share * v.tp_gemms;
+            activation += share * v.activation;
+            attention_fwd += share * v.attention_forward;
+            attention_bwd += share * v.attention_backward;
+            for (total, bytes) in act_bytes.iter_mut().zip(v.act_bytes) {
+                *total += share * bytes;
             }
         }
         let head = model.head_ops(batch);
         let embedding = model.embedding_ops(batch);
-        let act_bytes = [Recompute::None, Recompute::Selective, Recompute::Full]
-            .map(|r| model.activation_bytes_per_layer(batch, r));
         // Sequence parallelism: per layer and pass, all-gathers before the attention and the
         // MLP and reduce-scatters after them.
         let tp_pass = if tp > 1 {
@@ -678,9 +690,8 @@ impl<'a> Planner<'a> {
         // (forward), and K, V and their gradients (backward).
         let (cp_fwd, cp_bwd) = if cp > 1 {
             let kv = (batch.tokens()
-                * 2
                 * model.kv_heads.div_ceil(tp).max(1)
-                * model.head_dim
+                * (model.head_dim + model.v_head_dim())
                 * ACT_BYTES) as f64;
             let send = self.topology.seconds(
                 CollectiveKind::SendRecv,
@@ -708,7 +719,33 @@ impl<'a> Planner<'a> {
             tp_pass,
             cp_fwd,
             cp_bwd,
+            moe_share: model.moe_layers() as f64 / model.layers as f64,
         }
+    }
+
+    /// Op times of one layer of a uniform model (one of [`Model::variants`]).
+    fn variant_costs(&self, model: &Model, batch: Batch) -> VariantCosts {
+        let mut v = VariantCosts::default();
+        let layer = model.layer_ops(batch);
+        for op in layer.forward.iter().chain(&layer.backward) {
+            let t = self.cost.op_seconds(op);
+            match op.pass {
+                Pass::Forward => v.forward += t,
+                Pass::Backward => v.backward += t,
+            }
+            match op.kind {
+                OpKind::Gemm { .. } if op.name != "router" => v.tp_gemms += t,
+                OpKind::Attention { backward: false, .. } => v.attention_forward += t,
+                OpKind::Attention { backward: true, .. } => v.attention_backward += t,
+                _ => {}
+            }
+            if op.pass == Pass::Forward && op.name.ends_with("_act") {
+                v.activation += t;
+            }
+        }
+        v.act_bytes = [Recompute::None, Recompute::Selective, Recompute::Full]
+            .map(|r| model.activation_bytes_per_layer(batch, r));
+        v
     }
 
     /// Stride of the data-parallel and pipeline groups under a placement.
@@ -767,7 +804,7 @@ impl<'a> Planner<'a> {
                 Group { size: d.ep, stride: dp_stride },
                 1.0,
             );
-            2.0 * passes * a2a * n
+            2.0 * passes * a2a * n * lc.moe_share
         } else {
             0.0
         };
@@ -943,7 +980,7 @@ impl<'a> Planner<'a> {
         let peak_chip = self.cost.peak_flops() * f64::from(self.per_chip);
         let c = &o.comm;
         let kinds = [c.tp, c.cp, c.ep, c.pp, c.dp];
-        let state_bytes = model.params().total(model.layers) as f64
+        let state_bytes = model.params().total() as f64
             * (self.bytes_per_param().1 + self.optimizer_state_bytes());
         let economics = economics(
             chip,
@@ -957,6 +994,8 @@ impl<'a> Planner<'a> {
         );
         TrainReport {
             model: model.name.clone(),
+            model_parameters: model.params().total(),
+            active_parameters_per_token: model.matmul_params_active(),
             chip: chip.name.clone(),
             chips: cfg.chips,
             seq: cfg.seq,

@@ -105,20 +105,32 @@ pub struct ValidationReport {
 
 /// Megatron-LM's model FLOPs per token (`num_floating_point_operations` in
 /// `megatron/training/training.py`, 2024): full (non-causal) attention, GQA, SwiGLU and MoE
-/// aware, logits counted once.
+/// aware (shared experts and dense layers among MoE ones too), logits counted once.
 pub fn megatron_flops_per_token(model: &Model, seq: u64) -> f64 {
     let h = model.hidden as f64;
     let layers = model.layers as f64;
     let query = model.attention_width() as f64 / h;
     let groups = model.kv_heads as f64 / model.heads as f64;
-    let experts = model.moe.map_or(1.0, |m| m.top_k as f64);
     let gated = if model.mlp == Mlp::SwiGlu { 1.5 } else { 1.0 };
+    // The MLP term of the mean layer.
+    let mlp: f64 = model
+        .variants()
+        .iter()
+        .map(|(count, v)| {
+            let term = match v.moe {
+                None => v.ffn as f64 / h * 1.0 * gated,
+                Some(m) => {
+                    m.expert_ffn as f64 / h * m.top_k as f64 * gated
+                        + m.shared_ffn as f64 / h * gated
+                }
+            };
+            *count as f64 / layers * term
+        })
+        .sum();
     12.0 * layers
         * h
         * h
-        * ((1.0 + groups + seq as f64 / h) * query
-            + model.ffn as f64 / h * experts * gated
-            + model.vocab as f64 / (2.0 * layers * h))
+        * ((1.0 + groups + seq as f64 / h) * query + mlp + model.vocab as f64 / (2.0 * layers * h))
 }
 
 /// The validation points the in-step kernel efficiency is fitted on; every other point
