@@ -165,8 +165,8 @@ pub(crate) enum NeuronCostsArg {
 /// `rainier train` arguments.
 #[derive(Debug, Args)]
 pub(crate) struct TrainArgs {
-    /// A preset (llama2-7b, llama2-13b, llama2-70b, llama3-8b, llama3-70b, llama3.1-405b,
-    /// mixtral-8x7b, gpt3-175b, gpt2-124m) or a Hugging Face config.json.
+    /// A preset (`rainier models` lists them: Llama 2/3, Mixtral, GPT-3, Qwen3, DeepSeek-V3,
+    /// Llama 4, GPT-OSS), a Hugging Face config.json, or a snapshot directory holding one.
     #[arg(long)]
     model: String,
     /// Chip (see `rainier chips`): trn1 trn2 trn3 inf2 a100 h100 h200 b200 gb200 tpu-v5e
@@ -197,9 +197,14 @@ pub(crate) struct TrainArgs {
     /// Context-parallel degree (ring attention; default 1, searched with --search).
     #[arg(long)]
     cp: Option<u64>,
-    /// Expert-parallel degree for MoE models (default 1, searched with --search).
+    /// Expert-parallel degree for MoE models (default: the fastest power of two dividing the
+    /// experts; searched with --search).
     #[arg(long)]
     ep: Option<u64>,
+    /// MoE routing imbalance: the busiest expert-parallel rank's routed tokens over the mean
+    /// beyond sampling noise, 1 to 4 [default: the assumption moe.routing_skew, 1.1].
+    #[arg(long, value_name = "RATIO")]
+    moe_skew: Option<f64>,
     /// Virtual pipeline stages per rank: interleaved 1F1B (default 1, searched with --search).
     #[arg(long)]
     vpp: Option<u64>,
@@ -391,6 +396,7 @@ pub(crate) fn train_output(args: &TrainArgs) -> Result<TrainOutput> {
             NeuronCostsArg::Tables => NeuronCosts::Tables,
             NeuronCostsArg::Roofline => NeuronCosts::Roofline,
         },
+        moe_skew: args.moe_skew,
         datacenter: args.datacenter.config(),
         economics: args.economics.config(args.tokens),
         ..TrainConfig::new(args.chips, args.seq, args.global_batch)

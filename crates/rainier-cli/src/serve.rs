@@ -106,6 +106,10 @@ pub(crate) struct ServeArgs {
     /// Expert parallelism over replicas (MoE).
     #[arg(long)]
     ep: Option<u64>,
+    /// MoE routing imbalance: the busiest expert-parallel rank's routed tokens over the mean
+    /// beyond sampling noise, 1 to 4 [default: the assumption moe.routing_skew, 1.1].
+    #[arg(long, value_name = "RATIO")]
+    moe_skew: Option<f64>,
     /// Static batch: sequences served together [default: 1]. Not with --search, which finds
     /// the concurrency of continuous batching itself.
     #[arg(long, conflicts_with = "search")]
@@ -179,6 +183,7 @@ pub(crate) fn report(args: &ServeArgs) -> Result<ServeReport> {
         batch: args.batch,
         lnc: args.lnc,
         cluster: TrainConfig {
+            moe_skew: args.moe_skew,
             datacenter: args.datacenter.config(),
             economics: args.economics.config(None),
             ..TrainConfig::new(args.chips, 1, 1)

@@ -80,6 +80,10 @@ pub struct Moe {
     pub shared_ffn: u64,
     /// Biases on the router and the experts' projections (GPT-OSS).
     pub bias: bool,
+    /// Group-limited routing: a token's experts come from at most this many of the expert
+    /// groups (DeepSeek's `topk_group` of `n_group`, deployed one group per node so a token
+    /// crosses the network to at most this many nodes).
+    pub max_groups: Option<u64>,
 }
 
 /// Multi-head latent attention (DeepSeek-V2/V3): queries through an optional low-rank
@@ -158,6 +162,10 @@ pub struct Model {
     pub quantization: Option<String>,
 }
 
+/// Every size below 2^24 and the model below 2^50 parameters keeps every count this crate and
+/// the planners compute (tokens × widths, parameters × bytes) inside u64.
+const MAX_DIM: u64 = 1 << 24;
+
 /// Why a model could not be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ModelError {
@@ -228,6 +236,17 @@ impl Fields<'_> {
 
     fn positive(&self, field: &str) -> Result<u64, ModelError> {
         self.positive_or(field, None)
+    }
+
+    /// The layer count, checked before anything is sized by it.
+    fn layers(&self, field: &str) -> Result<u64, ModelError> {
+        let layers = self.positive(field)?;
+        if layers > MAX_DIM {
+            return Err(
+                self.error(field, format!("({layers}) is absurdly large (limit {MAX_DIM})"))
+            );
+        }
+        Ok(layers)
     }
 
     fn bool_or(&self, field: &str, default: bool) -> Result<bool, ModelError> {
@@ -552,7 +571,7 @@ impl Model {
     fn llama_like(f: &Fields<'_>, model_type: &str) -> Result<Model, ModelError> {
         let hidden = f.positive("hidden_size")?;
         let heads = f.positive("num_attention_heads")?;
-        let layers = f.positive("num_hidden_layers")?;
+        let layers = f.layers("num_hidden_layers")?;
         let activation = f.str_or("hidden_act", "silu")?;
         if activation != "silu" && activation != "swish" {
             return Err(f.error(
@@ -582,6 +601,7 @@ impl Model {
                     expert_ffn: m.ffn,
                     shared_ffn: 0,
                     bias: model_type == "gpt_oss",
+                    max_groups: None,
                 });
                 moe_layers.fill(true);
             }
@@ -594,6 +614,7 @@ impl Model {
                         expert_ffn: f.positive("moe_intermediate_size")?,
                         shared_ffn: 0,
                         bias: false,
+                        max_groups: None,
                     });
                     let step = f.positive_or("decoder_sparse_step", Some(1))?;
                     let dense = f.layer_list("mlp_only_layers", layers)?;
@@ -612,6 +633,7 @@ impl Model {
                     // One shared expert of the routed experts' width (Llama4TextMoe).
                     shared_ffn: expert_ffn,
                     bias: false,
+                    max_groups: None,
                 });
                 // Llama4TextConfig: `moe_layers` or every `interleave_moe_layer_step`-th.
                 let listed = f.layer_list("moe_layers", layers)?;
@@ -666,7 +688,7 @@ impl Model {
     fn deepseek(f: &Fields<'_>, model_type: &str) -> Result<Model, ModelError> {
         let hidden = f.positive("hidden_size")?;
         let heads = f.positive("num_attention_heads")?;
-        let layers = f.positive("num_hidden_layers")?;
+        let layers = f.layers("num_hidden_layers")?;
         let activation = f.str_or("hidden_act", "silu")?;
         if activation != "silu" {
             return Err(f.error(
@@ -682,7 +704,7 @@ impl Model {
             v_dim: f.positive("v_head_dim")?,
         };
         let mut m = Self::base(model_type, hidden, layers, heads);
-        m.head_dim = mla.qk_nope_dim + mla.qk_rope_dim;
+        m.head_dim = mla.qk_nope_dim.saturating_add(mla.qk_rope_dim);
         m.mla = Some(mla);
         m.ffn = f.positive("intermediate_size")?;
         m.vocab = f.positive("vocab_size")?;
@@ -697,8 +719,9 @@ impl Model {
                 experts,
                 top_k: f.positive("num_experts_per_tok")?,
                 expert_ffn,
-                shared_ffn: f.count_or("n_shared_experts", 0)? * expert_ffn,
+                shared_ffn: f.count_or("n_shared_experts", 0)?.saturating_mul(expert_ffn),
                 bias: false,
+                max_groups: Self::group_limit(f, experts)?,
             });
             let first_dense = f.count_or("first_k_dense_replace", 0)?;
             let every = f.positive_or("moe_layer_freq", Some(1))?;
@@ -708,6 +731,26 @@ impl Model {
         }
         m.layer_groups = group_layers(moe_layers.into_iter().map(|moe| (moe, false)));
         Ok(m)
+    }
+
+    /// DeepSeek's group-limited routing (`topk_method` `group_limited_greedy` or
+    /// `noaux_tc`): `topk_group` of `n_group` expert groups per token.
+    fn group_limit(f: &Fields<'_>, experts: u64) -> Result<Option<u64>, ModelError> {
+        let method = f.str_or("topk_method", "greedy")?;
+        if !matches!(method, "group_limited_greedy" | "noaux_tc") {
+            return Ok(None);
+        }
+        let groups = f.positive_or("n_group", Some(1))?;
+        let per_token = f.positive_or("topk_group", Some(groups))?;
+        if per_token > groups {
+            return Err(f.error("topk_group", format!("({per_token}) exceeds n_group ({groups})")));
+        }
+        if experts % groups != 0 {
+            return Err(
+                f.error("n_group", format!("({groups}) must divide n_routed_experts ({experts})"))
+            );
+        }
+        Ok((per_token < groups).then_some(per_token))
     }
 
     fn check(&self, f: &Fields<'_>) -> Result<(), ModelError> {
@@ -738,9 +781,6 @@ impl Model {
                 ));
             }
         }
-        // Every size below 2^24 and the model below 2^50 parameters keeps every count this
-        // crate and the planners compute (tokens × widths, parameters × bytes) inside u64.
-        const MAX_DIM: u64 = 1 << 24;
         let mut sizes = vec![
             (names.hidden, self.hidden),
             (names.layers, self.layers),
@@ -800,7 +840,8 @@ impl Model {
         let moe = self.moe.map_or(0.0, |m| {
             3.0 * h * (m.experts as f64 * m.expert_ffn as f64 + m.shared_ffn as f64)
         });
-        self.layers as f64 * (attention + dense + moe) + 2.0 * self.vocab as f64 * h
+        (self.layers + self.mtp_layers) as f64 * (attention + dense + moe + 2.0 * h * h)
+            + 2.0 * self.vocab as f64 * h
     }
 
     /// Width of the queries (heads × head dim); equals `hidden` for most models.
@@ -911,11 +952,18 @@ impl Model {
     pub fn params(&self) -> ParamCount {
         let h = self.hidden;
         let (mut layers, mut active, mut experts) = (0, 0, 0);
-        for (count, variant) in self.variants() {
-            let (stored, used, routed) = variant.layer_params();
+        let mut add = |count: u64, (stored, used, routed): (u64, u64, u64)| {
             layers += count * stored;
             active += count * used;
             experts += count * routed;
+        };
+        // A uniform model is its own variant: no copy (planners call this per plan).
+        if self.layer_groups.len() == 1 {
+            add(self.layers, self.layer_params());
+        } else {
+            for (count, variant) in self.variants() {
+                add(count, variant.layer_params());
+            }
         }
         let norm = match self.norm {
             Norm::LayerNorm => 2 * h,

@@ -57,7 +57,7 @@ pub struct Op {
 }
 
 /// The micro-batch and sharding one device computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Batch {
     /// Sequences per micro-batch.
     pub sequences: u64,
@@ -72,12 +72,15 @@ pub struct Batch {
     /// Expert-parallel degree: each rank holds `experts/ep` whole experts and computes the
     /// tokens routed to them from the `ep` ranks of its group.
     pub ep: u64,
+    /// The router's systematic imbalance: the busiest expert-parallel rank's routed tokens
+    /// over the mean, before sampling spread (1: balanced in expectation).
+    pub moe_skew: f64,
 }
 
 impl Batch {
     /// A micro-batch of `sequences × seq` tokens under tensor parallelism `tp` only.
     pub fn new(sequences: u64, seq: u64, tp: u64) -> Batch {
-        Batch { sequences, seq, tp, cp: 1, ep: 1 }
+        Batch { sequences, seq, tp, cp: 1, ep: 1, moe_skew: 1.0 }
     }
 
     /// Tokens on this rank before tensor parallelism splits widths: `sequences × seq/cp`.
@@ -210,15 +213,23 @@ impl Model {
             }
             Some(moe) => {
                 ops.gemm("router", t, moe.experts, h, 1);
-                // Tokens reach experts evenly on average (an assumption: routing imbalance
-                // would make the busiest expert the critical path).
                 // With expert parallelism a rank holds experts/ep experts and receives the
                 // tokens routed to them from the ep ranks of its group: the same work in
-                // fewer, taller GEMMs.
-                let routed = t * moe.top_k;
+                // fewer, taller GEMMs, on the busiest rank (which sets the pace) `load` times
+                // the mean. The rank's experts share its tokens evenly.
                 let ep = b.ep.clamp(1, moe.experts);
                 let local_experts = moe.experts.div_ceil(ep);
-                let per_expert = (routed * ep).div_ceil(moe.experts);
+                let load = self.busiest_rank_load(b);
+                let routed = if load > 1.0 {
+                    ((t * moe.top_k) as f64 * load).ceil() as u64
+                } else {
+                    t * moe.top_k
+                };
+                let per_expert = if load > 1.0 {
+                    ((t * moe.top_k * ep) as f64 / moe.experts as f64 * load).ceil() as u64
+                } else {
+                    (t * moe.top_k * ep).div_ceil(moe.experts)
+                };
                 // Dispatch copies each routed token's row in, combine copies it back out.
                 ops.memory("moe_permute", MemKind::Permute, 4 * routed * h * ACT_BYTES, 1.0);
                 ops.gemm("experts_up", per_expert, up_width, h, local_experts);
@@ -249,6 +260,27 @@ impl Model {
         }
         ops.memory("residual_add", MemKind::Add, 3 * t_sp * h * ACT_BYTES, 1.0);
         ops
+    }
+
+    /// Routed tokens the busiest of `b.ep` expert-parallel ranks receives over the mean: the
+    /// router's systematic `b.moe_skew` times the sampling spread of a balanced router. Each
+    /// rank's `t·k` routed slots (t tokens, k experts each) come from `N = t·k·ep` slots that
+    /// land on it with probability `1/ep`: a binomial of mean `t·k` and variance
+    /// `t·k·(1 − 1/ep)`, whose expected maximum over `ep` ranks is about
+    /// `mean + σ·√(2·ln ep)` (slots of one token treated as independent). 1 without MoE or
+    /// expert parallelism (a rank holding every expert computes every routed token).
+    pub fn busiest_rank_load(&self, b: Batch) -> f64 {
+        let Some(moe) = self.moe else { return 1.0 };
+        let ep = b.ep.clamp(1, moe.experts);
+        if ep == 1 {
+            return 1.0;
+        }
+        let slots = (b.tokens() * moe.top_k).max(1) as f64;
+        let ep_f = ep as f64;
+        let spread = (2.0 * ep_f.ln() * (1.0 - 1.0 / ep_f) / slots).sqrt();
+        // No rank gets more than every token's slots that its experts can take.
+        let most = ep_f * moe.top_k.min(moe.experts / ep) as f64 / moe.top_k as f64;
+        (b.moe_skew.max(1.0) * (1.0 + spread)).min(most)
     }
 
     /// Flash attention forward and backward for `sequences × heads` heads, of which this rank
@@ -446,8 +478,9 @@ fn reprice_weights(op: &mut Op, weight_bytes: f64) {
 pub enum Recompute {
     /// Keep everything the backward pass reads.
     None,
-    /// Drop the MLP activation output and recompute it (attention's `seq²` part is never
-    /// stored: flash attention already recomputes it).
+    /// Drop the MLP activation output and recompute it, and with MLA its expanded q, k, v
+    /// (re-expanded from the latents; attention's `seq²` part is never stored: flash
+    /// attention already recomputes it).
     Selective,
     /// Keep only each layer's input and recompute the whole layer forward in backward.
     Full,
@@ -476,9 +509,16 @@ impl Model {
             return layer_input as f64;
         }
         // Attention block: layer input, norm output, q/k/v, output and its fp32 logsumexp.
+        // MLA under selective recompute keeps only its latents and re-expands q, k and v in
+        // backward (DeepSeek-V3 recomputes its up-projections).
+        let qkv = if self.mla.is_some() && recompute == Recompute::Selective {
+            latents
+        } else {
+            q_width + kv_width + latents
+        };
         let attention = layer_input
             + t_sp * h * ACT_BYTES
-            + t * (q_width + kv_width + latents) * ACT_BYTES
+            + t * qkv * ACT_BYTES
             + t * heads * self.v_head_dim() * ACT_BYTES
             + t * heads * 4;
         // MLP block: residual stream (norm input), norm output, activation input, and the

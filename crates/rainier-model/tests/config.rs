@@ -94,7 +94,8 @@ fn errors_name_the_file_and_the_field() {
 
 /// Forward and backward GEMM FLOPs of a layer stack are exactly `6 · N · tokens` for the
 /// matmul parameters (biases and norms excluded), at any TP degree that divides the heads,
-/// summed over the context-parallel ranks, and unchanged by expert parallelism.
+/// summed over the context-parallel ranks; under expert parallelism the experts' share is
+/// the busiest rank's (`busiest_rank_load` times the mean).
 #[test]
 fn gemm_flops_are_six_n_per_token() {
     for name in ["llama3-8b", "gpt2-124m", "mixtral-8x7b", "llama2-70b"] {
@@ -118,27 +119,23 @@ fn gemm_flops_are_six_n_per_token() {
             let layer = gemm(&m.layer_ops(b)) * (tp * cp) as f64;
             let head = gemm(&m.head_ops(b)) * (tp * cp) as f64;
             let h = m.hidden;
-            let weights_per_layer = match m.moe {
-                None => {
-                    2 * h * m.attention_width()
-                        + 2 * h * m.kv_width()
-                        + m.mlp_matrices() * h * m.ffn
-                }
+            let attention = 2 * h * m.attention_width() + 2 * h * m.kv_width();
+            let (dense, experts) = match m.moe {
+                None => (attention + m.mlp_matrices() * h * m.ffn, 0),
                 Some(moe) => {
-                    2 * h * m.attention_width()
-                        + 2 * h * m.kv_width()
-                        + moe.top_k * m.mlp_matrices() * h * m.ffn
-                        + h * moe.experts
+                    (attention + h * moe.experts, moe.top_k * m.mlp_matrices() * h * m.ffn)
                 }
             };
-            let tokens = b.sequences * b.seq;
-            let expected = 6.0 * (weights_per_layer * tokens) as f64;
+            let load = m.busiest_rank_load(b);
+            assert!(load >= 1.0 && (ep > 1 || load == 1.0), "{name}: load {load}");
+            let tokens = (b.sequences * b.seq) as f64;
+            let expected = 6.0 * tokens * (dense as f64 + load * experts as f64);
             // MoE: tokens per expert are rounded up, a tiny excess.
             assert!(
                 (layer / expected - 1.0).abs() < 1e-3,
                 "{name} tp {tp} cp {cp} ep {ep}: {layer} vs {expected}"
             );
-            let lm = 6.0 * (m.vocab * h * tokens) as f64;
+            let lm = 6.0 * (m.vocab * h) as f64 * tokens;
             assert!((head / lm - 1.0).abs() < 1e-3, "{name} tp {tp} head");
         }
     }

@@ -70,7 +70,24 @@ pub const ASSUMPTIONS: &[Assumption] = &[
     RESERVE_NEURON_GIB,
     RESERVE_TPU_GIB,
     LOGIT_BYTES_TPU,
+    MOE_ROUTING_SKEW,
+    MOE_A2A_SM_SHARE,
 ];
+
+/// The share of a GPU's SMs that overlapped expert-parallel communication kernels hold.
+pub const MOE_A2A_SM_SHARE: Assumption = Assumption {
+    name: "moe.a2a_sm_share",
+    value: 20.0 / 132.0,
+    why: "DeepSeek-V3 technical report (arXiv 2412.19437, section 3.2.2): its all-to-all kernels overlapped with computation use 20 of an H800's 132 SMs; the overlapped compute is charged this share of the hidden communication time (not in the shared fact set: quoted from the report)",
+};
+
+/// The router's systematic imbalance across expert-parallel ranks (the sampling spread of a
+/// balanced router is computed, not assumed: `Model::busiest_rank_load`).
+pub const MOE_ROUTING_SKEW: Assumption = Assumption {
+    name: "moe.routing_skew",
+    value: 1.1,
+    why: "busiest expert-parallel rank's routed tokens over the mean beyond sampling noise; unsourced (no per-batch expert-load statistics in the shared set), range 1.0-1.3: balanced routers (auxiliary losses, DeepSeek-V3's bias-based balancing without token dropping) keep whole-rank loads near the mean, and GShard/Switch-style training provisions capacity factors of 1.0-1.25 for the busiest expert; --moe-skew overrides it",
+};
 
 /// Bytes per logit a training step holds on the last stage: bf16 logits plus their fp32
 /// softmax/gradient (PyTorch stacks materialize both), on TPUs the bf16 logits only.

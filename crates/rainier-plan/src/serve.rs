@@ -285,6 +285,7 @@ impl<'a> Server<'a> {
         pp: u64,
         ep: u64,
     ) -> Result<Server<'a>, PlanError> {
+        crate::train::check_moe_skew(cfg.cluster.moe_skew)?;
         let per_chip = ranks_per_chip(chip, cfg.lnc)?;
         let ranks = cfg.chips * u64::from(per_chip);
         let replica = tp.saturating_mul(pp);
@@ -435,7 +436,8 @@ impl<'a> Server<'a> {
     }
 
     fn batch(&self, sequences: u64, seq: u64) -> Batch {
-        Batch { sequences, seq, tp: self.tp, cp: 1, ep: self.ep }
+        let moe_skew = self.cfg.cluster.moe_skew.unwrap_or(rainier_perf::MOE_ROUTING_SKEW.value);
+        Batch { sequences, seq, tp: self.tp, cp: 1, ep: self.ep, moe_skew }
     }
 
     /// `(count, ops of one such layer)` for each of the model's layer kinds.
@@ -485,10 +487,12 @@ impl<'a> Server<'a> {
             comm += (self.pp - 1) as f64 * send;
         }
         if self.ep > 1 {
+            // The busiest rank receives `load` times the mean.
             let top_k = model.moe.map_or(1, |m| m.top_k);
+            let load = model.busiest_rank_load(self.batch(tokens, 1));
             let a2a = topo.seconds(
                 CollectiveKind::AllToAll,
-                bytes * top_k as f64,
+                bytes * top_k as f64 * load,
                 Group { size: self.ep, stride: self.tp * self.pp },
                 1.0,
             );

@@ -71,6 +71,9 @@ pub struct TrainConfig {
     /// In-step kernel efficiency (`None`: the calibrated `step.kernel_efficiency`, or
     /// `step.neuron_kernel_efficiency` on NeuronCore chips).
     pub step_efficiency: Option<f64>,
+    /// The router's systematic imbalance across expert-parallel ranks (default
+    /// `moe.routing_skew`).
+    pub moe_skew: Option<f64>,
     pub datacenter: Datacenter,
     pub economics: EconomicsConfig,
 }
@@ -97,6 +100,7 @@ impl TrainConfig {
             lnc: None,
             neuron_costs: NeuronCosts::Tables,
             step_efficiency: None,
+            moe_skew: None,
             datacenter: Datacenter::default(),
             economics: EconomicsConfig::default(),
         }
@@ -246,6 +250,17 @@ pub struct TrainReport {
     pub economics: Economics,
     /// What overlaps with what, the collective algorithms, what was assumed.
     pub notes: Vec<String>,
+}
+
+/// `--moe-skew` is a ratio of at least 1 (the busiest rank never gets less than the mean) and
+/// at most 4.
+pub(crate) fn check_moe_skew(skew: Option<f64>) -> Result<(), PlanError> {
+    match skew {
+        Some(s) if !(1.0..=4.0).contains(&s) => Err(PlanError::Invalid(format!(
+            "--moe-skew must be between 1 and 4 (the busiest rank's tokens over the mean), found {s}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Ranks per chip: NeuronCores at the logical-core size on Trainium, else 1.
@@ -513,6 +528,7 @@ impl<'a> Planner<'a> {
         cfg: &'a TrainConfig,
     ) -> Result<Planner<'a>, PlanError> {
         check_sizes(model, chip, cfg)?;
+        check_moe_skew(cfg.moe_skew)?;
         let per_chip = ranks_per_chip(chip, cfg.lnc)?;
         let ranks = cfg.chips * u64::from(per_chip);
         let framework = cfg.framework.unwrap_or(chip.default_framework);
@@ -655,7 +671,8 @@ impl<'a> Planner<'a> {
     /// gets the mean of its layer kinds, weighted by their counts.
     pub(crate) fn layer_costs(&self, tp: u64, cp: u64, ep: u64, mb: u64) -> LayerCosts {
         let (model, cost) = (self.model, &self.cost);
-        let batch = Batch { sequences: mb, seq: self.cfg.seq, tp, cp, ep };
+        let moe_skew = self.moe_skew();
+        let batch = Batch { sequences: mb, seq: self.cfg.seq, tp, cp, ep, moe_skew };
         let time =
             |ops: &[rainier_model::Op]| ops.iter().map(|op| cost.op_seconds(op)).sum::<f64>();
         let (mut layer_fwd, mut layer_bwd, mut tp_gemms, mut activation) = (0.0, 0.0, 0.0, 0.0);
@@ -739,13 +756,68 @@ impl<'a> Planner<'a> {
                 OpKind::Attention { backward: true, .. } => v.attention_backward += t,
                 _ => {}
             }
-            if op.pass == Pass::Forward && op.name.ends_with("_act") {
+            // What selective recompute re-runs: the MLP activations, and MLA's up-projections
+            // (its expanded q, k, v are not kept).
+            let mla_up = model.mla.is_some() && matches!(op.name, "q_up" | "q_proj" | "kv_up");
+            if op.pass == Pass::Forward && (op.name.ends_with("_act") || mla_up) {
                 v.activation += t;
             }
         }
         v.act_bytes = [Recompute::None, Recompute::Selective, Recompute::Full]
             .map(|r| model.activation_bytes_per_layer(batch, r));
         v
+    }
+
+    /// The router's systematic imbalance: `--moe-skew` or the assumption.
+    fn moe_skew(&self) -> f64 {
+        self.cfg.moe_skew.unwrap_or(rainier_perf::MOE_ROUTING_SKEW.value)
+    }
+
+    /// The micro-batch one rank computes under plan `d`.
+    fn layer_batch(&self, d: &Degrees) -> Batch {
+        let seq = self.cfg.seq;
+        Batch { sequences: d.mb, seq, tp: d.tp, cp: d.cp, ep: d.ep, moe_skew: self.moe_skew() }
+    }
+
+    /// Whether the stack hides expert-parallel all-to-alls behind another micro-batch's
+    /// compute: GPU stacks with fused kernels do (DualPipe, Megatron-core's
+    /// `--overlap-moe-expert-parallel-comm`), given two micro-batches to interleave;
+    /// NeuronX Distributed and XLA document no such schedule.
+    fn ep_overlaps(&self, micro_batches: u64) -> bool {
+        self.chip.family == Family::Gpu && self.framework == Framework::Fused && micro_batches > 1
+    }
+
+    /// Expert-parallel dispatch and combine all-to-alls of one micro-batch, forward and
+    /// backward (forward again under full recompute), over the MoE layers of a stage. The
+    /// busiest rank receives `load` times the mean; with group-limited routing a token
+    /// crosses the network to at most `max_groups` nodes (forwarded inside each over the
+    /// scale-up links, not priced); fp8 training dispatches fp8 activations (combine and
+    /// the backward stay bf16), as DeepEP does.
+    fn ep_seconds(&self, lc: &LayerCosts, d: &Degrees, dp_stride: u64) -> f64 {
+        let (model, topo) = (self.model, &self.topology);
+        let Some(moe) = model.moe.filter(|_| d.ep > 1) else { return 0.0 };
+        let group = Group { size: d.ep, stride: dp_stride };
+        let crosses_nodes = d.ep * dp_stride > topo.scale_up_ranks();
+        let slots = match moe.max_groups {
+            Some(groups) if crosses_nodes => groups.min(moe.top_k),
+            _ => moe.top_k,
+        };
+        let rows = (lc.batch.tokens().div_ceil(d.tp) * slots * model.hidden) as f64
+            * model.busiest_rank_load(lc.batch);
+        let a2a = |bytes_per_value: f64| {
+            topo.seconds(CollectiveKind::AllToAll, rows * bytes_per_value, group, 1.0)
+        };
+        let bf16 = ACT_BYTES as f64;
+        let dispatch = match self.cfg.precision {
+            Precision::Bf16 | Precision::AmpBf16 => bf16,
+            // One byte per value plus a scale per 128 (DeepEP's fp8 dispatch).
+            _ => 1.0 + 4.0 / 128.0,
+        };
+        let forward = a2a(dispatch) + a2a(bf16);
+        let backward = 2.0 * a2a(bf16);
+        let forwards = if d.recompute == Recompute::Full { 2.0 } else { 1.0 };
+        let layers = model.layers.div_ceil(d.pp) as f64 * lc.moe_share;
+        (forwards * forward + backward) * layers
     }
 
     /// Stride of the data-parallel and pipeline groups under a placement.
@@ -795,22 +867,20 @@ impl<'a> Planner<'a> {
                 + n * (lc.cp_bwd - lc.attention_bwd).max(0.0);
         // --- Expert parallel: dispatch and combine all-to-alls around the experts, forward
         // and backward (forward again under full recompute), on the critical path.
-        let ep_mb = if d.ep > 1 {
-            let moe = model.moe.map_or(1, |m| m.top_k);
-            let bytes = (lc.batch.tokens().div_ceil(d.tp) * moe * model.hidden * ACT_BYTES) as f64;
-            let a2a = topo.seconds(
-                CollectiveKind::AllToAll,
-                bytes,
-                Group { size: d.ep, stride: dp_stride },
-                1.0,
-            );
-            2.0 * passes * a2a * n * lc.moe_share
+        let ep_mb = self.ep_seconds(lc, d, dp_stride);
+        // GPU stacks overlap one micro-batch's all-to-alls with another's compute (DeepSeek's
+        // DualPipe, Megatron-core's 1F1B all-to-all overlap), on the compute TP has not already
+        // hidden behind; the communication kernels hold SMs the overlapped compute loses.
+        let ep_exposed_mb = if self.ep_overlaps(micro_batches) {
+            let room = (forward + backward + recompute - (tp_mb - tp_exposed_mb)).max(0.0);
+            let hidden = ep_mb.min(room);
+            ep_mb - hidden + hidden * rainier_perf::MOE_A2A_SM_SHARE.value
         } else {
-            0.0
+            ep_mb
         };
 
         // --- Pipeline: 1F1B (interleaved: the bubble shrinks by vpp, sends grow by vpp).
-        let per_mb = forward + backward + recompute + tp_exposed_mb + cp_exposed_mb + ep_mb;
+        let per_mb = forward + backward + recompute + tp_exposed_mb + cp_exposed_mb + ep_exposed_mb;
         let compute = m * (forward + backward + recompute);
         let bubble = (d.pp - 1) as f64 / d.vpp as f64 * per_mb;
         let pp_total = if d.pp > 1 {
@@ -894,7 +964,7 @@ impl<'a> Planner<'a> {
         let comm = CommByKind {
             tp: Comm { total: m * tp_mb, exposed: m * tp_exposed_mb },
             cp: Comm { total: m * cp_mb, exposed: m * cp_exposed_mb },
-            ep: Comm { total: m * ep_mb, exposed: m * ep_mb },
+            ep: Comm { total: m * ep_mb, exposed: m * ep_exposed_mb },
             pp: Comm { total: pp_total, exposed: pp_exposed },
             dp: dp_comm,
         };
@@ -1122,7 +1192,13 @@ impl<'a> Planner<'a> {
                 1e6,
                 Group { size: d.ep, stride: dp_stride },
             );
-            notes.push(format!("EP: dispatch and combine all-to-alls over {} ranks ({algo}), on the critical path; routing assumed balanced", d.ep));
+            let load = self.model.busiest_rank_load(self.layer_batch(d));
+            let overlap = if self.ep_overlaps(self.cfg.global_batch / (d.dp * d.mb)) {
+                "overlapped with another micro-batch's compute (DualPipe / 1F1B all-to-all overlap), the overlapped compute slowed by the communication kernels' SMs"
+            } else {
+                "on the critical path"
+            };
+            notes.push(format!("EP: dispatch and combine all-to-alls over {} ranks ({algo}), {overlap}; the busiest rank gets {load:.3}× the mean routed tokens (sampling spread of the router times moe.routing_skew)", d.ep));
         }
         if d.pp > 1 {
             let kind = if d.vpp > 1 {
