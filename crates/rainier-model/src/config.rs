@@ -276,22 +276,27 @@ impl Fields<'_> {
         }
     }
 
-    /// A list of layer indices below `layers` (absent: empty).
-    fn layer_list(&self, field: &str, layers: u64) -> Result<Vec<u64>, ModelError> {
-        let Some(v) = self.get(field) else { return Ok(Vec::new()) };
+    /// A list of layer indices below `layers` as one flag per layer (`None` when absent).
+    fn layer_list(&self, field: &str, layers: u64) -> Result<Option<Vec<bool>>, ModelError> {
+        let Some(v) = self.get(field) else { return Ok(None) };
         let items = v.as_array().ok_or_else(|| {
             self.error(field, format!("must be a list of layer indices, found {v}"))
         })?;
-        items
-            .iter()
-            .map(|item| match item.as_u64() {
-                Some(i) if i < layers => Ok(i),
-                _ => Err(self.error(
-                    field,
-                    format!("holds {item}, not a layer index below num_hidden_layers ({layers})"),
-                )),
-            })
-            .collect()
+        let mut listed = vec![false; layers as usize];
+        for item in items {
+            match item.as_u64() {
+                Some(i) if i < layers => listed[i as usize] = true,
+                _ => {
+                    return Err(self.error(
+                        field,
+                        format!(
+                            "holds {item}, not a layer index below num_hidden_layers ({layers})"
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(Some(listed))
     }
 
     /// A list of `layers` flags, 0 or 1 (absent: `None`).
@@ -619,7 +624,8 @@ impl Model {
                     let step = f.positive_or("decoder_sparse_step", Some(1))?;
                     let dense = f.layer_list("mlp_only_layers", layers)?;
                     for i in index() {
-                        moe_layers[i as usize] = !dense.contains(&i) && (i + 1) % step == 0;
+                        let listed = dense.as_ref().is_some_and(|d| d[i as usize]);
+                        moe_layers[i as usize] = !listed && (i + 1) % step == 0;
                     }
                 }
             }
@@ -636,15 +642,11 @@ impl Model {
                     max_groups: None,
                 });
                 // Llama4TextConfig: `moe_layers` or every `interleave_moe_layer_step`-th.
-                let listed = f.layer_list("moe_layers", layers)?;
                 let step = f.positive_or("interleave_moe_layer_step", Some(1))?;
-                for i in index() {
-                    moe_layers[i as usize] = if f.get("moe_layers").is_some() {
-                        listed.contains(&i)
-                    } else {
-                        (i + 1) % step == 0
-                    };
-                }
+                moe_layers = match f.layer_list("moe_layers", layers)? {
+                    Some(listed) => listed,
+                    None => index().map(|i| (i + 1) % step == 0).collect(),
+                };
                 // Rope layers attend within their chunk; every fourth (NoPE) layer sees all.
                 m.attention_chunk = f.positive_opt("attention_chunk_size")?;
                 if m.attention_chunk.is_some() {

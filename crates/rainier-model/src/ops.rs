@@ -201,16 +201,7 @@ impl Model {
             Mlp::Gelu => (2, 1.5),
         };
         match self.moe {
-            None => {
-                ops.gemm("mlp_up", t, up_width, h, 1);
-                ops.memory(
-                    "mlp_act",
-                    MemKind::Activation(self.mlp),
-                    act_bytes * t * ffn * ACT_BYTES,
-                    act_backward,
-                );
-                ops.gemm("mlp_down", t, h, ffn, 1);
-            }
+            None => self.dense_mlp_ops(&mut ops, ["mlp_up", "mlp_act", "mlp_down"], t, ffn),
             Some(moe) => {
                 ops.gemm("router", t, moe.experts, h, 1);
                 // With expert parallelism a rank holds experts/ep experts and receives the
@@ -242,24 +233,33 @@ impl Model {
                 ops.gemm("experts_down", per_expert, h, ffn, local_experts);
                 if moe.shared_ffn > 0 {
                     // Shared experts: a dense MLP every token passes through, split by TP.
-                    let shared = moe.shared_ffn.div_ceil(tp);
-                    let shared_up = match self.mlp {
-                        Mlp::SwiGlu => 2 * shared,
-                        Mlp::Gelu => shared,
-                    };
-                    ops.gemm("shared_up", t, shared_up, h, 1);
-                    ops.memory(
-                        "shared_act",
-                        MemKind::Activation(self.mlp),
-                        act_bytes * t * shared * ACT_BYTES,
-                        act_backward,
-                    );
-                    ops.gemm("shared_down", t, h, shared, 1);
+                    let names = ["shared_up", "shared_act", "shared_down"];
+                    self.dense_mlp_ops(&mut ops, names, t, moe.shared_ffn.div_ceil(tp));
                 }
             }
         }
         ops.memory("residual_add", MemKind::Add, 3 * t_sp * h * ACT_BYTES, 1.0);
         ops
+    }
+
+    /// A dense MLP of inner width `ffn` (this rank's share) over `t` tokens: up (gate and up
+    /// for SwiGLU), activation, down, named `names`.
+    fn dense_mlp_ops(&self, ops: &mut LayerOps, names: [&'static str; 3], t: u64, ffn: u64) {
+        let h = self.hidden;
+        let up_width = match self.mlp {
+            Mlp::SwiGlu => 2 * ffn,
+            Mlp::Gelu => ffn,
+        };
+        // Activation: GELU reads u, writes a (backward: u, da → du); SwiGLU reads g and u,
+        // writes a (backward: g, u, da → dg, du).
+        let (act_bytes, act_backward) = match self.mlp {
+            Mlp::SwiGlu => (3, 5.0 / 3.0),
+            Mlp::Gelu => (2, 1.5),
+        };
+        ops.gemm(names[0], t, up_width, h, 1);
+        let act = MemKind::Activation(self.mlp);
+        ops.memory(names[1], act, act_bytes * t * ffn * ACT_BYTES, act_backward);
+        ops.gemm(names[2], t, h, ffn, 1);
     }
 
     /// Routed tokens the busiest of `b.ep` expert-parallel ranks receives over the mean: the
