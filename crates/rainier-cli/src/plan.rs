@@ -202,9 +202,14 @@ pub(crate) struct TrainArgs {
     #[arg(long)]
     ep: Option<u64>,
     /// MoE routing imbalance: the busiest expert-parallel rank's routed tokens over the mean
-    /// beyond sampling noise, 1 to 4 [default: the assumption moe.routing_skew, 1.1].
+    /// beyond sampling noise, 1 to 4 (dropless routing) [default: the assumption
+    /// moe.routing_skew, 1.1].
     #[arg(long, value_name = "RATIO")]
     moe_skew: Option<f64>,
+    /// MoE expert capacity over the mean routed tokens (GShard/Switch-style: tokens beyond
+    /// it dropped, experts below it padded, as static-shape stacks run) [default: dropless].
+    #[arg(long, value_name = "RATIO")]
+    capacity_factor: Option<f64>,
     /// Virtual pipeline stages per rank: interleaved 1F1B (default 1, searched with --search).
     #[arg(long)]
     vpp: Option<u64>,
@@ -397,6 +402,7 @@ pub(crate) fn train_output(args: &TrainArgs) -> Result<TrainOutput> {
             NeuronCostsArg::Roofline => NeuronCosts::Roofline,
         },
         moe_skew: args.moe_skew,
+        capacity_factor: args.capacity_factor,
         datacenter: args.datacenter.config(),
         economics: args.economics.config(args.tokens),
         ..TrainConfig::new(args.chips, args.seq, args.global_batch)

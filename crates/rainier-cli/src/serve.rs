@@ -107,9 +107,14 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     ep: Option<u64>,
     /// MoE routing imbalance: the busiest expert-parallel rank's routed tokens over the mean
-    /// beyond sampling noise, 1 to 4 [default: the assumption moe.routing_skew, 1.1].
+    /// beyond sampling noise, 1 to 4 (dropless routing) [default: the assumption
+    /// moe.routing_skew, 1.1].
     #[arg(long, value_name = "RATIO")]
     moe_skew: Option<f64>,
+    /// MoE expert capacity over the mean routed tokens (GShard/Switch-style: tokens beyond
+    /// it dropped, experts below it padded, as static-shape stacks run) [default: dropless].
+    #[arg(long, value_name = "RATIO")]
+    capacity_factor: Option<f64>,
     /// Static batch: sequences served together [default: 1]. Not with --search, which finds
     /// the concurrency of continuous batching itself.
     #[arg(long, conflicts_with = "search")]
@@ -184,6 +189,7 @@ pub(crate) fn report(args: &ServeArgs) -> Result<ServeReport> {
         lnc: args.lnc,
         cluster: TrainConfig {
             moe_skew: args.moe_skew,
+            capacity_factor: args.capacity_factor,
             datacenter: args.datacenter.config(),
             economics: args.economics.config(None),
             ..TrainConfig::new(args.chips, 1, 1)

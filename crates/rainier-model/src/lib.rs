@@ -18,7 +18,9 @@ mod ops;
 pub use config::{
     LayerGroup, Mla, Mlp, Model, ModelError, Moe, Norm, Positions, PRESETS, SUPPORTED_MODEL_TYPES,
 };
-pub use ops::{Batch, InferenceFormats, LayerOps, MemKind, Op, OpKind, Pass, Recompute, ACT_BYTES};
+pub use ops::{
+    Batch, InferenceFormats, LayerOps, MemKind, Op, OpKind, Pass, Recompute, Routing, ACT_BYTES,
+};
 
 /// Parameter counts of a [`Model`], in parameters (not bytes).
 #[derive(Debug, Clone, Copy, PartialEq)]

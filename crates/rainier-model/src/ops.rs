@@ -72,15 +72,27 @@ pub struct Batch {
     /// Expert-parallel degree: each rank holds `experts/ep` whole experts and computes the
     /// tokens routed to them from the `ep` ranks of its group.
     pub ep: u64,
-    /// The router's systematic imbalance: the busiest expert-parallel rank's routed tokens
-    /// over the mean, before sampling spread (1: balanced in expectation).
-    pub moe_skew: f64,
+    /// How MoE layers size their experts' work.
+    pub routing: Routing,
+}
+
+/// How a MoE layer sizes its experts' work.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Routing {
+    /// Every routed token is computed (Megatron, DeepSeek, MegaBlocks): the busiest
+    /// expert-parallel rank gets the sampling spread times `skew`, the router's systematic
+    /// imbalance (1: balanced in expectation).
+    Dropless { skew: f64 },
+    /// Every expert computes a fixed capacity of `factor × mean` tokens (GShard, Switch,
+    /// MaxText's dropping path and static-shape stacks): tokens beyond it are dropped, experts
+    /// below it padded, the all-to-alls carry the full capacity buffers.
+    Capacity { factor: f64 },
 }
 
 impl Batch {
     /// A micro-batch of `sequences × seq` tokens under tensor parallelism `tp` only.
     pub fn new(sequences: u64, seq: u64, tp: u64) -> Batch {
-        Batch { sequences, seq, tp, cp: 1, ep: 1, moe_skew: 1.0 }
+        Batch { sequences, seq, tp, cp: 1, ep: 1, routing: Routing::Dropless { skew: 1.0 } }
     }
 
     /// Tokens on this rank before tensor parallelism splits widths: `sequences × seq/cp`.
@@ -211,12 +223,12 @@ impl Model {
                 let ep = b.ep.clamp(1, moe.experts);
                 let local_experts = moe.experts.div_ceil(ep);
                 let load = self.busiest_rank_load(b);
-                let routed = if load > 1.0 {
+                let routed = if load != 1.0 {
                     ((t * moe.top_k) as f64 * load).ceil() as u64
                 } else {
                     t * moe.top_k
                 };
-                let per_expert = if load > 1.0 {
+                let per_expert = if load != 1.0 {
                     ((t * moe.top_k * ep) as f64 / moe.experts as f64 * load).ceil() as u64
                 } else {
                     (t * moe.top_k * ep).div_ceil(moe.experts)
@@ -262,8 +274,9 @@ impl Model {
         ops.gemm(names[2], t, h, ffn, 1);
     }
 
-    /// Routed tokens the busiest of `b.ep` expert-parallel ranks receives over the mean: the
-    /// router's systematic `b.moe_skew` times the sampling spread of a balanced router. Each
+    /// Routed rows the busiest of `b.ep` expert-parallel ranks computes over the mean. With a
+    /// capacity, the capacity factor (on every rank, expert parallel or not). Dropless: the
+    /// router's systematic skew times the sampling spread of a balanced router. Each
     /// rank's `t·k` routed slots (t tokens, k experts each) come from `N = t·k·ep` slots that
     /// land on it with probability `1/ep`: a binomial of mean `t·k` and variance
     /// `t·k·(1 − 1/ep)`, whose expected maximum over `ep` ranks is about
@@ -271,6 +284,10 @@ impl Model {
     /// expert parallelism (a rank holding every expert computes every routed token).
     pub fn busiest_rank_load(&self, b: Batch) -> f64 {
         let Some(moe) = self.moe else { return 1.0 };
+        let skew = match b.routing {
+            Routing::Capacity { factor } => return factor,
+            Routing::Dropless { skew } => skew,
+        };
         let ep = b.ep.clamp(1, moe.experts);
         if ep == 1 {
             return 1.0;
@@ -280,7 +297,7 @@ impl Model {
         let spread = (2.0 * ep_f.ln() * (1.0 - 1.0 / ep_f) / slots).sqrt();
         // No rank gets more than every token's slots that its experts can take.
         let most = ep_f * moe.top_k.min(moe.experts / ep) as f64 / moe.top_k as f64;
-        (b.moe_skew.max(1.0) * (1.0 + spread)).min(most)
+        (skew.max(1.0) * (1.0 + spread)).min(most)
     }
 
     /// Flash attention forward and backward for `sequences × heads` heads, of which this rank
@@ -434,8 +451,10 @@ impl Model {
                 // A small batch touches only the experts its tokens are routed to: of this
                 // rank's `count` experts, `count·(1 − (1 − k/E)^t)` on average for `t`
                 // tokens (from the ep ranks of its group) routed uniformly at random.
+                // (With a fixed capacity every expert computes its padded buffer.)
+                let dropless = matches!(step.routing, Routing::Dropless { .. });
                 if let (OpKind::Gemm { m, n, k, count }, Some(moe)) = (op.kind, self.moe) {
-                    if op.name.starts_with("experts_") {
+                    if op.name.starts_with("experts_") && dropless {
                         let tokens = (step.sequences * step.ep.max(1)) as f64;
                         let miss = 1.0 - moe.top_k as f64 / moe.experts as f64;
                         let expected = count as f64 * (1.0 - miss.powf(tokens));

@@ -285,7 +285,7 @@ impl<'a> Server<'a> {
         pp: u64,
         ep: u64,
     ) -> Result<Server<'a>, PlanError> {
-        crate::train::check_moe_skew(cfg.cluster.moe_skew)?;
+        crate::train::check_routing(&cfg.cluster)?;
         let per_chip = ranks_per_chip(chip, cfg.lnc)?;
         let ranks = cfg.chips * u64::from(per_chip);
         let replica = tp.saturating_mul(pp);
@@ -436,8 +436,8 @@ impl<'a> Server<'a> {
     }
 
     fn batch(&self, sequences: u64, seq: u64) -> Batch {
-        let moe_skew = self.cfg.cluster.moe_skew.unwrap_or(rainier_perf::MOE_ROUTING_SKEW.value);
-        Batch { sequences, seq, tp: self.tp, cp: 1, ep: self.ep, moe_skew }
+        let routing = crate::train::routing(&self.cfg.cluster);
+        Batch { sequences, seq, tp: self.tp, cp: 1, ep: self.ep, routing }
     }
 
     /// `(count, ops of one such layer)` for each of the model's layer kinds.

@@ -7,7 +7,7 @@
 //! collectives are costed on the chip's [`Topology`].
 
 use rainier_hw::{Chip, Family, Framework};
-use rainier_model::{Batch, Model, OpKind, Pass, Recompute, ACT_BYTES};
+use rainier_model::{Batch, Model, OpKind, Pass, Recompute, Routing, ACT_BYTES};
 use rainier_perf::{
     CollectiveKind, CostModel, Datacenter, Group, NeuronCosts, PerfError, Precision, Topology,
 };
@@ -74,6 +74,9 @@ pub struct TrainConfig {
     /// The router's systematic imbalance across expert-parallel ranks (default
     /// `moe.routing_skew`).
     pub moe_skew: Option<f64>,
+    /// Expert capacity over the mean routed tokens (GShard/Switch-style dropping and padding;
+    /// `None`: dropless).
+    pub capacity_factor: Option<f64>,
     pub datacenter: Datacenter,
     pub economics: EconomicsConfig,
 }
@@ -101,6 +104,7 @@ impl TrainConfig {
             neuron_costs: NeuronCosts::Tables,
             step_efficiency: None,
             moe_skew: None,
+            capacity_factor: None,
             datacenter: Datacenter::default(),
             economics: EconomicsConfig::default(),
         }
@@ -253,13 +257,29 @@ pub struct TrainReport {
 }
 
 /// `--moe-skew` is a ratio of at least 1 (the busiest rank never gets less than the mean) and
-/// at most 4.
-pub(crate) fn check_moe_skew(skew: Option<f64>) -> Result<(), PlanError> {
-    match skew {
-        Some(s) if !(1.0..=4.0).contains(&s) => Err(PlanError::Invalid(format!(
+/// at most 4; `--capacity-factor` is above 0 and at most 16, and replaces the skew.
+pub(crate) fn check_routing(cfg: &TrainConfig) -> Result<(), PlanError> {
+    match (cfg.moe_skew, cfg.capacity_factor) {
+        (Some(_), Some(_)) => Err(PlanError::Invalid(
+            "--moe-skew applies to dropless routing; with --capacity-factor every expert computes its capacity: give one".into(),
+        )),
+        (Some(s), None) if !(1.0..=4.0).contains(&s) => Err(PlanError::Invalid(format!(
             "--moe-skew must be between 1 and 4 (the busiest rank's tokens over the mean), found {s}"
         ))),
+        (None, Some(c)) if !(c > 0.0 && c <= 16.0) => Err(PlanError::Invalid(format!(
+            "--capacity-factor must be above 0 and at most 16 (tokens per expert over the mean), found {c}"
+        ))),
         _ => Ok(()),
+    }
+}
+
+/// The MoE routing `cfg` asks for.
+pub(crate) fn routing(cfg: &TrainConfig) -> Routing {
+    match cfg.capacity_factor {
+        Some(factor) => Routing::Capacity { factor },
+        None => {
+            Routing::Dropless { skew: cfg.moe_skew.unwrap_or(rainier_perf::MOE_ROUTING_SKEW.value) }
+        }
     }
 }
 
@@ -528,7 +548,7 @@ impl<'a> Planner<'a> {
         cfg: &'a TrainConfig,
     ) -> Result<Planner<'a>, PlanError> {
         check_sizes(model, chip, cfg)?;
-        check_moe_skew(cfg.moe_skew)?;
+        check_routing(cfg)?;
         let per_chip = ranks_per_chip(chip, cfg.lnc)?;
         let ranks = cfg.chips * u64::from(per_chip);
         let framework = cfg.framework.unwrap_or(chip.default_framework);
@@ -671,8 +691,8 @@ impl<'a> Planner<'a> {
     /// gets the mean of its layer kinds, weighted by their counts.
     pub(crate) fn layer_costs(&self, tp: u64, cp: u64, ep: u64, mb: u64) -> LayerCosts {
         let (model, cost) = (self.model, &self.cost);
-        let moe_skew = self.moe_skew();
-        let batch = Batch { sequences: mb, seq: self.cfg.seq, tp, cp, ep, moe_skew };
+        let routing = self.routing();
+        let batch = Batch { sequences: mb, seq: self.cfg.seq, tp, cp, ep, routing };
         let time =
             |ops: &[rainier_model::Op]| ops.iter().map(|op| cost.op_seconds(op)).sum::<f64>();
         let (mut layer_fwd, mut layer_bwd, mut tp_gemms, mut activation) = (0.0, 0.0, 0.0, 0.0);
@@ -768,15 +788,16 @@ impl<'a> Planner<'a> {
         v
     }
 
-    /// The router's systematic imbalance: `--moe-skew` or the assumption.
-    fn moe_skew(&self) -> f64 {
-        self.cfg.moe_skew.unwrap_or(rainier_perf::MOE_ROUTING_SKEW.value)
+    /// How MoE layers size their experts' work (`--capacity-factor`, else dropless with
+    /// `--moe-skew` or the assumption).
+    fn routing(&self) -> Routing {
+        routing(self.cfg)
     }
 
     /// The micro-batch one rank computes under plan `d`.
     fn layer_batch(&self, d: &Degrees) -> Batch {
         let seq = self.cfg.seq;
-        Batch { sequences: d.mb, seq, tp: d.tp, cp: d.cp, ep: d.ep, moe_skew: self.moe_skew() }
+        Batch { sequences: d.mb, seq, tp: d.tp, cp: d.cp, ep: d.ep, routing: self.routing() }
     }
 
     /// Whether the stack hides expert-parallel all-to-alls behind another micro-batch's

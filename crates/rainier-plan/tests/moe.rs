@@ -2,7 +2,7 @@
 //! and DeepSeek-V3's published training throughput.
 
 use rainier_hw::Catalog;
-use rainier_model::{Batch, Model};
+use rainier_model::{Batch, Model, Routing};
 use rainier_perf::Precision;
 use rainier_plan::{evaluate, TrainConfig, TrainReport};
 
@@ -15,8 +15,9 @@ fn preset(name: &str) -> Model {
 #[test]
 fn busiest_rank_load_follows_the_sampling_spread() {
     let m = preset("deepseek-v3");
-    let load = |sequences, ep, moe_skew| {
-        m.busiest_rank_load(Batch { ep, moe_skew, ..Batch::new(sequences, 4096, 1) })
+    let load = |sequences, ep, skew| {
+        let routing = Routing::Dropless { skew };
+        m.busiest_rank_load(Batch { ep, routing, ..Batch::new(sequences, 4096, 1) })
     };
     assert_eq!(load(1, 1, 1.3), 1.0);
     assert!(load(1, 64, 1.0) > 1.0);
@@ -140,4 +141,35 @@ fn group_limited_routing_cuts_the_network_all_to_all() {
     };
     let ratio = ep(&limited) / ep(&free);
     assert!(ratio > 0.4 && ratio < 0.6, "{ratio}");
+}
+
+/// A capacity factor fixes every expert's work at `factor × mean` (dropped or padded), on
+/// every rank, expert parallel or not; it excludes the dropless skew.
+#[test]
+fn capacity_factor_pads_every_expert() {
+    let m = preset("mixtral-8x7b");
+    let b = |ep, routing| Batch { ep, routing, ..Batch::new(2, 4096, 1) };
+    assert_eq!(m.busiest_rank_load(b(1, Routing::Capacity { factor: 1.25 })), 1.25);
+    assert_eq!(m.busiest_rank_load(b(8, Routing::Capacity { factor: 1.25 })), 1.25);
+    let cfg = |capacity_factor| TrainConfig {
+        tp: Some(1),
+        pp: Some(1),
+        ep: Some(1),
+        micro_batch: Some(1),
+        capacity_factor,
+        ..TrainConfig::new(64, 4096, 128)
+    };
+    let dropless = run(&m, "trn2", &TrainConfig { chips: 16, ..cfg(None) });
+    let padded = run(&m, "trn2", &TrainConfig { chips: 16, ..cfg(Some(1.5)) });
+    let dropping = run(&m, "trn2", &TrainConfig { chips: 16, ..cfg(Some(0.8)) });
+    assert!(
+        padded.step_time_s > dropless.step_time_s && dropless.step_time_s > dropping.step_time_s
+    );
+    let catalog = Catalog::built_in();
+    let both = TrainConfig { moe_skew: Some(1.2), ..cfg(Some(1.25)) };
+    let e = evaluate(&m, catalog.chip("h100").expect("h100"), &both).expect_err("both");
+    assert!(e.to_string().contains("--capacity-factor"), "{e}");
+    let zero = cfg(Some(0.0));
+    let e = evaluate(&m, catalog.chip("h100").expect("h100"), &zero).expect_err("zero");
+    assert!(e.to_string().contains("--capacity-factor"), "{e}");
 }
