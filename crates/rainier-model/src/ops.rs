@@ -202,16 +202,7 @@ impl Model {
         ops.memory("residual_add", MemKind::Add, 3 * t_sp * h * ACT_BYTES, 1.0);
         ops.memory("post_norm", norm, 2 * t_sp * h * ACT_BYTES, 1.5);
 
-        let up_width = match self.mlp {
-            Mlp::SwiGlu => 2 * ffn,
-            Mlp::Gelu => ffn,
-        };
-        // Activation: GELU reads u, writes a (backward: u, da → du); SwiGLU reads g and u,
-        // writes a (backward: g, u, da → dg, du).
-        let (act_bytes, act_backward) = match self.mlp {
-            Mlp::SwiGlu => (3, 5.0 / 3.0),
-            Mlp::Gelu => (2, 1.5),
-        };
+        let (up_width, act_bytes, act_backward) = self.mlp_shape(ffn);
         match self.moe {
             None => self.dense_mlp_ops(&mut ops, ["mlp_up", "mlp_act", "mlp_down"], t, ffn),
             Some(moe) => {
@@ -254,20 +245,22 @@ impl Model {
         ops
     }
 
+    /// An MLP of inner width `ffn`: its up projection's width (gate and up for SwiGLU), and
+    /// its activation's elements moved per inner element forward and the backward's ratio
+    /// (GELU reads u, writes a; backward u, da → du. SwiGLU reads g and u, writes a; backward
+    /// g, u, da → dg, du).
+    fn mlp_shape(&self, ffn: u64) -> (u64, u64, f64) {
+        match self.mlp {
+            Mlp::SwiGlu => (2 * ffn, 3, 5.0 / 3.0),
+            Mlp::Gelu => (ffn, 2, 1.5),
+        }
+    }
+
     /// A dense MLP of inner width `ffn` (this rank's share) over `t` tokens: up (gate and up
     /// for SwiGLU), activation, down, named `names`.
     fn dense_mlp_ops(&self, ops: &mut LayerOps, names: [&'static str; 3], t: u64, ffn: u64) {
         let h = self.hidden;
-        let up_width = match self.mlp {
-            Mlp::SwiGlu => 2 * ffn,
-            Mlp::Gelu => ffn,
-        };
-        // Activation: GELU reads u, writes a (backward: u, da → du); SwiGLU reads g and u,
-        // writes a (backward: g, u, da → dg, du).
-        let (act_bytes, act_backward) = match self.mlp {
-            Mlp::SwiGlu => (3, 5.0 / 3.0),
-            Mlp::Gelu => (2, 1.5),
-        };
+        let (up_width, act_bytes, act_backward) = self.mlp_shape(ffn);
         ops.gemm(names[0], t, up_width, h, 1);
         let act = MemKind::Activation(self.mlp);
         ops.memory(names[1], act, act_bytes * t * ffn * ACT_BYTES, act_backward);
