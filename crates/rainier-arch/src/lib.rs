@@ -268,6 +268,9 @@ pub struct TimingParams {
     /// Elements per partition per cycle that a VectorE streaming instruction moves outside its
     /// 16-bit performance modes (the data-path width over 128 lanes).
     pub vector_lane_elements_per_cycle: Sourced<u32>,
+    /// How many times the MXFP8 rate an `nc_matmul_mx` with MXFP4 operands on both sides runs
+    /// (1: FP4 is widened to FP8 before the PE array).
+    pub mxfp4_matmul_speedup: Sourced<u32>,
 }
 
 fn timing(generation: Generation) -> TimingParams {
@@ -335,6 +338,10 @@ fn timing(generation: Generation) -> TimingParams {
             Generation::V2 => doc(1, "[N-arch2] VectorE data path 128 elements/cycle in and out: one per lane"),
             Generation::V3 => derived(2, "[N-arch3] VectorE data path 512 elements/cycle for BF16/FP16, 256 for other dtypes, over 128 lanes: 2 per lane per cycle for every dtype (the 16-bit 4x modes go beyond it). Range 1-2: the performance-mode text names only 16-bit modes, and the '1.0 TFLOPS FP32' figure does not fix the width; 1 would make NC-v3's VectorE slower than NC-v2's (0.96 vs 1.12 GHz)"),
             Generation::V4 => derived(2, "[N-arch4] VectorE data path 512 elements/cycle for BF16/FP16/FP8, 256 for other dtypes: 2 per lane per cycle (range 1-2, as for NC-v3)"),
+        },
+        mxfp4_matmul_speedup: match generation {
+            Generation::V4 => doc(1, "[A-nc4] MXFP4 is converted to MXFP8 before the PE array: both run at 315 TFLOPS per NeuronCore-v4"),
+            _ => doc(1, "no MX matmul before NeuronCore-v4"),
         },
     }
 }
@@ -612,6 +619,7 @@ impl ChipParams {
             "timing.dma_transpose_rate_fraction" => F64(&mut t.dma_transpose_rate_fraction),
             "timing.vector_perf_modes" => Bool(&mut t.vector_perf_modes),
             "timing.vector_lane_elements_per_cycle" => U32(&mut t.vector_lane_elements_per_cycle),
+            "timing.mxfp4_matmul_speedup" => U32(&mut t.mxfp4_matmul_speedup),
             _ => return None,
         })
     }
@@ -664,6 +672,7 @@ impl ChipParams {
             row("timing.dma_transpose_rate_fraction", &c.timing.dma_transpose_rate_fraction),
             row("timing.vector_perf_modes", &c.timing.vector_perf_modes),
             row("timing.vector_lane_elements_per_cycle", &c.timing.vector_lane_elements_per_cycle),
+            row("timing.mxfp4_matmul_speedup", &c.timing.mxfp4_matmul_speedup),
         ]
     }
 }

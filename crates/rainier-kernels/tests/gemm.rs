@@ -137,6 +137,29 @@ fn fp8_double_row_halves_gemm_time_on_trn2() {
     assert!(ratio > 0.8, "trn1 fp8/bf16 = {ratio}");
 }
 
+/// NeuronCore-v4 widens MXFP4 to MXFP8 before the PE array [A-nc4]: on trn3 a TensorE-bound
+/// MXFP4 gemm takes as long as MXFP8. A what-if core with `timing.mxfp4_matmul_speedup = 2`
+/// (trn4's reading of AWS's 6x FP4 / 3x FP8 claims) halves TensorE's busy time for MXFP4 and
+/// leaves MXFP8 alone.
+#[test]
+fn mxfp4_speedup_moves_mxfp4_matmuls_only() {
+    let trn3 = Chip::Trn3.params();
+    let mut fast = trn3.clone();
+    fast.set("timing.mxfp4_matmul_speedup", 2.0).unwrap_or_else(|e| panic!("{e}"));
+    let tensor_busy = |params: &rainier_arch::ChipParams, dtype| {
+        let p = gemm(params.clone(), 2048, 2048, 4096, dtype).unwrap_or_else(|e| panic!("{e}"));
+        let r = rainier_timesim::simulate(&p, params, None, false).unwrap_or_else(|e| panic!("{e}"));
+        r.engines[Engine::Tensor.index()].busy_ps as f64
+    };
+    let (fp8, fp4) = (DType::Fp8E4m3fnx4, DType::Fp4E2m1fnx4);
+    let same = tensor_busy(&trn3, fp4) / tensor_busy(&trn3, fp8);
+    assert!((same - 1.0).abs() < 0.02, "trn3 MXFP4/MXFP8 TensorE busy = {same}");
+    let fp8_ratio = tensor_busy(&fast, fp8) / tensor_busy(&trn3, fp8);
+    assert!((fp8_ratio - 1.0).abs() < 1e-9, "MXFP8 moved: {fp8_ratio}");
+    let fp4_ratio = tensor_busy(&fast, fp4) / tensor_busy(&trn3, fp4);
+    assert!(fp4_ratio > 0.45 && fp4_ratio < 0.6, "MXFP4 with speed-up 2: {fp4_ratio}");
+}
+
 /// A K whose strip of b would not fit in SBUF streams b: K = 50,000 on trn1 (192 KiB per
 /// partition) against the f64 reference, and the timing run agrees.
 #[test]

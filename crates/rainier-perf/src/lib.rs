@@ -320,11 +320,16 @@ impl CostModel {
         } else {
             1.0
         };
+        // MXFP4 GEMMs run at the chip's FP4 peak where it states one above its MXFP8 peak.
+        let peak_math = match (precision, &chip.peak_flops.fp4) {
+            (Precision::Mxfp4, Some(_)) => MathPrecision::Fp4,
+            _ => math,
+        };
         Ok(CostModel {
             family: chip.family,
             framework,
             math,
-            peak: chip.peak(math) / ranks,
+            peak: chip.peak(peak_math) / ranks,
             peak_bf16: chip.peak(MathPrecision::Bf16) / ranks,
             hbm: chip.hbm_bytes_per_s.value / ranks,
             gemm_eff,

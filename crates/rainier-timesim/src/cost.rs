@@ -66,12 +66,18 @@ pub(crate) fn cost(op: &Op, engine: Engine, core: &CoreParams) -> Cost {
             }
         }
         // MX: K = 4 × partitions in the time of a bf16 matmul of the same M and N, "4x BF16
-        // throughput" [N-arch4]; LoadStationary as bf16's (assumption).
+        // throughput" [N-arch4]; LoadStationary as bf16's (assumption). MXFP4 on both sides
+        // runs `mxfp4_matmul_speedup` times faster (1 on NeuronCore-v4; a what-if beyond).
         Op::MatmulMx { stationary, moving, .. } => {
             let (m, n) = (stationary.free_len(), moving.free_len());
             let init = u64::from(tp.matmul_init_cycles.value);
             let fast = u64::from(tp.fast_weight_load_factor.value).max(1);
-            Cost { cycles: m.min(init).max(n), load_stationary_cycles: m.div_ceil(fast).max(1) }
+            let fp4 = stationary.dtype == DType::Fp4E2m1fnx4 && moving.dtype == DType::Fp4E2m1fnx4;
+            let speedup = if fp4 { u64::from(tp.mxfp4_matmul_speedup.value).max(1) } else { 1 };
+            Cost {
+                cycles: m.min(init).max(n).div_ceil(speedup),
+                load_stationary_cycles: m.div_ceil(fast).max(1),
+            }
         }
         // quantize_mx: 4 elements per partition per cycle [N-arch4], `max(MIN_II, N / 4)`.
         Op::QuantizeMx { src, .. } => plain(min_ii.max(raw(src.free_len()).div_ceil(4))),
