@@ -148,7 +148,8 @@ fn mxfp4_speedup_moves_mxfp4_matmuls_only() {
     fast.set("timing.mxfp4_matmul_speedup", 2.0).unwrap_or_else(|e| panic!("{e}"));
     let tensor_busy = |params: &rainier_arch::ChipParams, dtype| {
         let p = gemm(params.clone(), 2048, 2048, 4096, dtype).unwrap_or_else(|e| panic!("{e}"));
-        let r = rainier_timesim::simulate(&p, params, None, false).unwrap_or_else(|e| panic!("{e}"));
+        let r =
+            rainier_timesim::simulate(&p, params, None, false).unwrap_or_else(|e| panic!("{e}"));
         r.engines[Engine::Tensor.index()].busy_ps as f64
     };
     let (fp8, fp4) = (DType::Fp8E4m3fnx4, DType::Fp4E2m1fnx4);

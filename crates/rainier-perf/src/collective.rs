@@ -20,7 +20,7 @@
 //! spans (dimension-ordered rings); all ranks of a chip run their own collective at the same
 //! time and share the chip's links.
 
-use rainier_hw::{Chip, Shape};
+use rainier_hw::{Chip, Family, Shape};
 
 use crate::Assumption;
 
@@ -48,6 +48,13 @@ pub(crate) const HALVING_DOUBLING_EFF: Assumption = Assumption {
     name: "net.halving_doubling_eff",
     value: 0.9,
     why: "recursive halving-doubling sends half the remaining buffer per step without a ring's chunk pipelining; a 10 % bandwidth loss puts the crossover to ring at ~45 MB on 8×H100 and ~50 MB on a Trn2 instance, near Neuron's published RDH→KangaRing switch at 56 MB (hardware-catalog §5 [doc NX-coll])",
+};
+/// The share of a NeuronLink ring or torus that a Neuron reduce-scatter, all-gather or
+/// all-reduce drives.
+pub(crate) const NEURON_RING_LINK_SHARE: Assumption = Assumption {
+    name: "neuron.ring_link_share",
+    value: 0.5,
+    why: "Neuron runs a ring collective on each edge-disjoint Hamiltonian cycle of the fabric (two on the 16-chip 4x4 torus [R-intra], one on the Inf2 ring), read as one direction per cycle: each chip drives half of its links' per-direction bandwidth (1.0 would be bidirectional rings). Inferred, not documented: the long transformers-neuronx prefills (inf2 llama3-70b TP24 2048 tokens, trn1 llama3-70b TP32 4x2048) need it, their collectives being most of the step; checked on the other Neuron points. Range 0.5-1.0",
 };
 /// The most of the scale-up links that other parallel groups' traffic may take from an
 /// overlapped data-parallel reduction.
@@ -133,6 +140,9 @@ pub struct Level {
     pub latency_s: f64,
     /// NVLink, NeuronLink or ICI (shared with tensor-parallel traffic), not a NIC.
     pub scale_up: bool,
+    /// The share of `bytes_per_s` a reduce-scatter, all-gather or all-reduce drives (Neuron's
+    /// one-direction rings on a NeuronLink ring or torus: [`NEURON_RING_LINK_SHARE`]).
+    pub ring_link_share: f64,
 }
 
 /// `size` ranks, `stride` apart in rank order.
@@ -167,6 +177,10 @@ impl Topology {
     /// The levels of `chip`'s network for a cluster of any size, with `ranks_per_chip`.
     pub fn new(chip: &Chip, ranks_per_chip: u32, dc: &Datacenter) -> Topology {
         let node = &chip.node;
+        let ring_link_share = |shape: &Shape| match (chip.family, shape) {
+            (Family::Neuron, Shape::Ring | Shape::Torus(_)) => NEURON_RING_LINK_SHARE.value,
+            _ => 1.0,
+        };
         let mut levels = vec![Level {
             name: format!("{} scale-up", node.name),
             domain_chips: u64::from(node.scale_up_domain_chips),
@@ -174,6 +188,7 @@ impl Topology {
             bytes_per_s: node.scale_up_bytes_per_s_per_dir.value * SCALE_UP_EFF.value,
             latency_s: node.scale_up_latency_s.value,
             scale_up: true,
+            ring_link_share: ring_link_share(&node.scale_up_shape),
         }];
         if let Some(ultra) = &node.ultra {
             levels.push(Level {
@@ -183,6 +198,7 @@ impl Topology {
                 bytes_per_s: ultra.bytes_per_s_per_dir.value * SCALE_UP_EFF.value,
                 latency_s: ultra.latency_s.value,
                 scale_up: true,
+                ring_link_share: ring_link_share(&ultra.shape),
             });
         }
         let nic = node.scale_out_bits_per_s.value / 8.0 * SCALE_OUT_EFF.value;
@@ -203,6 +219,7 @@ impl Topology {
                     bytes_per_s: nic / oversubscription.max(1.0),
                     latency_s: latency + extra,
                     scale_up: false,
+                    ring_link_share: 1.0,
                 });
             }
         }
@@ -351,7 +368,10 @@ impl Topology {
                     .map(|span| {
                         let level = &self.levels[span.level];
                         let b = bytes / span.inner as f64;
-                        let (t, algorithm) = phase(kind, b, span, level, bandwidth(span));
+                        // Members on one chip do not use its links (`chips` is 1 only then).
+                        let share = if span.chips == 1 { 1.0 } else { level.ring_link_share };
+                        let link = bandwidth(span) * share;
+                        let (t, algorithm) = phase(kind, b, span, level, link);
                         report(algorithm, span.factor, span.level);
                         t
                     })

@@ -185,3 +185,39 @@ proptest! {
         prop_assert!(t.seconds(kind, bytes, bigger, 1.0) >= base, "{} < {}", t.seconds(kind, bytes, bigger, 1.0), base);
     }
 }
+
+/// Neuron runs its ring collectives one direction per Hamiltonian cycle: across chips of a
+/// NeuronLink torus or ring a bandwidth-bound all-reduce takes twice what the same links give
+/// bidirectional rings (the chip as a GPU), between the NeuronCores of one chip nothing
+/// changes, and scale-out is untouched.
+#[test]
+fn neuron_rings_drive_half_their_links() {
+    let catalog = Catalog::built_in();
+    let as_gpu = |name: &str, ranks| {
+        let mut chip = catalog.chip(name).expect("chip").clone();
+        chip.family = rainier_hw::Family::Gpu;
+        Topology::new(&chip, ranks, &Datacenter::default())
+    };
+    let big = 512.0 * 1024.0 * 1024.0;
+    for (chip, ranks, size) in [("trn1", 2, 32), ("inf2", 2, 24), ("trn2", 4, 64)] {
+        let group = Group { size, stride: 1 };
+        let neuron = topology(chip, ranks).seconds(K::AllReduce, big, group, 1.0);
+        let bidirectional = as_gpu(chip, ranks).seconds(K::AllReduce, big, group, 1.0);
+        let ratio = neuron / bidirectional;
+        assert!(ratio > 1.9 && ratio < 2.01, "{chip}: {ratio}");
+    }
+    let one_chip = Group { size: 4, stride: 1 };
+    let (n, g) = (topology("trn2", 4), as_gpu("trn2", 4));
+    assert_eq!(
+        n.seconds(K::AllReduce, big, one_chip, 1.0),
+        g.seconds(K::AllReduce, big, one_chip, 1.0)
+    );
+    // DP across instances: only its scale-up part moves.
+    let dp = Group { size: 4096, stride: 64 };
+    let (tn, tg) = (n.seconds(K::AllReduce, big, dp, 1.0), g.seconds(K::AllReduce, big, dp, 1.0));
+    assert!(tn >= tg && tn < 1.5 * tg, "{tn} vs {tg}");
+    // A switched Neuron fabric (trn3) keeps its full bandwidth.
+    let t3 = topology("trn3", 4).seconds(K::AllReduce, big, Group { size: 64, stride: 1 }, 1.0);
+    let g3 = as_gpu("trn3", 4).seconds(K::AllReduce, big, Group { size: 64, stride: 1 }, 1.0);
+    assert_eq!(t3, g3);
+}

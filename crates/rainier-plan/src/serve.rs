@@ -42,8 +42,8 @@ pub(crate) const STEP_OVERHEAD_S: Assumption = Assumption {
 
 pub(crate) const NEURON_LAYER_OVERHEAD_S: Assumption = Assumption {
     name: "serve.neuron_layer_overhead_s",
-    value: 48e-6,
-    why: "fixed cost per layer of a compiled Neuron inference graph beyond its simulated kernels and collectives (engine synchronization between kernels, collective handshakes); the Neuron serving stacks' one fitted coefficient, fitted on the calibration point trn1-llama3-70b-bs1 TPOT ((26.48 − 22.61 − 0.05 ms) / 80 layers = 47.8 µs) and checked on the other Trainium/Inferentia serving points; it was 120 µs while decode GEMMs were a roofline at 0.85 of HBM bandwidth: the simulated kernels' DMA limit (16 engines cap a NeuronCore-v2 at 0.59 of its HBM share) explains 60 % of that",
+    value: 46e-6,
+    why: "fixed cost per layer of a compiled Neuron inference graph beyond its simulated kernels and collectives (engine synchronization between kernels, collective handshakes); the Neuron serving stacks' one fitted coefficient, fitted on the calibration point trn1-llama3-70b-bs1 TPOT ((26.48 − 22.74 − 0.05 ms) / 80 layers = 46.1 µs; 47.8 µs before NeuronLink rings ran one direction) and checked on the other Trainium/Inferentia serving points; it was 120 µs while decode GEMMs were a roofline at 0.85 of HBM bandwidth: the simulated kernels' DMA limit (16 engines cap a NeuronCore-v2 at 0.59 of its HBM share) explains 60 % of that",
 };
 
 pub(crate) const CHUNK_TOKENS: Assumption = Assumption {
