@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use rainier_plan::{
-    serve, serve_search, KvFormat, NeuronShapes, ServeConfig, ServeReport, TrainConfig,
-    WeightFormat,
+    serve, serve_search, KvFormat, NeuronShapes, PrefixCache, ServeConfig, ServeReport,
+    TrainConfig, WeightFormat,
 };
 
 use crate::out;
@@ -61,6 +61,14 @@ pub(crate) struct ServeJobArgs {
     /// Time-per-output-token objective (mean over the output), milliseconds.
     #[arg(long, value_name = "MS")]
     pub(crate) slo_tpot_ms: Option<f64>,
+    /// Prefix caching: the share of each prompt's tokens found in the cache (0 to 1, a mean
+    /// over requests). Cached tokens are not prefilled and their K/V is held once.
+    #[arg(long, value_name = "SHARE", conflicts_with = "shared_prefix_len")]
+    pub(crate) prefix_hit_rate: Option<f64>,
+    /// Prefix caching: every prompt starts with the same this many tokens (a system prompt),
+    /// prefilled once and held once.
+    #[arg(long, value_name = "TOKENS")]
+    pub(crate) shared_prefix_len: Option<u64>,
 }
 
 impl ServeJobArgs {
@@ -80,6 +88,11 @@ impl ServeJobArgs {
             },
             slo_ttft_ms: self.slo_ttft_ms,
             slo_tpot_ms: self.slo_tpot_ms,
+            prefix_cache: match (self.prefix_hit_rate, self.shared_prefix_len) {
+                (Some(h), _) => PrefixCache::HitRate(h),
+                (None, Some(n)) => PrefixCache::SharedPrefix(n),
+                (None, None) => PrefixCache::None,
+            },
             ..ServeConfig::new(chips, self.input_len, self.output_len)
         }
     }

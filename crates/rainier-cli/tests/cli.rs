@@ -1481,3 +1481,47 @@ fn model_families_list_train_and_serve() {
     assert!(r["model_parameters"].as_u64().expect("total") > 670_000_000_000);
     assert!(r["tpot_ms"].as_f64().expect("tpot") > 0.0);
 }
+
+#[test]
+fn serve_with_a_prefix_cache() {
+    let base = [
+        "serve",
+        "--model",
+        "llama3-8b",
+        "--chip",
+        "trn2",
+        "--chips",
+        "1",
+        "--tp",
+        "4",
+        "--input-len",
+        "2048",
+        "--output-len",
+        "128",
+        "--json",
+    ];
+    let run = |extra: &[&str]| {
+        let out = rainier(&[&base[..], extra].concat());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    let plain = run(&[]);
+    assert!(plain.get("prefix_cache").is_none());
+    let hit = run(&["--prefix-hit-rate", "0.75"]);
+    assert_eq!(hit["prefix_cache"]["cached_tokens_per_request"], 1536);
+    assert!(hit["ttft_ms"].as_f64() < plain["ttft_ms"].as_f64());
+    let shared = run(&["--shared-prefix-len", "1024"]);
+    assert_eq!(shared["prefix_cache"]["cached_tokens_per_request"], 1024);
+    for (flag, value, want) in [
+        ("--prefix-hit-rate", "2", "--prefix-hit-rate must lie in 0..=1"),
+        ("--shared-prefix-len", "4096", "--shared-prefix-len 4096 is longer than the prompt"),
+    ] {
+        let mut args = base.to_vec();
+        args.pop();
+        args.extend([flag, value]);
+        assert_clean_error(&rainier(&args), want);
+    }
+    let both =
+        rainier(&[&base[..], &["--prefix-hit-rate", "0.5", "--shared-prefix-len", "8"]].concat());
+    assert_eq!(both.status.code(), Some(2));
+}

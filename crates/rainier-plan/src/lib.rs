@@ -22,8 +22,9 @@ pub use compare::{
 pub use economics::{Budget, Economics, EconomicsConfig, Goodput, Pricing, ECONOMICS_ASSUMPTIONS};
 pub use search::{search, PlanSummary, Progress, SearchOptions, SearchReport};
 pub use serve::{
-    serve, serve_search, Continuous, KvFormat, NeuronShapes, ServeConfig, ServeMemory, ServePlan,
-    ServeReport, StepBreakdown, WeightFormat, SERVE_ASSUMPTIONS,
+    serve, serve_search, Continuous, KvFormat, NeuronShapes, PrefixCache, PrefixCacheReport,
+    ServeConfig, ServeMemory, ServePlan, ServeReport, StepBreakdown, WeightFormat,
+    SERVE_ASSUMPTIONS,
 };
 pub use train::{
     evaluate, precision_name, ranks_per_chip, recompute_name, Breakdown, Comm, CommByKind, Memory,

@@ -126,8 +126,33 @@ pub struct ServeConfig {
     /// Neuron: the sequence length the graphs are compiled for (their K/V cache length);
     /// default the smallest power of two that holds a request (input + output).
     pub compiled_seq: Option<u64>,
+    /// Prompt tokens found in the prefix cache (vLLM's automatic prefix caching, SGLang's
+    /// radix cache, NxD Inference's prefix caching); none by default.
+    pub prefix_cache: PrefixCache,
     /// Datacenter and economics (the training config's fields; its sizes are unused).
     pub cluster: TrainConfig,
+}
+
+/// What the prefix cache saves per request.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PrefixCacheReport {
+    /// Prompt tokens per request read from the cache instead of prefilled.
+    pub cached_tokens_per_request: u64,
+    /// Their share of the prompt.
+    pub hit_rate: f64,
+}
+
+/// Which part of every prompt the prefix cache holds. Cached tokens are not prefilled (their
+/// K/V is read instead); the prompt's new tokens still attend to them; their K/V blocks are
+/// held once per replica, shared by every sequence in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum PrefixCache {
+    #[default]
+    None,
+    /// This share of each prompt's tokens hits the cache (a mean over requests).
+    HitRate(f64),
+    /// Every prompt starts with the same this many tokens (a system prompt, few-shot examples).
+    SharedPrefix(u64),
 }
 
 impl ServeConfig {
@@ -149,6 +174,7 @@ impl ServeConfig {
             framework: None,
             neuron_shapes: NeuronShapes::Buckets,
             compiled_seq: None,
+            prefix_cache: PrefixCache::None,
             cluster: TrainConfig::new(chips, 1, 1),
         }
     }
@@ -228,6 +254,9 @@ pub struct ServeReport {
     pub chips: u64,
     pub input_len: u64,
     pub output_len: u64,
+    /// The prefix cache's share of each prompt (absent without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_cache: Option<PrefixCacheReport>,
     /// Static batch (with `--search`: the continuous concurrency chosen).
     pub batch: u64,
     pub ttft_ms: f64,
@@ -387,6 +416,42 @@ impl<'a> Server<'a> {
         self.cfg.input_len + self.cfg.output_len.max(1)
     }
 
+    /// Prompt tokens per request found in the prefix cache: at most all but the last, which
+    /// is computed for its logits (as vLLM does on a full hit).
+    fn cached_tokens(&self) -> u64 {
+        let input = self.cfg.input_len;
+        let cached = match self.cfg.prefix_cache {
+            PrefixCache::None => 0,
+            PrefixCache::HitRate(h) => (h * input as f64).round() as u64,
+            PrefixCache::SharedPrefix(n) => n,
+        };
+        cached.min(input.saturating_sub(1))
+    }
+
+    /// Prompt tokens per request that are prefilled (at least one).
+    fn new_prompt_tokens(&self) -> u64 {
+        (self.cfg.input_len - self.cached_tokens()).max(1)
+    }
+
+    /// A prefill of `sequences` prompts past the prefix cache: GEMMs and row ops over the new
+    /// tokens, attention of their queries over the whole prompt (the causal work of queries
+    /// `c..I` is `1 − (c/I)²` of the prompt's); with `pad`, each at its Neuron bucket.
+    fn cached_prefill(&self, sequences: u64, pad: bool) -> StepBreakdown {
+        let (input, cached) = (self.cfg.input_len, self.cached_tokens());
+        let len = |n: u64| if pad { self.padded(n) } else { n };
+        let fresh = self.prefill(sequences, len(self.new_prompt_tokens()));
+        if cached == 0 {
+            return fresh;
+        }
+        let full = self.prefill(sequences, len(input));
+        let attention = full.attention_ms * (1.0 - (cached as f64 / input as f64).powi(2));
+        StepBreakdown {
+            attention_ms: attention,
+            total_ms: fresh.total_ms - fresh.attention_ms + attention,
+            ..fresh
+        }
+    }
+
     /// The sequence length the graphs are compiled for (Neuron).
     fn compiled_seq(&self) -> u64 {
         self.cfg.compiled_seq.unwrap_or_else(|| self.request_len().next_power_of_two())
@@ -533,12 +598,12 @@ impl<'a> Server<'a> {
             return decode;
         }
         let tokens = sequences + chunk.ceil() as u64;
-        let prompt = self.cfg.input_len.max(1);
-        let completed = (chunk / prompt as f64).ceil() as u64;
+        let prompt = self.new_prompt_tokens() as f64;
+        let completed = (chunk / prompt).ceil() as u64;
         let b = self.batch(tokens, 1);
         let kinds = self.layer_ops(|m| m.decode_layer_ops(b, context, self.formats));
         let combined = self.step(&kinds, tokens, sequences + completed, true);
-        let chunk_attention = self.prefill(1, prompt).attention_ms * chunk / prompt as f64;
+        let chunk_attention = self.cached_prefill(1, false).attention_ms * chunk / prompt;
         let attention = decode.attention_ms + chunk_attention;
         StepBreakdown {
             attention_ms: attention,
@@ -624,6 +689,16 @@ impl<'a> Server<'a> {
             .sum()
     }
 
+    /// KV-cache bytes per rank of `sequences` at `context` tokens each, the cached prefix's
+    /// blocks held once.
+    fn kv_bytes(&self, sequences: f64, context: f64) -> f64 {
+        if sequences <= 0.0 {
+            return 0.0;
+        }
+        let shared = self.kv_per_sequence(self.cached_tokens() as f64);
+        sequences * (self.kv_per_sequence(context) - shared).max(0.0) + shared
+    }
+
     fn capacity(&self) -> f64 {
         self.chip.hbm_bytes() / f64::from(self.per_chip)
     }
@@ -645,7 +720,7 @@ impl<'a> Server<'a> {
         let (input, output) = (self.cfg.input_len as f64, self.cfg.output_len as f64);
         let (weights, reserve) = self.fixed_memory();
         let per_mb = n.div_ceil(self.pp) as f64;
-        let kv = n as f64 * self.kv_per_sequence(input + output / 2.0);
+        let kv = self.kv_bytes(n as f64, input + output / 2.0);
         (weights, kv, self.workspace(per_mb + chunk, per_mb), reserve)
     }
 
@@ -654,20 +729,21 @@ impl<'a> Server<'a> {
     /// (up to the scheduler's budget), at most the budget.
     fn chunk(&self, n: u64) -> f64 {
         let budget = CHUNK_TOKENS.value;
-        self.prompt_tokens_per_step(n).max((self.cfg.input_len as f64).min(budget)).min(budget)
+        let prompt = self.new_prompt_tokens() as f64;
+        self.prompt_tokens_per_step(n).max(prompt.min(budget)).min(budget)
     }
 
     /// Prompt tokens each micro-batch step must prefill on average for admissions to match
     /// completions.
     fn prompt_tokens_per_step(&self, n: u64) -> f64 {
-        let (input, output) = (self.cfg.input_len as f64, self.cfg.output_len.max(1) as f64);
+        let (input, output) = (self.new_prompt_tokens() as f64, self.cfg.output_len.max(1) as f64);
         n as f64 * input / output / self.pp as f64
     }
 
     /// The most sequences a replica can keep in flight: the KV cache and workspace fit in
     /// memory, and the chunk budget admits prompts as fast as sequences complete.
     fn max_concurrency(&self) -> u64 {
-        let (input, output) = (self.cfg.input_len as f64, self.cfg.output_len.max(1) as f64);
+        let (input, output) = (self.new_prompt_tokens() as f64, self.cfg.output_len.max(1) as f64);
         let admitted =
             (CHUNK_TOKENS.value * output / input.max(1.0)).floor().max(1.0) as u64 * self.pp;
         let fits = |n: u64| {
@@ -698,7 +774,7 @@ impl<'a> Server<'a> {
     /// `n/pp` are in flight, one per stage. A share `N·I/(O·C)` of the steps carries a chunk,
     /// so admissions match completions.
     fn continuous_at(&self, n: u64) -> (f64, f64, f64, f64) {
-        let input = self.cfg.input_len as f64;
+        let input = self.new_prompt_tokens() as f64;
         let context = self.decode_context();
         let mb = n.div_ceil(self.pp);
         let chunk = self.chunk(n);
@@ -792,13 +868,16 @@ impl<'a> Server<'a> {
             } else {
                 // Static: the batch prefills together, then decodes to the end; with PP a
                 // replica keeps pp such batches in flight, one per stage.
-                let prefill = self.prefill(batch, self.padded(input));
+                let prefill = self.cached_prefill(batch, true);
                 let decode = self.decode(batch, context);
                 let request_s = (prefill.total_ms + (output - 1) as f64 * decode.total_ms) / 1e3;
                 let tps = (batch * output * self.pp) as f64 / request_s * self.replicas as f64;
                 let (usd, joules, _, _) = money(tps, busy(&decode));
-                let kv = (batch * self.pp) as f64 * self.kv_per_sequence(self.kv_len() as f64);
-                let ws = self.workspace((batch * self.padded(input)) as f64, batch as f64);
+                let kv = self.kv_bytes((batch * self.pp) as f64, self.kv_len() as f64);
+                let ws = self.workspace(
+                    (batch * self.padded(self.new_prompt_tokens())) as f64,
+                    batch as f64,
+                );
                 (
                     batch,
                     prefill.total_ms,
@@ -821,6 +900,10 @@ impl<'a> Server<'a> {
             chips: cfg.chips,
             input_len: input,
             output_len: cfg.output_len,
+            prefix_cache: (cfg.prefix_cache != PrefixCache::None).then(|| PrefixCacheReport {
+                cached_tokens_per_request: self.cached_tokens(),
+                hit_rate: self.cached_tokens() as f64 / input as f64,
+            }),
             batch,
             ttft_ms,
             tpot_ms,
@@ -886,6 +969,14 @@ impl<'a> Server<'a> {
                 self.decode_context()
             ));
         }
+        if self.cfg.prefix_cache != PrefixCache::None {
+            notes.push(format!(
+                "prefix cache: {} of {} prompt tokens per request cached; prefill computes the other {}, whose queries attend over the whole prompt; the cached K/V blocks are held once per replica",
+                self.cached_tokens(),
+                self.cfg.input_len,
+                self.new_prompt_tokens()
+            ));
+        }
         if self.cfg.weights == WeightFormat::Int8 {
             notes.push(
                 "int8 weight-only: 1 byte per weight read, dequantized on the fly, bf16 math"
@@ -932,6 +1023,20 @@ pub(crate) fn check(model: &Model, cfg: &ServeConfig) -> Result<(), PlanError> {
                 model.max_positions
             )));
         }
+    }
+    match cfg.prefix_cache {
+        PrefixCache::HitRate(h) if !(0.0..=1.0).contains(&h) => {
+            return Err(PlanError::Invalid(format!(
+                "--prefix-hit-rate must lie in 0..=1 (a share of each prompt), found {h}"
+            )));
+        }
+        PrefixCache::SharedPrefix(n) if n > cfg.input_len => {
+            return Err(PlanError::Invalid(format!(
+                "--shared-prefix-len {n} is longer than the prompt (--input-len {})",
+                cfg.input_len
+            )));
+        }
+        _ => {}
     }
     for (name, v) in [("slo-ttft-ms", cfg.slo_ttft_ms), ("slo-tpot-ms", cfg.slo_tpot_ms)] {
         if let Some(v) = v {

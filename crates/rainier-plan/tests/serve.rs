@@ -261,3 +261,50 @@ fn fp4_serving_runs_where_the_chip_has_fp4_and_is_refused_elsewhere() {
         assert!(err.to_string().contains(" run"), "{chip}: {err}");
     }
 }
+
+/// Prefix caching: the prefill computes only the missed tokens, so TTFT falls with the hit
+/// rate (on a GPU, without buckets, about in proportion for the GEMMs; attention falls by
+/// `1 − h²`), decode is untouched, a shared prefix's K/V is held once so more sequences fit,
+/// and a hit rate of 0 is no cache at all.
+#[test]
+fn prefix_caching_prefills_only_missed_tokens() {
+    use rainier_plan::PrefixCache;
+    let base = ServeConfig { batch: Some(8), ..one(8, 8, 4096, 256) };
+    let at =
+        |cache| run("llama3-70b", "h100", &ServeConfig { prefix_cache: cache, ..base.clone() });
+    let none = at(PrefixCache::None);
+    let zero = at(PrefixCache::HitRate(0.0));
+    assert_eq!(none.ttft_ms, zero.ttft_ms);
+    assert_eq!(none.tpot_ms, zero.tpot_ms);
+    let half = at(PrefixCache::HitRate(0.5));
+    let most = at(PrefixCache::HitRate(0.9));
+    assert!(half.ttft_ms < 0.6 * none.ttft_ms && half.ttft_ms > 0.4 * none.ttft_ms);
+    assert!(most.ttft_ms < 0.2 * none.ttft_ms, "{} vs {}", most.ttft_ms, none.ttft_ms);
+    assert_eq!(most.tpot_ms, none.tpot_ms);
+    // Attention of the missed queries over the whole prompt: 1 − 0.5² of it.
+    let ratio = half.prefill.attention_ms / none.prefill.attention_ms;
+    assert!((ratio - 0.75).abs() < 0.02, "{ratio}");
+    let cached = half.prefix_cache.expect("reported");
+    assert_eq!(cached.cached_tokens_per_request, 2048);
+    // Shared blocks once: more sequences fit in continuous batching.
+    let shared = at(PrefixCache::SharedPrefix(3072));
+    assert!(shared.continuous.max_concurrency > none.continuous.max_concurrency);
+    assert!(shared.memory_gib_per_device.kv_cache < none.memory_gib_per_device.kv_cache);
+    // A full hit still computes the last prompt token.
+    let full = at(PrefixCache::HitRate(1.0));
+    assert_eq!(full.prefix_cache.expect("reported").cached_tokens_per_request, 4095);
+    assert!(full.ttft_ms > 0.0 && full.ttft_ms < most.ttft_ms);
+    // Bad input names the flag.
+    for bad in
+        [PrefixCache::HitRate(1.5), PrefixCache::HitRate(f64::NAN), PrefixCache::SharedPrefix(5000)]
+    {
+        let e = serve(
+            &model("llama3-70b"),
+            &chip("h100"),
+            &ServeConfig { prefix_cache: bad, ..base.clone() },
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(e.contains("prefix"), "{e}");
+    }
+}
