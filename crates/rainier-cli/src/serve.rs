@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use rainier_plan::{
     serve, serve_search, KvFormat, NeuronShapes, PrefixCache, ServeConfig, ServeReport,
-    TrainConfig, WeightFormat,
+    Speculative, TrainConfig, WeightFormat,
 };
 
 use crate::out;
@@ -134,6 +134,17 @@ pub(crate) struct ServeArgs {
     batch: Option<u64>,
     #[command(flatten)]
     job: ServeJobArgs,
+    /// Speculative decoding: the draft model (a preset or config.json sharing the target's
+    /// tokenizer), run on the same ranks at the same TP. Needs --spec-tokens and --acceptance.
+    #[arg(long, value_name = "MODEL", requires_all = ["spec_tokens", "acceptance"])]
+    draft_model: Option<String>,
+    /// Speculative decoding: tokens the draft proposes per round (K, 1 to 32).
+    #[arg(long, value_name = "K", requires = "draft_model")]
+    spec_tokens: Option<u64>,
+    /// Speculative decoding: the probability that the target accepts a proposed token (0 to 1;
+    /// it depends on the pair and the data: measure it, e.g. vLLM's spec-decode metrics).
+    #[arg(long, value_name = "PROBABILITY", requires = "draft_model")]
+    acceptance: Option<f64>,
     /// Find the cheapest plan and concurrency that meets the SLO (continuous batching).
     #[arg(long)]
     search: bool,
@@ -200,6 +211,12 @@ pub(crate) fn report(args: &ServeArgs) -> Result<ServeReport> {
         ep: args.ep,
         batch: args.batch,
         lnc: args.lnc,
+        speculative: match (&args.draft_model, args.spec_tokens, args.acceptance) {
+            (Some(draft), Some(tokens), Some(acceptance)) => {
+                Some(Speculative { draft: load_model(draft)?, tokens, acceptance })
+            }
+            _ => None,
+        },
         cluster: TrainConfig {
             moe_skew: args.moe_skew,
             capacity_factor: args.capacity_factor,

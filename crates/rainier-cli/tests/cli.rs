@@ -1525,3 +1525,38 @@ fn serve_with_a_prefix_cache() {
         rainier(&[&base[..], &["--prefix-hit-rate", "0.5", "--shared-prefix-len", "8"]].concat());
     assert_eq!(both.status.code(), Some(2));
 }
+
+#[test]
+fn serve_with_a_draft_model() {
+    let base = [
+        "serve",
+        "--model",
+        "llama3-70b",
+        "--chip",
+        "h100",
+        "--chips",
+        "4",
+        "--tp",
+        "4",
+        "--input-len",
+        "1024",
+        "--output-len",
+        "128",
+    ];
+    let spec = ["--draft-model", "llama3-8b", "--spec-tokens", "4", "--acceptance", "0.7"];
+    let out = rainier(&[&base[..], &spec[..], &["--json"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(r["speculative"]["draft"], "llama3-8b");
+    assert!(r["speculative"]["speedup"].as_f64().is_some_and(|s| s > 1.0));
+    // The three flags go together (usage error, exit 2).
+    let lone = rainier(&[&base[..], &["--spec-tokens", "4"]].concat());
+    assert_eq!(lone.status.code(), Some(2));
+    let no_acceptance =
+        rainier(&[&base[..], &["--draft-model", "llama3-8b", "--spec-tokens", "4"]].concat());
+    assert_eq!(no_acceptance.status.code(), Some(2));
+    let bad =
+        [&base[..], &["--draft-model", "llama2-7b", "--spec-tokens", "4", "--acceptance", "0.7"]]
+            .concat();
+    assert_clean_error(&rainier(&bad), "share the target's tokenizer");
+}

@@ -23,8 +23,8 @@ pub use economics::{Budget, Economics, EconomicsConfig, Goodput, Pricing, ECONOM
 pub use search::{search, PlanSummary, Progress, SearchOptions, SearchReport};
 pub use serve::{
     serve, serve_search, Continuous, KvFormat, NeuronShapes, PrefixCache, PrefixCacheReport,
-    ServeConfig, ServeMemory, ServePlan, ServeReport, StepBreakdown, WeightFormat,
-    SERVE_ASSUMPTIONS,
+    ServeConfig, ServeMemory, ServePlan, ServeReport, Speculative, SpeculativeReport,
+    StepBreakdown, WeightFormat, SERVE_ASSUMPTIONS,
 };
 pub use train::{
     evaluate, precision_name, ranks_per_chip, recompute_name, Breakdown, Comm, CommByKind, Memory,

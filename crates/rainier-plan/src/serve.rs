@@ -129,8 +129,38 @@ pub struct ServeConfig {
     /// Prompt tokens found in the prefix cache (vLLM's automatic prefix caching, SGLang's
     /// radix cache, NxD Inference's prefix caching); none by default.
     pub prefix_cache: PrefixCache,
+    /// Speculative decoding with a draft model; none by default.
+    pub speculative: Option<Speculative>,
     /// Datacenter and economics (the training config's fields; its sizes are unused).
     pub cluster: TrainConfig,
+}
+
+/// Speculative decoding with a draft model (vLLM, TensorRT-LLM, NxD Inference): each round
+/// the draft proposes `tokens` tokens, one decode step each, and the target verifies them in
+/// one forward over `tokens + 1` positions per sequence, keeping the accepted prefix and one
+/// token of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Speculative {
+    /// The draft model (same tokenizer, smaller), on the same ranks at the same TP.
+    pub draft: Model,
+    /// Tokens the draft proposes per round (K).
+    pub tokens: u64,
+    /// Probability that the target accepts a proposed token, the same at every position.
+    pub acceptance: f64,
+}
+
+/// What speculative decoding does to the static batch's decode.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpeculativeReport {
+    pub draft: String,
+    pub tokens: u64,
+    pub acceptance: f64,
+    /// Expected tokens a sequence gains per round: `(1 − α^(K+1)) / (1 − α)`.
+    pub tokens_per_round: f64,
+    /// One round: K draft decode steps and the target's verify step, ms.
+    pub round_ms: f64,
+    /// The plain decode step over the speculative TPOT.
+    pub speedup: f64,
 }
 
 /// What the prefix cache saves per request.
@@ -175,6 +205,7 @@ impl ServeConfig {
             neuron_shapes: NeuronShapes::Buckets,
             compiled_seq: None,
             prefix_cache: PrefixCache::None,
+            speculative: None,
             cluster: TrainConfig::new(chips, 1, 1),
         }
     }
@@ -257,6 +288,9 @@ pub struct ServeReport {
     /// The prefix cache's share of each prompt (absent without one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix_cache: Option<PrefixCacheReport>,
+    /// Speculative decoding (absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speculative: Option<SpeculativeReport>,
     /// Static batch (with `--search`: the continuous concurrency chosen).
     pub batch: u64,
     pub ttft_ms: f64,
@@ -303,10 +337,27 @@ struct Server<'a> {
     ep: u64,
     replicas: u64,
     framework: Framework,
+    /// The speculative draft model, served on the same ranks at the same TP.
+    draft: Option<Box<Server<'a>>>,
 }
 
 impl<'a> Server<'a> {
     fn new(
+        model: &'a Model,
+        chip: &'a Chip,
+        cfg: &'a ServeConfig,
+        tp: u64,
+        pp: u64,
+        ep: u64,
+    ) -> Result<Server<'a>, PlanError> {
+        let mut server = Server::build(model, chip, cfg, tp, pp, ep)?;
+        if let Some(s) = &cfg.speculative {
+            server.draft = Some(Box::new(Server::build(&s.draft, chip, cfg, tp, 1, 1)?));
+        }
+        Ok(server)
+    }
+
+    fn build(
         model: &'a Model,
         chip: &'a Chip,
         cfg: &'a ServeConfig,
@@ -408,7 +459,47 @@ impl<'a> Server<'a> {
             ep,
             replicas,
             framework,
+            draft: None,
         })
+    }
+
+    /// Expected tokens a sequence gains per decode round: 1, or with speculation
+    /// `(1 − α^(K+1)) / (1 − α)` (the accepted prefix of K proposals and the target's own).
+    fn tokens_per_round(&self) -> f64 {
+        let Some(s) = &self.cfg.speculative else { return 1.0 };
+        let (a, k) = (s.acceptance, s.tokens as i32);
+        if a >= 1.0 {
+            f64::from(k + 1)
+        } else {
+            (1.0 - a.powi(k + 1)) / (1.0 - a)
+        }
+    }
+
+    /// What speculation adds to a decode step of `sequences` (with `chunk` prompt tokens
+    /// riding on it), ms: the draft's K decode steps and its share of the chunk, and the
+    /// target's verify step beyond a plain decode (GEMMs over `(K + 1)·B` tokens and logits for
+    /// each; the K/V is read once, so the memory-bound attention stays the decode's).
+    fn speculation_ms(&self, sequences: u64, context: f64, chunk: f64) -> f64 {
+        let (Some(draft), Some(s)) = (&self.draft, &self.cfg.speculative) else { return 0.0 };
+        let decode = self.decode(sequences, context);
+        let tokens = sequences * (s.tokens + 1);
+        let b = self.batch(tokens, 1);
+        let kinds = self.layer_ops(|m| m.decode_layer_ops(b, context, self.formats));
+        let verify = self.step(&kinds, tokens, tokens, true);
+        let verify_extra =
+            (verify.total_ms - verify.attention_ms) - (decode.total_ms - decode.attention_ms);
+        let draft_decode = draft.decode(sequences, context).total_ms;
+        let draft_chunk = if chunk > 0.0 {
+            draft.mixed(sequences, context, chunk).total_ms - draft_decode
+        } else {
+            0.0
+        };
+        s.tokens as f64 * draft_decode + draft_chunk + verify_extra
+    }
+
+    /// One decode round of `sequences`: a decode step, or K draft steps and a verify step, ms.
+    fn round_ms(&self, sequences: u64, context: f64) -> f64 {
+        self.decode(sequences, context).total_ms + self.speculation_ms(sequences, context, 0.0)
     }
 
     /// Tokens of one request: its prompt and output.
@@ -637,7 +728,8 @@ impl<'a> Server<'a> {
         } else {
             embedding.max(head)
         };
-        let weights = layers * layer * wb + ends;
+        let draft = self.draft.as_ref().map_or(0.0, |d| d.fixed_memory().0);
+        let weights = layers * layer * wb + ends + draft;
         let reserve = rainier_perf::framework_reserve_gib(self.chip.family) * GIB;
         (weights, reserve)
     }
@@ -696,7 +788,8 @@ impl<'a> Server<'a> {
             return 0.0;
         }
         let shared = self.kv_per_sequence(self.cached_tokens() as f64);
-        sequences * (self.kv_per_sequence(context) - shared).max(0.0) + shared
+        let draft = self.draft.as_ref().map_or(0.0, |d| d.kv_bytes(sequences, context));
+        sequences * (self.kv_per_sequence(context) - shared).max(0.0) + shared + draft
     }
 
     fn capacity(&self) -> f64 {
@@ -737,15 +830,17 @@ impl<'a> Server<'a> {
     /// completions.
     fn prompt_tokens_per_step(&self, n: u64) -> f64 {
         let (input, output) = (self.new_prompt_tokens() as f64, self.cfg.output_len.max(1) as f64);
-        n as f64 * input / output / self.pp as f64
+        n as f64 * input / output / self.pp as f64 * self.tokens_per_round()
     }
 
     /// The most sequences a replica can keep in flight: the KV cache and workspace fit in
     /// memory, and the chunk budget admits prompts as fast as sequences complete.
     fn max_concurrency(&self) -> u64 {
         let (input, output) = (self.new_prompt_tokens() as f64, self.cfg.output_len.max(1) as f64);
-        let admitted =
-            (CHUNK_TOKENS.value * output / input.max(1.0)).floor().max(1.0) as u64 * self.pp;
+        let admitted = (CHUNK_TOKENS.value * output / input.max(1.0) / self.tokens_per_round())
+            .floor()
+            .max(1.0) as u64
+            * self.pp;
         let fits = |n: u64| {
             let (w, kv, ws, r) = self.continuous_memory(n, self.chunk(n));
             w + kv + ws + r <= self.capacity()
@@ -779,13 +874,15 @@ impl<'a> Server<'a> {
         let mb = n.div_ceil(self.pp);
         let chunk = self.chunk(n);
         let needed = self.prompt_tokens_per_step(n);
-        let plain = self.mixed(mb, context, 0.0).total_ms;
-        let with_chunk = self.mixed(mb, context, chunk).total_ms;
+        let plain = self.mixed(mb, context, 0.0).total_ms + self.speculation_ms(mb, context, 0.0);
+        let with_chunk =
+            self.mixed(mb, context, chunk).total_ms + self.speculation_ms(mb, context, chunk);
         let share = (needed / chunk).min(1.0);
         let step_ms = share * with_chunk + (1.0 - share) * plain;
         let ttft_ms = (input / chunk).ceil().max(1.0) * with_chunk;
-        let tokens_per_s = n as f64 / (step_ms / 1e3) * self.replicas as f64;
-        (ttft_ms, step_ms, tokens_per_s, chunk)
+        let per_round = self.tokens_per_round();
+        let tokens_per_s = n as f64 * per_round / (step_ms / 1e3) * self.replicas as f64;
+        (ttft_ms, step_ms / per_round, tokens_per_s, chunk)
     }
 
     fn meets(&self, ttft_ms: f64, tpot_ms: f64) -> bool {
@@ -869,8 +966,13 @@ impl<'a> Server<'a> {
                 // Static: the batch prefills together, then decodes to the end; with PP a
                 // replica keeps pp such batches in flight, one per stage.
                 let prefill = self.cached_prefill(batch, true);
+                // The draft prefills the prompts too.
+                let draft =
+                    self.draft.as_ref().map_or(0.0, |d| d.cached_prefill(batch, true).total_ms);
+                let ttft = prefill.total_ms + draft;
                 let decode = self.decode(batch, context);
-                let request_s = (prefill.total_ms + (output - 1) as f64 * decode.total_ms) / 1e3;
+                let tpot = self.round_ms(batch, context) / self.tokens_per_round();
+                let request_s = (ttft + (output - 1) as f64 * tpot) / 1e3;
                 let tps = (batch * output * self.pp) as f64 / request_s * self.replicas as f64;
                 let (usd, joules, _, _) = money(tps, busy(&decode));
                 let kv = self.kv_bytes((batch * self.pp) as f64, self.kv_len() as f64);
@@ -878,18 +980,7 @@ impl<'a> Server<'a> {
                     (batch * self.padded(self.new_prompt_tokens())) as f64,
                     batch as f64,
                 );
-                (
-                    batch,
-                    prefill.total_ms,
-                    decode.total_ms,
-                    tps,
-                    usd,
-                    joules,
-                    prefill,
-                    decode,
-                    kv,
-                    ws,
-                )
+                (batch, ttft, tpot, tps, usd, joules, prefill, decode, kv, ws)
             };
         let total = weights + kv + workspace + reserve;
         ServeReport {
@@ -900,6 +991,18 @@ impl<'a> Server<'a> {
             chips: cfg.chips,
             input_len: input,
             output_len: cfg.output_len,
+            speculative: cfg.speculative.as_ref().map(|s| {
+                let round_ms = self.round_ms(batch, context);
+                let tokens_per_round = self.tokens_per_round();
+                SpeculativeReport {
+                    draft: s.draft.name.clone(),
+                    tokens: s.tokens,
+                    acceptance: s.acceptance,
+                    tokens_per_round,
+                    round_ms,
+                    speedup: self.decode(batch, context).total_ms * tokens_per_round / round_ms,
+                }
+            }),
             prefix_cache: (cfg.prefix_cache != PrefixCache::None).then(|| PrefixCacheReport {
                 cached_tokens_per_request: self.cached_tokens(),
                 hit_rate: self.cached_tokens() as f64 / input as f64,
@@ -969,6 +1072,16 @@ impl<'a> Server<'a> {
                 self.decode_context()
             ));
         }
+        if let Some(s) = &self.cfg.speculative {
+            notes.push(format!(
+                "speculative decoding: {} proposes {} tokens per round (one decode step each, same ranks and TP), the target verifies {} positions per sequence in one forward; acceptance {} gives {:.2} tokens per round",
+                s.draft.name,
+                s.tokens,
+                s.tokens + 1,
+                s.acceptance,
+                self.tokens_per_round()
+            ));
+        }
         if self.cfg.prefix_cache != PrefixCache::None {
             notes.push(format!(
                 "prefix cache: {} of {} prompt tokens per request cached; prefill computes the other {}, whose queries attend over the whole prompt; the cached K/V blocks are held once per replica",
@@ -1021,6 +1134,43 @@ pub(crate) fn check(model: &Model, cfg: &ServeConfig) -> Result<(), PlanError> {
                 "--compiled-seq {seq} must hold a request (input-len + output-len = {}) and stay within the model's max_position_embeddings ({})",
                 cfg.input_len + cfg.output_len,
                 model.max_positions
+            )));
+        }
+    }
+    if let Some(s) = &cfg.speculative {
+        if !(1..=32).contains(&s.tokens) {
+            return Err(PlanError::Invalid(format!(
+                "--spec-tokens must lie in 1..=32, found {}",
+                s.tokens
+            )));
+        }
+        if !(0.0..=1.0).contains(&s.acceptance) {
+            return Err(PlanError::Invalid(format!(
+                "--acceptance must lie in 0..=1 (a probability per proposed token), found {}",
+                s.acceptance
+            )));
+        }
+        if s.draft.vocab != model.vocab {
+            return Err(PlanError::Invalid(format!(
+                "--draft-model {} has a vocabulary of {} tokens, the target {} has {}: a draft must share the target's tokenizer",
+                s.draft.name, s.draft.vocab, model.name, model.vocab
+            )));
+        }
+        if s.draft.params().total() >= model.params().total() {
+            return Err(PlanError::Invalid(format!(
+                "--draft-model {} ({:.2}B parameters) is not smaller than the target {} ({:.2}B)",
+                s.draft.name,
+                s.draft.params().total() as f64 / 1e9,
+                model.name,
+                model.params().total() as f64 / 1e9
+            )));
+        }
+        if s.draft.max_positions < cfg.input_len + cfg.output_len {
+            return Err(PlanError::Invalid(format!(
+                "--draft-model {} holds {} positions, fewer than a request's {}",
+                s.draft.name,
+                s.draft.max_positions,
+                cfg.input_len + cfg.output_len
             )));
         }
     }

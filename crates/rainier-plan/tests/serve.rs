@@ -308,3 +308,45 @@ fn prefix_caching_prefills_only_missed_tokens() {
         assert!(e.contains("prefix"), "{e}");
     }
 }
+
+/// Speculative decoding with a draft: the expected tokens per round follow
+/// `(1 − α^(K+1))/(1 − α)`, a draft that is never accepted only costs, one that is helps a
+/// bandwidth-bound batch-1 decode more than a batch of 128, the draft's weights and K/V are
+/// held, and bad drafts are refused.
+#[test]
+fn speculative_decoding_pays_the_draft_and_verifies_in_one_forward() {
+    use rainier_plan::Speculative;
+    let spec = |acceptance| Speculative { draft: model("llama3-8b"), tokens: 4, acceptance };
+    let at = |batch, s: Option<Speculative>| {
+        let cfg = ServeConfig { batch: Some(batch), speculative: s, ..one(4, 4, 1024, 256) };
+        run("llama3-70b", "h100", &cfg)
+    };
+    let plain = at(1, None);
+    let never = at(1, Some(spec(0.0)));
+    assert!(never.tpot_ms > plain.tpot_ms);
+    assert!(never.ttft_ms > plain.ttft_ms, "the draft prefills the prompt too");
+    let good = at(1, Some(spec(0.8)));
+    let r = good.speculative.as_ref().expect("reported");
+    let expected = (1.0 - 0.8f64.powi(5)) / 0.2;
+    assert!((r.tokens_per_round - expected).abs() < 1e-12);
+    assert!((good.tpot_ms - r.round_ms / expected).abs() < 1e-9);
+    assert!(r.speedup > 1.5, "batch 1: {}", r.speedup);
+    let big = at(128, Some(spec(0.8)));
+    assert!(big.speculative.expect("reported").speedup < r.speedup);
+    assert!(good.memory_gib_per_device.weights > plain.memory_gib_per_device.weights + 3.0);
+    assert!(good.memory_gib_per_device.kv_cache > plain.memory_gib_per_device.kv_cache);
+    let perfect = at(1, Some(spec(1.0))).speculative.expect("reported");
+    assert_eq!(perfect.tokens_per_round, 5.0);
+    // Bad drafts and settings, each a clear error naming the flag.
+    let bad = [
+        (Speculative { acceptance: 1.5, ..spec(0.8) }, "--acceptance"),
+        (Speculative { tokens: 0, ..spec(0.8) }, "--spec-tokens"),
+        (Speculative { draft: model("llama3.1-405b"), ..spec(0.8) }, "not smaller"),
+        (Speculative { draft: model("llama2-7b"), ..spec(0.8) }, "tokenizer"),
+    ];
+    for (s, want) in bad {
+        let cfg = ServeConfig { speculative: Some(s), ..one(4, 4, 1024, 256) };
+        let e = serve(&model("llama3-70b"), &chip("h100"), &cfg).expect_err("refused").to_string();
+        assert!(e.contains(want), "{e}");
+    }
+}
