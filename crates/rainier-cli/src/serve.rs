@@ -69,11 +69,22 @@ pub(crate) struct ServeJobArgs {
     /// prefilled once and held once.
     #[arg(long, value_name = "TOKENS")]
     pub(crate) shared_prefix_len: Option<u64>,
+    /// Speculative decoding: the draft model (a preset or config.json sharing the target's
+    /// tokenizer), run on the same ranks at the same TP. Needs --spec-tokens and --acceptance.
+    #[arg(long, value_name = "MODEL", requires_all = ["spec_tokens", "acceptance"])]
+    pub(crate) draft_model: Option<String>,
+    /// Speculative decoding: tokens the draft proposes per round (K, 1 to 32).
+    #[arg(long, value_name = "K", requires = "draft_model")]
+    pub(crate) spec_tokens: Option<u64>,
+    /// Speculative decoding: the probability that the target accepts a proposed token (0 to 1;
+    /// it depends on the pair and the data: measure it, e.g. vLLM's spec-decode metrics).
+    #[arg(long, value_name = "PROBABILITY", requires = "draft_model")]
+    pub(crate) acceptance: Option<f64>,
 }
 
 impl ServeJobArgs {
-    pub(crate) fn config(&self, chips: u64) -> ServeConfig {
-        ServeConfig {
+    pub(crate) fn config(&self, chips: u64) -> Result<ServeConfig> {
+        Ok(ServeConfig {
             weights: match self.weights {
                 WeightsArg::Bf16 => WeightFormat::Bf16,
                 WeightsArg::Fp8 => WeightFormat::Fp8,
@@ -93,8 +104,14 @@ impl ServeJobArgs {
                 (None, Some(n)) => PrefixCache::SharedPrefix(n),
                 (None, None) => PrefixCache::None,
             },
+            speculative: match (&self.draft_model, self.spec_tokens, self.acceptance) {
+                (Some(draft), Some(tokens), Some(acceptance)) => {
+                    Some(Speculative { draft: load_model(draft)?, tokens, acceptance })
+                }
+                _ => None,
+            },
             ..ServeConfig::new(chips, self.input_len, self.output_len)
-        }
+        })
     }
 }
 
@@ -134,17 +151,6 @@ pub(crate) struct ServeArgs {
     batch: Option<u64>,
     #[command(flatten)]
     job: ServeJobArgs,
-    /// Speculative decoding: the draft model (a preset or config.json sharing the target's
-    /// tokenizer), run on the same ranks at the same TP. Needs --spec-tokens and --acceptance.
-    #[arg(long, value_name = "MODEL", requires_all = ["spec_tokens", "acceptance"])]
-    draft_model: Option<String>,
-    /// Speculative decoding: tokens the draft proposes per round (K, 1 to 32).
-    #[arg(long, value_name = "K", requires = "draft_model")]
-    spec_tokens: Option<u64>,
-    /// Speculative decoding: the probability that the target accepts a proposed token (0 to 1;
-    /// it depends on the pair and the data: measure it, e.g. vLLM's spec-decode metrics).
-    #[arg(long, value_name = "PROBABILITY", requires = "draft_model")]
-    acceptance: Option<f64>,
     /// Find the cheapest plan and concurrency that meets the SLO (continuous batching).
     #[arg(long)]
     search: bool,
@@ -211,12 +217,6 @@ pub(crate) fn report(args: &ServeArgs) -> Result<ServeReport> {
         ep: args.ep,
         batch: args.batch,
         lnc: args.lnc,
-        speculative: match (&args.draft_model, args.spec_tokens, args.acceptance) {
-            (Some(draft), Some(tokens), Some(acceptance)) => {
-                Some(Speculative { draft: load_model(draft)?, tokens, acceptance })
-            }
-            _ => None,
-        },
         cluster: TrainConfig {
             moe_skew: args.moe_skew,
             capacity_factor: args.capacity_factor,
@@ -224,7 +224,7 @@ pub(crate) fn report(args: &ServeArgs) -> Result<ServeReport> {
             economics: args.economics.config(None),
             ..TrainConfig::new(args.chips, 1, 1)
         },
-        ..args.job.config(args.chips)
+        ..args.job.config(args.chips)?
     };
     let report =
         if args.search { serve_search(&model, chip, &cfg)? } else { serve(&model, chip, &cfg)? };
