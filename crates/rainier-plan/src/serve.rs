@@ -352,11 +352,15 @@ impl<'a> Server<'a> {
     ) -> Result<Server<'a>, PlanError> {
         let mut server = Server::build(model, chip, cfg, tp, pp, ep)?;
         if let Some(s) = &cfg.speculative {
-            server.draft = Some(Box::new(Server::build(&s.draft, chip, cfg, tp, 1, 1)?));
+            let draft = Server::build(&s.draft, chip, cfg, tp, 1, 1).map_err(|e| {
+                PlanError::Invalid(format!("--draft-model {} at tp {tp}: {e}", s.draft.name))
+            })?;
+            server.draft = Some(Box::new(draft));
         }
         Ok(server)
     }
 
+    /// The server of `model` alone (no draft).
     fn build(
         model: &'a Model,
         chip: &'a Chip,
