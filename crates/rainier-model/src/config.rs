@@ -23,12 +23,13 @@ pub const SUPPORTED_MODEL_TYPES: [&str; 12] = [
 
 /// Built-in presets: `(name, config.json as shipped)`. GPT-3 175B is not on the Hub; its file
 /// uses the GPT-2 config format with the paper's shape.
-pub const PRESETS: [(&str, &str); 16] = [
+pub const PRESETS: [(&str, &str); 17] = [
     ("llama2-7b", include_str!("../presets/llama2-7b.json")),
     ("llama2-13b", include_str!("../presets/llama2-13b.json")),
     ("llama2-70b", include_str!("../presets/llama2-70b.json")),
     ("llama3-8b", include_str!("../presets/llama3-8b.json")),
     ("llama3-70b", include_str!("../presets/llama3-70b.json")),
+    ("llama3.2-1b", include_str!("../presets/llama3.2-1b.json")),
     ("llama3.1-405b", include_str!("../presets/llama3.1-405b.json")),
     ("mixtral-8x7b", include_str!("../presets/mixtral-8x7b.json")),
     ("gpt3-175b", include_str!("../presets/gpt3-175b.json")),
