@@ -120,6 +120,23 @@ pub(crate) fn report_kernel(
     opts: &KernelOpts,
     check: impl FnOnce() -> Result<CheckResult>,
 ) -> Result<()> {
+    report_kernel_with(built, opts, check, |_| Ok(Extra::default()))
+}
+
+/// More for a kernel's report, given its time in ps: JSON fields and text lines.
+#[derive(Default)]
+pub(crate) struct Extra {
+    json: serde_json::Map<String, serde_json::Value>,
+    lines: Vec<String>,
+}
+
+/// [`report_kernel`] with `extra` fields and lines after the timing.
+fn report_kernel_with(
+    built: &Built,
+    opts: &KernelOpts,
+    check: impl FnOnce() -> Result<CheckResult>,
+    extra: impl FnOnce(u64) -> Result<Extra>,
+) -> Result<()> {
     let chip = opts.chip;
     let params = chip.params();
     if opts.check {
@@ -138,6 +155,7 @@ pub(crate) fn report_kernel(
     let achieved = built.flops / seconds;
     let hbm_share = params.hbm_bytes_per_s.value / f64::from(params.cores_per_chip.value);
     let hbm_fraction = report.dma.hbm_bytes as f64 / seconds / hbm_share;
+    let extra = extra(report.time_ps)?;
     let seed = opts.seed.unwrap_or_else(|| rand::thread_rng().gen());
     let check = if opts.check {
         seed_inputs(seed);
@@ -163,6 +181,9 @@ pub(crate) fn report_kernel(
             "engines": v["engines"].take(),
             "bottleneck": v["bottleneck"].take(),
         });
+        for (key, value) in extra.json {
+            doc[key] = value;
+        }
         if let Some((err, bound)) = check {
             doc["check"] = json!({
                 "max_rel_error": err,
@@ -189,6 +210,9 @@ pub(crate) fn report_kernel(
             .collect::<Vec<_>>()
             .join("\n")
             .trim_end());
+        for line in &extra.lines {
+            out(line);
+        }
         if let Some((err, bound)) = check {
             let verdict = if err <= bound { "passed" } else { "FAILED" };
             out(&format!("  check on fresh random inputs (--seed {seed}): max relative error {err:.2e} (tolerance {bound:.2e}): {verdict}"));
@@ -855,4 +879,112 @@ pub(crate) fn cross_entropy(
             Ok((worst, tol_abs + 8.0 * 2f64.powi(-24)))
         }
     })
+}
+
+/// The shape of `kernel layer`: one tensor-parallel rank of a dense model's decoder layer.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LayerArgs {
+    /// Model: a preset name, a config.json file or a Hugging Face snapshot directory (dense
+    /// Llama-style layers: rmsnorm, rope, grouped-query attention, SwiGLU).
+    #[arg(long)]
+    pub(crate) model: String,
+    /// Tensor-parallel degree: the rank holds heads/tp query heads, kv_heads/tp key/value
+    /// heads (at least one) and ffn/tp of the MLP.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) tp: u64,
+    /// Sequences in the micro-batch.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) batch: u64,
+    /// Tokens per sequence (a multiple of 128).
+    #[arg(long)]
+    pub(crate) seq: u64,
+}
+
+impl LayerArgs {
+    fn shape(&self) -> Result<rainier_kernels::LayerShape> {
+        let model = crate::plan::load_model(&self.model)?;
+        if model.moe.is_some() || model.mla.is_some() || model.layer_groups.len() > 1 {
+            bail!("--model {}: layer programs are built for dense Llama-style layers (uniform, no MoE or MLA)", self.model);
+        }
+        let llama_like = model.mlp == rainier_model::Mlp::SwiGlu
+            && model.norm == rainier_model::Norm::RmsNorm
+            && model.positions == rainier_model::Positions::Rope;
+        if !llama_like {
+            bail!(
+                "--model {}: layer programs are built for rmsnorm, rope and SwiGLU layers",
+                self.model
+            );
+        }
+        let extras = model.qk_norm
+            || model.qkv_bias
+            || model.linear_bias
+            || model.attention_sinks
+            || model.sliding_window.is_some()
+            || model.attention_chunk.is_some();
+        if extras {
+            bail!("--model {}: layer programs have no q/k norms, biases, attention sinks or windowed attention", self.model);
+        }
+        let tp = positive("tp", self.tp, 1 << 12)?;
+        let split = |what: &str, n: u64| {
+            if n % tp == 0 {
+                Ok(n / tp)
+            } else {
+                Err(anyhow::anyhow!("--tp {tp} does not divide the model's {what} ({n})"))
+            }
+        };
+        Ok(rainier_kernels::LayerShape {
+            batch: positive("batch", self.batch, 1 << 16)?,
+            seq: positive("seq", self.seq, 1 << 20)?,
+            hidden: model.hidden,
+            heads: split("heads", model.heads)?,
+            kv_heads: model.kv_heads.div_ceil(tp).max(1),
+            head_dim: model.head_dim,
+            ffn: split("ffn", model.ffn)?,
+        })
+    }
+}
+
+/// `kernel layer`: the decoder layer as one program, and the same kernels in series.
+pub(crate) fn layer(a: &LayerArgs, opts: &KernelOpts) -> Result<()> {
+    use rainier_kernels::Composition;
+    if opts.check {
+        bail!("--check: the layer program is checked against f64 math by the rainier-kernels tests (tests/layer.rs), not here");
+    }
+    let shape = a.shape()?;
+    let (chip, dtype) = (opts.chip, opts.dtype.dtype()?);
+    let build = |c: Composition| {
+        rainier_kernels::decoder_layer(chip, &shape, dtype, c)
+            .with_context(|| format!("decoder layer of {} on {chip}", a.model))
+    };
+    let built = Built {
+        kernel: "layer",
+        shape: json!({ "model": a.model, "tp": a.tp, "batch": shape.batch, "seq": shape.seq,
+            "hidden": shape.hidden, "heads": shape.heads, "kv_heads": shape.kv_heads,
+            "head_dim": shape.head_dim, "ffn": shape.ffn }),
+        description: format!(
+            "decoder layer forward of {} at TP {}, {} x {} tokens ({} heads, {} kv, ffn {}), {dtype}",
+            a.model, a.tp, shape.batch, shape.seq, shape.heads, shape.kv_heads, shape.ffn
+        ),
+        program: build(Composition::Overlapped)?,
+        flops: shape.flops(),
+    };
+    report_kernel_with(
+        &built,
+        opts,
+        || unreachable!("--check is refused above"),
+        |overlapped| {
+            let serial = build(Composition::Serial)?;
+            let serial = rainier_timesim::simulate(&serial, &chip.params(), None, false)?.time_ps;
+            let saved = 1.0 - overlapped as f64 / serial as f64;
+            let mut extra = Extra::default();
+            extra.json.insert("serial_time_ns".into(), json!(serial as f64 / 1000.0));
+            extra.json.insert("overlap_saving".into(), json!(saved));
+            extra.lines.push(format!(
+                "  the same kernels one after another: {:.3} us; overlapping them saves {:.1}%",
+                serial as f64 / 1e6,
+                100.0 * saved
+            ));
+            Ok(extra)
+        },
+    )
 }

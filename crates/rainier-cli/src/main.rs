@@ -172,6 +172,16 @@ enum KernelCommand {
         #[command(flatten)]
         opts: kernel::KernelOpts,
     },
+    /// One tensor-parallel rank's decoder layer forward as one program of the library kernels
+    /// (rmsnorm, QKV, rope, causal attention, O projection, residual, rmsnorm, SwiGLU MLP,
+    /// residual), so the timing model overlaps each kernel with the next; also times the same
+    /// kernels one after another.
+    Layer {
+        #[command(flatten)]
+        shape: kernel::LayerArgs,
+        #[command(flatten)]
+        opts: kernel::KernelOpts,
+    },
     /// Flash attention forward: q, k [heads, head_dim, seq], v [kv_heads, seq, head_dim].
     Attention {
         #[command(flatten)]
@@ -396,6 +406,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             KernelCommand::Table { chip, out } => table::write_named(&chip, &out),
             KernelCommand::Attention { shape, opts } => kernel::attention(&shape, &opts),
+            KernelCommand::Layer { shape, opts } => kernel::layer(&shape, &opts),
             KernelCommand::AttentionBwd { shape, opts } => kernel::attention_bwd(&shape, &opts),
             KernelCommand::ResidualAdd { shape, opts } => {
                 kernel::rowwise(kernel::Rowwise::ResidualAdd, &shape, &opts)

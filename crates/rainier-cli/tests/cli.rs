@@ -495,6 +495,54 @@ fn kernel_attention_check() {
     );
 }
 
+#[test]
+fn kernel_layer_of_a_preset_at_a_tp_degree() {
+    let o = rainier(&[
+        "kernel",
+        "layer",
+        "--model",
+        "llama3.2-1b",
+        "--tp",
+        "4",
+        "--seq",
+        "256",
+        "--chip",
+        "trn2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+    // Llama 3.2 1B: 32 heads, 8 kv heads, ffn 8192, hidden 2048.
+    assert_eq!(v["shape"]["heads"], 8, "{v}");
+    assert_eq!(v["shape"]["kv_heads"], 2, "{v}");
+    assert_eq!(v["shape"]["ffn"], 2048, "{v}");
+    let (time, serial) = (v["time_ns"].as_f64(), v["serial_time_ns"].as_f64());
+    assert!(time.zip(serial).is_some_and(|(t, s)| t > 0.0 && t <= s), "{v}");
+    assert_clean_error(
+        &rainier(&[
+            "kernel",
+            "layer",
+            "--model",
+            "llama3.2-1b",
+            "--tp",
+            "3",
+            "--seq",
+            "256",
+            "--chip",
+            "trn2",
+        ]),
+        "--tp 3 does not divide",
+    );
+    assert_clean_error(
+        &rainier(&["kernel", "layer", "--model", "mixtral-8x7b", "--seq", "256", "--chip", "trn2"]),
+        "dense Llama-style",
+    );
+    assert_clean_error(
+        &rainier(&["kernel", "layer", "--model", "llama3.2-1b", "--seq", "200", "--chip", "trn2"]),
+        "multiple of 128",
+    );
+}
+
 /// The committed op-cost tables are what the code produces now. Regenerate with
 /// `cargo run --release -- kernel table` after changing a kernel or the timing model.
 #[test]

@@ -94,6 +94,55 @@ pub fn attention(
     dtype: DType,
 ) -> Result<Program, KernelError> {
     let chip: ChipParams = chip.into();
+    check_attention(shape, dtype)?;
+    let AttentionShape { batch, heads, kv_heads, seq, head_dim: d, .. } = *shape;
+    let (nh, nkv) = (batch * heads, batch * kv_heads);
+    let mut kb = KernelBuilder::new(&chip);
+    let q = kb.input("q", dtype, &[nh, d, seq])?;
+    let k = kb.input("k", dtype, &[nkv, d, seq])?;
+    let v = kb.input("v", dtype, &[nkv, seq, d])?;
+    let o = kb.output("o", dtype, &[nh, seq, d])?;
+    let tensors = AttentionTensors {
+        q: (q, HeadLayout::rows_of(d, seq)),
+        k: (k, HeadLayout::rows_of(d, seq)),
+        v: (v, HeadLayout::rows_of(seq, d)),
+        o: (o, HeadLayout::rows_of(seq, d)),
+    };
+    attention_into(&mut kb, &tensors, shape, dtype)?;
+    kb.finish()
+}
+
+/// Where one head's `[rows, cols]` matrix lies in a tensor: element `(h, r, c)` of head `h`
+/// at `base + h·head_stride + r·row_stride + c`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeadLayout {
+    pub base: u64,
+    pub head_stride: u64,
+    pub row_stride: u64,
+}
+
+impl HeadLayout {
+    /// Heads of `[rows, cols]` each, one after another.
+    pub(crate) fn rows_of(rows: u64, cols: u64) -> Self {
+        HeadLayout { base: 0, head_stride: rows * cols, row_stride: cols }
+    }
+
+    fn at(&self, head: u64, row: u64) -> u64 {
+        self.base + head * self.head_stride + row * self.row_stride
+    }
+}
+
+/// Attention's HBM tensors and their layouts: per head, `q` and `k` `[d, seq]`, `v` and `o`
+/// `[seq, d]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AttentionTensors {
+    pub q: (usize, HeadLayout),
+    pub k: (usize, HeadLayout),
+    pub v: (usize, HeadLayout),
+    pub o: (usize, HeadLayout),
+}
+
+fn check_attention(shape: &AttentionShape, dtype: DType) -> Result<(), KernelError> {
     let AttentionShape { batch, heads, kv_heads, seq, head_dim: d, causal } = *shape;
     let bad = |detail: String| KernelError::Shape { what: "attention".into(), detail };
     if batch == 0 || heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
@@ -109,7 +158,7 @@ pub fn attention(
             "seq={seq}, head_dim={d}: seq must be a multiple of 128 and 1 <= head_dim <= 128"
         )));
     }
-    let (nh, nkv) = (batch * heads, batch * kv_heads);
+    let nh = batch * heads;
     // Each (head, query block, key block) step emits about 25 instructions: refuse shapes
     // whose program could not be held before building the step list.
     let q_blocks = u128::from(seq / QT);
@@ -121,11 +170,21 @@ pub fn attention(
     if u128::from(nh) * key_steps * 25 > crate::MAX_INSTRUCTIONS as u128 {
         return Err(KernelError::TooLarge { limit: crate::MAX_INSTRUCTIONS });
     }
-    let mut kb = KernelBuilder::new(&chip);
-    let q = kb.input("q", dtype, &[nh, d, seq])?;
-    let k = kb.input("k", dtype, &[nkv, d, seq])?;
-    let v = kb.input("v", dtype, &[nkv, seq, d])?;
-    let o = kb.output("o", dtype, &[nh, seq, d])?;
+    Ok(())
+}
+
+/// Emits [`attention`] into `kb` on tensors declared there, laid out as `tensors` says; every
+/// tile it takes is freed.
+pub(crate) fn attention_into(
+    kb: &mut KernelBuilder,
+    tensors: &AttentionTensors,
+    shape: &AttentionShape,
+    dtype: DType,
+) -> Result<(), KernelError> {
+    check_attention(shape, dtype)?;
+    let chip = kb.chip().clone();
+    let AttentionShape { batch, heads, kv_heads, seq, head_dim: d, causal } = *shape;
+    let nh = batch * heads;
     let scale = 1.0 / (d as f32).sqrt();
     let group = heads / kv_heads;
     // Every (head, query block, key block) step in order. Query blocks go in groups of
@@ -184,18 +243,14 @@ pub fn attention(
             steps.extend(round);
         }
     }
-    let mask = if causal { Some(causal_mask(&mut kb)?) } else { None };
+    let mask = if causal { Some(causal_mask(kb)?) } else { None };
     // Part of pᵀ by the DMA engines' hardware transpose where there is one (v3+, NKI's
     // `dma_transpose`), taking it off TensorE and out of PSUM.
     let dma_transposes = chip.core.has_dma_transpose();
     let fast_exp = chip.core.has_fast_exponential();
     let ctx = Ctx {
-        q,
-        k,
-        v,
-        o,
+        tensors: *tensors,
         d,
-        seq,
         heads,
         kv_heads,
         group,
@@ -221,31 +276,31 @@ pub fn attention(
     };
     for step in &steps {
         if step.first {
-            let b = start_block(&mut kb, &ctx, step)?;
+            let b = start_block(kb, &ctx, step)?;
             pipe.blocks.push(((step.h, step.q0), b));
         }
         if pipe.kv_tiles[step.kv].is_none() {
-            let tiles = load_kv(&mut kb, &ctx, step.h, &pipe.kv_blocks[step.kv])?;
+            let tiles = load_kv(kb, &ctx, step.h, &pipe.kv_blocks[step.kv])?;
             pipe.kv_tiles[step.kv] = Some(tiles);
         }
         let q_t = pipe.block(step)?.q_t.clone();
         let k_t =
             pipe.kv_tiles[step.kv].as_ref().map(|t| t.k_t.clone()).ok_or_else(pipeline_error)?;
-        let scores = issue_scores(&mut kb, &ctx, step, &q_t, &k_t)?;
+        let scores = issue_scores(kb, &ctx, step, &q_t, &k_t)?;
         let kvb = &mut pipe.kv_blocks[step.kv];
         kvb.k_left -= 1;
         if kvb.k_left == 0 {
             kb.free(&k_t)?;
         }
         pipe.scored.push_back((*step, scores));
-        pipe.advance(&mut kb, &ctx)?;
+        pipe.advance(kb, &ctx)?;
     }
-    pipe.drain(&mut kb, &ctx)?;
+    pipe.drain(kb, &ctx)?;
     if let Some(m) = &ctx.mask {
         kb.free(&m.identity)?;
         kb.free(&m.mask)?;
     }
-    kb.finish()
+    Ok(())
 }
 
 fn pipeline_error() -> KernelError {
@@ -307,22 +362,23 @@ fn causal_mask(kb: &mut KernelBuilder) -> Result<CausalMask, KernelError> {
 
 /// Loads K `[d, ksz]` (rows of `ksz` contiguous keys) and V `[128 keys, chunk, d]`.
 fn load_kv(kb: &mut KernelBuilder, c: &Ctx, h: u64, b: &KvBlock) -> Result<KvTiles, KernelError> {
-    let (d, seq, hk) = (c.d, c.seq, c.kv_head(h));
+    let (d, hk) = (c.d, c.kv_head(h));
+    let ((k, kl), (v, vl)) = (c.tensors.k, c.tensors.v);
     let chunks = b.ksz / CHUNK;
     let k_t = kb.sbuf(d as u32, c.dtype, &[b.ksz])?;
     let src = HbmAccess {
-        tensor: c.k,
-        offset: hk * d * seq + b.k0,
-        dims: vec![Dim { stride: seq as i64, size: d }, Dim { stride: 1, size: b.ksz }],
+        tensor: k,
+        offset: kl.at(hk, 0) + b.k0,
+        dims: vec![Dim { stride: kl.row_stride as i64, size: d }, Dim { stride: 1, size: b.ksz }],
     };
     kb.dma(DmaOperand::Tile(k_t.clone()), DmaOperand::Hbm(src));
     let v_t = kb.sbuf(CHUNK as u32, c.dtype, &[chunks, d])?;
     let src = HbmAccess {
-        tensor: c.v,
-        offset: (hk * seq + b.k0) * d,
+        tensor: v,
+        offset: vl.at(hk, b.k0),
         dims: vec![
-            Dim { stride: d as i64, size: CHUNK },
-            Dim { stride: (CHUNK * d) as i64, size: chunks },
+            Dim { stride: vl.row_stride as i64, size: CHUNK },
+            Dim { stride: (CHUNK * vl.row_stride) as i64, size: chunks },
             Dim { stride: 1, size: d },
         ],
     };
@@ -348,12 +404,8 @@ struct Step {
 /// What every step needs to know.
 #[derive(Debug)]
 struct Ctx {
-    q: usize,
-    k: usize,
-    v: usize,
-    o: usize,
+    tensors: AttentionTensors,
     d: u64,
-    seq: u64,
     heads: u64,
     kv_heads: u64,
     group: u64,
@@ -394,9 +446,12 @@ struct Scores {
 fn start_block(kb: &mut KernelBuilder, c: &Ctx, st: &Step) -> Result<QBlock, KernelError> {
     let q_t = kb.sbuf(c.d as u32, c.dtype, &[QT])?;
     let src = HbmAccess {
-        tensor: c.q,
-        offset: st.h * c.d * c.seq + st.q0,
-        dims: vec![Dim { stride: c.seq as i64, size: c.d }, Dim { stride: 1, size: QT }],
+        tensor: c.tensors.q.0,
+        offset: c.tensors.q.1.at(st.h, 0) + st.q0,
+        dims: vec![
+            Dim { stride: c.tensors.q.1.row_stride as i64, size: c.d },
+            Dim { stride: 1, size: QT },
+        ],
     };
     kb.dma(DmaOperand::Tile(q_t.clone()), DmaOperand::Hbm(src));
     Ok(QBlock { q_t, m: None, l: None, acc: None })
@@ -801,9 +856,12 @@ fn finish_block(kb: &mut KernelBuilder, c: &Ctx, st: &Step, b: QBlock) -> Result
         &[(AluOp::Divide, ScalarOperand::Vector(l.clone()))],
     );
     let dst = HbmAccess {
-        tensor: c.o,
-        offset: (st.h * c.seq + st.q0) * c.d,
-        dims: vec![Dim { stride: c.d as i64, size: QT }, Dim { stride: 1, size: c.d }],
+        tensor: c.tensors.o.0,
+        offset: c.tensors.o.1.at(st.h, st.q0),
+        dims: vec![
+            Dim { stride: c.tensors.o.1.row_stride as i64, size: QT },
+            Dim { stride: 1, size: c.d },
+        ],
     };
     kb.dma(DmaOperand::Hbm(dst), DmaOperand::Tile(out.clone()));
     for t in [&out, &acc, &l, &m, &b.q_t] {

@@ -169,10 +169,47 @@ pub fn gemm_to(
     out: DType,
 ) -> Result<Program, KernelError> {
     let chip: ChipParams = chip.into();
+    check_gemm(&chip, m, n, k, dtype, out)?;
+    let mx = dtype.is_packed();
+    let mut kb = KernelBuilder::new(&chip);
+    // HBM rows of a and b: K values, or K/4 packed MX elements.
+    let rows = if mx { k / 4 } else { k };
+    let a = kb.input("a", dtype, &[rows, m])?;
+    let b = kb.input("b", dtype, &[rows, n])?;
+    let scales = if mx {
+        Some((
+            kb.input("a_scale", DType::U8, &[k / 32, m])?,
+            kb.input("b_scale", DType::U8, &[k / 32, n])?,
+        ))
+    } else {
+        None
+    };
+    let c = kb.output("c", out, &[m, n])?;
+    gemm_into(&mut kb, GemmTensors { a, b, scales, c }, m, n, k, dtype, out)?;
+    kb.finish()
+}
+
+/// The HBM tensors of one gemm: `a [K, M]` and `b [K, N]` (MX: packed `[K/4, ..]`, with
+/// scales `[K/32, ..]`), `c [M, N]`, each of exactly that shape.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GemmTensors {
+    pub a: usize,
+    pub b: usize,
+    pub scales: Option<(usize, usize)>,
+    pub c: usize,
+}
+
+fn check_gemm(
+    chip: &ChipParams,
+    m: u64,
+    n: u64,
+    k: u64,
+    dtype: DType,
+    out: DType,
+) -> Result<(), KernelError> {
     if !matches!(out, DType::F32 | DType::Bf16 | DType::F16) {
         return Err(shape_error(format!("output dtype {out}: fp32, bf16 or fp16")));
     }
-    let out_dtype = out;
     if m == 0 || n == 0 || k == 0 {
         return Err(shape_error(format!("M={m}, N={n}, K={k} must be positive")));
     }
@@ -190,20 +227,24 @@ pub fn gemm_to(
             "M={m}: nc_matmul_mx takes an even stationary free size, so M must be even (pad it)"
         )));
     }
-    let mut kb = KernelBuilder::new(&chip);
-    // HBM rows of a and b: K values, or K/4 packed MX elements.
+    Ok(())
+}
+
+/// Emits [`gemm_to`]'s instructions into `kb` on tensors declared there.
+pub(crate) fn gemm_into(
+    kb: &mut KernelBuilder,
+    tensors: GemmTensors,
+    m: u64,
+    n: u64,
+    k: u64,
+    dtype: DType,
+    out_dtype: DType,
+) -> Result<(), KernelError> {
+    let chip = kb.chip().clone();
+    check_gemm(&chip, m, n, k, dtype, out_dtype)?;
+    let mx = dtype.is_packed();
     let rows = if mx { k / 4 } else { k };
-    let a = kb.input("a", dtype, &[rows, m])?;
-    let b = kb.input("b", dtype, &[rows, n])?;
-    let scales = if mx {
-        Some((
-            kb.input("a_scale", DType::U8, &[k / 32, m])?,
-            kb.input("b_scale", DType::U8, &[k / 32, n])?,
-        ))
-    } else {
-        None
-    };
-    let c = kb.output("c", out_dtype, &[m, n])?;
+    let GemmTensors { a, b, scales, c } = tensors;
     let fp8 = matches!(dtype, DType::Fp8E4m3 | DType::Fp8E5m2 | DType::Fp8E4m3fn);
     let steps = k_steps(rows, fp8 && chip.core.has_fp8_double_row());
     // One matmul per (128 rows of c, 512 columns, K step) at least: refuse before building
@@ -278,11 +319,11 @@ pub fn gemm_to(
                 let first_chunk = strip.is_empty();
                 for &step in kblock.iter() {
                     if !single {
-                        b_tiles.push(load(&mut kb, b, step, n0, nsz)?);
+                        b_tiles.push(load(kb, b, step, n0, nsz)?);
                     } else if first_chunk {
-                        strip.push(load(&mut kb, b, step, n0, nsz)?);
+                        strip.push(load(kb, b, step, n0, nsz)?);
                     }
-                    a_tiles.push(load(&mut kb, a, step, mc0, mcsz)?);
+                    a_tiles.push(load(kb, a, step, mc0, mcsz)?);
                 }
                 let b_tiles: &[Operand] = if single { &strip } else { &b_tiles };
                 for (g, tiles) in m_tiles.chunks(group).enumerate() {
@@ -339,11 +380,11 @@ pub fn gemm_to(
                     }
                 }
                 for t in &a_tiles {
-                    t.free(&mut kb)?;
+                    t.free(kb)?;
                 }
                 if !single {
                     for t in b_tiles {
-                        t.free(&mut kb)?;
+                        t.free(kb)?;
                     }
                 }
             }
@@ -359,10 +400,10 @@ pub fn gemm_to(
             }
         }
         for t in &strip {
-            t.free(&mut kb)?;
+            t.free(kb)?;
         }
     }
-    kb.finish()
+    Ok(())
 }
 
 /// Host-side MX quantization of `values` (`[k][cols]` row-major, contraction first) into

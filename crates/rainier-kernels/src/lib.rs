@@ -19,6 +19,7 @@ mod attention;
 mod attention_bwd;
 mod builder;
 mod gemm;
+mod layer;
 mod loss;
 mod optim;
 mod rowwise;
@@ -28,6 +29,7 @@ pub use attention::{attention, AttentionShape};
 pub use attention_bwd::{attention_backward, attention_backward_chunked};
 pub use builder::{KernelBuilder, KernelError, MAX_INSTRUCTIONS, SBUF_ALIGN};
 pub use gemm::{dequantize_mx_host, gemm, gemm_to, quantize_mx_host};
+pub use layer::{decoder_layer, Composition, LayerShape};
 pub use loss::{cross_entropy, cross_entropy_backward};
 pub use optim::{adamw, AdamW};
 pub use rowwise::{

@@ -316,11 +316,32 @@ pub fn rmsnorm(
     let x = kb.input("x", dtype, &[rows, cols])?;
     let w = kb.input("w", dtype, &[cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
-    let eps = constant(&mut kb, RMSNORM_EPS)?;
+    rmsnorm_into(&mut kb, RowTensors { x, w, y }, rows, cols, dtype)?;
+    kb.finish()
+}
+
+/// The HBM tensors of a normalization: `x` and `y` `[rows, cols]`, `w` `[cols]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowTensors {
+    pub x: usize,
+    pub w: usize,
+    pub y: usize,
+}
+
+/// Emits [`rmsnorm`] into `kb` on tensors declared there; every tile it takes is freed.
+pub(crate) fn rmsnorm_into(
+    kb: &mut KernelBuilder,
+    RowTensors { x, w, y }: RowTensors,
+    rows: u64,
+    cols: u64,
+    dtype: DType,
+) -> Result<(), KernelError> {
+    check_shape("rmsnorm", rows, cols)?;
+    let eps = constant(kb, RMSNORM_EPS)?;
     let inv = 1.0 / cols as f32;
     if chunked(cols, dtype) {
         two_pass(
-            &mut kb,
+            kb,
             rows,
             cols,
             x,
@@ -338,18 +359,19 @@ pub fn rmsnorm(
                 Ok(y_t)
             },
         )?;
-        return kb.finish();
+        return kb.free(&eps);
     }
     // w broadcast to every partition (stride-0 partition dim).
-    let w_t = broadcast(&mut kb, w, dtype, (0, cols))?;
-    pipelined(&mut kb, rows, &[x], cols, dtype, y, |kb, xs_in, p| {
+    let w_t = broadcast(kb, w, dtype, (0, cols))?;
+    pipelined(kb, rows, &[x], cols, dtype, y, |kb, xs_in, p| {
         let ss = row_sum(kb, &xs_in[0], ActFunc::Square, None, p)?;
         let rstd = rstd_of(kb, ss, inv, &eps, p)?;
         let y_t = rms_output(kb, &xs_in[0], &rstd, &w_t, p)?;
         kb.free(&rstd)?;
         Ok(y_t)
     })?;
-    kb.finish()
+    kb.free(&w_t)?;
+    kb.free(&eps)
 }
 
 /// `−max(x)` per row (VectorE).
@@ -494,7 +516,43 @@ pub fn swiglu(
     let gate = kb.input("gate", dtype, &[rows, cols])?;
     let up = kb.input("up", dtype, &[rows, cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
-    pipelined(&mut kb, rows, &[gate, up], cols, dtype, y, |kb, t, p| {
+    elementwise_into(&mut kb, Elementwise::Swiglu, [gate, up, y], rows, cols, dtype)?;
+    kb.finish()
+}
+
+/// A two-input elementwise kernel emitted by [`elementwise_into`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Elementwise {
+    /// [`swiglu`]: `silu(a) · b`.
+    Swiglu,
+    /// [`residual_add`]: `a + b`.
+    Add,
+}
+
+/// Emits [`swiglu`] or [`residual_add`] into `kb` on `[a, b, y]` (`[rows, cols]` each).
+pub(crate) fn elementwise_into(
+    kb: &mut KernelBuilder,
+    kind: Elementwise,
+    [a, b, y]: [usize; 3],
+    rows: u64,
+    cols: u64,
+    dtype: DType,
+) -> Result<(), KernelError> {
+    match kind {
+        Elementwise::Swiglu => swiglu_blocks(kb, [a, b, y], rows, cols, dtype),
+        Elementwise::Add => add_blocks(kb, [a, b, y], rows, cols, dtype),
+    }
+}
+
+fn swiglu_blocks(
+    kb: &mut KernelBuilder,
+    [gate, up, y]: [usize; 3],
+    rows: u64,
+    cols: u64,
+    dtype: DType,
+) -> Result<(), KernelError> {
+    check_shape("swiglu", rows, cols)?;
+    pipelined(kb, rows, &[gate, up], cols, dtype, y, |kb, t, p| {
         let width = t[0].free_len();
         let s = kb.sbuf(p as u32, dtype, &[width])?;
         kb.activation(&s, &t[0], ActFunc::Silu, ScalarOperand::Imm(1.0), None, None);
@@ -502,8 +560,7 @@ pub fn swiglu(
         kb.tensor_tensor(Engine::Vector, &y_t, &s, &t[1], AluOp::Multiply);
         kb.free(&s)?;
         Ok(y_t)
-    })?;
-    kb.finish()
+    })
 }
 
 /// `y = x + residual`, elementwise.
@@ -519,8 +576,20 @@ pub fn residual_add(
     let x = kb.input("x", dtype, &[rows, cols])?;
     let r = kb.input("residual", dtype, &[rows, cols])?;
     let y = kb.output("y", dtype, &[rows, cols])?;
+    elementwise_into(&mut kb, Elementwise::Add, [x, r, y], rows, cols, dtype)?;
+    kb.finish()
+}
+
+fn add_blocks(
+    kb: &mut KernelBuilder,
+    [x, r, y]: [usize; 3],
+    rows: u64,
+    cols: u64,
+    dtype: DType,
+) -> Result<(), KernelError> {
+    check_shape("residual-add", rows, cols)?;
     let mut flip = false;
-    pipelined(&mut kb, rows, &[x, r], cols, dtype, y, |kb, t, p| {
+    pipelined(kb, rows, &[x, r], cols, dtype, y, |kb, t, p| {
         let y_t = kb.sbuf(p as u32, dtype, &[t[0].free_len()])?;
         // Alternate blocks between VectorE and GpSimd.
         flip = !flip;
@@ -532,8 +601,7 @@ pub fn residual_add(
             AluOp::Add,
         );
         Ok(y_t)
-    })?;
-    kb.finish()
+    })
 }
 
 /// `eps` of [`layernorm`] (PyTorch's default).

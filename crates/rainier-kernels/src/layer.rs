@@ -1,0 +1,362 @@
+//! A whole decoder layer as one NeuronCore program: the library kernels emitted one after
+//! another into a single [`KernelBuilder`], handing activations over through HBM, so the
+//! timing model overlaps each kernel's start with the previous one's tail wherever the data
+//! allow (the builder's dependency tracking covers HBM regions), and the engines, DMA queues
+//! and HBM bandwidth are shared between them, as one compiled Neuron graph shares them.
+//!
+//! The layer is a Llama-style pre-norm block on one rank's share (after tensor parallelism):
+//!
+//! ```text
+//! xn = rmsnorm(x)                      [T, H]     h  = x + xn_attn · Wo       [T, H]
+//! xnᵀ            (TensorE transpose)   [H, T]     hn = rmsnorm(h)             [T, H]
+//! [q; k]ᵀ = Wqkᵀ · xnᵀ                 [(nh+nkv)d, T]   hnᵀ (transpose)       [H, T]
+//! v = xn · Wv                          [T, nkv·d] gᵀ, uᵀ = Wgᵀ · hnᵀ, Wuᵀ · hnᵀ   [F, T]
+//! [q; k]ᵀ ← rope, head dim on partitions          aᵀ = silu(gᵀ) · uᵀ          [F, T]
+//! o = attention(q, k, v) per sequence  [nh, T, d] y  = h + a · Wd             [T, H]
+//! oᵀ             (TensorE transpose)   [nh·d, T]
+//! ```
+//!
+//! Activations alternate between token-major (`[T, features]`, what the row-wise kernels and
+//! the residual stream use) and feature-major (`[features, T]`, what a GEMM's contraction on
+//! the partition axis reads); three TensorE transposes move between them. Rope works on the
+//! feature-major `[d, T]` head tiles: `rotate_half` is a `d × d` signed permutation, applied
+//! on TensorE (exact: one ±x term per output), then `x · cos + rot(x) · sin` on the Vector
+//! engine and GpSimd, with `cos`/`sin` given feature-major (`[d, T]`, position `t mod seq`).
+//!
+//! What production kernels do that this does not: NxD's fused kernels keep the normalized
+//! activations in SBUF for the projection (no HBM round trip), and fold the transposes into
+//! their loads. The composition here is of the library kernels as they stand, so it is an
+//! upper bound on a fused layer's time and a lower bound on the sum of separate launches.
+
+use rainier_arch::ChipParams;
+use rainier_isa::{Affine, AluOp, Dim, DmaOperand, Engine, HbmAccess, Op, Program, Tile};
+use rainier_tensor::DType;
+
+use crate::attention::{attention_into, AttentionTensors, HeadLayout};
+use crate::gemm::{gemm_into, GemmTensors};
+use crate::rowwise::{elementwise_into, rmsnorm_into, Elementwise, RowTensors};
+use crate::{AttentionShape, KernelBuilder, KernelError};
+
+/// Partitions per tile.
+const PT: u64 = 128;
+/// Tokens per rope tile (one PSUM bank of fp32).
+const ROPE_TOKENS: u64 = 512;
+
+/// One rank's share of a decoder layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerShape {
+    /// Sequences in the micro-batch.
+    pub batch: u64,
+    /// Tokens per sequence (a multiple of 128).
+    pub seq: u64,
+    /// Model width `H`.
+    pub hidden: u64,
+    /// Query heads on this rank.
+    pub heads: u64,
+    /// Key/value heads on this rank (divides `heads`).
+    pub kv_heads: u64,
+    /// Head dimension `d` (even, at most 128).
+    pub head_dim: u64,
+    /// MLP width on this rank `F`.
+    pub ffn: u64,
+}
+
+impl LayerShape {
+    /// Tokens of the micro-batch, `T = batch · seq`.
+    pub fn tokens(&self) -> u64 {
+        self.batch * self.seq
+    }
+
+    /// Useful FLOPs: the projections and MLP GEMMs (2 per multiply-add) plus causal attention.
+    pub fn flops(&self) -> f64 {
+        let (t, h, d) = (self.tokens() as f64, self.hidden as f64, self.head_dim as f64);
+        let (nh, nkv, f) = (self.heads as f64, self.kv_heads as f64, self.ffn as f64);
+        let projections = 2.0 * t * h * d * (2.0 * nh + 2.0 * nkv);
+        let mlp = 2.0 * t * h * f * 3.0;
+        projections + mlp + self.attention().flops()
+    }
+
+    fn attention(&self) -> AttentionShape {
+        AttentionShape {
+            batch: self.batch,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            seq: self.seq,
+            head_dim: self.head_dim,
+            causal: true,
+        }
+    }
+
+    fn check(&self) -> Result<(), KernelError> {
+        let LayerShape { batch, seq, hidden, heads, kv_heads, head_dim, ffn } = *self;
+        let bad = |detail: String| KernelError::Shape { what: "decoder layer".into(), detail };
+        if [batch, seq, hidden, heads, kv_heads, head_dim, ffn].contains(&0) {
+            return Err(bad(format!("{self:?}: every size must be positive")));
+        }
+        if heads % kv_heads != 0 {
+            return Err(bad(format!("heads={heads} must be a multiple of kv_heads={kv_heads}")));
+        }
+        if head_dim % 2 != 0 || head_dim > PT {
+            return Err(bad(format!(
+                "head_dim={head_dim}: rope needs an even head dim of at most 128"
+            )));
+        }
+        if seq % PT != 0 {
+            return Err(bad(format!("seq={seq} must be a multiple of 128 (pad it)")));
+        }
+        Ok(())
+    }
+}
+
+/// How the layer's kernels follow one another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Composition {
+    /// One program: a kernel starts as soon as its data and engines allow.
+    Overlapped,
+    /// A fence between kernels: each starts when the previous one has finished, as separate
+    /// launches would (without any launch overhead).
+    Serial,
+}
+
+/// The decoder layer program. Inputs: `x [T, H]`, `attn_norm [H]`, `wqk [H, (nh + nkv)·d]`
+/// (the q heads' columns, then the k heads'), `wv [H, nkv·d]`, `wo [nh·d, H]`, `mlp_norm [H]`,
+/// `wg`, `wu [H, F]`, `wd [F, H]`, `cos`, `sin [d, T]`; output `y [T, H]`; everything in
+/// `dtype` (bf16 or fp32). Query head `i` uses key/value head `i / (nh / nkv)`.
+pub fn decoder_layer(
+    chip: impl Into<ChipParams>,
+    shape: &LayerShape,
+    dtype: DType,
+    composition: Composition,
+) -> Result<Program, KernelError> {
+    shape.check()?;
+    if !matches!(dtype, DType::Bf16 | DType::F32) {
+        return Err(KernelError::Shape {
+            what: "decoder layer".into(),
+            detail: format!("dtype {dtype}: bf16 or fp32"),
+        });
+    }
+    let mut kb = KernelBuilder::new(chip);
+    let LayerShape { hidden: h, heads: nh, kv_heads: nkv, head_dim: d, ffn: f, .. } = *shape;
+    let t = shape.tokens();
+    let qk = (nh + nkv) * d;
+    let x = kb.input("x", dtype, &[t, h])?;
+    let attn_norm = kb.input("attn_norm", dtype, &[h])?;
+    let wqk = kb.input("wqk", dtype, &[h, qk])?;
+    let wv = kb.input("wv", dtype, &[h, nkv * d])?;
+    let wo = kb.input("wo", dtype, &[nh * d, h])?;
+    let mlp_norm = kb.input("mlp_norm", dtype, &[h])?;
+    let wg = kb.input("wg", dtype, &[h, f])?;
+    let wu = kb.input("wu", dtype, &[h, f])?;
+    let wd = kb.input("wd", dtype, &[f, h])?;
+    let cos = kb.input("cos", dtype, &[d, t])?;
+    let sin = kb.input("sin", dtype, &[d, t])?;
+    let y = kb.output("y", dtype, &[t, h])?;
+    let scratch =
+        |kb: &mut KernelBuilder, name: &str, shape: &[u64]| kb.scratch(name, dtype, shape);
+    let xn = scratch(&mut kb, "xn", &[t, h])?;
+    let xn_t = scratch(&mut kb, "xn_t", &[h, t])?;
+    let qk_t = scratch(&mut kb, "qk_t", &[qk, t])?;
+    let qk_rope = scratch(&mut kb, "qk_rope", &[qk, t])?;
+    let v = scratch(&mut kb, "v", &[t, nkv * d])?;
+    let o = scratch(&mut kb, "o", &[nh, t, d])?;
+    let o_t = scratch(&mut kb, "o_t", &[nh * d, t])?;
+    let attn = scratch(&mut kb, "attn", &[t, h])?;
+    let res = scratch(&mut kb, "h", &[t, h])?;
+    let hn = scratch(&mut kb, "hn", &[t, h])?;
+    let hn_t = scratch(&mut kb, "hn_t", &[h, t])?;
+    let g_t = scratch(&mut kb, "g_t", &[f, t])?;
+    let u_t = scratch(&mut kb, "u_t", &[f, t])?;
+    let a_t = scratch(&mut kb, "a_t", &[f, t])?;
+    let z = scratch(&mut kb, "z", &[t, h])?;
+    let gemm = |kb: &mut KernelBuilder, (a, b, c): (usize, usize, usize), m, n, k| {
+        gemm_into(kb, GemmTensors { a, b, scales: None, c }, m, n, k, dtype, dtype)
+    };
+    let between = |kb: &mut KernelBuilder| {
+        if composition == Composition::Serial {
+            kb.fence();
+        }
+    };
+    let whole = |rows: u64, cols: u64| (HeadLayout::rows_of(rows, cols), 1, rows, cols);
+
+    // Attention block.
+    rmsnorm_into(&mut kb, RowTensors { x, w: attn_norm, y: xn }, t, h, dtype)?;
+    between(&mut kb);
+    transpose_into(&mut kb, (xn, xn_t), whole(t, h), dtype)?;
+    between(&mut kb);
+    gemm(&mut kb, (wqk, xn_t, qk_t), qk, t, h)?;
+    between(&mut kb);
+    gemm(&mut kb, (xn_t, wv, v), t, nkv * d, h)?;
+    between(&mut kb);
+    rope_into(&mut kb, [qk_t, cos, sin, qk_rope], nh + nkv, d, t, dtype)?;
+    between(&mut kb);
+    for b in 0..shape.batch {
+        let s0 = b * shape.seq;
+        let tensors = AttentionTensors {
+            q: (qk_rope, HeadLayout { base: s0, head_stride: d * t, row_stride: t }),
+            k: (qk_rope, HeadLayout { base: nh * d * t + s0, head_stride: d * t, row_stride: t }),
+            v: (v, HeadLayout { base: s0 * nkv * d, head_stride: d, row_stride: nkv * d }),
+            o: (o, HeadLayout { base: s0 * d, head_stride: t * d, row_stride: d }),
+        };
+        attention_into(
+            &mut kb,
+            &tensors,
+            &AttentionShape { batch: 1, ..shape.attention() },
+            dtype,
+        )?;
+    }
+    between(&mut kb);
+    let heads_of_o = (HeadLayout::rows_of(t, d), nh, t, d);
+    transpose_into(&mut kb, (o, o_t), heads_of_o, dtype)?;
+    between(&mut kb);
+    gemm(&mut kb, (o_t, wo, attn), t, h, nh * d)?;
+    between(&mut kb);
+    elementwise_into(&mut kb, Elementwise::Add, [x, attn, res], t, h, dtype)?;
+    between(&mut kb);
+    // MLP block.
+    rmsnorm_into(&mut kb, RowTensors { x: res, w: mlp_norm, y: hn }, t, h, dtype)?;
+    between(&mut kb);
+    transpose_into(&mut kb, (hn, hn_t), whole(t, h), dtype)?;
+    between(&mut kb);
+    gemm(&mut kb, (wg, hn_t, g_t), f, t, h)?;
+    between(&mut kb);
+    gemm(&mut kb, (wu, hn_t, u_t), f, t, h)?;
+    between(&mut kb);
+    elementwise_into(&mut kb, Elementwise::Swiglu, [g_t, u_t, a_t], f, t, dtype)?;
+    between(&mut kb);
+    gemm(&mut kb, (a_t, wd, z), t, h, f)?;
+    between(&mut kb);
+    elementwise_into(&mut kb, Elementwise::Add, [res, z, y], t, h, dtype)?;
+    kb.finish()
+}
+
+/// `dst` head `i` = `src` head `i` transposed, for `heads` matrices of `[rows, cols]` laid out
+/// in `src` by `layout` and written to `dst` as `[cols, rows]` each, one after another: blocks
+/// of `[128, 128]` loaded, transposed on TensorE into PSUM and evacuated by the Vector and
+/// Scalar engines in turn.
+fn transpose_into(
+    kb: &mut KernelBuilder,
+    (src, dst): (usize, usize),
+    (layout, heads, rows, cols): (HeadLayout, u64, u64, u64),
+    dtype: DType,
+) -> Result<(), KernelError> {
+    let mut turn = false;
+    for head in 0..heads {
+        for r0 in (0..rows).step_by(PT as usize) {
+            let p = PT.min(rows - r0);
+            for c0 in (0..cols).step_by(PT as usize) {
+                let w = PT.min(cols - c0);
+                let tile = kb.sbuf(p as u32, dtype, &[w])?;
+                let from = HbmAccess {
+                    tensor: src,
+                    offset: layout.base + head * layout.head_stride + r0 * layout.row_stride + c0,
+                    dims: vec![
+                        Dim { stride: layout.row_stride as i64, size: p },
+                        Dim { stride: 1, size: w },
+                    ],
+                };
+                kb.dma(DmaOperand::Tile(tile.clone()), DmaOperand::Hbm(from));
+                let ps = kb.psum(w as u32, dtype, &[p])?;
+                kb.push(Engine::Tensor, Op::Transpose { dst: ps.clone(), src: tile.clone() });
+                kb.free(&tile)?;
+                let out = kb.sbuf(w as u32, dtype, &[p])?;
+                turn = !turn;
+                evacuate(kb, turn, &out, &ps);
+                kb.free(&ps)?;
+                let to = HbmAccess {
+                    tensor: dst,
+                    offset: head * rows * cols + c0 * rows + r0,
+                    dims: vec![Dim { stride: rows as i64, size: w }, Dim { stride: 1, size: p }],
+                };
+                kb.dma_from(Engine::GpSimd, DmaOperand::Hbm(to), DmaOperand::Tile(out.clone()));
+                kb.free(&out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies a PSUM tile to SBUF on the Vector engine, or (`scalar`, where the Scalar engine can
+/// copy: NeuronCore-v3+) on the Scalar engine.
+fn evacuate(kb: &mut KernelBuilder, scalar: bool, dst: &Tile, src: &Tile) {
+    if scalar && kb.chip().core.scalar_has_tensor_copy() {
+        kb.copy(Engine::Scalar, dst, src);
+    } else {
+        kb.copy(Engine::Vector, dst, src);
+    }
+}
+
+/// Rope on `heads` feature-major heads `[d, T]` of `x` (rows `i·d..`), `cos`/`sin [d, T]`,
+/// into `y` (the shape of `x`): `y = x · cos + R·x · sin`, `R` the signed permutation of
+/// `rotate_half` (`(R·x)[i] = −x[i + d/2]` below `d/2`, `x[i − d/2]` above), on TensorE.
+fn rope_into(
+    kb: &mut KernelBuilder,
+    [x, cos, sin, y]: [usize; 4],
+    heads: u64,
+    d: u64,
+    t: u64,
+    dtype: DType,
+) -> Result<(), KernelError> {
+    let rotation = rotate_half_matrix(kb, d, dtype)?;
+    let window = |tensor: usize, row0: u64, c0: u64, w: u64| HbmAccess {
+        tensor,
+        offset: row0 * t + c0,
+        dims: vec![Dim { stride: t as i64, size: d }, Dim { stride: 1, size: w }],
+    };
+    for c0 in (0..t).step_by(ROPE_TOKENS as usize) {
+        let w = ROPE_TOKENS.min(t - c0);
+        let load = |kb: &mut KernelBuilder, tensor: usize, row0: u64| {
+            let tile = kb.sbuf(d as u32, dtype, &[w])?;
+            kb.dma(DmaOperand::Tile(tile.clone()), DmaOperand::Hbm(window(tensor, row0, c0, w)));
+            Ok::<Tile, KernelError>(tile)
+        };
+        let (cos_t, sin_t) = (load(kb, cos, 0)?, load(kb, sin, 0)?);
+        for head in 0..heads {
+            let x_t = load(kb, x, head * d)?;
+            let rot = kb.psum(d as u32, DType::F32, &[w])?;
+            kb.matmul(&rot, &rotation, &x_t, false);
+            let u = kb.sbuf(d as u32, dtype, &[w])?;
+            kb.tensor_tensor(Engine::Vector, &u, &rot, &sin_t, AluOp::Multiply);
+            kb.free(&rot)?;
+            let out = kb.sbuf(d as u32, dtype, &[w])?;
+            kb.tensor_tensor(Engine::GpSimd, &out, &x_t, &cos_t, AluOp::Multiply);
+            kb.free(&x_t)?;
+            kb.tensor_tensor(Engine::Vector, &out, &out, &u, AluOp::Add);
+            kb.free(&u)?;
+            let to = DmaOperand::Hbm(window(y, head * d, c0, w));
+            kb.dma_from(Engine::GpSimd, to, DmaOperand::Tile(out.clone()));
+            kb.free(&out)?;
+        }
+        kb.free(&cos_t)?;
+        kb.free(&sin_t)?;
+    }
+    kb.free(&rotation)
+}
+
+/// `Rᵀ` as TensorE's stationary operand `[d (contraction), d]`: `S[k, m] = R[m, k]`, so
+/// `+1` where `k = m − d/2` and `−1` where `k = m + d/2`, built with affine selects.
+fn rotate_half_matrix(kb: &mut KernelBuilder, d: u64, dtype: DType) -> Result<Tile, KernelError> {
+    let half = (d / 2) as i32;
+    // `value` on the line k − m + offset = 0, 0 elsewhere.
+    let line = |kb: &mut KernelBuilder, value: f32, offset: i32| {
+        let tile = kb.sbuf(d as u32, dtype, &[d])?;
+        kb.push(Engine::GpSimd, Op::Memset { dst: tile.clone(), value });
+        for sign in [1, -1] {
+            let affine =
+                Affine { base: sign * offset, channel_multiplier: sign, steps: vec![-sign] };
+            let select = Op::AffineSelect {
+                dst: tile.clone(),
+                src: tile.clone(),
+                affine,
+                cmp: AluOp::Ge,
+                on_false: 0.0,
+            };
+            kb.push(Engine::GpSimd, select);
+        }
+        Ok::<Tile, KernelError>(tile)
+    };
+    let plus = line(kb, 1.0, half)?;
+    let minus = line(kb, -1.0, -half)?;
+    kb.tensor_tensor(Engine::Vector, &plus, &plus, &minus, AluOp::Add);
+    kb.free(&minus)?;
+    Ok(plus)
+}
