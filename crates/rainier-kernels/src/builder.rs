@@ -99,8 +99,9 @@ impl Region {
 enum Token {
     /// The `n`-th compute instruction of an engine (`S[engine] >= n`).
     Engine(Engine, u32),
-    /// A DMA that signals pool semaphore `s`.
-    Dma(u32),
+    /// The `n`-th DMA that signals pool semaphore `s` (`S[s] >= n`: a semaphore's transfers
+    /// complete in order).
+    Dma(u32, u32),
 }
 
 /// An access still relevant to later dependencies.
@@ -229,7 +230,7 @@ impl Token {
     fn reader(self) -> Reader {
         match self {
             Token::Engine(e, _) => Reader::Engine(e),
-            Token::Dma(s) => Reader::Dma(s),
+            Token::Dma(s, _) => Reader::Dma(s),
         }
     }
 }
@@ -488,7 +489,7 @@ impl KernelBuilder {
                     // In-order engines: earlier compute instructions of this engine are done first.
                     Token::Engine(e, _) if e == engine && !is_dma => continue,
                     Token::Engine(e, n) => (e.index() as u32, n),
-                    Token::Dma(s) => (s, self.dma_issued[(s - ENGINE_SEMAPHORES) as usize]),
+                    Token::Dma(s, n) => (s, n),
                 };
                 let w = waits.entry(sem).or_insert(0);
                 *w = (*w).max(value);
@@ -516,14 +517,14 @@ impl KernelBuilder {
                 *v = (*v).max(self.dma_issued[k]);
             }
             self.dma_issued[k] += 1;
-            Token::Dma(k as u32 + ENGINE_SEMAPHORES)
+            Token::Dma(k as u32 + ENGINE_SEMAPHORES, self.dma_issued[k])
         } else {
             self.engine_counts[engine.index()] += 1;
             Token::Engine(engine, self.engine_counts[engine.index()])
         };
         let signal = match token {
             Token::Engine(e, _) => e.index() as u32,
-            Token::Dma(s) => s,
+            Token::Dma(s, _) => s,
         };
         for (region, write) in accesses {
             let at = match self.records.iter().position(|r| r.space == region.space) {
