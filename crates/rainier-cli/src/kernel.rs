@@ -898,6 +898,10 @@ pub(crate) struct LayerArgs {
     /// Tokens per sequence (a multiple of 128).
     #[arg(long)]
     pub(crate) seq: u64,
+    /// Run the norms and residual adds on all tokens instead of 1/tp of them (sequence
+    /// parallelism, as the planner assumes under TP, is the default).
+    #[arg(long)]
+    pub(crate) no_sequence_parallel: bool,
 }
 
 impl LayerArgs {
@@ -940,8 +944,27 @@ impl LayerArgs {
             kv_heads: model.kv_heads.div_ceil(tp).max(1),
             head_dim: model.head_dim,
             ffn: split("ffn", model.ffn)?,
+            sequence_parallel: if self.no_sequence_parallel { 1 } else { tp },
         })
     }
+}
+
+/// Each part's first start and last end (ps), from a recorded timing run.
+fn part_spans(
+    layer: &rainier_kernels::LayerProgram,
+    params: &rainier_arch::ChipParams,
+) -> Result<Vec<(&'static str, f64, f64)>> {
+    let report = rainier_timesim::simulate(&layer.program, params, None, true)?;
+    let mut spans: Vec<(&'static str, f64, f64)> =
+        layer.parts.iter().map(|p| (p.name, f64::INFINITY, 0.0)).collect();
+    let part_of = |i: usize| layer.parts.partition_point(|p| p.instructions.end <= i);
+    for s in &report.slices {
+        if let Some(span) = spans.get_mut(part_of(s.instruction)) {
+            span.1 = span.1.min(s.start_ps as f64);
+            span.2 = span.2.max((s.start_ps + s.duration_ps) as f64);
+        }
+    }
+    Ok(spans)
 }
 
 /// `kernel layer`: the decoder layer as one program, and the same kernels in series.
@@ -953,9 +976,10 @@ pub(crate) fn layer(a: &LayerArgs, opts: &KernelOpts) -> Result<()> {
     let shape = a.shape()?;
     let (chip, dtype) = (opts.chip, opts.dtype.dtype()?);
     let build = |c: Composition| {
-        rainier_kernels::decoder_layer(chip, &shape, dtype, c)
+        rainier_kernels::decoder_layer_parts(chip, &shape, dtype, c)
             .with_context(|| format!("decoder layer of {} on {chip}", a.model))
     };
+    let layer = build(Composition::Overlapped)?;
     let built = Built {
         kernel: "layer",
         shape: json!({ "model": a.model, "tp": a.tp, "batch": shape.batch, "seq": shape.seq,
@@ -965,20 +989,43 @@ pub(crate) fn layer(a: &LayerArgs, opts: &KernelOpts) -> Result<()> {
             "decoder layer forward of {} at TP {}, {} x {} tokens ({} heads, {} kv, ffn {}), {dtype}",
             a.model, a.tp, shape.batch, shape.seq, shape.heads, shape.kv_heads, shape.ffn
         ),
-        program: build(Composition::Overlapped)?,
+        program: layer.program.clone(),
         flops: shape.flops(),
     };
     report_kernel_with(
         &built,
         opts,
-        || unreachable!("--check is refused above"),
+        || bail!("--check is refused above"),
         |overlapped| {
-            let serial = build(Composition::Serial)?;
-            let serial = rainier_timesim::simulate(&serial, &chip.params(), None, false)?.time_ps;
+            let params = chip.params();
+            let serial = build(Composition::Serial)?.program;
+            let serial = rainier_timesim::simulate(&serial, &params, None, false)?.time_ps;
             let saved = 1.0 - overlapped as f64 / serial as f64;
+            let spans = part_spans(&layer, &params)?;
             let mut extra = Extra::default();
             extra.json.insert("serial_time_ns".into(), json!(serial as f64 / 1000.0));
             extra.json.insert("overlap_saving".into(), json!(saved));
+            let parts: Vec<serde_json::Value> = spans
+            .iter()
+            .map(|(name, start, end)| json!({ "kernel": name, "start_ns": start / 1e3, "end_ns": end / 1e3 }))
+            .collect();
+            extra.json.insert("kernels".into(), json!(parts));
+            extra.lines.push(format!(
+                "  {:<14} {:>11} {:>11} {:>11}",
+                "kernel", "start (us)", "end (us)", "adds (us)"
+            ));
+            let mut reached = 0f64;
+            for (name, start, end) in &spans {
+                // How far this kernel moves the layer's end (kernels overlap their neighbours).
+                let adds = (end - reached).max(0.0);
+                reached = reached.max(*end);
+                extra.lines.push(format!(
+                    "  {name:<14} {:>11.1} {:>11.1} {:>11.1}",
+                    start / 1e6,
+                    end / 1e6,
+                    adds / 1e6
+                ));
+            }
             extra.lines.push(format!(
                 "  the same kernels one after another: {:.3} us; overlapping them saves {:.1}%",
                 serial as f64 / 1e6,

@@ -7,18 +7,20 @@
 //! The layer is a Llama-style pre-norm block on one rank's share (after tensor parallelism):
 //!
 //! ```text
-//! xn = rmsnorm(x)                      [T, H]     h  = x + xn_attn · Wo       [T, H]
-//! xnᵀ            (TensorE transpose)   [H, T]     hn = rmsnorm(h)             [T, H]
-//! [q; k]ᵀ = Wqkᵀ · xnᵀ                 [(nh+nkv)d, T]   hnᵀ (transpose)       [H, T]
-//! v = xn · Wv                          [T, nkv·d] gᵀ, uᵀ = Wgᵀ · hnᵀ, Wuᵀ · hnᵀ   [F, T]
+//! xn = rmsnorm(x)                      [T/sp, H]  h  = x + (o · Wo)           [T/sp, H]
+//!   (all-gather: not in the program)   [T, H]     hn = rmsnorm(h)             [T/sp, H]
+//! xnᵀ            (TensorE transpose)   [H, T]     hnᵀ (after the all-gather)  [H, T]
+//! [q; k; v]ᵀ = Wqkvᵀ · xnᵀ             [(nh+2nkv)d, T]  gᵀ, uᵀ = Wgᵀ·hnᵀ, Wuᵀ·hnᵀ [F, T]
 //! [q; k]ᵀ ← rope, head dim on partitions          aᵀ = silu(gᵀ) · uᵀ          [F, T]
-//! o = attention(q, k, v) per sequence  [nh, T, d] y  = h + a · Wd             [T, H]
-//! oᵀ             (TensorE transpose)   [nh·d, T]
+//! v = (vᵀ)ᵀ      (TensorE transpose)   [T, nkv·d] y  = h + (a · Wd)           [T/sp, H]
+//! o = attention(q, k, v) per sequence  [nh, T, d]
+//! oᵀ             (TensorE transpose)   [nh·d, T]  (o · Wo and a · Wd: reduce-scattered)
 //! ```
 //!
 //! Activations alternate between token-major (`[T, features]`, what the row-wise kernels and
 //! the residual stream use) and feature-major (`[features, T]`, what a GEMM's contraction on
-//! the partition axis reads); three TensorE transposes move between them. Rope works on the
+//! the partition axis reads); TensorE transposes move between them (of `xn`, `hn`, `o` and
+//! the `v` rows). Rope works on the
 //! feature-major `[d, T]` head tiles: `rotate_half` is a `d × d` signed permutation, applied
 //! on TensorE (exact: one ±x term per output), then `x · cos + rot(x) · sin` on the Vector
 //! engine and GpSimd, with `cos`/`sin` given feature-major (`[d, T]`, position `t mod seq`).
@@ -27,6 +29,9 @@
 //! activations in SBUF for the projection (no HBM round trip), and fold the transposes into
 //! their loads. The composition here is of the library kernels as they stand, so it is an
 //! upper bound on a fused layer's time and a lower bound on the sum of separate launches.
+//! Against the planner's summed op tables (`rainier-perf` `tests/layer_program.rs`) it is
+//! 1–3 % slower at TP 1 and 15–33 % at TP 4–32: the transposes, which the op list does not
+//! have; the kernels' overlap saves 1–3 %.
 
 use rainier_arch::ChipParams;
 use rainier_isa::{Affine, AluOp, Dim, DmaOperand, Engine, HbmAccess, Op, Program, Tile};
@@ -59,6 +64,11 @@ pub struct LayerShape {
     pub head_dim: u64,
     /// MLP width on this rank `F`.
     pub ffn: u64,
+    /// Sequence parallelism over this many ranks (1: none): the norms and residual adds see
+    /// `T / sp` tokens, the projections all `T` (Megatron's and NxD's scheme). The all-gathers
+    /// and reduce-scatters between them are not in the program (the planner prices them on
+    /// the fabric): their outputs are inputs and their inputs outputs.
+    pub sequence_parallel: u64,
 }
 
 impl LayerShape {
@@ -88,10 +98,17 @@ impl LayerShape {
     }
 
     fn check(&self) -> Result<(), KernelError> {
-        let LayerShape { batch, seq, hidden, heads, kv_heads, head_dim, ffn } = *self;
+        let LayerShape { batch, seq, hidden, heads, kv_heads, head_dim, ffn, sequence_parallel } =
+            *self;
         let bad = |detail: String| KernelError::Shape { what: "decoder layer".into(), detail };
-        if [batch, seq, hidden, heads, kv_heads, head_dim, ffn].contains(&0) {
+        if [batch, seq, hidden, heads, kv_heads, head_dim, ffn, sequence_parallel].contains(&0) {
             return Err(bad(format!("{self:?}: every size must be positive")));
+        }
+        if (batch * seq) % sequence_parallel != 0 {
+            return Err(bad(format!(
+                "sequence_parallel={sequence_parallel} must divide the {} tokens",
+                batch * seq
+            )));
         }
         if heads % kv_heads != 0 {
             return Err(bad(format!("heads={heads} must be a multiple of kv_heads={kv_heads}")));
@@ -118,16 +135,44 @@ pub enum Composition {
     Serial,
 }
 
-/// The decoder layer program. Inputs: `x [T, H]`, `attn_norm [H]`, `wqk [H, (nh + nkv)·d]`
-/// (the q heads' columns, then the k heads'), `wv [H, nkv·d]`, `wo [nh·d, H]`, `mlp_norm [H]`,
-/// `wg`, `wu [H, F]`, `wd [F, H]`, `cos`, `sin [d, T]`; output `y [T, H]`; everything in
-/// `dtype` (bf16 or fp32). Query head `i` uses key/value head `i / (nh / nkv)`.
+/// The decoder layer program. Inputs: `x [T/sp, H]`, `attn_norm [H]`, `wqkv [H, (nh + 2nkv)·d]`
+/// (the q heads' columns, then the k heads', then the v heads'), `wo [nh·d, H]`,
+/// `mlp_norm [H]`, `wg`, `wu [H, F]`, `wd [F, H]`, `cos`, `sin [d, T]`; output `y [T/sp, H]`;
+/// everything in `dtype` (bf16 or fp32). Query head `i` uses key/value head `i / (nh / nkv)`.
+/// With sequence parallelism (`sp > 1`) each collective's side is a tensor: `xn_sent`,
+/// `attn_sent`, `hn_sent`, `z_sent` outputs and `xn_received`, `attn_received`,
+/// `hn_received`, `z_received` inputs.
 pub fn decoder_layer(
     chip: impl Into<ChipParams>,
     shape: &LayerShape,
     dtype: DType,
     composition: Composition,
 ) -> Result<Program, KernelError> {
+    Ok(decoder_layer_parts(chip, shape, dtype, composition)?.program)
+}
+
+/// One kernel of a [`LayerProgram`]: its name (the planner's op names where there is one)
+/// and its instructions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerPart {
+    pub name: &'static str,
+    pub instructions: std::ops::Range<usize>,
+}
+
+/// A decoder layer program and the kernels it is made of, in program order.
+#[derive(Debug, Clone)]
+pub struct LayerProgram {
+    pub program: Program,
+    pub parts: Vec<LayerPart>,
+}
+
+/// [`decoder_layer`] with its parts.
+pub fn decoder_layer_parts(
+    chip: impl Into<ChipParams>,
+    shape: &LayerShape,
+    dtype: DType,
+    composition: Composition,
+) -> Result<LayerProgram, KernelError> {
     shape.check()?;
     if !matches!(dtype, DType::Bf16 | DType::F32) {
         return Err(KernelError::Shape {
@@ -139,10 +184,11 @@ pub fn decoder_layer(
     let LayerShape { hidden: h, heads: nh, kv_heads: nkv, head_dim: d, ffn: f, .. } = *shape;
     let t = shape.tokens();
     let qk = (nh + nkv) * d;
-    let x = kb.input("x", dtype, &[t, h])?;
+    let qkv = qk + nkv * d;
+    let local = t / shape.sequence_parallel;
+    let x = kb.input("x", dtype, &[local, h])?;
     let attn_norm = kb.input("attn_norm", dtype, &[h])?;
-    let wqk = kb.input("wqk", dtype, &[h, qk])?;
-    let wv = kb.input("wv", dtype, &[h, nkv * d])?;
+    let wqkv = kb.input("wqkv", dtype, &[h, qkv])?;
     let wo = kb.input("wo", dtype, &[nh * d, h])?;
     let mlp_norm = kb.input("mlp_norm", dtype, &[h])?;
     let wg = kb.input("wg", dtype, &[h, f])?;
@@ -150,28 +196,44 @@ pub fn decoder_layer(
     let wd = kb.input("wd", dtype, &[f, h])?;
     let cos = kb.input("cos", dtype, &[d, t])?;
     let sin = kb.input("sin", dtype, &[d, t])?;
-    let y = kb.output("y", dtype, &[t, h])?;
+    let y = kb.output("y", dtype, &[local, h])?;
     let scratch =
         |kb: &mut KernelBuilder, name: &str, shape: &[u64]| kb.scratch(name, dtype, shape);
-    let xn = scratch(&mut kb, "xn", &[t, h])?;
+    // Where a sequence-parallel collective sits between two kernels: (what the first writes,
+    // what the second reads); one scratch tensor without sequence parallelism.
+    let split = |kb: &mut KernelBuilder, name: &str, rows: (u64, u64)| {
+        if shape.sequence_parallel == 1 {
+            let both = kb.scratch(name, dtype, &[t, h])?;
+            return Ok::<(usize, usize), KernelError>((both, both));
+        }
+        let sent = kb.output(&format!("{name}_sent"), dtype, &[rows.0, h])?;
+        let received = kb.input(&format!("{name}_received"), dtype, &[rows.1, h])?;
+        Ok((sent, received))
+    };
+    // All-gathers after the norms, reduce-scatters after the row-parallel projections.
+    let (xn, xn_full) = split(&mut kb, "xn", (local, t))?;
     let xn_t = scratch(&mut kb, "xn_t", &[h, t])?;
-    let qk_t = scratch(&mut kb, "qk_t", &[qk, t])?;
+    let qkv_t = scratch(&mut kb, "qkv_t", &[qkv, t])?;
     let qk_rope = scratch(&mut kb, "qk_rope", &[qk, t])?;
     let v = scratch(&mut kb, "v", &[t, nkv * d])?;
     let o = scratch(&mut kb, "o", &[nh, t, d])?;
     let o_t = scratch(&mut kb, "o_t", &[nh * d, t])?;
-    let attn = scratch(&mut kb, "attn", &[t, h])?;
-    let res = scratch(&mut kb, "h", &[t, h])?;
-    let hn = scratch(&mut kb, "hn", &[t, h])?;
+    let (attn, attn_local) = split(&mut kb, "attn", (t, local))?;
+    let res = scratch(&mut kb, "h", &[local, h])?;
+    let (hn, hn_full) = split(&mut kb, "hn", (local, t))?;
     let hn_t = scratch(&mut kb, "hn_t", &[h, t])?;
     let g_t = scratch(&mut kb, "g_t", &[f, t])?;
     let u_t = scratch(&mut kb, "u_t", &[f, t])?;
     let a_t = scratch(&mut kb, "a_t", &[f, t])?;
-    let z = scratch(&mut kb, "z", &[t, h])?;
+    let (z, z_local) = split(&mut kb, "z", (t, local))?;
     let gemm = |kb: &mut KernelBuilder, (a, b, c): (usize, usize, usize), m, n, k| {
         gemm_into(kb, GemmTensors { a, b, scales: None, c }, m, n, k, dtype, dtype)
     };
-    let between = |kb: &mut KernelBuilder| {
+    // Ends the part `name` (its instructions since the previous part's end).
+    let mut parts: Vec<LayerPart> = Vec::new();
+    let mut end_part = |kb: &mut KernelBuilder, name: &'static str| {
+        let start = parts.last().map_or(0, |p| p.instructions.end);
+        parts.push(LayerPart { name, instructions: start..kb.len() });
         if composition == Composition::Serial {
             kb.fence();
         }
@@ -179,16 +241,17 @@ pub fn decoder_layer(
     let whole = |rows: u64, cols: u64| (HeadLayout::rows_of(rows, cols), 1, rows, cols);
 
     // Attention block.
-    rmsnorm_into(&mut kb, RowTensors { x, w: attn_norm, y: xn }, t, h, dtype)?;
-    between(&mut kb);
-    transpose_into(&mut kb, (xn, xn_t), whole(t, h), dtype)?;
-    between(&mut kb);
-    gemm(&mut kb, (wqk, xn_t, qk_t), qk, t, h)?;
-    between(&mut kb);
-    gemm(&mut kb, (xn_t, wv, v), t, nkv * d, h)?;
-    between(&mut kb);
-    rope_into(&mut kb, [qk_t, cos, sin, qk_rope], nh + nkv, d, t, dtype)?;
-    between(&mut kb);
+    rmsnorm_into(&mut kb, RowTensors { x, w: attn_norm, y: xn }, local, h, dtype)?;
+    end_part(&mut kb, "input_norm");
+    transpose_into(&mut kb, (xn_full, xn_t), whole(t, h), dtype)?;
+    end_part(&mut kb, "transpose_xn");
+    gemm(&mut kb, (wqkv, xn_t, qkv_t), qkv, t, h)?;
+    end_part(&mut kb, "qkv_proj");
+    rope_into(&mut kb, [qkv_t, cos, sin, qk_rope], nh + nkv, d, t, dtype)?;
+    end_part(&mut kb, "rope");
+    let v_rows = (HeadLayout { base: qk * t, head_stride: 0, row_stride: t }, 1, nkv * d, t);
+    transpose_into(&mut kb, (qkv_t, v), v_rows, dtype)?;
+    end_part(&mut kb, "transpose_v");
     for b in 0..shape.batch {
         let s0 = b * shape.seq;
         let tensors = AttentionTensors {
@@ -204,29 +267,30 @@ pub fn decoder_layer(
             dtype,
         )?;
     }
-    between(&mut kb);
+    end_part(&mut kb, "attention");
     let heads_of_o = (HeadLayout::rows_of(t, d), nh, t, d);
     transpose_into(&mut kb, (o, o_t), heads_of_o, dtype)?;
-    between(&mut kb);
+    end_part(&mut kb, "transpose_o");
     gemm(&mut kb, (o_t, wo, attn), t, h, nh * d)?;
-    between(&mut kb);
-    elementwise_into(&mut kb, Elementwise::Add, [x, attn, res], t, h, dtype)?;
-    between(&mut kb);
+    end_part(&mut kb, "out_proj");
+    elementwise_into(&mut kb, Elementwise::Add, [x, attn_local, res], local, h, dtype)?;
+    end_part(&mut kb, "residual_add");
     // MLP block.
-    rmsnorm_into(&mut kb, RowTensors { x: res, w: mlp_norm, y: hn }, t, h, dtype)?;
-    between(&mut kb);
-    transpose_into(&mut kb, (hn, hn_t), whole(t, h), dtype)?;
-    between(&mut kb);
+    rmsnorm_into(&mut kb, RowTensors { x: res, w: mlp_norm, y: hn }, local, h, dtype)?;
+    end_part(&mut kb, "post_norm");
+    transpose_into(&mut kb, (hn_full, hn_t), whole(t, h), dtype)?;
+    end_part(&mut kb, "transpose_hn");
     gemm(&mut kb, (wg, hn_t, g_t), f, t, h)?;
-    between(&mut kb);
+    end_part(&mut kb, "mlp_gate");
     gemm(&mut kb, (wu, hn_t, u_t), f, t, h)?;
-    between(&mut kb);
+    end_part(&mut kb, "mlp_up");
     elementwise_into(&mut kb, Elementwise::Swiglu, [g_t, u_t, a_t], f, t, dtype)?;
-    between(&mut kb);
+    end_part(&mut kb, "mlp_act");
     gemm(&mut kb, (a_t, wd, z), t, h, f)?;
-    between(&mut kb);
-    elementwise_into(&mut kb, Elementwise::Add, [res, z, y], t, h, dtype)?;
-    kb.finish()
+    end_part(&mut kb, "mlp_down");
+    elementwise_into(&mut kb, Elementwise::Add, [res, z_local, y], local, h, dtype)?;
+    end_part(&mut kb, "residual_add");
+    Ok(LayerProgram { program: kb.finish()?, parts })
 }
 
 /// `dst` head `i` = `src` head `i` transposed, for `heads` matrices of `[rows, cols]` laid out

@@ -46,8 +46,7 @@ fn inputs(s: &LayerShape, dtype: DType, seed: u64) -> Inputs {
     let mut m = Inputs::new();
     m.insert("x".into(), random(dtype, &[t, h], 1.0, &mut rng));
     m.insert("attn_norm".into(), random(dtype, &[h], 1.5, &mut rng));
-    m.insert("wqk".into(), random(dtype, &[h, (nh + nkv) * d], 2.0 * w(h), &mut rng));
-    m.insert("wv".into(), random(dtype, &[h, nkv * d], 2.0 * w(h), &mut rng));
+    m.insert("wqkv".into(), random(dtype, &[h, (nh + 2 * nkv) * d], 2.0 * w(h), &mut rng));
     m.insert("wo".into(), random(dtype, &[nh * d, h], w(nh * d), &mut rng));
     m.insert("mlp_norm".into(), random(dtype, &[h], 1.5, &mut rng));
     m.insert("wg".into(), random(dtype, &[h, f], 2.0 * w(h), &mut rng));
@@ -94,9 +93,11 @@ fn reference(s: &LayerShape, m: &Inputs) -> Vec<f64> {
     let (nh, nkv, seq) = (s.heads as usize, s.kv_heads as usize, s.seq as usize);
     let (x, cos, sin) = (values(m, "x"), values(m, "cos"), values(m, "sin"));
     let xn = rmsnorm(&x, &values(m, "attn_norm"), h);
+    let qkv_w = (nh + 2 * nkv) * d;
+    let qkv = matmul(&xn, &values(m, "wqkv"), t, h, qkv_w);
     let qk_w = (nh + nkv) * d;
-    let mut qk = matmul(&xn, &values(m, "wqk"), t, h, qk_w);
-    let v = matmul(&xn, &values(m, "wv"), t, h, nkv * d);
+    let mut qk: Vec<f64> = qkv.chunks(qkv_w).flat_map(|row| row[..qk_w].to_vec()).collect();
+    let v: Vec<f64> = qkv.chunks(qkv_w).flat_map(|row| row[qk_w..].to_vec()).collect();
     for tok in 0..t {
         for head in 0..nh + nkv {
             let base = tok * qk_w + head * d;
@@ -159,8 +160,16 @@ fn check(chip: Chip, s: &LayerShape, dtype: DType, tol: f64) {
     assert!(worst <= tol * rms, "seed {seed}: max error {worst:e} > {tol:e} · rms {rms}");
 }
 
-const SMALL: LayerShape =
-    LayerShape { batch: 2, seq: 128, hidden: 256, heads: 4, kv_heads: 2, head_dim: 64, ffn: 384 };
+const SMALL: LayerShape = LayerShape {
+    batch: 2,
+    seq: 128,
+    hidden: 256,
+    heads: 4,
+    kv_heads: 2,
+    head_dim: 64,
+    ffn: 384,
+    sequence_parallel: 1,
+};
 
 #[test]
 fn layer_matches_f64_in_fp32_on_every_generation() {
@@ -179,6 +188,7 @@ fn layer_matches_f64_in_bf16_with_full_heads() {
         kv_heads: 1,
         head_dim: 128,
         ffn: 512,
+        sequence_parallel: 1,
     };
     check(Chip::Trn2, &s, DType::Bf16, 2f64.powi(-4));
 }
@@ -193,6 +203,7 @@ fn overlapped_kernels_beat_the_same_kernels_in_series() {
         kv_heads: 2,
         head_dim: 128,
         ffn: 2048,
+        sequence_parallel: 1,
     };
     for chip in [Chip::Trn1, Chip::Trn2] {
         let time = |c: Composition| {
@@ -203,6 +214,42 @@ fn overlapped_kernels_beat_the_same_kernels_in_series() {
         println!("{chip}: overlapped {overlapped} ps, serial {serial} ps");
         assert!(overlapped < serial, "{chip}: {overlapped} >= {serial}");
     }
+}
+
+#[test]
+fn sequence_parallel_norms_see_their_share_of_the_tokens() {
+    let full = LayerShape {
+        batch: 1,
+        seq: 1024,
+        hidden: 1024,
+        heads: 4,
+        kv_heads: 1,
+        head_dim: 128,
+        ffn: 1024,
+        sequence_parallel: 1,
+    };
+    let sp = LayerShape { sequence_parallel: 8, ..full };
+    let chip = Chip::Trn2;
+    let p = decoder_layer(chip, &sp, DType::Bf16, Composition::Overlapped).unwrap();
+    let shape_of = |name: &str| p.tensors.iter().find(|t| t.name == name).map(|t| t.shape.clone());
+    assert_eq!(shape_of("x"), Some(vec![128, 1024]));
+    assert_eq!(shape_of("xn_received"), Some(vec![1024, 1024]), "the all-gather's output");
+    assert_eq!(shape_of("z_sent"), Some(vec![1024, 1024]), "the reduce-scatter's input");
+    let time = |s: &LayerShape| {
+        let p = decoder_layer(chip, s, DType::Bf16, Composition::Overlapped).unwrap();
+        rainier_timesim::simulate(&p, &chip.params(), None, false).unwrap().time_ps
+    };
+    let (with_sp, without) = (time(&sp), time(&full));
+    println!("{chip}: with sequence parallelism {with_sp} ps, without {without} ps");
+    assert!(with_sp < without, "{with_sp} >= {without}");
+    let err = decoder_layer(
+        chip,
+        &LayerShape { sequence_parallel: 3, ..full },
+        DType::Bf16,
+        Composition::Overlapped,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("sequence_parallel=3"), "{err}");
 }
 
 #[test]
