@@ -48,7 +48,12 @@ const AFTER_HELP: &str = "Examples:
   rainier kernel gemm --m 1024 --n 1024 --k 1024 --dtype bf16 --chip trn2 --check
   rainier verify my_kernel.asm --chip trn3       list every rule the program breaks
   rainier arch --chip trn2                       NeuronCore parameters with their sources
-  rainier isa                                    the instruction reference (docs/isa.md)";
+  rainier isa                                    the instruction reference (docs/isa.md)
+
+Exit codes: 0 success; 1 bad input (a value, file, model or chip); 2 usage (an unknown flag, a
+missing or malformed value); 3 no plan (the request is valid but does not fit in memory or meets
+no SLO). Errors are one `error:` line on stderr; under --json, one JSON object
+{\"error\": {\"kind\": \"input\"|\"usage\"|\"no_plan\", \"message\", \"field\"}} instead.";
 
 #[derive(Parser, Debug)]
 #[command(name = "rainier", version, about = ABOUT, after_help = AFTER_HELP)]
@@ -296,17 +301,121 @@ fn printable(text: &str) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Under --json, errors are JSON too (on stderr), for programs that read the output.
+    let json = std::env::args_os().skip(1).any(|a| a == "--json");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if json && e.use_stderr() => {
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            let message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+            // `--tokens <TOKENS>` names the field `tokens`.
+            let field = e.get(clap::error::ContextKind::InvalidArg).and_then(|a| {
+                let a = a.to_string();
+                let name = a.trim_start_matches('-').split([' ', '=']).next()?.to_string();
+                (!name.is_empty()).then_some(name)
+            });
+            return report_error(true, ErrorKind::Usage, &message, field);
+        }
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!("error: {}", printable(&format!("{e:#}")));
-            }
-            ExitCode::FAILURE
+            let (kind, field) = classify(&e);
+            report_error(json, kind, &printable(&format!("{e:#}")), field)
         }
     }
+}
+
+/// What went wrong, as programs see it: the `kind` of a JSON error and the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorKind {
+    /// Bad input: a value, a file, a model, a chip (exit 1).
+    Input,
+    /// The command line itself: an unknown flag, a missing value (exit 2, as clap exits).
+    Usage,
+    /// Valid input for which no plan exists: it does not fit in memory or meets no SLO (exit 3).
+    NoPlan,
+}
+
+impl ErrorKind {
+    fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Input => "input",
+            ErrorKind::Usage => "usage",
+            ErrorKind::NoPlan => "no_plan",
+        }
+    }
+
+    fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Input => 1,
+            ErrorKind::Usage => 2,
+            ErrorKind::NoPlan => 3,
+        }
+    }
+}
+
+/// A valid request with no plan that runs it (the message says what was closest).
+#[derive(Debug)]
+pub(crate) struct NoPlan(pub(crate) String);
+
+impl std::fmt::Display for NoPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoPlan {}
+
+/// The kind of an error and the input field it names, where one is known: the planner's
+/// typed errors name theirs; otherwise the first `--flag` of the message.
+fn classify(e: &anyhow::Error) -> (ErrorKind, Option<String>) {
+    use rainier_plan::PlanError;
+    let no_plan = e.chain().any(|c| {
+        c.is::<NoPlan>() || matches!(c.downcast_ref::<PlanError>(), Some(PlanError::NoPlan(_)))
+    });
+    let typed = e.chain().find_map(|c| match c.downcast_ref::<PlanError>()? {
+        PlanError::NotPositive { name, .. } | PlanError::TooLarge { name, .. } => {
+            Some((*name).to_string())
+        }
+        PlanError::SeqTooLong { .. } => Some("seq".into()),
+        PlanError::Zero(_) => Some("zero".into()),
+        PlanError::Lnc(_) => Some("lnc".into()),
+        PlanError::TooManyStages { .. } => Some("pp".into()),
+        _ => None,
+    });
+    let flag = || {
+        let message = e.to_string();
+        let at = message.find("--")?;
+        let name: String = message[at + 2..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        (!name.is_empty()).then_some(name)
+    };
+    if no_plan {
+        // Its message suggests flags; no one input is wrong.
+        return (ErrorKind::NoPlan, None);
+    }
+    (ErrorKind::Input, typed.or_else(flag))
+}
+
+/// Prints an error (one `error:` line, or under --json one JSON object
+/// `{"error": {"kind", "message", "field"}}`) on stderr and returns its exit code.
+fn report_error(json: bool, kind: ErrorKind, message: &str, field: Option<String>) -> ExitCode {
+    let text = if json {
+        let error = serde_json::json!({ "kind": kind.name(), "message": message, "field": field });
+        serde_json::json!({ "error": error }).to_string()
+    } else {
+        format!("error: {}", message.trim_end())
+    };
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("{text}");
+    }
+    ExitCode::from(kind.exit_code())
 }
 
 /// An impossible result (infinite or NaN) is an error, never a report.

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::{Args, ValueEnum};
 use rainier_hw::{Catalog, Framework};
 use rainier_model::{Model, Recompute};
@@ -432,10 +432,11 @@ pub(crate) fn train_output(args: &TrainArgs) -> Result<TrainOutput> {
     ])?;
     if !report.fits && !args.allow_oversubscribed {
         let m = &report.memory_gib_per_device;
-        bail!(
+        return Err(crate::NoPlan(format!(
             "the plan does not fit: {:.2} GiB per device of {:.2} (parameters {:.2}, gradients {:.2}, optimizer {:.2}, activations {:.2}, other {:.2}); more chips, --zero 3, --recompute full, larger --tp/--pp or --search may fit, --allow-oversubscribed prints it anyway",
             m.total, m.capacity, m.params, m.grads, m.optimizer, m.activations, m.other
-        );
+        ))
+        .into());
     }
     Ok(TrainOutput::Plan(Box::new(report)))
 }

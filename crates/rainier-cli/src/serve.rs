@@ -235,10 +235,11 @@ pub(crate) fn report(args: &ServeArgs) -> Result<ServeReport> {
     ])?;
     if !report.fits && !args.allow_oversubscribed {
         let m = &report.memory_gib_per_device;
-        bail!(
+        return Err(crate::NoPlan(format!(
             "the plan does not fit: {:.2} GiB per device of {:.2} (weights {:.2}, KV cache {:.2}, activations {:.2}, other {:.2}); more chips, larger --tp/--pp, fp8 weights, a smaller --batch or --search may fit, --allow-oversubscribed prints it anyway",
             m.total, m.capacity, m.weights, m.kv_cache, m.activations, m.other
-        );
+        ))
+        .into());
     }
     if report.continuous.max_concurrency == 0 && !args.allow_oversubscribed {
         bail!(

@@ -979,20 +979,50 @@ fn serve_search_meets_the_slo_and_compare_serve_lists_every_chip() {
 
 #[test]
 fn serve_errors_are_one_line() {
-    for (args, needle) in [
-        (vec!["--tp", "3"], "does not divide"),
-        (vec!["--input-len", "0"], "--input-len must be positive"),
-        (vec!["--output-len", "9000"], "max_position_embeddings"),
-        (vec!["--ep", "2"], "mixture-of-experts"),
-        (vec!["--slo-tpot-ms", "0.001", "--search"], "meets the SLO"),
+    for (args, needle, code) in [
+        (vec!["--tp", "3"], "does not divide", 1),
+        (vec!["--input-len", "0"], "--input-len must be positive", 1),
+        (vec!["--output-len", "9000"], "max_position_embeddings", 1),
+        (vec!["--ep", "2"], "mixture-of-experts", 1),
+        (vec!["--slo-tpot-ms", "0.001", "--search"], "meets the SLO", 3),
     ] {
         let mut full = vec!["serve", "--model", "llama3-8b", "--chip", "h100", "--chips", "8"];
         full.extend(args.iter().copied());
         let o = rainier(&full);
         let err = text(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
         assert!(err.contains(needle) && err.trim().lines().count() == 1, "{args:?}: {err}");
     }
+}
+
+/// Under `--json` an error is one JSON object on stderr naming its kind and field, with the
+/// exit code of its kind: 1 bad input, 2 usage, 3 no plan.
+#[test]
+fn json_errors_name_their_kind_field_and_exit_code() {
+    let serve = ["serve", "--model", "llama3-8b", "--chip", "h100", "--chips", "8", "--json"];
+    let cases: [(Vec<&str>, &str, Option<&str>, i32); 4] = [
+        (vec!["--input-len", "0"], "input", Some("input-len"), 1),
+        (vec!["--bogus"], "usage", Some("bogus"), 2),
+        (vec!["--batch", "many"], "usage", Some("batch"), 2),
+        (vec!["--slo-tpot-ms", "0.001", "--search"], "no_plan", None, 3),
+    ];
+    for (extra, kind, field, code) in cases {
+        let o = rainier(&[&serve[..], &extra[..]].concat());
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{extra:?}: {err}");
+        assert!(o.stdout.is_empty(), "{extra:?}");
+        let v: serde_json::Value =
+            serde_json::from_str(err.trim()).unwrap_or_else(|e| panic!("{extra:?}: {e}: {err}"));
+        assert_eq!(v["error"]["kind"], kind, "{extra:?}: {v}");
+        assert_eq!(v["error"]["field"].as_str(), field, "{extra:?}: {v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    }
+    // A plan that does not fit is "no plan" too, exit 3; without --json the same as text.
+    let big =
+        ["serve", "--model", "llama3.1-405b", "--chip", "h100", "--chips", "4", "--batch", "4"];
+    let o = rainier(&big);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).starts_with("error: the plan does not fit"), "{}", text(&o.stderr));
 }
 
 /// `--check` at a shape whose host copies pass the functional simulator's limit is refused with
