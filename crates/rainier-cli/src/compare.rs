@@ -83,7 +83,7 @@ pub(crate) fn run(args: &CompareArgs) -> Result<()> {
         let only = (!args.only.is_empty()).then_some(args.only.as_slice());
         let report = compare_serve(&model, &catalog, &cfg, only)?;
         if args.json {
-            out(&serde_json::to_string_pretty(&report)?);
+            crate::out_json("compare-serve", &report)?;
         } else {
             out(&serve_text(&report));
         }
@@ -111,7 +111,7 @@ pub(crate) fn run(args: &CompareArgs) -> Result<()> {
     bar.finish_and_clear();
     let report = report?;
     if args.json {
-        out(&serde_json::to_string_pretty(&report)?);
+        crate::out_json("compare", &report)?;
     } else {
         out(&text(&report));
     }

@@ -192,7 +192,7 @@ fn report_kernel_with(
                 "seed": seed,
             });
         }
-        out(&serde_json::to_string_pretty(&doc)?);
+        crate::out_json("kernel", &doc)?;
     } else {
         out(&format!(
             "{} on one {chip} NeuronCore: {:.3} us, {:.2} TFLOP/s = {:.1}% of TensorE peak, HBM {:.1} GB/s = {:.1}% of one core's share ({} instructions)",

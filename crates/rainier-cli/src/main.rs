@@ -430,6 +430,40 @@ fn ensure_finite(figures: &[(&str, f64)]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Version of every JSON output's schema: bumped when a field is renamed, removed or changes
+/// meaning (adding a field does not bump it).
+const SCHEMA_VERSION: u32 = 1;
+
+/// Prints `body` (a JSON object) as pretty JSON with, first, `schema` (`{name: "rainier.NAME",
+/// version}`) and `rainier` (`{version, commit}`: the tool and the git commit it was built
+/// from).
+pub(crate) fn out_json(name: &str, body: &impl serde::Serialize) -> Result<()> {
+    #[derive(serde::Serialize)]
+    struct Schema {
+        name: String,
+        version: u32,
+    }
+    #[derive(serde::Serialize)]
+    struct Tool {
+        version: &'static str,
+        commit: &'static str,
+    }
+    #[derive(serde::Serialize)]
+    struct Envelope<'a, T: serde::Serialize> {
+        schema: Schema,
+        rainier: Tool,
+        #[serde(flatten)]
+        body: &'a T,
+    }
+    let envelope = Envelope {
+        schema: Schema { name: format!("rainier.{name}"), version: SCHEMA_VERSION },
+        rainier: Tool { version: env!("CARGO_PKG_VERSION"), commit: env!("RAINIER_GIT_COMMIT") },
+        body,
+    };
+    out(&serde_json::to_string_pretty(&envelope)?);
+    Ok(())
+}
+
 /// Prints to stdout (the one place the CLI does so). A reader that stops early (`| head`)
 /// ends the program quietly and successfully, as Unix tools do; any other write failure is a
 /// one-line error.
@@ -641,7 +675,7 @@ fn sim(req: &SimRequest<'_>) -> Result<()> {
         let outs: serde_json::Map<String, serde_json::Value> =
             report.outputs.iter().map(|(n, t)| (n.clone(), summary_json(t))).collect();
         v["outputs"] = serde_json::Value::Object(outs);
-        out(&serde_json::to_string_pretty(&v)?);
+        out_json("sim", &v)?;
     } else {
         out(report::timing_text(&report, &params, path).trim_end());
         for (name, t) in &report.outputs {
@@ -727,7 +761,7 @@ fn arch(chip: Chip, json: bool) -> Result<()> {
             })
             .collect();
         let report = serde_json::json!({ "chip": chip.name(), "name": p.marketing_name, "generation": p.core.generation.to_string(), "parameters": params });
-        out(&serde_json::to_string_pretty(&report)?);
+        out_json("arch", &report)?;
         return Ok(());
     }
     out(&format!(

@@ -52,7 +52,7 @@ pub(crate) fn run(model: Option<&str>, json: bool) -> Result<()> {
     };
     if json {
         let list: Vec<Value> = models.iter().map(describe).collect();
-        crate::out(&serde_json::to_string_pretty(&list)?);
+        crate::out_json("models", &serde_json::json!({ "models": list }))?;
         return Ok(());
     }
     let mut lines = vec![format!(

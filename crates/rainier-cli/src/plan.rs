@@ -364,9 +364,9 @@ pub(crate) enum TrainOutput {
 
 pub(crate) fn train(args: &TrainArgs) -> Result<()> {
     match train_output(args)? {
-        TrainOutput::Search(report) if args.json => out(&serde_json::to_string_pretty(&report)?),
+        TrainOutput::Search(report) if args.json => crate::out_json("train-search", &report)?,
         TrainOutput::Search(report) => out(&search_text(&report)),
-        TrainOutput::Plan(report) if args.json => out(&serde_json::to_string_pretty(&report)?),
+        TrainOutput::Plan(report) if args.json => crate::out_json("train", &report)?,
         TrainOutput::Plan(report) => out(&train_text(&report)),
     }
     Ok(())
@@ -591,7 +591,7 @@ fn train_text(r: &TrainReport) -> String {
 pub(crate) fn chips(args: &ChipsArgs) -> Result<()> {
     let catalog = load_catalog(args.catalog.as_deref())?;
     if args.json {
-        out(&serde_json::to_string_pretty(&catalog)?);
+        crate::out_json("catalog", &catalog)?;
         return Ok(());
     }
     let mut s = String::new();
@@ -688,7 +688,7 @@ pub(crate) fn validate_cmd(json: bool) -> Result<()> {
         if let Some(o) = v.as_object_mut() {
             o.insert("commands".into(), serde_json::to_value(&commands)?);
         }
-        out(&serde_json::to_string_pretty(&v)?);
+        crate::out_json("validate", &v)?;
         return Ok(());
     }
     let mut s = String::new();

@@ -186,7 +186,8 @@ pub(crate) struct ServeArgs {
 pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     let report = report(args)?;
     if args.json {
-        out(&serde_json::to_string_pretty(&report)?);
+        let name = if args.search { "serve-search" } else { "serve" };
+        crate::out_json(name, &report)?;
     } else {
         out(&text(&report));
     }

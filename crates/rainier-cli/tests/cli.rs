@@ -995,6 +995,47 @@ fn serve_errors_are_one_line() {
     }
 }
 
+/// Every JSON output starts with its schema name and version and the tool's version and commit.
+#[test]
+fn json_outputs_carry_their_schema_and_the_tool_version() {
+    let train = [
+        "train",
+        "--model",
+        "llama3-8b",
+        "--chip",
+        "h100",
+        "--chips",
+        "8",
+        "--seq",
+        "4096",
+        "--global-batch",
+        "64",
+    ];
+    let serve = ["serve", "--model", "llama3-8b", "--chip", "h100", "--chips", "8"];
+    let cases: [(&[&str], &str); 7] = [
+        (&train, "rainier.train"),
+        (&serve, "rainier.serve"),
+        (&["models"], "rainier.models"),
+        (&["arch", "--chip", "trn2"], "rainier.arch"),
+        (&["chips"], "rainier.catalog"),
+        (
+            &["kernel", "gemm", "--m", "128", "--n", "128", "--k", "128", "--chip", "trn2"],
+            "rainier.kernel",
+        ),
+        (&["sim", "examples/asm/matmul.asm", "--chip", "trn2", "--no-values"], "rainier.sim"),
+    ];
+    for (args, name) in cases {
+        let o = rainier(&[args, &["--json"]].concat());
+        assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+        let v: serde_json::Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert_eq!(v["schema"]["name"], name, "{args:?}");
+        assert_eq!(v["schema"]["version"], 1, "{args:?}");
+        assert_eq!(v["rainier"]["version"], env!("CARGO_PKG_VERSION"), "{args:?}");
+        assert!(v["rainier"]["commit"].as_str().is_some_and(|c| !c.is_empty()), "{args:?}");
+    }
+}
+
 /// Under `--json` an error is one JSON object on stderr naming its kind and field, with the
 /// exit code of its kind: 1 bad input, 2 usage, 3 no plan.
 #[test]
@@ -1502,8 +1543,9 @@ fn validate_runs_the_published_commands() {
 fn model_families_list_train_and_serve() {
     let out = rainier(&["models", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let list = list.as_array().expect("a list");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["schema"]["name"], "rainier.models");
+    let list = doc["models"].as_array().expect("a list");
     assert_eq!(list.len(), rainier_model::PRESETS.len());
     let deepseek = list.iter().find(|m| m["name"] == "deepseek-v3").expect("deepseek-v3");
     assert_eq!(deepseek["latent_attention"], true);

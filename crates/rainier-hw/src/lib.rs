@@ -198,6 +198,12 @@ pub struct Chip {
 pub struct Catalog {
     pub about: String,
     pub chips: Vec<Chip>,
+    /// `rainier chips --json` prints a catalog with its output envelope (`schema`, `rainier`):
+    /// read back as a catalog file, the envelope is ignored.
+    #[serde(default, skip_serializing)]
+    pub schema: Option<serde::de::IgnoredAny>,
+    #[serde(default, skip_serializing)]
+    pub rainier: Option<serde::de::IgnoredAny>,
 }
 
 /// Why a catalog or a chip could not be had.
