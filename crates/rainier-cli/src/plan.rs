@@ -160,6 +160,9 @@ pub(crate) enum NeuronCostsArg {
     Tables,
     /// TensorE peak and HBM bandwidth only.
     Roofline,
+    /// The tables, with each dense Llama-style layer's forward pass simulated as one
+    /// decoder-layer program of the library kernels (once per shape; seconds each).
+    LayerPrograms,
 }
 
 /// `rainier train` arguments.
@@ -400,6 +403,7 @@ pub(crate) fn train_output(args: &TrainArgs) -> Result<TrainOutput> {
         neuron_costs: match args.neuron_costs {
             NeuronCostsArg::Tables => NeuronCosts::Tables,
             NeuronCostsArg::Roofline => NeuronCosts::Roofline,
+            NeuronCostsArg::LayerPrograms => NeuronCosts::LayerPrograms,
         },
         moe_skew: args.moe_skew,
         capacity_factor: args.capacity_factor,

@@ -48,7 +48,7 @@ const PT: u64 = 128;
 const ROPE_TOKENS: u64 = 512;
 
 /// One rank's share of a decoder layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LayerShape {
     /// Sequences in the micro-batch.
     pub batch: u64,

@@ -21,6 +21,7 @@
 
 mod collective;
 mod gpu;
+mod layer_program;
 mod neuron;
 
 use rainier_hw::{Chip, Family, Framework, MathPrecision};
@@ -28,6 +29,7 @@ use rainier_model::{MemKind, Op, OpKind};
 
 pub use collective::{CollectiveKind, Datacenter, Group, Level, Topology, SCALE_UP_MAX_SHARED};
 pub use gpu::{gemm_fit_report, GemmFitReport};
+pub use layer_program::LayerPrograms;
 pub use neuron::{GemmOperands, NeuronCosts, NeuronTable, TableError};
 
 /// A named modelling assumption: a coefficient with no catalog source.
@@ -229,6 +231,8 @@ pub struct CostModel {
     tile: u64,
     ceiling: f64,
     neuron: Option<&'static NeuronTable>,
+    /// Simulated decoder-layer programs ([`NeuronCosts::LayerPrograms`]).
+    layer_programs: Option<LayerPrograms>,
     /// NeuronCores per rank (1 or 2 at LNC=2); 1 elsewhere.
     cores_per_rank: f64,
     /// Every op's isolated time is divided by this in a step ([`STEP_KERNEL_EFFICIENCY`]).
@@ -292,7 +296,7 @@ impl CostModel {
             .transpose()
             .map_err(|message| TableError::Core { chip: chip.name.clone(), message })?;
         let neuron = match (&core, neuron_costs) {
-            (Some(params), NeuronCosts::Tables) => {
+            (Some(params), NeuronCosts::Tables | NeuronCosts::LayerPrograms) => {
                 Some(NeuronTable::for_params(&chip.name, params, &|_, _| {})?)
             }
             _ => None,
@@ -338,6 +342,10 @@ impl CostModel {
             tile,
             ceiling,
             neuron,
+            layer_programs: match (core, neuron_costs) {
+                (Some(params), NeuronCosts::LayerPrograms) => Some(LayerPrograms::new(params)),
+                _ => None,
+            },
             cores_per_rank,
             step_efficiency: STEP_KERNEL_EFFICIENCY.value,
             separate_fp8_casts: true,
@@ -362,6 +370,21 @@ impl CostModel {
     /// This model with another in-step kernel efficiency (for calibration and what-ifs).
     pub fn with_step_efficiency(self, step_efficiency: f64) -> CostModel {
         CostModel { step_efficiency, ..self }
+    }
+
+    /// Seconds one rank spends on one forward pass of `model`'s (uniform) layer at `batch`, as
+    /// a simulated decoder-layer program, under [`NeuronCosts::LayerPrograms`] and where the
+    /// program can express the layer (dense, Llama-style, bf16, no CP or EP); `None` else.
+    pub fn layer_program_forward_seconds(
+        &self,
+        model: &rainier_model::Model,
+        batch: rainier_model::Batch,
+    ) -> Option<f64> {
+        if !matches!(self.precision, Precision::Bf16 | Precision::AmpBf16) {
+            return None;
+        }
+        let t = self.layer_programs.as_ref()?.forward_seconds(model, batch)?;
+        Some(t / self.cores_per_rank / self.step_efficiency)
     }
 
     /// Seconds one rank spends on `op`.

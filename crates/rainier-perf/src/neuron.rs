@@ -29,6 +29,10 @@ pub enum NeuronCosts {
     Tables,
     /// TensorE peak × the chip's GEMM ceiling and HBM bandwidth for every op.
     Roofline,
+    /// The tables, except that a dense Llama-style layer's forward pass is one decoder-layer
+    /// program of the library kernels simulated on the chip's NeuronCore (kernel overlap,
+    /// HBM hand-offs and layout transposes computed), once per shape.
+    LayerPrograms,
 }
 
 /// The operand format of a NeuronCore GEMM: which of the tables' gemm grids it reads.

@@ -66,3 +66,48 @@ fn summed_op_tables_against_the_layer_program() {
         }
     }
 }
+
+/// `NeuronCosts::LayerPrograms`: a dense layer's forward is its simulated program (per rank:
+/// over the rank's NeuronCores), the same on a second ask; MoE layers, fp8 and other chips'
+/// families fall back to the ops (`None`).
+#[test]
+fn layer_program_costs_are_the_simulated_program() {
+    let catalog = Catalog::built_in();
+    let trn2 = catalog.chip("trn2").unwrap();
+    let model = Model::preset("llama3.2-1b").unwrap();
+    let batch = Batch::new(1, 512, 4);
+    let make = |chip, ranks, precision, costs| {
+        CostModel::new(chip, ranks, precision, Framework::Fused, costs)
+            .unwrap()
+            .with_step_efficiency(1.0)
+    };
+    // Two logical NeuronCores per rank (LNC=2): the program's time split over both.
+    let ranks = trn2.cores_per_chip / 2;
+    let cost = make(trn2, ranks, Precision::Bf16, NeuronCosts::LayerPrograms);
+    let got = cost.layer_program_forward_seconds(&model, batch).unwrap();
+    let shape = LayerShape {
+        batch: 1,
+        seq: 512,
+        hidden: 2048,
+        heads: 8,
+        kv_heads: 2,
+        head_dim: 64,
+        ffn: 2048,
+        sequence_parallel: 4,
+    };
+    let p = decoder_layer(Core::Trn2, &shape, DType::Bf16, Composition::Overlapped).unwrap();
+    let want = rainier_timesim::simulate(&p, &Core::Trn2.params(), None, false).unwrap().time_ps
+        as f64
+        * 1e-12
+        / 2.0;
+    assert!((got - want).abs() <= 1e-12 * want.max(1.0), "{got} vs {want}");
+    assert_eq!(cost.layer_program_forward_seconds(&model, batch), Some(got), "cached");
+    let tables = make(trn2, ranks, Precision::Bf16, NeuronCosts::Tables);
+    assert_eq!(tables.layer_program_forward_seconds(&model, batch), None);
+    let fp8 = make(trn2, ranks, Precision::Fp8, NeuronCosts::LayerPrograms);
+    assert_eq!(fp8.layer_program_forward_seconds(&model, batch), None);
+    let moe = Model::preset("mixtral-8x7b").unwrap();
+    assert_eq!(cost.layer_program_forward_seconds(&moe, Batch::new(1, 512, 8)), None);
+    let h100 = make(catalog.chip("h100").unwrap(), 1, Precision::Bf16, NeuronCosts::LayerPrograms);
+    assert_eq!(h100.layer_program_forward_seconds(&model, batch), None);
+}

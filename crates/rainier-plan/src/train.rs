@@ -785,6 +785,11 @@ impl<'a> Planner<'a> {
         }
         v.act_bytes = [Recompute::None, Recompute::Selective, Recompute::Full]
             .map(|r| model.activation_bytes_per_layer(batch, r));
+        // The whole forward pass as one simulated program where asked and expressible (its
+        // attention and GEMM shares, used for overlap, stay the ops').
+        if let Some(forward) = self.cost.layer_program_forward_seconds(model, batch) {
+            v.forward = forward;
+        }
         v
     }
 
@@ -1259,6 +1264,7 @@ impl<'a> Planner<'a> {
             notes.push(match self.cfg.neuron_costs {
                 NeuronCosts::Tables => "NeuronCore op costs from the simulator's tables (tables/CHIP.csv), attention forward and backward from the simulated flash kernels".into(),
                 NeuronCosts::Roofline => "NeuronCore op costs from a roofline on TensorE peak and HBM bandwidth".into(),
+                NeuronCosts::LayerPrograms => "NeuronCore layer forward passes from the decoder-layer program of the library kernels simulated on the chip's NeuronCore (dense Llama-style layers without CP or EP; the others, and backward, from the tables)".into(),
             });
         }
         notes
