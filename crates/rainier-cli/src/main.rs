@@ -77,7 +77,7 @@ enum Command {
     /// Run an assembly program on a simulated NeuronCore: the values the hardware computes and
     /// how long it takes (engine timelines, DMA, semaphore and resource stalls).
     Sim {
-        /// The program (.asm); see docs/assembly.md.
+        /// The program (.asm; `-` reads standard input); see docs/assembly.md.
         program: PathBuf,
         /// Chip to simulate: trn1, inf2, trn2, trn3.
         #[arg(long)]
@@ -110,12 +110,16 @@ enum Command {
     },
     /// Check a program against a chip's rules without running it; lists every violation.
     Verify {
+        /// The program (.asm; `-` reads standard input).
         program: PathBuf,
         #[arg(long)]
         chip: Chip,
     },
     /// Print a program in canonical form (what the parser understood).
-    Fmt { program: PathBuf },
+    Fmt {
+        /// The program (.asm; `-` reads standard input).
+        program: PathBuf,
+    },
     /// Show a chip's NeuronCore parameters, each with its source and grade.
     Arch {
         #[arg(long)]
@@ -125,6 +129,14 @@ enum Command {
     },
     /// Print the instruction-set reference in Markdown (the content of docs/isa.md).
     Isa,
+    /// Print a shell completion script: `rainier completions bash > /etc/bash_completion.d/rainier`
+    /// (zsh: into a directory on $fpath as _rainier; fish: ~/.config/fish/completions/rainier.fish).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `rainier man > rainier.1 && man ./rainier.1`.
+    Man,
     /// Predict one training step of a model on a cluster: step time, tokens/s, MFU, memory per
     /// device and where the time goes (compute, exposed communication, pipeline bubble,
     /// optimizer). Without --tp/--pp/--dp, Rainier chooses a plan and says which.
@@ -494,9 +506,13 @@ fn progress_bar(message: &'static str) -> indicatif::ProgressBar {
     bar
 }
 
+/// Reads and parses a program; `-` reads standard input.
 fn load_program(path: &Path) -> Result<Program> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read the program from stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
     rainier_isa::parse(&text)
         .map_err(|e| anyhow!("{}:{}:{}: {}", path.display(), e.line, e.column, e.message))
 }
@@ -576,6 +592,23 @@ fn run(cli: Cli) -> Result<()> {
         Command::Arch { chip, json } => arch(chip, json),
         Command::Isa => {
             out(rainier_isa::isa_markdown().trim_end());
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "rainier",
+                &mut script,
+            );
+            out(String::from_utf8_lossy(&script).trim_end());
+            Ok(())
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)?;
+            out(String::from_utf8_lossy(&page).trim_end());
             Ok(())
         }
         Command::Train(args) => plan::train(&args),

@@ -995,6 +995,36 @@ fn serve_errors_are_one_line() {
     }
 }
 
+/// Shell completions and the man page come from the argument definitions; `-` reads a program
+/// from standard input.
+#[test]
+fn completions_man_page_and_programs_from_stdin() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = rainier(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", text(&o.stderr));
+        assert!(text(&o.stdout).contains("train"), "{shell}");
+    }
+    let man = rainier(&["man"]);
+    assert!(man.status.success() && text(&man.stdout).contains(".TH rainier 1"));
+    let program =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/asm/matmul.asm"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rainier"))
+        .args(["verify", "-", "--chip", "trn2"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &program)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let o = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        o.status.success() && text(&o.stdout).contains("ok (5 instructions"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
 /// Every JSON output starts with its schema name and version and the tool's version and commit.
 #[test]
 fn json_outputs_carry_their_schema_and_the_tool_version() {
