@@ -225,8 +225,8 @@ pub(crate) struct TrainArgs {
     #[arg(long, value_enum)]
     recompute: Option<RecomputeArg>,
     /// ZeRO stage over data parallel: 0, 1 (optimizer states; Megatron's distributed
-    /// optimizer), 2 (+ gradients), 3 (+ parameters; FSDP) [default: 1; every stage with
-    /// --search].
+    /// optimizer), 2 (+ gradients), 3 (+ parameters; FSDP) [default: 1; with --search every
+    /// stage the chip's stack runs: 0-3, 0-1 on Neuron (NeuronX Distributed has ZeRO-1)].
     #[arg(long)]
     zero: Option<u8>,
     /// Search every valid plan (tp, cp, ep, pp, vpp, dp, micro-batch, recompute, ZeRO,

@@ -21,7 +21,8 @@ use crate::{PlanError, TrainConfig, TrainReport};
 pub struct SearchOptions {
     /// `None`: try none, selective and full.
     pub recompute: Option<Recompute>,
-    /// `None`: try ZeRO 0–3.
+    /// `None`: try ZeRO 0 to the deepest stage the chip's stack runs (3; 1 on Neuron, whose
+    /// NeuronX Distributed shards optimizer states only).
     pub zero: Option<u8>,
     /// Rows in the `plans` table.
     pub top: usize,
@@ -198,7 +199,7 @@ pub fn search(
             || vec![Recompute::None, Recompute::Selective, Recompute::Full],
             |r| vec![r],
         ),
-        zeros: options.zero.map_or_else(|| vec![0, 1, 2, 3], |z| vec![z]),
+        zeros: options.zero.map_or_else(|| (0..=planner.max_zero()).collect(), |z| vec![z]),
         placements: cfg.placement.map_or_else(|| Placement::ALL.to_vec(), |p| vec![p]),
         vpp: cfg.vpp,
         dp: cfg.dp,

@@ -542,6 +542,18 @@ fn recompute_index(r: Recompute) -> usize {
 }
 
 impl<'a> Planner<'a> {
+    /// The deepest ZeRO stage the chip's training stack runs: NeuronX Distributed (and
+    /// neuronx-nemo-megatron) shard the optimizer states only, ZeRO-1 (`zero_one_enabled`,
+    /// `shared/neuron-arch.md` §7 [NxD]); Megatron-Core, PyTorch FSDP and MaxText shard
+    /// everything (3).
+    pub(crate) fn max_zero(&self) -> u8 {
+        if self.chip.family == Family::Neuron {
+            1
+        } else {
+            3
+        }
+    }
+
     pub(crate) fn new(
         model: &'a Model,
         chip: &'a Chip,
@@ -1258,6 +1270,12 @@ impl<'a> Planner<'a> {
                     1 | 2 => "reduce-scatter overlapped with the last backward, weight all-gather with the first forward",
                     _ => "ZeRO-3 weight all-gathers and gradient reduce-scatters every micro-batch, prefetched behind compute",
                 }
+            ));
+        }
+        if d.zero > self.max_zero() {
+            notes.push(format!(
+                "ZeRO-{}: a what-if; NeuronX Distributed shards optimizer states only (ZeRO-1), so the search stops there",
+                d.zero
             ));
         }
         if self.chip.family == Family::Neuron {

@@ -41,6 +41,22 @@ fn search_is_at_least_as_good_as_the_practitioner_choice() {
 }
 
 #[test]
+fn neuron_searches_stop_at_zero_1_as_neuronx_distributed_does() {
+    // NxD shards optimizer states only: a Neuron search never proposes ZeRO-2/3, a GPU
+    // search may; a ZeRO-3 Neuron plan asked for explicitly runs, marked a what-if.
+    let m = model("llama2-13b");
+    let cfg = TrainConfig::new(64, 4096, 256);
+    let top = SearchOptions { top: 200, ..SearchOptions::default() };
+    let trn1 = search(&m, &chip("trn1"), &cfg, &top, None).expect("trn1 search");
+    assert!(trn1.plans.iter().all(|p| p.zero <= 1) && trn1.best.plan.zero <= 1);
+    let h100 = search(&m, &chip("h100"), &cfg, &top, None).expect("h100 search");
+    assert!(h100.plans.iter().any(|p| p.zero > 1));
+    let zero3 = TrainConfig { zero: 3, ..fixed(64, 4096, 256, 8, 1, 16) };
+    let report = evaluate(&m, &chip("trn1"), &zero3).expect("zero-3 plan");
+    assert!(report.notes.iter().any(|n| n.starts_with("ZeRO-3: a what-if")), "{:?}", report.notes);
+}
+
+#[test]
 fn search_does_not_depend_on_the_thread_count() {
     let (m, c) = (model("mixtral-8x7b"), chip("trn2"));
     let cfg = TrainConfig::new(128, 4096, 256);
