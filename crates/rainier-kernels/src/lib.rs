@@ -28,6 +28,7 @@ mod layer;
 mod loss;
 mod optim;
 mod rowwise;
+mod rowwise_bwd;
 
 pub use alloc::Arena;
 pub use attention::{attention, AttentionShape};
@@ -43,3 +44,4 @@ pub use rowwise::{
     gelu, layernorm, residual_add, rmsnorm, rope, softmax, swiglu, LAYERNORM_EPS, RMSNORM_EPS,
     ROW_CHUNK_BYTES,
 };
+pub use rowwise_bwd::{rmsnorm_backward, swiglu_backward};

@@ -15,7 +15,7 @@ use rainier_tensor::DType;
 
 use crate::{KernelBuilder, KernelError};
 
-const PT: u64 = 128;
+pub(crate) const PT: u64 = 128;
 
 /// `eps` of [`rmsnorm`] (Llama's `rms_norm_eps`).
 pub const RMSNORM_EPS: f32 = 1e-6;
@@ -24,7 +24,7 @@ pub const RMSNORM_EPS: f32 = 1e-6;
 pub const ROW_CHUNK_BYTES: u64 = 16 * 1024;
 
 /// Whether rows of `cols` elements of `dtype` go in column chunks.
-fn chunked(cols: u64, dtype: DType) -> bool {
+pub(crate) fn chunked(cols: u64, dtype: DType) -> bool {
     cols * dtype.size_bytes() as u64 > ROW_CHUNK_BYTES
 }
 
@@ -36,7 +36,7 @@ fn column_chunks(cols: u64, dtype: DType) -> Vec<(u64, u64)> {
     blocks(cols, width).collect()
 }
 
-fn check_shape(kernel: &str, rows: u64, cols: u64) -> Result<(), KernelError> {
+pub(crate) fn check_shape(kernel: &str, rows: u64, cols: u64) -> Result<(), KernelError> {
     if rows == 0 || cols == 0 || rows > 1 << 24 || cols > 1 << 24 {
         return Err(KernelError::Shape {
             what: kernel.into(),
@@ -52,18 +52,18 @@ fn check_shape(kernel: &str, rows: u64, cols: u64) -> Result<(), KernelError> {
     Ok(())
 }
 
-fn blocks(len: u64, tile: u64) -> impl Iterator<Item = (u64, u64)> {
+pub(crate) fn blocks(len: u64, tile: u64) -> impl Iterator<Item = (u64, u64)> {
     (0..len.div_ceil(tile)).map(move |i| (i * tile, tile.min(len - i * tile)))
 }
 
 /// A per-partition `[p, 1]` fp32 constant.
-fn constant(kb: &mut KernelBuilder, value: f32) -> Result<Tile, KernelError> {
+pub(crate) fn constant(kb: &mut KernelBuilder, value: f32) -> Result<Tile, KernelError> {
     let t = kb.sbuf(PT as u32, DType::F32, &[1])?;
     kb.push(Engine::Vector, Op::Memset { dst: t.clone(), value });
     Ok(t)
 }
 
-fn rows_of(t: &Tile, p: u64) -> Tile {
+pub(crate) fn rows_of(t: &Tile, p: u64) -> Tile {
     Tile { partitions: p as u32, ..t.clone() }
 }
 
@@ -106,7 +106,7 @@ fn window(
 }
 
 /// Columns `c0..c0 + width` of a `[cols]` vector on every one of 128 partitions.
-fn broadcast(
+pub(crate) fn broadcast(
     kb: &mut KernelBuilder,
     tensor: usize,
     dtype: DType,
@@ -247,12 +247,12 @@ fn accumulate(kb: &mut KernelBuilder, acc: Option<&Tile>, part: Tile) -> Result<
 }
 
 /// Per-row `[p, 1]` statistic tile (fp32).
-fn stat(kb: &mut KernelBuilder, p: u64) -> Result<Tile, KernelError> {
+pub(crate) fn stat(kb: &mut KernelBuilder, p: u64) -> Result<Tile, KernelError> {
     kb.sbuf(p as u32, DType::F32, &[1])
 }
 
 /// `Σ f(x + bias)` per row on ScalarE (the function's output is discarded).
-fn row_sum(
+pub(crate) fn row_sum(
     kb: &mut KernelBuilder,
     x_t: &Tile,
     func: ActFunc,
@@ -267,7 +267,7 @@ fn row_sum(
 }
 
 /// `1 / sqrt(sum_sq · inv + eps)` per row; frees `sum_sq`.
-fn rstd_of(
+pub(crate) fn rstd_of(
     kb: &mut KernelBuilder,
     sum_sq: Tile,
     inv: f32,
