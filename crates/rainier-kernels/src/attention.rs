@@ -127,7 +127,7 @@ impl HeadLayout {
         HeadLayout { base: 0, head_stride: rows * cols, row_stride: cols }
     }
 
-    fn at(&self, head: u64, row: u64) -> u64 {
+    pub(crate) fn at(&self, head: u64, row: u64) -> u64 {
         self.base + head * self.head_stride + row * self.row_stride
     }
 }

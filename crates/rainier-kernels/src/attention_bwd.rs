@@ -38,6 +38,7 @@ use rainier_isa::{
 };
 use rainier_tensor::DType;
 
+use crate::attention::HeadLayout;
 use crate::{AttentionShape, KernelBuilder, KernelError};
 
 /// Queries and keys per block (one partition each).
@@ -69,7 +70,29 @@ pub fn attention_backward_chunked(
     max_key_blocks: Option<u64>,
 ) -> Result<Program, KernelError> {
     let chip: ChipParams = chip.into();
-    let AttentionShape { batch, heads, kv_heads, seq, head_dim: d, causal } = *shape;
+    check_backward(shape, dtype)?;
+    let AttentionShape { batch, heads, kv_heads, seq, head_dim: d, .. } = *shape;
+    let (nh, nkv) = (batch * heads, batch * kv_heads);
+    let mut kb = KernelBuilder::new(&chip);
+    let per_head = |rows, cols| HeadLayout::rows_of(rows, cols);
+    let t = AttentionGradTensors {
+        q: (kb.input("q", dtype, &[nh, d, seq])?, per_head(d, seq)),
+        k: (kb.input("k", dtype, &[nkv, d, seq])?, per_head(d, seq)),
+        v: (kb.input("v", dtype, &[nkv, d, seq])?, per_head(d, seq)),
+        o: (kb.input("o", dtype, &[nh, d, seq])?, per_head(d, seq)),
+        dout: (kb.input("dout", dtype, &[nh, d, seq])?, per_head(d, seq)),
+        lse: (kb.input("lse", DType::F32, &[nh, seq])?, per_head(1, seq)),
+        dq: (kb.output("dq", dtype, &[nh, seq, d])?, per_head(seq, d)),
+        dk: (kb.output("dk", dtype, &[nkv, seq, d])?, per_head(seq, d)),
+        dv: (kb.output("dv", dtype, &[nkv, seq, d])?, per_head(seq, d)),
+    };
+    attention_backward_into(&mut kb, &t, shape, dtype, (max_query_blocks, max_key_blocks))?;
+    kb.finish()
+}
+
+/// The shapes and dtypes attention backward takes.
+fn check_backward(shape: &AttentionShape, dtype: DType) -> Result<(), KernelError> {
+    let AttentionShape { batch, heads, kv_heads, seq, head_dim: d, .. } = *shape;
     let bad = |detail: String| KernelError::Shape { what: "attention-bwd".into(), detail };
     if batch == 0 || heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
         return Err(bad(format!("batch={batch}, heads={heads}, kv_heads={kv_heads}: heads must be a positive multiple of kv_heads")));
@@ -84,6 +107,37 @@ pub fn attention_backward_chunked(
             "seq={seq}, head_dim={d}: seq must be a multiple of 128 and 1 <= head_dim <= 128"
         )));
     }
+    Ok(())
+}
+
+/// The HBM tensors of attention backward and their layouts: per head, `q, k, v, o, dout`
+/// `[d, seq]`, `lse` `[1, seq]` (fp32), `dq, dk, dv` `[seq, d]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AttentionGradTensors {
+    pub q: (usize, HeadLayout),
+    pub k: (usize, HeadLayout),
+    pub v: (usize, HeadLayout),
+    pub o: (usize, HeadLayout),
+    pub dout: (usize, HeadLayout),
+    pub lse: (usize, HeadLayout),
+    pub dq: (usize, HeadLayout),
+    pub dk: (usize, HeadLayout),
+    pub dv: (usize, HeadLayout),
+}
+
+/// Emits [`attention_backward_chunked`]'s instructions into `kb` on tensors declared there
+/// (`max_blocks`: its query and key block limits); every tile it takes is freed.
+pub(crate) fn attention_backward_into(
+    kb: &mut KernelBuilder,
+    t: &AttentionGradTensors,
+    shape: &AttentionShape,
+    dtype: DType,
+    (max_query_blocks, max_key_blocks): (Option<u64>, Option<u64>),
+) -> Result<(), KernelError> {
+    check_backward(shape, dtype)?;
+    let chip = kb.chip().clone();
+    let AttentionShape { batch, heads, kv_heads, seq, head_dim: d, causal } = *shape;
+    let bad = |detail: String| KernelError::Shape { what: "attention-bwd".into(), detail };
     let (nh, nkv, blocks) = (batch * heads, batch * kv_heads, seq / B);
     // About 14 instructions per (head, key block, query block) step.
     let pairs = if causal {
@@ -122,21 +176,9 @@ pub fn attention_backward_chunked(
         .step_by(key_chunk as usize)
         .map(|ks| (ks, (ks + key_chunk).min(blocks)))
         .collect();
-    let mut kb = KernelBuilder::new(&chip);
-    let t = Tensors {
-        q: kb.input("q", dtype, &[nh, d, seq])?,
-        k: kb.input("k", dtype, &[nkv, d, seq])?,
-        v: kb.input("v", dtype, &[nkv, d, seq])?,
-        o: kb.input("o", dtype, &[nh, d, seq])?,
-        dout: kb.input("dout", dtype, &[nh, d, seq])?,
-        lse: kb.input("lse", DType::F32, &[nh, seq])?,
-        dq: kb.output("dq", dtype, &[nh, seq, d])?,
-        dk: kb.output("dk", dtype, &[nkv, seq, d])?,
-        dv: kb.output("dv", dtype, &[nkv, seq, d])?,
-    };
     // fp32 dq partial sums between key chunks.
     let dq_acc = if key_chunks.len() > 1 {
-        Some(kb.scratch("dq_acc", DType::F32, &[nh, seq, d])?)
+        Some((kb.scratch("dq_acc", DType::F32, &[nh, seq, d])?, HeadLayout::rows_of(seq, d)))
     } else {
         None
     };
@@ -149,9 +191,9 @@ pub fn attention_backward_chunked(
         // accumulators.
         let mut keys = Vec::with_capacity((ke - ks) as usize);
         for j in ks..ke {
-            let k_t = load_cols(&mut kb, t.k, hk, j, d, seq, dtype)?;
-            let v_t = load_cols(&mut kb, t.v, hk, j, d, seq, dtype)?;
-            let k_kd = transpose(&mut kb, &k_t, dtype)?;
+            let k_t = load_cols(kb, t.k, hk, j, d, dtype)?;
+            let v_t = load_cols(kb, t.v, hk, j, d, dtype)?;
+            let k_kd = transpose(kb, &k_t, dtype)?;
             let dk = kb.sbuf(B as u32, DType::F32, &[d])?;
             let dv = kb.sbuf(B as u32, DType::F32, &[d])?;
             kb.push(Engine::GpSimd, Op::Memset { dst: dk.clone(), value: 0.0 });
@@ -169,7 +211,7 @@ pub fn attention_backward_chunked(
                 for i in qs..qe {
                     // The dq partial sum of earlier key chunks, if any.
                     let partial = dq_acc.filter(|_| ks > 0);
-                    let qb = prepare_queries(&mut kb, &t, h, i, d, seq, dtype, &ones, partial)?;
+                    let qb = prepare_queries(kb, t, (h, i), d, dtype, &ones, partial)?;
                     queries.push(qb);
                 }
                 for (j, key) in keys.iter().enumerate() {
@@ -189,31 +231,31 @@ pub fn attention_backward_chunked(
                     let mut deferred: VecDeque<(Tile, &QueryBlock)> = VecDeque::new();
                     for i in from..qe {
                         let qb = &queries[(i - qs) as usize];
-                        let probs = scores(&mut kb, qb, key, causal && i == j, scale, dtype)?;
+                        let probs = scores(kb, qb, key, causal && i == j, scale, dtype)?;
                         pending.push_back((probs, qb, i > from));
                         if pending.len() > LOOKAHEAD {
                             if let Some((pr, pqb, acc)) = pending.pop_front() {
-                                let ds_t = gradients(&mut kb, pqb, &dv_ps, &dk_ps, acc, pr, dtype)?;
+                                let ds_t = gradients(kb, pqb, &dv_ps, &dk_ps, acc, pr, dtype)?;
                                 deferred.push_back((ds_t, pqb));
                             }
                         }
                         while deferred.len() > DQ_LAG {
                             if let Some((ds_t, pqb)) = deferred.pop_front() {
-                                query_gradient(&mut kb, pqb, key, ds_t)?;
+                                query_gradient(kb, pqb, key, ds_t)?;
                             }
                         }
                     }
                     while let Some((pr, pqb, acc)) = pending.pop_front() {
-                        let ds_t = gradients(&mut kb, pqb, &dv_ps, &dk_ps, acc, pr, dtype)?;
+                        let ds_t = gradients(kb, pqb, &dv_ps, &dk_ps, acc, pr, dtype)?;
                         deferred.push_back((ds_t, pqb));
                         while deferred.len() > DQ_LAG {
                             if let Some((ds_t, pqb)) = deferred.pop_front() {
-                                query_gradient(&mut kb, pqb, key, ds_t)?;
+                                query_gradient(kb, pqb, key, ds_t)?;
                             }
                         }
                     }
                     while let Some((ds_t, pqb)) = deferred.pop_front() {
-                        query_gradient(&mut kb, pqb, key, ds_t)?;
+                        query_gradient(kb, pqb, key, ds_t)?;
                     }
                     kb.tensor_tensor(Engine::Vector, &key.dv, &key.dv, &dv_ps, AluOp::Add);
                     kb.tensor_tensor(Engine::Vector, &key.dk, &key.dk, &dk_ps, AluOp::Add);
@@ -225,11 +267,11 @@ pub fn attention_backward_chunked(
                     let last = if causal { i < ke } else { ke == blocks };
                     match dq_acc {
                         Some(acc) if !last => {
-                            let dst = rows(acc, h, i, d, seq);
+                            let dst = rows(acc, h, i, d);
                             let src = DmaOperand::Tile(qb.dq.clone());
                             kb.dma_from(Engine::GpSimd, DmaOperand::Hbm(dst), src);
                         }
-                        _ => store_rows(&mut kb, t.dq, h, i, d, seq, &qb.dq, scale, dtype)?,
+                        _ => store_rows(kb, t.dq, (h, i), d, &qb.dq, scale, dtype)?,
                     }
                     for tile in
                         [&qb.q_t, &qb.do_t, &qb.q_qd, &qb.do_qd, &qb.neg_lse, &qb.delta, &qb.dq]
@@ -240,15 +282,14 @@ pub fn attention_backward_chunked(
             }
         }
         for (j, key) in (ks..ke).zip(keys) {
-            store_rows(&mut kb, t.dk, hk, j, d, seq, &key.dk, scale, dtype)?;
-            store_rows(&mut kb, t.dv, hk, j, d, seq, &key.dv, 1.0, dtype)?;
+            store_rows(kb, t.dk, (hk, j), d, &key.dk, scale, dtype)?;
+            store_rows(kb, t.dv, (hk, j), d, &key.dv, 1.0, dtype)?;
             for tile in [&key.k_t, &key.v_t, &key.k_kd, &key.dk, &key.dv] {
                 kb.free(tile)?;
             }
         }
     }
-    kb.free(&ones)?;
-    kb.finish()
+    kb.free(&ones)
 }
 
 /// A step's recomputed probabilities and `ds`, between its two halves.
@@ -344,19 +385,6 @@ fn query_gradient(
     Ok(())
 }
 
-/// HBM tensor indices.
-struct Tensors {
-    q: usize,
-    k: usize,
-    v: usize,
-    o: usize,
-    dout: usize,
-    lse: usize,
-    dq: usize,
-    dk: usize,
-    dv: usize,
-}
-
 /// One key block of a K/V head.
 struct KeyBlock {
     /// `[d, keys]`.
@@ -384,21 +412,20 @@ struct QueryBlock {
     dq: Tile,
 }
 
-/// Block `j` (128 positions) of head `h` of a `[heads, d, seq]` tensor, as `[d, 128]`.
+/// Block `j` (128 positions) of head `h` of a `[d, seq]`-per-head tensor, as `[d, 128]`.
 fn load_cols(
     kb: &mut KernelBuilder,
-    tensor: usize,
+    (tensor, layout): (usize, HeadLayout),
     h: u64,
     j: u64,
     d: u64,
-    seq: u64,
     dtype: DType,
 ) -> Result<Tile, KernelError> {
     let t = kb.sbuf(d as u32, dtype, &[B])?;
     let src = HbmAccess {
         tensor,
-        offset: h * d * seq + j * B,
-        dims: vec![Dim { stride: seq as i64, size: d }, Dim { stride: 1, size: B }],
+        offset: layout.at(h, 0) + j * B,
+        dims: vec![Dim { stride: layout.row_stride as i64, size: d }, Dim { stride: 1, size: B }],
     };
     kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(src));
     Ok(t)
@@ -415,32 +442,29 @@ fn transpose(kb: &mut KernelBuilder, src: &Tile, dtype: DType) -> Result<Tile, K
     Ok(out)
 }
 
-/// Rows `i·128..` of head `h` of a `[heads, seq, d]` HBM tensor.
-fn rows(tensor: usize, h: u64, i: u64, d: u64, seq: u64) -> HbmAccess {
+/// Rows `i·128..` of head `h` of a `[seq, d]`-per-head HBM tensor.
+fn rows((tensor, layout): (usize, HeadLayout), h: u64, i: u64, d: u64) -> HbmAccess {
     HbmAccess {
         tensor,
-        offset: (h * seq + i * B) * d,
-        dims: vec![Dim { stride: d as i64, size: B }, Dim { stride: 1, size: d }],
+        offset: layout.at(h, i * B),
+        dims: vec![Dim { stride: layout.row_stride as i64, size: B }, Dim { stride: 1, size: d }],
     }
 }
 
 /// Loads query block `i` of head `h` and prepares what every key block needs; its fp32 dq
 /// accumulator starts at zero, or at the partial sum in the `partial` HBM tensor.
-#[allow(clippy::too_many_arguments)]
 fn prepare_queries(
     kb: &mut KernelBuilder,
-    t: &Tensors,
-    h: u64,
-    i: u64,
+    t: &AttentionGradTensors,
+    (h, i): (u64, u64),
     d: u64,
-    seq: u64,
     dtype: DType,
     ones: &Tile,
-    partial: Option<usize>,
+    partial: Option<(usize, HeadLayout)>,
 ) -> Result<QueryBlock, KernelError> {
-    let q_t = load_cols(kb, t.q, h, i, d, seq, dtype)?;
-    let do_t = load_cols(kb, t.dout, h, i, d, seq, dtype)?;
-    let o_t = load_cols(kb, t.o, h, i, d, seq, dtype)?;
+    let q_t = load_cols(kb, t.q, h, i, d, dtype)?;
+    let do_t = load_cols(kb, t.dout, h, i, d, dtype)?;
+    let o_t = load_cols(kb, t.o, h, i, d, dtype)?;
     let q_qd = transpose(kb, &q_t, dtype)?;
     let do_qd = transpose(kb, &do_t, dtype)?;
     // D = Σ_d dout ∘ o: the product on VectorE, the sum over partitions as a matmul with ones.
@@ -455,8 +479,8 @@ fn prepare_queries(
     kb.free(&delta_ps)?;
     let lse = kb.sbuf(B as u32, DType::F32, &[1])?;
     let src = HbmAccess {
-        tensor: t.lse,
-        offset: h * seq + i * B,
+        tensor: t.lse.0,
+        offset: t.lse.1.at(h, 0) + i * B,
         dims: vec![Dim { stride: 1, size: B }, Dim { stride: 1, size: 1 }],
     };
     kb.dma(DmaOperand::Tile(lse.clone()), DmaOperand::Hbm(src));
@@ -470,28 +494,26 @@ fn prepare_queries(
     kb.free(&lse)?;
     let dq = kb.sbuf(B as u32, DType::F32, &[d])?;
     match partial {
-        Some(acc) => kb.dma(DmaOperand::Tile(dq.clone()), DmaOperand::Hbm(rows(acc, h, i, d, seq))),
+        Some(acc) => kb.dma(DmaOperand::Tile(dq.clone()), DmaOperand::Hbm(rows(acc, h, i, d))),
         None => kb.push(Engine::GpSimd, Op::Memset { dst: dq.clone(), value: 0.0 }),
     }
     Ok(QueryBlock { q_t, do_t, q_qd, do_qd, neg_lse, delta, dq })
 }
 
-/// `acc · scale` in `dtype` stored as rows `j·128..` of head `h` of a `[heads, seq, d]` output.
-#[allow(clippy::too_many_arguments)]
+/// `acc · scale` in `dtype` stored as rows `j·128..` of head `h` of a `[seq, d]`-per-head
+/// output.
 fn store_rows(
     kb: &mut KernelBuilder,
-    tensor: usize,
-    h: u64,
-    j: u64,
+    tensor: (usize, HeadLayout),
+    (h, j): (u64, u64),
     d: u64,
-    seq: u64,
     acc: &Tile,
     scale: f32,
     dtype: DType,
 ) -> Result<(), KernelError> {
     let out = kb.sbuf(B as u32, dtype, &[d])?;
     kb.tensor_scalar(Engine::Vector, &out, acc, &[(AluOp::Multiply, ScalarOperand::Imm(scale))]);
-    let dst = rows(tensor, h, j, d, seq);
+    let dst = rows(tensor, h, j, d);
     kb.dma_from(Engine::GpSimd, DmaOperand::Hbm(dst), DmaOperand::Tile(out.clone()));
     kb.free(&out)?;
     Ok(())
