@@ -902,6 +902,11 @@ pub(crate) struct LayerArgs {
     /// parallelism, as the planner assumes under TP, is the default).
     #[arg(long)]
     pub(crate) no_sequence_parallel: bool,
+    /// The layer's backward pass instead (from what the forward keeps: input and weight
+    /// gradients of every GEMM, attention, SwiGLU and rmsnorm backward, rope with -sin, and
+    /// the TensorE transposes between them).
+    #[arg(long)]
+    pub(crate) backward: bool,
 }
 
 impl LayerArgs {
@@ -975,22 +980,27 @@ pub(crate) fn layer(a: &LayerArgs, opts: &KernelOpts) -> Result<()> {
     }
     let shape = a.shape()?;
     let (chip, dtype) = (opts.chip, opts.dtype.dtype()?);
+    let pass = if a.backward { "backward" } else { "forward" };
     let build = |c: Composition| {
-        rainier_kernels::decoder_layer_parts(chip, &shape, dtype, c)
-            .with_context(|| format!("decoder layer of {} on {chip}", a.model))
+        if a.backward {
+            rainier_kernels::decoder_layer_backward_parts(chip, &shape, dtype, c)
+        } else {
+            rainier_kernels::decoder_layer_parts(chip, &shape, dtype, c)
+        }
+        .with_context(|| format!("decoder layer {pass} of {} on {chip}", a.model))
     };
     let layer = build(Composition::Overlapped)?;
     let built = Built {
         kernel: "layer",
         shape: json!({ "model": a.model, "tp": a.tp, "batch": shape.batch, "seq": shape.seq,
             "hidden": shape.hidden, "heads": shape.heads, "kv_heads": shape.kv_heads,
-            "head_dim": shape.head_dim, "ffn": shape.ffn }),
+            "head_dim": shape.head_dim, "ffn": shape.ffn, "pass": pass }),
         description: format!(
-            "decoder layer forward of {} at TP {}, {} x {} tokens ({} heads, {} kv, ffn {}), {dtype}",
+            "decoder layer {pass} of {} at TP {}, {} x {} tokens ({} heads, {} kv, ffn {}), {dtype}",
             a.model, a.tp, shape.batch, shape.seq, shape.heads, shape.kv_heads, shape.ffn
         ),
         program: layer.program.clone(),
-        flops: shape.flops(),
+        flops: if a.backward { shape.backward_flops() } else { shape.flops() },
     };
     report_kernel_with(
         &built,
@@ -1011,7 +1021,7 @@ pub(crate) fn layer(a: &LayerArgs, opts: &KernelOpts) -> Result<()> {
             .collect();
             extra.json.insert("kernels".into(), json!(parts));
             extra.lines.push(format!(
-                "  {:<14} {:>11} {:>11} {:>11}",
+                "  {:<20} {:>11} {:>11} {:>11}",
                 "kernel", "start (us)", "end (us)", "adds (us)"
             ));
             let mut reached = 0f64;
@@ -1020,7 +1030,7 @@ pub(crate) fn layer(a: &LayerArgs, opts: &KernelOpts) -> Result<()> {
                 let adds = (end - reached).max(0.0);
                 reached = reached.max(*end);
                 extra.lines.push(format!(
-                    "  {name:<14} {:>11.1} {:>11.1} {:>11.1}",
+                    "  {name:<20} {:>11.1} {:>11.1} {:>11.1}",
                     start / 1e6,
                     end / 1e6,
                     adds / 1e6

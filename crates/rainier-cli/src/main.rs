@@ -189,10 +189,10 @@ enum KernelCommand {
         #[command(flatten)]
         opts: kernel::KernelOpts,
     },
-    /// One tensor-parallel rank's decoder layer forward as one program of the library kernels
-    /// (rmsnorm, QKV, rope, causal attention, O projection, residual, rmsnorm, SwiGLU MLP,
-    /// residual), so the timing model overlaps each kernel with the next; also times the same
-    /// kernels one after another.
+    /// One tensor-parallel rank's decoder layer forward (or --backward) as one program of the
+    /// library kernels (rmsnorm, QKV, rope, causal attention, O projection, residual, rmsnorm,
+    /// SwiGLU MLP, residual), so the timing model overlaps each kernel with the next; also
+    /// times the same kernels one after another.
     Layer {
         #[command(flatten)]
         shape: kernel::LayerArgs,

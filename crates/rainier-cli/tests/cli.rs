@@ -518,6 +518,16 @@ fn kernel_layer_of_a_preset_at_a_tp_degree() {
     assert_eq!(v["shape"]["ffn"], 2048, "{v}");
     let (time, serial) = (v["time_ns"].as_f64(), v["serial_time_ns"].as_f64());
     assert!(time.zip(serial).is_some_and(|(t, s)| t > 0.0 && t <= s), "{v}");
+    // The backward pass: twice the forward's GEMM work, plus the weight transposes, which at
+    // 256 tokens weigh as much as the activations' (4.1x the forward here; 1.9-2.1x for
+    // Llama 2 at 4096 tokens).
+    let args = ["kernel", "layer", "--model", "llama3.2-1b", "--tp", "4", "--seq", "256"];
+    let o = rainier(&[&args[..], &["--chip", "trn2", "--json", "--backward"]].concat());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(b["shape"]["pass"], "backward", "{b}");
+    let ratio = b["time_ns"].as_f64().zip(time).map(|(b, f)| b / f);
+    assert!(ratio.is_some_and(|r| (1.5..6.0).contains(&r)), "backward/forward {ratio:?}");
     assert_clean_error(
         &rainier(&[
             "kernel",

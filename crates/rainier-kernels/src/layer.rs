@@ -86,7 +86,14 @@ impl LayerShape {
         projections + mlp + self.attention().flops()
     }
 
-    fn attention(&self) -> AttentionShape {
+    /// Useful FLOPs of the backward pass: two GEMMs per forward GEMM (input and weight
+    /// gradients) and flash attention's backward (2.5× its forward: five matmuls per score).
+    pub fn backward_flops(&self) -> f64 {
+        let attention = self.attention().flops();
+        2.0 * (self.flops() - attention) + 2.5 * attention
+    }
+
+    pub(crate) fn attention(&self) -> AttentionShape {
         AttentionShape {
             batch: self.batch,
             heads: self.heads,
@@ -97,7 +104,7 @@ impl LayerShape {
         }
     }
 
-    fn check(&self) -> Result<(), KernelError> {
+    pub(crate) fn check(&self) -> Result<(), KernelError> {
         let LayerShape { batch, seq, hidden, heads, kv_heads, head_dim, ffn, sequence_parallel } =
             *self;
         let bad = |detail: String| KernelError::Shape { what: "decoder layer".into(), detail };
@@ -174,12 +181,7 @@ pub fn decoder_layer_parts(
     composition: Composition,
 ) -> Result<LayerProgram, KernelError> {
     shape.check()?;
-    if !matches!(dtype, DType::Bf16 | DType::F32) {
-        return Err(KernelError::Shape {
-            what: "decoder layer".into(),
-            detail: format!("dtype {dtype}: bf16 or fp32"),
-        });
-    }
+    check_dtype(dtype)?;
     let mut kb = KernelBuilder::new(chip);
     let LayerShape { hidden: h, heads: nh, kv_heads: nkv, head_dim: d, ffn: f, .. } = *shape;
     let t = shape.tokens();
@@ -243,14 +245,14 @@ pub fn decoder_layer_parts(
     // Attention block.
     rmsnorm_into(&mut kb, RowTensors { x, w: attn_norm, y: xn }, local, h, dtype)?;
     end_part(&mut kb, "input_norm");
-    transpose_into(&mut kb, (xn_full, xn_t), whole(t, h), dtype)?;
+    transpose_into(&mut kb, (xn_full, xn_t, 0), whole(t, h), dtype)?;
     end_part(&mut kb, "transpose_xn");
     gemm(&mut kb, (wqkv, xn_t, qkv_t), qkv, t, h)?;
     end_part(&mut kb, "qkv_proj");
     rope_into(&mut kb, [qkv_t, cos, sin, qk_rope], nh + nkv, d, t, dtype)?;
     end_part(&mut kb, "rope");
     let v_rows = (HeadLayout { base: qk * t, head_stride: 0, row_stride: t }, 1, nkv * d, t);
-    transpose_into(&mut kb, (qkv_t, v), v_rows, dtype)?;
+    transpose_into(&mut kb, (qkv_t, v, 0), v_rows, dtype)?;
     end_part(&mut kb, "transpose_v");
     for b in 0..shape.batch {
         let s0 = b * shape.seq;
@@ -269,7 +271,7 @@ pub fn decoder_layer_parts(
     }
     end_part(&mut kb, "attention");
     let heads_of_o = (HeadLayout::rows_of(t, d), nh, t, d);
-    transpose_into(&mut kb, (o, o_t), heads_of_o, dtype)?;
+    transpose_into(&mut kb, (o, o_t, 0), heads_of_o, dtype)?;
     end_part(&mut kb, "transpose_o");
     gemm(&mut kb, (o_t, wo, attn), t, h, nh * d)?;
     end_part(&mut kb, "out_proj");
@@ -278,7 +280,7 @@ pub fn decoder_layer_parts(
     // MLP block.
     rmsnorm_into(&mut kb, RowTensors { x: res, w: mlp_norm, y: hn }, local, h, dtype)?;
     end_part(&mut kb, "post_norm");
-    transpose_into(&mut kb, (hn_full, hn_t), whole(t, h), dtype)?;
+    transpose_into(&mut kb, (hn_full, hn_t, 0), whole(t, h), dtype)?;
     end_part(&mut kb, "transpose_hn");
     gemm(&mut kb, (wg, hn_t, g_t), f, t, h)?;
     end_part(&mut kb, "mlp_gate");
@@ -293,13 +295,24 @@ pub fn decoder_layer_parts(
     Ok(LayerProgram { program: kb.finish()?, parts })
 }
 
+/// The layer programs run in bf16 or fp32.
+pub(crate) fn check_dtype(dtype: DType) -> Result<(), KernelError> {
+    if matches!(dtype, DType::Bf16 | DType::F32) {
+        return Ok(());
+    }
+    Err(KernelError::Shape {
+        what: "decoder layer".into(),
+        detail: format!("dtype {dtype}: bf16 or fp32"),
+    })
+}
+
 /// `dst` head `i` = `src` head `i` transposed, for `heads` matrices of `[rows, cols]` laid out
-/// in `src` by `layout` and written to `dst` as `[cols, rows]` each, one after another: blocks
-/// of `[128, 128]` loaded, transposed on TensorE into PSUM and evacuated by the Vector and
-/// Scalar engines in turn.
-fn transpose_into(
+/// in `src` by `layout` and written to `dst` as `[cols, rows]` each, one after another from
+/// element `dst_base`: blocks of `[128, 128]` loaded, transposed on TensorE into PSUM and
+/// evacuated by the Vector and Scalar engines in turn.
+pub(crate) fn transpose_into(
     kb: &mut KernelBuilder,
-    (src, dst): (usize, usize),
+    (src, dst, dst_base): (usize, usize, u64),
     (layout, heads, rows, cols): (HeadLayout, u64, u64, u64),
     dtype: DType,
 ) -> Result<(), KernelError> {
@@ -328,7 +341,7 @@ fn transpose_into(
                 kb.free(&ps)?;
                 let to = HbmAccess {
                     tensor: dst,
-                    offset: head * rows * cols + c0 * rows + r0,
+                    offset: dst_base + head * rows * cols + c0 * rows + r0,
                     dims: vec![Dim { stride: rows as i64, size: w }, Dim { stride: 1, size: p }],
                 };
                 kb.dma_from(Engine::GpSimd, DmaOperand::Hbm(to), DmaOperand::Tile(out.clone()));
@@ -352,7 +365,7 @@ fn evacuate(kb: &mut KernelBuilder, scalar: bool, dst: &Tile, src: &Tile) {
 /// Rope on `heads` feature-major heads `[d, T]` of `x` (rows `i·d..`), `cos`/`sin [d, T]`,
 /// into `y` (the shape of `x`): `y = x · cos + R·x · sin`, `R` the signed permutation of
 /// `rotate_half` (`(R·x)[i] = −x[i + d/2]` below `d/2`, `x[i − d/2]` above), on TensorE.
-fn rope_into(
+pub(crate) fn rope_into(
     kb: &mut KernelBuilder,
     [x, cos, sin, y]: [usize; 4],
     heads: u64,

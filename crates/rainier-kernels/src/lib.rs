@@ -25,6 +25,8 @@ mod builder;
 mod gemm;
 /// A whole decoder layer as one program of the library kernels.
 mod layer;
+/// The decoder layer's backward pass as one program.
+mod layer_bwd;
 mod loss;
 mod optim;
 mod rowwise;
@@ -38,6 +40,7 @@ pub use gemm::{dequantize_mx_host, gemm, gemm_to, quantize_mx_host};
 pub use layer::{
     decoder_layer, decoder_layer_parts, Composition, LayerPart, LayerProgram, LayerShape,
 };
+pub use layer_bwd::{decoder_layer_backward, decoder_layer_backward_parts};
 pub use loss::{cross_entropy, cross_entropy_backward};
 pub use optim::{adamw, AdamW};
 pub use rowwise::{

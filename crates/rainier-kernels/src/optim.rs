@@ -124,13 +124,17 @@ pub fn adamw(chip: impl Into<ChipParams>, params: u64, hp: &AdamW) -> Result<Pro
         Ok(vec![p_new, m_new, v_new])
     };
     let (full, tail) = (params / COLS, params % COLS);
+    let at = |tensors: &[usize], base: u64| -> Vec<(usize, u64)> {
+        tensors.iter().map(|&t| (t, base)).collect()
+    };
     if full > 0 {
-        pipelined_multi(&mut kb, full, &ins, COLS, 0, dtype, &outs, |kb, x, p| {
+        pipelined_multi(&mut kb, full, &at(&ins, 0), COLS, dtype, &at(&outs, 0), |kb, x, p| {
             step(kb, x, p, COLS)
         })?;
     }
     if tail > 0 {
-        pipelined_multi(&mut kb, 1, &ins, tail, full * COLS, dtype, &outs, |kb, x, p| {
+        let base = full * COLS;
+        pipelined_multi(&mut kb, 1, &at(&ins, base), tail, dtype, &at(&outs, base), |kb, x, p| {
             step(kb, x, p, tail)
         })?;
     }

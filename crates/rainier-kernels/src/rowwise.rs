@@ -83,7 +83,10 @@ fn pipelined(
     y: usize,
     mut compute: impl FnMut(&mut KernelBuilder, &[Tile], u64) -> Result<Tile, KernelError>,
 ) -> Result<(), KernelError> {
-    pipelined_multi(kb, rows, inputs, cols, 0, dtype, &[y], |kb, t, p| Ok(vec![compute(kb, t, p)?]))
+    let inputs: Vec<(usize, u64)> = inputs.iter().map(|&x| (x, 0)).collect();
+    pipelined_multi(kb, rows, &inputs, cols, dtype, &[(y, 0)], |kb, t, p| {
+        Ok(vec![compute(kb, t, p)?])
+    })
 }
 
 /// Columns `c0..c0 + width` of rows `r0..r0 + p` of a row-major `[.., cols]` tensor.
@@ -126,16 +129,14 @@ pub(crate) fn broadcast(
 }
 
 /// [`pipelined`] with several outputs (`compute` returns one tile per tensor in `outputs`),
-/// over the rows of `cols` elements that start `base` elements into each tensor.
-#[allow(clippy::too_many_arguments)]
+/// over the rows of `cols` elements that start `base` elements into each `(tensor, base)`.
 pub(crate) fn pipelined_multi(
     kb: &mut KernelBuilder,
     rows: u64,
-    inputs: &[usize],
+    inputs: &[(usize, u64)],
     cols: u64,
-    base: u64,
     dtype: DType,
-    outputs: &[usize],
+    outputs: &[(usize, u64)],
     mut compute: impl FnMut(&mut KernelBuilder, &[Tile], u64) -> Result<Vec<Tile>, KernelError>,
 ) -> Result<(), KernelError> {
     // Row blocks, each in column chunks when rows are long (elementwise kernels only:
@@ -148,7 +149,7 @@ pub(crate) fn pipelined_multi(
                 (r0, p, c): (u64, u64, (u64, u64))|
      -> Result<Vec<Tile>, KernelError> {
         let mut tiles = Vec::with_capacity(inputs.len());
-        for &x in inputs {
+        for &(x, base) in inputs {
             let t = kb.sbuf(p as u32, dtype, &[c.1])?;
             kb.dma(DmaOperand::Tile(t.clone()), DmaOperand::Hbm(window(x, base, r0, p, cols, c)));
             tiles.push(t);
@@ -170,7 +171,7 @@ pub(crate) fn pipelined_multi(
         if let Some(&next) = all.get(i + PREFETCH) {
             loaded.push_back(load(kb, next)?);
         }
-        for (&y, y_t) in outputs.iter().zip(&results) {
+        for (&(y, base), y_t) in outputs.iter().zip(&results) {
             kb.dma(DmaOperand::Hbm(window(y, base, r0, p, cols, c)), DmaOperand::Tile(y_t.clone()));
             kb.free(y_t)?;
         }

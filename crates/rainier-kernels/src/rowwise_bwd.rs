@@ -75,7 +75,7 @@ pub(crate) fn rmsnorm_backward_into(
     kb.push(Engine::GpSimd, Op::Memset { dst: ones.clone(), value: 1.0 });
     let acc = kb.sbuf(1, DType::F32, &[cols])?;
     kb.push(Engine::Vector, Op::Memset { dst: acc.clone(), value: 0.0 });
-    pipelined_multi(kb, rows, &[x, dy], cols, 0, dtype, &[dx], |kb, t, p| {
+    pipelined_multi(kb, rows, &[(x, 0), (dy, 0)], cols, dtype, &[(dx, 0)], |kb, t, p| {
         let (x_t, dy_t) = (&t[0], &t[1]);
         let ss = row_sum(kb, x_t, ActFunc::Square, None, p)?;
         let rstd = rstd_of(kb, ss, inv, &eps, p)?;
@@ -179,23 +179,23 @@ pub fn swiglu_backward(
     let dy = kb.input("dy", dtype, &[rows, cols])?;
     let dgate = kb.output("dgate", dtype, &[rows, cols])?;
     let dup = kb.output("dup", dtype, &[rows, cols])?;
-    swiglu_backward_into(&mut kb, [gate, up, dy, dgate, dup], rows, cols, 0, dtype)?;
+    let at = |t| (t, 0);
+    swiglu_backward_into(&mut kb, [gate, up, dy, dgate, dup].map(at), rows, cols, dtype)?;
     kb.finish()
 }
 
-/// Emits [`swiglu_backward`] into `kb` on `[gate, up, dy, dgate, dup]`, over the rows that
-/// start `base` elements into each tensor.
+/// Emits [`swiglu_backward`] into `kb` on `[gate, up, dy, dgate, dup]`, each a
+/// `(tensor, base)`: its rows start `base` elements into the tensor.
 pub(crate) fn swiglu_backward_into(
     kb: &mut KernelBuilder,
-    [gate, up, dy, dgate, dup]: [usize; 5],
+    [gate, up, dy, dgate, dup]: [(usize, u64); 5],
     rows: u64,
     cols: u64,
-    base: u64,
     dtype: DType,
 ) -> Result<(), KernelError> {
     check_shape("swiglu-bwd", rows, cols)?;
     let one = ScalarOperand::Imm(1.0);
-    pipelined_multi(kb, rows, &[gate, up, dy], cols, base, dtype, &[dgate, dup], |kb, t, p| {
+    pipelined_multi(kb, rows, &[gate, up, dy], cols, dtype, &[dgate, dup], |kb, t, p| {
         let (g, u, d) = (&t[0], &t[1], &t[2]);
         let width = g.free_len();
         let tile = |kb: &mut KernelBuilder| kb.sbuf(p as u32, dtype, &[width]);
