@@ -44,7 +44,7 @@ struct Dataset {
     cases: Vec<Case>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct Case {
     id: String,
     args: Vec<String>,
@@ -232,9 +232,22 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 /// Every case; `search` also runs the training cases in search mode.
-pub(crate) fn run(search: bool) -> Result<CasesReport> {
+/// `neuron_costs`: a `--neuron-costs` value for the Trainium training cases (which then skip
+/// the search: simulating every shape a search tries takes minutes).
+pub(crate) fn run(search: bool, neuron_costs: Option<&str>) -> Result<CasesReport> {
     let dataset: Dataset = serde_json::from_str(CASES)?;
-    let cases: Vec<CaseResult> = dataset.cases.iter().map(|c| evaluate(c, search)).collect();
+    let cases: Vec<CaseResult> = dataset
+        .cases
+        .iter()
+        .map(|c| match neuron_costs.filter(|_| family(c) == FAMILIES[0]) {
+            Some(costs) => {
+                let mut args = c.args.clone();
+                args.extend(["--neuron-costs".to_string(), costs.to_string()]);
+                evaluate(&Case { args, ..c.clone() }, false)
+            }
+            None => evaluate(c, search),
+        })
+        .collect();
     let families = FAMILIES
         .iter()
         .map(|&family| {

@@ -173,6 +173,10 @@ enum Command {
         /// Print JSON (the published commands under "commands").
         #[arg(long)]
         json: bool,
+        /// NeuronCore training costs: the op tables (the default), a roofline, or the
+        /// simulated decoder-layer programs (Trainium command cases then skip the search).
+        #[arg(long, value_enum, default_value = "tables")]
+        neuron_costs: plan::NeuronCostsArg,
     },
 }
 
@@ -616,7 +620,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Models { model, json } => models::run(model.as_deref(), json),
         Command::Compare(args) => compare::run(&args),
         Command::Serve(args) => serve::run(&args),
-        Command::Validate { json } => plan::validate_cmd(json),
+        Command::Validate { json, neuron_costs } => plan::validate_cmd(json, neuron_costs),
     }
 }
 

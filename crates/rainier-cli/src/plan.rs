@@ -8,7 +8,7 @@ use rainier_hw::{Catalog, Framework};
 use rainier_model::{Model, Recompute};
 use rainier_perf::{Datacenter, NeuronCosts, Precision, ASSUMPTIONS};
 use rainier_plan::{
-    evaluate, search, validate, EconomicsConfig, Placement, PlanSummary, Pricing, SearchOptions,
+    evaluate, search, EconomicsConfig, Placement, PlanSummary, Pricing, SearchOptions,
     SearchReport, TrainConfig, TrainReport, ECONOMICS_ASSUMPTIONS, VALIDATION_MEDIAN_LIMIT,
 };
 
@@ -160,8 +160,8 @@ pub(crate) enum NeuronCostsArg {
     Tables,
     /// TensorE peak and HBM bandwidth only.
     Roofline,
-    /// The tables, with each dense Llama-style layer's forward pass simulated as one
-    /// decoder-layer program of the library kernels (once per shape; seconds each).
+    /// The tables, with each dense Llama-style layer's forward and backward passes simulated
+    /// as decoder-layer programs of the library kernels (once per shape; seconds each).
     LayerPrograms,
 }
 
@@ -400,11 +400,7 @@ pub(crate) fn train_output(args: &TrainArgs) -> Result<TrainOutput> {
             FrameworkArg::Fused => Framework::Fused,
         }),
         lnc: args.lnc,
-        neuron_costs: match args.neuron_costs {
-            NeuronCostsArg::Tables => NeuronCosts::Tables,
-            NeuronCostsArg::Roofline => NeuronCosts::Roofline,
-            NeuronCostsArg::LayerPrograms => NeuronCosts::LayerPrograms,
-        },
+        neuron_costs: neuron_costs_of(args.neuron_costs),
         moe_skew: args.moe_skew,
         capacity_factor: args.capacity_factor,
         datacenter: args.datacenter.config(),
@@ -681,10 +677,24 @@ pub(crate) fn chips(args: &ChipsArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn validate_cmd(json: bool) -> Result<()> {
-    let report = validate().map_err(anyhow::Error::msg)?;
+fn neuron_costs_of(arg: NeuronCostsArg) -> NeuronCosts {
+    match arg {
+        NeuronCostsArg::Tables => NeuronCosts::Tables,
+        NeuronCostsArg::Roofline => NeuronCosts::Roofline,
+        NeuronCostsArg::LayerPrograms => NeuronCosts::LayerPrograms,
+    }
+}
+
+pub(crate) fn validate_cmd(json: bool, neuron_costs: NeuronCostsArg) -> Result<()> {
+    let costs = neuron_costs_of(neuron_costs);
+    let report = rainier_plan::validate_neuron_costs(costs).map_err(anyhow::Error::msg)?;
     let bar = crate::progress_bar("published commands");
-    let commands = crate::cases::run(true);
+    let flag = match neuron_costs {
+        NeuronCostsArg::Tables => None,
+        NeuronCostsArg::Roofline => Some("roofline"),
+        NeuronCostsArg::LayerPrograms => Some("layer-programs"),
+    };
+    let commands = crate::cases::run(true, flag);
     bar.finish_and_clear();
     let commands = commands?;
     if json {

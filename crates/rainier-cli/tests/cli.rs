@@ -1561,6 +1561,24 @@ fn validate_runs_the_published_commands() {
         let n = f["failed"].as_u64().expect("failed");
         assert!(n <= failed, "{name}: {n} cases without a prediction, at most {failed}");
     }
+    // With the layers simulated as programs: the Trainium training cases run with them (no
+    // search), within the same target, the other families unchanged.
+    let o = rainier(&["validate", "--json", "--neuron-costs", "layer-programs"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let p: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let trainium = &p["commands"]["families"][0];
+    assert_eq!(trainium["family"], "Trainium training");
+    assert!(trainium["median_abs_error"].as_f64().is_some_and(|m| m <= 0.12), "{trainium}");
+    let mut simulated = 0;
+    for (a, b) in p["commands"]["cases"].as_array().expect("cases").iter().zip(cases) {
+        if a["command"].as_str().is_some_and(|c| c.contains("--neuron-costs layer-programs")) {
+            assert!(a["search"].is_null(), "{}", a["id"]);
+            simulated += 1;
+        } else {
+            assert_eq!(a["predicted"], b["predicted"], "{}", a["id"]);
+        }
+    }
+    assert_eq!(simulated, trainium["cases"].as_u64().unwrap_or(0), "every Trainium training case");
     let o = rainier(&[
         "train",
         "--model",

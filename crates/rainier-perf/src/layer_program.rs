@@ -1,41 +1,63 @@
-//! [`NeuronCosts::LayerPrograms`](crate::NeuronCosts): a dense layer's forward pass as the
-//! `rainier-kernels` decoder-layer program on the timed NeuronCore, simulated once per shape
-//! per process (a plan search asks for few shapes: one per TP degree and micro-batch).
+//! [`NeuronCosts::LayerPrograms`](crate::NeuronCosts): a dense layer's forward and backward
+//! passes as the `rainier-kernels` decoder-layer programs on the timed NeuronCore, simulated
+//! once per chip, shape and pass per process (a plan search asks for few shapes: one per TP
+//! degree and micro-batch; a calibration asks for the same ones again).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Mutex, OnceLock};
 
 use rainier_arch::ChipParams;
-use rainier_kernels::{decoder_layer, Composition, LayerShape};
-use rainier_model::{Batch, Mlp, Model, Norm, Positions};
+use rainier_kernels::{decoder_layer, decoder_layer_backward, Composition, LayerShape};
+use rainier_model::{Batch, Mlp, Model, Norm, Pass, Positions};
 use rainier_tensor::DType;
 
-/// One chip's layer programs and the times simulated so far (shared by clones).
+/// One chip's layer programs.
 #[derive(Debug, Clone)]
 pub struct LayerPrograms {
     core: ChipParams,
-    times: Arc<Mutex<HashMap<LayerShape, Option<f64>>>>,
+    /// The chip parameters' digest (`rainier_tables::cache_key`).
+    key: String,
+}
+
+/// (chip key, shape, backward) → simulated seconds (`None`: not expressible), for the
+/// process.
+type Times = HashMap<(String, LayerShape, bool), Option<f64>>;
+
+fn times() -> &'static Mutex<Times> {
+    static TIMES: OnceLock<Mutex<Times>> = OnceLock::new();
+    TIMES.get_or_init(Mutex::default)
 }
 
 impl LayerPrograms {
     /// Layer programs on `core` (one NeuronCore of the chip).
     pub fn new(core: ChipParams) -> Self {
-        LayerPrograms { core, times: Arc::default() }
+        let key = rainier_tables::cache_key(&core);
+        LayerPrograms { core, key }
     }
 
-    /// Seconds of one NeuronCore on `model`'s layer forward at `batch` (sequence parallel over
-    /// the TP group), or `None` when the program cannot express it.
-    pub fn forward_seconds(&self, model: &Model, batch: Batch) -> Option<f64> {
+    /// Seconds of one NeuronCore on `model`'s layer `pass` at `batch` (sequence parallel over
+    /// the TP group; backward from what the forward keeps, without recompute), or `None` when
+    /// the programs cannot express it.
+    pub fn seconds(&self, model: &Model, batch: Batch, pass: Pass) -> Option<f64> {
         let shape = layer_shape(model, batch)?;
-        if let Some(&t) = self.times.lock().ok()?.get(&shape) {
+        let key = (self.key.clone(), shape, pass == Pass::Backward);
+        if let Some(&t) = times().lock().ok()?.get(&key) {
             return t;
         }
         // Simulated outside the lock; two threads asking at once both simulate (same result).
-        let t = decoder_layer(&self.core, &shape, DType::Bf16, Composition::Overlapped)
+        let program = match pass {
+            Pass::Forward => {
+                decoder_layer(&self.core, &shape, DType::Bf16, Composition::Overlapped)
+            }
+            Pass::Backward => {
+                decoder_layer_backward(&self.core, &shape, DType::Bf16, Composition::Overlapped)
+            }
+        };
+        let t = program
             .ok()
             .and_then(|p| rainier_timesim::simulate(&p, &self.core, None, false).ok())
             .map(|r| r.time_ps as f64 * 1e-12);
-        self.times.lock().ok()?.insert(shape, t);
+        times().lock().ok()?.insert(key, t);
         t
     }
 }

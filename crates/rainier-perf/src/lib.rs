@@ -44,6 +44,7 @@ pub struct Assumption {
 pub const ASSUMPTIONS: &[Assumption] = &[
     STEP_KERNEL_EFFICIENCY,
     NEURON_STEP_KERNEL_EFFICIENCY,
+    NEURON_LAYER_PROGRAM_STEP_EFFICIENCY,
     gpu::GEMM_EFF_BF16,
     gpu::GEMM_EFF_FP8,
     gpu::GEMM_EFF_FP4,
@@ -156,6 +157,16 @@ pub const NEURON_STEP_KERNEL_EFFICIENCY: Assumption = Assumption {
     why: "fitted on the calibration points trn1-llama2-7b (NeuronX Distributed, Neuron 2.20) and trn1-llama2-13b (Neuron 2.18), the geometric mean of both (the 7B run alone, nearly bound by its NeuronLink collectives, fits anything above 0.8); checked on the trn1 command cases of public-points-2 (0.58 on the 7B alone before NeuronLink rings ran one direction, 0.80 before the NeuronCore model was calibrated on measured kernels and the gemm and attention kernels were restructured, 0.61 before the attention backward was pipelined deeper: faster kernels leave more to this coefficient, which issue 14 replaces with mechanisms)",
 };
 
+/// NeuronX Distributed's in-step efficiency for the dense layers whose forward and backward
+/// passes are simulated decoder-layer programs ([`NeuronCosts::LayerPrograms`]): what the
+/// programs leave unexplained (ops outside them keep [`NEURON_STEP_KERNEL_EFFICIENCY`]),
+/// fitted on the same two points.
+pub const NEURON_LAYER_PROGRAM_STEP_EFFICIENCY: Assumption = Assumption {
+    name: "step.neuron_layer_program_efficiency",
+    value: 0.67,
+    why: "fitted on the calibration points trn1-llama2-7b and trn1-llama2-13b (geometric mean) with both passes of their layers simulated as decoder-layer programs (the transposes, kernel hand-offs and overlap computed, not fitted); checked on the trn1 llama2-13b PP 8 command case",
+};
+
 /// XLA fuses elementwise chains into few large kernels; its per-kernel cost is small.
 const TPU_KERNEL_OVERHEAD_S: Assumption = Assumption {
     name: "tpu.kernel_overhead_s",
@@ -237,6 +248,9 @@ pub struct CostModel {
     cores_per_rank: f64,
     /// Every op's isolated time is divided by this in a step ([`STEP_KERNEL_EFFICIENCY`]).
     step_efficiency: f64,
+    /// A simulated layer program's time is divided by this in a step
+    /// ([`NEURON_LAYER_PROGRAM_STEP_EFFICIENCY`]).
+    program_efficiency: f64,
     /// fp8 GEMM inputs are quantized by a separate streaming kernel (training stacks) rather
     /// than in the producing kernel's epilogue (inference engines).
     separate_fp8_casts: bool,
@@ -348,6 +362,7 @@ impl CostModel {
             },
             cores_per_rank,
             step_efficiency: STEP_KERNEL_EFFICIENCY.value,
+            program_efficiency: NEURON_LAYER_PROGRAM_STEP_EFFICIENCY.value,
             separate_fp8_casts: true,
             int8_weights: false,
             precision,
@@ -372,19 +387,25 @@ impl CostModel {
         CostModel { step_efficiency, ..self }
     }
 
-    /// Seconds one rank spends on one forward pass of `model`'s (uniform) layer at `batch`, as
-    /// a simulated decoder-layer program, under [`NeuronCosts::LayerPrograms`] and where the
+    /// This model with another in-step efficiency for simulated layer programs.
+    pub fn with_program_efficiency(self, program_efficiency: f64) -> CostModel {
+        CostModel { program_efficiency, ..self }
+    }
+
+    /// Seconds one rank spends on one `pass` of `model`'s (uniform) layer at `batch`, as a
+    /// simulated decoder-layer program, under [`NeuronCosts::LayerPrograms`] and where the
     /// program can express the layer (dense, Llama-style, bf16, no CP or EP); `None` else.
-    pub fn layer_program_forward_seconds(
+    pub fn layer_program_seconds(
         &self,
         model: &rainier_model::Model,
         batch: rainier_model::Batch,
+        pass: rainier_model::Pass,
     ) -> Option<f64> {
         if !matches!(self.precision, Precision::Bf16 | Precision::AmpBf16) {
             return None;
         }
-        let t = self.layer_programs.as_ref()?.forward_seconds(model, batch)?;
-        Some(t / self.cores_per_rank / self.step_efficiency)
+        let t = self.layer_programs.as_ref()?.seconds(model, batch, pass)?;
+        Some(t / self.cores_per_rank / self.program_efficiency)
     }
 
     /// Seconds one rank spends on `op`.

@@ -23,15 +23,16 @@ pub(crate) const LNC_SPLIT: Assumption = Assumption {
 };
 
 /// Where NeuronCore op costs come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NeuronCosts {
     /// The simulator's op-cost tables, roofline for ops they lack.
+    #[default]
     Tables,
     /// TensorE peak × the chip's GEMM ceiling and HBM bandwidth for every op.
     Roofline,
-    /// The tables, except that a dense Llama-style layer's forward pass is one decoder-layer
-    /// program of the library kernels simulated on the chip's NeuronCore (kernel overlap,
-    /// HBM hand-offs and layout transposes computed), once per shape.
+    /// The tables, except that a dense Llama-style layer's forward and backward passes are
+    /// decoder-layer programs of the library kernels simulated on the chip's NeuronCore
+    /// (kernel overlap, HBM hand-offs and layout transposes computed), once per shape.
     LayerPrograms,
 }
 

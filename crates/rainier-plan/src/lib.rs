@@ -32,7 +32,7 @@ pub use train::{
 };
 pub use validate::{
     calibrate_neuron_step_efficiency, calibrate_step_efficiency, megatron_flops_per_token,
-    validate, ValidationPoint, ValidationReport, CALIBRATION_SUBSET, INFERENCE_MAX_LIMIT,
-    INFERENCE_MEDIAN_LIMIT, NEURON_CALIBRATION_SUBSET, VALIDATION_MAX_LIMIT,
+    validate, validate_neuron_costs, ValidationPoint, ValidationReport, CALIBRATION_SUBSET,
+    INFERENCE_MAX_LIMIT, INFERENCE_MEDIAN_LIMIT, NEURON_CALIBRATION_SUBSET, VALIDATION_MAX_LIMIT,
     VALIDATION_MEDIAN_LIMIT,
 };

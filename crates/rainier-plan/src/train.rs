@@ -71,6 +71,9 @@ pub struct TrainConfig {
     /// In-step kernel efficiency (`None`: the calibrated `step.kernel_efficiency`, or
     /// `step.neuron_kernel_efficiency` on NeuronCore chips).
     pub step_efficiency: Option<f64>,
+    /// In-step efficiency of simulated layer programs under [`NeuronCosts::LayerPrograms`]
+    /// (`None`: the calibrated `step.neuron_layer_program_efficiency`).
+    pub program_efficiency: Option<f64>,
     /// The router's systematic imbalance across expert-parallel ranks (default
     /// `moe.routing_skew`).
     pub moe_skew: Option<f64>,
@@ -103,6 +106,7 @@ impl TrainConfig {
             lnc: None,
             neuron_costs: NeuronCosts::Tables,
             step_efficiency: None,
+            program_efficiency: None,
             moe_skew: None,
             capacity_factor: None,
             datacenter: Datacenter::default(),
@@ -574,6 +578,12 @@ impl<'a> Planner<'a> {
             }
             cost = cost.with_step_efficiency(eta);
         }
+        if let Some(eta) = cfg.program_efficiency {
+            if !(eta > 0.0 && eta <= 1.0) {
+                return Err(PlanError::StepEfficiency(eta));
+            }
+            cost = cost.with_program_efficiency(eta);
+        }
         let topology = Topology::new(chip, per_chip, &cfg.datacenter);
         // Per layer on average (models whose layers differ hold their experts unevenly:
         // stages are sized by the mean layer).
@@ -797,10 +807,13 @@ impl<'a> Planner<'a> {
         }
         v.act_bytes = [Recompute::None, Recompute::Selective, Recompute::Full]
             .map(|r| model.activation_bytes_per_layer(batch, r));
-        // The whole forward pass as one simulated program where asked and expressible (its
-        // attention and GEMM shares, used for overlap, stay the ops').
-        if let Some(forward) = self.cost.layer_program_forward_seconds(model, batch) {
+        // Each pass as one simulated program where asked and expressible (the attention and
+        // GEMM shares, used for overlap and recompute, stay the ops').
+        if let Some(forward) = self.cost.layer_program_seconds(model, batch, Pass::Forward) {
             v.forward = forward;
+        }
+        if let Some(backward) = self.cost.layer_program_seconds(model, batch, Pass::Backward) {
+            v.backward = backward;
         }
         v
     }
@@ -1282,7 +1295,7 @@ impl<'a> Planner<'a> {
             notes.push(match self.cfg.neuron_costs {
                 NeuronCosts::Tables => "NeuronCore op costs from the simulator's tables (tables/CHIP.csv), attention forward and backward from the simulated flash kernels".into(),
                 NeuronCosts::Roofline => "NeuronCore op costs from a roofline on TensorE peak and HBM bandwidth".into(),
-                NeuronCosts::LayerPrograms => "NeuronCore layer forward passes from the decoder-layer program of the library kernels simulated on the chip's NeuronCore (dense Llama-style layers without CP or EP; the others, and backward, from the tables)".into(),
+                NeuronCosts::LayerPrograms => "NeuronCore layer forward and backward passes from the decoder-layer programs of the library kernels simulated on the chip's NeuronCore (dense Llama-style layers without CP or EP; the others from the tables)".into(),
             });
         }
         notes

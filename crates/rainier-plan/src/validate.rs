@@ -143,22 +143,34 @@ pub const CALIBRATION_SUBSET: [&str; 2] = ["megatron-h100-16b", "megatron-h100-3
 /// any efficiency above 0.8 equally well.
 pub const NEURON_CALIBRATION_SUBSET: [&str; 2] = ["trn1-llama2-7b", "trn1-llama2-13b"];
 
-/// In-step efficiencies to validate with (`None`: the model's constants).
+/// In-step efficiencies to validate with (`None`: the model's constants) and how NeuronCore
+/// layers are costed.
 #[derive(Debug, Clone, Copy, Default)]
 struct Etas {
     other: Option<f64>,
     neuron: Option<f64>,
+    program: Option<f64>,
+    neuron_costs: NeuronCosts,
 }
 
 /// Fits the in-step kernel efficiency on [`CALIBRATION_SUBSET`]: the value (to 0.01) that
 /// makes the geometric mean of predicted/measured closest to 1.
 pub fn calibrate_step_efficiency() -> Result<f64, String> {
-    fit(&CALIBRATION_SUBSET, |eta| Etas { other: Some(eta), neuron: None })
+    fit(&CALIBRATION_SUBSET, |eta| Etas { other: Some(eta), ..Etas::default() })
 }
 
-/// Fits NeuronX Distributed's in-step efficiency on [`NEURON_CALIBRATION_SUBSET`].
-pub fn calibrate_neuron_step_efficiency() -> Result<f64, String> {
-    fit(&NEURON_CALIBRATION_SUBSET, |eta| Etas { other: None, neuron: Some(eta) })
+/// Fits NeuronX Distributed's in-step efficiency on [`NEURON_CALIBRATION_SUBSET`] with
+/// NeuronCore layers costed by `costs`.
+/// NeuronCore layers costed by `costs`: under [`NeuronCosts::LayerPrograms`] the layer
+/// programs' efficiency, the ops outside them keeping theirs.
+pub fn calibrate_neuron_step_efficiency(costs: NeuronCosts) -> Result<f64, String> {
+    let etas = |eta| match costs {
+        NeuronCosts::LayerPrograms => {
+            Etas { program: Some(eta), neuron_costs: costs, ..Etas::default() }
+        }
+        _ => Etas { neuron: Some(eta), neuron_costs: costs, ..Etas::default() },
+    };
+    fit(&NEURON_CALIBRATION_SUBSET, etas)
 }
 
 /// The efficiency (to 0.01, within 0.30..1) whose predictions on `subset` have a
@@ -185,6 +197,12 @@ fn fit(subset: &[&str], etas: impl Fn(f64) -> Etas) -> Result<f64, String> {
 /// Predicts every point of the committed dataset with the built-in catalog.
 pub fn validate() -> Result<ValidationReport, String> {
     validate_with(Etas::default())
+}
+
+/// [`validate`] with NeuronCore layers costed by `costs` (training points; serving is costed
+/// by its tables either way).
+pub fn validate_neuron_costs(costs: NeuronCosts) -> Result<ValidationReport, String> {
+    validate_with(Etas { neuron_costs: costs, ..Etas::default() })
 }
 
 fn validate_with(etas: Etas) -> Result<ValidationReport, String> {
@@ -215,7 +233,8 @@ fn validate_with(etas: Etas) -> Result<ValidationReport, String> {
             },
             recompute: Recompute::None,
             zero: p.zero,
-            neuron_costs: NeuronCosts::Tables,
+            neuron_costs: etas.neuron_costs,
+            program_efficiency: etas.program,
             step_efficiency: if chip.family == rainier_hw::Family::Neuron {
                 etas.neuron
             } else {
@@ -267,7 +286,7 @@ fn validate_with(etas: Etas) -> Result<ValidationReport, String> {
             kind: "training".into(),
         });
     }
-    if etas.other.is_none() && etas.neuron.is_none() {
+    if etas.other.is_none() && etas.neuron.is_none() && etas.program.is_none() {
         for p in &dataset.inference {
             points.extend(inference_points(p, &catalog)?);
         }

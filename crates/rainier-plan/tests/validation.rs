@@ -1,5 +1,6 @@
 //! The planner against published training measurements (`data/validation.json`).
 
+use rainier_perf::NeuronCosts;
 use rainier_plan::{
     calibrate_neuron_step_efficiency, calibrate_step_efficiency, validate, INFERENCE_MAX_LIMIT,
     INFERENCE_MEDIAN_LIMIT, VALIDATION_MAX_LIMIT, VALIDATION_MEDIAN_LIMIT,
@@ -33,9 +34,18 @@ fn validation_median_error_is_within_the_stated_limit() {
 
 #[test]
 fn neuron_step_efficiency_is_what_its_calibration_point_gives() {
-    let fitted = calibrate_neuron_step_efficiency().expect("calibration runs");
-    let used = rainier_perf::NEURON_STEP_KERNEL_EFFICIENCY.value;
-    assert!((fitted - used).abs() < 0.015, "trn1-llama2-7b gives {fitted}, the model uses {used}");
+    for costs in [NeuronCosts::Tables, NeuronCosts::LayerPrograms] {
+        let fitted = calibrate_neuron_step_efficiency(costs).expect("calibration runs");
+        let used = match costs {
+            NeuronCosts::LayerPrograms => rainier_perf::NEURON_LAYER_PROGRAM_STEP_EFFICIENCY,
+            _ => rainier_perf::NEURON_STEP_KERNEL_EFFICIENCY,
+        }
+        .value;
+        assert!(
+            (fitted - used).abs() < 0.015,
+            "{costs:?}: the trn1 points give {fitted}, the model uses {used}"
+        );
+    }
 }
 
 #[test]
