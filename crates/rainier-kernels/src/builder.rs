@@ -1,4 +1,6 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use rainier_arch::{Chip, ChipParams};
 use rainier_isa::{
@@ -46,6 +48,17 @@ enum Space {
     Sbuf,
     Psum,
     Hbm(usize),
+}
+
+impl Space {
+    /// Its slot in [`KernelBuilder::records`]: SBUF, PSUM, then the HBM tensors in order.
+    fn slot(self) -> usize {
+        match self {
+            Space::Sbuf => 0,
+            Space::Psum => 1,
+            Space::Hbm(t) => 2 + t,
+        }
+    }
 }
 
 /// A box of memory: partitions `[p0, p1)` (HBM: 0..1) and bytes `[b0, b1)` (HBM: elements).
@@ -118,7 +131,6 @@ struct Record {
 /// stands for the earlier ones, so a tile read by thousands of matmuls is one record.
 #[derive(Debug)]
 struct SpaceRecords {
-    space: Space,
     writes: RecordSet,
     reads: RecordSet,
     /// The read record of each (region, reader).
@@ -169,6 +181,13 @@ impl RecordSet {
     fn candidates(&self, a: &Region) -> Vec<usize> {
         let mut ids: Vec<usize> = self.wide.clone();
         match Self::pages_of(a) {
+            // One page: its ids are distinct, and none is wide (a record is on pages or wide).
+            Some(pages) if pages.start() == pages.end() => {
+                if let Some(v) = self.pages.get(pages.start()) {
+                    ids.extend_from_slice(v);
+                }
+                return ids;
+            }
             Some(pages) => {
                 for p in pages {
                     if let Some(v) = self.pages.get(&p) {
@@ -176,7 +195,9 @@ impl RecordSet {
                     }
                 }
             }
-            None => ids.extend(self.slots.iter().enumerate().filter_map(|(i, s)| s.map(|_| i))),
+            None => {
+                return self.slots.iter().enumerate().filter_map(|(i, s)| s.map(|_| i)).collect()
+            }
         }
         ids.sort_unstable();
         ids.dedup();
@@ -245,7 +266,8 @@ pub struct KernelBuilder {
     psum: Arena,
     /// Live allocations: (memory, offset, bytes per partition).
     live: Vec<(Memory, u64, u64)>,
-    records: Vec<SpaceRecords>,
+    /// Outstanding accesses per memory space, at [`Space::slot`] (created on first use).
+    records: Vec<Option<SpaceRecords>>,
     /// Compute instructions issued per engine.
     engine_counts: [u32; 5],
     /// DMAs issued per pool semaphore (index = semaphore - ENGINE_SEMAPHORES).
@@ -482,7 +504,7 @@ impl KernelBuilder {
         }
         let mut waits: BTreeMap<u32, u32> = BTreeMap::new();
         for (a, write) in &accesses {
-            let Some(sr) = self.records.iter().find(|r| r.space == a.space) else { continue };
+            let Some(Some(sr)) = self.records.get(a.space.slot()) else { continue };
             let reads = write.then(|| sr.reads.overlapping(a)).into_iter().flatten();
             for r in sr.writes.overlapping(a).chain(reads) {
                 let (sem, value) = match r.token {
@@ -527,19 +549,15 @@ impl KernelBuilder {
             Token::Dma(s, _) => s,
         };
         for (region, write) in accesses {
-            let at = match self.records.iter().position(|r| r.space == region.space) {
-                Some(i) => i,
-                None => {
-                    self.records.push(SpaceRecords {
-                        space: region.space,
-                        writes: RecordSet::default(),
-                        reads: RecordSet::default(),
-                        read_ids: HashMap::new(),
-                    });
-                    self.records.len() - 1
-                }
-            };
-            let sr = &mut self.records[at];
+            let at = region.space.slot();
+            if self.records.len() <= at {
+                self.records.resize_with(at + 1, || None);
+            }
+            let sr = self.records[at].get_or_insert_with(|| SpaceRecords {
+                writes: RecordSet::default(),
+                reads: RecordSet::default(),
+                read_ids: HashMap::default(),
+            });
             if write {
                 // A write that covers an older access orders everything after it behind that
                 // access (it waited for it, or follows it on the same in-order engine).

@@ -55,7 +55,7 @@ impl LayerPrograms {
         };
         let t = program
             .ok()
-            .and_then(|p| rainier_timesim::simulate(&p, &self.core, None, false).ok())
+            .and_then(|p| rainier_timesim::simulate_built(&p, &self.core, None, false).ok())
             .map(|r| r.time_ps as f64 * 1e-12);
         times().lock().ok()?.insert(key, t);
         t

@@ -24,5 +24,5 @@ mod cost;
 mod sim;
 mod trace;
 
-pub use sim::{simulate, DmaStats, EngineStats, Report, Slice, TimeError, Track};
+pub use sim::{simulate, simulate_built, DmaStats, EngineStats, Report, Slice, TimeError, Track};
 pub use trace::{chrome_trace, write_chrome_trace, write_chrome_trace_mapped};

@@ -419,6 +419,28 @@ pub fn simulate(
     record: bool,
 ) -> Result<Report, TimeError> {
     verify(program, &chip.core).map_err(RunError::from)?;
+    run(program, chip, inputs, record)
+}
+
+/// [`simulate`] for a program whose synchronization is race-free by construction (the
+/// kernel builder's: its tests run the full verifier on its kernels): the hardware rules are
+/// checked, the data-race analysis (most of the time of a large program's run) is skipped.
+pub fn simulate_built(
+    program: &Program,
+    chip: &ChipParams,
+    inputs: Option<&BTreeMap<String, HostTensor>>,
+    record: bool,
+) -> Result<Report, TimeError> {
+    rainier_isa::verify_rules(program, &chip.core).map_err(RunError::from)?;
+    run(program, chip, inputs, record)
+}
+
+fn run(
+    program: &Program,
+    chip: &ChipParams,
+    inputs: Option<&BTreeMap<String, HostTensor>>,
+    record: bool,
+) -> Result<Report, TimeError> {
     let mut machine = match inputs {
         Some(inputs) => Some(rainier_funcsim::prepare(program, chip, inputs)?),
         None => None,
