@@ -13,6 +13,7 @@ use crate::plan::{
     load_catalog, load_model, parse_count, precision, DatacenterArgs, EconomicsArgs, PrecisionArg,
 };
 use crate::serve::ServeJobArgs;
+use crate::versus::{Errors, Outcome, Versus};
 
 /// `rainier compare` arguments.
 #[derive(Debug, Args)]
@@ -54,6 +55,11 @@ pub(crate) struct CompareArgs {
     serve: bool,
     #[command(flatten)]
     serve_job: ServeJobArgs,
+    /// The chip every other is measured against: tokens per dollar and per chip-second as
+    /// ratios, each with a p10-p90 band from the model's errors on published measurements of
+    /// both chips' families (added to --only when missing).
+    #[arg(long, default_value = "h100", value_name = "CHIP")]
+    baseline: String,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -62,6 +68,13 @@ pub(crate) struct CompareArgs {
 pub(crate) fn run(args: &CompareArgs) -> Result<()> {
     let catalog = load_catalog(args.catalog.as_deref())?;
     let model = load_model(&args.model)?;
+    let baseline = catalog
+        .chip(&args.baseline)
+        .map_err(|e| anyhow::anyhow!("--baseline {}: {e}", args.baseline))?;
+    let mut only = args.only.clone();
+    if !only.is_empty() && !only.contains(&baseline.name) {
+        only.push(baseline.name.clone());
+    }
     if args.serve && args.budget_usd.is_some() {
         bail!(
             "--budget-usd sizes a training run by its cost, and serving has no run length: \
@@ -80,12 +93,32 @@ pub(crate) fn run(args: &CompareArgs) -> Result<()> {
             },
             ..base
         };
-        let only = (!args.only.is_empty()).then_some(args.only.as_slice());
-        let report = compare_serve(&model, &catalog, &cfg, only)?;
+        let report =
+            compare_serve(&model, &catalog, &cfg, (!only.is_empty()).then_some(&only[..]))?;
+        let outcomes: Vec<Outcome> = report
+            .rows
+            .iter()
+            .filter_map(|row| {
+                let r = row.report.as_ref()?;
+                Some(Outcome {
+                    chip: &row.chip,
+                    family: catalog.chip(&row.chip).ok()?.family,
+                    usd_per_million_tokens: r.cost_usd_per_million_output_tokens,
+                    tokens_per_s_per_chip: r.output_tokens_per_s_per_chip,
+                    price_grade: grade_of(&row.price_source),
+                })
+            })
+            .collect();
+        let versus = against(&outcomes, &baseline.name, true)?;
         if args.json {
-            crate::out_json("compare-serve", &report)?;
+            crate::out_json("compare-serve", &with_versus(&report, &versus)?)?;
         } else {
-            out(&serve_text(&report));
+            let head = versus.as_ref().map_or_else(
+                |why| format!("no verdict: {why}\n\n"),
+                |v| crate::versus::verdict(v, "serving:"),
+            );
+            let tail = versus.as_ref().map(crate::versus::table).unwrap_or_default();
+            out(&format!("{head}{}{tail}", serve_text(&report)));
         }
         return Ok(());
     }
@@ -98,7 +131,7 @@ pub(crate) fn run(args: &CompareArgs) -> Result<()> {
         },
         tokens: args.tokens,
         budget_usd: args.budget_usd,
-        chips: (!args.only.is_empty()).then(|| args.only.clone()),
+        chips: (!only.is_empty()).then(|| only.clone()),
     };
     let bar = crate::progress_bar("planning every chip kind");
     let tick = |done: u64, total: u64| {
@@ -110,12 +143,65 @@ pub(crate) fn run(args: &CompareArgs) -> Result<()> {
     let report = compare(&model, &catalog, &cfg, Some(&tick));
     bar.finish_and_clear();
     let report = report?;
+    let outcomes: Vec<Outcome> = report
+        .rows
+        .iter()
+        .filter_map(|row| {
+            let plan = row.plan.as_ref()?;
+            Some(Outcome {
+                chip: &row.chip,
+                family: catalog.chip(&row.chip).ok()?.family,
+                usd_per_million_tokens: row.usd_per_million_tokens?,
+                tokens_per_s_per_chip: row.tokens_per_s? / plan.chips_used.max(1) as f64,
+                price_grade: &row.price_grade,
+            })
+        })
+        .collect();
+    let versus = against(&outcomes, &baseline.name, false)?;
     if args.json {
-        crate::out_json("compare", &report)?;
+        crate::out_json("compare", &with_versus(&report, &versus)?)?;
     } else {
-        out(&text(&report));
+        let head = versus.as_ref().map_or_else(
+            |why| format!("no verdict: {why}\n\n"),
+            |v| crate::versus::verdict(v, "training:"),
+        );
+        let tail = versus.as_ref().map(crate::versus::table).unwrap_or_default();
+        out(&format!("{head}{}{tail}", text(&report)));
     }
     Ok(())
+}
+
+/// The comparison against `baseline`, or why there is none (the baseline has no plan).
+fn against(
+    outcomes: &[Outcome],
+    baseline: &str,
+    serving: bool,
+) -> Result<std::result::Result<Versus, String>> {
+    let Some(base) = outcomes.iter().find(|o| o.chip == baseline) else {
+        return Ok(Err(format!("the baseline {baseline} has no plan for this job")));
+    };
+    let errors = Errors::measure()?;
+    Ok(Ok(crate::versus::versus(outcomes, base, &errors, serving)))
+}
+
+/// `report` as JSON with `versus` (or `versus_error`) added.
+fn with_versus(
+    report: &impl serde::Serialize,
+    versus: &std::result::Result<Versus, String>,
+) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(report)?;
+    if let Some(o) = v.as_object_mut() {
+        match versus {
+            Ok(vs) => o.insert("versus".into(), serde_json::to_value(vs)?),
+            Err(why) => o.insert("versus_error".into(), why.clone().into()),
+        };
+    }
+    Ok(v)
+}
+
+/// The grade in a `[grade] source` price text.
+fn grade_of(source: &str) -> &str {
+    source.strip_prefix('[').and_then(|s| s.split(']').next()).unwrap_or("unknown")
 }
 
 fn text(r: &CompareReport) -> String {

@@ -20,6 +20,7 @@ mod plan;
 mod report;
 mod serve;
 mod table;
+mod versus;
 
 const ABOUT: &str = "Rainier: an open, executable model of AWS Trainium and Inferentia.
 

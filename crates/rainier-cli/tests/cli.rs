@@ -861,6 +861,42 @@ fn compare_defaults_plan_every_chip_with_sources() {
     assert_eq!(o.stdout, rainier(&["compare", "--json"]).stdout);
     let t = rainier(&["compare"]);
     assert!(text(&t.stdout).contains("prices (per chip-hour"), "{}", text(&t.stdout));
+    assert!(text(&t.stdout).starts_with("training: tokens per dollar vs h100: trn1 "));
+}
+
+/// `--baseline`: every chip as ratios to the baseline (added to --only), each with an ordered
+/// band from its family's validation errors; the baseline against itself exactly 1.
+#[test]
+fn compare_against_a_baseline_with_bands() {
+    for serve in [false, true] {
+        let mut args = vec!["compare", "--only", "trn2,tpu-v6e", "--baseline", "h100", "--json"];
+        if serve {
+            args.push("--serve");
+        }
+        let v = json(&rainier(&args));
+        let versus = &v["versus"];
+        assert_eq!(versus["baseline"], "h100", "{v}");
+        let rows = versus["rows"].as_array().expect("rows");
+        assert_eq!(rows.len(), 3, "the baseline is added: {versus}");
+        for row in rows {
+            let chip = row["chip"].as_str().expect("chip");
+            let band = &row["tokens_per_usd"];
+            if serve && chip == "tpu-v6e" {
+                assert!(band.is_null(), "no TPU serving validation: {row}");
+                continue;
+            }
+            let at = |k: &str| band[k].as_f64().unwrap_or(f64::NAN);
+            assert!(at("p10") <= at("p50") && at("p50") <= at("p90"), "{chip}: {band}");
+            assert!(at("p10") > 0.0 && row["errors"].as_u64() > Some(1), "{chip}: {row}");
+            if chip == "h100" {
+                assert_eq!((at("point"), at("p10"), at("p90")), (1.0, 1.0, 1.0), "{row}");
+            }
+        }
+        let trn2 = rows.iter().find(|r| r["chip"] == "trn2").expect("trn2");
+        let family = if serve { "Trainium/Inferentia serving TPOT" } else { "Trainium training" };
+        assert_eq!(trn2["family"], family);
+    }
+    assert_clean_error(&rainier(&["compare", "--baseline", "h1000"]), "--baseline h1000");
 }
 
 #[test]
