@@ -24,9 +24,13 @@ pub(crate) enum PlacementArg {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum PricingArg {
-    /// On-demand, or the only published rate (capacity blocks where AWS sells no on-demand).
+    /// On-demand rates; chips sold by capacity block only (Trn2, GB200) at that rate / 0.83
+    /// (AWS's capacity-block/on-demand ratio on p5, p5en, p6-b200), marked derived.
     OnDemand,
-    /// The best published committed rate (reserved instance, committed use, capacity block).
+    /// Capacity-block rates; chips sold on demand only at that rate × 0.83, marked derived.
+    CapacityBlock,
+    /// The best published committed rate (reserved instance, committed use, capacity block:
+    /// mixed terms).
     Committed,
 }
 
@@ -59,6 +63,7 @@ impl EconomicsArgs {
         EconomicsConfig {
             pricing: match self.pricing {
                 PricingArg::OnDemand => Pricing::OnDemand,
+                PricingArg::CapacityBlock => Pricing::CapacityBlock,
                 PricingArg::Committed => Pricing::Committed,
             },
             usd_per_chip_hour: self.usd_per_chip_hour,

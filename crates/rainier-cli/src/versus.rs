@@ -195,7 +195,11 @@ pub(crate) fn verdict(v: &Versus, what: &str) -> String {
         .filter(|r| r.family.is_some_and(|f| f.starts_with("Trainium")) && r.chip != v.baseline)
         .filter_map(|r| {
             let b = r.tokens_per_usd?;
-            let mark = if r.price_grade == "assumed" { ", price assumed" } else { "" };
+            let mark = match r.price_grade.as_str() {
+                "assumed" => ", price assumed",
+                "derived" => ", price converted between bases",
+                _ => "",
+            };
             let parity = if b.includes_parity() { ", band includes 1" } else { "" };
             Some(format!("{} {}{mark}{parity}", r.chip, b.text()))
         })

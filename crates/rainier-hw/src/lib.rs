@@ -122,6 +122,39 @@ pub struct UltraLevel {
     pub latency_s: Sourced,
 }
 
+/// The terms a price is sold on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PriceBasis {
+    /// Pay by the hour, no commitment.
+    OnDemand,
+    /// Reserved for a fixed window ahead of time (AWS EC2 Capacity Blocks for ML).
+    CapacityBlock,
+    /// A one-year reservation or committed-use discount.
+    #[serde(rename = "reserved-1y")]
+    Reserved1y,
+    /// A three-year reservation or committed-use discount.
+    #[serde(rename = "reserved-3y")]
+    Reserved3y,
+}
+
+impl PriceBasis {
+    pub fn name(self) -> &'static str {
+        match self {
+            PriceBasis::OnDemand => "on-demand",
+            PriceBasis::CapacityBlock => "capacity-block",
+            PriceBasis::Reserved1y => "reserved-1y",
+            PriceBasis::Reserved3y => "reserved-3y",
+        }
+    }
+}
+
+impl std::fmt::Display for PriceBasis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The node (instance) a chip is usually deployed in, and its networks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,10 +184,16 @@ pub struct Node {
     /// On-demand price, or the only published one (capacity blocks where AWS sells no
     /// on-demand SKU; the source says which).
     pub usd_per_chip_hour: Sourced,
+    /// The terms of `usd_per_chip_hour` (`None`: unstated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_basis: Option<PriceBasis>,
     /// The best published committed rate (reserved instance, committed-use discount,
     /// capacity block), where there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usd_per_chip_hour_committed: Option<Sourced>,
+    /// The terms of `usd_per_chip_hour_committed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_basis: Option<PriceBasis>,
     /// Power usage effectiveness of the provider's datacenters.
     pub pue: Sourced,
     /// All-in node power per chip (host, NICs, fans), watts, before PUE.

@@ -205,11 +205,7 @@ fn row(chip: &rainier_hw::Chip, chips: u64, result: Result<SearchReport, PlanErr
             row.usd_per_chip_hour = e.usd_per_chip_hour;
             row.pricing = Some(e.pricing.clone());
             row.price_source = e.price_source.clone();
-            row.price_grade = match (e.pricing.as_str(), &chip.node.usd_per_chip_hour_committed) {
-                ("user", _) => "user".into(),
-                ("committed", Some(c)) => c.grade.to_string(),
-                _ => price.grade.to_string(),
-            };
+            row.price_grade = e.price_grade.clone();
             row.plan = r.plans.into_iter().next();
         }
         Err(e) => row.error = Some(e.to_string()),

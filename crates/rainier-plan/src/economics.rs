@@ -1,7 +1,9 @@
 //! Money, energy and goodput of a training job.
 //!
-//! Price: the catalog's on-demand (or only published) rate per chip-hour, or its committed
-//! rate, or the user's. Power: each chip draws `TDP × (idle + (1 − idle) × busy)`, `busy`
+//! Price: the catalog's rate per chip-hour on the asked basis (on-demand or capacity block),
+//! converted from the other one where the chip has no published price on it (by
+//! [`CAPACITY_BLOCK_OVER_ON_DEMAND`], marked derived), or its best committed rate, or the
+//! user's. Power: each chip draws `TDP × (idle + (1 − idle) × busy)`, `busy`
 //! being the share of the step its engines compute; the host, NICs and fans draw the
 //! catalog's system power minus the chip's TDP at all times; the facility multiplies by the
 //! provider's PUE. Goodput: failures arrive at the cluster's rate (per-chip MTBF ÷ chips);
@@ -9,7 +11,7 @@
 //! average half a checkpoint interval of lost work; the interval is Young/Daly's optimum
 //! `τ = √(2·δ·M)`.
 
-use rainier_hw::Chip;
+use rainier_hw::{Chip, PriceBasis};
 use rainier_perf::Assumption;
 use serde::Serialize;
 
@@ -34,16 +36,71 @@ pub(crate) const RESTART_S: Assumption = Assumption {
     why: "rescheduling, process start, collective initialization and warm-up after a failure, before the checkpoint restore; no public figure (10 minutes assumed)",
 };
 
+pub(crate) const CAPACITY_BLOCK_OVER_ON_DEMAND: Assumption = Assumption {
+    name: "price.capacity_block_over_on_demand",
+    value: 0.83,
+    why: "AWS's capacity-block rate over its on-demand rate where both are published (hardware-catalog §2.2 [doc via AWS-RPT], 2026-07/08): p5.48xlarge $41.528/$55.04 = 0.755, p5en.48xlarge $54.92/$63.296 = 0.868, p6-b200.48xlarge $98.84/$113.93 = 0.868; their mean 0.83, range 0.75-0.87; applied to chips sold on one basis only (Trn2, the Trn2 UltraServer and GB200 by capacity block; A100 and the TPUs on demand), which AWS does not price on both",
+};
+
 /// The named assumptions of the economics and goodput model.
-pub const ECONOMICS_ASSUMPTIONS: &[Assumption] =
-    &[IDLE_POWER_FRACTION, MTBF_CHIP_HOURS, CHECKPOINT_BYTES_PER_S_PER_CHIP, RESTART_S];
+pub const ECONOMICS_ASSUMPTIONS: &[Assumption] = &[
+    IDLE_POWER_FRACTION,
+    MTBF_CHIP_HOURS,
+    CHECKPOINT_BYTES_PER_S_PER_CHIP,
+    RESTART_S,
+    CAPACITY_BLOCK_OVER_ON_DEMAND,
+];
 
 /// Which price to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Pricing {
+    /// On-demand rates; a chip sold by capacity block only at its rate over
+    /// [`CAPACITY_BLOCK_OVER_ON_DEMAND`].
     #[default]
     OnDemand,
+    /// Capacity-block rates; a chip sold on demand only at its rate times the ratio.
+    CapacityBlock,
+    /// The best published committed rate (reserved, committed use or capacity block).
     Committed,
+}
+
+/// A chip's price per chip-hour on `basis`: its published one, or the other basis's
+/// converted (value, grade, source). A price of unstated basis is taken as it is.
+fn price_on(chip: &Chip, basis: PriceBasis) -> (f64, String, String) {
+    let node = &chip.node;
+    let prices = [
+        (Some(&node.usd_per_chip_hour), node.price_basis),
+        (node.usd_per_chip_hour_committed.as_ref(), node.committed_basis),
+    ];
+    let published = |b: PriceBasis| prices.iter().find_map(|&(p, pb)| p.filter(|_| pb == Some(b)));
+    if let Some(p) = published(basis) {
+        return (p.value, p.grade.to_string(), format!("[{}] {}", p.grade, p.source));
+    }
+    let ratio = CAPACITY_BLOCK_OVER_ON_DEMAND.value;
+    let other = match basis {
+        PriceBasis::OnDemand => Some((PriceBasis::CapacityBlock, 1.0 / ratio)),
+        PriceBasis::CapacityBlock => Some((PriceBasis::OnDemand, ratio)),
+        _ => None,
+    };
+    if let Some((from, factor)) = other {
+        if let Some(p) = published(from) {
+            // A converted assumption stays an assumption.
+            let grade = match p.grade {
+                rainier_hw::Grade::Assumed => "assumed",
+                _ => "derived",
+            };
+            return (
+                p.value * factor,
+                grade.into(),
+                format!(
+                    "[{grade}] no {basis} price published: the {from} rate ${:.3} × {factor:.3} ({}, range 0.75-0.87); [{}] {}",
+                    p.value, CAPACITY_BLOCK_OVER_ON_DEMAND.name, p.grade, p.source
+                ),
+            );
+        }
+    }
+    let p = &node.usd_per_chip_hour;
+    (p.value, p.grade.to_string(), format!("[{}] {}", p.grade, p.source))
 }
 
 /// What the user sets about money, energy and failures (`None`: the catalog or the named
@@ -65,8 +122,11 @@ pub struct EconomicsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Economics {
     pub usd_per_chip_hour: f64,
-    /// "on-demand", "committed" or "user".
+    /// "on-demand", "capacity-block", "committed" or "user".
     pub pricing: String,
+    /// The price's grade ("doc", "3p", "derived" when converted between bases, "assumed",
+    /// "user").
+    pub price_grade: String,
     /// Where the price comes from.
     pub price_source: String,
     /// Dollars per million trained tokens, before goodput losses.
@@ -129,24 +189,25 @@ pub(crate) struct JobFacts {
 /// Prices, power and (with a budget) time, cost, energy and goodput.
 pub(crate) fn economics(chip: &Chip, job: &JobFacts, cfg: &EconomicsConfig) -> Economics {
     let node = &chip.node;
-    let (usd, pricing, price_source) = match (cfg.usd_per_chip_hour, cfg.pricing) {
-        (Some(usd), _) => (usd, "user", "--usd-per-chip-hour".to_string()),
+    let (usd, pricing, price_grade, price_source) = match (cfg.usd_per_chip_hour, cfg.pricing) {
+        (Some(usd), _) => (usd, "user", "user".to_string(), "--usd-per-chip-hour".to_string()),
         (None, Pricing::Committed) => match &node.usd_per_chip_hour_committed {
-            Some(c) => (c.value, "committed", format!("[{}] {}", c.grade, c.source)),
-            None => (
-                node.usd_per_chip_hour.value,
-                "on-demand",
-                format!(
-                    "no committed rate published; [{}] {}",
-                    node.usd_per_chip_hour.grade, node.usd_per_chip_hour.source
-                ),
-            ),
+            Some(c) => {
+                (c.value, "committed", c.grade.to_string(), format!("[{}] {}", c.grade, c.source))
+            }
+            None => {
+                let (usd, grade, source) = price_on(chip, PriceBasis::OnDemand);
+                (usd, "on-demand", grade, format!("no committed rate published; {source}"))
+            }
         },
-        (None, Pricing::OnDemand) => (
-            node.usd_per_chip_hour.value,
-            "on-demand",
-            format!("[{}] {}", node.usd_per_chip_hour.grade, node.usd_per_chip_hour.source),
-        ),
+        (None, Pricing::OnDemand) => {
+            let (usd, grade, source) = price_on(chip, PriceBasis::OnDemand);
+            (usd, "on-demand", grade, source)
+        }
+        (None, Pricing::CapacityBlock) => {
+            let (usd, grade, source) = price_on(chip, PriceBasis::CapacityBlock);
+            (usd, "capacity-block", grade, source)
+        }
     };
     let chips = job.chips as f64;
     let usd_per_s = usd * chips / 3600.0;
@@ -177,6 +238,7 @@ pub(crate) fn economics(chip: &Chip, job: &JobFacts, cfg: &EconomicsConfig) -> E
     Economics {
         usd_per_chip_hour: usd,
         pricing: pricing.into(),
+        price_grade,
         price_source,
         usd_per_million_tokens: usd_per_s / job.tokens_per_s * 1e6,
         chip_w,

@@ -194,6 +194,34 @@ fn prices_power_and_energy_follow_their_definitions() {
     assert_eq!(user.economics.pricing, "user");
 }
 
+/// Prices on one basis: a chip's published rate on it, else its other basis's converted by
+/// AWS's capacity-block/on-demand ratio (0.83), graded derived (assumed stays assumed).
+#[test]
+fn prices_are_put_on_one_basis() {
+    let m = model("llama3-8b");
+    let price = |name: &str, pricing| {
+        let cfg = TrainConfig {
+            economics: EconomicsConfig { pricing, ..EconomicsConfig::default() },
+            ..TrainConfig::new(64, 4096, 256)
+        };
+        let e = evaluate(&m, &chip(name), &cfg).expect("plan").economics;
+        (e.usd_per_chip_hour, e.price_grade, e.pricing)
+    };
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * b;
+    // Trn2 is sold by capacity block only; H100 both ways; A100 on demand only.
+    let (trn2_cb, grade, basis) = price("trn2", Pricing::CapacityBlock);
+    assert!(close(trn2_cb, 2.235) && grade == "doc" && basis == "capacity-block");
+    let (trn2_od, grade, _) = price("trn2", Pricing::OnDemand);
+    assert!(close(trn2_od, 2.235 / 0.83) && grade == "derived", "{trn2_od} {grade}");
+    let (h100_cb, grade, _) = price("h100", Pricing::CapacityBlock);
+    assert!(close(h100_cb, 5.191) && grade == "doc", "{h100_cb} {grade}");
+    assert!(close(price("h100", Pricing::OnDemand).0, 6.88));
+    let (a100_cb, grade, _) = price("a100", Pricing::CapacityBlock);
+    assert!(close(a100_cb, 3.431 * 0.83) && grade == "derived", "{a100_cb} {grade}");
+    let (_, grade, _) = price("trn3", Pricing::OnDemand);
+    assert_eq!(grade, "assumed");
+}
+
 /// Young/Daly: the interval is √(2·δ·M); a job whose failures outpace its restarts never ends.
 #[test]
 fn goodput_follows_young_daly() {
