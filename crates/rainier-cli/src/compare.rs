@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 use rainier_plan::{
-    compare, compare_serve, CompareConfig, CompareReport, ServeCompareReport, TrainConfig,
+    compare, compare_serve, price_range, CompareConfig, CompareReport, ServeCompareReport,
+    TrainConfig,
 };
 
 use crate::out;
@@ -106,6 +107,11 @@ pub(crate) fn run(args: &CompareArgs) -> Result<()> {
                     usd_per_million_tokens: r.cost_usd_per_million_output_tokens,
                     tokens_per_s_per_chip: r.output_tokens_per_s_per_chip,
                     price_grade: grade_of(&row.price_source),
+                    usd_per_chip_hour: row.usd_per_chip_hour,
+                    price_range: catalog
+                        .chip(&row.chip)
+                        .ok()
+                        .and_then(|c| price_range(c, &cfg.cluster.economics)),
                 })
             })
             .collect();
@@ -154,6 +160,11 @@ pub(crate) fn run(args: &CompareArgs) -> Result<()> {
                 usd_per_million_tokens: row.usd_per_million_tokens?,
                 tokens_per_s_per_chip: row.tokens_per_s? / plan.chips_used.max(1) as f64,
                 price_grade: &row.price_grade,
+                usd_per_chip_hour: row.usd_per_chip_hour,
+                price_range: catalog
+                    .chip(&row.chip)
+                    .ok()
+                    .and_then(|c| price_range(c, &cfg.train.economics)),
             })
         })
         .collect();

@@ -7,10 +7,12 @@
 //! true rate is its predicted rate over `1 + e`, so a ratio `X` of a chip to the baseline is
 //! truly `X · (1 + e_baseline) / (1 + e_chip)`; over every pair of the two families' errors
 //! that gives a distribution whose 10th, 50th and 90th percentiles (nearest rank) are the
-//! band. It is deterministic for the same build. The two errors are taken as independent,
-//! which overstates the band of two chips of one family (their errors are likely correlated:
-//! the same stack, the same calibration); the baseline against itself is exactly 1. Price
-//! uncertainty (assumed prices) is not in it: those rows are marked by their price grade.
+//! band. Tokens per dollar also carry each price's uncertainty: an assumed price's catalog
+//! range, or the basis conversion ratio's (`rainier_plan::price_range`), as the true price
+//! over the one used, on a grid of 9 values across the range. It is deterministic for the same
+//! build. The two chips' errors are taken as independent, which overstates the band of two
+//! chips of one family (their errors are likely correlated: the same stack, the same
+//! calibration); the baseline against itself is exactly 1.
 
 use std::collections::BTreeMap;
 
@@ -84,15 +86,30 @@ pub(crate) struct Band {
     pub p90: f64,
 }
 
+/// True price over the price used, across a price's range (1 without one).
+fn price_factors(range: Option<(f64, f64)>, used: f64) -> Vec<f64> {
+    match range {
+        Some((lo, hi)) => (0..9).map(|i| (lo + (hi - lo) * f64::from(i) / 8.0) / used).collect(),
+        None => vec![1.0],
+    }
+}
+
 impl Band {
-    /// `point` moved by every pair of errors; `None` when either family has none.
-    fn of(point: f64, chip: &[f64], baseline: &[f64]) -> Option<Band> {
+    /// `point` moved by every pair of errors and of price factors (chip, baseline); `None`
+    /// when either family has no errors.
+    fn of(point: f64, chip: &[f64], baseline: &[f64], prices: (&[f64], &[f64])) -> Option<Band> {
         if chip.is_empty() || baseline.is_empty() || !point.is_finite() {
             return None;
         }
-        let mut v: Vec<f64> = chip
-            .iter()
-            .flat_map(|ec| baseline.iter().map(move |eb| point * (1.0 + eb) / (1.0 + ec)))
+        let errors =
+            chip.iter().flat_map(|ec| baseline.iter().map(move |eb| (1.0 + eb) / (1.0 + ec)));
+        let mut v: Vec<f64> = errors
+            .flat_map(|e| {
+                prices
+                    .0
+                    .iter()
+                    .flat_map(move |fc| prices.1.iter().map(move |fb| point * e * fb / fc))
+            })
             .collect();
         v.sort_by(f64::total_cmp);
         let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
@@ -122,6 +139,8 @@ pub(crate) struct VersusRow {
     /// The tokens-per-dollar band contains 1: no clear winner.
     pub includes_parity: Option<bool>,
     pub price_grade: String,
+    /// `[low, high]` of the price, where it is uncertain (in the tokens-per-dollar band).
+    pub price_range_usd: Option<(f64, f64)>,
 }
 
 /// Every chip against the baseline.
@@ -141,9 +160,12 @@ pub(crate) struct Outcome<'a> {
     pub usd_per_million_tokens: f64,
     pub tokens_per_s_per_chip: f64,
     pub price_grade: &'a str,
+    /// The price per chip-hour used and its `[low, high]` where uncertain.
+    pub usd_per_chip_hour: f64,
+    pub price_range: Option<(f64, f64)>,
 }
 
-const BAND: &str = "p10-p90 of the ratio moved by every pair of the two families' validation errors (rates); price uncertainty not included";
+const BAND: &str = "p10-p90 of the ratio moved by every pair of the two families' validation errors (rates) and, for tokens per dollar, of the two prices across their ranges (assumed prices, basis conversions)";
 
 /// The rows of `outcomes` against `baseline` (one of them).
 pub(crate) fn versus(
@@ -154,6 +176,7 @@ pub(crate) fn versus(
 ) -> Versus {
     let base_family = family_for(baseline.family, serving);
     let base_errors = errors.of(base_family);
+    let base_prices = price_factors(baseline.price_range, baseline.usd_per_chip_hour);
     let rows = outcomes
         .iter()
         .map(|o| {
@@ -161,20 +184,22 @@ pub(crate) fn versus(
             let chip_errors = errors.of(family);
             let per_usd = baseline.usd_per_million_tokens / o.usd_per_million_tokens;
             let speed = o.tokens_per_s_per_chip / baseline.tokens_per_s_per_chip;
-            // The baseline against itself is exactly 1 (its errors cancel).
-            let band = |x: f64| match o.chip == baseline.chip {
+            // The baseline against itself is exactly 1 (its errors and price cancel).
+            let chip_prices = price_factors(o.price_range, o.usd_per_chip_hour);
+            let band = |x: f64, prices: (&[f64], &[f64])| match o.chip == baseline.chip {
                 true => Some(Band { point: x, p10: x, p50: x, p90: x }),
-                false => Band::of(x, chip_errors, base_errors),
+                false => Band::of(x, chip_errors, base_errors, prices),
             };
-            let tokens_per_usd = band(per_usd);
+            let tokens_per_usd = band(per_usd, (&chip_prices, &base_prices));
             VersusRow {
                 chip: o.chip.to_string(),
                 family,
                 errors: chip_errors.len(),
                 tokens_per_usd,
-                speed_per_chip: band(speed),
+                speed_per_chip: band(speed, (&[1.0], &[1.0])),
                 includes_parity: tokens_per_usd.map(|b| b.includes_parity()),
                 price_grade: o.price_grade.to_string(),
+                price_range_usd: o.price_range,
             }
         })
         .collect();
@@ -205,7 +230,7 @@ pub(crate) fn verdict(v: &Versus, what: &str) -> String {
         })
         .collect();
     format!(
-        "{what} tokens per dollar vs {}: {}\n  bands: p10-p90 from the model's published-measurement errors ({} on {}, {} on {}); price uncertainty not included\n\n",
+        "{what} tokens per dollar vs {}: {}\n  bands: p10-p90 from the model's published-measurement errors ({} on {}, {} on {}) and the ranges of assumed or converted prices\n\n",
         v.baseline,
         if neuron.is_empty() { "no Trainium chip compared".to_string() } else { neuron.join("; ") },
         v.rows.iter().find(|r| r.family.is_some_and(|f| f.starts_with("Trainium"))).map_or(0, |r| r.errors),

@@ -187,6 +187,9 @@ pub struct Node {
     /// The terms of `usd_per_chip_hour` (`None`: unstated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_basis: Option<PriceBasis>,
+    /// `[low, high]` of an assumed `usd_per_chip_hour` (its source gives the reasoning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_chip_hour_range: Option<[f64; 2]>,
     /// The best published committed rate (reserved instance, committed-use discount,
     /// capacity block), where there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -427,6 +430,14 @@ impl Chip {
                         "{field} = {v:e} is outside the plausible range {lo:e}..{hi:e} {unit} (a typo or a unit slip? what-if chips stay within it)"
                     ));
                 }
+            }
+        }
+        if let Some([lo, hi]) = self.node.usd_per_chip_hour_range {
+            let v = self.node.usd_per_chip_hour.value;
+            if !(lo > 0.0 && lo <= v && v <= hi && hi.is_finite()) {
+                return Err(format!(
+                    "node.usd_per_chip_hour_range [{lo}, {hi}] must hold the price {v} (0 < low <= price <= high)"
+                ));
             }
         }
         if self.family == Family::Neuron {

@@ -23,6 +23,33 @@ fn every_required_chip_is_there_with_sourced_positive_figures() {
     assert_eq!(catalog.chip("trn2").expect("trn2").cores_per_chip, 8);
 }
 
+/// Every price says on what terms it is sold, and every assumed price is a range around it.
+#[test]
+fn prices_state_their_basis_and_assumed_ones_a_range() {
+    let catalog = Catalog::built_in();
+    for chip in &catalog.chips {
+        let node = &chip.node;
+        assert!(node.price_basis.is_some(), "{}: price_basis", chip.name);
+        assert_eq!(
+            node.committed_basis.is_some(),
+            node.usd_per_chip_hour_committed.is_some(),
+            "{}: committed_basis",
+            chip.name
+        );
+        let assumed = node.usd_per_chip_hour.grade == Grade::Assumed;
+        assert_eq!(node.usd_per_chip_hour_range.is_some(), assumed, "{}: range", chip.name);
+        if let Some([lo, hi]) = node.usd_per_chip_hour_range {
+            assert!(lo < hi, "{}: a range, not a point", chip.name);
+        }
+    }
+    // A range that does not hold the price is refused, naming the field.
+    let mut trn4 = catalog.chip("trn4").expect("trn4").clone();
+    trn4.node.usd_per_chip_hour_range = Some([1.0, 2.0]);
+    let file = serde_json::json!({"about": "test", "chips": [trn4]}).to_string();
+    let e = catalog.with_overrides(&file, "mine.json").expect_err("range outside");
+    assert!(e.to_string().contains("node.usd_per_chip_hour_range"), "{e}");
+}
+
 #[test]
 fn unknown_chip_lists_the_known_ones() {
     let e = Catalog::built_in().chip("tpu-v9").expect_err("unknown");

@@ -42,6 +42,9 @@ pub(crate) const CAPACITY_BLOCK_OVER_ON_DEMAND: Assumption = Assumption {
     why: "AWS's capacity-block rate over its on-demand rate where both are published (hardware-catalog §2.2 [doc via AWS-RPT], 2026-07/08): p5.48xlarge $41.528/$55.04 = 0.755, p5en.48xlarge $54.92/$63.296 = 0.868, p6-b200.48xlarge $98.84/$113.93 = 0.868; their mean 0.83, range 0.75-0.87; applied to chips sold on one basis only (Trn2, the Trn2 UltraServer and GB200 by capacity block; A100 and the TPUs on demand), which AWS does not price on both",
 };
 
+/// The range of [`CAPACITY_BLOCK_OVER_ON_DEMAND`] over AWS's published pairs.
+const RATIO_RANGE: (f64, f64) = (0.75, 0.87);
+
 /// The named assumptions of the economics and goodput model.
 pub const ECONOMICS_ASSUMPTIONS: &[Assumption] = &[
     IDLE_POWER_FRACTION,
@@ -62,6 +65,38 @@ pub enum Pricing {
     CapacityBlock,
     /// The best published committed rate (reserved, committed use or capacity block).
     Committed,
+}
+
+/// The `[low, high]` of the price [`economics`] uses for `chip` under `cfg`: an assumed
+/// price's catalog range, widened by the conversion ratio's range (0.75-0.87) where it is
+/// converted between bases; `None` for a published price taken as it is, or the user's.
+pub fn price_range(chip: &Chip, cfg: &EconomicsConfig) -> Option<(f64, f64)> {
+    let basis = match (cfg.usd_per_chip_hour, cfg.pricing) {
+        (Some(_), _) => return None,
+        (None, Pricing::Committed) if chip.node.usd_per_chip_hour_committed.is_some() => {
+            return None
+        }
+        (None, Pricing::CapacityBlock) => PriceBasis::CapacityBlock,
+        (None, _) => PriceBasis::OnDemand,
+    };
+    let node = &chip.node;
+    let listed = node.usd_per_chip_hour.value;
+    let (lo, hi) = match node.usd_per_chip_hour_range {
+        Some([lo, hi]) => (lo, hi),
+        None => (listed, listed),
+    };
+    // A published committed price on the basis is taken as it is (the catalog assumes none);
+    // otherwise the listed price, converted when it is on the other basis.
+    let range = match node.price_basis {
+        None => (lo, hi),
+        Some(b) if b == basis => (lo, hi),
+        Some(_) if node.committed_basis == Some(basis) => return None,
+        Some(_) => match basis {
+            PriceBasis::OnDemand => (lo / RATIO_RANGE.1, hi / RATIO_RANGE.0),
+            _ => (lo * RATIO_RANGE.0, hi * RATIO_RANGE.1),
+        },
+    };
+    (range.0 < range.1).then_some(range)
 }
 
 /// A chip's price per chip-hour on `basis`: its published one, or the other basis's

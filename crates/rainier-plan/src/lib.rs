@@ -19,7 +19,9 @@ pub use compare::{
     compare, compare_serve, CompareConfig, CompareReport, CompareRow, ServeCompareReport,
     ServeCompareRow,
 };
-pub use economics::{Budget, Economics, EconomicsConfig, Goodput, Pricing, ECONOMICS_ASSUMPTIONS};
+pub use economics::{
+    price_range, Budget, Economics, EconomicsConfig, Goodput, Pricing, ECONOMICS_ASSUMPTIONS,
+};
 pub use search::{search, PlanSummary, Progress, SearchOptions, SearchReport};
 pub use serve::{
     serve, serve_search, Continuous, KvFormat, NeuronShapes, PrefixCache, PrefixCacheReport,

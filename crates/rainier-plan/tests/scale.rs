@@ -3,7 +3,8 @@
 use rainier_hw::Catalog;
 use rainier_model::Model;
 use rainier_plan::{
-    evaluate, search, EconomicsConfig, Placement, Pricing, SearchOptions, TrainConfig, TrainReport,
+    evaluate, price_range, search, EconomicsConfig, Placement, Pricing, SearchOptions, TrainConfig,
+    TrainReport,
 };
 
 fn chip(name: &str) -> rainier_hw::Chip {
@@ -220,6 +221,21 @@ fn prices_are_put_on_one_basis() {
     assert!(close(a100_cb, 3.431 * 0.83) && grade == "derived", "{a100_cb} {grade}");
     let (_, grade, _) = price("trn3", Pricing::OnDemand);
     assert_eq!(grade, "assumed");
+    // Ranges: none for a published price on its basis; the conversion ratio's 0.75-0.87 for a
+    // converted one; an assumed price's catalog range (converted too when it must be).
+    let range = |name: &str, pricing| {
+        let cfg = EconomicsConfig { pricing, ..EconomicsConfig::default() };
+        price_range(&chip(name), &cfg)
+    };
+    assert_eq!(range("h100", Pricing::OnDemand), None);
+    assert_eq!(range("h100", Pricing::CapacityBlock), None);
+    assert_eq!(range("trn2", Pricing::CapacityBlock), None);
+    let (lo, hi) = range("trn2", Pricing::OnDemand).expect("converted");
+    assert!(close(lo, 2.235 / 0.87) && close(hi, 2.235 / 0.75), "{lo} {hi}");
+    let (lo, hi) = range("trn3", Pricing::CapacityBlock).expect("assumed");
+    assert!(close(lo, 2.24) && close(hi, 4.33), "{lo} {hi}");
+    let user = EconomicsConfig { usd_per_chip_hour: Some(1.0), ..EconomicsConfig::default() };
+    assert_eq!(price_range(&chip("trn3"), &user), None);
 }
 
 /// Young/Daly: the interval is √(2·δ·M); a job whose failures outpace its restarts never ends.
