@@ -19,6 +19,7 @@ mod models;
 mod plan;
 mod report;
 mod serve;
+mod site;
 mod table;
 mod versus;
 
@@ -160,6 +161,12 @@ enum Command {
     /// facility power and goodput side by side with the price sources. With no arguments:
     /// llama3-70b, 15T tokens, 1,024 chips of each kind.
     Compare(compare::CompareArgs),
+    /// What a datacenter site of a given power holds of one chip kind (chips, nodes,
+    /// scale-up domains, at each chip's all-in draw times the PUE) and the largest training
+    /// job it runs: the best plan on the whole site, tokens/s, days to train, goodput and
+    /// failures a day at that scale, idle chips and why, cost and energy per year. With no
+    /// arguments: 1,000 MW of trn2 training llama3.1-405b on 15T tokens.
+    Site(site::SiteArgs),
     /// Predict inference serving of a model on a cluster: TTFT, TPOT and throughput of a
     /// static batch, continuous batching at the highest-throughput concurrency the KV cache holds and
     /// the SLO allows, memory per device, $ per million output tokens and joules per token.
@@ -620,6 +627,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Chips(args) => plan::chips(&args),
         Command::Models { model, json } => models::run(model.as_deref(), json),
         Command::Compare(args) => compare::run(&args),
+        Command::Site(args) => site::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Validate { json, neuron_costs } => plan::validate_cmd(json, neuron_costs),
     }

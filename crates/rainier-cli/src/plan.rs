@@ -56,6 +56,18 @@ pub(crate) struct EconomicsArgs {
     /// Restart overhead after a failure before the restore, seconds (default 600).
     #[arg(long, value_name = "S")]
     restart_s: Option<f64>,
+    /// How a failure is recovered: the whole job restarts from its checkpoint, or a hot
+    /// spare replaces the failed data-parallel replica while the others train on; auto
+    /// restarts unless restarts would cost over 10 % of the time.
+    #[arg(long, value_enum, default_value = "auto")]
+    recovery: RecoveryArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum RecoveryArg {
+    Auto,
+    Restart,
+    Replica,
 }
 
 impl EconomicsArgs {
@@ -72,6 +84,11 @@ impl EconomicsArgs {
             mtbf_chip_hours: self.mtbf_chip_hours,
             checkpoint_bytes_per_s: self.checkpoint_gb_per_s.map(|g| g * 1e9),
             restart_s: self.restart_s,
+            recovery: match self.recovery {
+                RecoveryArg::Auto => rainier_plan::Recovery::Auto,
+                RecoveryArg::Restart => rainier_plan::Recovery::Restart,
+                RecoveryArg::Replica => rainier_plan::Recovery::Replica,
+            },
         }
     }
 }

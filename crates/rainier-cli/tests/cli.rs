@@ -1774,3 +1774,30 @@ fn serve_with_a_draft_model() {
             .concat();
     assert_clean_error(&rainier(&bad), "share the target's tokenizer");
 }
+
+/// `rainier site`: the chips a site's power holds, the job on all of them (with the idle
+/// chips explained), and failures at that scale recovered by replica swaps, not a cliff.
+#[test]
+fn site_holds_what_its_power_allows_and_keeps_training() {
+    let v = json(&rainier(&["site", "--power-mw", "500", "--chip", "trn2", "--json"]));
+    assert_eq!(v["schema"]["name"], "rainier.site");
+    let chips = v["chips"].as_u64().expect("chips");
+    let per_chip = v["facility_w_per_chip"].as_f64().expect("w");
+    assert!(chips as f64 * per_chip <= 500e6 && (chips + 16) as f64 * per_chip > 500e6, "{v}");
+    let used = v["chips_used"].as_u64().expect("used");
+    assert_eq!(used + v["idle_chips"].as_u64().expect("idle"), chips);
+    assert!(v["idle_chips"] == 0 || v["idle_because"].as_str().is_some(), "{v}");
+    assert_eq!(v["recovery"], "replica swap", "{v}");
+    assert!(v["goodput"].as_f64().is_some_and(|g| g > 0.9 && g < 1.0), "{v}");
+    assert!(v["time_to_train_days"].as_f64().is_some_and(|d| d > 0.0), "{v}");
+    assert!(v["usd_per_year"].as_f64().is_some_and(|u| u > 0.0), "{v}");
+    // Whole-job restarts at this scale do not finish: said, not hidden.
+    let restarts =
+        json(&rainier(&["site", "--power-mw", "500", "--recovery", "restart", "--json"]));
+    assert!(restarts["time_to_train_days"].is_null(), "{restarts}");
+    assert!(text(&rainier(&["site", "--power-mw", "500", "--recovery", "restart"]).stdout)
+        .contains("never"));
+    assert_clean_error(&rainier(&["site", "--power-mw", "0"]), "--power-mw");
+    assert_clean_error(&rainier(&["site", "--power-mw", "0.001"]), "holds none");
+    assert_clean_error(&rainier(&["site", "--chip", "nope"]), "nope");
+}

@@ -52,6 +52,9 @@ pub const ECONOMICS_ASSUMPTIONS: &[Assumption] = &[
     CHECKPOINT_BYTES_PER_S_PER_CHIP,
     RESTART_S,
     CAPACITY_BLOCK_OVER_ON_DEMAND,
+    ELASTIC_THRESHOLD,
+    REPLICA_RECOVERY_S,
+    REPAIR_HOURS,
 ];
 
 /// Which price to use.
@@ -151,7 +154,41 @@ pub struct EconomicsConfig {
     /// Aggregate checkpoint storage bandwidth, bytes/s (default: per chip × chips).
     pub checkpoint_bytes_per_s: Option<f64>,
     pub restart_s: Option<f64>,
+    pub recovery: Recovery,
 }
+
+/// How a job recovers from a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Recovery {
+    /// Job restart where it costs at most [`ELASTIC_THRESHOLD`] of the time, else the replica
+    /// swap (what operators at scales where restarts do not pay deploy).
+    #[default]
+    Auto,
+    /// Every failure restarts the whole job from its last checkpoint.
+    Restart,
+    /// A failure takes out one data-parallel replica, which a hot spare replaces while the
+    /// others train on (elastic data parallelism, peer copies of the state).
+    Replica,
+}
+
+/// A restart's share of wall time beyond which `Recovery::Auto` swaps replicas instead.
+pub(crate) const ELASTIC_THRESHOLD: Assumption = Assumption {
+    name: "goodput.elastic_threshold",
+    value: 0.10,
+    why: "an operator's choice, assumed: past 10 % of wall time lost to whole-job restarts, the job runs with hot spares and replica-level recovery (range 0.02-0.3; Llama 3's 16k-GPU run restarted whole and kept >90 % effective time)",
+};
+/// A replica's recovery: spare swap, restart, rejoin, state copied from a peer replica.
+pub(crate) const REPLICA_RECOVERY_S: Assumption = Assumption {
+    name: "goodput.replica_recovery_s",
+    value: 120.0,
+    why: "no public figure: swapping a hot-spare node into the failed replica, restarting its processes, rejoining the collectives and copying its state from a peer replica, while the others train on (range 30-600 s)",
+};
+/// Hours a failed node is out before it is repaired or replaced (sizes the spare pool).
+pub(crate) const REPAIR_HOURS: Assumption = Assumption {
+    name: "goodput.repair_hours",
+    value: 24.0,
+    why: "no public figure: a failed node's diagnosis and repair or replacement (range 4-72 h); the hot-spare pool holds the nodes out at once"
+};
 
 /// Cost and power of the job, and what a token budget takes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -209,11 +246,18 @@ pub struct Goodput {
     /// Young/Daly optimal interval between checkpoints, minutes.
     pub checkpoint_interval_min: f64,
     pub expected_failures: f64,
+    /// "job restart" or "replica swap".
+    pub recovery: String,
+    /// Hot-spare nodes a replica swap holds (failed nodes out for repair at once); 0 for job
+    /// restarts.
+    pub spare_nodes: f64,
 }
 
 /// Inputs from the step model.
 pub(crate) struct JobFacts {
     pub chips: u64,
+    /// Data-parallel replicas (fault domains of a replica swap).
+    pub replicas: u64,
     pub tokens_per_s: f64,
     /// Share of the step the chips compute.
     pub busy: f64,
@@ -295,16 +339,29 @@ fn goodput(job: &JobFacts, cfg: &EconomicsConfig) -> Goodput {
     let write = job.state_bytes / bandwidth;
     let recovery = cfg.restart_s.unwrap_or(RESTART_S.value) + write;
     let tau = (2.0 * write * job_mtbf_s).sqrt();
-    let fraction = (tau / (tau + write) * (1.0 - (recovery + (tau + write) / 2.0) / job_mtbf_s))
+    let restart = (tau / (tau + write) * (1.0 - (recovery + (tau + write) / 2.0) / job_mtbf_s))
         .clamp(0.0, 1.0);
+    // Replica swap: a failure idles one of the replicas for its recovery; the checkpoints to
+    // storage become rare safety copies (not charged).
+    let swap_s = REPLICA_RECOVERY_S.value;
+    let swap = (1.0 - swap_s / job_mtbf_s / job.replicas.max(1) as f64).clamp(0.0, 1.0);
+    let use_swap = job.replicas > 1
+        && match cfg.recovery {
+            Recovery::Replica => true,
+            Recovery::Restart => false,
+            Recovery::Auto => restart < 1.0 - ELASTIC_THRESHOLD.value && swap > restart,
+        };
+    let nodes_out = REPAIR_HOURS.value * 3600.0 / job_mtbf_s;
     Goodput {
-        fraction,
+        fraction: if use_swap { swap } else { restart },
         mtbf_chip_hours: mtbf,
         job_mtbf_hours: job_mtbf_s / 3600.0,
         checkpoint_gb: job.state_bytes / 1e9,
         checkpoint_write_s: write,
-        recovery_s: recovery,
+        recovery_s: if use_swap { swap_s } else { recovery },
         checkpoint_interval_min: tau / 60.0,
         expected_failures: 0.0,
+        recovery: if use_swap { "replica swap" } else { "job restart" }.into(),
+        spare_nodes: if use_swap { nodes_out.ceil() } else { 0.0 },
     }
 }

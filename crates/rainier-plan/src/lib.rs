@@ -20,7 +20,8 @@ pub use compare::{
     ServeCompareRow,
 };
 pub use economics::{
-    price_range, Budget, Economics, EconomicsConfig, Goodput, Pricing, ECONOMICS_ASSUMPTIONS,
+    price_range, Budget, Economics, EconomicsConfig, Goodput, Pricing, Recovery,
+    ECONOMICS_ASSUMPTIONS,
 };
 pub use search::{search, PlanSummary, Progress, SearchOptions, SearchReport};
 pub use serve::{

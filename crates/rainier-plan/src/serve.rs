@@ -931,7 +931,13 @@ impl<'a> Server<'a> {
         let money = |tps: f64, busy: f64| {
             let e = economics(
                 chip,
-                &JobFacts { chips: chips_used, tokens_per_s: tps, busy, state_bytes: 0.0 },
+                &JobFacts {
+                    chips: chips_used,
+                    replicas: self.replicas,
+                    tokens_per_s: tps,
+                    busy,
+                    state_bytes: 0.0,
+                },
                 &EconomicsConfig { tokens: None, ..cfg.cluster.economics.clone() },
             );
             (

@@ -1107,6 +1107,7 @@ impl<'a> Planner<'a> {
             chip,
             &JobFacts {
                 chips: o.chips_used,
+                replicas: d.dp,
                 tokens_per_s: o.tokens_per_s,
                 busy: o.compute / o.step,
                 state_bytes,

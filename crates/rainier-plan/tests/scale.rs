@@ -3,8 +3,8 @@
 use rainier_hw::Catalog;
 use rainier_model::Model;
 use rainier_plan::{
-    evaluate, price_range, search, EconomicsConfig, Placement, Pricing, SearchOptions, TrainConfig,
-    TrainReport,
+    evaluate, price_range, search, EconomicsConfig, Placement, Pricing, Recovery, SearchOptions,
+    TrainConfig, TrainReport,
 };
 
 fn chip(name: &str) -> rainier_hw::Chip {
@@ -84,6 +84,32 @@ fn a_half_million_chip_search_answers() {
     assert!(plan.chips_used <= 500_000 && plan.chips_used > 400_000, "{}", plan.chips_used);
     assert_eq!(plan.ranks, plan.tp * plan.cp * plan.pp * plan.dp);
     assert!(found.best.mfu > 0.1 && found.best.mfu < 0.7);
+}
+
+/// No cliff at scale: half a million chips fail every few minutes, which whole-job restarts
+/// cannot outrun; the job keeps training by swapping replicas (auto, or asked for), holding
+/// hot spares. At 1,024 chips restarts cost little and stay the default.
+#[test]
+fn huge_jobs_keep_running_by_swapping_replicas() {
+    let m = model("llama3.1-405b");
+    let economics =
+        |recovery| EconomicsConfig { tokens: Some(15e12), recovery, ..EconomicsConfig::default() };
+    let run = |chips: u64, dp: u64, recovery| {
+        let cfg =
+            TrainConfig { economics: economics(recovery), ..fixed(chips, 8192, 16_384, 32, 8, dp) };
+        let r = evaluate(&m, &chip("trn2"), &cfg).expect("plan");
+        r.economics.budget.expect("budget").goodput
+    };
+    let small = run(1024, 16, Recovery::Auto);
+    assert_eq!(small.recovery, "job restart");
+    assert!(small.fraction > 0.9 && small.spare_nodes == 0.0, "{small:?}");
+    let huge = run(524_288, 8192, Recovery::Auto);
+    assert_eq!(huge.recovery, "replica swap");
+    assert!(huge.fraction > 0.99 && huge.job_mtbf_hours < 0.2, "{huge:?}");
+    assert!(huge.spare_nodes >= 1.0, "{huge:?}");
+    let restarts = run(524_288, 8192, Recovery::Restart);
+    assert!(restarts.fraction < 0.5, "{restarts:?}");
+    assert_eq!(run(524_288, 8192, Recovery::Replica), huge);
 }
 
 #[test]
