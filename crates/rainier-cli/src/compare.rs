@@ -119,12 +119,7 @@ pub(crate) fn run(args: &CompareArgs) -> Result<()> {
         if args.json {
             crate::out_json("compare-serve", &with_versus(&report, &versus)?)?;
         } else {
-            let head = versus.as_ref().map_or_else(
-                |why| format!("no verdict: {why}\n\n"),
-                |v| crate::versus::verdict(v, "serving:"),
-            );
-            let tail = versus.as_ref().map(crate::versus::table).unwrap_or_default();
-            out(&format!("{head}{}{tail}", serve_text(&report)));
+            out(&with_verdict(&versus, "serving:", serve_text(&report)));
         }
         return Ok(());
     }
@@ -172,12 +167,7 @@ pub(crate) fn run(args: &CompareArgs) -> Result<()> {
     if args.json {
         crate::out_json("compare", &with_versus(&report, &versus)?)?;
     } else {
-        let head = versus.as_ref().map_or_else(
-            |why| format!("no verdict: {why}\n\n"),
-            |v| crate::versus::verdict(v, "training:"),
-        );
-        let tail = versus.as_ref().map(crate::versus::table).unwrap_or_default();
-        out(&format!("{head}{}{tail}", text(&report)));
+        out(&with_verdict(&versus, "training:", text(&report)));
     }
     Ok(())
 }
@@ -193,6 +183,14 @@ fn against(
     };
     let errors = Errors::measure()?;
     Ok(Ok(crate::versus::versus(outcomes, base, &errors, serving)))
+}
+
+/// `body` led by the verdict and followed by the versus table (or why there is none).
+fn with_verdict(versus: &std::result::Result<Versus, String>, what: &str, body: String) -> String {
+    match versus {
+        Ok(v) => format!("{}{body}{}", crate::versus::verdict(v, what), crate::versus::table(v)),
+        Err(why) => format!("no verdict: {why}\n\n{body}"),
+    }
 }
 
 /// `report` as JSON with `versus` (or `versus_error`) added.

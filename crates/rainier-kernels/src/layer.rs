@@ -231,16 +231,8 @@ pub fn decoder_layer_parts(
     let gemm = |kb: &mut KernelBuilder, (a, b, c): (usize, usize, usize), m, n, k| {
         gemm_into(kb, GemmTensors { a, b, scales: None, c }, m, n, k, dtype, dtype)
     };
-    // Ends the part `name` (its instructions since the previous part's end).
-    let mut parts: Vec<LayerPart> = Vec::new();
-    let mut end_part = |kb: &mut KernelBuilder, name: &'static str| {
-        let start = parts.last().map_or(0, |p| p.instructions.end);
-        parts.push(LayerPart { name, instructions: start..kb.len() });
-        if composition == Composition::Serial {
-            kb.fence();
-        }
-    };
-    let whole = |rows: u64, cols: u64| (HeadLayout::rows_of(rows, cols), 1, rows, cols);
+    let mut parts = Parts::new(composition);
+    let mut end_part = |kb: &mut KernelBuilder, name| parts.end(kb, name);
 
     // Attention block.
     rmsnorm_into(&mut kb, RowTensors { x, w: attn_norm, y: xn }, local, h, dtype)?;
@@ -292,7 +284,38 @@ pub fn decoder_layer_parts(
     end_part(&mut kb, "mlp_down");
     elementwise_into(&mut kb, Elementwise::Add, [res, z_local, y], local, h, dtype)?;
     end_part(&mut kb, "residual_add");
-    Ok(LayerProgram { program: kb.finish()?, parts })
+    parts.finish(kb)
+}
+
+/// The parts of a layer program as its kernels are emitted.
+pub(crate) struct Parts {
+    parts: Vec<LayerPart>,
+    composition: Composition,
+}
+
+impl Parts {
+    pub(crate) fn new(composition: Composition) -> Parts {
+        Parts { parts: Vec::new(), composition }
+    }
+
+    /// Ends the part `name` (its instructions since the previous part's end); a fence after
+    /// it under [`Composition::Serial`].
+    pub(crate) fn end(&mut self, kb: &mut KernelBuilder, name: &'static str) {
+        let start = self.parts.last().map_or(0, |p| p.instructions.end);
+        self.parts.push(LayerPart { name, instructions: start..kb.len() });
+        if self.composition == Composition::Serial {
+            kb.fence();
+        }
+    }
+
+    pub(crate) fn finish(self, kb: KernelBuilder) -> Result<LayerProgram, KernelError> {
+        Ok(LayerProgram { program: kb.finish()?, parts: self.parts })
+    }
+}
+
+/// A whole `[rows, cols]` matrix as [`transpose_into`]'s source.
+pub(crate) fn whole(rows: u64, cols: u64) -> (HeadLayout, u64, u64, u64) {
+    (HeadLayout::rows_of(rows, cols), 1, rows, cols)
 }
 
 /// The layer programs run in bf16 or fp32.

@@ -33,11 +33,11 @@ use rainier_tensor::DType;
 use crate::attention::HeadLayout;
 use crate::attention_bwd::{attention_backward_into, AttentionGradTensors};
 use crate::gemm::{gemm_into, GemmTensors};
-use crate::layer::{check_dtype, rope_into, transpose_into};
+use crate::layer::{check_dtype, rope_into, transpose_into, whole, Parts};
 use crate::rowwise::{elementwise_into, Elementwise};
 use crate::rowwise_bwd::{rmsnorm_backward_into, swiglu_backward_into, NormGradTensors};
 use crate::LayerShape;
-use crate::{AttentionShape, Composition, KernelBuilder, KernelError, LayerPart, LayerProgram};
+use crate::{AttentionShape, Composition, KernelBuilder, KernelError, LayerProgram};
 
 /// The decoder layer backward program. Inputs, what the forward keeps: `x`, `h` (the residual
 /// after attention) `[T/sp, H]`; `xn`, `hn` (the normalized inputs after the all-gathers)
@@ -124,16 +124,9 @@ pub fn decoder_layer_backward_parts(
         let (m, n, k) = mnk;
         gemm_into(kb, GemmTensors { a, b, scales: None, c }, m, n, k, dtype, out)
     };
-    let whole = |rows: u64, cols: u64| (HeadLayout::rows_of(rows, cols), 1, rows, cols);
     let heads_of = |heads: u64| (HeadLayout::rows_of(t, d), heads, t, d);
-    let mut parts: Vec<LayerPart> = Vec::new();
-    let mut end_part = |kb: &mut KernelBuilder, name: &'static str| {
-        let start = parts.last().map_or(0, |p| p.instructions.end);
-        parts.push(LayerPart { name, instructions: start..kb.len() });
-        if composition == Composition::Serial {
-            kb.fence();
-        }
-    };
+    let mut parts = Parts::new(composition);
+    let mut end_part = |kb: &mut KernelBuilder, name| parts.end(kb, name);
 
     // MLP block: y = h + a · Wd.
     let dz = gathered(&mut kb, "dy", dy)?;
@@ -241,5 +234,5 @@ pub fn decoder_layer_backward_parts(
     end_part(&mut kb, "input_norm");
     elementwise_into(&mut kb, Elementwise::Add, [dres, dx_norm, dx], local, h, dtype)?;
     end_part(&mut kb, "residual_add");
-    Ok(LayerProgram { program: kb.finish()?, parts })
+    parts.finish(kb)
 }

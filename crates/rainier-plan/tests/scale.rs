@@ -268,17 +268,19 @@ fn prices_are_put_on_one_basis() {
 #[test]
 fn goodput_follows_young_daly() {
     let (m, c) = (model("llama3-70b"), chip("h100"));
-    let with = |mtbf: f64, restart: f64| {
+    let with_recovery = |mtbf: f64, restart: f64, recovery| {
         let economics = EconomicsConfig {
             tokens: Some(1e12),
             mtbf_chip_hours: Some(mtbf),
             restart_s: Some(restart),
+            recovery,
             ..EconomicsConfig::default()
         };
         let r = evaluate(&m, &c, &TrainConfig { economics, ..TrainConfig::new(1024, 8192, 1024) })
             .expect("plan");
         r.economics.budget.expect("budget")
     };
+    let with = |mtbf: f64, restart: f64| with_recovery(mtbf, restart, Recovery::Restart);
     let b = with(50_700.0, 600.0);
     let g = &b.goodput;
     let tau = (2.0 * g.checkpoint_write_s * g.job_mtbf_hours * 3600.0).sqrt();
@@ -290,4 +292,8 @@ fn goodput_follows_young_daly() {
     let hopeless = with(100.0, 3600.0);
     assert_eq!(hopeless.goodput.fraction, 0.0);
     assert!(hopeless.time_to_train_days.is_none() && hopeless.cost_usd.is_none());
+    // Left to choose, the same job swaps replicas instead of never finishing.
+    let swapped = with_recovery(100.0, 3600.0, Recovery::Auto);
+    assert_eq!(swapped.goodput.recovery, "replica swap");
+    assert!(swapped.goodput.fraction > 0.9 && swapped.time_to_train_days.is_some());
 }
