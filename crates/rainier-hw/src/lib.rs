@@ -199,8 +199,14 @@ pub struct Node {
     pub committed_basis: Option<PriceBasis>,
     /// Power usage effectiveness of the provider's datacenters.
     pub pue: Sourced,
-    /// All-in node power per chip (host, NICs, fans), watts, before PUE.
+    /// All-in node power per chip (host, NICs, fans), watts, before PUE: the rating a site
+    /// provisions for.
     pub system_w_per_chip: Sourced,
+    /// What the node beyond the accelerators (hosts, NICs, fans) draws per chip at training
+    /// load, watts, where measured or derived from a measurement; else the rating's overhead
+    /// `system_w_per_chip − power_w` stands in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_w_per_chip: Option<Sourced>,
 }
 
 /// One accelerator.
@@ -323,7 +329,7 @@ fn plausible_range(field: &str) -> Option<(f64, f64, &'static str)> {
         "matmul_ceiling" => (0.05, 1.0, "of peak"),
         "hbm_bytes" => (1e9, 1e14, "bytes"),
         "hbm_bytes_per_s" => (1e10, 1e15, "bytes/s"),
-        "power_w" | "node.system_w_per_chip" => (1.0, 1e5, "W"),
+        "power_w" | "node.system_w_per_chip" | "node.host_w_per_chip" => (1.0, 1e5, "W"),
         "node.scale_up_bytes_per_s_per_dir" | "node.ultra.bytes_per_s_per_dir" => {
             (1e8, 1e15, "bytes/s")
         }
@@ -365,6 +371,9 @@ impl Chip {
         }
         if let Some(committed) = &n.usd_per_chip_hour_committed {
             figures.push(("node.usd_per_chip_hour_committed", committed));
+        }
+        if let Some(host) = &n.host_w_per_chip {
+            figures.push(("node.host_w_per_chip", host));
         }
         figures
     }

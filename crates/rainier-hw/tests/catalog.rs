@@ -23,6 +23,17 @@ fn every_required_chip_is_there_with_sourced_positive_figures() {
     assert_eq!(catalog.chip("trn2").expect("trn2").cores_per_chip, 8);
 }
 
+/// A node's draw at load beyond its accelerators, where given, stays under its rating.
+#[test]
+fn host_power_at_load_is_below_the_rating() {
+    for chip in &Catalog::built_in().chips {
+        let Some(host) = &chip.node.host_w_per_chip else { continue };
+        let at_load = chip.power_w.value + host.value;
+        assert!(at_load < chip.node.system_w_per_chip.value, "{}: {at_load} W", chip.name);
+        assert!(!host.source.is_empty() && host.grade == Grade::Derived, "{}", chip.name);
+    }
+}
+
 /// Every price says on what terms it is sold, and every assumed price is a range around it.
 #[test]
 fn prices_state_their_basis_and_assumed_ones_a_range() {

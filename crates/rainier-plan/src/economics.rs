@@ -293,7 +293,10 @@ pub(crate) fn economics(chip: &Chip, job: &JobFacts, cfg: &EconomicsConfig) -> E
     let idle = IDLE_POWER_FRACTION.value;
     let tdp = chip.power_w.value;
     let chip_w = tdp * (idle + (1.0 - idle) * job.busy.clamp(0.0, 1.0));
-    let overhead = (node.system_w_per_chip.value - tdp).max(0.0);
+    let overhead = node
+        .host_w_per_chip
+        .as_ref()
+        .map_or((node.system_w_per_chip.value - tdp).max(0.0), |h| h.value);
     let system_w = chip_w + overhead;
     let pue = cfg.pue.unwrap_or(node.pue.value);
     let facility_w = chips * system_w * pue;

@@ -264,6 +264,16 @@ fn prices_are_put_on_one_basis() {
     assert_eq!(price_range(&chip("trn3"), &user), None);
 }
 
+/// H100 power all-in, chip and host, in dense training: near the MLPerf-measured node average
+/// (6.74 kW per 8 GPUs = 843 W per GPU, the host figure's source), not the DGX PSU rating
+/// (1,275 W per GPU, which the model used until 2026-12-03).
+#[test]
+fn h100_power_is_near_the_measured_node_not_its_rating() {
+    let cfg = TrainConfig::new(1024, 8192, 2048);
+    let e = evaluate(&model("llama3-70b"), &chip("h100"), &cfg).expect("plan").economics;
+    assert!((800.0..950.0).contains(&e.system_w_per_chip), "{} W", e.system_w_per_chip);
+}
+
 /// Young/Daly: the interval is √(2·δ·M); a job whose failures outpace its restarts never ends.
 #[test]
 fn goodput_follows_young_daly() {
