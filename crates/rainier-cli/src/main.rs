@@ -461,6 +461,19 @@ const SCHEMA_VERSION: u32 = 1;
 /// Prints `body` (a JSON object) as pretty JSON with, first, `schema` (`{name: "rainier.NAME",
 /// version}`) and `rainier` (`{version, commit}`: the tool and the git commit it was built
 /// from).
+/// `body` as a JSON object with `key` added.
+pub(crate) fn with_field(
+    body: &impl serde::Serialize,
+    key: &str,
+    value: &impl serde::Serialize,
+) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(body)?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert(key.into(), serde_json::to_value(value)?);
+    }
+    Ok(v)
+}
+
 pub(crate) fn out_json(name: &str, body: &impl serde::Serialize) -> Result<()> {
     #[derive(serde::Serialize)]
     struct Schema {

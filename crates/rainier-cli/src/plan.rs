@@ -388,13 +388,44 @@ pub(crate) enum TrainOutput {
 }
 
 pub(crate) fn train(args: &TrainArgs) -> Result<()> {
-    match train_output(args)? {
-        TrainOutput::Search(report) if args.json => crate::out_json("train-search", &report)?,
-        TrainOutput::Search(report) => out(&search_text(&report)),
-        TrainOutput::Plan(report) if args.json => crate::out_json("train", &report)?,
-        TrainOutput::Plan(report) => out(&train_text(&report)),
+    let output = train_output(args)?;
+    let best = match &output {
+        TrainOutput::Search(r) => &r.best,
+        TrainOutput::Plan(r) => r.as_ref(),
+    };
+    let bands = train_bands(args, best)?;
+    match &output {
+        TrainOutput::Search(report) if args.json => {
+            crate::out_json("train-search", &crate::with_field(report, "bands", &bands)?)?
+        }
+        TrainOutput::Search(report) => out(&format!("{}\n{}", search_text(report), bands.line())),
+        TrainOutput::Plan(report) if args.json => {
+            crate::out_json("train", &crate::with_field(report, "bands", &bands)?)?
+        }
+        TrainOutput::Plan(report) => out(&format!("{}\n{}", train_text(report), bands.line())),
     }
     Ok(())
+}
+
+/// The bands of a training prediction from its chip family's validation errors.
+fn train_bands(args: &TrainArgs, r: &TrainReport) -> Result<crate::versus::Bands> {
+    use crate::versus::{family_for, Bands, Errors, Quantity};
+    let catalog = load_catalog(args.catalog.as_deref())?;
+    let chip = catalog.chip(&r.chip)?;
+    let e = &r.economics;
+    let mut values = vec![
+        ("tokens_per_s", r.tokens_per_s, Quantity::Rate),
+        ("step_time_s", r.step_time_s, Quantity::Time),
+        ("usd_per_million_tokens", e.usd_per_million_tokens, Quantity::Cost),
+    ];
+    if let Some(b) = &e.budget {
+        values.extend(b.time_to_train_days.map(|d| ("time_to_train_days", d, Quantity::Time)));
+        values.extend(b.cost_usd.map(|c| ("cost_usd", c, Quantity::Cost)));
+        values.extend(b.energy_mwh.map(|m| ("energy_mwh", m, Quantity::Time)));
+    }
+    let price =
+        (e.usd_per_chip_hour, rainier_plan::price_range(chip, &args.economics.config(args.tokens)));
+    Ok(Bands::of(&Errors::measure()?, family_for(chip.family, false), &values, price))
 }
 
 /// The report `rainier train` prints, or its error.

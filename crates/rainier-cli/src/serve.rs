@@ -185,13 +185,44 @@ pub(crate) struct ServeArgs {
 
 pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     let report = report(args)?;
+    let bands = bands(args, &report)?;
     if args.json {
         let name = if args.search { "serve-search" } else { "serve" };
-        crate::out_json(name, &report)?;
+        crate::out_json(name, &crate::with_field(&report, "bands", &bands)?)?;
     } else {
-        out(&text(&report));
+        let lines: Vec<String> = bands.iter().map(|b| b.line()).collect();
+        out(&format!("{}\n{}", text(&report), lines.join("\n")));
     }
     Ok(())
+}
+
+/// Bands of a serving prediction: TTFT from its family's TTFT errors, the decode figures from
+/// its TPOT (or throughput) errors.
+fn bands(args: &ServeArgs, r: &ServeReport) -> Result<Vec<crate::versus::Bands>> {
+    use crate::versus::{family_for, Bands, Errors, Quantity};
+    let catalog = load_catalog(args.catalog.as_deref())?;
+    let chip = catalog.chip(&args.chip)?;
+    let errors = Errors::measure()?;
+    let decode = family_for(chip.family, true);
+    let prefill = match chip.family {
+        rainier_hw::Family::Neuron => Some(crate::cases::FAMILIES[1]),
+        _ => decode,
+    };
+    let price =
+        (r.usd_per_chip_hour, rainier_plan::price_range(chip, &args.economics.config(None)));
+    let decode_values = [
+        ("tpot_ms", r.tpot_ms, Quantity::Time),
+        ("output_tokens_per_s", r.output_tokens_per_s, Quantity::Rate),
+        (
+            "cost_usd_per_million_output_tokens",
+            r.cost_usd_per_million_output_tokens,
+            Quantity::Cost,
+        ),
+    ];
+    Ok(vec![
+        Bands::of(&errors, prefill, &[("ttft_ms", r.ttft_ms, Quantity::Time)], price),
+        Bands::of(&errors, decode, &decode_values, price),
+    ])
 }
 
 /// The report `rainier serve` prints, or its error.

@@ -266,3 +266,94 @@ pub(crate) fn table(v: &Versus) -> String {
     }
     s
 }
+
+/// `x` to four significant digits (no exponent below 10^9).
+fn significant(x: f64) -> String {
+    let digits = if x == 0.0 { 0 } else { 3 - x.abs().log10().floor() as i32 };
+    match digits {
+        d if d < -5 => format!("{x:.3e}"),
+        d if d <= 0 => format!("{x:.0}"),
+        d => format!("{x:.*}", d as usize),
+    }
+}
+
+/// One prediction's band: where the measured value would fall given the model's errors on
+/// its family (a rate measured as `predicted / (1 + e)`, a time or a cost per unit of work as
+/// `predicted · (1 + e)`), and for costs the price across its range.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Bands {
+    pub family: Option<&'static str>,
+    pub errors: usize,
+    pub band: &'static str,
+    #[serde(flatten)]
+    pub values: BTreeMap<&'static str, Band>,
+}
+
+/// What a [`Bands`] value is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Quantity {
+    /// Work per time (tokens/s): measured = predicted / (1 + e).
+    Rate,
+    /// Time (or energy) for a fixed work: measured = predicted · (1 + e).
+    Time,
+    /// Dollars per unit of work: a time, times the price's uncertainty.
+    Cost,
+}
+
+const SINGLE_BAND: &str = "p10-p50-p90 of the measured value the model's rate errors on published measurements of this family imply (and, for costs, the price across its range)";
+
+impl Bands {
+    /// Bands of `values` (name, point, quantity) from `family`'s errors; `price` the price
+    /// used and its range, for costs.
+    pub(crate) fn of(
+        errors: &Errors,
+        family: Option<&'static str>,
+        values: &[(&'static str, f64, Quantity)],
+        price: (f64, Option<(f64, f64)>),
+    ) -> Bands {
+        let e = errors.of(family);
+        let prices = price_factors(price.1, price.0);
+        let values = values
+            .iter()
+            .filter(|_| !e.is_empty())
+            .filter(|(_, point, _)| point.is_finite())
+            .map(|&(name, point, quantity)| {
+                let factors: &[f64] = match quantity {
+                    Quantity::Cost => &prices,
+                    _ => &[1.0],
+                };
+                let mut v: Vec<f64> = e
+                    .iter()
+                    .flat_map(|&err| {
+                        factors.iter().map(move |f| match quantity {
+                            Quantity::Rate => point / (1.0 + err),
+                            Quantity::Time | Quantity::Cost => point * (1.0 + err) * f,
+                        })
+                    })
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+                (name, Band { point, p10: at(0.1), p50: at(0.5), p90: at(0.9) })
+            })
+            .collect();
+        Bands { family, errors: e.len(), band: SINGLE_BAND, values }
+    }
+
+    /// One line for the text reports.
+    pub(crate) fn line(&self) -> String {
+        if self.values.is_empty() {
+            return "bands: none (no published measurement of this family is validated)".into();
+        }
+        let parts: Vec<String> = self
+            .values
+            .iter()
+            .map(|(name, b)| format!("{name} {}–{}", significant(b.p10), significant(b.p90)))
+            .collect();
+        format!(
+            "bands (p10-p90 from {} errors of {} on published measurements): {}",
+            self.errors,
+            self.family.unwrap_or("no family"),
+            parts.join(", ")
+        )
+    }
+}

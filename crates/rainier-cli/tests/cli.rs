@@ -1801,3 +1801,55 @@ fn site_holds_what_its_power_allows_and_keeps_training() {
     assert_clean_error(&rainier(&["site", "--power-mw", "0.001"]), "holds none");
     assert_clean_error(&rainier(&["site", "--chip", "nope"]), "nope");
 }
+
+/// `train` and `serve` carry p10-p50-p90 bands beside their predictions, from their chip
+/// family's validation errors (a rate below its point where the model predicts fast).
+#[test]
+fn predictions_carry_bands_from_their_familys_errors() {
+    let train = json(&rainier(&[
+        "train",
+        "--model",
+        "llama3-8b",
+        "--chip",
+        "trn1",
+        "--chips",
+        "32",
+        "--seq",
+        "4096",
+        "--global-batch",
+        "256",
+        "--tokens",
+        "1T",
+        "--json",
+    ]));
+    let bands = &train["bands"];
+    assert_eq!(bands["family"], "Trainium training", "{bands}");
+    for key in ["tokens_per_s", "step_time_s", "usd_per_million_tokens", "time_to_train_days"] {
+        let b = &bands[key];
+        let at = |q: &str| b[q].as_f64().unwrap_or(f64::NAN);
+        assert!(at("p10") <= at("p50") && at("p50") <= at("p90") && at("p10") > 0.0, "{key}: {b}");
+    }
+    assert_eq!(bands["tokens_per_s"]["point"], train["tokens_per_s"]);
+    let serve = json(&rainier(&[
+        "serve",
+        "--model",
+        "llama3-8b",
+        "--chip",
+        "h100",
+        "--chips",
+        "1",
+        "--json",
+    ]));
+    let families: Vec<&str> = serve["bands"]
+        .as_array()
+        .expect("bands")
+        .iter()
+        .filter_map(|b| b["family"].as_str())
+        .collect();
+    assert_eq!(families, ["NVIDIA serving", "NVIDIA serving"]);
+    assert!(serve["bands"][1]["tpot_ms"]["p90"].as_f64().is_some());
+    let text = text(
+        &rainier(&["serve", "--model", "llama3-8b", "--chip", "tpu-v6e", "--chips", "4"]).stdout,
+    );
+    assert!(text.contains("bands: none"), "TPU serving has no validated family: {text}");
+}
