@@ -663,6 +663,16 @@ pub(crate) fn chips(args: &ChipsArgs) -> Result<()> {
             for (field, f) in chip.figures() {
                 s += &format!("  {field:<36} {:>14.6e}  [{}] {}\n", f.value, f.grade, f.source);
             }
+            let n = &chip.node;
+            let basis = |b: Option<rainier_hw::PriceBasis>| b.map_or("unstated", |b| b.name());
+            s += &format!("  price basis: {}", basis(n.price_basis));
+            if let Some([lo, hi]) = n.usd_per_chip_hour_range {
+                s += &format!(", assumed range ${lo}-{hi} per chip-hour");
+            }
+            if n.usd_per_chip_hour_committed.is_some() {
+                s += &format!("; committed price basis: {}", basis(n.committed_basis));
+            }
+            s += "\n";
             for (field, f) in &chip.neuron_core {
                 let field = format!("neuron_core.{field}");
                 s += &format!("  {field:<36} {:>14.6e}  [{}] {}\n", f.value, f.grade, f.source);

@@ -736,6 +736,9 @@ fn chips_and_validate_commands() {
     assert!(v["chips"][0]["peak_flops"]["bf16"]["source"].is_string());
     let o = rainier(&["chips", "--chip", "trn2", "--assumptions"]);
     assert!(text(&o.stdout).contains("step.kernel_efficiency"));
+    assert!(text(&o.stdout).contains("price.capacity_block_over_on_demand"));
+    let o = rainier(&["chips", "--chip", "trn3"]);
+    assert!(text(&o.stdout).contains("price basis: capacity-block, assumed range $2.24-4.33"));
     let o = rainier(&["validate", "--json"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
