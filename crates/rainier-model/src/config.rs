@@ -526,7 +526,7 @@ impl Model {
             heads,
             kv_heads: heads,
             head_dim: hidden / heads,
-            ffn: 4 * hidden,
+            ffn: hidden.saturating_mul(4),
             vocab: 0,
             max_positions: 0,
             tied_embeddings: false,
@@ -558,7 +558,7 @@ impl Model {
             ));
         }
         Ok(Model {
-            ffn: f.positive_or("n_inner", Some(4 * hidden))?,
+            ffn: f.positive_or("n_inner", Some(hidden.saturating_mul(4)))?,
             vocab: f.positive("vocab_size")?,
             max_positions: f.positive("n_positions")?,
             // GPT2LMHeadModel always ties the LM head to the token embedding.

@@ -74,6 +74,15 @@ fn errors_name_the_file_and_the_field() {
             "num_key_value_heads",
         ),
         (base.replace("\"llama\"", "7"), "model_type"),
+        // Found by the config_json fuzz target: a hidden size near 2^59 overflowed the
+        // default MLP width (4 · hidden) before the size limit was checked.
+        (base.replace("4096", "512099999999999999"), "hidden_size"),
+        (
+            r#"{"model_type": "gpt2", "n_embd": 5120999999999999999, "n_layer": 2, "n_head": 2, "n_positions": 1024,
+                "vocab_size": 100}"#
+                .to_string(),
+            "n_embd",
+        ),
     ];
     for (text, field) in cases {
         let e = Model::from_config_json(&text, "cfg/bad.json").expect_err(field);
