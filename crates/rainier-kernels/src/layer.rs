@@ -189,13 +189,8 @@ pub fn decoder_layer_parts(
     let qkv = qk + nkv * d;
     let local = t / shape.sequence_parallel;
     let x = kb.input("x", dtype, &[local, h])?;
-    let attn_norm = kb.input("attn_norm", dtype, &[h])?;
-    let wqkv = kb.input("wqkv", dtype, &[h, qkv])?;
-    let wo = kb.input("wo", dtype, &[nh * d, h])?;
-    let mlp_norm = kb.input("mlp_norm", dtype, &[h])?;
-    let wg = kb.input("wg", dtype, &[h, f])?;
-    let wu = kb.input("wu", dtype, &[h, f])?;
-    let wd = kb.input("wd", dtype, &[f, h])?;
+    let LayerWeights { attn_norm, wqkv, wo, mlp_norm, wg, wu, wd } =
+        LayerWeights::declare(&mut kb, shape, dtype)?;
     let cos = kb.input("cos", dtype, &[d, t])?;
     let sin = kb.input("sin", dtype, &[d, t])?;
     let y = kb.output("y", dtype, &[local, h])?;
@@ -285,6 +280,39 @@ pub fn decoder_layer_parts(
     elementwise_into(&mut kb, Elementwise::Add, [res, z_local, y], local, h, dtype)?;
     end_part(&mut kb, "residual_add");
     parts.finish(kb)
+}
+
+/// A layer's weights as HBM inputs, the same in the forward and backward programs:
+/// `attn_norm [H]`, `wqkv [H, (nh + 2nkv)·d]`, `wo [nh·d, H]`, `mlp_norm [H]`, `wg`, `wu [H, F]`,
+/// `wd [F, H]`.
+pub(crate) struct LayerWeights {
+    pub attn_norm: usize,
+    pub wqkv: usize,
+    pub wo: usize,
+    pub mlp_norm: usize,
+    pub wg: usize,
+    pub wu: usize,
+    pub wd: usize,
+}
+
+impl LayerWeights {
+    pub(crate) fn declare(
+        kb: &mut KernelBuilder,
+        shape: &LayerShape,
+        dtype: DType,
+    ) -> Result<LayerWeights, KernelError> {
+        let LayerShape { hidden: h, heads: nh, kv_heads: nkv, head_dim: d, ffn: f, .. } = *shape;
+        let mut input = |name: &str, dims: &[u64]| kb.input(name, dtype, dims);
+        Ok(LayerWeights {
+            attn_norm: input("attn_norm", &[h])?,
+            wqkv: input("wqkv", &[h, (nh + 2 * nkv) * d])?,
+            wo: input("wo", &[nh * d, h])?,
+            mlp_norm: input("mlp_norm", &[h])?,
+            wg: input("wg", &[h, f])?,
+            wu: input("wu", &[h, f])?,
+            wd: input("wd", &[f, h])?,
+        })
+    }
 }
 
 /// The parts of a layer program as its kernels are emitted.
