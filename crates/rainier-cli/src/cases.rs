@@ -55,6 +55,10 @@ struct Case {
     source: String,
     grade: String,
     category: String,
+    /// A coefficient is fitted on this case: it is reported, and left out of its family's
+    /// statistics.
+    #[serde(default)]
+    fitted: bool,
 }
 
 /// One case's prediction at the published plan (and, for training, by a plan search).
@@ -66,6 +70,8 @@ pub(crate) struct CaseResult {
     pub measured: f64,
     pub grade: String,
     pub source: String,
+    /// A coefficient is fitted on this case (not in the family statistics).
+    pub fitted: bool,
     /// The command, as in the dataset.
     pub command: String,
     pub predicted: Option<f64>,
@@ -89,6 +95,8 @@ pub(crate) struct SearchResult {
 pub(crate) struct FamilySummary {
     pub family: &'static str,
     pub cases: usize,
+    /// Cases a coefficient is fitted on, left out of the statistics.
+    pub fitted: usize,
     pub failed: usize,
     pub median_abs_error: Option<f64>,
     pub max_abs_error: Option<f64>,
@@ -214,6 +222,7 @@ fn evaluate(case: &Case, search: bool) -> CaseResult {
         measured: case.measured,
         grade: case.grade.clone(),
         source: case.source.clone(),
+        fitted: case.fitted,
         command: format!("rainier {}", case.args.join(" ")),
         predicted,
         error: error(predicted),
@@ -251,7 +260,9 @@ pub(crate) fn run(search: bool, neuron_costs: Option<&str>) -> Result<CasesRepor
     let families = FAMILIES
         .iter()
         .map(|&family| {
-            let of: Vec<&CaseResult> = cases.iter().filter(|c| c.family == family).collect();
+            let all = cases.iter().filter(|c| c.family == family);
+            let fitted = all.clone().filter(|c| c.fitted).count();
+            let of: Vec<&CaseResult> = all.filter(|c| !c.fitted).collect();
             let abs: Vec<f64> = of.iter().filter_map(|c| c.error).map(f64::abs).collect();
             let searched: Vec<f64> = of
                 .iter()
@@ -261,6 +272,7 @@ pub(crate) fn run(search: bool, neuron_costs: Option<&str>) -> Result<CasesRepor
             FamilySummary {
                 family,
                 cases: of.len(),
+                fitted,
                 failed: of.iter().filter(|c| c.error.is_none()).count(),
                 max_abs_error: abs.iter().copied().reduce(f64::max),
                 median_abs_error: median(abs),
@@ -288,6 +300,9 @@ pub(crate) fn text(r: &CasesReport) -> String {
         let predicted = c.predicted.map_or("-".to_string(), |p| format!("{p:.4}"));
         let search = c.search.as_ref().map_or(String::new(), |s| pct(s.error));
         let mut why = c.failure.as_ref().map_or(String::new(), |f| format!("  [{f}]"));
+        if c.fitted {
+            why += "  (fitted)";
+        }
         if let Some(f) = c.search.as_ref().and_then(|s| s.failure.as_ref()) {
             why += &format!("  [search: {f}]");
         }
@@ -305,9 +320,10 @@ pub(crate) fn text(r: &CasesReport) -> String {
     for f in &r.families {
         let abs = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{:.1} %", 100.0 * x));
         s += &format!(
-            "  {:<34} {:>2} cases, {} without a prediction: median {}, max {}{}\n",
+            "  {:<34} {:>2} cases{}, {} without a prediction: median {}, max {}{}\n",
             f.family,
             f.cases,
+            if f.fitted > 0 { format!(" (+{} fitted)", f.fitted) } else { String::new() },
             f.failed,
             abs(f.median_abs_error),
             abs(f.max_abs_error),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use rainier_plan::{
-    serve, serve_search, KvFormat, NeuronShapes, PrefixCache, ServeConfig, ServeReport,
+    serve, serve_search, Frontend, KvFormat, NeuronShapes, PrefixCache, ServeConfig, ServeReport,
     Speculative, TrainConfig, WeightFormat,
 };
 
@@ -32,6 +32,18 @@ pub(crate) enum WeightsArg {
 pub(crate) enum NeuronShapesArg {
     Buckets,
     Static,
+}
+
+/// What drives the compiled model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum FrontendArg {
+    /// A benchmark harness calling the compiled model in process (transformers-neuronx and
+    /// NxD Inference benchmarks, trtllm-bench)
+    Harness,
+    /// vLLM's OpenAI server (Neuron chips: the vllm-neuron plugin), its host loop per engine
+    /// step (serve.vllm_neuron_host_step_s, 2.69 ms, fitted on one vLLM-Neuron point) serial
+    /// with the device; TTFT and TPOT as a client measures them
+    Vllm,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -171,6 +183,10 @@ pub(crate) struct ServeArgs {
     /// without bucketing), every prompt and decode step's attention padded to it.
     #[arg(long, value_enum, default_value = "buckets")]
     neuron_shapes: NeuronShapesArg,
+    /// What drives the compiled model: a benchmark harness in process, or a vLLM server
+    /// (Neuron chips only).
+    #[arg(long, value_enum, default_value = "harness")]
+    frontend: FrontendArg,
     #[command(flatten)]
     economics: EconomicsArgs,
     #[command(flatten)]
@@ -244,6 +260,10 @@ pub(crate) fn report(args: &ServeArgs) -> Result<ServeReport> {
         neuron_shapes: match args.neuron_shapes {
             NeuronShapesArg::Buckets => NeuronShapes::Buckets,
             NeuronShapesArg::Static => NeuronShapes::Static,
+        },
+        frontend: match args.frontend {
+            FrontendArg::Harness => Frontend::Harness,
+            FrontendArg::Vllm => Frontend::Vllm,
         },
         pp: args.pp,
         ep: args.ep,

@@ -64,7 +64,8 @@ impl Errors {
                 by.entry(f).or_default().push(rate_error(&p.metric, p.error));
             }
         }
-        for c in crate::cases::run(false, None)?.cases {
+        // A case a coefficient is fitted on says nothing about the error.
+        for c in crate::cases::run(false, None)?.cases.into_iter().filter(|c| !c.fitted) {
             if let Some(e) = c.error {
                 by.entry(c.family).or_default().push(rate_error(&c.field, e));
             }

@@ -1368,6 +1368,24 @@ fn compiled_neuron_shapes_are_neuron_only_and_reported() {
     assert!(text(&o.stdout).contains("the prompt runs at 4096 tokens"), "{}", text(&o.stdout));
 }
 
+/// `--frontend vllm`: refused on a GPU with one line and exit 1; on trn2 it is in the plan and
+/// the notes name the host time.
+#[test]
+fn the_vllm_frontend_is_neuron_only_and_reported() {
+    let base = ["serve", "--model", "llama3-8b", "--chips", "1", "--frontend", "vllm"];
+    let o = rainier(&[&base[..], &["--chip", "h100"]].concat());
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(err.contains("frontend vllm") && err.lines().count() == 1, "{err}");
+    let o = rainier(&[&base[..], &["--chip", "trn2", "--tp", "4", "--json"]].concat());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("\"frontend\": \"vllm\"") && out.contains("vLLM server: 2.69 ms"),
+        "{out}"
+    );
+}
+
 /// Control bytes of bad input are escaped in error messages, never echoed raw.
 #[test]
 fn errors_escape_control_bytes() {

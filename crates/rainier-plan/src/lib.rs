@@ -25,9 +25,9 @@ pub use economics::{
 };
 pub use search::{search, PlanSummary, Progress, SearchOptions, SearchReport};
 pub use serve::{
-    serve, serve_search, Continuous, KvFormat, NeuronShapes, PrefixCache, PrefixCacheReport,
-    ServeConfig, ServeMemory, ServePlan, ServeReport, Speculative, SpeculativeReport,
-    StepBreakdown, WeightFormat, SERVE_ASSUMPTIONS,
+    serve, serve_search, Continuous, Frontend, KvFormat, NeuronShapes, PrefixCache,
+    PrefixCacheReport, ServeConfig, ServeMemory, ServePlan, ServeReport, Speculative,
+    SpeculativeReport, StepBreakdown, WeightFormat, SERVE_ASSUMPTIONS,
 };
 pub use train::{
     evaluate, precision_name, ranks_per_chip, recompute_name, Breakdown, Comm, CommByKind, Memory,

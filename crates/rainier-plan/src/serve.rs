@@ -52,9 +52,34 @@ pub(crate) const CHUNK_TOKENS: Assumption = Assumption {
     why: "prompt tokens a continuous-batching scheduler adds to one step (vLLM's default max_num_batched_tokens with chunked prefill; TensorRT-LLM's max_num_tokens is 8192)",
 };
 
+pub(crate) const VLLM_NEURON_HOST_STEP_S: Assumption = Assumption {
+    name: "serve.vllm_neuron_host_step_s",
+    value: 2.69e-3,
+    why: "host time per engine step of a vLLM server on NeuronCores (the vllm-neuron plugin on NxD Inference: scheduling, input preparation and transfer, graph launch, reading back the sampled tokens, detokenizing and streaming), serial with the device at low concurrency; vLLM's own profile of v0.5.3 on Llama 3 8B / 1 H100 put 62 % of a step on the host (API server 33 %, scheduling and input preparation 29 %; vLLM blog, 2024-09-05), the mechanism, not the value. The vLLM-Neuron stack's one fitted coefficient: fitted on trn2 qwen3-32b tp64 bs1 TPOT (10.766 ms measured − 8.076 ms simulated device step), checked on the other vLLM points (trn2 qwen3-32b TTFT, trn2 llama3.1-8b TTFT and TPOT); range 1-7 ms (the llama3.1-8b TPOT alone implies 6.8 ms)",
+};
+
 /// The named assumptions of the serving model.
-pub const SERVE_ASSUMPTIONS: &[Assumption] =
-    &[STEP_OVERHEAD_S, NEURON_LAYER_OVERHEAD_S, CHUNK_TOKENS, NEURON_MIN_BUCKET];
+pub const SERVE_ASSUMPTIONS: &[Assumption] = &[
+    STEP_OVERHEAD_S,
+    NEURON_LAYER_OVERHEAD_S,
+    VLLM_NEURON_HOST_STEP_S,
+    CHUNK_TOKENS,
+    NEURON_MIN_BUCKET,
+];
+
+/// What drives the compiled model, and so what host time each engine step pays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Frontend {
+    /// A benchmark harness calling the compiled model in process (transformers-neuronx and
+    /// NxD Inference benchmarks, trtllm-bench): only the launch overhead of a step.
+    #[default]
+    Harness,
+    /// vLLM's OpenAI-compatible server (on Neuron the vllm-neuron plugin on NxD Inference):
+    /// its host loop adds [`VLLM_NEURON_HOST_STEP_S`] to every engine step, and a measured
+    /// TTFT or TPOT is the client's.
+    Vllm,
+}
 
 /// Weight format of the matmuls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -121,6 +146,8 @@ pub struct ServeConfig {
     pub lnc: Option<u32>,
     pub neuron_costs: NeuronCosts,
     pub framework: Option<Framework>,
+    /// What drives the compiled model ([`Frontend::Harness`] by default).
+    pub frontend: Frontend,
     /// Neuron: how compiled graphs pad sequences ([`NeuronShapes::Buckets`] by default).
     pub neuron_shapes: NeuronShapes,
     /// Neuron: the sequence length the graphs are compiled for (their K/V cache length);
@@ -202,6 +229,7 @@ impl ServeConfig {
             lnc: None,
             neuron_costs: NeuronCosts::Tables,
             framework: None,
+            frontend: Frontend::Harness,
             neuron_shapes: NeuronShapes::Buckets,
             compiled_seq: None,
             prefix_cache: PrefixCache::None,
@@ -240,6 +268,7 @@ pub struct ServePlan {
     pub weights: WeightFormat,
     pub kv: KvFormat,
     pub framework: String,
+    pub frontend: Frontend,
     pub chosen: bool,
 }
 
@@ -337,6 +366,9 @@ struct Server<'a> {
     ep: u64,
     replicas: u64,
     framework: Framework,
+    /// Host time of one engine step beyond its launch (the frontend's), s; a draft's steps
+    /// run inside the target's engine step and pay none.
+    host_step_s: f64,
     /// The speculative draft model, served on the same ranks at the same TP.
     draft: Option<Box<Server<'a>>>,
 }
@@ -355,7 +387,7 @@ impl<'a> Server<'a> {
             let draft = Server::build(&s.draft, chip, cfg, tp, 1, 1).map_err(|e| {
                 PlanError::Invalid(format!("--draft-model {} at tp {tp}: {e}", s.draft.name))
             })?;
-            server.draft = Some(Box::new(draft));
+            server.draft = Some(Box::new(Server { host_step_s: 0.0, ..draft }));
         }
         Ok(server)
     }
@@ -414,6 +446,17 @@ impl<'a> Server<'a> {
             }
         }
         let framework = cfg.framework.unwrap_or(Framework::Fused);
+        let neuron = chip.family == Family::Neuron;
+        let host_step_s = match cfg.frontend {
+            Frontend::Harness => 0.0,
+            Frontend::Vllm if neuron => VLLM_NEURON_HOST_STEP_S.value,
+            Frontend::Vllm => {
+                return Err(PlanError::Invalid(format!(
+                    "frontend vllm is modelled on Neuron chips only (its host time per step is fitted on vLLM-Neuron points); {} is served in process (CUDA graphs, trtllm-bench-like)",
+                    chip.name
+                )))
+            }
+        };
         let precision = match cfg.weights {
             WeightFormat::Fp8 => Precision::Fp8,
             WeightFormat::Mxfp8 => Precision::Mxfp8,
@@ -424,7 +467,6 @@ impl<'a> Server<'a> {
         // Serving engines quantize fp8 activations in the kernel that produces them.
         let base = CostModel::new(chip, per_chip, precision, framework, cfg.neuron_costs)?
             .with_fused_fp8_casts();
-        let neuron = chip.family == Family::Neuron;
         // A compiled Neuron graph runs the simulated kernels back to back: no launch gaps, so
         // not the GPU training coefficient; what the graph adds per layer is
         // NEURON_LAYER_OVERHEAD_S, this stack's one fitted coefficient.
@@ -463,6 +505,7 @@ impl<'a> Server<'a> {
             ep,
             replicas,
             framework,
+            host_step_s,
             draft: None,
         })
     }
@@ -660,7 +703,7 @@ impl<'a> Server<'a> {
         }
         let per_layer =
             if self.chip.family == Family::Neuron { NEURON_LAYER_OVERHEAD_S.value } else { 0.0 };
-        let overhead = STEP_OVERHEAD_S.value + per_layer * layers;
+        let overhead = STEP_OVERHEAD_S.value + per_layer * layers + self.host_step_s;
         let ms = 1e3;
         StepBreakdown {
             gemm_ms: gemm * ms,
@@ -1055,6 +1098,7 @@ impl<'a> Server<'a> {
                     Framework::Eager => "eager".into(),
                     Framework::Fused => "fused".into(),
                 },
+                frontend: cfg.frontend,
                 chosen,
             },
             notes: self.notes(),
@@ -1080,6 +1124,12 @@ impl<'a> Server<'a> {
                 self.compiled_seq(),
                 self.padded(self.cfg.input_len),
                 self.decode_context()
+            ));
+        }
+        if self.host_step_s > 0.0 {
+            notes.push(format!(
+                "vLLM server: {:.2} ms of host time per engine step (serve.vllm_neuron_host_step_s, fitted on one vLLM-Neuron point), serial with the device",
+                self.host_step_s * 1e3
             ));
         }
         if let Some(s) = &self.cfg.speculative {

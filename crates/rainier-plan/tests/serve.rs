@@ -350,3 +350,38 @@ fn speculative_decoding_pays_the_draft_and_verifies_in_one_forward() {
         assert!(e.contains(want), "{e}");
     }
 }
+
+/// A vLLM server adds its host time once per engine step: to the prefill, to every decode
+/// step, and once per speculative round (the draft's steps run inside it); GPUs refuse it.
+#[test]
+fn a_vllm_frontend_pays_its_host_time_once_per_engine_step() {
+    use rainier_plan::{Frontend, Speculative};
+    let host_ms = rainier_plan::SERVE_ASSUMPTIONS
+        .iter()
+        .find(|a| a.name == "serve.vllm_neuron_host_step_s")
+        .expect("named")
+        .value
+        * 1e3;
+    let base = ServeConfig { lnc: Some(2), ..one(1, 4, 512, 128) };
+    let vllm = ServeConfig { frontend: Frontend::Vllm, ..base.clone() };
+    let (a, b) = (run("llama3-8b", "trn2", &base), run("llama3-8b", "trn2", &vllm));
+    assert!((b.ttft_ms - a.ttft_ms - host_ms).abs() < 1e-9, "{} {}", a.ttft_ms, b.ttft_ms);
+    assert!((b.tpot_ms - a.tpot_ms - host_ms).abs() < 1e-9, "{} {}", a.tpot_ms, b.tpot_ms);
+    assert!(b.output_tokens_per_s < a.output_tokens_per_s);
+    assert!(b.continuous.output_tokens_per_s < a.continuous.output_tokens_per_s);
+    let spec = Some(Speculative { draft: model("llama3.2-1b"), tokens: 4, acceptance: 0.7 });
+    let (sa, sb) = (
+        run("llama3-8b", "trn2", &ServeConfig { speculative: spec.clone(), ..base.clone() }),
+        run("llama3-8b", "trn2", &ServeConfig { speculative: spec, ..vllm.clone() }),
+    );
+    let round = |r: &ServeReport| r.speculative.as_ref().expect("reported").round_ms;
+    assert!((round(&sb) - round(&sa) - host_ms).abs() < 1e-9, "{} {}", round(&sa), round(&sb));
+    let e = serve(
+        &model("llama3-8b"),
+        &chip("h100"),
+        &ServeConfig { frontend: Frontend::Vllm, ..one(1, 1, 512, 128) },
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(e.contains("frontend vllm") && e.contains("h100"), "{e}");
+}
