@@ -169,6 +169,15 @@ pub(crate) enum RecomputeArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum MomentsArg {
+    /// fp32 Adam moments, 8 bytes per parameter (every stack's default)
+    Fp32,
+    /// bf16 Adam moments, 4 bytes per parameter (MaxText mu_dtype bfloat16, Megatron's
+    /// precision-aware optimizer)
+    Bf16,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum FrameworkArg {
     /// PyTorch eager: one kernel per op, unfused elementwise ops, flash attention.
     Eager,
@@ -273,6 +282,15 @@ pub(crate) struct TrainArgs {
     /// Execution style (default: the chip's usual stack).
     #[arg(long, value_enum)]
     framework: Option<FrameworkArg>,
+    /// Adam moment format.
+    #[arg(long, value_enum, default_value = "fp32")]
+    moments: MomentsArg,
+    /// Under full recompute, keep each layer's saved input in host memory (MaxText's
+    /// decoder-layer-input offload): two layers' inputs stay in HBM, the transfers run over
+    /// the host link (host.offload_bytes_per_s, 25 GB/s) behind the layers' compute. With
+    /// --search only full-recompute plans are offloaded.
+    #[arg(long)]
+    offload_layer_inputs: bool,
     /// Trainium logical NeuronCore size: 2 (default on trn2/trn3: 4 ranks per chip) or 1.
     #[arg(long)]
     lnc: Option<u32>,
@@ -456,6 +474,11 @@ pub(crate) fn train_output(args: &TrainArgs) -> Result<TrainOutput> {
         neuron_costs: neuron_costs_of(args.neuron_costs),
         moe_skew: args.moe_skew,
         capacity_factor: args.capacity_factor,
+        moments: match args.moments {
+            MomentsArg::Fp32 => rainier_plan::Moments::Fp32,
+            MomentsArg::Bf16 => rainier_plan::Moments::Bf16,
+        },
+        offload_layer_inputs: args.offload_layer_inputs,
         datacenter: args.datacenter.config(),
         economics: args.economics.config(args.tokens),
         ..TrainConfig::new(args.chips, args.seq, args.global_batch)
@@ -730,8 +753,11 @@ pub(crate) fn chips(args: &ChipsArgs) -> Result<()> {
     }
     if args.assumptions {
         s += "\nperformance-model assumptions (rainier-perf::ASSUMPTIONS)\n";
-        for a in
-            ASSUMPTIONS.iter().chain(ECONOMICS_ASSUMPTIONS).chain(rainier_plan::SERVE_ASSUMPTIONS)
+        for a in ASSUMPTIONS
+            .iter()
+            .chain(ECONOMICS_ASSUMPTIONS)
+            .chain(rainier_plan::SERVE_ASSUMPTIONS)
+            .chain(rainier_plan::TRAIN_ASSUMPTIONS)
         {
             s += &format!("  {:<38} {:>12.6}  {}\n", a.name, a.value, a.why);
         }

@@ -31,7 +31,7 @@ pub use serve::{
 };
 pub use train::{
     evaluate, precision_name, ranks_per_chip, recompute_name, Breakdown, Comm, CommByKind, Memory,
-    Placement, Plan, PlanError, TrainConfig, TrainReport,
+    Moments, Placement, Plan, PlanError, TrainConfig, TrainReport, TRAIN_ASSUMPTIONS,
 };
 pub use validate::{
     calibrate_neuron_step_efficiency, calibrate_step_efficiency, megatron_flops_per_token,

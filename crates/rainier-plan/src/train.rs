@@ -9,7 +9,8 @@
 use rainier_hw::{Chip, Family, Framework};
 use rainier_model::{Batch, Model, OpKind, Pass, Recompute, Routing, ACT_BYTES};
 use rainier_perf::{
-    CollectiveKind, CostModel, Datacenter, Group, NeuronCosts, PerfError, Precision, Topology,
+    Assumption, CollectiveKind, CostModel, Datacenter, Group, NeuronCosts, PerfError, Precision,
+    Topology,
 };
 use serde::Serialize;
 
@@ -17,6 +18,28 @@ use crate::economics::{economics, Economics, EconomicsConfig, JobFacts};
 
 /// Bytes in a GiB.
 const GIB: f64 = (1u64 << 30) as f64;
+
+/// Host link bandwidth per chip available to activation offload.
+pub(crate) const OFFLOAD_BYTES_PER_S: Assumption = Assumption {
+    name: "host.offload_bytes_per_s",
+    value: 25e9,
+    why: "one direction of a chip's host link as activation offload (MaxText's host offload of decoder-layer inputs, Megatron's activation offloading) achieves it: PCIe Gen4 x16 (32 GB/s) to Gen5 x16 (64 GB/s) at about 0.8, shared with input and checkpoint traffic; per-chip host links are not in the catalog; range 12-50 GB/s",
+};
+
+/// The named assumptions of the training planner beyond the cost model's.
+pub const TRAIN_ASSUMPTIONS: &[Assumption] = &[OFFLOAD_BYTES_PER_S];
+
+/// Adam moment format (first and second moments).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Moments {
+    /// fp32 moments (every stack's default): 8 bytes per parameter.
+    #[default]
+    Fp32,
+    /// bf16 moments (MaxText `mu_dtype`/`nu_dtype` bfloat16, Megatron's precision-aware
+    /// optimizer `exp_avg_dtype`): 4 bytes per parameter.
+    Bf16,
+}
 
 /// How the parallel dimensions are laid over rank order (innermost first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -80,6 +103,11 @@ pub struct TrainConfig {
     /// Expert capacity over the mean routed tokens (GShard/Switch-style dropping and padding;
     /// `None`: dropless).
     pub capacity_factor: Option<f64>,
+    /// Adam moment format ([`Moments::Fp32`] by default).
+    pub moments: Moments,
+    /// Under full recompute, keep each layer's saved input in host memory (written while the
+    /// layer's forward runs, read back one layer ahead of its backward) instead of HBM.
+    pub offload_layer_inputs: bool,
     pub datacenter: Datacenter,
     pub economics: EconomicsConfig,
 }
@@ -109,6 +137,8 @@ impl TrainConfig {
             program_efficiency: None,
             moe_skew: None,
             capacity_factor: None,
+            moments: Moments::Fp32,
+            offload_layer_inputs: false,
             datacenter: Datacenter::default(),
             economics: EconomicsConfig::default(),
         }
@@ -336,6 +366,11 @@ pub fn evaluate(model: &Model, chip: &Chip, cfg: &TrainConfig) -> Result<TrainRe
                 zero: cfg.zero,
                 placement: cfg.placement.unwrap_or(Placement::DpInner),
             };
+            if cfg.offload_layer_inputs && d.recompute != Recompute::Full {
+                return Err(PlanError::Invalid(
+                    "offloading layer inputs needs full recompute (what is offloaded is the layer input full recompute keeps)".into(),
+                ));
+            }
             // Degrees that use fewer ranks than the cluster has leave chips idle (as a
             // searched plan may), reported as `chips_used`.
             planner.check(&d, true)?;
@@ -930,9 +965,26 @@ impl<'a> Planner<'a> {
             ep_mb
         };
 
+        // --- Offload: each layer input goes to the host during the layer's forward and comes
+        // back during the next layer's backward (recompute and backward); the excess stalls.
+        let offload_mb = if self.offloads(d) {
+            let transfer =
+                lc.act_bytes[recompute_index(Recompute::Full)] / OFFLOAD_BYTES_PER_S.value;
+            n * ((transfer - lc.layer_fwd).max(0.0)
+                + (transfer - lc.layer_fwd - lc.layer_bwd).max(0.0))
+        } else {
+            0.0
+        };
+
         // --- Pipeline: 1F1B (interleaved: the bubble shrinks by vpp, sends grow by vpp).
-        let per_mb = forward + backward + recompute + tp_exposed_mb + cp_exposed_mb + ep_exposed_mb;
-        let compute = m * (forward + backward + recompute);
+        let per_mb = forward
+            + backward
+            + recompute
+            + offload_mb
+            + tp_exposed_mb
+            + cp_exposed_mb
+            + ep_exposed_mb;
+        let compute = m * (forward + backward + recompute + offload_mb);
         let bubble = (d.pp - 1) as f64 / d.vpp as f64 * per_mb;
         let pp_total = if d.pp > 1 {
             let bytes = (lc.batch.tokens() * model.hidden * ACT_BYTES) as f64 / d.tp as f64;
@@ -1050,7 +1102,9 @@ impl<'a> Planner<'a> {
             if d.vpp > 1 { 1.0 + (d.pp - 1) as f64 / (d.pp * d.vpp) as f64 } else { 1.0 };
         let in_flight = d.pp.min(micro_batches) as f64 * interleave;
         let tokens = lc.batch.tokens();
-        let activations = (lc.act_bytes[recompute_index(d.recompute)] * n
+        // Offloaded layer inputs: two in HBM at a time (the one in flight and the next).
+        let held = if self.offloads(d) { n.min(2.0) } else { n };
+        let activations = (lc.act_bytes[recompute_index(d.recompute)] * held
             + (tokens.div_ceil(d.tp) * model.hidden * ACT_BYTES) as f64)
             * in_flight;
         // Logits (bf16) and their fp32 softmax/gradient on the last stage (bf16 only under
@@ -1199,17 +1253,27 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Optimizer-state bytes per parameter: Adam m and v in fp32, plus the fp32 master copy
-    /// when weights are kept in bf16.
+    /// Whether plan `d` keeps its layer inputs on the host.
+    fn offloads(&self, d: &Degrees) -> bool {
+        self.cfg.offload_layer_inputs && d.recompute == Recompute::Full
+    }
+
+    /// Optimizer-state bytes per parameter: Adam m and v (fp32, or bf16 when asked), plus
+    /// the fp32 master copy when weights are kept in bf16.
     fn optimizer_state_bytes(&self) -> f64 {
-        match self.cfg.precision {
-            Precision::Bf16
-            | Precision::Fp8
-            | Precision::Mxfp8
-            | Precision::Mxfp4
-            | Precision::Nvfp4 => 12.0,
-            Precision::AmpBf16 => 8.0,
-        }
+        let moments = match self.cfg.moments {
+            Moments::Fp32 => 0.0,
+            Moments::Bf16 => 4.0,
+        };
+        -moments
+            + match self.cfg.precision {
+                Precision::Bf16
+                | Precision::Fp8
+                | Precision::Mxfp8
+                | Precision::Mxfp4
+                | Precision::Nvfp4 => 12.0,
+                Precision::AmpBf16 => 8.0,
+            }
     }
 
     fn notes(&self, d: &Degrees) -> Vec<String> {
@@ -1285,6 +1349,20 @@ impl<'a> Planner<'a> {
                     _ => "ZeRO-3 weight all-gathers and gradient reduce-scatters every micro-batch, prefetched behind compute",
                 }
             ));
+        }
+        if self.offloads(d) {
+            let lc = self.layer_costs(d.tp, d.cp, d.ep, d.mb);
+            let bytes = lc.act_bytes[recompute_index(Recompute::Full)];
+            notes.push(format!(
+                "offload: each layer's input ({:.0} MiB per micro-batch) kept in host memory, two in HBM; {:.1} ms each way at host.offload_bytes_per_s ({:.0} GB/s) against a {:.1} ms layer forward, the excess stalls",
+                bytes / mib,
+                bytes / OFFLOAD_BYTES_PER_S.value * 1e3,
+                OFFLOAD_BYTES_PER_S.value / 1e9,
+                lc.layer_fwd * 1e3
+            ));
+        }
+        if self.cfg.moments == Moments::Bf16 {
+            notes.push("Adam moments in bf16 (4 bytes per parameter instead of 8)".into());
         }
         if d.zero > self.max_zero() {
             notes.push(format!(

@@ -192,3 +192,53 @@ fn mx_training_runs_on_neuroncore_v4_and_is_refused_elsewhere() {
     let err = step("trn2", rainier_perf::Precision::Mxfp8).expect_err("no MX on trn2");
     assert!(err.to_string().contains("NeuronCore-v4"), "{err}");
 }
+
+/// Offloading layer inputs holds two of them in HBM instead of one per layer, costs nothing
+/// where the host link keeps up with the layer (405B on TPU7x) and stalls where it does not
+/// (GPT-2 small's short layers on an H100), and needs full recompute.
+#[test]
+fn offloaded_layer_inputs_leave_hbm_and_stall_only_beyond_the_host_link() {
+    let catalog = Catalog::built_in();
+    let plan = |model: &str, chip: &str, (chips, seq, mb): (u64, u64, u64), offload, recompute| {
+        let c = TrainConfig {
+            tp: Some(1),
+            pp: Some(1),
+            dp: Some(chips),
+            zero: 3,
+            micro_batch: Some(mb),
+            recompute,
+            offload_layer_inputs: offload,
+            ..cfg(chips, seq, chips * mb)
+        };
+        let model = Model::preset(model).expect("preset");
+        evaluate(&model, catalog.chip(chip).expect("chip"), &c)
+    };
+    let big = |offload| plan("llama3.1-405b", "tpu-v7", (256, 8192, 6), offload, Recompute::Full);
+    let (kept, off) = (big(false).expect("plan"), big(true).expect("plan"));
+    let layers = 126.0;
+    let per_layer = kept.memory_gib_per_device.activations / (layers + 1.0);
+    assert!(kept.memory_gib_per_device.activations > 100.0 && !kept.fits);
+    assert!((off.memory_gib_per_device.activations / per_layer - 3.0).abs() < 0.05);
+    assert!(off.fits);
+    assert!((off.step_time_s / kept.step_time_s - 1.0).abs() < 1e-9);
+    let small = |offload| plan("gpt2-124m", "h100", (8, 1024, 32), offload, Recompute::Full);
+    let (kept, off) = (small(false).expect("plan"), small(true).expect("plan"));
+    assert!(off.step_time_s > 1.05 * kept.step_time_s, "{} {}", off.step_time_s, kept.step_time_s);
+    let e =
+        plan("gpt2-124m", "h100", (8, 1024, 32), true, Recompute::Selective).expect_err("refused");
+    assert!(e.to_string().contains("full recompute"), "{e}");
+}
+
+/// bf16 Adam moments take 4 of the 12 bytes of optimizer state per parameter away.
+#[test]
+fn bf16_moments_cut_optimizer_state_by_a_third() {
+    let catalog = Catalog::built_in();
+    let model = Model::preset("llama3-8b").expect("preset");
+    let chip = catalog.chip("h100").expect("h100");
+    let base = TrainConfig { tp: Some(1), pp: Some(1), dp: Some(8), ..cfg(8, 4096, 32) };
+    let fp32 = evaluate(&model, chip, &base).expect("plan");
+    let c = TrainConfig { moments: rainier_plan::Moments::Bf16, ..base };
+    let bf16 = evaluate(&model, chip, &c).expect("plan");
+    let ratio = bf16.memory_gib_per_device.optimizer / fp32.memory_gib_per_device.optimizer;
+    assert!((ratio - 8.0 / 12.0).abs() < 1e-9, "{ratio}");
+}
