@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 mod cases;
 mod compare;
 mod demo;
+mod emit;
 mod kernel;
 mod models;
 mod plan;

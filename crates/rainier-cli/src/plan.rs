@@ -291,6 +291,11 @@ pub(crate) struct TrainArgs {
     /// --search only full-recompute plans are offloaded.
     #[arg(long)]
     offload_layer_inputs: bool,
+    /// Print the launch arguments or config that would run the plan (the chosen one with
+    /// --search) on this framework, in its own flag names, instead of the report. Settings the
+    /// framework has no documented flag for are refused, named.
+    #[arg(long, value_enum, value_name = "FRAMEWORK", conflicts_with = "json")]
+    emit: Option<crate::emit::EmitFramework>,
     /// Trainium logical NeuronCore size: 2 (default on trn2/trn3: 4 ranks per chip) or 1.
     #[arg(long)]
     lnc: Option<u32>,
@@ -411,6 +416,17 @@ pub(crate) fn train(args: &TrainArgs) -> Result<()> {
         TrainOutput::Search(r) => &r.best,
         TrainOutput::Plan(r) => r.as_ref(),
     };
+    if let Some(framework) = args.emit {
+        let catalog = load_catalog(args.catalog.as_deref())?;
+        let options = crate::emit::TrainOptions {
+            bf16_moments: matches!(args.moments, MomentsArg::Bf16),
+            offload_layer_inputs: args.offload_layer_inputs,
+        };
+        let model = load_model(&args.model)?;
+        let text = crate::emit::emit(framework, &model, catalog.chip(&args.chip)?, best, &options)?;
+        out(text.trim_end());
+        return Ok(());
+    }
     let bands = train_bands(args, best)?;
     match &output {
         TrainOutput::Search(report) if args.json => {

@@ -1874,3 +1874,126 @@ fn predictions_carry_bands_from_their_familys_errors() {
     );
     assert!(text.contains("bands: none"), "TPU serving has no validated family: {text}");
 }
+
+/// `--emit`: each framework's launch config carries the plan in that framework's documented
+/// names (Megatron-LM arguments, NeMo 2 recipe overrides, NeuronX Distributed Training YAML,
+/// MaxText overrides, torchtitan TOML); a framework that does not run on the chip, or a
+/// setting it has no flag for, is a one-line error.
+#[test]
+fn emit_writes_each_frameworks_own_flags() {
+    let train = |chip: &str, chips: &str, extra: &[&str]| {
+        let base = ["train", "--model", "llama3-70b", "--chip", chip, "--chips", chips];
+        let job = ["--seq", "8192", "--global-batch", "512"];
+        rainier(&[&base[..], &job, extra].concat())
+    };
+    let plan = ["--tp", "8", "--pp", "4", "--dp", "8", "--vpp", "5", "--micro-batch", "1"];
+    let megatron =
+        train("h100", "256", &[&plan[..], &["--recompute", "full", "--emit", "megatron"]].concat());
+    assert!(megatron.status.success(), "{}", text(&megatron.stderr));
+    let m = text(&megatron.stdout);
+    for want in [
+        "--tensor-model-parallel-size 8",
+        "--pipeline-model-parallel-size 4",
+        "--num-layers-per-virtual-pipeline-stage 4",
+        "--sequence-parallel",
+        "--micro-batch-size 1",
+        "--global-batch-size 512",
+        "--seq-length 8192",
+        "--recompute-granularity full --recompute-method uniform --recompute-num-layers 1",
+        "--use-distributed-optimizer",
+        "--bf16",
+        "--num-layers 80",
+        "--hidden-size 8192",
+        "--group-query-attention --num-query-groups 8",
+        "--swiglu",
+        "--normalization RMSNorm",
+    ] {
+        assert!(m.contains(want), "megatron lacks {want}:\n{m}");
+    }
+    let nemo = train("h100", "256", &[&plan[..], &["--emit", "nemo"]].concat());
+    let n = text(&nemo.stdout);
+    for want in [
+        "trainer.strategy.tensor_model_parallel_size=8",
+        "trainer.strategy.virtual_pipeline_model_parallel_size=5",
+        "data.global_batch_size=512",
+        "model.config.recompute_granularity=selective",
+        "optim.config.use_distributed_optimizer=true",
+    ] {
+        assert!(n.contains(want), "nemo lacks {want}:\n{n}");
+    }
+    let fsdp = ["--tp", "1", "--pp", "1", "--dp", "256", "--zero", "3", "--micro-batch", "1"];
+    let titan = train(
+        "h100",
+        "256",
+        &[&fsdp[..], &["--recompute", "full", "--emit", "torchtitan"]].concat(),
+    );
+    let t = text(&titan.stdout);
+    for want in [
+        "[parallelism]",
+        "data_parallel_shard_degree = 256",
+        "data_parallel_replicate_degree = 1",
+        "local_batch_size = 1",
+        "mode = \"full\"",
+    ] {
+        assert!(t.contains(want), "torchtitan lacks {want}:\n{t}");
+    }
+    let tpu = train(
+        "tpu-v7",
+        "256",
+        &[
+            &fsdp[..],
+            &[
+                "--recompute",
+                "full",
+                "--offload-layer-inputs",
+                "--moments",
+                "bf16",
+                "--emit",
+                "maxtext",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(tpu.status.success(), "{}", text(&tpu.stderr));
+    let x = text(&tpu.stdout);
+    for want in [
+        "ici_fsdp_parallelism=256",
+        "per_device_batch_size=1",
+        "gradient_accumulation_steps=2",
+        "remat_policy=custom decoder_layer_input=offload",
+        "mu_dtype=bfloat16",
+        "base_num_decoder_layers=80",
+        "base_num_kv_heads=8",
+    ] {
+        assert!(x.contains(want), "maxtext lacks {want}:\n{x}");
+    }
+    let nxd_plan = ["--tp", "32", "--pp", "4", "--dp", "8", "--micro-batch", "1"];
+    let nxd = train("trn1", "512", &[&nxd_plan[..], &["--emit", "nxd"]].concat());
+    assert!(nxd.status.success(), "{}", text(&nxd.stderr));
+    let y = text(&nxd.stdout);
+    for want in [
+        "tensor_model_parallel_size: 32",
+        "pipeline_model_parallel_size: 4",
+        "zero1: true",
+        "global_batch_size: 512",
+        "activations_checkpoint_granularity: selective",
+    ] {
+        assert!(y.contains(want), "nxd lacks {want}:\n{y}");
+    }
+    // Refusals: the wrong chip, and a stage the framework has no flag for.
+    for (chip, chips, extra, want) in [
+        ("trn1", "512", &["--emit", "megatron"][..], "runs on NVIDIA GPUs"),
+        ("h100", "256", &["--emit", "nxd"][..], "not a Trainium chip"),
+        (
+            "h100",
+            "256",
+            &["--tp", "8", "--pp", "1", "--dp", "32", "--zero", "2", "--emit", "megatron"][..],
+            "ZeRO-2",
+        ),
+    ] {
+        let o = train(chip, chips, extra);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+        let err = text(&o.stderr);
+        assert!(err.contains(want) && err.lines().count() == 1, "{err}");
+    }
+}
