@@ -74,14 +74,9 @@ pub(crate) struct TrainOptions {
     pub offload_layer_inputs: bool,
 }
 
-fn name(f: EmitFramework) -> &'static str {
-    match f {
-        EmitFramework::Megatron => "megatron",
-        EmitFramework::Nemo => "nemo",
-        EmitFramework::Nxd => "nxd",
-        EmitFramework::Maxtext => "maxtext",
-        EmitFramework::Torchtitan => "torchtitan",
-    }
+/// The framework's name as `--emit` spells it.
+fn name(f: EmitFramework) -> String {
+    f.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
 }
 
 fn refuse(framework: &str, what: &str) -> Result<String> {
