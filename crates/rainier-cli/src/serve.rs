@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use rainier_plan::{
-    serve, serve_search, Frontend, KvFormat, NeuronShapes, PrefixCache, ServeConfig, ServeReport,
-    Speculative, TrainConfig, WeightFormat,
+    parse_trace, serve, serve_search, Frontend, KvFormat, LengthDistribution, NeuronShapes,
+    PrefixCache, ServeConfig, ServeReport, Speculative, TrainConfig, WeightFormat, Workload,
 };
 
 use crate::out;
@@ -92,11 +92,73 @@ pub(crate) struct ServeJobArgs {
     /// it depends on the pair and the data: measure it, e.g. vLLM's spec-decode metrics).
     #[arg(long, value_name = "PROBABILITY", requires = "draft_model")]
     pub(crate) acceptance: Option<f64>,
+    /// Simulate the plan under a request stream: `fixed` (every request --input-len +
+    /// --output-len), `uniform` (each length uniform on [L/2, 3L/2]), `lognormal` (heavy-
+    /// tailed, means --input-len and --output-len), or a trace file of `arrival_s input_len
+    /// output_len` lines. Reports TTFT, TPOT and end-to-end p50/p90/p99, queueing,
+    /// preemptions, and with an SLO the goodput and the highest rate meeting it (p99s).
+    #[arg(long, value_name = "NAME|FILE")]
+    pub(crate) workload: Option<String>,
+    /// Requests per second over the cluster, Poisson arrivals (synthetic workloads; implies
+    /// --workload fixed).
+    #[arg(long, value_name = "REQUESTS_PER_S")]
+    pub(crate) rate: Option<f64>,
+    /// Requests in a synthetic workload.
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub(crate) requests: u64,
+    /// Seed of a synthetic workload's lengths and arrivals (and speculative acceptances).
+    #[arg(long, value_name = "SEED", default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Sequences in flight at most in the workload simulation (vLLM's max_num_seqs)
+    /// [default: the assumption serve.max_num_seqs, 256].
+    #[arg(long, value_name = "N")]
+    pub(crate) max_seqs: Option<u64>,
 }
 
 impl ServeJobArgs {
+    /// The workload the flags name, if any.
+    fn workload(&self) -> Result<Option<Workload>> {
+        let name = match (&self.workload, self.rate) {
+            (None, None) => return Ok(None),
+            (None, Some(_)) => "fixed",
+            (Some(w), _) => w.as_str(),
+        };
+        let lengths = match name {
+            "fixed" => Some(LengthDistribution::Fixed),
+            "uniform" => Some(LengthDistribution::Uniform),
+            "lognormal" => Some(LengthDistribution::LogNormal),
+            _ => None,
+        };
+        if let Some(lengths) = lengths {
+            let Some(rate_per_s) = self.rate else {
+                bail!("--workload {name} needs --rate (requests per second over the cluster)");
+            };
+            return Ok(Some(Workload::Synthetic {
+                lengths,
+                rate_per_s,
+                requests: self.requests,
+                seed: self.seed,
+            }));
+        }
+        let path = std::path::Path::new(name);
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!(
+                "--workload {name}: not fixed, uniform or lognormal, and not a readable trace file ({e})"
+            )
+        })?;
+        if self.rate.is_some() {
+            bail!("--rate sets a synthetic workload's arrivals; the trace {name} carries its own");
+        }
+        Ok(Some(Workload::Trace { name: name.to_string(), requests: parse_trace(&text, name)? }))
+    }
+
     pub(crate) fn config(&self, chips: u64) -> Result<ServeConfig> {
+        if self.max_seqs == Some(0) {
+            bail!("--max-seqs must be positive");
+        }
         Ok(ServeConfig {
+            workload: self.workload()?,
+            max_seqs: self.max_seqs,
             weights: match self.weights {
                 WeightsArg::Bf16 => WeightFormat::Bf16,
                 WeightsArg::Fp8 => WeightFormat::Fp8,
@@ -363,6 +425,9 @@ fn text(r: &ServeReport) -> String {
         m.weights, m.kv_cache, m.activations, m.other, m.total, m.capacity,
         if r.fits { "fits" } else { "DOES NOT FIT" }
     );
+    if let Some(w) = &r.workload {
+        s += &workload_text(w);
+    }
     if !r.notes.is_empty() {
         s += "\nnotes\n";
         for n in &r.notes {
@@ -370,4 +435,35 @@ fn text(r: &ServeReport) -> String {
         }
     }
     s.trim_end().to_string()
+}
+
+fn workload_text(w: &rainier_plan::WorkloadReport) -> String {
+    let seed = w.seed.map_or(String::new(), |s| format!(", seed {s}"));
+    let mut s = format!(
+        "\nworkload {}: {} requests at {:.2} per s{seed}, mean {:.0} prompt + {:.0} output tokens, at most {} sequences in flight\n",
+        w.name, w.requests, w.rate_per_s, w.mean_input_len, w.mean_output_len, w.max_seqs
+    );
+    s += "  (ms)            p50        p90        p99\n";
+    s += &format!(
+        "  TTFT     {:>10.1} {:>10.1} {:>10.1}\n",
+        w.ttft_ms_p50, w.ttft_ms_p90, w.ttft_ms_p99
+    );
+    s += &format!(
+        "  TPOT     {:>10.2} {:>10.2} {:>10.2}\n",
+        w.tpot_ms_p50, w.tpot_ms_p90, w.tpot_ms_p99
+    );
+    s += &format!("  queue    {:>10.1} {:>10} {:>10.1}\n", w.queue_ms_p50, "", w.queue_ms_p99);
+    s += &format!("  e2e      {:>10.1} {:>10} {:>10.1}\n", w.e2e_ms_p50, "", w.e2e_ms_p99);
+    s += &format!(
+        "  {:.0} output tokens/s, {:.1} sequences in flight per replica, {} preemptions, ${:.3} per M output tokens\n",
+        w.output_tokens_per_s, w.mean_running_per_replica, w.preemptions, w.cost_usd_per_million_output_tokens
+    );
+    if let (Some(a), Some(g)) = (w.slo_attainment, w.goodput_requests_per_s) {
+        s += &format!("  SLO met by {:.1} % of requests (goodput {:.2} requests/s)", a * 100.0, g);
+        if let Some(m) = w.max_rate_meeting_slo_per_s {
+            s += &format!("; the p99s meet it up to {m:.2} requests/s");
+        }
+        s += "\n";
+    }
+    s
 }

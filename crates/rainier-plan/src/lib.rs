@@ -10,10 +10,12 @@
 
 mod compare;
 mod economics;
+mod queueing;
 mod search;
 mod serve;
 mod train;
 mod validate;
+mod workload;
 
 pub use compare::{
     compare, compare_serve, CompareConfig, CompareReport, CompareRow, ServeCompareReport,
@@ -27,7 +29,7 @@ pub use search::{search, PlanSummary, Progress, SearchOptions, SearchReport};
 pub use serve::{
     serve, serve_search, Continuous, Frontend, KvFormat, NeuronShapes, PrefixCache,
     PrefixCacheReport, ServeConfig, ServeMemory, ServePlan, ServeReport, Speculative,
-    SpeculativeReport, StepBreakdown, WeightFormat, SERVE_ASSUMPTIONS,
+    SpeculativeReport, StepBreakdown, WeightFormat, WorkloadReport, SERVE_ASSUMPTIONS,
 };
 pub use train::{
     evaluate, precision_name, ranks_per_chip, recompute_name, Breakdown, Comm, CommByKind, Memory,
@@ -39,3 +41,4 @@ pub use validate::{
     INFERENCE_MAX_LIMIT, INFERENCE_MEDIAN_LIMIT, NEURON_CALIBRATION_SUBSET, VALIDATION_MAX_LIMIT,
     VALIDATION_MEDIAN_LIMIT,
 };
+pub use workload::{parse_trace, LengthDistribution, Request, Workload};

@@ -28,8 +28,13 @@ use rainier_perf::{
 };
 use serde::Serialize;
 
+mod simulated;
+
+pub use simulated::WorkloadReport;
+
 use crate::economics::{economics, EconomicsConfig, JobFacts};
 use crate::train::ranks_per_chip;
+use crate::workload::Workload;
 use crate::{PlanError, TrainConfig};
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -65,6 +70,8 @@ pub const SERVE_ASSUMPTIONS: &[Assumption] = &[
     VLLM_NEURON_HOST_STEP_S,
     CHUNK_TOKENS,
     NEURON_MIN_BUCKET,
+    simulated::MAX_NUM_SEQS,
+    crate::workload::LOGNORMAL_SIGMA,
 ];
 
 /// What drives the compiled model, and so what host time each engine step pays.
@@ -158,6 +165,12 @@ pub struct ServeConfig {
     pub prefix_cache: PrefixCache,
     /// Speculative decoding with a draft model; none by default.
     pub speculative: Option<Speculative>,
+    /// A request stream to simulate the chosen plan under (latency distributions, goodput);
+    /// none by default.
+    pub workload: Option<Workload>,
+    /// Sequences in flight at most in the workload simulation (default the assumption
+    /// `serve.max_num_seqs`).
+    pub max_seqs: Option<u64>,
     /// Datacenter and economics (the training config's fields; its sizes are unused).
     pub cluster: TrainConfig,
 }
@@ -212,6 +225,17 @@ pub enum PrefixCache {
     SharedPrefix(u64),
 }
 
+/// Prompt tokens of a request of `input` tokens found in the prefix cache: at most all but the
+/// last, which is computed for its logits (as vLLM does on a full hit).
+pub(crate) fn cached_prompt_tokens(input: u64, prefix: PrefixCache) -> u64 {
+    let cached = match prefix {
+        PrefixCache::None => 0,
+        PrefixCache::HitRate(h) => (h * input as f64).round() as u64,
+        PrefixCache::SharedPrefix(n) => n,
+    };
+    cached.min(input.saturating_sub(1))
+}
+
 impl ServeConfig {
     pub fn new(chips: u64, input_len: u64, output_len: u64) -> ServeConfig {
         ServeConfig {
@@ -234,6 +258,8 @@ impl ServeConfig {
             compiled_seq: None,
             prefix_cache: PrefixCache::None,
             speculative: None,
+            workload: None,
+            max_seqs: None,
             cluster: TrainConfig::new(chips, 1, 1),
         }
     }
@@ -344,6 +370,9 @@ pub struct ServeReport {
     /// The mean decode step (with `--search`: a continuous step without a chunk).
     pub decode: StepBreakdown,
     pub continuous: Continuous,
+    /// The plan under the workload's request stream (absent without `workload`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadReport>,
     pub plan: ServePlan,
     pub notes: Vec<String>,
 }
@@ -557,13 +586,7 @@ impl<'a> Server<'a> {
     /// Prompt tokens per request found in the prefix cache: at most all but the last, which
     /// is computed for its logits (as vLLM does on a full hit).
     fn cached_tokens(&self) -> u64 {
-        let input = self.cfg.input_len;
-        let cached = match self.cfg.prefix_cache {
-            PrefixCache::None => 0,
-            PrefixCache::HitRate(h) => (h * input as f64).round() as u64,
-            PrefixCache::SharedPrefix(n) => n,
-        };
-        cached.min(input.saturating_sub(1))
+        cached_prompt_tokens(self.cfg.input_len, self.cfg.prefix_cache)
     }
 
     /// Prompt tokens per request that are prefilled (at least one).
@@ -663,7 +686,11 @@ impl<'a> Server<'a> {
             if decode { self.decode_cost.as_ref().unwrap_or(&self.cost) } else { &self.cost };
         let layers = model.layers as f64;
         let (mut gemm, mut attention, mut other) = (0.0, 0.0, 0.0);
-        let sampling = model.sampling_ops(sequences, self.tp, self.formats);
+        let sampling = if sequences > 0 {
+            model.sampling_ops(sequences, self.tp, self.formats)
+        } else {
+            vec![]
+        };
         let per_layer = kinds.iter().flat_map(|(count, ops)| ops.iter().map(|op| (*count, op)));
         for (count, op) in per_layer.chain(sampling.iter().map(|op| (1, op))) {
             let t = cost.op_seconds(op) * count as f64;
@@ -964,6 +991,34 @@ impl<'a> Server<'a> {
         }
     }
 
+    /// Chips the plan occupies.
+    fn chips_used(&self) -> u64 {
+        (self.tp * self.pp * self.replicas).div_ceil(u64::from(self.per_chip))
+    }
+
+    /// At `tps` output tokens/s over the cluster with the chips computing a `busy` share of
+    /// the time: ($ per M output tokens, facility J per output token, $ per chip-hour,
+    /// (pricing, price source)).
+    fn money(&self, tps: f64, busy: f64) -> (f64, f64, f64, (String, String)) {
+        let e = economics(
+            self.chip,
+            &JobFacts {
+                chips: self.chips_used(),
+                replicas: self.replicas,
+                tokens_per_s: tps,
+                busy,
+                state_bytes: 0.0,
+            },
+            &EconomicsConfig { tokens: None, ..self.cfg.cluster.economics.clone() },
+        );
+        (
+            e.usd_per_million_tokens,
+            e.facility_mw * 1e6 / tps,
+            e.usd_per_chip_hour,
+            (e.pricing.to_string(), e.price_source),
+        )
+    }
+
     fn report(&self, batch: u64, chosen: bool, continuous_headline: bool) -> ServeReport {
         let (model, cfg, chip) = (self.model, self.cfg, self.chip);
         let (input, output) = (cfg.input_len, cfg.output_len.max(1));
@@ -971,25 +1026,7 @@ impl<'a> Server<'a> {
         let ranks = self.tp * self.pp * self.replicas;
         let chips_used = ranks.div_ceil(u64::from(self.per_chip));
         let (n, c_ttft, c_tpot, c_tps, chunk, meets, max) = self.continuous();
-        let money = |tps: f64, busy: f64| {
-            let e = economics(
-                chip,
-                &JobFacts {
-                    chips: chips_used,
-                    replicas: self.replicas,
-                    tokens_per_s: tps,
-                    busy,
-                    state_bytes: 0.0,
-                },
-                &EconomicsConfig { tokens: None, ..cfg.cluster.economics.clone() },
-            );
-            (
-                e.usd_per_million_tokens,
-                e.facility_mw * 1e6 / tps,
-                e.usd_per_chip_hour,
-                (e.pricing, e.price_source),
-            )
-        };
+        let money = |tps: f64, busy: f64| self.money(tps, busy);
         // Busy: the share of a step the chips compute (not communication or overhead).
         let busy = |s: &StepBreakdown| (s.gemm_ms + s.attention_ms + s.other_ops_ms) / s.total_ms;
         let c_mb = n.div_ceil(self.pp);
@@ -1083,6 +1120,7 @@ impl<'a> Server<'a> {
             prefill,
             decode,
             continuous,
+            workload: None,
             plan: ServePlan {
                 tp: self.tp,
                 pp: self.pp,
@@ -1280,6 +1318,24 @@ fn tp_candidates(model: &Model, chip: &Chip, ranks: u64, domain: u64) -> Vec<u64
 /// batch's KV cache.
 pub fn serve(model: &Model, chip: &Chip, cfg: &ServeConfig) -> Result<ServeReport, PlanError> {
     check(model, cfg)?;
+    with_workload(model, chip, cfg, serve_plan(model, chip, cfg)?)
+}
+
+/// The report with the workload simulated on its plan, when the config has one.
+fn with_workload(
+    model: &Model,
+    chip: &Chip,
+    cfg: &ServeConfig,
+    report: ServeReport,
+) -> Result<ServeReport, PlanError> {
+    let Some(w) = &cfg.workload else { return Ok(report) };
+    w.check()?;
+    let p = &report.plan;
+    let server = Server::new(model, chip, cfg, p.tp, p.pp, p.ep)?;
+    Ok(ServeReport { workload: Some(server.workload(w)?), ..report })
+}
+
+fn serve_plan(model: &Model, chip: &Chip, cfg: &ServeConfig) -> Result<ServeReport, PlanError> {
     let per_chip = ranks_per_chip(chip, cfg.lnc)?;
     let ranks = cfg.chips * u64::from(per_chip);
     let batch = cfg.batch.unwrap_or(1);
@@ -1384,7 +1440,7 @@ pub fn serve_search(
             }
         }
     }
-    best.ok_or_else(|| match (closest, last_error) {
+    let best = best.ok_or_else(|| match (closest, last_error) {
         (Some((ttft, tpot)), _) => PlanError::NoPlan(format!(
             "no plan of {} on {} × {} meets the SLO: the best reach TTFT {ttft:.1} ms and TPOT {tpot:.2} ms",
             model.name, cfg.chips, chip.name
@@ -1394,5 +1450,6 @@ pub fn serve_search(
             "no plan of {} on {} × {} holds the model with room for one sequence's KV cache",
             model.name, cfg.chips, chip.name
         )),
-    })
+    })?;
+    with_workload(model, chip, cfg, best)
 }
