@@ -342,10 +342,54 @@ fn serve_text(r: &ServeCompareReport) -> String {
         s += &failed.join("\n");
         s += "\n";
     }
+    s += &workload_table(r);
     s += "\nprices (per chip-hour)\n";
     for row in &r.rows {
         s += &format!("  {:<9} ${:<7.3} {}\n", row.chip, row.usd_per_chip_hour, row.price_source);
     }
     s += "\nin flight: sequences per replica under continuous batching; J/token: facility energy (PUE included).";
+    s
+}
+
+/// Each chip's plan under the workload, when there is one.
+fn workload_table(r: &ServeCompareReport) -> String {
+    let rows: Vec<_> = r
+        .rows
+        .iter()
+        .filter_map(|row| row.report.as_ref()?.workload.as_ref().map(|w| (row, w)))
+        .collect();
+    let Some((_, first)) = rows.first() else { return String::new() };
+    let mut s = format!(
+        "\nunder the workload {} ({} requests at {:.2} per s over each cluster)\n",
+        first.name, first.requests, first.rate_per_s
+    );
+    s += &format!(
+        "{:<9} {:>11} {:>11} {:>11} {:>11} {:>12} {:>16} {:>14}\n",
+        "chip",
+        "TTFT p50",
+        "TTFT p99",
+        "TPOT p50",
+        "TPOT p99",
+        "$/M out tok",
+        "max rate at SLO",
+        "$/M at max"
+    );
+    for (row, w) in rows {
+        let max = w.max_rate_meeting_slo_per_s.map_or("—".to_string(), |m| format!("{m:.2}/s"));
+        let at_max = w
+            .cost_usd_per_million_output_tokens_at_max_rate
+            .map_or("—".into(), |c| format!("{c:.3}"));
+        s += &format!(
+            "{:<9} {:>11.1} {:>11.1} {:>11.2} {:>11.2} {:>12.3} {:>16} {:>14}\n",
+            row.chip,
+            w.ttft_ms_p50,
+            w.ttft_ms_p99,
+            w.tpot_ms_p50,
+            w.tpot_ms_p99,
+            w.cost_usd_per_million_output_tokens,
+            max,
+            at_max
+        );
+    }
     s
 }

@@ -1997,3 +1997,77 @@ fn emit_writes_each_frameworks_own_flags() {
         assert!(err.contains(want) && err.lines().count() == 1, "{err}");
     }
 }
+
+#[test]
+fn serve_under_a_workload() {
+    let base = [
+        "serve",
+        "--model",
+        "llama3-70b",
+        "--chip",
+        "h100",
+        "--chips",
+        "8",
+        "--tp",
+        "8",
+        "--input-len",
+        "512",
+        "--output-len",
+        "128",
+    ];
+    let with = |extra: &[&str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(extra);
+        rainier(&a)
+    };
+    let o = with(&["--workload", "lognormal", "--rate", "3", "--slo-ttft-ms", "800", "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let w = &v["workload"];
+    for f in [
+        "ttft_ms_p50",
+        "ttft_ms_p90",
+        "ttft_ms_p99",
+        "tpot_ms_p99",
+        "queue_ms_p99",
+        "output_tokens_per_s",
+        "goodput_requests_per_s",
+        "max_rate_meeting_slo_per_s",
+    ] {
+        assert!(w[f].as_f64().is_some_and(f64::is_finite), "{f}: {w}");
+    }
+    assert_eq!(w["name"], "lognormal");
+    assert_eq!(w["seed"], 1);
+    // The same seed, the same bytes.
+    let again = with(&["--workload", "lognormal", "--rate", "3", "--slo-ttft-ms", "800", "--json"]);
+    assert_eq!(o.stdout, again.stdout);
+    let t = with(&["--rate", "2"]);
+    assert!(t.status.success(), "{}", text(&t.stderr));
+    let out = text(&t.stdout);
+    assert!(out.contains("workload fixed: 2000 requests at 2.00 per s"), "{out}");
+
+    // A trace file, and its errors by line.
+    let d = scratch("workload");
+    let trace = d.join("trace.csv");
+    std::fs::write(&trace, "arrival_s,input_len,output_len\n0,400,100\n0.2,600,80\n")
+        .expect("write");
+    let o = with(&["--workload", trace.to_str().expect("path")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("2 requests"));
+    std::fs::write(&trace, "0,400,100\n0.2,600\n").expect("write");
+    assert_clean_error(
+        &with(&["--workload", trace.to_str().expect("path")]),
+        "trace.csv line 2: expected `arrival_s input_len output_len`, found 2 fields",
+    );
+    assert_clean_error(
+        &with(&["--workload", trace.to_str().expect("path"), "--rate", "1"]),
+        "carries its own",
+    );
+    assert_clean_error(&with(&["--workload", "uniform"]), "--workload uniform needs --rate");
+    assert_clean_error(
+        &with(&["--workload", "sharegpt"]),
+        "--workload sharegpt: not fixed, uniform or lognormal",
+    );
+    assert_clean_error(&with(&["--rate", "0"]), "--rate must be a positive");
+    assert_clean_error(&with(&["--rate", "1", "--max-seqs", "0"]), "--max-seqs must be positive");
+}

@@ -1318,7 +1318,25 @@ fn tp_candidates(model: &Model, chip: &Chip, ranks: u64, domain: u64) -> Vec<u64
 /// batch's KV cache.
 pub fn serve(model: &Model, chip: &Chip, cfg: &ServeConfig) -> Result<ServeReport, PlanError> {
     check(model, cfg)?;
+    let cfg = &compiled_for_workload(model, chip, cfg)?;
     with_workload(model, chip, cfg, serve_plan(model, chip, cfg)?)
+}
+
+/// On Neuron without `--compiled-seq`, a workload's graphs are compiled for its longest
+/// request (the next power of two, as a deployment sized for its traffic would be).
+fn compiled_for_workload(
+    model: &Model,
+    chip: &Chip,
+    cfg: &ServeConfig,
+) -> Result<ServeConfig, PlanError> {
+    let (Some(w), None, Family::Neuron) = (&cfg.workload, cfg.compiled_seq, chip.family) else {
+        return Ok(cfg.clone());
+    };
+    w.check()?;
+    let requests = w.requests(cfg.input_len, cfg.output_len, model.max_positions);
+    let longest = requests.iter().map(|r| r.input_len + r.output_len).max().unwrap_or(1);
+    let seq = longest.max(cfg.input_len + cfg.output_len).next_power_of_two();
+    Ok(ServeConfig { compiled_seq: Some(seq.min(model.max_positions)), ..cfg.clone() })
 }
 
 /// The report with the workload simulated on its plan, when the config has one.
@@ -1392,6 +1410,7 @@ pub fn serve_search(
     cfg: &ServeConfig,
 ) -> Result<ServeReport, PlanError> {
     check(model, cfg)?;
+    let cfg = &compiled_for_workload(model, chip, cfg)?;
     let per_chip = ranks_per_chip(chip, cfg.lnc)?;
     let ranks = cfg.chips * u64::from(per_chip);
     // The search's TP may span the whole scale-up fabric (all four instances of a Trn2
@@ -1407,7 +1426,7 @@ pub fn serve_search(
         (None, Some(moe)) => (0..10).map(|i| 1u64 << i).filter(|e| moe.experts % e == 0).collect(),
         (None, None) => vec![1],
     };
-    let mut best: Option<ServeReport> = None;
+    let mut passing: Vec<ServeReport> = Vec::new();
     let mut last_error = None;
     // The lowest TTFT and TPOT any valid plan reaches, for the error when none meets the SLO.
     let mut closest: Option<(f64, f64)> = None;
@@ -1428,18 +1447,17 @@ pub fn serve_search(
                 let (ttft, tpot, _, _) = server.continuous_at(1);
                 let low = closest.map_or((ttft, tpot), |(a, b)| (a.min(ttft), b.min(tpot)));
                 closest = Some(low);
-                if !r.continuous.meets_slo {
-                    continue;
-                }
-                let better = best.as_ref().is_none_or(|b| {
-                    r.cost_usd_per_million_output_tokens < b.cost_usd_per_million_output_tokens
-                });
-                if better {
-                    best = Some(r);
+                if r.continuous.meets_slo {
+                    passing.push(r);
                 }
             }
         }
     }
+    // The cheapest first (a stable sort: the earliest of equals).
+    passing.sort_by(|a, b| {
+        a.cost_usd_per_million_output_tokens.total_cmp(&b.cost_usd_per_million_output_tokens)
+    });
+    let best = passing.first().cloned();
     let best = best.ok_or_else(|| match (closest, last_error) {
         (Some((ttft, tpot)), _) => PlanError::NoPlan(format!(
             "no plan of {} on {} × {} meets the SLO: the best reach TTFT {ttft:.1} ms and TPOT {tpot:.2} ms",
@@ -1451,5 +1469,41 @@ pub fn serve_search(
             model.name, cfg.chips, chip.name
         )),
     })?;
-    with_workload(model, chip, cfg, best)
+    let has_slo = cfg.slo_ttft_ms.is_some() || cfg.slo_tpot_ms.is_some();
+    match &cfg.workload {
+        Some(w) if has_slo => best_under_workload(model, chip, cfg, w, passing),
+        _ => with_workload(model, chip, cfg, best),
+    }
+}
+
+/// Plans the workload simulation ranks in a search: the analytically cheapest.
+const WORKLOAD_CANDIDATES: usize = 8;
+
+/// Of the analytically cheapest plans meeting the SLO, the one whose simulated p99s meet it
+/// at the workload's rate and that sustains the highest rate within it (so the lowest cost
+/// per token at its SLO capacity; at the offered rate every plan on these chips costs the
+/// same).
+fn best_under_workload(
+    model: &Model,
+    chip: &Chip,
+    cfg: &ServeConfig,
+    w: &Workload,
+    passing: Vec<ServeReport>,
+) -> Result<ServeReport, PlanError> {
+    let mut chosen: Option<(f64, ServeReport)> = None;
+    let mut reached = 0.0f64;
+    for r in passing.into_iter().take(WORKLOAD_CANDIDATES) {
+        let r = with_workload(model, chip, cfg, r)?;
+        let max = r.workload.as_ref().and_then(|w| w.max_rate_meeting_slo_per_s).unwrap_or(0.0);
+        reached = reached.max(max);
+        if max >= w.rate_per_s() && chosen.as_ref().is_none_or(|(m, _)| max > *m) {
+            chosen = Some((max, r));
+        }
+    }
+    chosen.map(|(_, r)| r).ok_or_else(|| {
+        PlanError::NoPlan(format!(
+            "no plan of {} on {} × {} meets the SLO's p99s at {:.2} requests/s: the most the {WORKLOAD_CANDIDATES} cheapest plans meeting it on average sustain is {reached:.2} requests/s",
+            model.name, cfg.chips, chip.name, w.rate_per_s()
+        ))
+    })
 }

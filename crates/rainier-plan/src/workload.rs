@@ -83,8 +83,10 @@ impl Workload {
         }
     }
 
-    /// The requests, sorted by arrival, given the job's mean lengths.
-    pub fn requests(&self, input_len: u64, output_len: u64) -> Vec<Request> {
+    /// The requests, sorted by arrival, given the job's mean lengths; a synthetic request
+    /// longer than `max_len` tokens (the model's context) has its output cut to half of it
+    /// and its prompt to the rest, as clients truncate.
+    pub fn requests(&self, input_len: u64, output_len: u64, max_len: u64) -> Vec<Request> {
         match self {
             Workload::Trace { requests, .. } => {
                 let mut r = requests.clone();
@@ -99,7 +101,8 @@ impl Workload {
                     .map(|_| {
                         t += gap.sample(&mut rng);
                         let input = draw(*lengths, input_len, &mut rng);
-                        let output = draw(*lengths, output_len, &mut rng);
+                        let output = draw(*lengths, output_len, &mut rng).min(max_len / 2).max(1);
+                        let input = input.min(max_len.saturating_sub(output)).max(1);
                         Request { arrival_s: t, input_len: input, output_len: output }
                     })
                     .collect()
@@ -198,8 +201,10 @@ mod tests {
             [LengthDistribution::Fixed, LengthDistribution::Uniform, LengthDistribution::LogNormal]
         {
             let w = Workload::Synthetic { lengths, rate_per_s: 4.0, requests: 20_000, seed: 7 };
-            let a = w.requests(1000, 200);
-            assert_eq!(a, w.requests(1000, 200));
+            let a = w.requests(1000, 200, 1 << 20);
+            assert_eq!(a, w.requests(1000, 200, 1 << 20));
+            let short = w.requests(1000, 200, 2048);
+            assert!(short.iter().all(|r| r.input_len + r.output_len <= 2048));
             let n = a.len() as f64;
             let mean_in = a.iter().map(|r| r.input_len as f64).sum::<f64>() / n;
             let mean_out = a.iter().map(|r| r.output_len as f64).sum::<f64>() / n;

@@ -134,8 +134,15 @@ fn impossible_workloads_are_errors() {
     let bad_rate = plan(4, 16, 1024, 256, synthetic(LengthDistribution::Fixed, -1.0, 10));
     let e = serve(&model, &chip, &bad_rate).expect_err("negative rate").to_string();
     assert!(e.contains("--rate must be a positive"), "{e}");
-    // Log-normal prompts reach 8× the mean: beyond the compiled 2048-token graphs.
-    let long = plan(4, 16, 1024, 256, synthetic(LengthDistribution::LogNormal, 1.0, 500));
+    // Log-normal prompts reach 8× the mean: beyond graphs compiled for 2048 tokens; without
+    // --compiled-seq the graphs are compiled for the workload's longest request.
+    let long = ServeConfig {
+        compiled_seq: Some(2048),
+        ..plan(4, 16, 1024, 256, synthetic(LengthDistribution::LogNormal, 1.0, 500))
+    };
+    let fitted = ServeConfig { compiled_seq: None, ..long.clone() };
+    let w = serve(&model, &chip, &fitted).expect("compiled for the workload").workload;
+    assert_eq!(w.map(|w| w.requests), Some(500));
     let e = serve(&model, &chip, &long).expect_err("too long").to_string();
     assert!(e.contains("longer than the compiled sequence length 2048"), "{e}");
     let empty = Workload::Trace { name: "t".into(), requests: vec![] };

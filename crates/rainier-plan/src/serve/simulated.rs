@@ -64,6 +64,10 @@ pub struct WorkloadReport {
     /// at which the p99 TTFT and p99 TPOT meet it; 0 when none does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_rate_meeting_slo_per_s: Option<f64>,
+    /// With an SLO: $ per M output tokens at that rate (the plan's cost at its SLO capacity;
+    /// below it a cluster's price is spread over fewer tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd_per_million_output_tokens_at_max_rate: Option<f64>,
 }
 
 /// Geometric grid points: 1, 2, …, 16, then ×1.08 (rounded), and `max`.
@@ -262,6 +266,7 @@ impl Server<'_> {
     /// Poisson processes), a trace is dealt round-robin over the replicas.
     fn streams(&self, w: &Workload) -> Vec<Vec<Request>> {
         let (input, output) = (self.cfg.input_len, self.cfg.output_len);
+        let max_len = self.model.max_positions;
         match w {
             &Workload::Synthetic { lengths, rate_per_s, requests, seed } => {
                 let per_replica = Workload::Synthetic {
@@ -270,10 +275,10 @@ impl Server<'_> {
                     requests,
                     seed,
                 };
-                vec![per_replica.requests(input, output)]
+                vec![per_replica.requests(input, output, max_len)]
             }
             Workload::Trace { .. } => {
-                let all = w.requests(input, output);
+                let all = w.requests(input, output, max_len);
                 let r = (self.replicas as usize).min(all.len()).max(1);
                 (0..r).map(|k| all.iter().skip(k).step_by(r).copied().collect()).collect()
             }
@@ -317,6 +322,20 @@ impl Server<'_> {
         let streams = self.streams(w);
         let longest =
             streams.iter().flatten().map(|r| r.input_len + r.output_len).max().unwrap_or(1);
+        if let Some((i, r)) = streams
+            .iter()
+            .flatten()
+            .enumerate()
+            .find(|(_, r)| r.input_len + r.output_len > self.model.max_positions)
+        {
+            return Err(PlanError::Invalid(format!(
+                "request {} of the workload ({} + {} tokens) exceeds the model's max_position_embeddings ({})",
+                i + 1,
+                r.input_len,
+                r.output_len,
+                self.model.max_positions
+            )));
+        }
         if self.chip.family == Family::Neuron {
             if let Some((i, r)) = streams
                 .iter()
@@ -394,6 +413,9 @@ impl Server<'_> {
             slo_attainment: has_slo.then(|| met / count),
             goodput_requests_per_s: has_slo.then(|| met / (end - start).max(1e-9) * scale_up),
             max_rate_meeting_slo_per_s: max_rate,
+            cost_usd_per_million_output_tokens_at_max_rate: max_rate
+                .filter(|&m| m > 0.0)
+                .map(|m| self.money(tps * m / w.rate_per_s(), busy).0),
         })
     }
 
