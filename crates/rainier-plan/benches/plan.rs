@@ -6,7 +6,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rainier_hw::Catalog;
 use rainier_model::Model;
 use rainier_plan::{
-    evaluate, search, serve, serve_search, SearchOptions, ServeConfig, TrainConfig,
+    evaluate, search, serve, serve_search, LengthDistribution, SearchOptions, ServeConfig,
+    TrainConfig, Workload,
 };
 
 fn bench(c: &mut Criterion) {
@@ -78,5 +79,36 @@ fn bench_serve(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench, bench_search, bench_serve);
+/// The serving simulation: 10^5 log-normal requests on one plan (target < 2 s), with and
+/// without the search for the highest rate meeting the SLO.
+fn bench_workload(c: &mut Criterion) {
+    let catalog = Catalog::built_in();
+    let model = Model::preset("llama3-70b").expect("preset");
+    let mut group = c.benchmark_group("workload");
+    group.sample_size(10);
+    for chip in ["h100", "trn2"] {
+        let chip = catalog.chip(chip).expect("chip");
+        let tp = if chip.name == "trn2" { 16 } else { 8 };
+        let w = Workload::Synthetic {
+            lengths: LengthDistribution::LogNormal,
+            rate_per_s: 8.0,
+            requests: 100_000,
+            seed: 1,
+        };
+        let cfg = ServeConfig {
+            tp: Some(tp),
+            pp: Some(1),
+            max_seqs: Some(256),
+            workload: Some(w),
+            ..ServeConfig::new(8, 1024, 256)
+        };
+        group.throughput(Throughput::Elements(100_000));
+        group.bench_function(format!("10^5 requests, llama3-70b on 8 {}", chip.name), |b| {
+            b.iter(|| serve(&model, chip, std::hint::black_box(&cfg)).expect("serve"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_search, bench_serve, bench_workload);
 criterion_main!(benches);
