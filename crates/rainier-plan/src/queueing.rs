@@ -161,6 +161,20 @@ impl<C: StepCost> Cache<'_, C> {
     }
 }
 
+/// Preempts the latest admitted running sequence: its K/V is dropped, and it waits at the
+/// head of the queue to recompute its prompt and the output so far (vLLM's recompute mode).
+fn preempt_latest<C: StepCost>(
+    running: &mut Vec<Seq>,
+    waiting: &mut VecDeque<Seq>,
+    cache: &mut Cache<'_, C>,
+) {
+    let Some(mut victim) = running.pop() else { return };
+    cache.free(&mut victim);
+    victim.to_prefill = victim.input - victim.cached + victim.generated;
+    victim.computed = 0;
+    waiting.push_front(victim);
+}
+
 /// Why a simulation cannot run.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Stuck {
@@ -229,12 +243,8 @@ pub(crate) fn simulate<C: StepCost>(
                 i += 1;
                 continue;
             }
-            let mut victim = running.pop().expect("a running sequence");
-            cache.free(&mut victim);
+            preempt_latest(&mut running, &mut waiting, &mut cache);
             out.preemptions += 1;
-            victim.to_prefill = victim.input - victim.cached + victim.generated;
-            victim.computed = 0;
-            waiting.push_front(victim);
         }
         let mut budget = engine.budget_tokens;
         for s in running.iter().filter(|s| !s.prefilling()) {
@@ -298,12 +308,8 @@ pub(crate) fn simulate<C: StepCost>(
                 let r = requests[s];
                 return Err(Stuck::TooLong { index: s, input: r.input_len, output: r.output_len });
             }
-            let mut victim = running.pop().expect("a running sequence");
-            cache.free(&mut victim);
+            preempt_latest(&mut running, &mut waiting, &mut cache);
             out.preemptions += 1;
-            victim.to_prefill = victim.input - victim.cached + victim.generated;
-            victim.computed = 0;
-            waiting.push_front(victim);
             continue;
         }
         let dt = cost.step_ms(&shape) / 1e3;
