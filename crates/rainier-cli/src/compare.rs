@@ -1,7 +1,5 @@
 //! `rainier compare`: one training (or serving) job on every chip kind, side by side.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Result};
 use clap::Args;
 use rainier_plan::{
@@ -11,7 +9,8 @@ use rainier_plan::{
 
 use crate::out;
 use crate::plan::{
-    load_catalog, load_model, parse_count, precision, DatacenterArgs, EconomicsArgs, PrecisionArg,
+    load_catalog, load_model, parse_count, precision, CatalogArgs, DatacenterArgs, EconomicsArgs,
+    PrecisionArg,
 };
 use crate::serve::ServeJobArgs;
 use crate::versus::{Errors, Outcome, Versus};
@@ -47,9 +46,8 @@ pub(crate) struct CompareArgs {
     economics: EconomicsArgs,
     #[command(flatten)]
     datacenter: DatacenterArgs,
-    /// A catalog file overriding or extending the built-in one.
-    #[arg(long, value_name = "FILE.json")]
-    catalog: Option<PathBuf>,
+    #[command(flatten)]
+    catalog: CatalogArgs,
     /// Compare serving instead of training: the cheapest plan and concurrency per chip kind
     /// that meets the SLO (default SLO with --serve: TTFT ≤ 2000 ms, TPOT ≤ 50 ms).
     #[arg(long)]
@@ -67,7 +65,7 @@ pub(crate) struct CompareArgs {
 }
 
 pub(crate) fn run(args: &CompareArgs) -> Result<()> {
-    let catalog = load_catalog(args.catalog.as_deref())?;
+    let catalog = load_catalog(&args.catalog)?;
     let model = load_model(&args.model)?;
     let baseline = catalog
         .chip(&args.baseline)

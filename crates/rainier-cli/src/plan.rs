@@ -302,10 +302,8 @@ pub(crate) struct TrainArgs {
     /// Where NeuronCore op costs come from.
     #[arg(long, value_enum, default_value = "tables")]
     neuron_costs: NeuronCostsArg,
-    /// A catalog file (same shape as `rainier chips --json`) whose chips replace or extend
-    /// the built-in ones.
-    #[arg(long, value_name = "FILE.json")]
-    catalog: Option<PathBuf>,
+    #[command(flatten)]
+    catalog: CatalogArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -323,23 +321,43 @@ pub(crate) struct ChipsArgs {
     /// Also list the performance model's named assumptions.
     #[arg(long)]
     assumptions: bool,
-    /// A catalog file overriding or extending the built-in one.
-    #[arg(long, value_name = "FILE.json")]
-    catalog: Option<PathBuf>,
+    #[command(flatten)]
+    catalog: CatalogArgs,
 }
 
-pub(crate) fn load_catalog(path: Option<&Path>) -> Result<Catalog> {
-    let catalog = Catalog::built_in();
-    match path {
-        None => Ok(catalog),
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let catalog = catalog.with_overrides(&text, &path.display().to_string())?;
-            prepare_neuron_tables(&catalog)?;
-            Ok(catalog)
-        }
+/// Where the chips come from: the built-in catalog, a file overriding or extending it, and
+/// patches on top.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct CatalogArgs {
+    /// A catalog file (same shape as `rainier chips --json`) whose chips replace or extend
+    /// the built-in ones.
+    #[arg(long, value_name = "FILE.json")]
+    pub(crate) catalog: Option<PathBuf>,
+    /// A what-if chip from a catalog chip with named figures changed, each graded what-if in
+    /// every report: CHIP:KEY=VALUE[,KEY=VALUE...], the key `as` naming the new chip (without
+    /// it the chip itself changes); keys as `rainier chips --chip CHIP` lists them, NeuronCore
+    /// parameters as neuron_core.NAME (`rainier arch`). Repeatable; applied in order after
+    /// --catalog. Example: --patch trn2:hbm_bytes_per_s=5.8e12,as=trn2-2xbw
+    #[arg(long, value_name = "CHIP:KEY=VALUE,...")]
+    pub(crate) patch: Vec<String>,
+}
+
+pub(crate) fn load_catalog(args: &CatalogArgs) -> Result<Catalog> {
+    let mut catalog = Catalog::built_in();
+    if let Some(path) = &args.catalog {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        catalog = catalog.with_overrides(&text, &path.display().to_string())?;
     }
+    for spec in &args.patch {
+        let patch =
+            rainier_hw::Patch::parse(spec, "--patch").map_err(|m| anyhow!("--patch: {m}"))?;
+        catalog = catalog.with_patch(&patch)?;
+    }
+    if args.catalog.is_some() || !args.patch.is_empty() {
+        prepare_neuron_tables(&catalog)?;
+    }
+    Ok(catalog)
 }
 
 /// Makes the op-cost table of every what-if Neuron chip in `catalog` (one whose NeuronCore
@@ -417,7 +435,7 @@ pub(crate) fn train(args: &TrainArgs) -> Result<()> {
         TrainOutput::Plan(r) => r.as_ref(),
     };
     if let Some(framework) = args.emit {
-        let catalog = load_catalog(args.catalog.as_deref())?;
+        let catalog = load_catalog(&args.catalog)?;
         let options = crate::emit::TrainOptions {
             bf16_moments: matches!(args.moments, MomentsArg::Bf16),
             offload_layer_inputs: args.offload_layer_inputs,
@@ -444,7 +462,7 @@ pub(crate) fn train(args: &TrainArgs) -> Result<()> {
 /// The bands of a training prediction from its chip family's validation errors.
 fn train_bands(args: &TrainArgs, r: &TrainReport) -> Result<crate::versus::Bands> {
     use crate::versus::{family_for, Bands, Errors, Quantity};
-    let catalog = load_catalog(args.catalog.as_deref())?;
+    let catalog = load_catalog(&args.catalog)?;
     let chip = catalog.chip(&r.chip)?;
     let e = &r.economics;
     let mut values = vec![
@@ -464,7 +482,7 @@ fn train_bands(args: &TrainArgs, r: &TrainReport) -> Result<crate::versus::Bands
 
 /// The report `rainier train` prints, or its error.
 pub(crate) fn train_output(args: &TrainArgs) -> Result<TrainOutput> {
-    let catalog = load_catalog(args.catalog.as_deref())?;
+    let catalog = load_catalog(&args.catalog)?;
     let chip = catalog.chip(&args.chip)?;
     let model = load_model(&args.model)?;
     let cfg = TrainConfig {
@@ -681,7 +699,7 @@ fn train_text(r: &TrainReport) -> String {
 }
 
 pub(crate) fn chips(args: &ChipsArgs) -> Result<()> {
-    let catalog = load_catalog(args.catalog.as_deref())?;
+    let catalog = load_catalog(&args.catalog)?;
     if args.json {
         crate::out_json("catalog", &catalog)?;
         return Ok(());

@@ -1,7 +1,5 @@
 //! `rainier serve`: inference serving of a model on a cluster.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use rainier_plan::{
@@ -10,7 +8,7 @@ use rainier_plan::{
 };
 
 use crate::out;
-use crate::plan::{load_catalog, load_model, DatacenterArgs, EconomicsArgs};
+use crate::plan::{load_catalog, load_model, CatalogArgs, DatacenterArgs, EconomicsArgs};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum WeightsArg {
@@ -253,9 +251,8 @@ pub(crate) struct ServeArgs {
     economics: EconomicsArgs,
     #[command(flatten)]
     datacenter: DatacenterArgs,
-    /// A catalog file overriding or extending the built-in one.
-    #[arg(long, value_name = "FILE.json")]
-    catalog: Option<PathBuf>,
+    #[command(flatten)]
+    catalog: CatalogArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -278,7 +275,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
 /// its TPOT (or throughput) errors.
 fn bands(args: &ServeArgs, r: &ServeReport) -> Result<Vec<crate::versus::Bands>> {
     use crate::versus::{family_for, Bands, Errors, Quantity};
-    let catalog = load_catalog(args.catalog.as_deref())?;
+    let catalog = load_catalog(&args.catalog)?;
     let chip = catalog.chip(&args.chip)?;
     let errors = Errors::measure()?;
     let decode = family_for(chip.family, true);
@@ -305,7 +302,7 @@ fn bands(args: &ServeArgs, r: &ServeReport) -> Result<Vec<crate::versus::Bands>>
 
 /// The report `rainier serve` prints, or its error.
 pub(crate) fn report(args: &ServeArgs) -> Result<ServeReport> {
-    let catalog = load_catalog(args.catalog.as_deref())?;
+    let catalog = load_catalog(&args.catalog)?;
     let chip = catalog.chip(&args.chip)?;
     let model = load_model(&args.model)?;
     let neuron_flags =

@@ -15,7 +15,9 @@ use rainier_plan::{search, Pricing, SearchOptions, TrainConfig};
 use serde::Serialize;
 
 use crate::out;
-use crate::plan::{load_catalog, load_model, parse_count, DatacenterArgs, EconomicsArgs};
+use crate::plan::{
+    load_catalog, load_model, parse_count, CatalogArgs, DatacenterArgs, EconomicsArgs,
+};
 
 /// `rainier site` arguments.
 #[derive(Debug, Args)]
@@ -42,9 +44,8 @@ pub(crate) struct SiteArgs {
     economics: EconomicsArgs,
     #[command(flatten)]
     datacenter: DatacenterArgs,
-    /// A catalog file overriding or extending the built-in one.
-    #[arg(long, value_name = "FILE.json")]
-    catalog: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    catalog: CatalogArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -92,7 +93,7 @@ pub(crate) fn run(args: &SiteArgs) -> Result<()> {
     if !(args.power_mw.is_finite() && args.power_mw > 0.0 && args.power_mw <= 1e5) {
         bail!("--power-mw must be in (0, 100000] MW, found {}", args.power_mw);
     }
-    let catalog = load_catalog(args.catalog.as_deref())?;
+    let catalog = load_catalog(&args.catalog)?;
     let chip = catalog.chip(&args.chip)?;
     let model = load_model(&args.model)?;
     let economics = args.economics.config(Some(args.tokens));

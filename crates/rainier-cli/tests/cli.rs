@@ -2071,3 +2071,30 @@ fn serve_under_a_workload() {
     assert_clean_error(&with(&["--rate", "0"]), "--rate must be a positive");
     assert_clean_error(&with(&["--rate", "1", "--max-seqs", "0"]), "--max-seqs must be positive");
 }
+
+/// `--patch` makes a what-if chip from a catalog chip: its reports name the changed figure,
+/// the change moves the prediction, and a bad patch is one line with exit 1.
+#[test]
+fn a_patched_chip_is_named_in_its_report_and_moves_it() {
+    let tpot = |args: &[&str]| -> (f64, serde_json::Value) {
+        let mut all = vec!["serve", "--model", "llama3-8b", "--chips", "1", "--tp", "1"];
+        all.push("--json");
+        all.extend_from_slice(args);
+        let out = rainier(&all);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        (v["tpot_ms"].as_f64().expect("tpot"), v)
+    };
+    let (base, plain) = tpot(&["--chip", "h100"]);
+    let patch = "h100:hbm_bytes_per_s=6.7e12,as=h100-2xbw";
+    let (faster, report) = tpot(&["--chip", "h100-2xbw", "--patch", patch]);
+    let notes = report["notes"].to_string();
+    assert!(notes.contains("what-if chip h100-2xbw: hbm_bytes_per_s = 6.7e12"), "{notes}");
+    assert!(!plain["notes"].to_string().contains("what-if"));
+    // Decode of an 8B model at batch 1 is bound by HBM bandwidth on a GPU.
+    assert!(faster < 0.7 * base, "tpot {faster} ms with twice the bandwidth, {base} ms without");
+    let bad = rainier(&["chips", "--patch", "h100:hbm_bytes_per_sec=1e12"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = text(&bad.stderr);
+    assert!(err.contains("did you mean `hbm_bytes_per_s`") && err.lines().count() == 1, "{err}");
+}

@@ -8,6 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod patch;
+
+pub use patch::Patch;
+
 /// How a figure is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -101,3 +101,74 @@ fn errors_quoting_the_file_stay_on_one_line() {
         assert!(e.starts_with("c.json"), "{e}");
     }
 }
+
+/// A patch makes a what-if copy: the base stays, the copy's changed figures are graded what-if
+/// and reach its NeuronCore parameters.
+#[test]
+fn a_patch_adds_a_what_if_copy_of_a_chip() {
+    let patch = rainier_hw::Patch::parse("trn2:hbm_bytes_per_s=5.8e12,as=trn2-2xbw", "--patch")
+        .expect("a valid patch");
+    assert_eq!(rainier_hw::Patch::parse(&patch.spec(), "--patch").expect("a valid patch"), patch);
+    let catalog = Catalog::built_in().with_patch(&patch).expect("a valid patch");
+    let base = catalog.chip("trn2").expect("a valid patch");
+    let copy = catalog.chip("trn2-2xbw").expect("a valid patch");
+    assert_eq!(base.hbm_bytes_per_s.value, 2.9e12);
+    assert_eq!(copy.hbm_bytes_per_s.value, 5.8e12);
+    assert_eq!(copy.hbm_bytes_per_s.grade, Grade::WhatIf);
+    assert!(
+        copy.hbm_bytes_per_s.source.contains("was 2900000000000"),
+        "{}",
+        copy.hbm_bytes_per_s.source
+    );
+    assert_eq!(copy.table_name(), "trn2");
+    assert_eq!(copy.what_if_figures(), vec![("hbm_bytes_per_s".to_string(), 5.8e12)]);
+    assert!(base.what_if_figures().is_empty());
+    let params = copy.neuron_params().expect("a valid patch");
+    assert_eq!(params.hbm_bytes_per_s.value, 5.8e12);
+    assert_eq!(
+        params.core.tensor_clock_hz.value,
+        base.neuron_params().expect("a valid patch").core.tensor_clock_hz.value
+    );
+}
+
+/// NeuronCore parameters, plain fields and prices patch in place; each change is named.
+#[test]
+fn a_patch_in_place_sets_core_parameters_and_prices() {
+    let spec = "trn2:neuron_core.tensor_clock_hz=4.8e9,node.usd_per_chip_hour=2.5";
+    let patch = rainier_hw::Patch::parse(spec, "scenario.toml").expect("a valid patch");
+    let catalog = Catalog::built_in().with_patch(&patch).expect("a valid patch");
+    let chip = catalog.chip("trn2").expect("a valid patch");
+    assert_eq!(chip.node.usd_per_chip_hour.value, 2.5);
+    assert_eq!(chip.neuron_params().expect("a valid patch").core.tensor_clock_hz.value, 4.8e9);
+    let names: Vec<String> = chip.what_if_figures().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["node.usd_per_chip_hour", "neuron_core.tensor_clock_hz"]);
+    assert!(chip.display.contains("what-if"), "{}", chip.display);
+}
+
+/// Bad patches: one line naming the chip, the figure and the nearest valid name.
+#[test]
+fn bad_patches_name_what_is_wrong() {
+    let apply = |spec: &str| {
+        let patch = rainier_hw::Patch::parse(spec, "--patch")?;
+        Catalog::built_in().with_patch(&patch).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let typo = apply("trn2:hbm_byte_per_s=5e12").expect_err("a bad patch");
+    assert!(typo.contains("did you mean `hbm_bytes_per_s`"), "{typo}");
+    assert!(apply("trn9:hbm_bytes_per_s=5e12")
+        .expect_err("a bad patch")
+        .contains("unknown chip `trn9`"));
+    let range = apply("trn2:hbm_bytes_per_s=5e20").expect_err("a bad patch");
+    assert!(range.contains("plausible range"), "{range}");
+    let core = apply("trn2:neuron_core.tensor_clock=1e9").expect_err("a bad patch");
+    assert!(core.contains("tensor_clock"), "{core}");
+    assert!(apply("trn2:hbm_bytes_per_s=fast")
+        .expect_err("a bad patch")
+        .contains("takes a number"));
+    assert!(apply("trn2:as=h100,power_w=500")
+        .expect_err("a bad patch")
+        .contains("already in the catalog"));
+    assert!(apply("trn2").expect_err("a bad patch").contains("CHIP:KEY=VALUE"));
+    for e in [typo, range, core] {
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+}

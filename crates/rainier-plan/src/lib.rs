@@ -42,3 +42,18 @@ pub use validate::{
     VALIDATION_MEDIAN_LIMIT,
 };
 pub use workload::{parse_trace, LengthDistribution, Request, Workload};
+
+/// The note every report about a what-if chip carries: the figures the user changed.
+pub(crate) fn what_if_note(chip: &rainier_hw::Chip) -> Option<String> {
+    let figures = chip.what_if_figures();
+    if figures.is_empty() {
+        return None;
+    }
+    let changed: Vec<String> = figures.iter().map(|(name, v)| format!("{name} = {v:e}")).collect();
+    Some(format!(
+        "what-if chip {}: {} (graded what-if, not a published figure; `rainier chips --chip {}` shows each source)",
+        chip.name,
+        changed.join(", "),
+        chip.name
+    ))
+}

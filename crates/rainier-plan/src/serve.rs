@@ -1144,13 +1144,14 @@ impl<'a> Server<'a> {
     }
 
     fn notes(&self) -> Vec<String> {
-        let mut notes = vec![
+        let mut notes: Vec<String> = crate::what_if_note(self.chip).into_iter().collect();
+        notes.extend([
             format!(
                 "TP: 2 all-reduces per layer ({}), latency-bound at small batch",
                 self.topology.describe(CollectiveKind::AllReduce, (self.model.hidden * ACT_BYTES) as f64, Group { size: self.tp, stride: 1 })
             ),
             "continuous batching: each step decodes every sequence in flight; prompts are prefilled in chunks riding on decode steps, N·I/O prompt tokens per step on average (admissions match completions, no queueing)".to_string(),
-        ];
+        ]);
         if self.chip.family == Family::Neuron {
             notes.push("NeuronCore prefill and decode from the simulator's tables (decode GEMMs from the gemm kernel at 1-32 tokens, K/V reads at the simulated streaming rate)".into());
             let shapes = match self.cfg.neuron_shapes {

@@ -1277,7 +1277,7 @@ impl<'a> Planner<'a> {
     }
 
     fn notes(&self, d: &Degrees) -> Vec<String> {
-        let mut notes = Vec::new();
+        let mut notes: Vec<String> = crate::what_if_note(self.chip).into_iter().collect();
         let fused = self.framework == Framework::Fused;
         let topo = &self.topology;
         let (dp_stride, pp_stride) = self.strides(d);
