@@ -48,6 +48,9 @@ pub(crate) struct CompareArgs {
     datacenter: DatacenterArgs,
     #[command(flatten)]
     catalog: CatalogArgs,
+    /// Scenario files (`--scenario`, `--dump-scenario`).
+    #[command(flatten)]
+    _scenario: crate::scenario::ScenarioArgs,
     /// Compare serving instead of training: the cheapest plan and concurrency per chip kind
     /// that meets the SLO (default SLO with --serve: TTFT ≤ 2000 ms, TPOT ≤ 50 ms).
     #[arg(long)]

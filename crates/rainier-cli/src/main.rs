@@ -19,6 +19,7 @@ mod kernel;
 mod models;
 mod plan;
 mod report;
+mod scenario;
 mod serve;
 mod site;
 mod table;
@@ -187,6 +188,19 @@ enum Command {
         #[arg(long, value_enum, default_value = "tables")]
         neuron_costs: plan::NeuronCostsArg,
     },
+    /// Run a scenario file: the command it names (train, serve, compare or site) with its
+    /// flags, then the FLAGS given here, which override the file's. A scenario is TOML:
+    /// `command = "train"`, one key per flag (`model = "llama3-70b"`, `global-batch = 1024`,
+    /// `json = true`) and `[[patch]]` tables for what-if chips (`chip = "trn2"`,
+    /// `as = "trn2-2xbw"`, `set = { hbm_bytes_per_s = 5.8e12 }`). `--dump-scenario` on any of
+    /// those commands writes the scenario its command line means.
+    Run {
+        /// The scenario (TOML).
+        file: PathBuf,
+        /// Flags overriding the file's.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        flags: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -327,22 +341,26 @@ fn printable(text: &str) -> String {
 
 fn main() -> ExitCode {
     // Under --json, errors are JSON too (on stderr), for programs that read the output.
-    let json = std::env::args_os().skip(1).any(|a| a == "--json");
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if json && e.use_stderr() => {
-            let rendered = e.to_string();
-            let first = rendered.lines().next().unwrap_or_default();
-            let message = first.strip_prefix("error: ").unwrap_or(first).to_string();
-            // `--tokens <TOKENS>` names the field `tokens`.
-            let field = e.get(clap::error::ContextKind::InvalidArg).and_then(|a| {
-                let a = a.to_string();
-                let name = a.trim_start_matches('-').split([' ', '=']).next()?.to_string();
-                (!name.is_empty()).then_some(name)
-            });
-            return report_error(true, ErrorKind::Usage, &message, field);
+    let early_json = std::env::args_os().skip(1).any(|a| a == "--json");
+    let mut command = scenario::overriding(<Cli as clap::CommandFactory>::command());
+    let argv = match scenario::expand(std::env::args_os().collect(), &command) {
+        Ok(argv) => argv,
+        Err(e) => {
+            return report_error(early_json, ErrorKind::Input, &printable(&format!("{e:#}")), None)
         }
-        Err(e) => e.exit(),
+    };
+    let json = argv.iter().skip(1).any(|a| a == "--json");
+    let matches = match command.try_get_matches_from_mut(argv) {
+        Ok(matches) => matches,
+        Err(e) => return usage_error(json, e),
+    };
+    if let Some(text) = scenario::dump(&command, &matches) {
+        out(text.trim_end());
+        return ExitCode::SUCCESS;
+    }
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(json, e),
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -351,6 +369,24 @@ fn main() -> ExitCode {
             report_error(json, kind, &printable(&format!("{e:#}")), field)
         }
     }
+}
+
+/// A command line clap refuses (or `--help`, `--version`): clap's own output and exit code,
+/// or under `--json` one JSON error naming the flag.
+fn usage_error(json: bool, e: clap::Error) -> ExitCode {
+    if !(json && e.use_stderr()) {
+        e.exit()
+    }
+    let rendered = e.to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    let message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    // `--tokens <TOKENS>` names the field `tokens`.
+    let field = e.get(clap::error::ContextKind::InvalidArg).and_then(|a| {
+        let a = a.to_string();
+        let name = a.trim_start_matches('-').split([' ', '=']).next()?.to_string();
+        (!name.is_empty()).then_some(name)
+    });
+    report_error(true, ErrorKind::Usage, &message, field)
 }
 
 /// What went wrong, as programs see it: the `kind` of a JSON error and the exit code.
@@ -644,6 +680,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Site(args) => site::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Validate { json, neuron_costs } => plan::validate_cmd(json, neuron_costs),
+        // `scenario::expand` rewrites `rainier run FILE ...` before parsing; only a command
+        // line with a flag before the file gets here.
+        Command::Run { file, flags } => {
+            bail!("the scenario comes first: rainier run {} {}", file.display(), flags.join(" "))
+        }
     }
 }
 

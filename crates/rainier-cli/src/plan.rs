@@ -304,6 +304,9 @@ pub(crate) struct TrainArgs {
     neuron_costs: NeuronCostsArg,
     #[command(flatten)]
     catalog: CatalogArgs,
+    /// Scenario files (`--scenario`, `--dump-scenario`).
+    #[command(flatten)]
+    _scenario: crate::scenario::ScenarioArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,

@@ -253,6 +253,9 @@ pub(crate) struct ServeArgs {
     datacenter: DatacenterArgs,
     #[command(flatten)]
     catalog: CatalogArgs,
+    /// Scenario files (`--scenario`, `--dump-scenario`).
+    #[command(flatten)]
+    _scenario: crate::scenario::ScenarioArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,

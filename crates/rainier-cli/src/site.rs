@@ -46,6 +46,9 @@ pub(crate) struct SiteArgs {
     datacenter: DatacenterArgs,
     #[command(flatten)]
     catalog: CatalogArgs,
+    /// Scenario files (`--scenario`, `--dump-scenario`).
+    #[command(flatten)]
+    _scenario: crate::scenario::ScenarioArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,

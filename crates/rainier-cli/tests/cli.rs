@@ -2098,3 +2098,102 @@ fn a_patched_chip_is_named_in_its_report_and_moves_it() {
     let err = text(&bad.stderr);
     assert!(err.contains("did you mean `hbm_bytes_per_s`") && err.lines().count() == 1, "{err}");
 }
+
+/// `--dump-scenario` writes the scenario a command line means; `rainier run` and `--scenario`
+/// reproduce the command's output bytes, and flags after the file override it.
+#[test]
+fn a_dumped_scenario_reproduces_its_command_line() {
+    let args = [
+        "serve",
+        "--model",
+        "llama3-8b",
+        "--chip",
+        "h100-2xbw",
+        "--chips",
+        "2",
+        "--tp",
+        "1",
+        "--batch",
+        "4",
+        "--input-len",
+        "512",
+        "--json",
+        "--patch",
+        "h100:hbm_bytes_per_s=6.7e12,node.usd_per_chip_hour=3,as=h100-2xbw",
+    ];
+    let direct = rainier(&args);
+    assert!(direct.status.success(), "{}", text(&direct.stderr));
+    let dumped = rainier(&[&args[..], &["--dump-scenario"]].concat());
+    assert!(dumped.status.success(), "{}", text(&dumped.stderr));
+    let scenario = text(&dumped.stdout);
+    for line in
+        ["command = \"serve\"", "batch = 4", "json = true", "[[patch]]", "as = \"h100-2xbw\""]
+    {
+        assert!(scenario.contains(line), "{line} missing from\n{scenario}");
+    }
+    let path = scratch("scenario").join("serve.toml");
+    std::fs::write(&path, &scenario).expect("write");
+    let path = path.to_str().expect("utf8");
+    let run = rainier(&["run", path]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout), text(&direct.stdout));
+    assert_eq!(rainier(&["serve", "--scenario", path]).stdout, direct.stdout);
+    // A flag after the file wins; the result is the command line with that flag changed.
+    let batch8 = rainier(&["run", path, "--batch", "8"]);
+    let mut changed = args.to_vec();
+    changed[10] = "8";
+    assert_eq!(text(&batch8.stdout), text(&rainier(&changed).stdout));
+}
+
+/// Bad scenarios: one line naming the file, line and column, the key and the nearest valid
+/// name; exit 1.
+#[test]
+fn bad_scenarios_name_the_line_and_the_key() {
+    let dir = scratch("bad-scenarios");
+    let cases = [
+        ("command = \"train\"\nmodel = \"llama3-8b\"\nchipz = 64\n", "3:1: unknown key `chipz` for `rainier train`; did you mean `chip`?"),
+        ("command = \"train\"\nchips = \"many\"\n", "2:9: `chips`: invalid value 'many'"),
+        ("command = \"serve\"\njson = \"yes\"\n", "2:8: `json` is a switch"),
+        ("command = \"serve\"\nmodel = \"llama3-8b\n", "2:"),
+        ("command = \"fly\"\n", "1:11: `command = \"fly\"`: a scenario holds one of train, serve, compare, site"),
+        ("model = \"llama3-8b\"\n", "no `command` key"),
+        (
+            "command = \"serve\"\n\n[[patch]]\nchip = \"h100\"\nset = { hbm_bytes_per_sec = 1e12 }\n",
+            "3:1: patch of `h100`: no figure `hbm_bytes_per_sec` to set; did you mean `hbm_bytes_per_s`?",
+        ),
+        ("command = \"serve\"\n[[patch]]\nchip = \"h100\"\nsett = { power_w = 1 }\n", "4:1: unknown patch key `sett`; did you mean `set`?"),
+        ("command = \"serve\"\n[[patch]]\nchip = \"h100\"\nset = { power_w = 5e9 }\n", "plausible range"),
+    ];
+    for (i, (scenario, expected)) in cases.iter().enumerate() {
+        let path = dir.join(format!("bad{i}.toml"));
+        std::fs::write(&path, scenario).expect("write");
+        let out = rainier(&["run", path.to_str().expect("utf8")]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{scenario}: {err}");
+        assert!(err.contains(expected), "{scenario}: expected `{expected}` in {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    // A scenario for one command given to another.
+    let path = dir.join("train.toml");
+    std::fs::write(&path, "command = \"train\"\n").expect("write");
+    let out = rainier(&["serve", "--scenario", path.to_str().expect("utf8")]);
+    assert!(text(&out.stderr).contains("is for `rainier train`, not `rainier serve`"));
+}
+
+/// The example scenarios in examples/scenarios read cleanly (their patches apply).
+#[test]
+fn the_example_scenarios_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/scenarios");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples/scenarios") {
+        let path = entry.expect("entry").path();
+        let out = rainier(&["run", path.to_str().expect("utf8"), "--dump-scenario"]);
+        assert!(out.status.success(), "{}: {}", path.display(), text(&out.stderr));
+        seen += 1;
+    }
+    assert!(seen >= 2);
+    let out = rainier(&["run", "examples/scenarios/llama3-70b-trn2-training.toml", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["schema"]["name"], "rainier.train-search");
+}

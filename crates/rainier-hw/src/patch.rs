@@ -56,18 +56,25 @@ impl Patch {
 
     /// The command-line form of this patch ([`Patch::parse`] reads it back).
     pub fn spec(&self) -> String {
-        let mut parts: Vec<String> = self
-            .set
-            .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => format!("{k}={s}"),
-                other => format!("{k}={other}"),
-            })
-            .collect();
+        let mut parts: Vec<String> =
+            self.set.iter().map(|(k, v)| format!("{k}={}", Patch::value_text(v))).collect();
         if let Some(name) = &self.name {
             parts.push(format!("as={name}"));
         }
         format!("{}:{}", self.chip, parts.join(","))
+    }
+
+    /// A set value as people write it: `5.8e12`, `2.5`, `nxd`.
+    pub fn value_text(value: &Value) -> String {
+        match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => match n.as_f64() {
+                Some(v) if v != 0.0 && !(1e-3..1e6).contains(&v.abs()) => format!("{v:e}"),
+                Some(v) => format!("{v}"),
+                None => n.to_string(),
+            },
+            other => other.to_string(),
+        }
     }
 }
 
@@ -126,6 +133,11 @@ fn set_figure(
     origin: &str,
 ) -> Result<(), String> {
     let unknown = || {
+        // A NeuronCore parameter named without its prefix.
+        let core = base.neuron_params().ok().filter(|p| p.clone().set(key, 1.0).is_ok());
+        if core.is_some() {
+            return format!("`{key}` is a NeuronCore parameter: set it as `neuron_core.{key}`");
+        }
         let known = leaf_names(&serde_json::to_value(base).unwrap_or_default());
         let nearest = known
             .iter()
@@ -139,9 +151,11 @@ fn set_figure(
             base.name
         )
     };
-    let (parents, leaf) = match key.rsplit_once('.') {
-        Some((parents, leaf)) => (parents.split('.').collect::<Vec<_>>(), leaf),
-        None => (vec![], key),
+    // NeuronCore parameters are one flat map of `rainier arch` names (`timing.min_ii_cycles`).
+    let (parents, leaf) = match (key.strip_prefix("neuron_core."), key.rsplit_once('.')) {
+        (Some(param), _) => (vec!["neuron_core"], param),
+        (None, Some((parents, leaf))) => (parents.split('.').collect::<Vec<_>>(), leaf),
+        (None, None) => (vec![], key),
     };
     let mut node = entry;
     for part in &parents {
@@ -154,12 +168,12 @@ fn set_figure(
         node = node.get_mut(*part).filter(|n| n.is_object()).ok_or_else(unknown)?;
     }
     let sourced = |old: Option<&Value>| {
-        let was = old.map_or("unset".to_string(), |v| format!("was {v}"));
+        let was = old.map_or("unset".to_string(), |v| format!("was {}", Patch::value_text(v)));
         let number =
             value.as_f64().ok_or_else(|| format!("`{key}` takes a number, not {value}"))?;
         Ok::<Value, String>(serde_json::json!({
             "value": number,
-            "source": format!("what-if ({origin}): {key} = {value} on {}, {was}", base.name),
+            "source": format!("what-if ({origin}): {key} = {} on {}, {was}", Patch::value_text(value), base.name),
             "grade": "what-if",
         }))
     };
