@@ -1,5 +1,5 @@
 """Rainier: an executable model of AWS Trainium. ``rainier.nki`` runs NKI kernels on the
-simulated NeuronCore."""
+simulated NeuronCore; ``rainier.plan`` runs the training and serving planners."""
 
-from . import nki  # noqa: F401
+from . import nki, plan  # noqa: F401
 from ._native import __version__  # noqa: F401

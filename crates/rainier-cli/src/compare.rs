@@ -183,7 +183,7 @@ fn against(
         return Ok(Err(format!("the baseline {baseline} has no plan for this job")));
     };
     let errors = Errors::measure()?;
-    Ok(Ok(crate::versus::versus(outcomes, base, &errors, serving)))
+    Ok(Ok(crate::versus::versus(outcomes, base, errors, serving)))
 }
 
 /// `body` led by the verdict and followed by the versus table (or why there is none).

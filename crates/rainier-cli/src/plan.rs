@@ -480,7 +480,7 @@ fn train_bands(args: &TrainArgs, r: &TrainReport) -> Result<crate::versus::Bands
     }
     let price =
         (e.usd_per_chip_hour, rainier_plan::price_range(chip, &args.economics.config(args.tokens)));
-    Ok(Bands::of(&Errors::measure()?, family_for(chip.family, false), &values, price))
+    Ok(Bands::of(Errors::measure()?, family_for(chip.family, false), &values, price))
 }
 
 /// The report `rainier train` prints, or its error.

@@ -298,8 +298,8 @@ fn bands(args: &ServeArgs, r: &ServeReport) -> Result<Vec<crate::versus::Bands>>
         ),
     ];
     Ok(vec![
-        Bands::of(&errors, prefill, &[("ttft_ms", r.ttft_ms, Quantity::Time)], price),
-        Bands::of(&errors, decode, &decode_values, price),
+        Bands::of(errors, prefill, &[("ttft_ms", r.ttft_ms, Quantity::Time)], price),
+        Bands::of(errors, decode, &decode_values, price),
     ])
 }
 

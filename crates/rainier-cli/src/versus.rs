@@ -53,8 +53,18 @@ fn rate_error(field: &str, error: f64) -> f64 {
 }
 
 impl Errors {
-    /// Runs the validation (dataset points and command cases, without searches).
-    pub(crate) fn measure() -> Result<Errors> {
+    /// The validation's errors (dataset points and command cases, without searches), run once
+    /// per process: they depend on the built-in data only, and a Python session asks often.
+    pub(crate) fn measure() -> Result<&'static Errors> {
+        static ERRORS: std::sync::OnceLock<Errors> = std::sync::OnceLock::new();
+        if let Some(errors) = ERRORS.get() {
+            return Ok(errors);
+        }
+        let errors = Errors::run()?;
+        Ok(ERRORS.get_or_init(|| errors))
+    }
+
+    fn run() -> Result<Errors> {
         let catalog = Catalog::built_in();
         let mut by: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
         let report = rainier_plan::validate().map_err(anyhow::Error::msg)?;

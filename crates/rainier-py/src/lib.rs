@@ -1,5 +1,6 @@
-//! `rainier._native`: the Python binding of `rainier-nki`. It converts arguments and results
-//! and nothing else; the NKI front ends live in the `rainier` Python package.
+//! `rainier._native`: the Python binding of `rainier-nki` and of the `rainier` command (the
+//! planners). It converts arguments and results and nothing else; the NKI front ends and the
+//! planner API (`rainier.plan`) live in the `rainier` Python package.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -118,9 +119,38 @@ fn core_params(chip: &str) -> PyResult<(u32, u32, u32)> {
     Ok((c.partitions.value, c.sbuf_bytes_per_partition.value, c.psum_bytes_per_partition.value))
 }
 
+/// Runs one `rainier` command line in process, the GIL released: `(True, what it prints)` or
+/// `(False, its error as the JSON object `--json` reports: kind, field, message)`.
+#[pyfunction]
+fn run_command(py: Python<'_>, args: Vec<String>) -> PyResult<(bool, String)> {
+    let result = py
+        .detach(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rainier_cli::run_captured(&args)
+            }))
+        })
+        .map_err(|p| {
+            let what = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            PyRuntimeError::new_err(format!("internal error in Rainier (please report): {what}"))
+        })?;
+    Ok(match result {
+        Ok(text) => (true, text),
+        Err(e) => {
+            let error =
+                serde_json::json!({ "kind": e.kind, "field": e.field, "message": e.message });
+            (false, error.to_string())
+        }
+    })
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_trace, m)?)?;
+    m.add_function(wrap_pyfunction!(run_command, m)?)?;
     m.add_function(wrap_pyfunction!(core_params, m)?)?;
     m.add_class::<NativeRun>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
