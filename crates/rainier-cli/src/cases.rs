@@ -62,7 +62,7 @@ struct Case {
 }
 
 /// One case's prediction at the published plan (and, for training, by a plan search).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub(crate) struct CaseResult {
     pub id: String,
     pub family: &'static str,
@@ -82,7 +82,7 @@ pub(crate) struct CaseResult {
     pub search: Option<SearchResult>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub(crate) struct SearchResult {
     pub predicted: Option<f64>,
     pub error: Option<f64>,
@@ -91,7 +91,7 @@ pub(crate) struct SearchResult {
 }
 
 /// Median and maximum |error| of one family at the published plans.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub(crate) struct FamilySummary {
     pub family: &'static str,
     pub cases: usize,
@@ -104,7 +104,7 @@ pub(crate) struct FamilySummary {
     pub search_median_abs_error: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub(crate) struct CasesReport {
     pub cases: Vec<CaseResult>,
     pub families: Vec<FamilySummary>,

@@ -1,7 +1,10 @@
 //! The `rainier` command. The only crate that parses arguments, touches files and prints.
 //!
 //! The binary is [`main`]; [`run_captured`] runs one command line in process and returns what
-//! it would print (the Python package's planner API calls it, so Python gets the CLI's numbers).
+//! it would print (the Python package's planner API calls it, so Python gets the CLI's numbers);
+//! [`output_schemas`] are the JSON Schemas of its outputs.
+
+pub use schemas::output_schemas;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,7 @@ mod models;
 mod plan;
 mod report;
 mod scenario;
+mod schemas;
 mod serve;
 mod site;
 mod table;
@@ -587,9 +591,6 @@ fn ensure_finite(figures: &[(&str, f64)]) -> anyhow::Result<()> {
 /// meaning (adding a field does not bump it).
 const SCHEMA_VERSION: u32 = 1;
 
-/// Prints `body` (a JSON object) as pretty JSON with, first, `schema` (`{name: "rainier.NAME",
-/// version}`) and `rainier` (`{version, commit}`: the tool and the git commit it was built
-/// from).
 /// `body` as a JSON object with `key` added.
 pub(crate) fn with_field(
     body: &impl serde::Serialize,
@@ -603,6 +604,9 @@ pub(crate) fn with_field(
     Ok(v)
 }
 
+/// Prints `body` (a JSON object) as pretty JSON with, first, `schema` (`{name: "rainier.NAME",
+/// version}`) and `rainier` (`{version, commit}`: the tool and the git commit it was built
+/// from). `schemas.rs` describes the same envelope for the JSON Schemas.
 pub(crate) fn out_json(name: &str, body: &impl serde::Serialize) -> Result<()> {
     #[derive(serde::Serialize)]
     struct Schema {

@@ -55,8 +55,8 @@ pub(crate) struct SiteArgs {
 }
 
 /// The site and its job.
-#[derive(Debug, Serialize)]
-struct SiteReport {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct SiteReport {
     power_mw: f64,
     chip: String,
     pue: f64,

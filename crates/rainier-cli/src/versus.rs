@@ -89,7 +89,7 @@ impl Errors {
 }
 
 /// A ratio to the baseline: the model's value and its band.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, schemars::JsonSchema)]
 pub(crate) struct Band {
     pub point: f64,
     pub p10: f64,
@@ -137,7 +137,7 @@ impl Band {
 }
 
 /// One chip against the baseline.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub(crate) struct VersusRow {
     pub chip: String,
     /// The validation family whose errors band this chip, and how many errors it has.
@@ -155,7 +155,7 @@ pub(crate) struct VersusRow {
 }
 
 /// Every chip against the baseline.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub(crate) struct Versus {
     pub baseline: String,
     pub baseline_family: Option<&'static str>,
@@ -291,7 +291,7 @@ fn significant(x: f64) -> String {
 /// One prediction's band: where the measured value would fall given the model's errors on
 /// its family (a rate measured as `predicted / (1 + e)`, a time or a cost per unit of work as
 /// `predicted · (1 + e)`), and for costs the price across its range.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub(crate) struct Bands {
     pub family: Option<&'static str>,
     pub errors: usize,

@@ -13,7 +13,7 @@ mod patch;
 pub use patch::Patch;
 
 /// How a figure is known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Grade {
     /// Vendor documentation, datasheet or vendor source code.
@@ -46,7 +46,7 @@ impl std::fmt::Display for Grade {
 }
 
 /// A number with its provenance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sourced {
     pub value: f64,
@@ -55,7 +55,7 @@ pub struct Sourced {
 }
 
 /// Who makes a chip, which decides its op-cost model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
     Gpu,
@@ -64,7 +64,7 @@ pub enum Family {
 }
 
 /// The execution style of the usual training stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Framework {
     /// PyTorch eager: one kernel per op, elementwise ops unfused, flash attention.
@@ -75,7 +75,7 @@ pub enum Framework {
 }
 
 /// Dense peak FLOP/s per chip by math precision.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Peaks {
     pub bf16: Sourced,
@@ -87,7 +87,7 @@ pub struct Peaks {
 }
 
 /// How the chips of one network level are wired.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Shape {
     /// Every chip reaches every other at its full bandwidth (NVSwitch, NeuronSwitch, a
@@ -113,7 +113,7 @@ impl Shape {
 
 /// A second scale-up level joining several nodes (the Trn2 UltraServer's NeuronLink ring of
 /// four instances).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UltraLevel {
     pub name: String,
@@ -127,7 +127,7 @@ pub struct UltraLevel {
 }
 
 /// The terms a price is sold on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PriceBasis {
     /// Pay by the hour, no commitment.
@@ -160,7 +160,7 @@ impl std::fmt::Display for PriceBasis {
 }
 
 /// The node (instance) a chip is usually deployed in, and its networks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Node {
     pub name: String,
@@ -214,7 +214,7 @@ pub struct Node {
 }
 
 /// One accelerator.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Chip {
     /// Command-line name: `trn2`, `h100`, `tpu-v5p`, ...
@@ -245,7 +245,7 @@ pub struct Chip {
 }
 
 /// The whole catalog.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Catalog {
     pub about: String,
@@ -253,8 +253,10 @@ pub struct Catalog {
     /// `rainier chips --json` prints a catalog with its output envelope (`schema`, `rainier`):
     /// read back as a catalog file, the envelope is ignored.
     #[serde(default, skip_serializing)]
+    #[schemars(skip)]
     pub schema: Option<serde::de::IgnoredAny>,
     #[serde(default, skip_serializing)]
+    #[schemars(skip)]
     pub rainier: Option<serde::de::IgnoredAny>,
 }
 

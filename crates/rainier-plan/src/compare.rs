@@ -25,7 +25,7 @@ pub struct CompareConfig {
 }
 
 /// One chip kind's answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct CompareRow {
     pub chip: String,
     pub display: String,
@@ -50,7 +50,7 @@ pub struct CompareRow {
 }
 
 /// Every chip kind side by side.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct CompareReport {
     pub model: String,
     pub tokens: f64,
@@ -214,7 +214,7 @@ fn row(chip: &rainier_hw::Chip, chips: u64, result: Result<SearchReport, PlanErr
 }
 
 /// One chip kind's cheapest serving plan at the SLO.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ServeCompareRow {
     pub chip: String,
     pub display: String,
@@ -226,7 +226,7 @@ pub struct ServeCompareRow {
 }
 
 /// Serving the same model on every chip kind.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ServeCompareReport {
     pub model: String,
     pub chips: u64,

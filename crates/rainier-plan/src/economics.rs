@@ -191,7 +191,7 @@ pub(crate) const REPAIR_HOURS: Assumption = Assumption {
 };
 
 /// Cost and power of the job, and what a token budget takes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Economics {
     pub usd_per_chip_hour: f64,
     /// "on-demand", "capacity-block", "committed" or "user".
@@ -216,7 +216,7 @@ pub struct Economics {
 }
 
 /// Time, money and energy to train a token budget, with failures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Budget {
     pub tokens: f64,
     /// Failure-free time, days.
@@ -231,7 +231,7 @@ pub struct Budget {
 }
 
 /// Checkpointing and failures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Goodput {
     /// Share of wall time that trains (1 without failures or checkpoints).
     pub fraction: f64,

@@ -35,7 +35,7 @@ impl Default for SearchOptions {
 }
 
 /// One row of the plan table.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct PlanSummary {
     pub tp: u64,
     pub cp: u64,
@@ -57,7 +57,7 @@ pub struct PlanSummary {
 
 /// The search's answer: the best plan by throughput in full (its fields at the top level),
 /// the best by cost, and the top plans by throughput.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct SearchReport {
     #[serde(flatten)]
     pub best: TrainReport,

@@ -75,7 +75,7 @@ pub const SERVE_ASSUMPTIONS: &[Assumption] = &[
 ];
 
 /// What drives the compiled model, and so what host time each engine step pays.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Frontend {
     /// A benchmark harness calling the compiled model in process (transformers-neuronx and
@@ -89,7 +89,7 @@ pub enum Frontend {
 }
 
 /// Weight format of the matmuls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WeightFormat {
     Bf16,
@@ -106,7 +106,7 @@ pub enum WeightFormat {
 }
 
 /// KV-cache format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KvFormat {
     Bf16,
@@ -116,7 +116,7 @@ pub enum KvFormat {
 /// The sequence lengths a compiled Neuron inference graph runs at (Neuron graphs have static
 /// shapes: a prompt, and a decode step's attention over its context, run at a compiled length
 /// and pay for the padding).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NeuronShapes {
     /// Context-encoding and token-generation graphs per power-of-two bucket from 128 to the
@@ -190,7 +190,7 @@ pub struct Speculative {
 }
 
 /// What speculative decoding does to the static batch's decode.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct SpeculativeReport {
     pub draft: String,
     pub tokens: u64,
@@ -204,7 +204,7 @@ pub struct SpeculativeReport {
 }
 
 /// What the prefix cache saves per request.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct PrefixCacheReport {
     /// Prompt tokens per request read from the cache instead of prefilled.
     pub cached_tokens_per_request: u64,
@@ -266,7 +266,7 @@ impl ServeConfig {
 }
 
 /// Memory per device (rank), GiB.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ServeMemory {
     pub weights: f64,
     /// K/V cache of the static batch at its full context.
@@ -280,7 +280,7 @@ pub struct ServeMemory {
 }
 
 /// The plan served.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ServePlan {
     pub tp: u64,
     pub pp: u64,
@@ -299,7 +299,7 @@ pub struct ServePlan {
 }
 
 /// Continuous batching at the highest-throughput concurrency that fits and meets the SLO.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Continuous {
     /// Sequences in flight per replica.
     pub concurrency: u64,
@@ -317,7 +317,7 @@ pub struct Continuous {
 }
 
 /// Where a step's time goes, milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct StepBreakdown {
     pub gemm_ms: f64,
     pub attention_ms: f64,
@@ -328,7 +328,7 @@ pub struct StepBreakdown {
 }
 
 /// The prediction for one serving plan.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ServeReport {
     pub model: String,
     /// Every parameter stored (the model card's total; DeepSeek's MTP modules aside).

@@ -30,7 +30,7 @@ pub(crate) const OFFLOAD_BYTES_PER_S: Assumption = Assumption {
 pub const TRAIN_ASSUMPTIONS: &[Assumption] = &[OFFLOAD_BYTES_PER_S];
 
 /// Adam moment format (first and second moments).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Moments {
     /// fp32 moments (every stack's default): 8 bytes per parameter.
@@ -42,7 +42,9 @@ pub enum Moments {
 }
 
 /// How the parallel dimensions are laid over rank order (innermost first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema,
+)]
 pub enum Placement {
     /// `tp-cp-dp-pp` (Megatron's default): data-parallel peers near, stages far.
     #[serde(rename = "tp-cp-dp-pp")]
@@ -188,7 +190,7 @@ pub enum PlanError {
 }
 
 /// The plan evaluated.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Plan {
     pub tp: u64,
     pub cp: u64,
@@ -216,7 +218,7 @@ pub struct Plan {
 }
 
 /// Memory per device (rank), GiB.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Memory {
     pub params: f64,
     pub grads: f64,
@@ -230,14 +232,14 @@ pub struct Memory {
 }
 
 /// One kind of communication per step: all of it and the part on the critical path, seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default, schemars::JsonSchema)]
 pub struct Comm {
     pub total: f64,
     pub exposed: f64,
 }
 
 /// Communication per parallel dimension.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default, schemars::JsonSchema)]
 pub struct CommByKind {
     pub tp: Comm,
     pub cp: Comm,
@@ -247,7 +249,7 @@ pub struct CommByKind {
 }
 
 /// Where the step's time goes, seconds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Breakdown {
     /// Forward and backward compute of all micro-batches on the slowest stage, recompute
     /// included, outside the bubble.
@@ -263,7 +265,7 @@ pub struct Breakdown {
 }
 
 /// The prediction for one plan.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TrainReport {
     pub model: String,
     /// Every parameter stored (the model card's total; DeepSeek's MTP modules aside).

@@ -69,7 +69,7 @@ struct Point {
 }
 
 /// One point's prediction.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ValidationPoint {
     pub id: String,
     pub source: String,
@@ -91,7 +91,7 @@ pub struct ValidationPoint {
 
 /// Every point, with the median and maximum absolute error of the training and of the
 /// inference points.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ValidationReport {
     pub points: Vec<ValidationPoint>,
     pub median_abs_error: f64,

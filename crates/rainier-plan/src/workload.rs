@@ -18,7 +18,7 @@ pub(crate) const LOGNORMAL_SIGMA: Assumption = Assumption {
 const LENGTH_CLIP: f64 = 8.0;
 
 /// How request lengths vary around the mean prompt and output lengths.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum LengthDistribution {
     /// Every request has the mean lengths.
@@ -30,7 +30,7 @@ pub enum LengthDistribution {
 }
 
 /// One request: when it arrives (seconds from the start) and its lengths in tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Request {
     pub arrival_s: f64,
     pub input_len: u64,

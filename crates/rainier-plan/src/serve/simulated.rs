@@ -24,7 +24,7 @@ pub(crate) const MAX_NUM_SEQS: Assumption = Assumption {
 const BLOCK_TOKENS: u64 = 16;
 
 /// A plan under a workload: latency distributions over the requests and what the SLO allows.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct WorkloadReport {
     /// `fixed`, `uniform`, `lognormal` or the trace's file name.
     pub name: String,
