@@ -211,6 +211,7 @@ _RESULTS = {
     "rainier.train-search": SearchResult,
     "rainier.serve": ServeResult,
     "rainier.serve-search": ServeResult,
+    "rainier.serve-disaggregated": ServeResult,
     "rainier.compare": CompareResult,
     "rainier.compare-serve": CompareResult,
     "rainier.validate": ValidationResult,

@@ -86,6 +86,7 @@ fn command_of(name: &str) -> String {
     match name {
         "train-search" => "train --search".into(),
         "serve-search" => "serve --search".into(),
+        "serve-disaggregated" => "serve --disaggregate".into(),
         "compare-serve" => "compare --serve".into(),
         "catalog" => "chips".into(),
         other => other.into(),
@@ -94,12 +95,16 @@ fn command_of(name: &str) -> String {
 
 /// `(output name, its JSON Schema)` for every output made from typed reports.
 pub fn output_schemas() -> Vec<(&'static str, serde_json::Value)> {
-    use rainier_plan::{CompareReport, SearchReport, ServeCompareReport, ServeReport, TrainReport};
+    use rainier_plan::{
+        CompareReport, DisaggregatedReport, SearchReport, ServeCompareReport, ServeReport,
+        TrainReport,
+    };
     vec![
         ("train", schema::<WithBands<TrainReport, Bands>>("train")),
         ("train-search", schema::<WithBands<SearchReport, Bands>>("train-search")),
         ("serve", schema::<WithBands<ServeReport, Vec<Bands>>>("serve")),
         ("serve-search", schema::<WithBands<ServeReport, Vec<Bands>>>("serve-search")),
+        ("serve-disaggregated", schema::<DisaggregatedReport>("serve-disaggregated")),
         ("compare", schema::<WithVersus<CompareReport>>("compare")),
         ("compare-serve", schema::<WithVersus<ServeCompareReport>>("compare-serve")),
         ("catalog", schema::<rainier_hw::Catalog>("catalog")),

@@ -223,6 +223,8 @@ pub(crate) struct ServeArgs {
     batch: Option<u64>,
     #[command(flatten)]
     job: ServeJobArgs,
+    #[command(flatten)]
+    disaggregation: DisaggregationArgs,
     /// Find the cheapest plan and concurrency that meets the SLO (continuous batching).
     #[arg(long)]
     search: bool,
@@ -262,6 +264,9 @@ pub(crate) struct ServeArgs {
 }
 
 pub(crate) fn run(args: &ServeArgs) -> Result<()> {
+    if args.disaggregation.disaggregate {
+        return disaggregated(args);
+    }
     let report = report(args)?;
     let bands = bands(args, &report)?;
     if args.json {
@@ -316,30 +321,7 @@ pub(crate) fn report(args: &ServeArgs) -> Result<ServeReport> {
             chip.name
         );
     }
-    let cfg = ServeConfig {
-        tp: args.tp,
-        compiled_seq: args.compiled_seq,
-        neuron_shapes: match args.neuron_shapes {
-            NeuronShapesArg::Buckets => NeuronShapes::Buckets,
-            NeuronShapesArg::Static => NeuronShapes::Static,
-        },
-        frontend: match args.frontend {
-            FrontendArg::Harness => Frontend::Harness,
-            FrontendArg::Vllm => Frontend::Vllm,
-        },
-        pp: args.pp,
-        ep: args.ep,
-        batch: args.batch,
-        lnc: args.lnc,
-        cluster: TrainConfig {
-            moe_skew: args.moe_skew,
-            capacity_factor: args.capacity_factor,
-            datacenter: args.datacenter.config(),
-            economics: args.economics.config(None),
-            ..TrainConfig::new(args.chips, 1, 1)
-        },
-        ..args.job.config(args.chips)?
-    };
+    let cfg = config(args)?;
     let report =
         if args.search { serve_search(&model, chip, &cfg)? } else { serve(&model, chip, &cfg)? };
     crate::ensure_finite(&[
@@ -362,6 +344,34 @@ pub(crate) fn report(args: &ServeArgs) -> Result<ServeReport> {
         );
     }
     Ok(report)
+}
+
+/// The serving configuration the flags mean.
+fn config(args: &ServeArgs) -> Result<ServeConfig> {
+    Ok(ServeConfig {
+        tp: args.tp,
+        compiled_seq: args.compiled_seq,
+        neuron_shapes: match args.neuron_shapes {
+            NeuronShapesArg::Buckets => NeuronShapes::Buckets,
+            NeuronShapesArg::Static => NeuronShapes::Static,
+        },
+        frontend: match args.frontend {
+            FrontendArg::Harness => Frontend::Harness,
+            FrontendArg::Vllm => Frontend::Vllm,
+        },
+        pp: args.pp,
+        ep: args.ep,
+        batch: args.batch,
+        lnc: args.lnc,
+        cluster: TrainConfig {
+            moe_skew: args.moe_skew,
+            capacity_factor: args.capacity_factor,
+            datacenter: args.datacenter.config(),
+            economics: args.economics.config(None),
+            ..TrainConfig::new(args.chips, 1, 1)
+        },
+        ..args.job.config(args.chips)?
+    })
 }
 
 fn text(r: &ServeReport) -> String {
@@ -466,4 +476,132 @@ fn workload_text(w: &rainier_plan::WorkloadReport) -> String {
         s += "\n";
     }
     s
+}
+
+/// Disaggregated serving: a prefill pool and a decode pool.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DisaggregationArgs {
+    /// Serve disaggregated: prompts prefilled on one pool of replicas and decoded on another,
+    /// each request's KV cache moved between them over the scale-out network (DistServe,
+    /// Dynamo, llm-d). --chips counts both pools; the split and each pool's TP are searched
+    /// for the lowest cost per token at the SLO unless given; colocated serving on the same
+    /// chips is shown beside it.
+    #[arg(long, conflicts_with_all = ["search", "batch", "tp", "pp"])]
+    disaggregate: bool,
+    /// The prefill pool's chip kind [default: --chip, which then is the decode pool's only].
+    #[arg(long, requires = "disaggregate")]
+    prefill_chip: Option<String>,
+    /// Chips of the prefill pool (the rest of --chips decode) [default: searched].
+    #[arg(long, requires = "disaggregate")]
+    prefill_chips: Option<u64>,
+    /// Tensor-parallel degree of a prefill replica [default: searched].
+    #[arg(long, requires = "disaggregate")]
+    prefill_tp: Option<u64>,
+    /// Tensor-parallel degree of a decode replica [default: searched].
+    #[arg(long, requires = "disaggregate")]
+    decode_tp: Option<u64>,
+}
+
+/// `rainier serve --disaggregate`.
+fn disaggregated(args: &ServeArgs) -> Result<()> {
+    let catalog = load_catalog(&args.catalog)?;
+    let decode_chip = catalog.chip(&args.chip)?;
+    let d = &args.disaggregation;
+    let prefill_chip = match &d.prefill_chip {
+        Some(name) => catalog.chip(name)?,
+        None => decode_chip,
+    };
+    let model = load_model(&args.model)?;
+    let split = rainier_plan::Disaggregation {
+        prefill_chips: d.prefill_chips,
+        prefill_tp: d.prefill_tp,
+        decode_tp: d.decode_tp,
+    };
+    let r = rainier_plan::serve_disaggregated(
+        &model,
+        prefill_chip,
+        decode_chip,
+        &config(args)?,
+        &split,
+    )?;
+    crate::ensure_finite(&[
+        ("TTFT", r.ttft_ms),
+        ("TPOT", r.tpot_ms),
+        ("output tokens/s", r.output_tokens_per_s),
+    ])?;
+    if args.json {
+        return crate::out_json("serve-disaggregated", &r);
+    }
+    out(&disaggregated_text(&r));
+    Ok(())
+}
+
+fn disaggregated_text(r: &rainier_plan::DisaggregatedReport) -> String {
+    let (p, d, kv) = (&r.prefill, &r.decode, &r.kv_transfer);
+    let mut s = format!(
+        "{} disaggregated on {} of {} chips: prefill on {} × {}, decode on {} × {}; {} prompt + {} output tokens\n\n",
+        r.model,
+        p.chips + d.chips,
+        r.chips,
+        p.chips,
+        p.chip,
+        d.chips,
+        d.chip,
+        r.input_len,
+        r.output_len
+    );
+    s += "pool        chips  tp  replicas  batch   step ms  capacity req/s  utilization  GiB/device\n";
+    for (name, pool, unit) in [("prefill", p, "prompts"), ("decode", d, "in flight")] {
+        s += &format!(
+            "{name:<10} {:>6} {:>3} {:>9} {:>6}  {:>8.2}  {:>14.2}  {:>10.1}%  {:>5.2} of {:.2}  ({unit})\n",
+            pool.chips,
+            pool.tp,
+            pool.replicas,
+            pool.batch,
+            pool.step_ms,
+            pool.capacity_requests_per_s,
+            pool.utilization * 100.0,
+            pool.memory_gib_per_device,
+            pool.capacity_gib_per_device
+        );
+    }
+    s += &format!(
+        "\nKV transfer: {:.1} MiB per request, {:.2} ms at the link, {:.2} ms exposed, network {:.1}% busy\n",
+        kv.bytes_per_request / (1u64 << 20) as f64,
+        kv.transfer_ms,
+        kv.exposed_ms,
+        kv.network_utilization * 100.0
+    );
+    s += &format!(
+        "TTFT {:.1} ms, TPOT {:.2} ms, {:.2} requests/s, {:.0} output tokens/s ({:.1} per chip), ${:.3} per M output tokens{}\n",
+        r.ttft_ms,
+        r.tpot_ms,
+        r.requests_per_s,
+        r.output_tokens_per_s,
+        r.output_tokens_per_s_per_chip,
+        r.cost_usd_per_million_output_tokens,
+        if r.meets_slo { "" } else { " (misses the SLO)" }
+    );
+    match &r.colocated {
+        Some(c) => {
+            s += &format!(
+                "colocated on the same {} × {} (tp {}, continuous batching with chunked prefill): TTFT {:.1} ms, TPOT {:.2} ms, {:.0} output tokens/s, ${:.3} per M output tokens; disaggregated serves {:.2}× the tokens per dollar\n",
+                c.chips,
+                c.chip,
+                c.tp,
+                c.ttft_ms,
+                c.tpot_ms,
+                c.output_tokens_per_s,
+                c.cost_usd_per_million_output_tokens,
+                c.cost_usd_per_million_output_tokens / r.cost_usd_per_million_output_tokens
+            );
+        }
+        None => s +=
+            "colocated: no comparison (different chip kinds, or no colocated plan meets the SLO)\n",
+    }
+    s += "\nnotes\n";
+    for n in &r.notes {
+        s += &format!("  - {n}\n");
+    }
+    s.trim_end().to_string()
 }

@@ -2197,3 +2197,44 @@ fn the_example_scenarios_are_valid() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["schema"]["name"], "rainier.train-search");
 }
+
+/// `serve --disaggregate` prints both pools, the KV transfer and the colocated comparison;
+/// flags that only mean something with it are refused without it.
+#[test]
+fn disaggregated_serving_prints_both_pools() {
+    let out = rainier(&[
+        "serve",
+        "--model",
+        "llama3-70b",
+        "--chip",
+        "h100",
+        "--chips",
+        "16",
+        "--input-len",
+        "4096",
+        "--output-len",
+        "256",
+        "--slo-tpot-ms",
+        "60",
+        "--disaggregate",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    for want in
+        ["prefill ", "decode ", "KV transfer:", "colocated on the same", "per M output tokens"]
+    {
+        assert!(report.contains(want), "{want} missing:\n{report}");
+    }
+    let bad = rainier(&[
+        "serve",
+        "--model",
+        "llama3-8b",
+        "--chip",
+        "h100",
+        "--chips",
+        "2",
+        "--prefill-tp",
+        "1",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+}

@@ -1,6 +1,6 @@
 //! The JSON Schemas under `schemas/`: generated from the Rust types (`schemars`), kept current
 //! (re-blessed with `RAINIER_BLESS=1 cargo test -p rainier-cli --test schemas`), and every
-//! golden output, the catalog and a site report valid against its schema, so a field the
+//! golden output, the catalog, a site and serving reports valid against its schema, so a field the
 //! printing code adds or renames without its type fails here.
 
 use std::path::Path;
@@ -69,10 +69,30 @@ fn every_golden_output_matches_its_schema() {
 }
 
 #[test]
-fn the_catalog_and_a_site_report_match_their_schemas() {
+fn the_catalog_site_and_serve_reports_match_their_schemas() {
     for (args, name) in [
         (&["chips", "--json"][..], "catalog"),
         (&["site", "--power-mw", "50", "--chip", "h100", "--json"][..], "site"),
+        (
+            &["serve", "--model", "llama3-70b", "--chip", "h100", "--chips", "16", "--json"][..],
+            "serve",
+        ),
+        (
+            &[
+                "serve",
+                "--model",
+                "llama3-70b",
+                "--chip",
+                "h100",
+                "--chips",
+                "16",
+                "--disaggregate",
+                "--slo-tpot-ms",
+                "60",
+                "--json",
+            ][..],
+            "serve-disaggregated",
+        ),
         (
             &[
                 "serve",

@@ -27,7 +27,8 @@ pub use economics::{
 };
 pub use search::{search, PlanSummary, Progress, SearchOptions, SearchReport};
 pub use serve::{
-    serve, serve_search, Continuous, Frontend, KvFormat, NeuronShapes, PrefixCache,
+    serve, serve_disaggregated, serve_search, ColocatedReport, Continuous, DisaggregatedReport,
+    Disaggregation, Frontend, KvFormat, KvTransferReport, NeuronShapes, PoolReport, PrefixCache,
     PrefixCacheReport, ServeConfig, ServeMemory, ServePlan, ServeReport, Speculative,
     SpeculativeReport, StepBreakdown, WeightFormat, WorkloadReport, SERVE_ASSUMPTIONS,
 };

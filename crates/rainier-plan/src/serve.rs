@@ -28,8 +28,13 @@ use rainier_perf::{
 };
 use serde::Serialize;
 
+mod disaggregated;
 mod simulated;
 
+pub use disaggregated::{
+    serve_disaggregated, ColocatedReport, DisaggregatedReport, Disaggregation, KvTransferReport,
+    PoolReport,
+};
 pub use simulated::WorkloadReport;
 
 use crate::economics::{economics, EconomicsConfig, JobFacts};

@@ -1,0 +1,121 @@
+//! Disaggregated serving: the pools balance, the search's split is the cheapest, the KV
+//! transfer carries what the cache holds, the SLO holds, and longer prompts take more of the
+//! cluster for prefill.
+
+use rainier_hw::{Catalog, Chip};
+use rainier_model::Model;
+use rainier_plan::{serve_disaggregated, DisaggregatedReport, Disaggregation, ServeConfig};
+
+fn chip(name: &str) -> Chip {
+    Catalog::built_in().chip(name).expect("chip").clone()
+}
+
+fn run(m: &str, c: &str, cfg: &ServeConfig, split: &Disaggregation) -> DisaggregatedReport {
+    let model = Model::preset(m).expect("preset");
+    serve_disaggregated(&model, &chip(c), &chip(c), cfg, split).expect("a disaggregated plan")
+}
+
+fn slo(chips: u64, input: u64, output: u64) -> ServeConfig {
+    ServeConfig {
+        slo_ttft_ms: Some(3000.0),
+        slo_tpot_ms: Some(50.0),
+        ..ServeConfig::new(chips, input, output)
+    }
+}
+
+/// The served rate is the smaller pool's capacity; that pool is fully used, the other not
+/// beyond; tokens/s are the rate times the output; the SLO holds.
+#[test]
+fn the_pools_balance_at_the_smaller_capacity() {
+    for c in ["h100", "trn2"] {
+        let r = run("llama3-70b", c, &slo(32, 4096, 512), &Disaggregation::default());
+        let (p, d) = (&r.prefill, &r.decode);
+        let rate = p.capacity_requests_per_s.min(d.capacity_requests_per_s);
+        assert!((r.requests_per_s - rate).abs() <= 1e-9 * rate, "{c}: {r:?}");
+        assert!(p.utilization <= 1.0 + 1e-12 && d.utilization <= 1.0 + 1e-12);
+        assert!((p.utilization.max(d.utilization) - 1.0).abs() < 1e-9, "{c}");
+        assert!(
+            (r.output_tokens_per_s - r.requests_per_s * 512.0).abs() < 1e-6 * r.output_tokens_per_s
+        );
+        assert!(r.meets_slo && r.ttft_ms <= 3000.0 && r.tpot_ms <= 50.0, "{c}: {r:?}");
+        assert!(p.chips + d.chips <= 32 && p.memory_gib_per_device <= p.capacity_gib_per_device);
+    }
+}
+
+/// The search's split is the cheapest: moving one replica's chips from one pool to the other
+/// (same TPs) costs no less per token.
+#[test]
+fn the_searched_split_is_the_cheapest_neighbour() {
+    let cfg = slo(32, 2048, 256);
+    let best = run("llama3-70b", "h100", &cfg, &Disaggregation::default());
+    let unit = |tp: u64| tp.div_ceil(1);
+    for delta in [-(unit(best.prefill.tp) as i64), unit(best.prefill.tp) as i64] {
+        let chips = best.prefill.chips as i64 + delta;
+        if chips <= 0 || chips as u64 + best.decode.tp > 32 {
+            continue;
+        }
+        let split = Disaggregation {
+            prefill_chips: Some(chips as u64),
+            prefill_tp: Some(best.prefill.tp),
+            decode_tp: Some(best.decode.tp),
+        };
+        let model = Model::preset("llama3-70b").expect("preset");
+        let h100 = chip("h100");
+        if let Ok(other) = serve_disaggregated(&model, &h100, &h100, &cfg, &split) {
+            assert!(
+                other.cost_usd_per_million_output_tokens
+                    >= best.cost_usd_per_million_output_tokens * (1.0 - 1e-12),
+                "{chips} prefill chips cost {} < the search's {}",
+                other.cost_usd_per_million_output_tokens,
+                best.cost_usd_per_million_output_tokens
+            );
+        }
+    }
+}
+
+/// A request's K/V is every layer's K and V for its prompt: 80 layers × 8 KV heads × 128 ×
+/// 2 × 2 bytes per token for Llama 3 70B (decode TP up to 8 holds each head once).
+#[test]
+fn the_transfer_carries_the_prompts_kv_cache() {
+    let split = Disaggregation { decode_tp: Some(8), ..Disaggregation::default() };
+    let r = run("llama3-70b", "h100", &slo(32, 4096, 512), &split);
+    let per_token = 80.0 * 8.0 * 128.0 * 2.0 * 2.0;
+    assert_eq!(r.kv_transfer.bytes_per_request, per_token * 4096.0);
+    // Streamed behind a prefill longer than the transfer, only the last layer's shows.
+    assert!(r.kv_transfer.transfer_ms < r.prefill.step_ms);
+    assert!((r.kv_transfer.exposed_ms - r.kv_transfer.transfer_ms / 80.0).abs() < 1e-9);
+    assert!((r.ttft_ms - r.prefill.step_ms - r.kv_transfer.exposed_ms).abs() < 1e-9);
+}
+
+/// Long prompts and short outputs need more prefill; short prompts and long outputs more
+/// decode.
+#[test]
+fn longer_prompts_take_more_of_the_cluster_for_prefill() {
+    let share = |input, output| {
+        let r = run("llama3-8b", "h100", &slo(32, input, output), &Disaggregation::default());
+        r.prefill.chips as f64 / (r.prefill.chips + r.decode.chips) as f64
+    };
+    let (long_prompt, long_output) = (share(6144, 128), share(256, 2048));
+    assert!(long_prompt > long_output, "prefill share {long_prompt} vs {long_output}");
+}
+
+/// What cannot run is an error naming why.
+#[test]
+fn impossible_disaggregations_are_errors() {
+    let model = Model::preset("llama3-70b").expect("preset");
+    let inf2 = chip("inf2");
+    let e = serve_disaggregated(
+        &model,
+        &inf2,
+        &inf2,
+        &ServeConfig::new(12, 1024, 256),
+        &Disaggregation::default(),
+    )
+    .expect_err("inf2 has no network between nodes");
+    assert!(e.to_string().contains("no scale-out network"), "{e}");
+    let h100 = chip("h100");
+    let tight = ServeConfig { slo_ttft_ms: Some(1.0), ..ServeConfig::new(8, 4096, 256) };
+    let e = serve_disaggregated(&model, &h100, &h100, &tight, &Disaggregation::default())
+        .expect_err("a 1 ms TTFT is out of reach");
+    assert!(e.to_string().contains("meets the SLO"), "{e}");
+}
