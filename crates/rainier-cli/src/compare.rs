@@ -84,7 +84,7 @@ pub(crate) fn run(args: &CompareArgs) -> Result<()> {
         );
     }
     if args.serve {
-        let base = args.serve_job.config(args.chips)?;
+        let base = args.serve_job.config(args.chips, &model)?;
         let cfg = rainier_plan::ServeConfig {
             slo_ttft_ms: base.slo_ttft_ms.or(Some(2000.0)),
             slo_tpot_ms: base.slo_tpot_ms.or(Some(50.0)),

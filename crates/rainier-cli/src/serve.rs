@@ -4,11 +4,21 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use rainier_plan::{
     parse_trace, serve, serve_search, Frontend, KvFormat, LengthDistribution, NeuronShapes,
-    PrefixCache, ServeConfig, ServeReport, Speculative, TrainConfig, WeightFormat, Workload,
+    PrefixCache, ServeConfig, ServeReport, Speculative, SpeculativeHead, TrainConfig, WeightFormat,
+    Workload,
 };
 
 use crate::out;
 use crate::plan::{load_catalog, load_model, CatalogArgs, DatacenterArgs, EconomicsArgs};
+
+/// A self-speculative head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SpecHeadArg {
+    /// EAGLE: one decoder layer on the target's hidden states.
+    Eagle,
+    /// The model's multi-token-prediction module (DeepSeek-V3).
+    Mtp,
+}
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum WeightsArg {
@@ -83,12 +93,19 @@ pub(crate) struct ServeJobArgs {
     /// tokenizer), run on the same ranks at the same TP. Needs --spec-tokens and --acceptance.
     #[arg(long, value_name = "MODEL", requires_all = ["spec_tokens", "acceptance"])]
     pub(crate) draft_model: Option<String>,
+    /// Self-speculative decoding with a head on the target instead of a draft model: `eagle`
+    /// (one decoder layer of the target's shape on its hidden states, as EAGLE-1/2/3 run in
+    /// vLLM, SGLang and TensorRT-LLM; needs --acceptance) or `mtp` (the model's own
+    /// multi-token-prediction module, DeepSeek-V3's; acceptance default 0.85). The head
+    /// shares the target's embedding and LM head. Needs --spec-tokens.
+    #[arg(long, value_enum, conflicts_with = "draft_model", requires = "spec_tokens")]
+    pub(crate) spec_head: Option<SpecHeadArg>,
     /// Speculative decoding: tokens the draft proposes per round (K, 1 to 32).
-    #[arg(long, value_name = "K", requires = "draft_model")]
+    #[arg(long, value_name = "K")]
     pub(crate) spec_tokens: Option<u64>,
     /// Speculative decoding: the probability that the target accepts a proposed token (0 to 1;
     /// it depends on the pair and the data: measure it, e.g. vLLM's spec-decode metrics).
-    #[arg(long, value_name = "PROBABILITY", requires = "draft_model")]
+    #[arg(long, value_name = "PROBABILITY")]
     pub(crate) acceptance: Option<f64>,
     /// Simulate the plan under a request stream: `fixed` (every request --input-len +
     /// --output-len), `uniform` (each length uniform on [L/2, 3L/2]), `lognormal` (heavy-
@@ -150,7 +167,14 @@ impl ServeJobArgs {
         Ok(Some(Workload::Trace { name: name.to_string(), requests: parse_trace(&text, name)? }))
     }
 
-    pub(crate) fn config(&self, chips: u64) -> Result<ServeConfig> {
+    /// The job's serving configuration for `model` (the target of speculative decoding).
+    pub(crate) fn config(&self, chips: u64, model: &rainier_model::Model) -> Result<ServeConfig> {
+        if (self.spec_tokens.is_some() || self.acceptance.is_some())
+            && self.draft_model.is_none()
+            && self.spec_head.is_none()
+        {
+            bail!("--spec-tokens and --acceptance need --draft-model or --spec-head");
+        }
         if self.max_seqs == Some(0) {
             bail!("--max-seqs must be positive");
         }
@@ -176,9 +200,21 @@ impl ServeJobArgs {
                 (None, Some(n)) => PrefixCache::SharedPrefix(n),
                 (None, None) => PrefixCache::None,
             },
-            speculative: match (&self.draft_model, self.spec_tokens, self.acceptance) {
-                (Some(draft), Some(tokens), Some(acceptance)) => {
-                    Some(Speculative { draft: load_model(draft)?, tokens, acceptance })
+            speculative: match (&self.draft_model, self.spec_head, self.spec_tokens) {
+                (Some(draft), _, Some(tokens)) => Some(Speculative {
+                    draft: load_model(draft)?,
+                    tokens,
+                    acceptance: self
+                        .acceptance
+                        .ok_or_else(|| anyhow::anyhow!("--draft-model needs --acceptance"))?,
+                    shares_head: false,
+                }),
+                (None, Some(head), Some(tokens)) => {
+                    let head = match head {
+                        SpecHeadArg::Eagle => SpeculativeHead::Eagle,
+                        SpecHeadArg::Mtp => SpeculativeHead::Mtp,
+                    };
+                    Some(Speculative::head(model, head, tokens, self.acceptance)?)
                 }
                 _ => None,
             },
@@ -321,7 +357,7 @@ pub(crate) fn report(args: &ServeArgs) -> Result<ServeReport> {
             chip.name
         );
     }
-    let cfg = config(args)?;
+    let cfg = config(args, &model)?;
     let report =
         if args.search { serve_search(&model, chip, &cfg)? } else { serve(&model, chip, &cfg)? };
     crate::ensure_finite(&[
@@ -347,7 +383,7 @@ pub(crate) fn report(args: &ServeArgs) -> Result<ServeReport> {
 }
 
 /// The serving configuration the flags mean.
-fn config(args: &ServeArgs) -> Result<ServeConfig> {
+fn config(args: &ServeArgs, model: &rainier_model::Model) -> Result<ServeConfig> {
     Ok(ServeConfig {
         tp: args.tp,
         compiled_seq: args.compiled_seq,
@@ -370,7 +406,7 @@ fn config(args: &ServeArgs) -> Result<ServeConfig> {
             economics: args.economics.config(None),
             ..TrainConfig::new(args.chips, 1, 1)
         },
-        ..args.job.config(args.chips)?
+        ..args.job.config(args.chips, model)?
     })
 }
 
@@ -521,7 +557,7 @@ fn disaggregated(args: &ServeArgs) -> Result<()> {
         &model,
         prefill_chip,
         decode_chip,
-        &config(args)?,
+        &config(args, &model)?,
         &split,
     )?;
     crate::ensure_finite(&[

@@ -2238,3 +2238,28 @@ fn disaggregated_serving_prints_both_pools() {
     ]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
 }
+
+/// `--spec-head eagle|mtp`: a head on the target; what it needs is named when missing.
+#[test]
+fn speculative_heads_on_the_command_line() {
+    let base = ["serve", "--model", "llama3-70b", "--chip", "h100", "--chips", "8", "--tp", "8"];
+    let eagle = rainier(
+        &[
+            &base[..],
+            &["--spec-head", "eagle", "--spec-tokens", "3", "--acceptance", "0.75", "--json"],
+        ]
+        .concat(),
+    );
+    assert!(eagle.status.success(), "{}", text(&eagle.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&eagle.stdout).expect("json");
+    assert_eq!(v["speculative"]["draft"], "llama3-70b-eagle");
+    for (extra, message) in [
+        (&["--spec-head", "mtp", "--spec-tokens", "1"][..], "num_nextn_predict_layers"),
+        (&["--spec-head", "eagle", "--spec-tokens", "2"][..], "needs --acceptance"),
+        (&["--spec-tokens", "2"][..], "need --draft-model or --spec-head"),
+    ] {
+        let out = rainier(&[&base[..], extra].concat());
+        assert_eq!(out.status.code(), Some(1), "{extra:?}");
+        assert!(text(&out.stderr).contains(message), "{extra:?}: {}", text(&out.stderr));
+    }
+}

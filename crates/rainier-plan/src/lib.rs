@@ -30,7 +30,8 @@ pub use serve::{
     serve, serve_disaggregated, serve_search, ColocatedReport, Continuous, DisaggregatedReport,
     Disaggregation, Frontend, KvFormat, KvTransferReport, NeuronShapes, PoolReport, PrefixCache,
     PrefixCacheReport, ServeConfig, ServeMemory, ServePlan, ServeReport, Speculative,
-    SpeculativeReport, StepBreakdown, WeightFormat, WorkloadReport, SERVE_ASSUMPTIONS,
+    SpeculativeHead, SpeculativeReport, StepBreakdown, WeightFormat, WorkloadReport,
+    SERVE_ASSUMPTIONS,
 };
 pub use train::{
     evaluate, precision_name, ranks_per_chip, recompute_name, Breakdown, Comm, CommByKind, Memory,

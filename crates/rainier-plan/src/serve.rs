@@ -22,7 +22,7 @@
 //! wins.
 
 use rainier_hw::{Chip, Family, Framework};
-use rainier_model::{Batch, InferenceFormats, Model, Op, OpKind, ACT_BYTES};
+use rainier_model::{Batch, InferenceFormats, LayerGroup, Model, Op, OpKind, ACT_BYTES};
 use rainier_perf::{
     Assumption, CollectiveKind, CostModel, Group, NeuronCosts, Precision, Topology,
 };
@@ -75,6 +75,7 @@ pub const SERVE_ASSUMPTIONS: &[Assumption] = &[
     VLLM_NEURON_HOST_STEP_S,
     CHUNK_TOKENS,
     NEURON_MIN_BUCKET,
+    MTP_ACCEPTANCE,
     simulated::MAX_NUM_SEQS,
     crate::workload::LOGNORMAL_SIGMA,
 ];
@@ -192,6 +193,70 @@ pub struct Speculative {
     pub tokens: u64,
     /// Probability that the target accepts a proposed token, the same at every position.
     pub acceptance: f64,
+    /// The draft is a head on the target (EAGLE, DeepSeek's MTP): it reads the target's
+    /// embedding and LM head, so only its own layers take memory.
+    pub shares_head: bool,
+}
+
+/// A self-speculative head on the target: its proposals come from the target's features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpeculativeHead {
+    /// EAGLE (EAGLE-1/2/3 in vLLM, SGLang, TensorRT-LLM): one decoder layer of the target's
+    /// shape on its hidden states, with the target's embedding and LM head.
+    Eagle,
+    /// Multi-token prediction (DeepSeek-V3's `num_nextn_predict_layers` modules): the
+    /// model's own MTP block, reused for each proposed token, with the shared head.
+    Mtp,
+}
+
+/// The MTP head's acceptance when the user gives none.
+pub(crate) const MTP_ACCEPTANCE: Assumption = Assumption {
+    name: "serve.mtp_acceptance",
+    value: 0.85,
+    why: "DeepSeek-V3 technical report (arXiv 2412.19437, §5.4.3): the second token its MTP module predicts is accepted 85-90 % of the time across generation topics (recalled, not in the project's corpus); the low end, for one proposed token; more tokens chained through the same module are assumed to keep it. Range 0.85-0.90",
+};
+
+impl Speculative {
+    /// A self-speculative `head` on `target` proposing `tokens` tokens per round, accepted
+    /// with `acceptance` (for MTP, [`MTP_ACCEPTANCE`] when `None`). The head is one layer of
+    /// the target's last layer kind (EAGLE; MTP: the model's MTP block, a full layer);
+    /// its fusion projection (2–3 × hidden²) is not costed.
+    pub fn head(
+        target: &Model,
+        head: SpeculativeHead,
+        tokens: u64,
+        acceptance: Option<f64>,
+    ) -> Result<Speculative, PlanError> {
+        let name = match head {
+            SpeculativeHead::Eagle => "eagle",
+            SpeculativeHead::Mtp => "mtp",
+        };
+        if head == SpeculativeHead::Mtp && target.mtp_layers == 0 {
+            return Err(PlanError::Invalid(format!(
+                "--spec-head mtp needs a model with multi-token-prediction modules (num_nextn_predict_layers > 0, as DeepSeek-V3 has); {} has none: use --spec-head eagle",
+                target.name
+            )));
+        }
+        let acceptance = match (acceptance, head) {
+            (Some(a), _) => a,
+            (None, SpeculativeHead::Mtp) => MTP_ACCEPTANCE.value,
+            (None, SpeculativeHead::Eagle) => {
+                return Err(PlanError::Invalid(
+                    "--spec-head eagle needs --acceptance (EAGLE's acceptance depends on the head's training; no default is sourced)".into(),
+                ))
+            }
+        };
+        let last = target.variants().pop().map_or_else(|| target.clone(), |(_, m)| m);
+        let group = last.layer_groups.first().map(|g| LayerGroup { count: 1, ..*g });
+        let draft = Model {
+            name: format!("{}-{name}", target.name),
+            layers: 1,
+            mtp_layers: 0,
+            layer_groups: group.into_iter().collect(),
+            ..last
+        };
+        Ok(Speculative { draft, tokens, acceptance, shares_head: true })
+    }
 }
 
 /// What speculative decoding does to the static batch's decode.
@@ -782,6 +847,18 @@ impl<'a> Server<'a> {
         }
     }
 
+    /// Weights of this rank's layers alone (no embedding or LM head), bytes.
+    fn layer_weight_bytes(&self) -> f64 {
+        let m = self.model;
+        let layer = self
+            .variants
+            .iter()
+            .map(|(count, v)| *count as f64 * self.layer_weights(v))
+            .sum::<f64>()
+            / m.layers as f64;
+        m.layers.div_ceil(self.pp) as f64 * layer * self.formats.weight_bytes
+    }
+
     /// Weights and reserve per rank, bytes; the most loaded rank holds its stage's layers
     /// (heads and MLP width padded to a multiple of TP, as the compute is) and the
     /// embedding (first stage) or the LM head (last stage).
@@ -807,7 +884,14 @@ impl<'a> Server<'a> {
         } else {
             embedding.max(head)
         };
-        let draft = self.draft.as_ref().map_or(0.0, |d| d.fixed_memory().0);
+        let draft = self.draft.as_ref().map_or(0.0, |d| {
+            let shares = self.cfg.speculative.as_ref().is_some_and(|s| s.shares_head);
+            if shares {
+                d.layer_weight_bytes()
+            } else {
+                d.fixed_memory().0
+            }
+        });
         let weights = layers * layer * wb + ends + draft;
         let reserve = rainier_perf::framework_reserve_gib(self.chip.family) * GIB;
         (weights, reserve)
@@ -1178,9 +1262,11 @@ impl<'a> Server<'a> {
         }
         if let Some(s) = &self.cfg.speculative {
             notes.push(format!(
-                "speculative decoding: {} proposes {} tokens per round (one decode step each, same ranks and TP), the target verifies {} positions per sequence in one forward; acceptance {} gives {:.2} tokens per round",
+                "speculative decoding: {} proposes {} token{} per round (one decode step each, same ranks and TP{}), the target verifies {} positions per sequence in one forward; acceptance {} gives {:.2} tokens per round",
                 s.draft.name,
                 s.tokens,
+                if s.tokens == 1 { "" } else { "s" },
+                if s.shares_head { "; a one-layer head sharing the target's embedding and LM head" } else { "" },
                 s.tokens + 1,
                 s.acceptance,
                 self.tokens_per_round()

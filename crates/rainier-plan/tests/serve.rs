@@ -316,7 +316,12 @@ fn prefix_caching_prefills_only_missed_tokens() {
 #[test]
 fn speculative_decoding_pays_the_draft_and_verifies_in_one_forward() {
     use rainier_plan::Speculative;
-    let spec = |acceptance| Speculative { draft: model("llama3-8b"), tokens: 4, acceptance };
+    let spec = |acceptance| Speculative {
+        draft: model("llama3-8b"),
+        tokens: 4,
+        acceptance,
+        shares_head: false,
+    };
     let at = |batch, s: Option<Speculative>| {
         let cfg = ServeConfig { batch: Some(batch), speculative: s, ..one(4, 4, 1024, 256) };
         run("llama3-70b", "h100", &cfg)
@@ -369,7 +374,12 @@ fn a_vllm_frontend_pays_its_host_time_once_per_engine_step() {
     assert!((b.tpot_ms - a.tpot_ms - host_ms).abs() < 1e-9, "{} {}", a.tpot_ms, b.tpot_ms);
     assert!(b.output_tokens_per_s < a.output_tokens_per_s);
     assert!(b.continuous.output_tokens_per_s < a.continuous.output_tokens_per_s);
-    let spec = Some(Speculative { draft: model("llama3.2-1b"), tokens: 4, acceptance: 0.7 });
+    let spec = Some(Speculative {
+        draft: model("llama3.2-1b"),
+        tokens: 4,
+        acceptance: 0.7,
+        shares_head: false,
+    });
     let (sa, sb) = (
         run("llama3-8b", "trn2", &ServeConfig { speculative: spec.clone(), ..base.clone() }),
         run("llama3-8b", "trn2", &ServeConfig { speculative: spec, ..vllm.clone() }),
@@ -384,4 +394,52 @@ fn a_vllm_frontend_pays_its_host_time_once_per_engine_step() {
     .expect_err("refused")
     .to_string();
     assert!(e.contains("frontend vllm") && e.contains("h100"), "{e}");
+}
+
+/// A self-speculative head (EAGLE, MTP) is one layer of the target's shape that shares its
+/// embedding and LM head: it holds one layer's weights, costs far less than a draft model,
+/// and MTP needs the model's MTP modules (its default acceptance the DeepSeek-V3 report's).
+#[test]
+fn a_speculative_head_is_one_shared_layer() {
+    use rainier_plan::{Speculative, SpeculativeHead};
+    let target = model("llama3-70b");
+    let eagle = Speculative::head(&target, SpeculativeHead::Eagle, 3, Some(0.75)).expect("eagle");
+    assert!(eagle.shares_head && eagle.draft.layers == 1 && eagle.draft.mtp_layers == 0);
+    assert_eq!(
+        (eagle.draft.hidden, eagle.draft.ffn, eagle.draft.vocab),
+        (8192, 28672, target.vocab)
+    );
+    let at = |s: Option<Speculative>| {
+        let cfg = ServeConfig { batch: Some(1), speculative: s, ..one(8, 8, 1024, 256) };
+        run("llama3-70b", "h100", &cfg)
+    };
+    let plain = at(None);
+    let with_eagle = at(Some(eagle.clone()));
+    // One layer's weights per rank: attention (q, o: 8192² each; k, v: 8192 × 1024 each) and
+    // the MLP (3 × 8192 × 28672), bf16, over TP 8.
+    let layer = (2 * 8192 * 8192 + 2 * 8192 * 1024 + 3 * 8192 * 28672) as f64 * 2.0 / 8.0;
+    let added = (with_eagle.memory_gib_per_device.weights - plain.memory_gib_per_device.weights)
+        * (1u64 << 30) as f64;
+    assert!((added / layer - 1.0).abs() < 0.01, "{added} bytes added for a {layer}-byte layer");
+    let as_draft = at(Some(Speculative { shares_head: false, ..eagle.clone() }));
+    assert!(as_draft.memory_gib_per_device.weights > with_eagle.memory_gib_per_device.weights);
+    let r = with_eagle.speculative.as_ref().expect("reported");
+    assert!(r.speedup > 2.0, "EAGLE K=3 α=0.75 at batch 1: {}", r.speedup);
+    let small_draft = at(Some(Speculative {
+        draft: model("llama3.2-1b"),
+        tokens: 3,
+        acceptance: 0.75,
+        shares_head: false,
+    }));
+    assert!(
+        with_eagle.tpot_ms < small_draft.tpot_ms,
+        "a one-layer head is cheaper than a 1B draft"
+    );
+    // MTP: only where the model has it; 0.85 by default.
+    let e = Speculative::head(&target, SpeculativeHead::Mtp, 1, None).expect_err("no MTP");
+    assert!(e.to_string().contains("num_nextn_predict_layers"), "{e}");
+    let mtp = Speculative::head(&model("deepseek-v3"), SpeculativeHead::Mtp, 1, None).expect("mtp");
+    assert_eq!(mtp.acceptance, 0.85);
+    assert!(mtp.draft.moe.is_some(), "DeepSeek-V3's MTP block is a MoE layer");
+    assert!(Speculative::head(&target, SpeculativeHead::Eagle, 3, None).is_err());
 }
