@@ -91,21 +91,21 @@ pub(crate) struct ServeJobArgs {
     pub(crate) shared_prefix_len: Option<u64>,
     /// Speculative decoding: the draft model (a preset or config.json sharing the target's
     /// tokenizer), run on the same ranks at the same TP. Needs --spec-tokens and --acceptance.
-    #[arg(long, value_name = "MODEL", requires_all = ["spec_tokens", "acceptance"])]
+    #[arg(long, value_name = "MODEL", group = "speculator", requires_all = ["spec_tokens", "acceptance"])]
     pub(crate) draft_model: Option<String>,
     /// Self-speculative decoding with a head on the target instead of a draft model: `eagle`
     /// (one decoder layer of the target's shape on its hidden states, as EAGLE-1/2/3 run in
     /// vLLM, SGLang and TensorRT-LLM; needs --acceptance) or `mtp` (the model's own
     /// multi-token-prediction module, DeepSeek-V3's; acceptance default 0.85). The head
     /// shares the target's embedding and LM head. Needs --spec-tokens.
-    #[arg(long, value_enum, conflicts_with = "draft_model", requires = "spec_tokens")]
+    #[arg(long, value_enum, group = "speculator", requires = "spec_tokens")]
     pub(crate) spec_head: Option<SpecHeadArg>,
     /// Speculative decoding: tokens the draft proposes per round (K, 1 to 32).
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", requires = "speculator")]
     pub(crate) spec_tokens: Option<u64>,
     /// Speculative decoding: the probability that the target accepts a proposed token (0 to 1;
     /// it depends on the pair and the data: measure it, e.g. vLLM's spec-decode metrics).
-    #[arg(long, value_name = "PROBABILITY")]
+    #[arg(long, value_name = "PROBABILITY", requires = "speculator")]
     pub(crate) acceptance: Option<f64>,
     /// Simulate the plan under a request stream: `fixed` (every request --input-len +
     /// --output-len), `uniform` (each length uniform on [L/2, 3L/2]), `lognormal` (heavy-
@@ -169,12 +169,6 @@ impl ServeJobArgs {
 
     /// The job's serving configuration for `model` (the target of speculative decoding).
     pub(crate) fn config(&self, chips: u64, model: &rainier_model::Model) -> Result<ServeConfig> {
-        if (self.spec_tokens.is_some() || self.acceptance.is_some())
-            && self.draft_model.is_none()
-            && self.spec_head.is_none()
-        {
-            bail!("--spec-tokens and --acceptance need --draft-model or --spec-head");
-        }
         if self.max_seqs == Some(0) {
             bail!("--max-seqs must be positive");
         }

@@ -2256,10 +2256,21 @@ fn speculative_heads_on_the_command_line() {
     for (extra, message) in [
         (&["--spec-head", "mtp", "--spec-tokens", "1"][..], "num_nextn_predict_layers"),
         (&["--spec-head", "eagle", "--spec-tokens", "2"][..], "needs --acceptance"),
-        (&["--spec-tokens", "2"][..], "need --draft-model or --spec-head"),
     ] {
         let out = rainier(&[&base[..], extra].concat());
         assert_eq!(out.status.code(), Some(1), "{extra:?}");
         assert!(text(&out.stderr).contains(message), "{extra:?}: {}", text(&out.stderr));
     }
+    // A head and a draft model are one speculator or the other (usage error).
+    let both = [
+        "--spec-head",
+        "eagle",
+        "--draft-model",
+        "llama3.2-1b",
+        "--spec-tokens",
+        "2",
+        "--acceptance",
+        "0.7",
+    ];
+    assert_eq!(rainier(&[&base[..], &both[..]].concat()).status.code(), Some(2));
 }

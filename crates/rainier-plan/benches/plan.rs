@@ -1,6 +1,7 @@
 //! Plan evaluations per second: one full evaluation (target ≤ 10 µs); a search on one core
 //! (target ≥ 10^5 plans per second per core); the llama3.1-405b search on 500,000 Trn2 chips
-//! (target < 10 s on a 2-core machine); a million chips costs what a thousand does.
+//! (target < 10 s on a 2-core machine); a million chips costs what a thousand does; serving,
+//! its workload simulation and the disaggregated search.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rainier_hw::Catalog;
@@ -110,5 +111,29 @@ fn bench_workload(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, bench_search, bench_serve, bench_workload);
+/// Disaggregated serving: every TP of each pool and every split of 1,024 chips at an SLO
+/// (the split search is arithmetic over per-replica capacities).
+fn bench_disaggregated(c: &mut Criterion) {
+    let catalog = Catalog::built_in();
+    let model = Model::preset("llama3-70b").expect("preset");
+    let slo = ServeConfig {
+        slo_ttft_ms: Some(2000.0),
+        slo_tpot_ms: Some(50.0),
+        ..ServeConfig::new(1024, 4096, 512)
+    };
+    let split = rainier_plan::Disaggregation::default();
+    let mut group = c.benchmark_group("disaggregated");
+    group.sample_size(10);
+    for chip in ["h100", "trn2"] {
+        let chip = catalog.chip(chip).expect("chip");
+        group.bench_function(format!("search llama3-70b on 1024 {}", chip.name), |b| {
+            b.iter(|| {
+                rainier_plan::serve_disaggregated(&model, chip, chip, &slo, &split).expect("a plan")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_search, bench_serve, bench_workload, bench_disaggregated);
 criterion_main!(benches);

@@ -282,13 +282,32 @@ pub fn serve_disaggregated(
                 Some(_) => continue,
                 None => (1..=cfg.chips.saturating_sub(d.chips) / p.chips).collect(),
             };
-            for units in splits {
-                let prefill_chips = units * p.chips;
-                let left = cfg.chips.saturating_sub(prefill_chips);
-                let decode_units = left / d.chips;
-                if decode_units == 0 {
-                    continue;
-                }
+            // The split with the lowest chip-hours per request (the pools' own prices) is
+            // found by arithmetic on the units' capacities; only it is costed in full.
+            let link =
+                match kv_link(model, (prefill_chip, p.chips), (decode_chip, d.chips), cfg, d.tp) {
+                    Ok(link) => link,
+                    Err(e) => {
+                        last_error = Some(e);
+                        continue;
+                    }
+                };
+            let (p_price, d_price) =
+                (unit_price(model, prefill_chip, cfg, p)?, unit_price(model, decode_chip, cfg, d)?);
+            let score = |units: u64| {
+                let decode_units = cfg.chips.saturating_sub(units * p.chips) / d.chips;
+                let network = units as f64 * p.replicas as f64 * link.1 / link.0;
+                let rate = (units as f64 * p.rate).min(decode_units as f64 * d.rate).min(network);
+                let usd =
+                    (units * p.chips) as f64 * p_price + (decode_units * d.chips) as f64 * d_price;
+                (decode_units > 0).then_some(usd / rate)
+            };
+            let cheapest = splits
+                .into_iter()
+                .filter_map(|u| score(u).map(|s| (s, u)))
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((_, units)) = cheapest {
+                let decode_units = cfg.chips.saturating_sub(units * p.chips) / d.chips;
                 let r = match deployment(
                     model,
                     (prefill_chip, p, units),
@@ -343,6 +362,18 @@ pub fn serve_disaggregated(
             });
     }
     Ok(report)
+}
+
+/// A chip-hour's price for a pool of `unit`'s chips.
+fn unit_price(
+    model: &Model,
+    chip: &Chip,
+    cfg: &ServeConfig,
+    unit: &Unit,
+) -> Result<f64, PlanError> {
+    let pool = pool_cfg(cfg, unit.chips);
+    let server = Server::new(model, chip, &pool, unit.tp, 1, 1)?;
+    Ok(server.money(1.0, 1.0).2)
 }
 
 /// The steady state of `p_units` prefill units and `d_units` decode units.
