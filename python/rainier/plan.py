@@ -17,7 +17,7 @@ come from ``patch=`` (``"trn2:hbm_bytes_per_s=5.8e12,as=trn2-2xbw"`` or ``{"chip
 >>> r = rp.train("llama3-70b", "trn2", chips=1024, seq=8192, global_batch=1024, tp=8, pp=4)
 >>> r.tokens_per_s, r.mfu
 >>> best = rp.search("llama3-70b", "trn2", chips=1024, seq=8192, global_batch=1024, top=5)
->>> best.to_pandas()[["plan.tp", "plan.pp", "tokens_per_s"]]
+>>> best.to_pandas()[["tp", "pp", "dp", "tokens_per_s"]]
 
 Errors raise :class:`InputError` (bad input), :class:`NoPlanError` (valid input that no plan
 fits or meets) or :class:`UsageError` (an unknown argument), each with ``kind``, ``field``

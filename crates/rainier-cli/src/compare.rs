@@ -344,11 +344,46 @@ fn serve_text(r: &ServeCompareReport) -> String {
         s += "\n";
     }
     s += &workload_table(r);
+    s += &disaggregated_table(r);
     s += "\nprices (per chip-hour)\n";
     for row in &r.rows {
         s += &format!("  {:<9} ${:<7.3} {}\n", row.chip, row.usd_per_chip_hour, row.price_source);
     }
     s += "\nin flight: sequences per replica under continuous batching; J/token: facility energy (PUE included).";
+    s
+}
+
+/// Each chip's chips split into prefill and decode pools, when a split meets the SLO.
+fn disaggregated_table(r: &ServeCompareReport) -> String {
+    let rows: Vec<_> =
+        r.rows.iter().filter_map(|row| row.disaggregated.as_ref().map(|d| (row, d))).collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut s = format!(
+        "\ndisaggregated: the same chips as a prefill pool and a decode pool (serve --disaggregate; no queueing)\n{:<9} {:>14} {:>14} {:>9} {:>8} {:>12} {:>12} {:>12}\n",
+        "chip", "prefill ×tp", "decode ×tp", "TTFT ms", "TPOT ms", "tok/s/chip", "$/M out tok", "vs colocated"
+    );
+    for (row, d) in rows {
+        let versus = row.report.as_ref().map_or("—".to_string(), |c| {
+            format!(
+                "{:.2}×",
+                c.cost_usd_per_million_output_tokens / d.cost_usd_per_million_output_tokens
+            )
+        });
+        s += &format!(
+            "{:<9} {:>14} {:>14} {:>9.1} {:>8.2} {:>12.1} {:>12.3} {:>12}\n",
+            row.chip,
+            format!("{} ×{}", d.prefill.chips, d.prefill.tp),
+            format!("{} ×{}", d.decode.chips, d.decode.tp),
+            d.ttft_ms,
+            d.tpot_ms,
+            d.output_tokens_per_s_per_chip,
+            d.cost_usd_per_million_output_tokens,
+            versus
+        );
+    }
+    s += "vs colocated: tokens per dollar over the colocated plan's above.\n";
     s
 }
 

@@ -54,6 +54,14 @@ struct WithVersus<R> {
     versus_error: Option<String>,
 }
 
+/// The validation report and the published command cases run beside it.
+#[derive(Serialize, JsonSchema)]
+struct WithCommands<R, C> {
+    #[serde(flatten)]
+    report: R,
+    commands: C,
+}
+
 fn schema<T: JsonSchema>(name: &str) -> serde_json::Value {
     let mut schema = schemars::schema_for!(Output<T>);
     schema.insert("title".into(), format!("rainier.{name}").into());
@@ -109,5 +117,11 @@ pub fn output_schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("compare-serve", schema::<WithVersus<ServeCompareReport>>("compare-serve")),
         ("catalog", schema::<rainier_hw::Catalog>("catalog")),
         ("site", schema::<crate::site::SiteReport>("site")),
+        (
+            "validate",
+            schema::<WithCommands<rainier_plan::ValidationReport, crate::cases::CasesReport>>(
+                "validate",
+            ),
+        ),
     ]
 }

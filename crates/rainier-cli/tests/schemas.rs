@@ -61,6 +61,7 @@ fn every_golden_output_matches_its_schema() {
         ("serve-search.json", "serve-search"),
         ("compare.json", "compare"),
         ("compare-serve.json", "compare-serve"),
+        ("validate.json", "validate"),
     ] {
         let text = std::fs::read_to_string(golden.join(file)).expect("a golden output");
         let output: serde_json::Value = serde_json::from_str(&text).expect("JSON");

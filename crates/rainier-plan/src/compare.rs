@@ -223,6 +223,9 @@ pub struct ServeCompareRow {
     pub error: Option<String>,
     pub usd_per_chip_hour: f64,
     pub price_source: String,
+    /// The same chips split into prefill and decode pools at the SLO (`serve --disaggregate`);
+    /// `null` under a workload (not modelled there) or when no split meets the SLO.
+    pub disaggregated: Option<crate::DisaggregatedReport>,
 }
 
 /// Serving the same model on every chip kind.
@@ -258,6 +261,11 @@ pub fn compare_serve(
         .par_iter()
         .map(|chip| {
             let result = serve_search(model, chip, cfg);
+            let disaggregated = cfg
+                .workload
+                .is_none()
+                .then(|| crate::serve::disaggregated_without_colocated(model, chip, cfg).ok())
+                .flatten();
             let price = &chip.node.usd_per_chip_hour;
             let (report, error) = match result {
                 Ok(r) => (Some(r), None),
@@ -274,6 +282,7 @@ pub fn compare_serve(
                 ),
                 report,
                 error,
+                disaggregated,
             }
         })
         .collect::<Vec<_>>();

@@ -31,6 +31,7 @@ use serde::Serialize;
 mod disaggregated;
 mod simulated;
 
+pub(crate) use disaggregated::disaggregated_without_colocated;
 pub use disaggregated::{
     serve_disaggregated, ColocatedReport, DisaggregatedReport, Disaggregation, KvTransferReport,
     PoolReport,

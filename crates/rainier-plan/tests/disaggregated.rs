@@ -119,3 +119,31 @@ fn impossible_disaggregations_are_errors() {
         .expect_err("a 1 ms TTFT is out of reach");
     assert!(e.to_string().contains("meets the SLO"), "{e}");
 }
+
+/// `compare --serve` carries each chip's disaggregated deployment: the same search as
+/// `serve --disaggregate`, without the colocated comparison it already has; none under a
+/// workload.
+#[test]
+fn compare_serve_carries_the_disaggregated_deployment() {
+    let catalog = Catalog::built_in();
+    let model = Model::preset("llama3-70b").expect("preset");
+    let cfg = slo(64, 2048, 512);
+    let only = ["h100".to_string(), "trn2".to_string()];
+    let report = rainier_plan::compare_serve(&model, &catalog, &cfg, Some(&only)).expect("compare");
+    for row in &report.rows {
+        let d = row.disaggregated.as_ref().expect("a split meets the SLO");
+        let alone = run("llama3-70b", &row.chip, &cfg, &Disaggregation::default());
+        assert!(d.colocated.is_none() && alone.colocated.is_some());
+        assert_eq!(DisaggregatedReport { colocated: None, ..alone }, *d);
+    }
+    let workload = rainier_plan::Workload::Synthetic {
+        lengths: rainier_plan::LengthDistribution::Fixed,
+        rate_per_s: 1.0,
+        requests: 50,
+        seed: 1,
+    };
+    let under = ServeConfig { workload: Some(workload), ..cfg };
+    let report =
+        rainier_plan::compare_serve(&model, &catalog, &under, Some(&only[..1])).expect("compare");
+    assert!(report.rows[0].disaggregated.is_none());
+}

@@ -249,6 +249,40 @@ pub fn serve_disaggregated(
     cfg: &ServeConfig,
     split: &Disaggregation,
 ) -> Result<DisaggregatedReport, PlanError> {
+    let mut report = search(model, prefill_chip, decode_chip, cfg, split)?;
+    if prefill_chip.name == decode_chip.name {
+        report.colocated =
+            super::serve_search(model, decode_chip, cfg).ok().map(|c| ColocatedReport {
+                chip: c.chip.clone(),
+                chips: c.chips,
+                tp: c.plan.tp,
+                ttft_ms: c.continuous.ttft_ms,
+                tpot_ms: c.continuous.tpot_ms,
+                output_tokens_per_s: c.continuous.output_tokens_per_s,
+                cost_usd_per_million_output_tokens: c.continuous.cost_usd_per_million_output_tokens,
+            });
+    }
+    Ok(report)
+}
+
+/// [`serve_disaggregated`] on one chip kind with every degree searched, without the colocated
+/// comparison (for a caller that has it already: `compare --serve`).
+pub(crate) fn disaggregated_without_colocated(
+    model: &Model,
+    chip: &Chip,
+    cfg: &ServeConfig,
+) -> Result<DisaggregatedReport, PlanError> {
+    search(model, chip, chip, cfg, &Disaggregation::default())
+}
+
+/// The cheapest deployment meeting the SLO, without the colocated comparison.
+fn search(
+    model: &Model,
+    prefill_chip: &Chip,
+    decode_chip: &Chip,
+    cfg: &ServeConfig,
+    split: &Disaggregation,
+) -> Result<DisaggregatedReport, PlanError> {
     super::check(model, cfg)?;
     if cfg.workload.is_some() {
         return Err(PlanError::Invalid(
@@ -335,7 +369,7 @@ pub fn serve_disaggregated(
             }
         }
     }
-    let (_, mut report) = best.ok_or_else(|| {
+    let (_, report) = best.ok_or_else(|| {
         last_error.unwrap_or_else(|| {
             PlanError::NoPlan(format!(
                 "no split of {} chips holds a prefill replica of {} on {} and a decode replica on {}",
@@ -348,18 +382,6 @@ pub fn serve_disaggregated(
             "no disaggregated plan of {} on {} chips meets the SLO: the best reach TTFT {:.1} ms and TPOT {:.2} ms",
             model.name, cfg.chips, report.ttft_ms, report.tpot_ms
         )));
-    }
-    if prefill_chip.name == decode_chip.name {
-        report.colocated =
-            super::serve_search(model, decode_chip, cfg).ok().map(|c| ColocatedReport {
-                chip: c.chip.clone(),
-                chips: c.chips,
-                tp: c.plan.tp,
-                ttft_ms: c.continuous.ttft_ms,
-                tpot_ms: c.continuous.tpot_ms,
-                output_tokens_per_s: c.continuous.output_tokens_per_s,
-                cost_usd_per_million_output_tokens: c.continuous.cost_usd_per_million_output_tokens,
-            });
     }
     Ok(report)
 }
