@@ -97,7 +97,8 @@ pub(crate) struct KernelOpts {
     /// hbm_fraction, engines (and check).
     #[arg(long)]
     pub(crate) json: bool,
-    /// Write a Chrome/Perfetto trace.
+    /// Write a Chrome/Perfetto trace (`-`: to standard output, the report then on standard
+    /// error).
     #[arg(long, value_name = "FILE.json")]
     pub(crate) trace: Option<std::path::PathBuf>,
 }

@@ -97,8 +97,9 @@ enum Command {
         /// dtype and shape match the program's `hbm NAME: ... input` declaration. Repeat per input.
         #[arg(long = "input", value_name = "NAME=FILE.npy")]
         inputs: Vec<String>,
-        /// Write an output tensor: NAME=FILE.npy. Repeat per output. Without it, a summary of
-        /// every output is printed.
+        /// Write an output tensor: NAME=FILE.npy (`NAME=-`: to standard output, the report then
+        /// on standard error). Repeat per output. Without it, a summary of every output is
+        /// printed.
         #[arg(long = "output", value_name = "NAME=FILE.npy")]
         outputs: Vec<String>,
         /// Print a JSON report instead of text: time_ns, per-engine busy_ns, instructions,
@@ -109,7 +110,8 @@ enum Command {
         #[arg(long)]
         no_values: bool,
         /// Write a Chrome/Perfetto trace: one track per engine and DMA engine, one slice per
-        /// instruction with its operands, shapes and cycles or bytes.
+        /// instruction with its operands, shapes and cycles or bytes (`-`: to standard output,
+        /// the report then on standard error).
         #[arg(long, value_name = "FILE.json")]
         trace: Option<PathBuf>,
     },
@@ -649,6 +651,13 @@ fn out(text: &str) {
     if captured.is_some() {
         return;
     }
+    if STDOUT_TAKEN.load(std::sync::atomic::Ordering::SeqCst) {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("{text}");
+        }
+        return;
+    }
     if let Err(e) = writeln!(std::io::stdout().lock(), "{text}") {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
@@ -860,6 +869,7 @@ fn sim(req: &SimRequest<'_>) -> Result<()> {
         }
         wanted.push((name, file));
     }
+    one_stdout(wanted.iter().map(|(_, f)| f.as_path()).chain(req.trace))?;
     let params = chip.params();
     let values = (!req.no_values).then_some(&given);
     let report = rainier_timesim::simulate(&program, &params, values, req.trace.is_some())
@@ -900,25 +910,53 @@ fn sim(req: &SimRequest<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Streams the Perfetto trace of `report` to `file`.
+/// Set once an output goes to standard output (a file named `-`): the report then goes to
+/// standard error, so the data stays clean.
+static STDOUT_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `file` means standard output.
+fn is_stdout(file: &Path) -> bool {
+    file.as_os_str() == "-"
+}
+
+/// A buffered writer to `file`, or to standard output for `-` (the report moves to stderr).
+fn create_output(file: &Path) -> std::io::Result<Box<dyn std::io::Write>> {
+    if is_stdout(file) {
+        if CAPTURE.with(|c| c.borrow().is_some()) {
+            return Err(std::io::Error::other("`-` (standard output) is for the command line"));
+        }
+        STDOUT_TAKEN.store(true, std::sync::atomic::Ordering::SeqCst);
+        return Ok(Box::new(std::io::BufWriter::new(std::io::stdout())));
+    }
+    Ok(Box::new(std::io::BufWriter::new(std::fs::File::create(file)?)))
+}
+
+/// At most one output of a command may be standard output.
+fn one_stdout<'a>(files: impl IntoIterator<Item = &'a Path>) -> Result<()> {
+    if files.into_iter().filter(|f| is_stdout(f)).count() > 1 {
+        bail!("only one output can be `-` (standard output)");
+    }
+    Ok(())
+}
+
+/// Streams the Perfetto trace of `report` to `file` (`-`: standard output).
 fn write_trace(
     file: &Path,
     program: &Program,
     params: &rainier_arch::ChipParams,
     report: &rainier_timesim::Report,
 ) -> Result<()> {
+    use std::io::Write as _;
     let cannot = || format!("--trace: cannot write {}", file.display());
-    let f = std::fs::File::create(file).with_context(cannot)?;
-    rainier_timesim::write_chrome_trace(program, params, report, std::io::BufWriter::new(f))
-        .with_context(cannot)
+    let mut w = create_output(file).with_context(cannot)?;
+    rainier_timesim::write_chrome_trace(program, params, report, &mut w).with_context(cannot)?;
+    w.flush().with_context(cannot)
 }
 
-/// Writes `t` as `.npy`; dtypes NumPy has no type for are written as float32, converted while
-/// streaming (no widened copy in memory).
+/// Writes `t` as `.npy` (`-`: standard output); dtypes NumPy has no type for are written as
+/// float32, converted while streaming (no widened copy in memory).
 fn write_npy(t: &HostTensor, file: &Path) -> Result<()> {
-    let f =
-        std::fs::File::create(file).with_context(|| format!("cannot create {}", file.display()))?;
-    let mut w = std::io::BufWriter::new(f);
+    let mut w = create_output(file).with_context(|| format!("cannot create {}", file.display()))?;
     if npy::descr_of(t.dtype).is_some() {
         npy::write(t, &mut w)?;
     } else {

@@ -2274,3 +2274,36 @@ fn speculative_heads_on_the_command_line() {
     ];
     assert_eq!(rainier(&[&base[..], &both[..]].concat()).status.code(), Some(2));
 }
+
+/// `-` as an output or trace file is standard output: the data there, byte for byte what a
+/// file gets, and the report on standard error; two outputs cannot share it.
+#[test]
+fn a_dash_output_is_standard_output() {
+    let d = scratch("dash");
+    let (a, b) = (random(&[128, 128], 11), random(&[128, 512], 12));
+    let (pa, pb) = (save(&d, "a.npy", &a), save(&d, "b.npy", &b));
+    let pc = d.join("c.npy").display().to_string();
+    let sim = |output: &str, extra: &[&str]| {
+        let mut args = vec!["sim", "examples/asm/matmul.asm", "--chip", "trn2"];
+        let (ia, ib, oc) = (format!("a={pa}"), format!("b={pb}"), format!("c={output}"));
+        args.extend_from_slice(&["--input", &ia, "--input", &ib, "--output", &oc]);
+        args.extend_from_slice(extra);
+        rainier(&args)
+    };
+    let to_file = sim(&pc, &[]);
+    assert!(to_file.status.success(), "{}", text(&to_file.stderr));
+    let to_stdout = sim("-", &[]);
+    assert!(to_stdout.status.success(), "{}", text(&to_stdout.stderr));
+    assert_eq!(to_stdout.stdout, std::fs::read(&pc).expect("c.npy"));
+    assert!(text(&to_stdout.stderr).contains("matmul.asm on trn2"), "the report is on stderr");
+    let trace = rainier(&[
+        "kernel", "gemm", "--m", "256", "--n", "256", "--k", "256", "--chip", "trn2", "--trace",
+        "-",
+    ]);
+    assert!(trace.status.success(), "{}", text(&trace.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&trace.stdout).expect("the trace is JSON");
+    assert!(v["traceEvents"].as_array().is_some_and(|e| !e.is_empty()));
+    let both = sim("-", &["--trace", "-"]);
+    assert_eq!(both.status.code(), Some(1));
+    assert!(text(&both.stderr).contains("only one output can be `-`"));
+}
