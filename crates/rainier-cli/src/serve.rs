@@ -527,6 +527,11 @@ pub(crate) struct DisaggregationArgs {
     /// Tensor-parallel degree of a prefill replica [default: searched].
     #[arg(long, requires = "disaggregate")]
     prefill_tp: Option<u64>,
+    /// Context parallelism of a prefill replica: ring attention over this many groups of
+    /// --prefill-tp ranks, each holding a slice of the prompt (long prompts) [default:
+    /// searched over 1, 2, 4, 8].
+    #[arg(long, requires = "disaggregate")]
+    prefill_cp: Option<u64>,
     /// Tensor-parallel degree of a decode replica [default: searched].
     #[arg(long, requires = "disaggregate")]
     decode_tp: Option<u64>,
@@ -545,6 +550,7 @@ fn disaggregated(args: &ServeArgs) -> Result<()> {
     let split = rainier_plan::Disaggregation {
         prefill_chips: d.prefill_chips,
         prefill_tp: d.prefill_tp,
+        prefill_cp: d.prefill_cp,
         decode_tp: d.decode_tp,
     };
     let r = rainier_plan::serve_disaggregated(
@@ -580,12 +586,12 @@ fn disaggregated_text(r: &rainier_plan::DisaggregatedReport) -> String {
         r.input_len,
         r.output_len
     );
-    s += "pool        chips  tp  replicas  batch   step ms  capacity req/s  utilization  GiB/device\n";
+    s += "pool        chips  tp·cp  replicas  batch   step ms  capacity req/s  utilization  GiB/device\n";
     for (name, pool, unit) in [("prefill", p, "prompts"), ("decode", d, "in flight")] {
         s += &format!(
-            "{name:<10} {:>6} {:>3} {:>9} {:>6}  {:>8.2}  {:>14.2}  {:>10.1}%  {:>5.2} of {:.2}  ({unit})\n",
+            "{name:<10} {:>6} {:>6} {:>9} {:>6}  {:>8.2}  {:>14.2}  {:>10.1}%  {:>5.2} of {:.2}  ({unit})\n",
             pool.chips,
-            pool.tp,
+            format!("{}·{}", pool.tp, pool.cp),
             pool.replicas,
             pool.batch,
             pool.step_ms,

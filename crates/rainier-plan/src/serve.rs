@@ -471,9 +471,28 @@ struct Server<'a> {
     host_step_s: f64,
     /// The speculative draft model, served on the same ranks at the same TP.
     draft: Option<Box<Server<'a>>>,
+    /// Context parallelism of a prefill-only replica (disaggregated prefill pools): each of
+    /// `cp` rank groups holds `1/cp` of every prompt, ring attention passing K/V blocks.
+    cp: u64,
 }
 
 impl<'a> Server<'a> {
+    /// This prefill server with its prompts split over `cp` groups of `tp` ranks (ring
+    /// attention), replicas counted in `tp × cp` ranks. Decode is not context-parallel.
+    fn with_context_parallel(mut self, cp: u64) -> Result<Server<'a>, PlanError> {
+        let ranks = self.cfg.chips * u64::from(self.per_chip);
+        let replica = self.tp * self.pp * cp;
+        if cp == 0 || ranks % replica != 0 || self.draft.is_some() {
+            return Err(PlanError::Invalid(format!(
+                "context parallelism {cp} × tp {} does not divide the {ranks} ranks (or runs with a draft)",
+                self.tp
+            )));
+        }
+        self.cp = cp;
+        self.replicas = ranks / replica;
+        Ok(self)
+    }
+
     fn new(
         model: &'a Model,
         chip: &'a Chip,
@@ -607,6 +626,7 @@ impl<'a> Server<'a> {
             framework,
             host_step_s,
             draft: None,
+            cp: 1,
         })
     }
 
@@ -734,7 +754,7 @@ impl<'a> Server<'a> {
 
     fn batch(&self, sequences: u64, seq: u64) -> Batch {
         let routing = crate::train::routing(&self.cfg.cluster);
-        Batch { sequences, seq, tp: self.tp, cp: 1, ep: self.ep, routing }
+        Batch { sequences, seq, tp: self.tp, cp: self.cp, ep: self.ep, routing }
     }
 
     /// `(count, ops of one such layer)` for each of the model's layer kinds.
@@ -778,6 +798,15 @@ impl<'a> Server<'a> {
         let all_reduce =
             topo.seconds(CollectiveKind::AllReduce, bytes, Group { size: self.tp, stride: 1 }, 1.0);
         let mut comm = 2.0 * layers * all_reduce;
+        if self.cp > 1 && !decode {
+            // Ring attention: cp − 1 steps passing this rank's K/V block on, behind the
+            // attention blocks; what the sends exceed the attention by is exposed.
+            let kv = tokens as f64 * model.kv_elements_per_layer(self.tp) as f64 * ACT_BYTES as f64;
+            let group = Group { size: self.cp, stride: self.tp };
+            let send = topo.seconds(CollectiveKind::SendRecv, kv, group, 1.0);
+            let ring = (self.cp - 1) as f64 * send;
+            comm += layers * (ring - attention / layers).max(0.0);
+        }
         if self.pp > 1 {
             let send = topo.seconds(
                 CollectiveKind::SendRecv,

@@ -48,8 +48,10 @@ fn the_pools_balance_at_the_smaller_capacity() {
 fn the_searched_split_is_the_cheapest_neighbour() {
     let cfg = slo(32, 2048, 256);
     let best = run("llama3-70b", "h100", &cfg, &Disaggregation::default());
-    let unit = |tp: u64| tp.div_ceil(1);
-    for delta in [-(unit(best.prefill.tp) as i64), unit(best.prefill.tp) as i64] {
+    // An H100 is one rank: a prefill replica is tp × cp chips.
+    let unit = (best.prefill.tp * best.prefill.cp) as i64;
+    let mut compared = 0;
+    for delta in [-unit, unit] {
         let chips = best.prefill.chips as i64 + delta;
         if chips <= 0 || chips as u64 + best.decode.tp > 32 {
             continue;
@@ -57,11 +59,13 @@ fn the_searched_split_is_the_cheapest_neighbour() {
         let split = Disaggregation {
             prefill_chips: Some(chips as u64),
             prefill_tp: Some(best.prefill.tp),
+            prefill_cp: Some(best.prefill.cp),
             decode_tp: Some(best.decode.tp),
         };
         let model = Model::preset("llama3-70b").expect("preset");
         let h100 = chip("h100");
         if let Ok(other) = serve_disaggregated(&model, &h100, &h100, &cfg, &split) {
+            compared += 1;
             assert!(
                 other.cost_usd_per_million_output_tokens
                     >= best.cost_usd_per_million_output_tokens * (1.0 - 1e-12),
@@ -71,6 +75,7 @@ fn the_searched_split_is_the_cheapest_neighbour() {
             );
         }
     }
+    assert!(compared >= 1, "no neighbouring split to compare with");
 }
 
 /// A request's K/V is every layer's K and V for its prompt: 80 layers × 8 KV heads × 128 ×
@@ -146,4 +151,37 @@ fn compare_serve_carries_the_disaggregated_deployment() {
     let report =
         rainier_plan::compare_serve(&model, &catalog, &under, Some(&only[..1])).expect("compare");
     assert!(report.rows[0].disaggregated.is_none());
+}
+
+/// Context parallelism splits a long prompt's prefill over rank groups (ring attention): at
+/// 64K tokens the step shrinks nearly by the degree, the throughput per chip stays, and a
+/// TTFT only CP reaches makes the search choose it.
+#[test]
+fn context_parallel_prefill_cuts_a_long_prompts_ttft() {
+    let model = Model::preset("llama3.1-405b").expect("preset");
+    let h100 = chip("h100");
+    let cfg = ServeConfig {
+        weights: rainier_plan::WeightFormat::Fp8,
+        ..ServeConfig::new(128, 65536, 512)
+    };
+    let at = |cp| {
+        let split = Disaggregation {
+            prefill_cp: Some(cp),
+            prefill_tp: Some(8),
+            decode_tp: Some(8),
+            prefill_chips: Some(96),
+        };
+        serve_disaggregated(&model, &h100, &h100, &cfg, &split).expect("a plan")
+    };
+    let (one, four) = (at(1), at(4));
+    assert_eq!((one.prefill.cp, four.prefill.cp), (1, 4));
+    let speedup = one.prefill.step_ms / four.prefill.step_ms;
+    assert!(speedup > 3.5 && speedup <= 4.0 + 1e-9, "cp 4 prefill speed-up {speedup}");
+    let per_chip =
+        |r: &DisaggregatedReport| r.prefill.capacity_requests_per_s / r.prefill.chips as f64;
+    assert!((per_chip(&four) / per_chip(&one) - 1.0).abs() < 0.05);
+    let slo = ServeConfig { slo_ttft_ms: Some(8000.0), ..cfg };
+    let best = serve_disaggregated(&model, &h100, &h100, &slo, &Disaggregation::default())
+        .expect("CP meets it");
+    assert!(best.prefill.cp > 1 && best.ttft_ms <= 8000.0, "{:?}", best.prefill);
 }

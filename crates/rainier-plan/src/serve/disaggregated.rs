@@ -27,6 +27,9 @@ pub struct Disaggregation {
     /// Chips of the prefill pool (the rest of the cluster's `chips` decode).
     pub prefill_chips: Option<u64>,
     pub prefill_tp: Option<u64>,
+    /// Context parallelism of a prefill replica (ring attention over `cp` groups of
+    /// `prefill_tp` ranks, each holding `1/cp` of the prompt); searched over 1, 2, 4, 8.
+    pub prefill_cp: Option<u64>,
     pub decode_tp: Option<u64>,
 }
 
@@ -36,6 +39,8 @@ pub struct PoolReport {
     pub chip: String,
     pub chips: u64,
     pub tp: u64,
+    /// Context parallelism (prefill; 1 for decode).
+    pub cp: u64,
     pub replicas: u64,
     /// Prefill: prompts per step; decode: sequences in flight per replica.
     pub batch: u64,
@@ -105,6 +110,7 @@ pub struct DisaggregatedReport {
 #[derive(Debug, Clone)]
 struct Unit {
     tp: u64,
+    cp: u64,
     /// Chips of the smallest whole number of replicas, and that number.
     chips: u64,
     replicas: u64,
@@ -128,11 +134,16 @@ fn unit_chips(tp: u64, per_chip: u64) -> u64 {
 
 /// A prefill unit at TP `tp`: the most prompts per step (within the token budget) meeting
 /// the TTFT SLO with `exposed` ms of transfer added, that fit.
-fn prefill_unit(model: &Model, chip: &Chip, cfg: &ServeConfig, tp: u64) -> Option<Unit> {
+fn prefill_unit(
+    model: &Model,
+    chip: &Chip,
+    cfg: &ServeConfig,
+    (tp, cp): (u64, u64),
+) -> Option<Unit> {
     let per_chip = u64::from(ranks_per_chip(chip, cfg.lnc).ok()?);
-    let chips = unit_chips(tp, per_chip);
+    let chips = unit_chips(tp * cp, per_chip);
     let pool = pool_cfg(cfg, chips);
-    let server = Server::new(model, chip, &pool, tp, 1, 1).ok()?;
+    let server = Server::new(model, chip, &pool, tp, 1, 1).ok()?.with_context_parallel(cp).ok()?;
     let prompt = server.new_prompt_tokens() as f64;
     let most = (CHUNK_TOKENS.value / prompt).floor().max(1.0) as u64;
     let (weights, reserve) = server.fixed_memory();
@@ -140,8 +151,10 @@ fn prefill_unit(model: &Model, chip: &Chip, cfg: &ServeConfig, tp: u64) -> Optio
     let mut b = 1u64;
     while b <= most {
         let step_ms = server.cached_prefill(b, true).total_ms;
-        let kv = server.kv_bytes(b as f64, cfg.input_len as f64);
-        let memory = weights + reserve + kv + server.workspace(b as f64 * prompt, b as f64);
+        // Each rank holds its 1/cp of the prompts' K/V and activations.
+        let kv = server.kv_bytes(b as f64, cfg.input_len as f64) / cp as f64;
+        let tokens = b as f64 * prompt / cp as f64;
+        let memory = weights + reserve + kv + server.workspace(tokens, b as f64);
         if memory > server.capacity() {
             break;
         }
@@ -149,6 +162,7 @@ fn prefill_unit(model: &Model, chip: &Chip, cfg: &ServeConfig, tp: u64) -> Optio
         if meets || best.is_none() {
             best = Some(Unit {
                 tp,
+                cp,
                 chips,
                 replicas: server.replicas,
                 batch: b,
@@ -193,6 +207,7 @@ fn decode_unit(model: &Model, chip: &Chip, cfg: &ServeConfig, tp: u64) -> Option
         if best.as_ref().is_none_or(|b| !b.meets || rate > b.rate) {
             best = Some(Unit {
                 tp,
+                cp: 1,
                 chips,
                 replicas: server.replicas,
                 batch: n,
@@ -299,9 +314,11 @@ fn search(
             None => tp_candidates(model, chip, ranks, domain),
         })
     };
+    let cps: Vec<u64> = split.prefill_cp.map_or_else(|| vec![1, 2, 4, 8], |c| vec![c]);
     let prefills: Vec<Unit> = candidates(prefill_chip, split.prefill_tp)?
         .into_iter()
-        .filter_map(|tp| prefill_unit(model, prefill_chip, cfg, tp))
+        .flat_map(|tp| cps.iter().map(move |&cp| (tp, cp)))
+        .filter_map(|degrees| prefill_unit(model, prefill_chip, cfg, degrees))
         .collect();
     let decodes: Vec<Unit> = candidates(decode_chip, split.decode_tp)?
         .into_iter()
@@ -394,7 +411,7 @@ fn unit_price(
     unit: &Unit,
 ) -> Result<f64, PlanError> {
     let pool = pool_cfg(cfg, unit.chips);
-    let server = Server::new(model, chip, &pool, unit.tp, 1, 1)?;
+    let server = Server::new(model, chip, &pool, unit.tp, 1, 1)?.with_context_parallel(unit.cp)?;
     Ok(server.money(1.0, 1.0).2)
 }
 
@@ -427,7 +444,8 @@ fn deployment(
     // Each pool's cost per token of the shared stream, at its own chips and utilization.
     let money = |chip: &Chip, unit: &Unit, units: u64, cap: f64| -> Result<(f64, f64), PlanError> {
         let pool = pool_cfg(cfg, units * unit.chips);
-        let server = Server::new(model, chip, &pool, unit.tp, 1, 1)?;
+        let server =
+            Server::new(model, chip, &pool, unit.tp, 1, 1)?.with_context_parallel(unit.cp)?;
         let (usd, _, usd_per_chip_hour, _) = server.money(output_tps, (rate / cap).min(1.0));
         Ok((usd, usd_per_chip_hour))
     };
@@ -437,6 +455,7 @@ fn deployment(
         chip: chip.name.clone(),
         chips: units * u.chips,
         tp: u.tp,
+        cp: u.cp,
         replicas: units * u.replicas,
         batch: u.batch,
         step_ms: u.step_ms,
