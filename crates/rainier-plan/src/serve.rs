@@ -1112,7 +1112,7 @@ impl<'a> Server<'a> {
 
     /// Chips the plan occupies.
     fn chips_used(&self) -> u64 {
-        (self.tp * self.pp * self.replicas).div_ceil(u64::from(self.per_chip))
+        (self.tp * self.pp * self.cp * self.replicas).div_ceil(u64::from(self.per_chip))
     }
 
     /// At `tps` output tokens/s over the cluster with the chips computing a `busy` share of

@@ -180,6 +180,9 @@ fn context_parallel_prefill_cuts_a_long_prompts_ttft() {
     let per_chip =
         |r: &DisaggregatedReport| r.prefill.capacity_requests_per_s / r.prefill.chips as f64;
     assert!((per_chip(&four) / per_chip(&one) - 1.0).abs() < 0.05);
+    // The same chips at the same rate cost the same: every rank of a CP replica is paid for.
+    let cost = |r: &DisaggregatedReport| r.cost_usd_per_million_output_tokens;
+    assert!((cost(&four) / cost(&one) - 1.0).abs() < 0.05, "{} vs {}", cost(&four), cost(&one));
     let slo = ServeConfig { slo_ttft_ms: Some(8000.0), ..cfg };
     let best = serve_disaggregated(&model, &h100, &h100, &slo, &Disaggregation::default())
         .expect("CP meets it");
