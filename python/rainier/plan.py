@@ -27,6 +27,7 @@ fits or meets) or :class:`UsageError` (an unknown argument), each with ``kind``,
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import tempfile
@@ -262,31 +263,42 @@ def _flags(options: Mapping[str, Any]) -> list[str]:
     return args
 
 
-def command(*args: str) -> Result:
+def command(*args: str) -> Result | str:
     """Runs any ``rainier`` command line (``command("train", "--model", ...)``) and returns its
-    JSON output as a result (``--json`` is added); the other functions are shorthands."""
+    JSON output as a result (``--json`` is added); the other functions are shorthands. With
+    ``--dump-scenario``, ``--help`` or ``-h`` it returns the text the command prints."""
     argv = [str(a) for a in args]
-    if "--json" not in argv and "--dump-scenario" not in argv:
+    text_out = any(a in ("--dump-scenario", "--help", "-h") for a in argv)
+    if "--json" not in argv and not text_out:
         argv.append("--json")
     ok, text = _native.run_command(argv)
     if not ok:
         error = json.loads(text)
         cls = _ERRORS.get(error["kind"], RainierError)
         raise cls(error["message"], error["kind"], error["field"])
+    if text_out:
+        return text
     data = json.loads(text)
     cls = _RESULTS.get(data.get("schema", {}).get("name"), Result)
     return cls(data, text.rstrip("\n"))
 
 
 def _with_model(model: Any, run) -> Result:
-    """Runs ``run(model_arg)`` with a ``dict`` model written to a temporary config.json."""
+    """Runs ``run(model_arg)``; a ``dict`` model is written as a config.json under the
+    temporary folder at a path named by its content, so the same dict gives the same output
+    (the model's name in reports is that path)."""
     if not isinstance(model, Mapping):
         return run(_value(model))
-    with tempfile.TemporaryDirectory(prefix="rainier-model-") as d:
-        path = os.path.join(d, "config.json")
-        with open(path, "w") as f:
-            json.dump(dict(model), f)
-        return run(path)
+    text = json.dumps(dict(model), sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    folder = os.path.join(tempfile.gettempdir(), f"rainier-model-{digest}")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "config.json")
+    if not os.path.exists(path):
+        with open(path + ".part", "w") as f:
+            f.write(text)
+        os.replace(path + ".part", path)
+    return run(path)
 
 
 def train(model, chip: str, chips: int, seq: int, global_batch: int, **plan) -> TrainResult:

@@ -66,6 +66,7 @@ def test_search_serve_and_compare_are_the_cli():
 def test_a_config_dict_is_a_model():
     config = json.loads((ROOT / "crates/rainier-cli/data/models/qwen3-32b.json").read_text())
     from_dict = rp.serve(config, "h100", chips=2, tp=2)
+    assert rp.serve(dict(config), "h100", chips=2, tp=2).to_json() == from_dict.to_json()
     path = rp.serve(str(ROOT / "crates/rainier-cli/data/models/qwen3-32b.json"), "h100", chips=2, tp=2)
     assert from_dict.tpot_ms == path.tpot_ms and from_dict.model_parameters == path.model_parameters
 
@@ -80,6 +81,8 @@ def test_patched_chips_and_scenarios(tmp_path):
     scenario.write_text('command = "serve"\nmodel = "llama3-8b"\nchip = "h100"\nchips = 1\ntp = 1\n')
     assert rp.run(scenario) == base
     assert rp.run(scenario, batch=8).batch == 8
+    dumped = rp.command("serve", "--model", "llama3-8b", "--chip", "h100", "--chips", "1", "--dump-scenario")
+    assert isinstance(dumped, str) and 'command = "serve"' in dumped
 
 
 def test_errors_are_exceptions_naming_the_field():

@@ -386,8 +386,21 @@ pub(crate) fn dump(root: &Command, matches: &ArgMatches) -> Option<String> {
     Some(out)
 }
 
-/// A command-line value as a TOML value: a number where it reads as one, else a string.
+/// A command-line value as a TOML value: a number where TOML reads it back as the same text,
+/// else a string.
 fn toml_scalar(v: &str) -> String {
+    let bare = number_text(v);
+    let reads_back = toml::from_str::<toml::Table>(&format!("x = {bare}"))
+        .is_ok_and(|t| matches!(t.get("x"), Some(toml::Value::Integer(_) | toml::Value::Float(_))));
+    if reads_back {
+        bare
+    } else {
+        toml::Value::String(v.to_string()).to_string()
+    }
+}
+
+/// `v` written as a TOML number if it looks like one (`5.` as `5.0`), else unchanged.
+fn number_text(v: &str) -> String {
     let leading_zero = v.len() > 1 && v.starts_with('0') && !v[1..].starts_with(['.', 'e', 'E']);
     let numeric = !v.is_empty()
         && !leading_zero
@@ -398,9 +411,8 @@ fn toml_scalar(v: &str) -> String {
         if v.ends_with('.') {
             return format!("{v}0");
         }
-        return v.to_string();
     }
-    toml::Value::String(v.to_string()).to_string()
+    v.to_string()
 }
 
 /// The scenario flags of `train`, `serve`, `compare` and `site`, declared for `--help`:

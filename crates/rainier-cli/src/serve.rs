@@ -516,7 +516,7 @@ pub(crate) struct DisaggregationArgs {
     /// Dynamo, llm-d). --chips counts both pools; the split and each pool's TP are searched
     /// for the lowest cost per token at the SLO unless given; colocated serving on the same
     /// chips is shown beside it.
-    #[arg(long, conflicts_with_all = ["search", "batch", "tp", "pp"])]
+    #[arg(long, conflicts_with_all = ["search", "batch", "tp", "pp", "ep"])]
     disaggregate: bool,
     /// The prefill pool's chip kind [default: --chip, which then is the decode pool's only].
     #[arg(long, requires = "disaggregate")]

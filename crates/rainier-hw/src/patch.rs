@@ -188,6 +188,14 @@ fn set_figure(
             let new = sourced(None)?;
             object.insert(leaf.into(), new);
         }
+        Some(Value::Number(old)) if old.is_u64() => {
+            // A count (cores, chips): a whole non-negative number.
+            let count = value
+                .as_f64()
+                .filter(|v| v.fract() == 0.0 && *v >= 0.0 && *v <= u32::MAX as f64)
+                .ok_or_else(|| format!("`{key}` is a count: a whole number, not {value}"))?;
+            object.insert(leaf.into(), Value::from(count as u64));
+        }
         Some(Value::Number(_) | Value::String(_) | Value::Bool(_)) => {
             if leaf == "name" {
                 return Err("set the new chip's name with `as`, not `name`".into());

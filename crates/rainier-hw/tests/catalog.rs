@@ -164,6 +164,8 @@ fn bad_patches_name_what_is_wrong() {
         .expect_err("a bad patch")
         .contains("already in the catalog"));
     assert!(apply("trn2").expect_err("a bad patch").contains("CHIP:KEY=VALUE"));
+    assert!(apply("trn2:node.chips=3.5").expect_err("a bad patch").contains("a whole number"));
+    assert!(apply("trn2:node.chips=32,as=trn2-32").is_ok(), "a count patches as an integer");
     for e in [typo, range, core] {
         assert_eq!(e.lines().count(), 1, "{e}");
     }

@@ -188,3 +188,34 @@ fn context_parallel_prefill_cuts_a_long_prompts_ttft() {
         .expect("CP meets it");
     assert!(best.prefill.cp > 1 && best.ttft_ms <= 8000.0, "{:?}", best.prefill);
 }
+
+/// Degrees out of range are one-line errors naming the flag; speculation runs on the decode
+/// pool (the draft is not put on the prefill replicas).
+#[test]
+fn bad_degrees_are_refused_and_speculation_decodes() {
+    let model = Model::preset("llama3-70b").expect("preset");
+    let h100 = chip("h100");
+    let cfg = ServeConfig::new(32, 1024, 256);
+    for (split, message) in [
+        (Disaggregation { prefill_cp: Some(u64::MAX), ..Default::default() }, "prefill-cp"),
+        (Disaggregation { prefill_chips: Some(0), ..Default::default() }, "prefill-chips"),
+        (Disaggregation { prefill_chips: Some(32), ..Default::default() }, "leaves none"),
+        (Disaggregation { decode_tp: Some(0), ..Default::default() }, "decode-tp"),
+    ] {
+        let e = serve_disaggregated(&model, &h100, &h100, &cfg, &split).expect_err("refused");
+        assert!(e.to_string().contains(message), "{e}");
+    }
+    let spec = rainier_plan::Speculative {
+        draft: Model::preset("llama3.2-1b").expect("preset"),
+        tokens: 3,
+        acceptance: 0.7,
+        shares_head: false,
+    };
+    let with = ServeConfig { speculative: Some(spec), ..cfg.clone() };
+    let plain =
+        serve_disaggregated(&model, &h100, &h100, &cfg, &Disaggregation::default()).expect("plain");
+    let fast = serve_disaggregated(&model, &h100, &h100, &with, &Disaggregation::default())
+        .expect("with a draft");
+    assert!(fast.decode.capacity_requests_per_s / fast.decode.chips as f64 > 0.0);
+    assert!(fast.tpot_ms > 0.0 && plain.tpot_ms > 0.0);
+}

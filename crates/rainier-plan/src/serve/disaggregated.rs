@@ -132,22 +132,40 @@ fn unit_chips(tp: u64, per_chip: u64) -> u64 {
     tp.div_ceil(per_chip)
 }
 
-/// A prefill unit at TP `tp`: the most prompts per step (within the token budget) meeting
-/// the TTFT SLO with `exposed` ms of transfer added, that fit.
-fn prefill_unit(
-    model: &Model,
-    chip: &Chip,
-    cfg: &ServeConfig,
+/// The prefill pool's configuration: the draft of speculative decoding runs on the decode
+/// pool (its prompt prefill is not costed there).
+fn prefill_cfg(cfg: &ServeConfig) -> ServeConfig {
+    ServeConfig { speculative: None, ..cfg.clone() }
+}
+
+/// The prefill server of one unit: TP `tp`, context parallelism `cp`.
+fn prefill_server<'a>(
+    model: &'a Model,
+    chip: &'a Chip,
+    pool: &'a ServeConfig,
     (tp, cp): (u64, u64),
-) -> Option<Unit> {
-    let per_chip = u64::from(ranks_per_chip(chip, cfg.lnc).ok()?);
-    let chips = unit_chips(tp * cp, per_chip);
-    let pool = pool_cfg(cfg, chips);
-    let server = Server::new(model, chip, &pool, tp, 1, 1).ok()?.with_context_parallel(cp).ok()?;
+) -> Result<Server<'a>, PlanError> {
+    let server = Server::new(model, chip, pool, tp, 1, 1)?;
+    if cp > 1 {
+        server.with_context_parallel(cp)
+    } else {
+        Ok(server)
+    }
+}
+
+/// Prefill units at TP `tp` and CP `cp`: one per number of prompts per step (powers of two
+/// within the token budget) that fits and whose step meets the TTFT SLO, or the smallest
+/// batch when none does. Whether the step plus the K/V transfer meets it is the pair's check.
+fn prefill_units(model: &Model, chip: &Chip, cfg: &ServeConfig, (tp, cp): (u64, u64)) -> Vec<Unit> {
+    let Ok(per_chip) = ranks_per_chip(chip, cfg.lnc).map(u64::from) else { return vec![] };
+    let Some(ranks) = tp.checked_mul(cp) else { return vec![] };
+    let chips = unit_chips(ranks, per_chip);
+    let pool = pool_cfg(&prefill_cfg(cfg), chips);
+    let Ok(server) = prefill_server(model, chip, &pool, (tp, cp)) else { return vec![] };
     let prompt = server.new_prompt_tokens() as f64;
     let most = (CHUNK_TOKENS.value / prompt).floor().max(1.0) as u64;
     let (weights, reserve) = server.fixed_memory();
-    let mut best: Option<Unit> = None;
+    let mut units: Vec<Unit> = Vec::new();
     let mut b = 1u64;
     while b <= most {
         let step_ms = server.cached_prefill(b, true).total_ms;
@@ -159,8 +177,8 @@ fn prefill_unit(
             break;
         }
         let meets = cfg.slo_ttft_ms.is_none_or(|s| step_ms <= s);
-        if meets || best.is_none() {
-            best = Some(Unit {
+        if meets || units.is_empty() {
+            units.push(Unit {
                 tp,
                 cp,
                 chips,
@@ -178,7 +196,7 @@ fn prefill_unit(
         }
         b *= 2;
     }
-    best
+    units
 }
 
 /// A decode unit at TP `tp`: the most sequences in flight that fit and meet the TPOT SLO.
@@ -226,18 +244,54 @@ fn decode_unit(model: &Model, chip: &Chip, cfg: &ServeConfig, tp: u64) -> Option
     best
 }
 
-/// K/V bytes a request's decode replica receives, and the scale-out bytes/s and latency
-/// between a prefill replica of `prefill_chips` and a decode replica of `decode_chips`.
+/// Moving a request's K/V from the prefill pool to the decode pool.
+struct Link {
+    /// K/V bytes a request's decode replica receives (every decode rank's copy).
+    bytes: f64,
+    /// Scale-out bytes/s of one chip of each pool, and the slower side's step latency.
+    prefill_chip_bytes_per_s: f64,
+    decode_chip_bytes_per_s: f64,
+    latency_s: f64,
+}
+
+impl Link {
+    /// The bandwidth one prefill replica's transfers get: its share of its unit's NICs, or
+    /// one decode replica's share of its unit's, whichever is smaller.
+    fn replica_bytes_per_s(&self, p: &Unit, d: &Unit) -> f64 {
+        let prefill = p.chips as f64 * self.prefill_chip_bytes_per_s / p.replicas as f64;
+        let decode = d.chips as f64 * self.decode_chip_bytes_per_s / d.replicas as f64;
+        prefill.min(decode)
+    }
+
+    /// Requests per second the pools' NICs carry: the smaller side's total over a request.
+    fn capacity(&self, (p, p_units): (&Unit, u64), (d, d_units): (&Unit, u64)) -> f64 {
+        let prefill = (p_units * p.chips) as f64 * self.prefill_chip_bytes_per_s;
+        let decode = (d_units * d.chips) as f64 * self.decode_chip_bytes_per_s;
+        prefill.min(decode) / self.bytes
+    }
+
+    /// A prefill step's K/V (its `b` prompts) at the replica's bandwidth, and what it adds
+    /// to TTFT streamed layer by layer behind the step, seconds.
+    fn transfer(&self, p: &Unit, d: &Unit, layers: u64) -> (f64, f64) {
+        let transfer =
+            self.latency_s + p.batch as f64 * self.bytes / self.replica_bytes_per_s(p, d);
+        let exposed = (transfer - p.step_ms / 1e3).max(0.0) + transfer / layers as f64;
+        (transfer, exposed)
+    }
+}
+
+/// The K/V link between `prefill_chip` and `decode_chip` for decode replicas at TP
+/// `decode_tp`.
 fn kv_link(
     model: &Model,
-    (prefill_chip, prefill_chips): (&Chip, u64),
-    (decode_chip, decode_chips): (&Chip, u64),
+    prefill_chip: &Chip,
+    decode_chip: &Chip,
     cfg: &ServeConfig,
-    decode_tp: u64,
-) -> Result<(f64, f64, f64), PlanError> {
-    let pool = pool_cfg(cfg, decode_chips);
-    let server = Server::new(model, decode_chip, &pool, decode_tp, 1, 1)?;
-    let bytes = server.kv_per_sequence(cfg.input_len as f64) * decode_tp as f64;
+    decode: &Unit,
+) -> Result<Link, PlanError> {
+    let pool = pool_cfg(cfg, decode.chips);
+    let server = Server::new(model, decode_chip, &pool, decode.tp, 1, 1)?;
+    let bytes = server.kv_per_sequence(cfg.input_len as f64) * decode.tp as f64;
     let nic = |chip: &Chip| -> Result<(f64, f64), PlanError> {
         let per_chip = ranks_per_chip(chip, cfg.lnc)?;
         let topo = rainier_perf::Topology::new(chip, per_chip, &cfg.cluster.datacenter);
@@ -251,8 +305,12 @@ fn kv_link(
     };
     let (p_bw, p_lat) = nic(prefill_chip)?;
     let (d_bw, d_lat) = nic(decode_chip)?;
-    let bandwidth = (p_bw * prefill_chips as f64).min(d_bw * decode_chips as f64);
-    Ok((bytes, bandwidth, p_lat.max(d_lat)))
+    Ok(Link {
+        bytes,
+        prefill_chip_bytes_per_s: p_bw,
+        decode_chip_bytes_per_s: d_bw,
+        latency_s: p_lat.max(d_lat),
+    })
 }
 
 /// The disaggregated deployment of `model`: prefill on `prefill_chip`, decode on
@@ -299,6 +357,21 @@ fn search(
     split: &Disaggregation,
 ) -> Result<DisaggregatedReport, PlanError> {
     super::check(model, cfg)?;
+    crate::train::check_counts(
+        &[
+            ("prefill-chips", split.prefill_chips),
+            ("prefill-tp", split.prefill_tp),
+            ("prefill-cp", split.prefill_cp),
+            ("decode-tp", split.decode_tp),
+        ],
+        1 << 24,
+    )?;
+    if let Some(c) = split.prefill_chips.filter(|&c| c >= cfg.chips) {
+        return Err(PlanError::Invalid(format!(
+            "--prefill-chips {c} leaves none of the {} chips to decode",
+            cfg.chips
+        )));
+    }
     if cfg.workload.is_some() {
         return Err(PlanError::Invalid(
             "a workload simulation of disaggregated pools is not modelled; drop --workload".into(),
@@ -318,7 +391,7 @@ fn search(
     let prefills: Vec<Unit> = candidates(prefill_chip, split.prefill_tp)?
         .into_iter()
         .flat_map(|tp| cps.iter().map(move |&cp| (tp, cp)))
-        .filter_map(|degrees| prefill_unit(model, prefill_chip, cfg, degrees))
+        .flat_map(|degrees| prefill_units(model, prefill_chip, cfg, degrees))
         .collect();
     let decodes: Vec<Unit> = candidates(decode_chip, split.decode_tp)?
         .into_iter()
@@ -326,8 +399,16 @@ fn search(
         .collect();
     let mut best: Option<(f64, DisaggregatedReport)> = None;
     let mut last_error = None;
-    for p in &prefills {
-        for d in &decodes {
+    for d in &decodes {
+        let link = match kv_link(model, prefill_chip, decode_chip, cfg, d) {
+            Ok(link) => link,
+            Err(e) => {
+                last_error = Some(e);
+                continue;
+            }
+        };
+        let d_price = unit_price(model, decode_chip, cfg, d)?;
+        for p in &prefills {
             let splits: Vec<u64> = match split.prefill_chips {
                 Some(c) if c % p.chips == 0 => vec![c / p.chips],
                 Some(_) => continue,
@@ -335,23 +416,14 @@ fn search(
             };
             // The split with the lowest chip-hours per request (the pools' own prices) is
             // found by arithmetic on the units' capacities; only it is costed in full.
-            let link =
-                match kv_link(model, (prefill_chip, p.chips), (decode_chip, d.chips), cfg, d.tp) {
-                    Ok(link) => link,
-                    Err(e) => {
-                        last_error = Some(e);
-                        continue;
-                    }
-                };
-            let (p_price, d_price) =
-                (unit_price(model, prefill_chip, cfg, p)?, unit_price(model, decode_chip, cfg, d)?);
+            let p_price = unit_price(model, prefill_chip, cfg, p)?;
             let score = |units: u64| {
                 let decode_units = cfg.chips.saturating_sub(units * p.chips) / d.chips;
-                let network = units as f64 * p.replicas as f64 * link.1 / link.0;
+                let network = link.capacity((p, units), (d, decode_units));
                 let rate = (units as f64 * p.rate).min(decode_units as f64 * d.rate).min(network);
                 let usd =
                     (units * p.chips) as f64 * p_price + (decode_units * d.chips) as f64 * d_price;
-                (decode_units > 0).then_some(usd / rate)
+                (decode_units > 0 && rate > 0.0).then_some(usd / rate)
             };
             let cheapest = splits
                 .into_iter()
@@ -363,6 +435,7 @@ fn search(
                     model,
                     (prefill_chip, p, units),
                     (decode_chip, d, decode_units),
+                    &link,
                     cfg,
                 ) {
                     Ok(r) => r,
@@ -376,7 +449,7 @@ fn search(
                 let better = match &best {
                     None => true,
                     Some((k, b)) => {
-                        key < *k
+                        key.total_cmp(k).is_lt()
                             || (key == *k && !b.meets_slo && r.requests_per_s > b.requests_per_s)
                     }
                 };
@@ -410,9 +483,8 @@ fn unit_price(
     cfg: &ServeConfig,
     unit: &Unit,
 ) -> Result<f64, PlanError> {
-    let pool = pool_cfg(cfg, unit.chips);
-    let server = Server::new(model, chip, &pool, unit.tp, 1, 1)?.with_context_parallel(unit.cp)?;
-    Ok(server.money(1.0, 1.0).2)
+    let pool = pool_cfg(&prefill_cfg(cfg), unit.chips);
+    Ok(prefill_server(model, chip, &pool, (unit.tp, unit.cp))?.money(1.0, 1.0).2)
 }
 
 /// The steady state of `p_units` prefill units and `d_units` decode units.
@@ -420,16 +492,11 @@ fn deployment(
     model: &Model,
     (p_chip, p, p_units): (&Chip, &Unit, u64),
     (d_chip, d, d_units): (&Chip, &Unit, u64),
+    link: &Link,
     cfg: &ServeConfig,
 ) -> Result<DisaggregatedReport, PlanError> {
-    let (bytes, bandwidth, latency) =
-        kv_link(model, (p_chip, p.chips), (d_chip, d.chips), cfg, d.tp)?;
-    let transfer_s = latency + bytes / bandwidth;
-    let prefill_s = p.step_ms / 1e3;
-    let layers = model.layers as f64;
-    let exposed_s = (transfer_s - prefill_s).max(0.0) + transfer_s / layers;
-    // The network of a prefill unit carries its requests' K/V.
-    let network_cap = p_units as f64 * p.replicas as f64 * bandwidth / bytes;
+    let (transfer_s, exposed_s) = link.transfer(p, d, model.layers);
+    let network_cap = link.capacity((p, p_units), (d, d_units));
     let prefill_cap = p_units as f64 * p.rate;
     let decode_cap = d_units as f64 * d.rate;
     let rate = prefill_cap.min(decode_cap).min(network_cap);
@@ -443,9 +510,8 @@ fn deployment(
     let (p_chips, d_chips) = (p_units * p.chips, d_units * d.chips);
     // Each pool's cost per token of the shared stream, at its own chips and utilization.
     let money = |chip: &Chip, unit: &Unit, units: u64, cap: f64| -> Result<(f64, f64), PlanError> {
-        let pool = pool_cfg(cfg, units * unit.chips);
-        let server =
-            Server::new(model, chip, &pool, unit.tp, 1, 1)?.with_context_parallel(unit.cp)?;
+        let pool = pool_cfg(&prefill_cfg(cfg), units * unit.chips);
+        let server = prefill_server(model, chip, &pool, (unit.tp, unit.cp))?;
         let (usd, _, usd_per_chip_hour, _) = server.money(output_tps, (rate / cap).min(1.0));
         Ok((usd, usd_per_chip_hour))
     };
@@ -480,7 +546,7 @@ fn deployment(
         prefill: pool(p_chip, p, p_units, prefill_cap, p_price),
         decode: pool(d_chip, d, d_units, decode_cap, d_price),
         kv_transfer: KvTransferReport {
-            bytes_per_request: bytes,
+            bytes_per_request: link.bytes,
             transfer_ms: transfer_s * 1e3,
             exposed_ms: exposed_s * 1e3,
             network_utilization: rate / network_cap,
