@@ -877,7 +877,9 @@ impl<'a> Server<'a> {
         }
     }
 
-    /// Weights of this rank's layers alone (no embedding or LM head), bytes.
+    /// Weights of this rank's layers alone (no embedding or LM head), bytes: its stage's
+    /// layers of the mean layer (a stage of a model whose layers differ holds its share of
+    /// each).
     fn layer_weight_bytes(&self) -> f64 {
         let m = self.model;
         let layer = self
@@ -897,14 +899,6 @@ impl<'a> Server<'a> {
         let p = m.params();
         let (tp, wb) = (self.tp, self.formats.weight_bytes);
         let h = m.hidden;
-        // The mean layer (a stage of a model whose layers differ holds its share of each).
-        let layer = self
-            .variants
-            .iter()
-            .map(|(count, v)| *count as f64 * self.layer_weights(v))
-            .sum::<f64>()
-            / m.layers as f64;
-        let layers = m.layers.div_ceil(self.pp) as f64;
         // The embedding table stays bf16 (a lookup); an untied LM head is a quantized GEMM.
         let embedding = (p.embedding + p.positions) as f64 / tp as f64 * ACT_BYTES as f64;
         let head =
@@ -922,7 +916,7 @@ impl<'a> Server<'a> {
                 d.fixed_memory().0
             }
         });
-        let weights = layers * layer * wb + ends + draft;
+        let weights = self.layer_weight_bytes() + ends + draft;
         let reserve = rainier_perf::framework_reserve_gib(self.chip.family) * GIB;
         (weights, reserve)
     }

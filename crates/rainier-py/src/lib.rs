@@ -65,6 +65,19 @@ fn error(e: NkiError) -> PyErr {
     }
 }
 
+/// Runs `f` with the GIL released. A panic is a Rainier bug: it reaches Python as an
+/// exception instead of aborting the interpreter.
+fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> PyResult<T> {
+    py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))).map_err(|p| {
+        let what = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        PyRuntimeError::new_err(format!("internal error in Rainier (please report): {what}"))
+    })
+}
+
 /// Compiles and runs a traced kernel. `inputs`: `[(name, dtype, shape, bytes)]`.
 #[pyfunction]
 #[pyo3(signature = (trace_json, chip, inputs, values, record))]
@@ -92,22 +105,8 @@ fn run_trace(
         host.insert(name, HostTensor { dtype, shape, data });
     }
     let options = RunOptions { values, record };
-    let outcome = py
-        .detach(|| {
-            // A panic is a Rainier bug; it must reach Python as an exception, not abort.
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                rainier_nki::run(&trace, &chip, &host, options)
-            }))
-        })
-        .map_err(|p| {
-            let what = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            PyRuntimeError::new_err(format!("internal error in Rainier (please report): {what}"))
-        })?
-        .map_err(error)?;
+    let outcome =
+        detached(py, || rainier_nki::run(&trace, &chip, &host, options))?.map_err(error)?;
     Ok(NativeRun { outcome, chip, files: trace.files })
 }
 
@@ -123,20 +122,7 @@ fn core_params(chip: &str) -> PyResult<(u32, u32, u32)> {
 /// `(False, its error as the JSON object `--json` reports: kind, field, message)`.
 #[pyfunction]
 fn run_command(py: Python<'_>, args: Vec<String>) -> PyResult<(bool, String)> {
-    let result = py
-        .detach(|| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                rainier_cli::run_captured(&args)
-            }))
-        })
-        .map_err(|p| {
-            let what = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            PyRuntimeError::new_err(format!("internal error in Rainier (please report): {what}"))
-        })?;
+    let result = detached(py, || rainier_cli::run_captured(&args))?;
     Ok(match result {
         Ok(text) => (true, text),
         Err(e) => {
