@@ -39,6 +39,10 @@ pub(crate) fn expand(argv: Vec<OsString>, cmd: &Command) -> Result<Vec<OsString>
         let Some(file) = argv.get(2).filter(|f| !f.to_string_lossy().starts_with('-')) else {
             return Ok(argv); // `rainier run --help`, or a usage error clap reports
         };
+        let nested = argv[3..].iter().any(|a| a.to_string_lossy().starts_with("--scenario"));
+        if nested {
+            bail!("rainier run FILE takes its flags from FILE: drop --scenario (one scenario per command)");
+        }
         let (command, flags) = read(Path::new(file), None, cmd)?;
         let mut out = vec![argv[0].clone(), command.into()];
         out.extend(flags);
@@ -140,7 +144,11 @@ fn read(path: &Path, expected: Option<&str>, root: &Command) -> Result<(String, 
             continue;
         }
         if name == "patch" {
-            for spec in patches(value, &at)? {
+            let catalog = table.iter().find_map(|(k, v)| match v.get_ref() {
+                DeValue::String(path) if k.get_ref() == "catalog" => Some(path.to_string()),
+                _ => None,
+            });
+            for spec in patches(value, &at, catalog.as_deref())? {
                 flags.push("--patch".into());
                 flags.push(spec.into());
             }
@@ -239,8 +247,9 @@ fn scalar(value: &Spanned<DeValue>, key: &str, at: &Located) -> Result<String> {
 }
 
 /// `[[patch]]` tables (`chip`, `as`, `set`) as `--patch` specs, each checked against the
-/// built-in catalog where it names a built-in chip.
-fn patches(value: &Spanned<DeValue>, at: &Located) -> Result<Vec<String>> {
+/// built-in catalog extended by the scenario's `catalog` file (`file`), where it names a chip
+/// there.
+fn patches(value: &Spanned<DeValue>, at: &Located, file: Option<&str>) -> Result<Vec<String>> {
     let DeValue::Array(tables) = value.get_ref() else {
         return Err(at.at(value.span(), "`patch` is a list of tables: [[patch]] chip = \"trn2\", as = \"trn2-2xbw\", set = { hbm_bytes_per_s = 5.8e12 }"));
     };
@@ -281,6 +290,12 @@ fn patches(value: &Spanned<DeValue>, at: &Located) -> Result<Vec<String>> {
     }
     // Applied in order to the built-in catalog: a typo or a range slip points at its table.
     let mut catalog = rainier_hw::Catalog::built_in();
+    // The scenario's own catalog file, where it can be read (its errors are the load's).
+    if let Some(text) = file.and_then(|f| std::fs::read_to_string(f).ok()) {
+        if let Ok(extended) = catalog.clone().with_overrides(&text, file.unwrap_or_default()) {
+            catalog = extended;
+        }
+    }
     for (spec, span) in &specs {
         let patch = rainier_hw::Patch::parse(spec, at.file).map_err(|m| at.at(span.clone(), m))?;
         match catalog.clone().with_patch(&patch) {

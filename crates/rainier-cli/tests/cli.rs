@@ -2178,6 +2178,11 @@ fn bad_scenarios_name_the_line_and_the_key() {
     std::fs::write(&path, "command = \"train\"\n").expect("write");
     let out = rainier(&["serve", "--scenario", path.to_str().expect("utf8")]);
     assert!(text(&out.stderr).contains("is for `rainier train`, not `rainier serve`"));
+    // One scenario per command.
+    let path = path.to_str().expect("utf8");
+    let out = rainier(&["run", path, "--scenario", path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("drop --scenario"), "{}", text(&out.stderr));
 }
 
 /// The example scenarios in examples/scenarios read cleanly (their patches apply).
